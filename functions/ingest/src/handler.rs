@@ -1,0 +1,48 @@
+use connector_app::http;
+use connector_app::ingest::{Ingest, IngestError, MAX_BODY, MAX_RECORDS};
+use lambda_http::{Body, Error, Request, Response};
+
+pub async fn handle(ingest: &Ingest, req: Request) -> Result<Response<Body>, Error> {
+    let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+    if ingest.authorise(key).is_err() {
+        return Ok(http::error(401, "AuthenticationError", "Authentication failed", &[]));
+    }
+    let body: &[u8] = req.body().as_ref();
+    Ok(match ingest.handle(body).await {
+        Ok(report) => {
+            tracing::info!(
+                accepted = report.accepted,
+                duplicates = report.duplicates,
+                rejected = report.rejected,
+                "ingest"
+            );
+            http::data(200, &report)
+        }
+        Err(IngestError::Unauthorised) => {
+            http::error(401, "AuthenticationError", "Authentication failed", &[])
+        }
+        Err(IngestError::BadBody(reason)) => http::error(400, "ValidationError", &reason, &[]),
+        Err(IngestError::TooMany) => http::error(
+            413,
+            "PayloadTooLarge",
+            &format!("At most {MAX_RECORDS} transactions per request"),
+            &[],
+        ),
+        Err(IngestError::TooLarge) => http::error(
+            413,
+            "PayloadTooLarge",
+            &format!("The body exceeds {MAX_BODY} bytes"),
+            &[],
+        ),
+        Err(IngestError::UnknownAccount) => http::error(
+            404,
+            "NotFoundError",
+            "No connected account has this externalId",
+            &[],
+        ),
+        Err(IngestError::Unavailable(reason)) => {
+            tracing::error!(%reason, "ingest failed");
+            http::unavailable()
+        }
+    })
+}

@@ -1,0 +1,18 @@
+//! `POST /ingest`: the bank pushes an account's new transactions (IAM-authorised on AWS).
+
+mod handler;
+
+use connector_app::config::Env;
+use connector_app::ingest::Ingest;
+use connector_app::telemetry;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let ingest = match Ingest::from_env(&Env::from_process()).await {
+        Ok(i) => i,
+        Err(e) => telemetry::fail_start("ingest", &e),
+    };
+    let ingest = &ingest;
+    lambda_http::run(lambda_http::service_fn(move |req| handler::handle(ingest, req))).await
+}

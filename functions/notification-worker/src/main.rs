@@ -1,0 +1,18 @@
+//! Consumes the notifications queue: acts on notifications and runs backfills.
+
+mod handler;
+
+use connector_app::config::Env;
+use connector_app::telemetry;
+use connector_app::worker::NotificationWorker;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init();
+    let worker = match NotificationWorker::from_env(&Env::from_process()).await {
+        Ok(w) => w,
+        Err(e) => telemetry::fail_start("notification-worker", &e),
+    };
+    let worker = &worker;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| handler::handle(worker, event))).await
+}

@@ -1,0 +1,49 @@
+use connector_app::http::{self, Detail};
+use connector_app::intake::{IntakeError, MAX_BODY, NotificationIntake};
+use connector_sage::AuthFailure;
+use lambda_http::{Body, Error, Request, Response};
+
+pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Response<Body>, Error> {
+    let body: &[u8] = req.body().as_ref();
+    Ok(match intake.handle(req.headers(), body).await {
+        Ok(outcome) => {
+            tracing::info!(?outcome, "notification accepted");
+            http::data(200, &serde_json::json!({"value": "ok"}))
+        }
+        Err(IntakeError::Unauthorised(AuthFailure::KeysUnavailable(reason))) => {
+            tracing::error!(%reason, "cannot verify notifications: Sage ID keys unavailable");
+            http::unavailable()
+        }
+        Err(IntakeError::Unauthorised(check)) => {
+            // The log names the failed check; the answer stays generic (spec §3.3 rule 3).
+            tracing::warn!(failed_check = %check, "notification refused");
+            http::error(401, "AuthenticationError", "Authentication failed", &[])
+        }
+        Err(IntakeError::Invalid(e)) => {
+            let detail: Vec<Detail> = e
+                .target()
+                .map(|t| Detail {
+                    target: t.to_string(),
+                    code: match e {
+                        connector_domain::notification::NotificationError::MissingField(_) => "MissingProperty",
+                        _ => "InvalidPropertyValue",
+                    }
+                    .into(),
+                    message: e.to_string(),
+                })
+                .into_iter()
+                .collect();
+            http::error(400, "ValidationError", "The notification is not valid", &detail)
+        }
+        Err(IntakeError::TooLarge) => http::error(
+            413,
+            "PayloadTooLarge",
+            &format!("The body exceeds {MAX_BODY} bytes"),
+            &[],
+        ),
+        Err(IntakeError::Unavailable(reason)) => {
+            tracing::error!(%reason, "notification could not be stored");
+            http::internal_error()
+        }
+    })
+}

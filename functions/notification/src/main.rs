@@ -1,0 +1,18 @@
+//! `POST /notification`: Banking Service's notifications, verified and queued (spec §4.5).
+
+mod handler;
+
+use connector_app::config::Env;
+use connector_app::intake::NotificationIntake;
+use connector_app::telemetry;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let intake = match NotificationIntake::from_env(&Env::from_process()).await {
+        Ok(i) => i,
+        Err(e) => telemetry::fail_start("notification", &e),
+    };
+    let intake = &intake;
+    lambda_http::run(lambda_http::service_fn(move |req| handler::handle(intake, req))).await
+}

@@ -1,0 +1,212 @@
+//! The configuration contract (design §5): environment variables with the same names on Lambda
+//! and locally. A missing or malformed value stops the function at start-up with a message that
+//! names the variable.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use connector_sage::Secret;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing environment variable {name}: {hint}")]
+    Missing { name: String, hint: &'static str },
+    #[error("environment variable {name} is malformed: {reason}")]
+    Invalid { name: String, reason: String },
+    #[error("could not read secret {name} from Secrets Manager: {reason}")]
+    Secret { name: String, reason: String },
+}
+
+fn hint(name: &str) -> &'static str {
+    match name {
+        "TABLE_NAME" => "the DynamoDB table's name (template output TableName)",
+        "NOTIFICATIONS_QUEUE_URL" | "PUSH_QUEUE_URL" | "POLL_QUEUE_URL" => "an SQS queue URL",
+        "BANKING_SERVICE_URL" => "the Provider API base URL, e.g. https://papi-snd01-eu-west-1.sagebanking-sandbox.cloud",
+        "SAGE_ID_TOKEN_URL" => "Sage ID's token endpoint, e.g. https://id-shadow.sage.com/oauth/token",
+        "SAGE_ID_ISSUER" => "Sage ID's issuer ending with '/', e.g. https://id-shadow.sage.com/",
+        "SAGE_ID_AUDIENCE" => "the Provider API audience, e.g. sfdsbanking/sfdsBankingProvider-Pre",
+        "SAGE_ID_CLIENT_ID" => "the client id Sage issued",
+        "SAGE_ID_CLIENT_SECRET" => "the client secret, or a Secrets Manager ARN",
+        "PROVIDER_API_KEY" => "the x-api-key Sage issued, or a Secrets Manager ARN",
+        "NOTIFICATION_AUDIENCE" => "the audience of Banking Service's notification tokens",
+        "REDIRECT_HOST_ALLOWLIST" => "comma-separated hosts, e.g. *.sagebankdrive.com,money.sage.com",
+        "BANK_API_URL" => "the Bank Data API base URL",
+        "BANK_CLIENT_ID" | "BANK_CLIENT_SECRET" => "the connector's credentials at the bank",
+        _ => "see the configuration table in the README",
+    }
+}
+
+/// Reads variables from a source (the process environment, or a map in tests).
+pub struct Env {
+    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self {
+            lookup: Box::new(|name| std::env::var(name).ok()),
+        }
+    }
+
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self {
+            lookup: Box::new(move |name| map.get(name).cloned()),
+        }
+    }
+
+    /// The value, trimmed; empty counts as absent.
+    pub fn optional(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn required(&self, name: &str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or_else(|| ConfigError::Missing {
+            name: name.into(),
+            hint: hint(name),
+        })
+    }
+
+    pub fn parse_or<T: FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name: name.into(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn url(&self, name: &str) -> Result<String, ConfigError> {
+        let v = self.required(name)?;
+        let parsed = url::Url::parse(&v).map_err(|e| ConfigError::Invalid {
+            name: name.into(),
+            reason: format!("not an absolute URL ({e})"),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ConfigError::Invalid {
+                name: name.into(),
+                reason: "must be an http(s) URL".into(),
+            });
+        }
+        Ok(v)
+    }
+
+    pub fn duration_secs(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let secs: f64 = self.parse_or(name, default.as_secs_f64())?;
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(ConfigError::Invalid {
+                name: name.into(),
+                reason: "must be a non-negative number of seconds".into(),
+            });
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    pub fn flag(&self, name: &str) -> Result<bool, ConfigError> {
+        match self.optional(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("false" | "0" | "no") => Ok(false),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some(other) => Err(ConfigError::Invalid {
+                name: name.into(),
+                reason: format!("`{other}` is not true or false"),
+            }),
+        }
+    }
+
+    /// A secret given as a value or as a Secrets Manager ARN (resolved once, at start-up).
+    pub async fn secret(
+        &self,
+        name: &str,
+        secrets: &SecretSource,
+    ) -> Result<Secret, ConfigError> {
+        let value = self.required(name)?;
+        secrets.resolve(name, value).await
+    }
+
+    pub async fn optional_secret(
+        &self,
+        name: &str,
+        secrets: &SecretSource,
+    ) -> Result<Option<Secret>, ConfigError> {
+        match self.optional(name) {
+            None => Ok(None),
+            Some(v) => secrets.resolve(name, v).await.map(Some),
+        }
+    }
+}
+
+/// Resolves `arn:aws:secretsmanager:…` values; other values are used as given.
+pub struct SecretSource {
+    sdk: Option<aws_config::SdkConfig>,
+}
+
+impl SecretSource {
+    pub fn new(sdk: Option<aws_config::SdkConfig>) -> Self {
+        Self { sdk }
+    }
+
+    async fn resolve(&self, name: &str, value: String) -> Result<Secret, ConfigError> {
+        if !value.starts_with("arn:aws:secretsmanager:") {
+            return Ok(Secret::new(value));
+        }
+        let Some(sdk) = &self.sdk else {
+            return Err(ConfigError::Secret {
+                name: name.into(),
+                reason: "no AWS configuration to reach Secrets Manager".into(),
+            });
+        };
+        let client = aws_sdk_secretsmanager::Client::new(sdk);
+        let out = client
+            .get_secret_value()
+            .secret_id(&value)
+            .send()
+            .await
+            .map_err(|e| ConfigError::Secret {
+                name: name.into(),
+                reason: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+            })?;
+        out.secret_string()
+            .map(|s| Secret::new(s.trim()))
+            .ok_or_else(|| ConfigError::Secret {
+                name: name.into(),
+                reason: "the secret has no string value".into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_variable() {
+        let env = Env::from_pairs(&[("PROVIDER_RATE_LIMIT_RPS", "fast"), ("BANK_API_URL", "bank")]);
+        let missing = env.required("TABLE_NAME").unwrap_err().to_string();
+        assert!(missing.contains("TABLE_NAME"), "{missing}");
+        let bad = env
+            .parse_or("PROVIDER_RATE_LIMIT_RPS", 10.0f64)
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("PROVIDER_RATE_LIMIT_RPS"), "{bad}");
+        let url = env.url("BANK_API_URL").unwrap_err().to_string();
+        assert!(url.contains("BANK_API_URL"), "{url}");
+    }
+
+    #[test]
+    fn empty_counts_as_missing() {
+        let env = Env::from_pairs(&[("TABLE_NAME", "  ")]);
+        assert!(matches!(
+            env.required("TABLE_NAME"),
+            Err(ConfigError::Missing { .. })
+        ));
+    }
+}

@@ -1,0 +1,281 @@
+//! Taking transactions in: `POST /ingest` from the bank (near real time) and the backfill's pages
+//! both end in [`store_for_account`], which is idempotent on `uniqueId`.
+
+use chrono::{DateTime, Utc};
+use connector_aws::Table;
+use connector_aws::queues::Queues;
+use connector_aws::transactions::PutOutcome;
+use connector_domain::amount;
+use connector_domain::messages::{Kick, KickReason};
+use connector_domain::statement::Balance;
+use connector_domain::transaction::{RecordProblem, Transaction, parse_datetime, validate_record};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::config::{ConfigError, Env};
+use crate::context::{Platform, QueueNeeds};
+
+/// Most records per ingest request (one statement's worth).
+pub const MAX_RECORDS: usize = 1000;
+/// Largest ingest body accepted.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// Stores transactions for one account and returns, per transaction, whether it is new.
+pub async fn store_for_account(
+    table: &Table,
+    account: Uuid,
+    transactions: &[Transaction],
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<PutOutcome>>, connector_aws::StoreError> {
+    if transactions.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let Some(first_seq) = table
+        .allocate_seqs(account, transactions.len() as u64)
+        .await?
+    else {
+        return Ok(None);
+    };
+    table
+        .put_transactions(account, transactions, first_seq, now)
+        .await
+        .map(Some)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("not authorised")]
+    Unauthorised,
+    #[error("the body is not valid: {0}")]
+    BadBody(String),
+    #[error("too many records: at most {MAX_RECORDS} per request")]
+    TooMany,
+    #[error("the body is too large")]
+    TooLarge,
+    #[error("no connected account has this externalId")]
+    UnknownAccount,
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IngestBody {
+    external_id: Option<String>,
+    #[serde(default)]
+    transactions: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    balance: Option<BalanceBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BalanceBody {
+    ledger: Box<RawValue>,
+    #[serde(default)]
+    available: Option<Box<RawValue>>,
+    as_of: String,
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordResult {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unique_id: Option<String>,
+    pub status: RecordStatus,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<RecordProblem>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum RecordStatus {
+    Accepted,
+    Duplicate,
+    Rejected,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestReport {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub results: Vec<RecordResult>,
+}
+
+pub struct Ingest {
+    table: Table,
+    queues: Queues,
+    api_key: Option<connector_sage::Secret>,
+}
+
+impl Ingest {
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let platform = Platform::from_env(
+            env,
+            QueueNeeds {
+                push: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        // On AWS the route is IAM-authorised; locally (and behind other gateways) an API key.
+        let api_key = env.optional_secret("INGEST_API_KEY", &platform.secrets()).await?;
+        Ok(Self {
+            table: platform.table,
+            queues: platform.queues,
+            api_key,
+        })
+    }
+
+    pub fn authorise(&self, presented: Option<&str>) -> Result<(), IngestError> {
+        let Some(expected) = &self.api_key else {
+            return Ok(());
+        };
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let a = sha2::Sha256::digest(presented.unwrap_or("").as_bytes());
+        let b = sha2::Sha256::digest(expected.expose().as_bytes());
+        if presented.is_some() && bool::from(a.as_slice().ct_eq(b.as_slice())) {
+            Ok(())
+        } else {
+            Err(IngestError::Unauthorised)
+        }
+    }
+
+    pub async fn handle(&self, body: &[u8]) -> Result<IngestReport, IngestError> {
+        if body.len() > MAX_BODY {
+            return Err(IngestError::TooLarge);
+        }
+        let parsed: IngestBody = serde_json::from_slice(body)
+            .map_err(|_| IngestError::BadBody("not a JSON object with externalId and transactions".into()))?;
+        let external_id = parsed
+            .external_id
+            .filter(|e| !e.trim().is_empty() && e.chars().count() <= 255)
+            .ok_or_else(|| IngestError::BadBody("externalId is required (1-255 characters)".into()))?;
+        let records = parsed
+            .transactions
+            .ok_or_else(|| IngestError::BadBody("transactions is required".into()))?;
+        if records.len() > MAX_RECORDS {
+            return Err(IngestError::TooMany);
+        }
+        let balance = parsed.balance.map(parse_balance).transpose()?;
+
+        let links = self
+            .table
+            .accounts_for_external_id(&external_id)
+            .await
+            .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+        let live: Vec<Uuid> = links
+            .iter()
+            .filter(|l| !l.cancelled)
+            .map(|l| l.bank_account_id)
+            .collect();
+        if live.is_empty() {
+            return Err(IngestError::UnknownAccount);
+        }
+
+        let mut results = Vec::with_capacity(records.len());
+        let mut valid = Vec::new();
+        let mut valid_index = Vec::new();
+        for (index, raw) in records.iter().enumerate() {
+            match validate_record(raw) {
+                Ok(t) => {
+                    results.push(RecordResult {
+                        index,
+                        unique_id: Some(t.unique_id.clone()),
+                        status: RecordStatus::Accepted,
+                        problems: Vec::new(),
+                    });
+                    valid_index.push(index);
+                    valid.push(t);
+                }
+                Err(problems) => results.push(RecordResult {
+                    index,
+                    unique_id: unique_id_of(raw),
+                    status: RecordStatus::Rejected,
+                    problems,
+                }),
+            }
+        }
+
+        let now = Utc::now();
+        // One real account may be linked by several companies: each linked account gets it.
+        let mut new_anywhere = vec![false; valid.len()];
+        for &account in &live {
+            if let Some((ledger, available)) = &balance {
+                self.table
+                    .update_balances(account, Some(ledger), available.as_ref())
+                    .await
+                    .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+            }
+            let outcomes = store_for_account(&self.table, account, &valid, now)
+                .await
+                .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+            let Some(outcomes) = outcomes else { continue };
+            for (i, o) in outcomes.iter().enumerate() {
+                new_anywhere[i] |= *o == PutOutcome::Stored;
+            }
+            if outcomes.contains(&PutOutcome::Stored) || balance.is_some() {
+                let kick = Kick {
+                    bank_account_id: account,
+                    claim: None,
+                    reason: KickReason::Ingest,
+                };
+                self.queues
+                    .kick(&kick)
+                    .await
+                    .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+            }
+        }
+        for (i, is_new) in new_anywhere.iter().enumerate() {
+            if !is_new {
+                results[valid_index[i]].status = RecordStatus::Duplicate;
+            }
+        }
+        let count = |s: RecordStatus| results.iter().filter(|r| r.status == s).count();
+        Ok(IngestReport {
+            accepted: count(RecordStatus::Accepted),
+            duplicates: count(RecordStatus::Duplicate),
+            rejected: count(RecordStatus::Rejected),
+            results,
+        })
+    }
+}
+
+fn unique_id_of(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Id {
+        unique_id: Option<serde_json::Value>,
+    }
+    serde_json::from_str::<Id>(raw.get())
+        .ok()
+        .and_then(|i| i.unique_id)
+        .and_then(|v| v.as_str().map(|s| s.chars().take(255).collect()))
+}
+
+fn parse_balance(b: BalanceBody) -> Result<(Balance, Option<Balance>), IngestError> {
+    let as_of = parse_datetime(&b.as_of)
+        .ok_or_else(|| IngestError::BadBody("balance.asOf must be an RFC 3339 date-time".into()))?;
+    let amount_of = |raw: &RawValue, field: &str| -> Result<Decimal, IngestError> {
+        amount::from_json_text(raw)
+            .map_err(|e| IngestError::BadBody(format!("balance.{field} {e}")))
+    };
+    let ledger = Balance {
+        amount: amount_of(&b.ledger, "ledger")?,
+        as_of,
+    };
+    let available = b
+        .available
+        .as_deref()
+        .filter(|r| r.get() != "null")
+        .map(|r| amount_of(r, "available").map(|amount| Balance { amount, as_of }))
+        .transpose()?;
+    Ok((ledger, available))
+}

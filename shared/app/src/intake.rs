@@ -1,0 +1,190 @@
+//! `POST /notification` (spec §4.5, invariant 6): verify, validate, de-duplicate, enqueue,
+//! answer — no Provider API call on the request path.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use connector_aws::Table;
+use connector_aws::idempotency::Claim;
+use connector_aws::queues::Queues;
+use connector_domain::messages::WorkMessage;
+use connector_domain::notification::{NotificationError, ParsedNotification, parse_notification};
+use connector_sage::{AuthFailure, NotificationVerifier, Secret, VerifierConfig};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use crate::config::{ConfigError, Env};
+use crate::context::{Platform, QueueNeeds, http_client};
+
+/// Bodies above this are refused before parsing (real notifications are a few hundred bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long a notification's idempotency record is kept (Banking Service retries for ~30 s).
+const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long one delivery may hold the claim before another may take it over.
+const LEASE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    Enqueued,
+    Duplicate,
+    /// An unknown `type`/`resource.type` pair: answered 200, logged, ignored.
+    Ignored,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("unauthorised: {0}")]
+    Unauthorised(AuthFailure),
+    #[error("invalid notification: {0}")]
+    Invalid(NotificationError),
+    #[error("body too large")]
+    TooLarge,
+    /// Could not store it: answered 5xx so that Banking Service retries.
+    #[error("could not store the notification: {0}")]
+    Unavailable(String),
+}
+
+pub struct NotificationIntake {
+    verifier: NotificationVerifier,
+    table: Table,
+    queues: Queues,
+}
+
+/// The verifier of Banking Service's tokens (shared by `/notification` and `/availableaccounts`).
+pub async fn verifier_from_env(
+    env: &Env,
+    platform: &Platform,
+    http: reqwest::Client,
+) -> Result<NotificationVerifier, ConfigError> {
+    let mut issuer = env.url("SAGE_ID_ISSUER")?;
+    if !issuer.ends_with('/') {
+        issuer.push('/');
+    }
+    let header_name = env.optional("NOTIFICATION_HEADER_NAME");
+    let header_value = env
+        .optional_secret("NOTIFICATION_HEADER_VALUE", &platform.secrets())
+        .await?;
+    let custom_header = match (header_name, header_value) {
+        (Some(n), Some(v)) => Some((n, v)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                name: "NOTIFICATION_HEADER_VALUE".into(),
+                hint: "set together with NOTIFICATION_HEADER_NAME",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                name: "NOTIFICATION_HEADER_NAME".into(),
+                hint: "set together with NOTIFICATION_HEADER_VALUE",
+            });
+        }
+    };
+    let config = VerifierConfig {
+        issuer,
+        audience: env.required("NOTIFICATION_AUDIENCE")?,
+        required_scope: env
+            .optional("NOTIFICATION_SCOPE")
+            .unwrap_or_else(|| "Notification".into()),
+        allowed_azp: env
+            .optional("NOTIFICATION_ALLOWED_AZP")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default(),
+        leeway: env.duration_secs("NOTIFICATION_LEEWAY_S", Duration::from_secs(30))?,
+        jwks_ttl: env.duration_secs("JWKS_CACHE_S", Duration::from_secs(3600))?,
+        custom_header: custom_header.map(|(n, v): (String, Secret)| (n, v)),
+    };
+    NotificationVerifier::new(http, config).map_err(|reason| ConfigError::Invalid {
+        name: "NOTIFICATION_HEADER_NAME".into(),
+        reason,
+    })
+}
+
+impl NotificationIntake {
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let platform = Platform::from_env(
+            env,
+            QueueNeeds {
+                notifications: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let verifier = verifier_from_env(env, &platform, http_client()?).await?;
+        Ok(Self {
+            verifier,
+            table: platform.table,
+            queues: platform.queues,
+        })
+    }
+
+    pub async fn handle(&self, headers: &HeaderMap, body: &[u8]) -> Result<Accepted, IntakeError> {
+        // Authenticate before reading the body: nothing from an unauthenticated caller is parsed
+        // or stored.
+        let claims = self
+            .verifier
+            .verify(headers)
+            .await
+            .map_err(IntakeError::Unauthorised)?;
+        if body.len() > MAX_BODY {
+            return Err(IntakeError::TooLarge);
+        }
+        let (key, action) = match parse_notification(body).map_err(IntakeError::Invalid)? {
+            ParsedNotification::Unknown {
+                kind,
+                resource_type,
+            } => {
+                tracing::warn!(kind, resource_type, "unknown notification kind ignored");
+                return Ok(Accepted::Ignored);
+            }
+            ParsedNotification::Known { key, action } => (key, action),
+        };
+        tracing::info!(notification = %key, jti = claims.jti.as_deref().unwrap_or(""), "notification verified");
+        let hash = hex(&Sha256::digest(
+            serde_json::to_vec(&action).map_err(|e| IntakeError::Unavailable(e.to_string()))?,
+        ));
+        let now = Utc::now();
+        let claim = self
+            .table
+            .claim_once(&key, &hash, LEASE, KEEP, now)
+            .await
+            .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+        match claim {
+            Claim::Completed => return Ok(Accepted::Duplicate),
+            Claim::Conflict => {
+                // Same resource, different details: the first one stands; answer 200 so that it
+                // is not redelivered forever.
+                tracing::warn!(notification = %key, "redelivery with different content ignored");
+                return Ok(Accepted::Duplicate);
+            }
+            Claim::InProgress => {
+                return Err(IntakeError::Unavailable(
+                    "the same notification is being stored right now".into(),
+                ));
+            }
+            Claim::New => {}
+        }
+        let message = WorkMessage::Notification {
+            key: key.clone(),
+            action,
+            received_at: now,
+        };
+        if let Err(e) = self.queues.send_work(&message).await {
+            // Give the claim up so that Banking Service's retry can enqueue it.
+            if let Err(e2) = self.table.abandon_claim(&key).await {
+                tracing::error!(error = %e2, "could not abandon the notification claim");
+            }
+            return Err(IntakeError::Unavailable(e.to_string()));
+        }
+        self.table
+            .complete_claim(&key)
+            .await
+            .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+        Ok(Accepted::Enqueued)
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,15 @@
+//! The connector's use cases and the glue every Lambda function shares. Functions stay thin:
+//! parse the event, call a use case here, map the result to a response.
+
+pub mod batch;
+pub mod config;
+pub mod context;
+pub mod http;
+pub mod ingest;
+pub mod intake;
+pub mod pipeline;
+pub mod poller;
+pub mod pusher;
+pub mod reconciler;
+pub mod telemetry;
+pub mod worker;

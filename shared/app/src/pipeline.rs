@@ -1,0 +1,171 @@
+//! The statement pipeline's shared pieces: its configuration and the steps both the pusher and
+//! the poller take (schedule a retry, release an account and look for more work).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use connector_aws::Table;
+use connector_aws::accounts::{InFlight, Phase, Release};
+use connector_aws::queues::Queues;
+use connector_domain::messages::{Kick, KickReason, TimerMessage};
+use connector_domain::schedule::{Backoff, PollSchedule};
+use connector_domain::statement::BalanceShape;
+use connector_sage::ProviderApi;
+use uuid::Uuid;
+
+use crate::batch::{DeadLetters, MessageError};
+use crate::config::{ConfigError, Env};
+use crate::context::{Platform, QueueNeeds, http_client, provider_from_env};
+
+/// Everything the pusher, the poller and the reconciler share.
+pub struct Pipeline {
+    pub table: Table,
+    pub queues: Queues,
+    pub provider: Arc<ProviderApi>,
+    pub schedule: PollSchedule,
+    pub backoff: Backoff,
+    pub shape: BalanceShape,
+    /// Failed attempts of one statement (other than duplicates/too old) before it is parked.
+    pub max_attempts: u32,
+    /// The 2-week rule (spec §7.1 rule 10).
+    pub too_old: Duration,
+    /// Where this consumer's poison messages go.
+    pub dead_letters: DeadLetters,
+}
+
+pub(crate) fn retry(e: impl std::fmt::Display) -> MessageError {
+    MessageError::Retry(e.to_string())
+}
+
+impl Pipeline {
+    /// `fifo`: whether the consumer reads the FIFO push queue (for its poison messages).
+    pub async fn from_env(env: &Env, fifo: bool) -> Result<Self, ConfigError> {
+        let platform = Platform::from_env(
+            env,
+            QueueNeeds {
+                notifications: false,
+                push: true,
+                poll: true,
+            },
+        )
+        .await?;
+        let http = http_client()?;
+        let provider = provider_from_env(env, &platform, &http).await?;
+        let defaults = PollSchedule::default();
+        let schedule = PollSchedule {
+            base_processing: env
+                .duration_secs("POLL_FIRST_DELAY_S", defaults.base_processing)?,
+            per_transaction: defaults.per_transaction,
+            factor: defaults.factor,
+            cap: env.duration_secs("POLL_MAX_DELAY_S", defaults.cap)?,
+            max_age: env.duration_secs("STATEMENT_MAX_AGE_S", defaults.max_age)?,
+        };
+        let backoff = Backoff {
+            base: env.duration_secs("RETRY_BASE_DELAY_S", Backoff::default().base)?,
+            cap: env.duration_secs("RETRY_MAX_DELAY_S", Backoff::default().cap)?,
+        };
+        Ok(Self {
+            dead_letters: platform.dead_letters(env, fifo)?,
+            table: platform.table,
+            queues: platform.queues,
+            provider,
+            schedule,
+            backoff,
+            shape: env.parse_or("STATEMENT_BALANCE_SHAPE", BalanceShape::Nested)?,
+            max_attempts: env.parse_or("STATEMENT_MAX_ATTEMPTS", 5u32)?,
+            too_old: Duration::from_secs(env.parse_or("TOO_OLD_DAYS", 14u64)? * 24 * 3600),
+        })
+    }
+
+    /// Keeps the claim and asks the timer to resubmit the same statement after `delay`.
+    pub async fn retry_later(
+        &self,
+        account: Uuid,
+        mut claim: InFlight,
+        delay: Duration,
+        why: &str,
+    ) -> Result<(), MessageError> {
+        claim.phase = Phase::RetryWait;
+        claim.attempt += 1;
+        let token = claim.token.clone();
+        if !self
+            .table
+            .update_claim(account, &token, &claim)
+            .await
+            .map_err(retry)?
+        {
+            tracing::warn!(bankAccountId = %account, "claim lost before scheduling a retry");
+            return Ok(());
+        }
+        tracing::warn!(
+            bankAccountId = %account,
+            attempt = claim.attempt,
+            delay_ms = delay.as_millis() as u64,
+            why,
+            "statement will be resubmitted"
+        );
+        self.queues
+            .send_timer(
+                &TimerMessage::RetryPush {
+                    bank_account_id: account,
+                    claim: token,
+                },
+                delay,
+            )
+            .await
+            .map_err(retry)
+    }
+
+    /// A back-off delay for attempt `attempt` with fresh jitter.
+    pub fn backoff_delay(&self, attempt: u32) -> Duration {
+        self.backoff.delay(attempt, rand::random::<f64>())
+    }
+
+    /// Releases the claim, then looks for more work (invariant 4: release first, then look).
+    pub async fn release_and_continue(
+        &self,
+        account: Uuid,
+        token: &str,
+        release: &Release,
+    ) -> Result<(), MessageError> {
+        let released = self
+            .table
+            .release_account(account, token, release)
+            .await
+            .map_err(retry)?;
+        if !released {
+            // A duplicate message got here first; it looked for work already.
+            return Ok(());
+        }
+        let Some(state) = self.table.get_account(account).await.map_err(retry)? else {
+            return Ok(());
+        };
+        let more = state.auth_required_owed
+            || !self
+                .table
+                .pending_transactions(account, 1)
+                .await
+                .map_err(retry)?
+                .is_empty();
+        if more {
+            self.kick(account, KickReason::Poller).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn kick(&self, account: Uuid, reason: KickReason) -> Result<(), MessageError> {
+        self.queues
+            .kick(&Kick {
+                bank_account_id: account,
+                claim: None,
+                reason,
+            })
+            .await
+            .map_err(retry)
+    }
+
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        Utc::now()
+    }
+}

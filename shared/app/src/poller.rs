@@ -1,0 +1,279 @@
+//! The statement poller: one state transition per timer message (design §2). Polls a statement
+//! until it is terminal, then commits its outcome and releases the account (spec §7.3).
+
+use chrono::Utc;
+use connector_aws::accounts::{AccountStatus, InFlight, Release, StatementKind};
+use connector_domain::messages::{Kick, KickReason, TimerMessage};
+use connector_domain::statement::{Outcome, classify};
+use connector_sage::ProviderError;
+use uuid::Uuid;
+
+use crate::batch::MessageError;
+use crate::pipeline::{Pipeline, retry};
+
+pub struct StatementPoller {
+    pub pipeline: Pipeline,
+}
+
+impl StatementPoller {
+    pub fn new(pipeline: Pipeline) -> Self {
+        Self { pipeline }
+    }
+
+    pub async fn handle(&self, message: TimerMessage) -> Result<(), MessageError> {
+        match message {
+            TimerMessage::RetryPush {
+                bank_account_id,
+                claim,
+            } => {
+                // The timer fired: hand the resubmission to the account's FIFO group.
+                self.pipeline
+                    .queues
+                    .kick(&Kick {
+                        bank_account_id,
+                        claim: Some(claim),
+                        reason: KickReason::Retry,
+                    })
+                    .await
+                    .map_err(retry)
+            }
+            TimerMessage::Poll {
+                bank_account_id,
+                statement_id,
+                claim,
+                attempt,
+                posted_at,
+                transaction_count,
+            } => {
+                let _span = tracing::info_span!(
+                    "poll",
+                    bankAccountId = %bank_account_id,
+                    statementId = %statement_id,
+                    attempt
+                )
+                .entered();
+                self.poll(bank_account_id, &statement_id, &claim, attempt, posted_at, transaction_count)
+                    .await
+            }
+        }
+    }
+
+    async fn poll(
+        &self,
+        id: Uuid,
+        statement_id: &str,
+        token: &str,
+        attempt: u32,
+        posted_at: chrono::DateTime<Utc>,
+        count: u32,
+    ) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let Some(account) = p.table.get_account(id).await.map_err(retry)? else {
+            return Ok(());
+        };
+        let Some(claim) = account.in_flight.clone() else {
+            return Ok(());
+        };
+        if claim.token != token
+            || claim.statement_id.as_deref() != Some(statement_id)
+            || claim.poll_attempt != attempt
+        {
+            tracing::debug!("stale poll ignored");
+            return Ok(());
+        }
+        let resource = match p.provider.get_statement(statement_id).await {
+            Ok(r) => r,
+            Err(ProviderError::NotFound(_)) => {
+                // Unknown to Banking Service: nothing was stored; send the batch again.
+                tracing::warn!("statement unknown to Banking Service; resubmitting");
+                return p
+                    .release_and_continue(id, token, &Release::default())
+                    .await;
+            }
+            Err(e) => {
+                // Poll again later with the same attempt number: this message is done.
+                let delay = match &e {
+                    ProviderError::RateLimited {
+                        retry_after: Some(d),
+                    } => *d,
+                    _ => p.backoff_delay(attempt.min(6)),
+                };
+                tracing::warn!(error = %e, "poll failed; polling again later");
+                return self.poll_again(id, statement_id, token, attempt, posted_at, count, delay).await;
+            }
+        };
+        let Some(outcome) = classify(&resource) else {
+            let age = (Utc::now() - posted_at).to_std().unwrap_or_default();
+            let overdue = p.schedule.is_overdue(age);
+            if overdue && !claim.overdue {
+                tracing::error!(age_s = age.as_secs(), "statement overdue: still not processed");
+            }
+            if !p
+                .table
+                .advance_poll(id, token, attempt, overdue)
+                .await
+                .map_err(retry)?
+            {
+                return Ok(());
+            }
+            let delay = p.schedule.next_delay(count as usize, attempt + 1);
+            return self
+                .poll_again(id, statement_id, token, attempt + 1, posted_at, count, delay)
+                .await;
+        };
+        self.finish(id, &account, claim, statement_id, outcome).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn poll_again(
+        &self,
+        id: Uuid,
+        statement_id: &str,
+        token: &str,
+        attempt: u32,
+        posted_at: chrono::DateTime<Utc>,
+        count: u32,
+        delay: std::time::Duration,
+    ) -> Result<(), MessageError> {
+        self.pipeline
+            .queues
+            .send_timer(
+                &TimerMessage::Poll {
+                    bank_account_id: id,
+                    statement_id: statement_id.to_string(),
+                    claim: token.to_string(),
+                    attempt,
+                    posted_at,
+                    transaction_count: count,
+                },
+                delay,
+            )
+            .await
+            .map_err(retry)
+    }
+
+    async fn finish(
+        &self,
+        id: Uuid,
+        account: &connector_aws::accounts::Account,
+        claim: InFlight,
+        statement_id: &str,
+        outcome: Outcome,
+    ) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let now = Utc::now();
+        let token = claim.token.clone();
+        match outcome {
+            Outcome::Succeeded => {
+                // Commit before release: a crash in between only repeats this idempotent step.
+                p.table
+                    .mark_delivered(id, &claim.unique_ids, statement_id, now)
+                    .await
+                    .map_err(retry)?;
+                let newest = if claim.unique_ids.is_empty() {
+                    account.newest_delivered
+                } else {
+                    let batch = p
+                        .table
+                        .transactions_by_ids(id, &claim.unique_ids)
+                        .await
+                        .map_err(retry)?;
+                    batch
+                        .iter()
+                        .map(|t| t.transaction.date_posted)
+                        .chain(account.newest_delivered)
+                        .max()
+                };
+                tracing::info!(
+                    transactions = claim.unique_ids.len(),
+                    kind = ?claim.kind,
+                    "statement succeeded"
+                );
+                p.release_and_continue(id, &token, &Release {
+                    newest_delivered: newest,
+                    success_at: Some(now),
+                    delivered: claim.unique_ids.len() as u64,
+                    auth_required_sent: claim.kind == StatementKind::AuthRequired,
+                })
+                .await
+            }
+            Outcome::FailedOnItems {
+                duplicates,
+                too_old,
+            } => {
+                tracing::warn!(
+                    duplicates = duplicates.len(),
+                    too_old = too_old.len(),
+                    "statement failed on items; resubmitting the rest"
+                );
+                // Duplicates are already held by Banking Service: they count as delivered.
+                p.table
+                    .mark_delivered(id, &duplicates, statement_id, now)
+                    .await
+                    .map_err(retry)?;
+                p.table
+                    .park_transactions(id, &too_old, "TransactionTooOld", now)
+                    .await
+                    .map_err(retry)?;
+                self.delete_failed(statement_id).await;
+                p.release_and_continue(id, &token, &Release::default())
+                    .await
+            }
+            Outcome::AccountCancelled => {
+                tracing::warn!("account cancelled at Banking Service: stopping");
+                self.delete_failed(statement_id).await;
+                p.table
+                    .cancel_account(id, Some(&account.external_id), now)
+                    .await
+                    .map_err(retry)?;
+                p.table
+                    .park_all_pending(id, "AccountCancelled", now)
+                    .await
+                    .map_err(retry)?;
+                p.table
+                    .release_account(id, &token, &Release::default())
+                    .await
+                    .map_err(retry)?;
+                Ok(())
+            }
+            Outcome::Deleted => {
+                tracing::warn!("statement deleted at Banking Service; resubmitting");
+                p.release_and_continue(id, &token, &Release::default())
+                    .await
+            }
+            Outcome::FailedOther(details) => {
+                let summary: Vec<String> = details
+                    .iter()
+                    .map(|d| format!("{} {}", d.code, d.target.as_deref().unwrap_or("")).trim().to_string())
+                    .collect();
+                self.delete_failed(statement_id).await;
+                // The claim's attempt counter spans resubmissions of this same statement.
+                if account.status == AccountStatus::Cancelled || claim.attempt + 1 >= p.max_attempts {
+                    let reason = format!("Failed: {}", summary.join("; "));
+                    tracing::error!(%reason, attempts = claim.attempt + 1, "statement keeps failing; transactions parked");
+                    p.table
+                        .park_transactions(id, &claim.unique_ids, &reason, now)
+                        .await
+                        .map_err(retry)?;
+                    return p
+                        .release_and_continue(id, &token, &Release {
+                            auth_required_sent: claim.kind == StatementKind::AuthRequired,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+                tracing::warn!(details = ?summary, attempt = claim.attempt, "statement failed; resubmitting after a back-off");
+                let delay = p.backoff_delay(claim.attempt);
+                p.retry_later(id, claim, delay, "statement failed").await
+            }
+        }
+    }
+
+    /// Every failed statement is deleted once its details are recorded (spec §7.3); a failure
+    /// to delete does not block the account (a failed statement no longer holds the lock).
+    async fn delete_failed(&self, statement_id: &str) {
+        if let Err(e) = self.pipeline.provider.delete_statement(statement_id).await {
+            tracing::warn!(error = %e, "could not delete the failed statement");
+        }
+    }
+}

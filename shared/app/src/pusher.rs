@@ -1,0 +1,384 @@
+//! The statement pusher: claims an account, builds its next statement from the oldest pending
+//! transactions, posts it, and hands it to the poller (spec §8.4, invariants 1–3, 5).
+
+use chrono::{DateTime, TimeDelta, Utc};
+use connector_aws::accounts::{
+    Account, AccountStatus, BackfillState, ClaimOutcome, InFlight, Phase, Release, StatementKind,
+};
+use connector_aws::transactions::StoredTransaction;
+use connector_domain::messages::{Kick, TimerMessage};
+use connector_domain::statement::{
+    AccountDetailStatus, Balance, MAX_TRANSACTIONS_PER_STATEMENT, StatementInput, StatementRequest,
+    build_statement, ledger_after_batch,
+};
+use connector_domain::transaction::Transaction;
+use connector_sage::{ProviderError, TokenError};
+use uuid::Uuid;
+
+use crate::batch::MessageError;
+use crate::pipeline::{Pipeline, retry};
+
+pub struct StatementPusher {
+    pub pipeline: Pipeline,
+}
+
+/// What a claimed account should send now.
+enum Work {
+    Nothing(&'static str),
+    AuthRequired,
+    Transactions(Vec<StoredTransaction>),
+}
+
+impl StatementPusher {
+    pub fn new(pipeline: Pipeline) -> Self {
+        Self { pipeline }
+    }
+
+    pub async fn handle(&self, kick: Kick) -> Result<(), MessageError> {
+        let id = kick.bank_account_id;
+        let _span = tracing::info_span!("push", bankAccountId = %id, reason = ?kick.reason).entered();
+        match kick.claim {
+            Some(token) => self.resubmit(id, &token).await,
+            None => self.start(id).await,
+        }
+    }
+
+    async fn start(&self, id: Uuid) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let claim = InFlight {
+            token: Uuid::new_v4().to_string(),
+            phase: Phase::Posting,
+            kind: StatementKind::Transactions,
+            since: p.now(),
+            statement_id: None,
+            posted_at: None,
+            attempt: 0,
+            poll_attempt: 0,
+            transaction_count: 0,
+            unique_ids: Vec::new(),
+            overdue: false,
+        };
+        let account = match p.table.claim_account(id, &claim).await.map_err(retry)? {
+            ClaimOutcome::Claimed(a) => *a,
+            // The holder of the claim kicks again when it finishes (invariant 4).
+            ClaimOutcome::Busy => return Ok(()),
+            ClaimOutcome::Gone => {
+                tracing::info!("account unknown or cancelled: nothing to push");
+                return Ok(());
+            }
+        };
+        match self.work_for(&account, &claim).await? {
+            Work::Nothing(why) => {
+                tracing::debug!(why, "nothing to push");
+                p.table
+                    .release_account(id, &claim.token, &Release::default())
+                    .await
+                    .map_err(retry)?;
+                Ok(())
+            }
+            Work::AuthRequired => {
+                let mut claim = claim;
+                claim.kind = StatementKind::AuthRequired;
+                self.save_and_post(&account, claim, &[]).await
+            }
+            Work::Transactions(batch) => {
+                let mut claim = claim;
+                claim.unique_ids = batch.iter().map(|t| t.transaction.unique_id.clone()).collect();
+                claim.transaction_count = batch.len() as u32;
+                let transactions: Vec<Transaction> = batch.into_iter().map(|t| t.transaction).collect();
+                self.save_and_post(&account, claim, &transactions).await
+            }
+        }
+    }
+
+    async fn work_for(&self, account: &Account, claim: &InFlight) -> Result<Work, MessageError> {
+        let p = &self.pipeline;
+        if account.auth_required_owed {
+            return Ok(Work::AuthRequired);
+        }
+        if account.status != AccountStatus::Active {
+            return Ok(Work::Nothing("paused until re-authorisation"));
+        }
+        if account.backfill != BackfillState::Done {
+            return Ok(Work::Nothing("backfill still running"));
+        }
+        loop {
+            let pending = p
+                .table
+                .pending_transactions(account.bank_account_id, MAX_TRANSACTIONS_PER_STATEMENT)
+                .await
+                .map_err(retry)?;
+            if pending.is_empty() {
+                return Ok(Work::Nothing("no pending transactions"));
+            }
+            // The 2-week rule: hold back (park and report) stragglers Banking Service would refuse.
+            let (too_old, fresh): (Vec<_>, Vec<_>) = match account.newest_delivered {
+                Some(newest) => {
+                    let limit = newest - TimeDelta::from_std(p.too_old).unwrap_or(TimeDelta::days(14));
+                    pending
+                        .into_iter()
+                        .partition(|t| t.transaction.date_posted < limit)
+                }
+                None => (Vec::new(), pending),
+            };
+            if !too_old.is_empty() {
+                let ids: Vec<String> = too_old.iter().map(|t| t.transaction.unique_id.clone()).collect();
+                tracing::warn!(count = ids.len(), "transactions older than the 2-week rule parked");
+                p.table
+                    .park_transactions(account.bank_account_id, &ids, "TransactionTooOld", claim.since)
+                    .await
+                    .map_err(retry)?;
+            }
+            if !fresh.is_empty() {
+                return Ok(Work::Transactions(fresh));
+            }
+        }
+    }
+
+    /// A retry timer fired: resubmit the claim's statement, identical (same `uniqueId`s).
+    async fn resubmit(&self, id: Uuid, token: &str) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let Some(account) = p.table.get_account(id).await.map_err(retry)? else {
+            return Ok(());
+        };
+        let Some(mut claim) = account.in_flight.clone() else {
+            return Ok(());
+        };
+        if claim.token != token || claim.phase != Phase::RetryWait {
+            tracing::debug!("stale retry ignored");
+            return Ok(());
+        }
+        if account.status == AccountStatus::Cancelled {
+            return p
+                .release_and_continue(id, token, &Release::default())
+                .await;
+        }
+        claim.phase = Phase::Posting;
+        let stored = p
+            .table
+            .transactions_by_ids(id, &claim.unique_ids)
+            .await
+            .map_err(retry)?;
+        // Offboarding or parking may have taken some away meanwhile; send what is still pending.
+        let transactions: Vec<Transaction> = stored
+            .into_iter()
+            .filter(|t| t.state == connector_aws::transactions::TransactionState::Pending)
+            .map(|t| t.transaction)
+            .collect();
+        if claim.kind == StatementKind::Transactions && transactions.is_empty() {
+            return p
+                .release_and_continue(id, token, &Release::default())
+                .await;
+        }
+        claim.unique_ids = transactions.iter().map(|t| t.unique_id.clone()).collect();
+        claim.transaction_count = transactions.len() as u32;
+        self.save_and_post(&account, claim, &transactions).await
+    }
+
+    async fn save_and_post(
+        &self,
+        account: &Account,
+        claim: InFlight,
+        transactions: &[Transaction],
+    ) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let id = account.bank_account_id;
+        if !p.table.update_claim(id, &claim.token, &claim).await.map_err(retry)? {
+            tracing::warn!("claim lost while building the statement");
+            return Ok(());
+        }
+        let request = match self.build(account, &claim, transactions).await {
+            Ok(r) => r,
+            Err(reason) => {
+                // A statement that cannot be built never will be: park it, carry on.
+                tracing::error!(%reason, "statement cannot be built; transactions parked");
+                p.table
+                    .park_transactions(id, &claim.unique_ids, &reason, p.now())
+                    .await
+                    .map_err(retry)?;
+                return p
+                    .release_and_continue(id, &claim.token, &Release::default())
+                    .await;
+            }
+        };
+        self.post(account, claim, &request).await
+    }
+
+    async fn build(
+        &self,
+        account: &Account,
+        claim: &InFlight,
+        transactions: &[Transaction],
+    ) -> Result<StatementRequest, String> {
+        let p = &self.pipeline;
+        let bank_id = account
+            .bank_id
+            .ok_or_else(|| "MissingBankId: the account's notification carried no bankId".to_string())?;
+        let (status, ledger, available) = match claim.kind {
+            StatementKind::AuthRequired => (AccountDetailStatus::AuthRequired, None, None),
+            StatementKind::Transactions => {
+                let needs_later = transactions.last().is_some_and(|t| t.running_balance.is_none());
+                let later: Vec<Transaction> = if needs_later {
+                    let included: std::collections::HashSet<&str> =
+                        claim.unique_ids.iter().map(String::as_str).collect();
+                    p.table
+                        .pending_transactions(account.bank_account_id, usize::MAX)
+                        .await
+                        .map_err(|e| format!("Unavailable: {e}"))?
+                        .into_iter()
+                        .filter(|t| !included.contains(t.transaction.unique_id.as_str()))
+                        .map(|t| t.transaction)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let ledger = ledger_after_batch(transactions, &later, account.ledger.as_ref())
+                    .ok_or_else(|| "NoBalance: the bank sent no balance for this account".to_string())?;
+                // The available balance is only true after the last pending transaction.
+                let drains_all = later.is_empty() && !needs_later;
+                let available: Option<Balance> = account.available.clone().filter(|_| drains_all);
+                (AccountDetailStatus::Active, Some(ledger), available)
+            }
+        };
+        build_statement(&StatementInput {
+            bank_account_id: account.bank_account_id,
+            bank_id,
+            status,
+            transactions,
+            ledger,
+            available,
+            shape: p.shape,
+        })
+        .map_err(|e| format!("Unbuildable: {e}"))
+    }
+
+    async fn post(&self, account: &Account, mut claim: InFlight, request: &StatementRequest) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let id = account.bank_account_id;
+        match p.provider.post_statement(request).await {
+            Ok(resource) => {
+                let now: DateTime<Utc> = p.now();
+                claim.phase = Phase::Posted;
+                claim.statement_id = Some(resource.id.clone());
+                claim.posted_at = Some(now);
+                claim.poll_attempt = 0;
+                let token = claim.token.clone();
+                if !p.table.update_claim(id, &token, &claim).await.map_err(retry)? {
+                    tracing::error!(statementId = %resource.id, "claim lost after posting");
+                    return Ok(());
+                }
+                tracing::info!(
+                    statementId = %resource.id,
+                    transactions = claim.transaction_count,
+                    kind = ?claim.kind,
+                    "statement posted"
+                );
+                let delay = p.schedule.first_delay(claim.transaction_count as usize);
+                p.queues
+                    .send_timer(
+                        &TimerMessage::Poll {
+                            bank_account_id: id,
+                            statement_id: resource.id,
+                            claim: token,
+                            attempt: 0,
+                            posted_at: now,
+                            transaction_count: claim.transaction_count,
+                        },
+                        delay,
+                    )
+                    .await
+                    .map_err(retry)
+            }
+            Err(ProviderError::RateLimited { retry_after }) => {
+                let delay = retry_after.unwrap_or_else(|| p.backoff_delay(claim.attempt));
+                p.retry_later(id, claim, delay, "429").await
+            }
+            Err(ProviderError::Conflict(e)) => {
+                // Either a statement is in flight (perhaps ours, whose 201 was lost) or the
+                // account was cancelled: ask Banking Service which (spec §7.3).
+                if self.cancelled_at_banking_service(account).await {
+                    tracing::warn!("Banking Service reports the account cancelled: stopping");
+                    let now = p.now();
+                    p.table
+                        .cancel_account(id, Some(&account.external_id), now)
+                        .await
+                        .map_err(retry)?;
+                    p.table
+                        .park_all_pending(id, "AccountCancelled", now)
+                        .await
+                        .map_err(retry)?;
+                    p.table
+                        .release_account(id, &claim.token, &Release::default())
+                        .await
+                        .map_err(retry)?;
+                    return Ok(());
+                }
+                let delay = p.backoff_delay(claim.attempt);
+                tracing::info!(message = e.message.as_deref().unwrap_or(""), "409 on POST");
+                p.retry_later(id, claim, delay, "409 statement in flight").await
+            }
+            Err(ProviderError::Invalid(e)) | Err(ProviderError::NotFound(e)) => {
+                let summary = e
+                    .detail
+                    .as_ref()
+                    .and_then(|d| d.first())
+                    .map(|d| {
+                        format!(
+                            "{} {}",
+                            d.code.as_deref().unwrap_or(""),
+                            d.target.as_deref().unwrap_or("")
+                        )
+                    })
+                    .unwrap_or_else(|| e.code.clone().unwrap_or_default());
+                let reason = format!("Rejected: {}", summary.trim());
+                tracing::error!(%reason, "Banking Service refused the statement; parked");
+                p.table
+                    .park_transactions(id, &claim.unique_ids, &reason, p.now())
+                    .await
+                    .map_err(retry)?;
+                let sent_auth = claim.kind == StatementKind::AuthRequired;
+                p.release_and_continue(id, &claim.token, &Release {
+                    auth_required_sent: sent_auth,
+                    ..Default::default()
+                })
+                .await
+            }
+            Err(e @ (ProviderError::Unauthorized
+            | ProviderError::Forbidden
+            | ProviderError::Token(TokenError::Rejected { .. }))) => {
+                // Credentials: alert (the log is the alarm's source) and keep trying slowly.
+                tracing::error!(error = %e, "credentials refused: check the Sage ID client and API key");
+                let delay = p.backoff_delay(claim.attempt.max(5));
+                p.retry_later(id, claim, delay, "credentials refused").await
+            }
+            Err(e) => {
+                let delay = p.backoff_delay(claim.attempt);
+                p.retry_later(id, claim, delay, &e.to_string()).await
+            }
+        }
+    }
+
+    async fn cancelled_at_banking_service(&self, account: &Account) -> bool {
+        let Some(bank_id) = account.bank_id else {
+            return false;
+        };
+        match self
+            .pipeline
+            .provider
+            .query_account(bank_id, &account.external_id)
+            .await
+        {
+            Ok(Some(found)) => {
+                found.bank_account_id == account.bank_account_id && found.status == "cancelled"
+            }
+            // No match, or the newest match is another account (a second company linking the
+            // same real account): not proof of cancellation; the offboarding notification or a
+            // later attempt settles it.
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "account query failed");
+                false
+            }
+        }
+    }
+}

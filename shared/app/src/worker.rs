@@ -1,0 +1,350 @@
+//! The notification worker: acts on notifications (spec §5 required actions) and pulls each new
+//! account's history page by page (backfill).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use connector_aws::Table;
+use connector_aws::accounts::{Account, AccountStatus, BackfillState, CreateOutcome};
+use connector_aws::queues::Queues;
+use connector_bank::{BankClient, BankError, BankTransaction};
+use connector_domain::messages::{Kick, KickReason, WorkMessage};
+use connector_domain::notification::{NotificationAction, parse_start_date};
+use connector_domain::statement::Balance;
+use connector_domain::transaction::{Transaction, truncate_chars};
+use connector_sage::ProviderApi;
+use uuid::Uuid;
+
+use crate::batch::{DeadLetters, MessageError};
+use crate::config::{ConfigError, Env};
+use crate::context::{Platform, QueueNeeds, bank_from_env, http_client, provider_from_env};
+
+/// The authorisation handshake's lifetime (spec §4.2).
+const HANDSHAKE_TTL: Duration = Duration::from_secs(20 * 60);
+/// Records per backfill page.
+const BACKFILL_PAGE: u32 = 500;
+
+pub struct NotificationWorker {
+    table: Table,
+    queues: Queues,
+    bank: Arc<BankClient>,
+    provider: Arc<ProviderApi>,
+    default_window: Duration,
+    pub dead_letters: DeadLetters,
+}
+
+fn retry(e: impl std::fmt::Display) -> MessageError {
+    MessageError::Retry(e.to_string())
+}
+
+impl NotificationWorker {
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let platform = Platform::from_env(
+            env,
+            QueueNeeds {
+                notifications: true,
+                push: true,
+                poll: false,
+            },
+        )
+        .await?;
+        let http = http_client()?;
+        Ok(Self {
+            dead_letters: platform.dead_letters(env, false)?,
+            bank: bank_from_env(env, &platform, &http).await?,
+            provider: provider_from_env(env, &platform, &http).await?,
+            default_window: env.duration_secs(
+                "BACKFILL_DEFAULT_DAYS_S",
+                Duration::from_secs(90 * 24 * 3600),
+            )?,
+            table: platform.table,
+            queues: platform.queues,
+        })
+    }
+
+    pub async fn handle(&self, message: WorkMessage) -> Result<(), MessageError> {
+        match message {
+            WorkMessage::Notification {
+                key,
+                action,
+                received_at,
+            } => {
+                let _span = tracing::info_span!("notification", notification = %key).entered();
+                self.act(action, received_at).await
+            }
+            WorkMessage::BackfillPage {
+                bank_account_id,
+                cursor,
+            } => self.backfill_page(bank_account_id, cursor).await,
+        }
+    }
+
+    async fn act(&self, action: NotificationAction, received_at: DateTime<Utc>) -> Result<(), MessageError> {
+        match action {
+            NotificationAction::AuthorisationCreated {
+                authorisation_id,
+                bank_id,
+            } => {
+                let new = self
+                    .table
+                    .announce_handshake(authorisation_id, bank_id, received_at, HANDSHAKE_TTL)
+                    .await
+                    .map_err(retry)?;
+                tracing::info!(authorisationId = %authorisation_id, new, "authorisation announced");
+                Ok(())
+            }
+            NotificationAction::BankAccountCreated {
+                bank_account_id,
+                external_id,
+                requested_start_date,
+                bank_id,
+            } => {
+                let Some(external_id) = external_id else {
+                    return Err(MessageError::Poison(
+                        "bankAccount created without additionalData.externalId".into(),
+                    ));
+                };
+                self.account_created(bank_account_id, external_id, requested_start_date, bank_id)
+                    .await
+            }
+            NotificationAction::BankAccountDeleted {
+                bank_account_id,
+                external_id,
+                ..
+            } => self.account_deleted(bank_account_id, external_id).await,
+        }
+    }
+
+    async fn account_created(
+        &self,
+        id: Uuid,
+        external_id: String,
+        requested_start_date: Option<DateTime<Utc>>,
+        bank_id: Option<Uuid>,
+    ) -> Result<(), MessageError> {
+        let start = match requested_start_date {
+            Some(d) => d,
+            None => self.start_date_from_banking_service(bank_id, &external_id).await,
+        };
+        let account = Account {
+            bank_account_id: id,
+            external_id: external_id.clone(),
+            bank_id,
+            requested_start_date: Some(start),
+            status: AccountStatus::Active,
+            backfill: BackfillState::Pending,
+            backfill_cursor: None,
+            next_seq: 0,
+            ledger: None,
+            available: None,
+            in_flight: None,
+            newest_delivered: None,
+            last_success_at: None,
+            delivered_count: 0,
+            auth_required_owed: false,
+            created_at: Utc::now(),
+            cancelled_at: None,
+        };
+        let outcome = self.table.create_account(&account).await.map_err(retry)?;
+        tracing::info!(bankAccountId = %id, externalId = %external_id, ?outcome, "bank account created");
+        let resume_cursor = match outcome {
+            CreateOutcome::Created => None,
+            CreateOutcome::Tombstoned => return Ok(()),
+            CreateOutcome::AlreadyExists => {
+                // A redelivery; if the first attempt stopped before its backfill began, go on.
+                match self.table.get_account(id).await.map_err(retry)? {
+                    Some(a) if a.backfill == BackfillState::Pending && a.status != AccountStatus::Cancelled => {
+                        a.backfill_cursor
+                    }
+                    _ => return Ok(()),
+                }
+            }
+        };
+        self.queues
+            .send_work(&WorkMessage::BackfillPage {
+                bank_account_id: id,
+                cursor: resume_cursor,
+            })
+            .await
+            .map_err(retry)
+    }
+
+    /// `requestedStartDate` was missing: ask Banking Service, else use the default window.
+    async fn start_date_from_banking_service(&self, bank_id: Option<Uuid>, external_id: &str) -> DateTime<Utc> {
+        let fallback = Utc::now() - TimeDelta::from_std(self.default_window).unwrap_or(TimeDelta::days(90));
+        let Some(bank_id) = bank_id else { return fallback };
+        match self.provider.query_account(bank_id, external_id).await {
+            Ok(Some(found)) => found
+                .requested_start_date
+                .as_deref()
+                .and_then(parse_start_date)
+                .unwrap_or(fallback),
+            Ok(None) => fallback,
+            Err(e) => {
+                tracing::warn!(error = %e, "account query failed; using the default window");
+                fallback
+            }
+        }
+    }
+
+    async fn account_deleted(&self, id: Uuid, external_id: Option<String>) -> Result<(), MessageError> {
+        let now = Utc::now();
+        let before = self
+            .table
+            .cancel_account(id, external_id.as_deref(), now)
+            .await
+            .map_err(retry)?;
+        let parked = self
+            .table
+            .park_all_pending(id, "AccountCancelled", now)
+            .await
+            .map_err(retry)?;
+        tracing::info!(
+            bankAccountId = %id,
+            existed = before.is_some(),
+            parked,
+            "bank account offboarded"
+        );
+        Ok(())
+    }
+
+    async fn backfill_page(&self, id: Uuid, cursor: Option<String>) -> Result<(), MessageError> {
+        let Some(account) = self.table.get_account(id).await.map_err(retry)? else {
+            return Err(MessageError::Poison(format!("backfill for unknown account {id}")));
+        };
+        if account.status == AccountStatus::Cancelled || account.backfill == BackfillState::Done {
+            return Ok(());
+        }
+        let Some(granted) = self
+            .table
+            .granted_account(&account.external_id)
+            .await
+            .map_err(retry)?
+        else {
+            // No consent on record for this externalId (for example an account created outside
+            // the /auth flow): nothing to pull; ingest still delivers new transactions.
+            tracing::warn!(bankAccountId = %id, "no consent known for the account: backfill skipped");
+            return self.finish_backfill(id).await;
+        };
+        let from = account
+            .requested_start_date
+            .unwrap_or_else(Utc::now)
+            .date_naive();
+        let page = match self
+            .bank
+            .transactions(
+                &granted.consent_id,
+                &granted.external_id,
+                from,
+                cursor.as_deref(),
+                BACKFILL_PAGE,
+            )
+            .await
+        {
+            Ok(p) => p,
+            Err(BankError::ConsentExpired) => {
+                // Pause: the account owes Banking Service an authRequired statement; the
+                // backfill resumes from its cursor after re-authorisation.
+                self.table
+                    .set_account_status(id, AccountStatus::AuthRequired)
+                    .await
+                    .map_err(retry)?;
+                return self.kick(id, KickReason::Backfill).await;
+            }
+            Err(BankError::NotFound) => {
+                tracing::warn!(bankAccountId = %id, "the bank does not know the account: backfill skipped");
+                return self.finish_backfill(id).await;
+            }
+            Err(e) => return Err(retry(e)),
+        };
+        let transactions: Vec<Transaction> = page
+            .transactions
+            .iter()
+            .filter(|t| t.status == "booked")
+            .map(from_bank)
+            .collect();
+        let now = Utc::now();
+        crate::ingest::store_for_account(&self.table, id, &transactions, now)
+            .await
+            .map_err(retry)?;
+        if let Some(b) = &page.balance {
+            let ledger = Balance {
+                amount: b.ledger,
+                as_of: b.as_of,
+            };
+            let available = b.available.map(|amount| Balance {
+                amount,
+                as_of: b.as_of,
+            });
+            self.table
+                .update_balances(id, Some(&ledger), available.as_ref())
+                .await
+                .map_err(retry)?;
+        }
+        match page.next_cursor {
+            Some(next) => {
+                self.table
+                    .set_backfill(id, BackfillState::Pending, Some(&next))
+                    .await
+                    .map_err(retry)?;
+                self.queues
+                    .send_work(&WorkMessage::BackfillPage {
+                        bank_account_id: id,
+                        cursor: Some(next),
+                    })
+                    .await
+                    .map_err(retry)
+            }
+            None => self.finish_backfill(id).await,
+        }
+    }
+
+    async fn finish_backfill(&self, id: Uuid) -> Result<(), MessageError> {
+        self.table
+            .set_backfill(id, BackfillState::Done, None)
+            .await
+            .map_err(retry)?;
+        tracing::info!(bankAccountId = %id, "backfill done");
+        self.kick(id, KickReason::Backfill).await
+    }
+
+    async fn kick(&self, id: Uuid, reason: KickReason) -> Result<(), MessageError> {
+        self.queues
+            .kick(&Kick {
+                bank_account_id: id,
+                claim: None,
+                reason,
+            })
+            .await
+            .map_err(retry)
+    }
+}
+
+/// A Bank Data API transaction in the connector's vocabulary.
+pub fn from_bank(t: &BankTransaction) -> Transaction {
+    let kind = t
+        .kind
+        .as_deref()
+        .filter(|k| connector_domain::transaction::TRANSACTION_TYPES.contains(k))
+        .unwrap_or(if t.amount.is_sign_negative() { "DEBIT" } else { "CREDIT" });
+    Transaction {
+        unique_id: truncate_chars(&t.transaction_id, 255),
+        transaction_amount: t.amount,
+        transaction_type: kind.to_string(),
+        date_posted: t.booked_at,
+        date_user_initiated: None,
+        exchange_currency: None,
+        exchange_amount: None,
+        check_number: None,
+        reference_number: t.reference.as_deref().map(|r| truncate_chars(r, 32)),
+        description: t.description.as_deref().map(|d| truncate_chars(d, 512)),
+        narrative1: None,
+        narrative2: None,
+        payee: t.counterparty.as_deref().map(|c| connector_domain::transaction::Payee {
+            payee_description: Some(truncate_chars(c, 12)),
+            ..Default::default()
+        }),
+        running_balance: t.balance_after,
+    }
+}

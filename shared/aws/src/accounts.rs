@@ -1,0 +1,616 @@
+//! Bank accounts: the `externalId` ↔ `bankAccountId` mapping, the pipeline state of each account
+//! and its in-flight claim (invariant 1: at most one statement in flight per account).
+
+use chrono::{DateTime, Utc};
+use connector_domain::statement::Balance;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::table::{Item, StoreError, Table, from_item, n, s, to_item};
+
+/// Where an account stands, for the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AccountStatus {
+    /// Statements flow.
+    Active,
+    /// The customer's consent ran out: pushes pause until re-authorisation.
+    AuthRequired,
+    /// Offboarded (tombstone): nothing is ever pushed again.
+    Cancelled,
+}
+
+/// Progress of the initial history pull from `requestedStartDate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BackfillState {
+    Pending,
+    Done,
+}
+
+/// What an in-flight claim is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Claimed; the statement is being built or posted.
+    Posting,
+    /// `POST` answered 201; the poller drives it to a terminal status.
+    Posted,
+    /// The last `POST` failed in a retryable way; a timer message will resubmit it.
+    RetryWait,
+}
+
+/// What an in-flight statement carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StatementKind {
+    Transactions,
+    /// A 0-transaction statement reporting `authRequired` (spec §8.2).
+    AuthRequired,
+}
+
+/// The claim that makes an account's statement the only one in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlight {
+    /// Random per claim: every later step is conditional on it.
+    pub token: String,
+    pub phase: Phase,
+    pub kind: StatementKind,
+    pub since: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posted_at: Option<DateTime<Utc>>,
+    /// Failed submissions of this same statement so far.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Polls that found the statement unfinished; guards against a duplicated poll message
+    /// forking the poll chain.
+    #[serde(default)]
+    pub poll_attempt: u32,
+    #[serde(default)]
+    pub transaction_count: u32,
+    /// The uniqueIds of the statement, in order, so a resubmission is identical.
+    #[serde(default)]
+    pub unique_ids: Vec<String>,
+    /// Set when the statement exceeded its maximum age (alarmed, still polled).
+    #[serde(default)]
+    pub overdue: bool,
+}
+
+/// The account item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    pub bank_account_id: Uuid,
+    pub external_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_start_date: Option<DateTime<Utc>>,
+    pub status: AccountStatus,
+    pub backfill: BackfillState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill_cursor: Option<String>,
+    /// Arrival sequence numbers handed out so far (statement order breaks date ties with it).
+    #[serde(default)]
+    pub next_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<Balance>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<Balance>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlight>,
+    /// Newest `datePosted` Banking Service holds for this account (the 2-week rule's reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_delivered: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub delivered_count: u64,
+    /// A 0-transaction `authRequired` statement is owed to Banking Service.
+    #[serde(default)]
+    pub auth_required_owed: bool,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AccountItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    account: Account,
+}
+
+/// `externalId` → live `bankAccountId`s (one real account may be linked by several companies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalLink {
+    pub bank_account_id: Uuid,
+    pub cancelled: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExternalLinkItem {
+    pk: String,
+    sk: String,
+    bank_account_id: Uuid,
+    cancelled: bool,
+}
+
+pub(crate) fn account_pk(id: Uuid) -> String {
+    format!("ACCT#{id}")
+}
+const ACCOUNT_SK: &str = "ACCOUNT";
+
+fn external_pk(external_id: &str) -> String {
+    format!("EXT#{external_id}")
+}
+
+/// Result of recording a `bankAccount` created notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// A redelivery: the account exists already.
+    AlreadyExists,
+    /// Deleted before it was created (reordered delivery): stays cancelled.
+    Tombstoned,
+}
+
+/// Result of claiming an account for a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    Claimed(Box<Account>),
+    /// Another statement is in flight (or waiting to be resubmitted).
+    Busy,
+    /// Unknown or cancelled account.
+    Gone,
+}
+
+impl Table {
+    pub async fn get_account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
+        Ok(self
+            .get_as::<AccountItem>(account_pk(id), ACCOUNT_SK)
+            .await?
+            .map(|i| i.account))
+    }
+
+    /// Records a new account; a redelivery or a reordered delivery changes nothing.
+    pub async fn create_account(&self, account: &Account) -> Result<CreateOutcome, StoreError> {
+        let item = to_item(&AccountItem {
+            pk: account_pk(account.bank_account_id),
+            sk: ACCOUNT_SK.into(),
+            account: account.clone(),
+        })?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match put {
+            Ok(_) => {}
+            Err(StoreError::ConditionFailed) => {
+                let existing = self.get_account(account.bank_account_id).await?;
+                return Ok(match existing.map(|a| a.status) {
+                    Some(AccountStatus::Cancelled) => CreateOutcome::Tombstoned,
+                    _ => CreateOutcome::AlreadyExists,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        self.put_external_link(&account.external_id, account.bank_account_id, false)
+            .await?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn put_external_link(
+        &self,
+        external_id: &str,
+        id: Uuid,
+        cancelled: bool,
+    ) -> Result<(), StoreError> {
+        let item = to_item(&ExternalLinkItem {
+            pk: external_pk(external_id),
+            sk: account_pk(id),
+            bank_account_id: id,
+            cancelled,
+        })?;
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Every account ever linked to `external_id`, live or cancelled.
+    pub async fn accounts_for_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Vec<ExternalLink>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :acct)")
+                .expression_attribute_values(":pk", s(external_pk(external_id)))
+                .expression_attribute_values(":acct", s("ACCT#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for item in page.items.unwrap_or_default() {
+                let link: ExternalLinkItem = from_item(item)?;
+                out.push(ExternalLink {
+                    bank_account_id: link.bank_account_id,
+                    cancelled: link.cancelled,
+                });
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Offboarding (invariant 8): the account becomes a permanent tombstone. Works whether or not
+    /// the account was created first (a `deleted` may overtake its `created`).
+    /// Returns the account as it was, if it existed.
+    pub async fn cancel_account(
+        &self,
+        id: Uuid,
+        external_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Account>, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression(
+                "SET #status = :cancelled, cancelledAt = if_not_exists(cancelledAt, :now), \
+                 bankAccountId = if_not_exists(bankAccountId, :id), \
+                 externalId = if_not_exists(externalId, :ext), \
+                 backfill = if_not_exists(backfill, :done), createdAt = if_not_exists(createdAt, :now)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":cancelled", s("cancelled"))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":id", s(id.to_string()))
+            .expression_attribute_values(":ext", s(external_id.unwrap_or_default()))
+            .expression_attribute_values(":done", s("done"))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let before: Option<Account> = match out.attributes {
+            Some(item) if item.contains_key("status") => {
+                Some(from_item::<AccountItem>(item)?.account)
+            }
+            _ => None,
+        };
+        let ext = before
+            .as_ref()
+            .map(|a| a.external_id.clone())
+            .or_else(|| external_id.map(str::to_string));
+        if let Some(ext) = ext.filter(|e| !e.is_empty()) {
+            self.put_external_link(&ext, id, true).await?;
+        }
+        Ok(before)
+    }
+
+    /// Hands out `count` consecutive arrival sequence numbers; `None` if the account is gone.
+    pub async fn allocate_seqs(&self, id: Uuid, count: u64) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression("ADD nextSeq :count")
+            .condition_expression("attribute_exists(pk) AND #status <> :cancelled")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":count", n(count))
+            .expression_attribute_values(":cancelled", s("cancelled"))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match out {
+            Ok(o) => {
+                let last = o
+                    .attributes
+                    .and_then(|a| a.get("nextSeq").cloned())
+                    .and_then(|v| v.as_n().ok().and_then(|n| n.parse::<u64>().ok()))
+                    .ok_or_else(|| StoreError::corrupt("nextSeq missing after update"))?;
+                Ok(Some(last + 1 - count))
+            }
+            Err(StoreError::ConditionFailed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records the bank's newest balances (older ones never overwrite newer ones).
+    pub async fn update_balances(
+        &self,
+        id: Uuid,
+        ledger: Option<&Balance>,
+        available: Option<&Balance>,
+    ) -> Result<(), StoreError> {
+        for (attr, balance) in [("ledger", ledger), ("available", available)] {
+            let Some(balance) = balance else { continue };
+            let value = serde_dynamo::to_attribute_value(balance).map_err(StoreError::corrupt)?;
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.name)
+                .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+                .update_expression("SET #b = :b, #ms = :ms")
+                // A separate numeric as-of keeps the comparison exact whatever the text format.
+                .condition_expression("attribute_exists(pk) AND (attribute_not_exists(#ms) OR #ms <= :ms)")
+                .expression_attribute_names("#b", attr)
+                .expression_attribute_names("#ms", format!("{attr}AsOfMs"))
+                .expression_attribute_values(":b", value)
+                .expression_attribute_values(":ms", n(balance.as_of.timestamp_millis()))
+                .send()
+                .await
+                .map_err(StoreError::from_sdk);
+            match res {
+                Ok(_) | Err(StoreError::ConditionFailed) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn set_backfill(
+        &self,
+        id: Uuid,
+        state: BackfillState,
+        cursor: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(
+                ":state",
+                s(match state {
+                    BackfillState::Pending => "pending",
+                    BackfillState::Done => "done",
+                }),
+            );
+        req = match cursor {
+            Some(c) => req
+                .update_expression("SET backfill = :state, backfillCursor = :cursor")
+                .expression_attribute_values(":cursor", s(c)),
+            None => req.update_expression("SET backfill = :state REMOVE backfillCursor"),
+        };
+        req.send().await.map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Sets the account status; `auth_required_owed` is set with `AuthRequired` and cleared with
+    /// `Active`. Never revives a cancelled account.
+    pub async fn set_account_status(
+        &self,
+        id: Uuid,
+        status: AccountStatus,
+    ) -> Result<bool, StoreError> {
+        let (status_text, owed) = match status {
+            AccountStatus::Active => ("active", false),
+            AccountStatus::AuthRequired => ("authRequired", true),
+            AccountStatus::Cancelled => ("cancelled", false),
+        };
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression("SET #status = :status, authRequiredOwed = :owed")
+            .condition_expression("attribute_exists(pk) AND #status <> :cancelled")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status_text))
+            .expression_attribute_values(":owed", aws_sdk_dynamodb::types::AttributeValue::Bool(owed))
+            .expression_attribute_values(":cancelled", s("cancelled"))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match res {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes the account's in-flight claim (invariant 1). Only one caller can hold it.
+    pub async fn claim_account(
+        &self,
+        id: Uuid,
+        claim: &InFlight,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let value = serde_dynamo::to_attribute_value(claim).map_err(StoreError::corrupt)?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression("SET inFlight = :claim")
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(inFlight) AND #status <> :cancelled",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":claim", value)
+            .expression_attribute_values(":cancelled", s("cancelled"))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match res {
+            Ok(out) => {
+                let item: Item = out
+                    .attributes
+                    .ok_or_else(|| StoreError::corrupt("no attributes after claim"))?;
+                Ok(ClaimOutcome::Claimed(Box::new(
+                    from_item::<AccountItem>(item)?.account,
+                )))
+            }
+            Err(StoreError::ConditionFailed) => match self.get_account(id).await? {
+                Some(a) if a.status != AccountStatus::Cancelled => Ok(ClaimOutcome::Busy),
+                _ => Ok(ClaimOutcome::Gone),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the claim, only while `token` still holds it. `false` if it no longer does.
+    pub async fn update_claim(&self, id: Uuid, token: &str, claim: &InFlight) -> Result<bool, StoreError> {
+        let value = serde_dynamo::to_attribute_value(claim).map_err(StoreError::corrupt)?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression("SET inFlight = :claim")
+            .condition_expression("inFlight.#token = :token")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":claim", value)
+            .expression_attribute_values(":token", s(token))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match res {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Advances the poll counter from `seen` to `seen + 1`; `false` for a stale (duplicated) poll.
+    pub async fn advance_poll(&self, id: Uuid, token: &str, seen: u32, overdue: bool) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression("SET inFlight.pollAttempt = :next, inFlight.overdue = :overdue")
+            .condition_expression("inFlight.#token = :token AND inFlight.pollAttempt = :seen")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":seen", n(seen))
+            .expression_attribute_values(":next", n(seen + 1))
+            .expression_attribute_values(":overdue", aws_sdk_dynamodb::types::AttributeValue::Bool(overdue))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match res {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases the claim held by `token`, recording the result. `false` if `token` no longer
+    /// held it (a duplicate message already released it).
+    pub async fn release_account(
+        &self,
+        id: Uuid,
+        token: &str,
+        release: &Release,
+    ) -> Result<bool, StoreError> {
+        let mut sets: Vec<String> = Vec::new();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .condition_expression("inFlight.#token = :token")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":token", s(token));
+        if let Some(newest) = release.newest_delivered {
+            sets.push("newestDelivered = :newest".into());
+            req = req.expression_attribute_values(":newest", s(newest.to_rfc3339()));
+        }
+        if let Some(at) = release.success_at {
+            sets.push("lastSuccessAt = :at".into());
+            req = req.expression_attribute_values(":at", s(at.to_rfc3339()));
+        }
+        if release.auth_required_sent {
+            sets.push("authRequiredOwed = :false".into());
+            req = req.expression_attribute_values(
+                ":false",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(false),
+            );
+        }
+        let mut expr = if sets.is_empty() {
+            "REMOVE inFlight".to_string()
+        } else {
+            format!("SET {} REMOVE inFlight", sets.join(", "))
+        };
+        if release.delivered > 0 {
+            expr.push_str(" ADD deliveredCount :delivered");
+            req = req.expression_attribute_values(":delivered", n(release.delivered));
+        }
+        let res = req
+            .update_expression(expr)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match res {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Accounts with a claim older than `before` (for the reconciler). Scans: the table holds few
+    /// account items compared with transactions, and the reconciler runs every few minutes.
+    pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.name)
+                .filter_expression("sk = :sk")
+                .expression_attribute_values(":sk", s(ACCOUNT_SK))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item::<AccountItem>(item)?.account);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// What releasing a claim records.
+#[derive(Debug, Clone, Default)]
+pub struct Release {
+    pub newest_delivered: Option<DateTime<Utc>>,
+    pub success_at: Option<DateTime<Utc>>,
+    pub delivered: u64,
+    pub auth_required_sent: bool,
+}

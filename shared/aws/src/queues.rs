@@ -1,0 +1,75 @@
+//! The connector's SQS queues: notifications (standard), push (FIFO per account), poll (standard
+//! with per-message delay, used as the pipeline's timer).
+
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
+
+/// SQS refused or could not be reached; the caller retries or fails its own message.
+#[derive(Debug, thiserror::Error)]
+#[error("queue unavailable: {0}")]
+pub struct QueueError(pub String);
+
+#[derive(Clone, Debug)]
+pub struct Queues {
+    client: Client,
+    notifications_url: String,
+    push_url: String,
+    poll_url: String,
+}
+
+/// SQS's longest per-message delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+impl Queues {
+    pub fn new(client: Client, notifications_url: String, push_url: String, poll_url: String) -> Self {
+        Self {
+            client,
+            notifications_url,
+            push_url,
+            poll_url,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn send(&self, url: &str, body: String, delay: Option<Duration>, group: Option<String>) -> Result<(), QueueError> {
+        let mut req = self.client.send_message().queue_url(url).message_body(body);
+        if let Some(d) = delay {
+            // Whole seconds only; round up so that a delay is never shorter than asked.
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            req = req.delay_seconds(secs.min(MAX_DELAY.as_secs()) as i32);
+        }
+        if let Some(g) = group {
+            // Every kick is a distinct wake-up: a deduplicated kick could be a lost wake-up, so
+            // each gets its own deduplication id. Pushing is idempotent at the account's claim.
+            req = req
+                .message_group_id(g)
+                .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string());
+        }
+        req.send()
+            .await
+            .map_err(|e| QueueError(format!("{}", DisplayErrorContext(&e))))?;
+        Ok(())
+    }
+
+    pub async fn send_work(&self, msg: &WorkMessage) -> Result<(), QueueError> {
+        let body = serde_json::to_string(msg).map_err(|e| QueueError(e.to_string()))?;
+        self.send(&self.notifications_url, body, None, None).await
+    }
+
+    pub async fn kick(&self, kick: &Kick) -> Result<(), QueueError> {
+        let body = serde_json::to_string(kick).map_err(|e| QueueError(e.to_string()))?;
+        self.send(&self.push_url, body, None, Some(kick.bank_account_id.to_string()))
+            .await
+    }
+
+    pub async fn send_timer(&self, msg: &TimerMessage, delay: Duration) -> Result<(), QueueError> {
+        let body = serde_json::to_string(msg).map_err(|e| QueueError(e.to_string()))?;
+        self.send(&self.poll_url, body, Some(delay), None).await
+    }
+}

@@ -1,0 +1,123 @@
+//! The one DynamoDB table and what is shared by every kind of item in it.
+//!
+//! Key design (all items): `pk` / `sk` strings; `expiresAt` (epoch seconds) is the TTL attribute.
+//! The local secondary index `pending` (`pk`, `pendingKey`) is sparse: only transactions still to
+//! be delivered carry `pendingKey`, so a strongly consistent query on it returns an account's
+//! pending transactions in statement order.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Name of the sparse local secondary index over pending transactions.
+pub const PENDING_INDEX: &str = "pending";
+
+/// Why a table operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A condition of the write did not hold (someone else got there first).
+    #[error("the item is not in the expected state")]
+    ConditionFailed,
+    /// Throttling, a network fault or a service error: the caller may retry.
+    #[error("the table is unavailable: {0}")]
+    Unavailable(String),
+    /// An item that does not decode: a bug or manual tampering; never retried blindly.
+    #[error("an item is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub(crate) fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match err.code() {
+            Some("ConditionalCheckFailedException") => Self::ConditionFailed,
+            Some(code) => Self::Unavailable(format!("{code}: {}", err.message().unwrap_or(""))),
+            None => Self::Unavailable(format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&err))),
+        }
+    }
+
+    pub(crate) fn corrupt(e: impl std::fmt::Display) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
+/// The table, with its client built once per process.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub(crate) client: Client,
+    pub(crate) name: String,
+}
+
+impl Table {
+    pub fn new(client: Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+        HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+    }
+
+    pub(crate) async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(Self::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.item)
+    }
+
+    pub(crate) async fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: String,
+        sk: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(pk, sk).await? {
+            None => Ok(None),
+            Some(item) => serde_dynamo::from_item(item)
+                .map(Some)
+                .map_err(StoreError::corrupt),
+        }
+    }
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(crate) fn to_item<T: serde::Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(StoreError::corrupt)
+}
+
+pub(crate) fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(StoreError::corrupt)
+}
+
+pub(crate) fn epoch(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp()
+}

@@ -1,0 +1,515 @@
+//! Transactions of an account: stored once per `uniqueId`, pending until Banking Service holds
+//! them, then delivered (kept a while for idempotency) — or parked with a reason.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use chrono::{DateTime, Utc};
+use connector_domain::transaction::Transaction;
+use futures::{TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::accounts::account_pk;
+use crate::table::{Item, PENDING_INDEX, StoreError, Table, epoch, from_item, n, s, to_item};
+
+/// How long delivered transactions are kept (then expire by TTL). A redelivery of an older one
+/// is still safe: Banking Service answers `DuplicateTransaction`, which counts as delivered.
+const KEEP_DELIVERED: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How long parked records stay listable before they expire.
+const KEEP_PARKED: Duration = Duration::from_secs(180 * 24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TransactionState {
+    Pending,
+    Delivered,
+    Parked,
+}
+
+/// A stored transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTransaction {
+    pub seq: u64,
+    pub state: TransactionState,
+    pub transaction: Transaction,
+    pub statement_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TransactionItem {
+    pk: String,
+    sk: String,
+    unique_id: String,
+    seq: u64,
+    state: TransactionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_key: Option<String>,
+    /// The normalised record as JSON text (amounts as strings, exact).
+    record: String,
+    received_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    statement_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+}
+
+impl TransactionItem {
+    fn into_stored(self) -> Result<StoredTransaction, StoreError> {
+        Ok(StoredTransaction {
+            seq: self.seq,
+            state: self.state,
+            transaction: serde_json::from_str(&self.record).map_err(StoreError::corrupt)?,
+            statement_id: self.statement_id,
+            reason: self.reason,
+        })
+    }
+}
+
+/// A parked record, as an operator lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedRecord {
+    pub bank_account_id: Uuid,
+    pub unique_id: String,
+    pub reason: String,
+    pub parked_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ParkedItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    record: ParkedRecord,
+    expires_at: i64,
+}
+
+fn txn_sk(unique_id: &str) -> String {
+    format!("U#{unique_id}")
+}
+
+/// Statement order as a sortable key: `datePosted`, then arrival sequence.
+fn pending_key(t: &Transaction, seq: u64) -> String {
+    format!("{}#{seq:015}", t.date_posted.format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+/// Whether each record was stored now or was there already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored,
+    Duplicate,
+}
+
+impl Table {
+    /// Stores transactions (given in arrival order) as pending, with sequence numbers from
+    /// `first_seq`. A `uniqueId` stored before is left untouched and reported as a duplicate,
+    /// which makes ingest and backfill idempotent.
+    pub async fn put_transactions(
+        &self,
+        account: Uuid,
+        transactions: &[Transaction],
+        first_seq: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        let mut outcomes = vec![PutOutcome::Duplicate; transactions.len()];
+        // One write per uniqueId: a transaction may not touch the same item twice.
+        let mut seen = HashMap::new();
+        let mut todo: Vec<usize> = Vec::new();
+        for (i, t) in transactions.iter().enumerate() {
+            if seen.insert(t.unique_id.as_str(), i).is_none() {
+                todo.push(i);
+            }
+        }
+        for chunk in todo.chunks(100) {
+            let mut remaining: Vec<usize> = chunk.to_vec();
+            // Each round either writes everything left or drops at least one duplicate.
+            while !remaining.is_empty() {
+                let mut writes = Vec::with_capacity(remaining.len());
+                for &i in &remaining {
+                    let t = &transactions[i];
+                    let seq = first_seq + i as u64;
+                    let item = to_item(&TransactionItem {
+                        pk: account_pk(account),
+                        sk: txn_sk(&t.unique_id),
+                        unique_id: t.unique_id.clone(),
+                        seq,
+                        state: TransactionState::Pending,
+                        pending_key: Some(pending_key(t, seq)),
+                        record: serde_json::to_string(t).map_err(StoreError::corrupt)?,
+                        received_at: now,
+                        statement_id: None,
+                        reason: None,
+                        expires_at: None,
+                    })?;
+                    let put = Put::builder()
+                        .table_name(&self.name)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .map_err(StoreError::corrupt)?;
+                    writes.push(TransactWriteItem::builder().put(put).build());
+                }
+                let res = self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(writes))
+                    .send()
+                    .await;
+                match res {
+                    Ok(_) => {
+                        for &i in &remaining {
+                            outcomes[i] = PutOutcome::Stored;
+                        }
+                        remaining.clear();
+                    }
+                    Err(err) => {
+                        let service = err.into_service_error();
+                        let TransactWriteItemsError::TransactionCanceledException(cancel) = &service
+                        else {
+                            return Err(StoreError::Unavailable(service.to_string()));
+                        };
+                        let failed: Vec<usize> = cancel
+                            .cancellation_reasons()
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                            .map(|(pos, _)| pos)
+                            .collect();
+                        if failed.is_empty() {
+                            // Cancelled for another reason (conflict, throttling): retryable.
+                            return Err(StoreError::Unavailable(service.to_string()));
+                        }
+                        remaining = remaining
+                            .iter()
+                            .enumerate()
+                            .filter(|(pos, _)| !failed.contains(pos))
+                            .map(|(_, &i)| i)
+                            .collect();
+                    }
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Up to `limit` pending transactions in statement order.
+    pub async fn pending_transactions(
+        &self,
+        account: Uuid,
+        limit: usize,
+    ) -> Result<Vec<StoredTransaction>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .index_name(PENDING_INDEX)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(account_pk(account)))
+                .consistent_read(true)
+                .limit((limit - out.len()).min(1000) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for item in page.items.unwrap_or_default() {
+                let it: TransactionItem = from_item(item)?;
+                // The index is sparse on `pendingKey`; the state check guards a stale projection.
+                if it.state == TransactionState::Pending {
+                    out.push(it.into_stored()?);
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Number of pending transactions of an account.
+    pub async fn count_pending(&self, account: Uuid) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .index_name(PENDING_INDEX)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(account_pk(account)))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            total += page.count.max(0) as u64;
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The transactions with these uniqueIds, in the order given (missing ones are skipped).
+    pub async fn transactions_by_ids(
+        &self,
+        account: Uuid,
+        unique_ids: &[String],
+    ) -> Result<Vec<StoredTransaction>, StoreError> {
+        let mut found: HashMap<String, StoredTransaction> = HashMap::new();
+        for chunk in unique_ids.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| Table::key(account_pk(account), txn_sk(id)))
+                .collect();
+            // BatchGetItem may return only part of the keys; ask again for the rest.
+            while !keys.is_empty() {
+                let req = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(StoreError::corrupt)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.name, req)
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.name))
+                    .unwrap_or_default()
+                {
+                    let it: TransactionItem = from_item(item)?;
+                    found.insert(it.unique_id.clone(), it.into_stored()?);
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.name))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+        }
+        Ok(unique_ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// Marks transactions as held by Banking Service. Idempotent.
+    pub async fn mark_delivered(
+        &self,
+        account: Uuid,
+        unique_ids: &[String],
+        statement_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let expires = epoch(now) + KEEP_DELIVERED.as_secs() as i64;
+        stream::iter(unique_ids.iter().map(Ok::<_, StoreError>))
+            .try_for_each_concurrent(16, |id| async move {
+                let res = self
+                    .client
+                    .update_item()
+                    .table_name(&self.name)
+                    .set_key(Some(Table::key(account_pk(account), txn_sk(id))))
+                    .update_expression(
+                        "SET #state = :delivered, statementId = :statement, expiresAt = :expires REMOVE pendingKey",
+                    )
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_names("#state", "state")
+                    .expression_attribute_values(":delivered", s("delivered"))
+                    .expression_attribute_values(":statement", s(statement_id))
+                    .expression_attribute_values(":expires", n(expires))
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk);
+                match res {
+                    Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+    }
+
+    /// Parks transactions with a reason an operator can list; they leave the pending order.
+    pub async fn park_transactions(
+        &self,
+        account: Uuid,
+        unique_ids: &[String],
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let expires = epoch(now) + KEEP_PARKED.as_secs() as i64;
+        stream::iter(unique_ids.iter().map(Ok::<_, StoreError>))
+            .try_for_each_concurrent(16, |id| async move {
+                let parked = to_item(&ParkedItem {
+                    pk: "PARKED".into(),
+                    sk: format!("{account}#{id}"),
+                    record: ParkedRecord {
+                        bank_account_id: account,
+                        unique_id: id.clone(),
+                        reason: reason.to_string(),
+                        parked_at: now,
+                    },
+                    expires_at: expires,
+                })?;
+                self.client
+                    .put_item()
+                    .table_name(&self.name)
+                    .set_item(Some(parked))
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk)?;
+                let res = self
+                    .client
+                    .update_item()
+                    .table_name(&self.name)
+                    .set_key(Some(Table::key(account_pk(account), txn_sk(id))))
+                    .update_expression(
+                        "SET #state = :parked, reason = :reason, expiresAt = :expires REMOVE pendingKey",
+                    )
+                    .condition_expression("attribute_exists(pk) AND #state <> :delivered")
+                    .expression_attribute_names("#state", "state")
+                    .expression_attribute_values(":parked", s("parked"))
+                    .expression_attribute_values(":delivered", s("delivered"))
+                    .expression_attribute_values(":reason", s(reason))
+                    .expression_attribute_values(":expires", n(expires))
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk);
+                match res {
+                    Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+    }
+
+    /// Parks every pending transaction of an account (offboarding, unrecoverable failures).
+    pub async fn park_all_pending(
+        &self,
+        account: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let batch = self.pending_transactions(account, 1000).await?;
+            if batch.is_empty() {
+                return Ok(total);
+            }
+            let ids: Vec<String> = batch.into_iter().map(|t| t.transaction.unique_id).collect();
+            total += ids.len();
+            self.park_transactions(account, &ids, reason, now).await?;
+        }
+    }
+
+    /// Parked records, newest accounts first is not promised: in key order, up to `limit`.
+    pub async fn parked_records(
+        &self,
+        account: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ParkedRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .expression_attribute_values(":pk", s("PARKED"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            q = match account {
+                Some(a) => q
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(format!("{a}#"))),
+                None => q.key_condition_expression("pk = :pk"),
+            };
+            let page = q.send().await.map_err(StoreError::from_sdk)?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item::<ParkedItem>(item)?.record);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Every transaction stored for an account with its state, in key order (operator tooling
+    /// and tests; not on a hot path).
+    pub async fn all_transactions(&self, account: Uuid) -> Result<Vec<StoredTransaction>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :u)")
+                .expression_attribute_values(":pk", s(account_pk(account)))
+                .expression_attribute_values(":u", s("U#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item::<TransactionItem>(item)?.into_stored()?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                out.sort_by_key(|t| t.seq);
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_domain::transaction::parse_datetime;
+
+    #[test]
+    fn pending_keys_sort_by_date_then_arrival() {
+        let mut t = Transaction {
+            unique_id: "a".into(),
+            transaction_amount: "1".parse().unwrap(),
+            transaction_type: "OTHER".into(),
+            date_posted: parse_datetime("2025-03-03T09:12:44.5Z").unwrap(),
+            date_user_initiated: None,
+            exchange_currency: None,
+            exchange_amount: None,
+            check_number: None,
+            reference_number: None,
+            description: None,
+            narrative1: None,
+            narrative2: None,
+            payee: None,
+            running_balance: None,
+        };
+        let a = pending_key(&t, 9);
+        let b = pending_key(&t, 10);
+        t.date_posted = parse_datetime("2025-03-03T09:12:45Z").unwrap();
+        let c = pending_key(&t, 1);
+        assert_eq!(a, "20250303T091244.500Z#000000000000009");
+        assert!(a < b && b < c);
+    }
+}

@@ -1,0 +1,309 @@
+//! The bank's side: one small contract, `docs/bank-data-api.md`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, NaiveDate, Utc};
+use connector_domain::amount;
+use connector_sage::Secret;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    /// Base URL of the Bank Data API (`BANK_API_URL`).
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BankError {
+    /// The customer's consent is over: the account needs re-authorisation.
+    #[error("the consent has expired or was revoked")]
+    ConsentExpired,
+    #[error("not found at the bank")]
+    NotFound,
+    /// The authorization code, verifier or redirect did not match (also: code reused).
+    #[error("the bank refused the grant")]
+    InvalidGrant,
+    /// Our client credentials were refused: configuration.
+    #[error("the bank refused the connector's credentials")]
+    Unauthorized,
+    #[error("the bank is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the bank answered something unexpected: {0}")]
+    Unexpected(String),
+}
+
+/// PKCE pair (RFC 7636, S256).
+#[derive(Debug, Clone)]
+pub struct Pkce {
+    pub verifier: String,
+    pub challenge: String,
+}
+
+impl Pkce {
+    pub fn generate() -> Self {
+        let bytes: [u8; 32] = rand::random();
+        let verifier = URL_SAFE_NO_PAD.encode(bytes);
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        Self {
+            verifier,
+            challenge,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BankAccount {
+    pub account_id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub identifier: String,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub bank_code: Option<String>,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Consent {
+    pub consent_id: String,
+    pub customer_id: String,
+    pub status: String,
+    pub expires_at: DateTime<Utc>,
+    pub accounts: Vec<BankAccount>,
+}
+
+impl Consent {
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.status == "active" && self.expires_at > now
+    }
+}
+
+/// The answer of the token endpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GrantedConsent {
+    pub consent_id: String,
+    pub customer_id: String,
+    #[serde(default)]
+    pub consent_expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BankTransaction {
+    pub transaction_id: String,
+    pub booked_at: DateTime<Utc>,
+    #[serde(with = "amount::decimal_string")]
+    pub amount: Decimal,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub counterparty: Option<String>,
+    #[serde(default, with = "amount::decimal_string_opt")]
+    pub balance_after: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BankBalance {
+    #[serde(with = "amount::decimal_string")]
+    pub ledger: Decimal,
+    #[serde(default, with = "amount::decimal_string_opt")]
+    pub available: Option<Decimal>,
+    pub as_of: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionPage {
+    pub transactions: Vec<BankTransaction>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+    #[serde(default)]
+    pub balance: Option<BankBalance>,
+}
+
+pub struct BankClient {
+    http: reqwest::Client,
+    config: BankConfig,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: Option<String>,
+}
+
+impl BankClient {
+    pub fn new(http: reqwest::Client, config: BankConfig) -> Self {
+        Self { http, config }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.config.base_url.trim_end_matches('/'), path)
+    }
+
+    /// Where to send the customer's browser to log in (and consent, or renew `consent_id`).
+    pub fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        pkce: &Pkce,
+        renew_consent: Option<&str>,
+    ) -> Result<url::Url, BankError> {
+        let mut url = url::Url::parse(&self.url("/oauth/authorize"))
+            .map_err(|e| BankError::Unexpected(format!("BANK_API_URL: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("state", state)
+                .append_pair("code_challenge", &pkce.challenge)
+                .append_pair("code_challenge_method", "S256")
+                .append_pair("scope", "openid accounts transactions");
+            if let Some(c) = renew_consent {
+                q.append_pair("consent_id", c);
+            }
+        }
+        Ok(url)
+    }
+
+    async fn error_of(response: reqwest::Response) -> BankError {
+        let status = response.status().as_u16();
+        let code = response
+            .json::<ErrorBody>()
+            .await
+            .ok()
+            .and_then(|b| b.error)
+            .unwrap_or_default();
+        match (status, code.as_str()) {
+            (403, "consent_expired" | "consent_revoked") => BankError::ConsentExpired,
+            (404, _) => BankError::NotFound,
+            (400, "invalid_grant") => BankError::InvalidGrant,
+            (401, _) => BankError::Unauthorized,
+            (s, _) if s >= 500 || s == 429 => BankError::Unavailable(format!("HTTP {s}")),
+            (s, c) => BankError::Unexpected(format!("HTTP {s} {c}")),
+        }
+    }
+
+    fn transport(e: reqwest::Error) -> BankError {
+        BankError::Unavailable(if e.is_timeout() {
+            "timed out".into()
+        } else {
+            "request failed".into()
+        })
+    }
+
+    /// Exchanges the authorization code (with the PKCE verifier) for the consent.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<GrantedConsent, BankError> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("client_id", self.config.client_id.as_str()),
+            ("client_secret", self.config.client_secret.expose()),
+            ("code_verifier", verifier),
+        ];
+        let response = self
+            .http
+            .post(self.url("/oauth/token"))
+            .form(&form)
+            .send()
+            .await
+            .map_err(Self::transport)?;
+        if !response.status().is_success() {
+            return Err(Self::error_of(response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| BankError::Unexpected(format!("token answer: {e}")))
+    }
+
+    pub async fn consent(&self, consent_id: &str) -> Result<Consent, BankError> {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/consents/{}", segment(consent_id))))
+            .basic_auth(&self.config.client_id, Some(self.config.client_secret.expose()))
+            .send()
+            .await
+            .map_err(Self::transport)?;
+        if !response.status().is_success() {
+            return Err(Self::error_of(response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| BankError::Unexpected(format!("consent: {e}")))
+    }
+
+    pub async fn transactions(
+        &self,
+        consent_id: &str,
+        account_id: &str,
+        from: NaiveDate,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<TransactionPage, BankError> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/v1/accounts/{}/transactions", segment(account_id))))
+            .basic_auth(&self.config.client_id, Some(self.config.client_secret.expose()))
+            .header("X-Consent-Id", consent_id)
+            .query(&[
+                ("from", from.format("%Y-%m-%d").to_string()),
+                ("limit", limit.to_string()),
+            ]);
+        if let Some(c) = cursor {
+            req = req.query(&[("cursor", c)]);
+        }
+        let response = req.send().await.map_err(Self::transport)?;
+        if !response.status().is_success() {
+            return Err(Self::error_of(response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| BankError::Unexpected(format!("transactions: {e}")))
+    }
+}
+
+/// Keeps an id from changing the request path.
+fn segment(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_challenge_is_the_s256_of_the_verifier() {
+        let p = Pkce::generate();
+        assert_eq!(p.verifier.len(), 43);
+        assert_eq!(
+            p.challenge,
+            URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.as_bytes()))
+        );
+        assert_ne!(Pkce::generate().verifier, p.verifier);
+    }
+}

@@ -1,0 +1,10 @@
+//! The connector's domain: types and rules, no I/O. Adapters (AWS, HTTP) live in other crates.
+
+pub mod amount;
+pub mod messages;
+pub mod notification;
+pub mod ports;
+pub mod redirect;
+pub mod schedule;
+pub mod statement;
+pub mod transaction;

@@ -1,0 +1,351 @@
+//! The Provider API client (spec §6): every call waits for the shared rate limiter, carries the
+//! API key and a Sage ID token, and refreshes the token once on a 401.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use connector_domain::ports::RateLimiter;
+use connector_domain::statement::{StatementRequest, StatementResource};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::secret::Secret;
+use crate::token::{TokenError, TokenProvider};
+
+/// One item of an error envelope's `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+pub struct ErrorDetail {
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The `error` member of the envelope (spec §6.1), when the body had one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+pub struct ApiError {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub detail: Option<Vec<ErrorDetail>>,
+}
+
+/// What went wrong, split by what the caller should do (spec §6.2).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// 429: wait `Retry-After` (or back off) and retry.
+    #[error("rate limited by Banking Service")]
+    RateLimited { retry_after: Option<Duration> },
+    /// 401 twice in a row (after one token refresh): alert.
+    #[error("Banking Service refused the token after a refresh")]
+    Unauthorized,
+    /// 403: the API key is wrong. Configuration; alert.
+    #[error("Banking Service refused the API key")]
+    Forbidden,
+    #[error("not found: {0:?}")]
+    NotFound(ApiError),
+    /// 409: statement in flight, account cancelled, not deletable, authorisation completed.
+    #[error("conflict: {0:?}")]
+    Conflict(ApiError),
+    /// 400: the request is invalid; retrying it unchanged cannot help.
+    #[error("rejected as invalid: {0:?}")]
+    Invalid(ApiError),
+    /// 5xx: retry with back-off.
+    #[error("Banking Service failed with HTTP {status}")]
+    Server { status: u16 },
+    /// No answer (timeout, connection lost): the request may or may not have been processed.
+    #[error("no answer from Banking Service: {0}")]
+    Transport(String),
+    #[error("no Sage ID token: {0}")]
+    Token(#[from] TokenError),
+    /// The shared rate limiter had no slot within the wait allowed.
+    #[error("no rate-limit slot in time")]
+    Throttled,
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+impl ProviderError {
+    /// Worth retrying later with the same request.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. }
+                | Self::Server { .. }
+                | Self::Transport(_)
+                | Self::Throttled
+                | Self::Token(TokenError::Unavailable(_))
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Base URL; paths start with `/v1`.
+    pub base_url: String,
+    pub api_key: Secret,
+    /// Longest wait for a rate-limit slot before giving up with [`ProviderError::Throttled`].
+    pub max_rate_wait: Duration,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: Option<T>,
+    #[serde(default)]
+    error: Option<ApiError>,
+}
+
+/// `PATCH /v1/authorisations/{id}` body (spec §6.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthorisationPatch {
+    pub data: AuthorisationPatchData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorisationPatchData {
+    pub status: AuthorisationStatus,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bank_accounts: Vec<PatchedAccount>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AuthorisationStatus {
+    Success,
+    Error,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchedAccount {
+    pub bank_account_external_id: String,
+    pub account_name: String,
+    pub bank_identifier: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch_identifier: Option<String>,
+    pub account_identifier: String,
+}
+
+/// `POST /v1/accountqueries` answer (spec §6.7).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountQueryResult {
+    pub bank_account_id: Uuid,
+    pub status: String,
+    #[serde(default)]
+    pub requested_start_date: Option<String>,
+}
+
+pub struct ProviderApi {
+    http: reqwest::Client,
+    config: ProviderConfig,
+    tokens: Arc<TokenProvider>,
+    limiter: Arc<dyn RateLimiter>,
+}
+
+impl ProviderApi {
+    pub fn new(
+        http: reqwest::Client,
+        config: ProviderConfig,
+        tokens: Arc<TokenProvider>,
+        limiter: Arc<dyn RateLimiter>,
+    ) -> Self {
+        Self {
+            http,
+            config,
+            tokens,
+            limiter,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.config.base_url.trim_end_matches('/'), path)
+    }
+
+    /// Sends one request: rate slot, token, and on 401 one refresh and one retry (§3.1 rule 2).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), ProviderError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.tokens.token().await?;
+            let granted = self
+                .limiter
+                .acquire(self.config.max_rate_wait)
+                .await
+                .map_err(|e| ProviderError::Unexpected(format!("rate limiter: {e}")))?;
+            if !granted {
+                return Err(ProviderError::Throttled);
+            }
+            let mut req = self
+                .http
+                .request(method.clone(), self.url(path))
+                .header("x-api-key", self.config.api_key.expose())
+                .header(
+                    "authorization",
+                    format!("{} {}", token.token_type, token.access_token),
+                );
+            if let Some(b) = body {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(b.to_vec());
+            }
+            let response = req
+                .send()
+                .await
+                .map_err(|e| ProviderError::Transport(crate::describe_reqwest(&e)))?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| ProviderError::Transport(crate::describe_reqwest(&e)))?;
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                tracing::warn!(path, "Provider API answered 401: refreshing the token once");
+                self.tokens.invalidate(&token.access_token).await;
+                refreshed = true;
+                continue;
+            }
+            return Ok((status, retry_after, bytes.to_vec()));
+        }
+    }
+
+    fn error_of(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> ProviderError {
+        let api_error = || {
+            serde_json::from_slice::<Envelope<serde_json::Value>>(body)
+                .ok()
+                .and_then(|e| e.error)
+                .unwrap_or_default()
+        };
+        match status.as_u16() {
+            400 => ProviderError::Invalid(api_error()),
+            401 => ProviderError::Unauthorized,
+            403 => ProviderError::Forbidden,
+            404 => ProviderError::NotFound(api_error()),
+            409 => ProviderError::Conflict(api_error()),
+            429 => ProviderError::RateLimited { retry_after },
+            s if s >= 500 => ProviderError::Server { status: s },
+            s => ProviderError::Unexpected(format!("HTTP {s}")),
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<T, ProviderError> {
+        let (status, retry_after, bytes) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            return Err(Self::error_of(status, retry_after, &bytes));
+        }
+        let envelope: Envelope<T> = serde_json::from_slice(&bytes)
+            .map_err(|e| ProviderError::Unexpected(format!("undecodable body: {e}")))?;
+        envelope
+            .data
+            .ok_or_else(|| ProviderError::Unexpected("no data in the answer".into()))
+    }
+
+    pub async fn post_statement(
+        &self,
+        statement: &StatementRequest,
+    ) -> Result<StatementResource, ProviderError> {
+        let body = serde_json::to_vec(statement)
+            .map_err(|e| ProviderError::Unexpected(e.to_string()))?;
+        self.call(Method::POST, "/v1/statements", Some(&body)).await
+    }
+
+    pub async fn get_statement(&self, id: &str) -> Result<StatementResource, ProviderError> {
+        self.call(Method::GET, &format!("/v1/statements/{}", path_segment(id)), None)
+            .await
+    }
+
+    pub async fn delete_statement(&self, id: &str) -> Result<(), ProviderError> {
+        let (status, retry_after, bytes) = self
+            .send(
+                Method::DELETE,
+                &format!("/v1/statements/{}", path_segment(id)),
+                None,
+            )
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Self::error_of(status, retry_after, &bytes))
+        }
+    }
+
+    pub async fn patch_authorisation(
+        &self,
+        authorisation_id: Uuid,
+        patch: &AuthorisationPatch,
+    ) -> Result<(), ProviderError> {
+        let body =
+            serde_json::to_vec(patch).map_err(|e| ProviderError::Unexpected(e.to_string()))?;
+        let (status, retry_after, bytes) = self
+            .send(
+                Method::PATCH,
+                &format!("/v1/authorisations/{authorisation_id}"),
+                Some(&body),
+            )
+            .await?;
+        // Any 2xx is success; the body is ignored (spec §6.3 Decision).
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Self::error_of(status, retry_after, &bytes))
+        }
+    }
+
+    /// `POST /v1/accountqueries`; `Ok(None)` when no account matches.
+    pub async fn query_account(
+        &self,
+        bank_id: Uuid,
+        external_id: &str,
+    ) -> Result<Option<AccountQueryResult>, ProviderError> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "data": {"bankId": bank_id, "externalId": external_id}
+        }))
+        .map_err(|e| ProviderError::Unexpected(e.to_string()))?;
+        match self
+            .call(Method::POST, "/v1/accountqueries", Some(&body))
+            .await
+        {
+            Ok(found) => Ok(Some(found)),
+            Err(ProviderError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /v1/banks` (Bank Sync); returns `data` as received.
+    pub async fn sync_banks(
+        &self,
+        request: &serde_json::Value,
+    ) -> Result<serde_json::Value, ProviderError> {
+        let body =
+            serde_json::to_vec(request).map_err(|e| ProviderError::Unexpected(e.to_string()))?;
+        self.call(Method::POST, "/v1/banks", Some(&body)).await
+    }
+}
+
+/// Ids come from Banking Service's answers; keep them from changing the path.
+fn path_segment(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
