@@ -1,0 +1,166 @@
+//! Every knob of sandbox.md §2, with its default.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The well-known local credentials (sandbox.md §3). Obviously fake; refused off loopback.
+pub mod local {
+    pub const CLIENT_ID: &str = "local-provider";
+    pub const CLIENT_SECRET: &str = "local-secret";
+    pub const API_KEY: &str = "local-api-key";
+    pub const PROVIDER_AUDIENCE: &str = "sfdsbanking/sfdsBankingProvider-Pre";
+    pub const NOTIFICATION_AUDIENCE: &str = "local-connector";
+    pub const NOTIFICATION_AZP: &str = "local-banking-service";
+    pub const PROVIDER_ID: &str = "7baf4c0d-ce95-4823-bde2-695a7c528ce9";
+    pub const BANK_CLIENT_ID: &str = "local-connector";
+    pub const BANK_CLIENT_SECRET: &str = "local-bank-secret";
+    pub const PRODUCT_BEARER: &str = "local-product-token";
+    pub const ORGANISATION_ID: &str = "local-org";
+    pub const COMPANY_ID: &str = "local-company";
+}
+
+/// A Sage ID client and the provider it stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderClient {
+    pub client_id: String,
+    pub client_secret: String,
+    pub allowed_audiences: Vec<String>,
+    pub provider_id: Uuid,
+    pub api_key: String,
+}
+
+impl ProviderClient {
+    pub fn local() -> Self {
+        ProviderClient {
+            client_id: local::CLIENT_ID.into(),
+            client_secret: local::CLIENT_SECRET.into(),
+            allowed_audiences: vec![local::PROVIDER_AUDIENCE.into()],
+            provider_id: Uuid::parse_str(local::PROVIDER_ID).unwrap_or_default(),
+            api_key: local::API_KEY.into(),
+        }
+    }
+
+    pub fn is_local_default(&self) -> bool {
+        self.client_secret == local::CLIENT_SECRET || self.api_key == local::API_KEY
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomHeader {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SandboxConfig {
+    /// `token.lifetime_s`
+    pub token_lifetime_s: u64,
+    /// `token.max_requests_per_min` per client
+    pub token_max_requests_per_min: u32,
+    /// Violation threshold: more than this many token requests per client within half a lifetime.
+    pub token_requests_violation_threshold: u32,
+    /// `ratelimit.rate_per_s` per API key (0 disables)
+    pub ratelimit_rate_per_s: f64,
+    /// `ratelimit.burst`
+    pub ratelimit_burst: u32,
+    pub statement_queue_delay_ms: u64,
+    pub statement_processing_delay_ms: u64,
+    pub statement_per_txn_us: u64,
+    /// Jitter applied to every statement delay, in percent.
+    pub statement_jitter_pct: u32,
+    pub statement_max_transactions: usize,
+    pub rule_too_old_days: i64,
+    pub authorisation_ttl_s: u64,
+    pub notification_timeout_ms: u64,
+    pub notification_retries: u32,
+    pub notification_backoff_ms: Vec<u64>,
+    pub notification_backoff_jitter_pct: u32,
+    pub availableaccounts_timeout_ms: u64,
+    pub notification_audience: String,
+    pub notification_scope: String,
+    pub notification_azp: String,
+    pub custom_header: Option<CustomHeader>,
+    pub seed: u64,
+    /// Provider API audience the tokens carry.
+    pub provider_audience: String,
+    /// Clients registered at start (the local defaults unless replaced).
+    pub clients: Vec<ProviderClient>,
+    /// Request bodies above this are refused with 413.
+    pub max_body_bytes: usize,
+    /// Static bearer of the product view (§8) instead of Sage's HMAC handshake.
+    pub product_bearer: String,
+    pub default_organisation_id: String,
+    pub default_company_id: String,
+    /// The connector's client at the demo bank.
+    pub bank_client_id: String,
+    pub bank_client_secret: String,
+    /// Seed the demo customers (`demo`, `alice`).
+    pub demo_customers: bool,
+    pub bank_history_days: u32,
+    pub bank_consent_ttl_days: u32,
+    /// Keep at most this many entries in each log (requests, notifications, violations).
+    pub log_capacity: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            token_lifetime_s: 28_800,
+            token_max_requests_per_min: 30,
+            token_requests_violation_threshold: 5,
+            ratelimit_rate_per_s: 10.0,
+            ratelimit_burst: 10,
+            statement_queue_delay_ms: 100,
+            statement_processing_delay_ms: 200,
+            statement_per_txn_us: 500,
+            statement_jitter_pct: 20,
+            statement_max_transactions: 1000,
+            rule_too_old_days: 14,
+            authorisation_ttl_s: 1200,
+            notification_timeout_ms: 5000,
+            notification_retries: 3,
+            notification_backoff_ms: vec![1000, 4000, 16000],
+            notification_backoff_jitter_pct: 20,
+            availableaccounts_timeout_ms: 10_000,
+            notification_audience: local::NOTIFICATION_AUDIENCE.into(),
+            notification_scope: "Notification".into(),
+            notification_azp: local::NOTIFICATION_AZP.into(),
+            custom_header: None,
+            seed: 42,
+            provider_audience: local::PROVIDER_AUDIENCE.into(),
+            clients: vec![ProviderClient::local()],
+            max_body_bytes: 5 * 1024 * 1024,
+            product_bearer: local::PRODUCT_BEARER.into(),
+            default_organisation_id: local::ORGANISATION_ID.into(),
+            default_company_id: local::COMPANY_ID.into(),
+            bank_client_id: local::BANK_CLIENT_ID.into(),
+            bank_client_secret: local::BANK_CLIENT_SECRET.into(),
+            demo_customers: true,
+            bank_history_days: 120,
+            bank_consent_ttl_days: 90,
+            log_capacity: 20_000,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// Fast settings for tests: no statement delays, no rate limit, short notification back-off.
+    pub fn fast() -> Self {
+        SandboxConfig {
+            ratelimit_rate_per_s: 0.0,
+            statement_queue_delay_ms: 0,
+            statement_processing_delay_ms: 0,
+            statement_per_txn_us: 0,
+            notification_backoff_ms: vec![10, 20, 40],
+            ..SandboxConfig::default()
+        }
+    }
+
+    /// True when any registered client uses the well-known local credentials.
+    pub fn uses_local_credentials(&self) -> bool {
+        self.clients.iter().any(ProviderClient::is_local_default)
+            || self.bank_client_secret == local::BANK_CLIENT_SECRET
+    }
+}

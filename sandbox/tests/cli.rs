@@ -1,0 +1,93 @@
+//! The `sandbox` binary: one ready line, loopback-only local credentials, driver sub-commands.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[test]
+fn prints_one_ready_line_and_drives_over_http() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["--listen", "127.0.0.1:0", "--fast"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("sandbox listening on ")
+        .map(str::to_string);
+    let ok = url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("http://127.0.0.1:") && u[17..].parse::<u16>().is_ok());
+    let out = url.as_ref().map(|u| {
+        Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .args([
+                "driver",
+                "--sandbox-url",
+                u,
+                "probe",
+                "--variant",
+                "unknownAuthorisationId",
+            ])
+            .output()
+            .unwrap()
+    });
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(ok, "{line:?}");
+    let out = out.unwrap();
+    assert!(!out.status.success(), "no bank registered yet");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no bank registered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn refuses_local_credentials_off_loopback() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing the well-known local credentials")
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn library_refuses_local_credentials_off_loopback() {
+    let r = sandbox::Sandbox::start(
+        "0.0.0.0:0".parse().unwrap(),
+        sandbox::SandboxConfig::default(),
+    )
+    .await;
+    assert!(matches!(
+        r,
+        Err(sandbox::SandboxError::LocalCredentialsOffLoopback(_))
+    ));
+}
+
+#[tokio::test]
+async fn shutdown_frees_the_port() {
+    let sb = sandbox::Sandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        sandbox::SandboxConfig::fast(),
+    )
+    .await
+    .unwrap();
+    let addr = sb.addr();
+    assert_eq!(sb.issuer(), format!("{}/", sb.base_url()));
+    assert_eq!(sb.bank_api_url(), format!("{}/bank", sb.base_url()));
+    sb.shutdown().await;
+    let again = sandbox::Sandbox::start(addr, sandbox::SandboxConfig::fast())
+        .await
+        .unwrap();
+    again.shutdown().await;
+}
