@@ -1,1 +1,12 @@
+//! The local stack: the connector's real function binaries on one machine, against moto (the
+//! AWS wire protocol) and the sandbox, wired exactly as `template.yaml` wires them on AWS.
 
+pub mod events;
+pub mod gateway;
+pub mod moto;
+pub mod process;
+pub mod runtime;
+pub mod stack;
+pub mod template;
+
+pub use stack::{LocalStack, Options};

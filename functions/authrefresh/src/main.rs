@@ -1,1 +1,21 @@
-fn main() {}
+//! `GET /authrefresh`: re-authorisation in the customer's browser (spec §4.4).
+
+mod handler;
+
+use connector_app::browser::BrowserFlows;
+use connector_app::config::Env;
+use connector_app::telemetry;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let flows = match BrowserFlows::from_env(&Env::from_process()).await {
+        Ok(f) => f,
+        Err(e) => telemetry::fail_start("authrefresh", &e),
+    };
+    let flows = &flows;
+    lambda_http::run(lambda_http::service_fn(move |req| {
+        handler::handle(flows, req)
+    }))
+    .await
+}

@@ -1,1 +1,21 @@
-fn main() {}
+//! `GET /availableaccounts`: every account under a consent, for multi-account linking (§4.6).
+
+mod handler;
+
+use connector_app::available::AvailableAccounts;
+use connector_app::config::Env;
+use connector_app::telemetry;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let available = match AvailableAccounts::from_env(&Env::from_process()).await {
+        Ok(a) => a,
+        Err(e) => telemetry::fail_start("availableaccounts", &e),
+    };
+    let available = &available;
+    lambda_http::run(lambda_http::service_fn(move |req| {
+        handler::handle(available, req)
+    }))
+    .await
+}

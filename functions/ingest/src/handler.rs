@@ -5,7 +5,12 @@ use lambda_http::{Body, Error, Request, Response};
 pub async fn handle(ingest: &Ingest, req: Request) -> Result<Response<Body>, Error> {
     let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
     if ingest.authorise(key).is_err() {
-        return Ok(http::error(401, "AuthenticationError", "Authentication failed", &[]));
+        return Ok(http::error(
+            401,
+            "AuthenticationError",
+            "Authentication failed",
+            &[],
+        ));
     }
     let body: &[u8] = req.body().as_ref();
     Ok(match ingest.handle(body).await {

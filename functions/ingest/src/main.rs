@@ -14,5 +14,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         Err(e) => telemetry::fail_start("ingest", &e),
     };
     let ingest = &ingest;
-    lambda_http::run(lambda_http::service_fn(move |req| handler::handle(ingest, req))).await
+    lambda_http::run(lambda_http::service_fn(move |req| {
+        handler::handle(ingest, req)
+    }))
+    .await
 }

@@ -8,9 +8,11 @@ pub async fn handle(
     worker: &NotificationWorker,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    Ok(batch::process(event.payload, &worker.dead_letters, 8, |m| async move {
-        let message: WorkMessage = parse_body(&m)?;
-        worker.handle(message).await
-    })
-    .await)
+    Ok(
+        batch::process(event.payload, &worker.dead_letters, 8, |m| async move {
+            let message: WorkMessage = parse_body(&m)?;
+            worker.handle(message).await
+        })
+        .await,
+    )
 }

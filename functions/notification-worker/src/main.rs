@@ -14,5 +14,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Err(e) => telemetry::fail_start("notification-worker", &e),
     };
     let worker = &worker;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| handler::handle(worker, event))).await
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        handler::handle(worker, event)
+    }))
+    .await
 }

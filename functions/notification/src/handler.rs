@@ -25,7 +25,9 @@ pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Respons
                 .map(|t| Detail {
                     target: t.to_string(),
                     code: match e {
-                        connector_domain::notification::NotificationError::MissingField(_) => "MissingProperty",
+                        connector_domain::notification::NotificationError::MissingField(_) => {
+                            "MissingProperty"
+                        }
                         _ => "InvalidPropertyValue",
                     }
                     .into(),
@@ -33,7 +35,12 @@ pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Respons
                 })
                 .into_iter()
                 .collect();
-            http::error(400, "ValidationError", "The notification is not valid", &detail)
+            http::error(
+                400,
+                "ValidationError",
+                "The notification is not valid",
+                &detail,
+            )
         }
         Err(IntakeError::TooLarge) => http::error(
             413,

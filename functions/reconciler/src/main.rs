@@ -21,5 +21,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Err(e) => telemetry::fail_start("reconciler", &e),
     };
     let reconciler = &reconciler;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| handler::handle(reconciler, event))).await
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        handler::handle(reconciler, event)
+    }))
+    .await
 }

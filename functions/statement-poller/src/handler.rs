@@ -8,9 +8,14 @@ pub async fn handle(
     poller: &StatementPoller,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    Ok(batch::process(event.payload, &poller.pipeline.dead_letters, 10, |m| async move {
-        let message: TimerMessage = parse_body(&m)?;
-        poller.handle(message).await
-    })
+    Ok(batch::process(
+        event.payload,
+        &poller.pipeline.dead_letters,
+        10,
+        |m| async move {
+            let message: TimerMessage = parse_body(&m)?;
+            poller.handle(message).await
+        },
+    )
     .await)
 }

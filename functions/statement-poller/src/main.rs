@@ -15,5 +15,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Err(e) => telemetry::fail_start("statement-poller", &e),
     };
     let poller = &poller;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| handler::handle(poller, event))).await
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        handler::handle(poller, event)
+    }))
+    .await
 }

@@ -8,9 +8,14 @@ pub async fn handle(
     pusher: &StatementPusher,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    Ok(batch::process(event.payload, &pusher.pipeline.dead_letters, 10, |m| async move {
-        let kick: Kick = parse_body(&m)?;
-        pusher.handle(kick).await
-    })
+    Ok(batch::process(
+        event.payload,
+        &pusher.pipeline.dead_letters,
+        10,
+        |m| async move {
+            let kick: Kick = parse_body(&m)?;
+            pusher.handle(kick).await
+        },
+    )
     .await)
 }

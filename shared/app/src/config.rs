@@ -21,15 +21,21 @@ fn hint(name: &str) -> &'static str {
     match name {
         "TABLE_NAME" => "the DynamoDB table's name (template output TableName)",
         "NOTIFICATIONS_QUEUE_URL" | "PUSH_QUEUE_URL" | "POLL_QUEUE_URL" => "an SQS queue URL",
-        "BANKING_SERVICE_URL" => "the Provider API base URL, e.g. https://papi-snd01-eu-west-1.sagebanking-sandbox.cloud",
-        "SAGE_ID_TOKEN_URL" => "Sage ID's token endpoint, e.g. https://id-shadow.sage.com/oauth/token",
+        "BANKING_SERVICE_URL" => {
+            "the Provider API base URL, e.g. https://papi-snd01-eu-west-1.sagebanking-sandbox.cloud"
+        }
+        "SAGE_ID_TOKEN_URL" => {
+            "Sage ID's token endpoint, e.g. https://id-shadow.sage.com/oauth/token"
+        }
         "SAGE_ID_ISSUER" => "Sage ID's issuer ending with '/', e.g. https://id-shadow.sage.com/",
         "SAGE_ID_AUDIENCE" => "the Provider API audience, e.g. sfdsbanking/sfdsBankingProvider-Pre",
         "SAGE_ID_CLIENT_ID" => "the client id Sage issued",
         "SAGE_ID_CLIENT_SECRET" => "the client secret, or a Secrets Manager ARN",
         "PROVIDER_API_KEY" => "the x-api-key Sage issued, or a Secrets Manager ARN",
         "NOTIFICATION_AUDIENCE" => "the audience of Banking Service's notification tokens",
-        "REDIRECT_HOST_ALLOWLIST" => "comma-separated hosts, e.g. *.sagebankdrive.com,money.sage.com",
+        "REDIRECT_HOST_ALLOWLIST" => {
+            "comma-separated hosts, e.g. *.sagebankdrive.com,money.sage.com"
+        }
         "BANK_API_URL" => "the Bank Data API base URL",
         "BANK_CLIENT_ID" | "BANK_CLIENT_SECRET" => "the connector's credentials at the bank",
         _ => "see the configuration table in the README",
@@ -112,7 +118,11 @@ impl Env {
     }
 
     pub fn flag(&self, name: &str) -> Result<bool, ConfigError> {
-        match self.optional(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+        match self
+            .optional(name)
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
             None | Some("false" | "0" | "no") => Ok(false),
             Some("true" | "1" | "yes") => Ok(true),
             Some(other) => Err(ConfigError::Invalid {
@@ -123,11 +133,7 @@ impl Env {
     }
 
     /// A secret given as a value or as a Secrets Manager ARN (resolved once, at start-up).
-    pub async fn secret(
-        &self,
-        name: &str,
-        secrets: &SecretSource,
-    ) -> Result<Secret, ConfigError> {
+    pub async fn secret(&self, name: &str, secrets: &SecretSource) -> Result<Secret, ConfigError> {
         let value = self.required(name)?;
         secrets.resolve(name, value).await
     }
@@ -189,7 +195,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        let env = Env::from_pairs(&[("PROVIDER_RATE_LIMIT_RPS", "fast"), ("BANK_API_URL", "bank")]);
+        let env = Env::from_pairs(&[
+            ("PROVIDER_RATE_LIMIT_RPS", "fast"),
+            ("BANK_API_URL", "bank"),
+        ]);
         let missing = env.required("TABLE_NAME").unwrap_err().to_string();
         assert!(missing.contains("TABLE_NAME"), "{missing}");
         let bad = env

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use connector_aws::Table;
 use connector_aws::queues::Queues;
 use connector_aws::rate_limit::DynamoRateLimiter;
 use connector_aws::token_cache::DynamoTokenCache;
-use connector_aws::Table;
 use connector_bank::{BankClient, BankConfig};
 use connector_sage::{ProviderApi, ProviderConfig, SageIdConfig, TokenProvider};
 
@@ -34,7 +34,11 @@ impl Platform {
     pub async fn from_env(env: &Env, needs: QueueNeeds) -> Result<Self, ConfigError> {
         let table_name = env.required("TABLE_NAME")?;
         let url = |need: bool, name: &str| -> Result<String, ConfigError> {
-            if need { env.url(name) } else { Ok(String::new()) }
+            if need {
+                env.url(name)
+            } else {
+                Ok(String::new())
+            }
         };
         let notifications = url(needs.notifications, "NOTIFICATIONS_QUEUE_URL")?;
         let push = url(needs.push, "PUSH_QUEUE_URL")?;
@@ -70,7 +74,10 @@ pub fn http_client() -> Result<reqwest::Client, ConfigError> {
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(15))
         .pool_idle_timeout(Duration::from_secs(50))
-        .user_agent(concat!("sage-banking-connector/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!(
+            "sage-banking-connector/",
+            env!("CARGO_PKG_VERSION")
+        ))
         .build()
         .map_err(|e| ConfigError::Invalid {
             name: "HTTP client".into(),
@@ -113,7 +120,12 @@ pub async fn provider_from_env(
         api_key: env.secret("PROVIDER_API_KEY", &secrets).await?,
         max_rate_wait: env.duration_secs("PROVIDER_MAX_RATE_WAIT_S", Duration::from_secs(20))?,
     };
-    Ok(Arc::new(ProviderApi::new(http.clone(), config, tokens, limiter)))
+    Ok(Arc::new(ProviderApi::new(
+        http.clone(),
+        config,
+        tokens,
+        limiter,
+    )))
 }
 
 /// The Bank Data API client.
@@ -125,7 +137,9 @@ pub async fn bank_from_env(
     let config = BankConfig {
         base_url: env.url("BANK_API_URL")?,
         client_id: env.required("BANK_CLIENT_ID")?,
-        client_secret: env.secret("BANK_CLIENT_SECRET", &platform.secrets()).await?,
+        client_secret: env
+            .secret("BANK_CLIENT_SECRET", &platform.secrets())
+            .await?,
     };
     Ok(Arc::new(BankClient::new(http.clone(), config)))
 }

@@ -29,7 +29,8 @@ struct ErrorBody<'a> {
 
 fn response(status: u16, content_type: &str, body: String) -> Response<Body> {
     let mut r = Response::new(Body::Text(body));
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let h = r.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
@@ -82,11 +83,21 @@ pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
 }
 
 pub fn internal_error() -> Response<Body> {
-    error(500, "InternalServerError", "The request could not be processed; retry later", &[])
+    error(
+        500,
+        "InternalServerError",
+        "The request could not be processed; retry later",
+        &[],
+    )
 }
 
 pub fn unavailable() -> Response<Body> {
-    error(503, "ServiceUnavailable", "Temporarily unavailable; retry later", &[])
+    error(
+        503,
+        "ServiceUnavailable",
+        "Temporarily unavailable; retry later",
+        &[],
+    )
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -153,7 +164,9 @@ mod tests {
             }],
         );
         assert_eq!(r.status(), 400);
-        let Body::Text(text) = r.body() else { panic!("text body") };
+        let Body::Text(text) = r.body() else {
+            panic!("text body")
+        };
         assert_eq!(
             text,
             r#"{"data":null,"links":null,"meta":null,"error":{"code":"ValidationError","message":"bad","detail":[{"target":"type","code":"MissingProperty","message":"is required"}]}}"#

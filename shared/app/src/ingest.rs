@@ -125,7 +125,9 @@ impl Ingest {
         )
         .await?;
         // On AWS the route is IAM-authorised; locally (and behind other gateways) an API key.
-        let api_key = env.optional_secret("INGEST_API_KEY", &platform.secrets()).await?;
+        let api_key = env
+            .optional_secret("INGEST_API_KEY", &platform.secrets())
+            .await?;
         Ok(Self {
             table: platform.table,
             queues: platform.queues,
@@ -152,12 +154,15 @@ impl Ingest {
         if body.len() > MAX_BODY {
             return Err(IngestError::TooLarge);
         }
-        let parsed: IngestBody = serde_json::from_slice(body)
-            .map_err(|_| IngestError::BadBody("not a JSON object with externalId and transactions".into()))?;
+        let parsed: IngestBody = serde_json::from_slice(body).map_err(|_| {
+            IngestError::BadBody("not a JSON object with externalId and transactions".into())
+        })?;
         let external_id = parsed
             .external_id
             .filter(|e| !e.trim().is_empty() && e.chars().count() <= 255)
-            .ok_or_else(|| IngestError::BadBody("externalId is required (1-255 characters)".into()))?;
+            .ok_or_else(|| {
+                IngestError::BadBody("externalId is required (1-255 characters)".into())
+            })?;
         let records = parsed
             .transactions
             .ok_or_else(|| IngestError::BadBody("transactions is required".into()))?;

@@ -89,7 +89,12 @@ pub async fn verifier_from_env(
             .unwrap_or_else(|| "Notification".into()),
         allowed_azp: env
             .optional("NOTIFICATION_ALLOWED_AZP")
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default(),
         leeway: env.duration_secs("NOTIFICATION_LEEWAY_S", Duration::from_secs(30))?,
         jwks_ttl: env.duration_secs("JWKS_CACHE_S", Duration::from_secs(3600))?,

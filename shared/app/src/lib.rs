@@ -1,12 +1,15 @@
 //! The connector's use cases and the glue every Lambda function shares. Functions stay thin:
 //! parse the event, call a use case here, map the result to a response.
 
+pub mod available;
 pub mod batch;
+pub mod browser;
 pub mod config;
 pub mod context;
 pub mod http;
 pub mod ingest;
 pub mod intake;
+pub mod pages;
 pub mod pipeline;
 pub mod poller;
 pub mod pusher;

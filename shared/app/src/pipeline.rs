@@ -54,8 +54,7 @@ impl Pipeline {
         let provider = provider_from_env(env, &platform, &http).await?;
         let defaults = PollSchedule::default();
         let schedule = PollSchedule {
-            base_processing: env
-                .duration_secs("POLL_FIRST_DELAY_S", defaults.base_processing)?,
+            base_processing: env.duration_secs("POLL_FIRST_DELAY_S", defaults.base_processing)?,
             per_transaction: defaults.per_transaction,
             factor: defaults.factor,
             cap: env.duration_secs("POLL_MAX_DELAY_S", defaults.cap)?,

@@ -6,6 +6,7 @@ use connector_aws::accounts::{AccountStatus, InFlight, Release, StatementKind};
 use connector_domain::messages::{Kick, KickReason, TimerMessage};
 use connector_domain::statement::{Outcome, classify};
 use connector_sage::ProviderError;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::batch::MessageError;
@@ -45,15 +46,22 @@ impl StatementPoller {
                 posted_at,
                 transaction_count,
             } => {
-                let _span = tracing::info_span!(
+                let span = tracing::info_span!(
                     "poll",
                     bankAccountId = %bank_account_id,
                     statementId = %statement_id,
                     attempt
+                );
+                self.poll(
+                    bank_account_id,
+                    &statement_id,
+                    &claim,
+                    attempt,
+                    posted_at,
+                    transaction_count,
                 )
-                .entered();
-                self.poll(bank_account_id, &statement_id, &claim, attempt, posted_at, transaction_count)
-                    .await
+                .instrument(span)
+                .await
             }
         }
     }
@@ -86,9 +94,7 @@ impl StatementPoller {
             Err(ProviderError::NotFound(_)) => {
                 // Unknown to Banking Service: nothing was stored; send the batch again.
                 tracing::warn!("statement unknown to Banking Service; resubmitting");
-                return p
-                    .release_and_continue(id, token, &Release::default())
-                    .await;
+                return p.release_and_continue(id, token, &Release::default()).await;
             }
             Err(e) => {
                 // Poll again later with the same attempt number: this message is done.
@@ -99,14 +105,19 @@ impl StatementPoller {
                     _ => p.backoff_delay(attempt.min(6)),
                 };
                 tracing::warn!(error = %e, "poll failed; polling again later");
-                return self.poll_again(id, statement_id, token, attempt, posted_at, count, delay).await;
+                return self
+                    .poll_again(id, statement_id, token, attempt, posted_at, count, delay)
+                    .await;
             }
         };
         let Some(outcome) = classify(&resource) else {
             let age = (Utc::now() - posted_at).to_std().unwrap_or_default();
             let overdue = p.schedule.is_overdue(age);
             if overdue && !claim.overdue {
-                tracing::error!(age_s = age.as_secs(), "statement overdue: still not processed");
+                tracing::error!(
+                    age_s = age.as_secs(),
+                    "statement overdue: still not processed"
+                );
             }
             if !p
                 .table
@@ -118,10 +129,19 @@ impl StatementPoller {
             }
             let delay = p.schedule.next_delay(count as usize, attempt + 1);
             return self
-                .poll_again(id, statement_id, token, attempt + 1, posted_at, count, delay)
+                .poll_again(
+                    id,
+                    statement_id,
+                    token,
+                    attempt + 1,
+                    posted_at,
+                    count,
+                    delay,
+                )
                 .await;
         };
-        self.finish(id, &account, claim, statement_id, outcome).await
+        self.finish(id, &account, claim, statement_id, outcome)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -189,12 +209,16 @@ impl StatementPoller {
                     kind = ?claim.kind,
                     "statement succeeded"
                 );
-                p.release_and_continue(id, &token, &Release {
-                    newest_delivered: newest,
-                    success_at: Some(now),
-                    delivered: claim.unique_ids.len() as u64,
-                    auth_required_sent: claim.kind == StatementKind::AuthRequired,
-                })
+                p.release_and_continue(
+                    id,
+                    &token,
+                    &Release {
+                        newest_delivered: newest,
+                        success_at: Some(now),
+                        delivered: claim.unique_ids.len() as u64,
+                        auth_required_sent: claim.kind == StatementKind::AuthRequired,
+                    },
+                )
                 .await
             }
             Outcome::FailedOnItems {
@@ -244,11 +268,16 @@ impl StatementPoller {
             Outcome::FailedOther(details) => {
                 let summary: Vec<String> = details
                     .iter()
-                    .map(|d| format!("{} {}", d.code, d.target.as_deref().unwrap_or("")).trim().to_string())
+                    .map(|d| {
+                        format!("{} {}", d.code, d.target.as_deref().unwrap_or(""))
+                            .trim()
+                            .to_string()
+                    })
                     .collect();
                 self.delete_failed(statement_id).await;
                 // The claim's attempt counter spans resubmissions of this same statement.
-                if account.status == AccountStatus::Cancelled || claim.attempt + 1 >= p.max_attempts {
+                if account.status == AccountStatus::Cancelled || claim.attempt + 1 >= p.max_attempts
+                {
                     let reason = format!("Failed: {}", summary.join("; "));
                     tracing::error!(%reason, attempts = claim.attempt + 1, "statement keeps failing; transactions parked");
                     p.table
@@ -256,10 +285,14 @@ impl StatementPoller {
                         .await
                         .map_err(retry)?;
                     return p
-                        .release_and_continue(id, &token, &Release {
-                            auth_required_sent: claim.kind == StatementKind::AuthRequired,
-                            ..Default::default()
-                        })
+                        .release_and_continue(
+                            id,
+                            &token,
+                            &Release {
+                                auth_required_sent: claim.kind == StatementKind::AuthRequired,
+                                ..Default::default()
+                            },
+                        )
                         .await;
                 }
                 tracing::warn!(details = ?summary, attempt = claim.attempt, "statement failed; resubmitting after a back-off");

@@ -13,6 +13,7 @@ use connector_domain::statement::{
 };
 use connector_domain::transaction::Transaction;
 use connector_sage::{ProviderError, TokenError};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::batch::MessageError;
@@ -36,10 +37,10 @@ impl StatementPusher {
 
     pub async fn handle(&self, kick: Kick) -> Result<(), MessageError> {
         let id = kick.bank_account_id;
-        let _span = tracing::info_span!("push", bankAccountId = %id, reason = ?kick.reason).entered();
+        let span = tracing::info_span!("push", bankAccountId = %id, reason = ?kick.reason);
         match kick.claim {
-            Some(token) => self.resubmit(id, &token).await,
-            None => self.start(id).await,
+            Some(token) => self.resubmit(id, &token).instrument(span).await,
+            None => self.start(id).instrument(span).await,
         }
     }
 
@@ -83,9 +84,13 @@ impl StatementPusher {
             }
             Work::Transactions(batch) => {
                 let mut claim = claim;
-                claim.unique_ids = batch.iter().map(|t| t.transaction.unique_id.clone()).collect();
+                claim.unique_ids = batch
+                    .iter()
+                    .map(|t| t.transaction.unique_id.clone())
+                    .collect();
                 claim.transaction_count = batch.len() as u32;
-                let transactions: Vec<Transaction> = batch.into_iter().map(|t| t.transaction).collect();
+                let transactions: Vec<Transaction> =
+                    batch.into_iter().map(|t| t.transaction).collect();
                 self.save_and_post(&account, claim, &transactions).await
             }
         }
@@ -114,7 +119,8 @@ impl StatementPusher {
             // The 2-week rule: hold back (park and report) stragglers Banking Service would refuse.
             let (too_old, fresh): (Vec<_>, Vec<_>) = match account.newest_delivered {
                 Some(newest) => {
-                    let limit = newest - TimeDelta::from_std(p.too_old).unwrap_or(TimeDelta::days(14));
+                    let limit =
+                        newest - TimeDelta::from_std(p.too_old).unwrap_or(TimeDelta::days(14));
                     pending
                         .into_iter()
                         .partition(|t| t.transaction.date_posted < limit)
@@ -122,10 +128,21 @@ impl StatementPusher {
                 None => (Vec::new(), pending),
             };
             if !too_old.is_empty() {
-                let ids: Vec<String> = too_old.iter().map(|t| t.transaction.unique_id.clone()).collect();
-                tracing::warn!(count = ids.len(), "transactions older than the 2-week rule parked");
+                let ids: Vec<String> = too_old
+                    .iter()
+                    .map(|t| t.transaction.unique_id.clone())
+                    .collect();
+                tracing::warn!(
+                    count = ids.len(),
+                    "transactions older than the 2-week rule parked"
+                );
                 p.table
-                    .park_transactions(account.bank_account_id, &ids, "TransactionTooOld", claim.since)
+                    .park_transactions(
+                        account.bank_account_id,
+                        &ids,
+                        "TransactionTooOld",
+                        claim.since,
+                    )
                     .await
                     .map_err(retry)?;
             }
@@ -149,9 +166,7 @@ impl StatementPusher {
             return Ok(());
         }
         if account.status == AccountStatus::Cancelled {
-            return p
-                .release_and_continue(id, token, &Release::default())
-                .await;
+            return p.release_and_continue(id, token, &Release::default()).await;
         }
         claim.phase = Phase::Posting;
         let stored = p
@@ -166,9 +181,7 @@ impl StatementPusher {
             .map(|t| t.transaction)
             .collect();
         if claim.kind == StatementKind::Transactions && transactions.is_empty() {
-            return p
-                .release_and_continue(id, token, &Release::default())
-                .await;
+            return p.release_and_continue(id, token, &Release::default()).await;
         }
         claim.unique_ids = transactions.iter().map(|t| t.unique_id.clone()).collect();
         claim.transaction_count = transactions.len() as u32;
@@ -183,7 +196,12 @@ impl StatementPusher {
     ) -> Result<(), MessageError> {
         let p = &self.pipeline;
         let id = account.bank_account_id;
-        if !p.table.update_claim(id, &claim.token, &claim).await.map_err(retry)? {
+        if !p
+            .table
+            .update_claim(id, &claim.token, &claim)
+            .await
+            .map_err(retry)?
+        {
             tracing::warn!("claim lost while building the statement");
             return Ok(());
         }
@@ -211,13 +229,15 @@ impl StatementPusher {
         transactions: &[Transaction],
     ) -> Result<StatementRequest, String> {
         let p = &self.pipeline;
-        let bank_id = account
-            .bank_id
-            .ok_or_else(|| "MissingBankId: the account's notification carried no bankId".to_string())?;
+        let bank_id = account.bank_id.ok_or_else(|| {
+            "MissingBankId: the account's notification carried no bankId".to_string()
+        })?;
         let (status, ledger, available) = match claim.kind {
             StatementKind::AuthRequired => (AccountDetailStatus::AuthRequired, None, None),
             StatementKind::Transactions => {
-                let needs_later = transactions.last().is_some_and(|t| t.running_balance.is_none());
+                let needs_later = transactions
+                    .last()
+                    .is_some_and(|t| t.running_balance.is_none());
                 let later: Vec<Transaction> = if needs_later {
                     let included: std::collections::HashSet<&str> =
                         claim.unique_ids.iter().map(String::as_str).collect();
@@ -233,7 +253,9 @@ impl StatementPusher {
                     Vec::new()
                 };
                 let ledger = ledger_after_batch(transactions, &later, account.ledger.as_ref())
-                    .ok_or_else(|| "NoBalance: the bank sent no balance for this account".to_string())?;
+                    .ok_or_else(|| {
+                        "NoBalance: the bank sent no balance for this account".to_string()
+                    })?;
                 // The available balance is only true after the last pending transaction.
                 let drains_all = later.is_empty() && !needs_later;
                 let available: Option<Balance> = account.available.clone().filter(|_| drains_all);
@@ -252,7 +274,12 @@ impl StatementPusher {
         .map_err(|e| format!("Unbuildable: {e}"))
     }
 
-    async fn post(&self, account: &Account, mut claim: InFlight, request: &StatementRequest) -> Result<(), MessageError> {
+    async fn post(
+        &self,
+        account: &Account,
+        mut claim: InFlight,
+        request: &StatementRequest,
+    ) -> Result<(), MessageError> {
         let p = &self.pipeline;
         let id = account.bank_account_id;
         match p.provider.post_statement(request).await {
@@ -263,7 +290,12 @@ impl StatementPusher {
                 claim.posted_at = Some(now);
                 claim.poll_attempt = 0;
                 let token = claim.token.clone();
-                if !p.table.update_claim(id, &token, &claim).await.map_err(retry)? {
+                if !p
+                    .table
+                    .update_claim(id, &token, &claim)
+                    .await
+                    .map_err(retry)?
+                {
                     tracing::error!(statementId = %resource.id, "claim lost after posting");
                     return Ok(());
                 }
@@ -315,7 +347,8 @@ impl StatementPusher {
                 }
                 let delay = p.backoff_delay(claim.attempt);
                 tracing::info!(message = e.message.as_deref().unwrap_or(""), "409 on POST");
-                p.retry_later(id, claim, delay, "409 statement in flight").await
+                p.retry_later(id, claim, delay, "409 statement in flight")
+                    .await
             }
             Err(ProviderError::Invalid(e)) | Err(ProviderError::NotFound(e)) => {
                 let summary = e
@@ -337,15 +370,21 @@ impl StatementPusher {
                     .await
                     .map_err(retry)?;
                 let sent_auth = claim.kind == StatementKind::AuthRequired;
-                p.release_and_continue(id, &claim.token, &Release {
-                    auth_required_sent: sent_auth,
-                    ..Default::default()
-                })
+                p.release_and_continue(
+                    id,
+                    &claim.token,
+                    &Release {
+                        auth_required_sent: sent_auth,
+                        ..Default::default()
+                    },
+                )
                 .await
             }
-            Err(e @ (ProviderError::Unauthorized
-            | ProviderError::Forbidden
-            | ProviderError::Token(TokenError::Rejected { .. }))) => {
+            Err(
+                e @ (ProviderError::Unauthorized
+                | ProviderError::Forbidden
+                | ProviderError::Token(TokenError::Rejected { .. })),
+            ) => {
                 // Credentials: alert (the log is the alarm's source) and keep trying slowly.
                 tracing::error!(error = %e, "credentials refused: check the Sage ID client and API key");
                 let delay = p.backoff_delay(claim.attempt.max(5));

@@ -14,6 +14,7 @@ use connector_domain::notification::{NotificationAction, parse_start_date};
 use connector_domain::statement::Balance;
 use connector_domain::transaction::{Transaction, truncate_chars};
 use connector_sage::ProviderApi;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::batch::{DeadLetters, MessageError};
@@ -70,8 +71,8 @@ impl NotificationWorker {
                 action,
                 received_at,
             } => {
-                let _span = tracing::info_span!("notification", notification = %key).entered();
-                self.act(action, received_at).await
+                let span = tracing::info_span!("notification", notification = %key);
+                self.act(action, received_at).instrument(span).await
             }
             WorkMessage::BackfillPage {
                 bank_account_id,
@@ -80,7 +81,11 @@ impl NotificationWorker {
         }
     }
 
-    async fn act(&self, action: NotificationAction, received_at: DateTime<Utc>) -> Result<(), MessageError> {
+    async fn act(
+        &self,
+        action: NotificationAction,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), MessageError> {
         match action {
             NotificationAction::AuthorisationCreated {
                 authorisation_id,
@@ -125,7 +130,10 @@ impl NotificationWorker {
     ) -> Result<(), MessageError> {
         let start = match requested_start_date {
             Some(d) => d,
-            None => self.start_date_from_banking_service(bank_id, &external_id).await,
+            None => {
+                self.start_date_from_banking_service(bank_id, &external_id)
+                    .await
+            }
         };
         let account = Account {
             bank_account_id: id,
@@ -154,7 +162,10 @@ impl NotificationWorker {
             CreateOutcome::AlreadyExists => {
                 // A redelivery; if the first attempt stopped before its backfill began, go on.
                 match self.table.get_account(id).await.map_err(retry)? {
-                    Some(a) if a.backfill == BackfillState::Pending && a.status != AccountStatus::Cancelled => {
+                    Some(a)
+                        if a.backfill == BackfillState::Pending
+                            && a.status != AccountStatus::Cancelled =>
+                    {
                         a.backfill_cursor
                     }
                     _ => return Ok(()),
@@ -171,9 +182,16 @@ impl NotificationWorker {
     }
 
     /// `requestedStartDate` was missing: ask Banking Service, else use the default window.
-    async fn start_date_from_banking_service(&self, bank_id: Option<Uuid>, external_id: &str) -> DateTime<Utc> {
-        let fallback = Utc::now() - TimeDelta::from_std(self.default_window).unwrap_or(TimeDelta::days(90));
-        let Some(bank_id) = bank_id else { return fallback };
+    async fn start_date_from_banking_service(
+        &self,
+        bank_id: Option<Uuid>,
+        external_id: &str,
+    ) -> DateTime<Utc> {
+        let fallback =
+            Utc::now() - TimeDelta::from_std(self.default_window).unwrap_or(TimeDelta::days(90));
+        let Some(bank_id) = bank_id else {
+            return fallback;
+        };
         match self.provider.query_account(bank_id, external_id).await {
             Ok(Some(found)) => found
                 .requested_start_date
@@ -188,7 +206,11 @@ impl NotificationWorker {
         }
     }
 
-    async fn account_deleted(&self, id: Uuid, external_id: Option<String>) -> Result<(), MessageError> {
+    async fn account_deleted(
+        &self,
+        id: Uuid,
+        external_id: Option<String>,
+    ) -> Result<(), MessageError> {
         let now = Utc::now();
         let before = self
             .table
@@ -211,7 +233,9 @@ impl NotificationWorker {
 
     async fn backfill_page(&self, id: Uuid, cursor: Option<String>) -> Result<(), MessageError> {
         let Some(account) = self.table.get_account(id).await.map_err(retry)? else {
-            return Err(MessageError::Poison(format!("backfill for unknown account {id}")));
+            return Err(MessageError::Poison(format!(
+                "backfill for unknown account {id}"
+            )));
         };
         if account.status == AccountStatus::Cancelled || account.backfill == BackfillState::Done {
             return Ok(());
@@ -327,7 +351,11 @@ pub fn from_bank(t: &BankTransaction) -> Transaction {
         .kind
         .as_deref()
         .filter(|k| connector_domain::transaction::TRANSACTION_TYPES.contains(k))
-        .unwrap_or(if t.amount.is_sign_negative() { "DEBIT" } else { "CREDIT" });
+        .unwrap_or(if t.amount.is_sign_negative() {
+            "DEBIT"
+        } else {
+            "CREDIT"
+        });
     Transaction {
         unique_id: truncate_chars(&t.transaction_id, 255),
         transaction_amount: t.amount,
@@ -341,10 +369,13 @@ pub fn from_bank(t: &BankTransaction) -> Transaction {
         description: t.description.as_deref().map(|d| truncate_chars(d, 512)),
         narrative1: None,
         narrative2: None,
-        payee: t.counterparty.as_deref().map(|c| connector_domain::transaction::Payee {
-            payee_description: Some(truncate_chars(c, 12)),
-            ..Default::default()
-        }),
+        payee: t
+            .counterparty
+            .as_deref()
+            .map(|c| connector_domain::transaction::Payee {
+                payee_description: Some(truncate_chars(c, 12)),
+                ..Default::default()
+            }),
         running_balance: t.balance_after,
     }
 }

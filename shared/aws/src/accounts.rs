@@ -360,7 +360,9 @@ impl Table {
                 .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
                 .update_expression("SET #b = :b, #ms = :ms")
                 // A separate numeric as-of keeps the comparison exact whatever the text format.
-                .condition_expression("attribute_exists(pk) AND (attribute_not_exists(#ms) OR #ms <= :ms)")
+                .condition_expression(
+                    "attribute_exists(pk) AND (attribute_not_exists(#ms) OR #ms <= :ms)",
+                )
                 .expression_attribute_names("#b", attr)
                 .expression_attribute_names("#ms", format!("{attr}AsOfMs"))
                 .expression_attribute_values(":b", value)
@@ -426,7 +428,10 @@ impl Table {
             .condition_expression("attribute_exists(pk) AND #status <> :cancelled")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":status", s(status_text))
-            .expression_attribute_values(":owed", aws_sdk_dynamodb::types::AttributeValue::Bool(owed))
+            .expression_attribute_values(
+                ":owed",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(owed),
+            )
             .expression_attribute_values(":cancelled", s("cancelled"))
             .send()
             .await
@@ -479,7 +484,12 @@ impl Table {
     }
 
     /// Replaces the claim, only while `token` still holds it. `false` if it no longer does.
-    pub async fn update_claim(&self, id: Uuid, token: &str, claim: &InFlight) -> Result<bool, StoreError> {
+    pub async fn update_claim(
+        &self,
+        id: Uuid,
+        token: &str,
+        claim: &InFlight,
+    ) -> Result<bool, StoreError> {
         let value = serde_dynamo::to_attribute_value(claim).map_err(StoreError::corrupt)?;
         let res = self
             .client
@@ -502,7 +512,13 @@ impl Table {
     }
 
     /// Advances the poll counter from `seen` to `seen + 1`; `false` for a stale (duplicated) poll.
-    pub async fn advance_poll(&self, id: Uuid, token: &str, seen: u32, overdue: bool) -> Result<bool, StoreError> {
+    pub async fn advance_poll(
+        &self,
+        id: Uuid,
+        token: &str,
+        seen: u32,
+        overdue: bool,
+    ) -> Result<bool, StoreError> {
         let res = self
             .client
             .update_item()
@@ -514,7 +530,10 @@ impl Table {
             .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":seen", n(seen))
             .expression_attribute_values(":next", n(seen + 1))
-            .expression_attribute_values(":overdue", aws_sdk_dynamodb::types::AttributeValue::Bool(overdue))
+            .expression_attribute_values(
+                ":overdue",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(overdue),
+            )
             .send()
             .await
             .map_err(StoreError::from_sdk);

@@ -59,7 +59,10 @@ impl Table {
         Ok(())
     }
 
-    pub async fn granted_account(&self, external_id: &str) -> Result<Option<GrantedAccount>, StoreError> {
+    pub async fn granted_account(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<GrantedAccount>, StoreError> {
         Ok(self
             .get_as::<Wrapped<GrantedAccount>>(format!("EXT#{external_id}"), "META")
             .await?

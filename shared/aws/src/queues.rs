@@ -24,7 +24,12 @@ pub struct Queues {
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
 impl Queues {
-    pub fn new(client: Client, notifications_url: String, push_url: String, poll_url: String) -> Self {
+    pub fn new(
+        client: Client,
+        notifications_url: String,
+        push_url: String,
+        poll_url: String,
+    ) -> Self {
         Self {
             client,
             notifications_url,
@@ -37,7 +42,13 @@ impl Queues {
         &self.client
     }
 
-    async fn send(&self, url: &str, body: String, delay: Option<Duration>, group: Option<String>) -> Result<(), QueueError> {
+    async fn send(
+        &self,
+        url: &str,
+        body: String,
+        delay: Option<Duration>,
+        group: Option<String>,
+    ) -> Result<(), QueueError> {
         let mut req = self.client.send_message().queue_url(url).message_body(body);
         if let Some(d) = delay {
             // Whole seconds only; round up so that a delay is never shorter than asked.
@@ -64,8 +75,13 @@ impl Queues {
 
     pub async fn kick(&self, kick: &Kick) -> Result<(), QueueError> {
         let body = serde_json::to_string(kick).map_err(|e| QueueError(e.to_string()))?;
-        self.send(&self.push_url, body, None, Some(kick.bank_account_id.to_string()))
-            .await
+        self.send(
+            &self.push_url,
+            body,
+            None,
+            Some(kick.bank_account_id.to_string()),
+        )
+        .await
     }
 
     pub async fn send_timer(&self, msg: &TimerMessage, delay: Duration) -> Result<(), QueueError> {

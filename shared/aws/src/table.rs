@@ -39,7 +39,10 @@ impl StoreError {
         match err.code() {
             Some("ConditionalCheckFailedException") => Self::ConditionFailed,
             Some(code) => Self::Unavailable(format!("{code}: {}", err.message().unwrap_or(""))),
-            None => Self::Unavailable(format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&err))),
+            None => Self::Unavailable(format!(
+                "{}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&err)
+            )),
         }
     }
 

@@ -28,7 +28,12 @@ impl DynamoTokenCache {
     }
 
     async fn load_token(&self) -> Result<Option<CachedToken>, PortError> {
-        let Some(item) = self.table.get(self.key.clone(), "TOKEN").await.map_err(Self::port)? else {
+        let Some(item) = self
+            .table
+            .get(self.key.clone(), "TOKEN")
+            .await
+            .map_err(Self::port)?
+        else {
             return Ok(None);
         };
         let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
@@ -104,9 +109,14 @@ impl DynamoTokenCache {
             .table_name(&self.table.name)
             .set_key(Some(Table::key(self.key.clone(), "TOKEN")))
             .update_expression("SET leaseHolder = :h, leaseUntilMs = :until")
-            .condition_expression("attribute_not_exists(leaseUntilMs) OR leaseUntilMs < :now OR leaseHolder = :h")
+            .condition_expression(
+                "attribute_not_exists(leaseUntilMs) OR leaseUntilMs < :now OR leaseHolder = :h",
+            )
             .expression_attribute_values(":h", s(holder))
-            .expression_attribute_values(":until", n(now.timestamp_millis() + ttl.as_millis() as i64))
+            .expression_attribute_values(
+                ":until",
+                n(now.timestamp_millis() + ttl.as_millis() as i64),
+            )
             .expression_attribute_values(":now", n(now.timestamp_millis()))
             .send()
             .await

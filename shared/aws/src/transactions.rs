@@ -172,7 +172,8 @@ impl Table {
                     }
                     Err(err) => {
                         let service = err.into_service_error();
-                        let TransactWriteItemsError::TransactionCanceledException(cancel) = &service
+                        let TransactWriteItemsError::TransactionCanceledException(cancel) =
+                            &service
                         else {
                             return Err(StoreError::Unavailable(service.to_string()));
                         };
@@ -305,7 +306,10 @@ impl Table {
                     .unwrap_or_default();
             }
         }
-        Ok(unique_ids.iter().filter_map(|id| found.remove(id)).collect())
+        Ok(unique_ids
+            .iter()
+            .filter_map(|id| found.remove(id))
+            .collect())
     }
 
     /// Marks transactions as held by Banking Service. Idempotent.
@@ -454,7 +458,10 @@ impl Table {
 
     /// Every transaction stored for an account with its state, in key order (operator tooling
     /// and tests; not on a hot path).
-    pub async fn all_transactions(&self, account: Uuid) -> Result<Vec<StoredTransaction>, StoreError> {
+    pub async fn all_transactions(
+        &self,
+        account: Uuid,
+    ) -> Result<Vec<StoredTransaction>, StoreError> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {

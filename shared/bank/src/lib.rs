@@ -46,7 +46,11 @@ pub struct Pkce {
 impl Pkce {
     pub fn generate() -> Self {
         let bytes: [u8; 32] = rand::random();
-        let verifier = URL_SAFE_NO_PAD.encode(bytes);
+        Self::from_verifier(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The pair of a stored verifier.
+    pub fn from_verifier(verifier: String) -> Self {
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         Self {
             verifier,
@@ -243,7 +247,10 @@ impl BankClient {
         let response = self
             .http
             .get(self.url(&format!("/v1/consents/{}", segment(consent_id))))
-            .basic_auth(&self.config.client_id, Some(self.config.client_secret.expose()))
+            .basic_auth(
+                &self.config.client_id,
+                Some(self.config.client_secret.expose()),
+            )
             .send()
             .await
             .map_err(Self::transport)?;
@@ -266,8 +273,14 @@ impl BankClient {
     ) -> Result<TransactionPage, BankError> {
         let mut req = self
             .http
-            .get(self.url(&format!("/v1/accounts/{}/transactions", segment(account_id))))
-            .basic_auth(&self.config.client_id, Some(self.config.client_secret.expose()))
+            .get(self.url(&format!(
+                "/v1/accounts/{}/transactions",
+                segment(account_id)
+            )))
+            .basic_auth(
+                &self.config.client_id,
+                Some(self.config.client_secret.expose()),
+            )
             .header("X-Consent-Id", consent_id)
             .query(&[
                 ("from", from.format("%Y-%m-%d").to_string()),

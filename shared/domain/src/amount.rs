@@ -106,6 +106,30 @@ pub mod json_number_opt {
     }
 }
 
+/// Reads an amount written as a string (or an integer) by any serde format, DynamoDB items
+/// included, where raw JSON text is not available.
+struct DecimalTextVisitor;
+
+impl serde::de::Visitor<'_> for DecimalTextVisitor {
+    type Value = Decimal;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a decimal amount as a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Decimal, E> {
+        parse_amount(v).map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Decimal, E> {
+        Ok(Decimal::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Decimal, E> {
+        Ok(Decimal::from(v))
+    }
+}
+
 /// Amounts stored as strings (DynamoDB items, the Bank Data API).
 pub mod decimal_string {
     use super::*;
@@ -115,8 +139,7 @@ pub mod decimal_string {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-        let raw: Box<RawValue> = Deserialize::deserialize(d)?;
-        from_json_text(&raw).map_err(D::Error::custom)
+        d.deserialize_any(DecimalTextVisitor)
     }
 }
 
@@ -132,12 +155,23 @@ pub mod decimal_string_opt {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-        let raw: Option<Box<RawValue>> = Deserialize::deserialize(d)?;
-        match raw {
-            None => Ok(None),
-            Some(r) if r.get() == "null" => Ok(None),
-            Some(r) => from_json_text(&r).map(Some).map_err(D::Error::custom),
+        struct Opt;
+        impl<'de> serde::de::Visitor<'de> for Opt {
+            type Value = Option<Decimal>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an optional decimal amount as a string")
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+                d.deserialize_any(DecimalTextVisitor).map(Some)
+            }
         }
+        d.deserialize_option(Opt)
     }
 }
 
@@ -148,7 +182,10 @@ mod tests {
     #[test]
     fn parses_plain_decimals_exactly() {
         assert_eq!(parse_amount("-42.15").unwrap(), Decimal::new(-4215, 2));
-        assert_eq!(parse_amount("10.1").unwrap(), parse_amount("10.10").unwrap());
+        assert_eq!(
+            parse_amount("10.1").unwrap(),
+            parse_amount("10.10").unwrap()
+        );
         assert_eq!(
             parse_amount("0.10").unwrap() + parse_amount("0.20").unwrap(),
             parse_amount("0.30").unwrap()
@@ -190,6 +227,28 @@ mod tests {
         assert_eq!(back.a, Decimal::new(-4215, 2));
         let from_string: T = serde_json::from_str(r#"{"a":"-42.15"}"#).unwrap();
         assert_eq!(from_string.a, Decimal::new(-4215, 2));
+
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct S {
+            #[serde(with = "decimal_string")]
+            a: Decimal,
+            #[serde(default, with = "decimal_string_opt")]
+            b: Option<Decimal>,
+        }
+        let s = S {
+            a: Decimal::new(-4215, 2),
+            b: None,
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(text, r#"{"a":"-42.15","b":null}"#);
+        assert_eq!(serde_json::from_str::<S>(&text).unwrap(), s);
+        assert_eq!(
+            serde_json::from_str::<S>(r#"{"a":"1.5","b":"2.25"}"#)
+                .unwrap()
+                .b,
+            Some(Decimal::new(225, 2))
+        );
+        assert!(serde_json::from_str::<S>(r#"{"a":"1.555"}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"a":0.001}"#).is_err());
     }
 }

@@ -67,5 +67,8 @@ pub enum TimerMessage {
     },
     /// Resubmit a claim's statement after a back-off (FIFO queues have no per-message delay).
     #[serde(rename_all = "camelCase")]
-    RetryPush { bank_account_id: Uuid, claim: String },
+    RetryPush {
+        bank_account_id: Uuid,
+        claim: String,
+    },
 }

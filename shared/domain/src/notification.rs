@@ -62,10 +62,7 @@ pub enum ParsedNotification {
     },
     /// A `type`/`resource.type` pair we do not know: answered 200 so that new event kinds never
     /// cause redelivery storms, logged and otherwise ignored.
-    Unknown {
-        kind: String,
-        resource_type: String,
-    },
+    Unknown { kind: String, resource_type: String },
 }
 
 #[derive(Deserialize)]
@@ -84,7 +81,10 @@ struct WireResource {
     kind: Option<serde_json::Value>,
 }
 
-fn required_str(v: Option<serde_json::Value>, name: &'static str) -> Result<String, NotificationError> {
+fn required_str(
+    v: Option<serde_json::Value>,
+    name: &'static str,
+) -> Result<String, NotificationError> {
     match v {
         None | Some(serde_json::Value::Null) => Err(NotificationError::MissingField(name)),
         Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
@@ -105,7 +105,9 @@ pub fn parse_notification(body: &[u8]) -> Result<ParsedNotification, Notificatio
     }
     let wire: Wire = serde_json::from_value(value).map_err(|_| NotificationError::NotJson)?;
     let kind = required_str(wire.kind, "type")?;
-    let resource = wire.resource.ok_or(NotificationError::MissingField("resource"))?;
+    let resource = wire
+        .resource
+        .ok_or(NotificationError::MissingField("resource"))?;
     let resource_id = required_str(resource.id, "resource.id")?;
     let resource_type = required_str(resource.kind, "resource.type")?;
     let extra = wire.additional.unwrap_or_default();
@@ -137,7 +139,10 @@ pub fn parse_notification(body: &[u8]) -> Result<ParsedNotification, Notificatio
         }
     };
     Ok(ParsedNotification::Known {
-        key: format!("{kind}#{resource_type}#{}", resource_id.trim().to_ascii_lowercase()),
+        key: format!(
+            "{kind}#{resource_type}#{}",
+            resource_id.trim().to_ascii_lowercase()
+        ),
         action,
     })
 }
@@ -209,7 +214,8 @@ mod tests {
         let auth = format!(
             r#"{{"type":"resourceCreated","resource":{{"id":"7f353233-2d17-4a3c-a3c5-1276dea5ffc3","type":"authorisation","url":"NA"}},"additionalData":{{"bankId":"{BANK}"}}}}"#
         );
-        let ParsedNotification::Known { key, action } = parse_notification(auth.as_bytes()).unwrap()
+        let ParsedNotification::Known { key, action } =
+            parse_notification(auth.as_bytes()).unwrap()
         else {
             panic!("known kind")
         };
@@ -219,13 +225,17 @@ mod tests {
         );
         assert!(matches!(
             action,
-            NotificationAction::AuthorisationCreated { bank_id: Some(_), .. }
+            NotificationAction::AuthorisationCreated {
+                bank_id: Some(_),
+                ..
+            }
         ));
 
         let created = format!(
             r#"{{"type":"resourceCreated","resource":{{"id":"{ACCOUNT}","type":"bankAccount","url":""}},"additionalData":{{"externalId":"acc_5QH7K2","requestedStartDate":"2025-01-01T10:00:00.000Z","bankId":"{BANK}"}}}}"#
         );
-        let ParsedNotification::Known { action, .. } = parse_notification(created.as_bytes()).unwrap()
+        let ParsedNotification::Known { action, .. } =
+            parse_notification(created.as_bytes()).unwrap()
         else {
             panic!("known kind")
         };
@@ -245,7 +255,10 @@ mod tests {
         assert!(matches!(
             parse_notification(deleted.as_bytes()).unwrap(),
             ParsedNotification::Known {
-                action: NotificationAction::BankAccountDeleted { external_id: None, .. },
+                action: NotificationAction::BankAccountDeleted {
+                    external_id: None,
+                    ..
+                },
                 ..
             }
         ));
@@ -253,7 +266,10 @@ mod tests {
 
     #[test]
     fn refuses_what_section_4_5_refuses() {
-        assert_eq!(parse_notification(b"not json"), Err(NotificationError::NotJson));
+        assert_eq!(
+            parse_notification(b"not json"),
+            Err(NotificationError::NotJson)
+        );
         assert_eq!(parse_notification(b"[1]"), Err(NotificationError::NotJson));
         assert_eq!(
             parse_notification(br#"{"resource":{"id":"x","type":"bankAccount"}}"#),

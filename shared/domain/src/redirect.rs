@@ -139,7 +139,10 @@ mod tests {
     #[test]
     fn loopback_http_only_when_enabled() {
         let l = RedirectAllowList::parse("money.sage.com", true).unwrap();
-        assert!(l.check("http://127.0.0.1:8080/ui/v1/indirectredirect/x").is_ok());
+        assert!(
+            l.check("http://127.0.0.1:8080/ui/v1/indirectredirect/x")
+                .is_ok()
+        );
         assert!(l.check("http://localhost:1/").is_ok());
         assert_eq!(l.check("http://10.0.0.1/"), Err(RedirectError::NotHttps));
     }

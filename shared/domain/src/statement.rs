@@ -420,8 +420,9 @@ mod tests {
             txn("a", "-42.15", "2025-03-03T09:12:44Z"),
             txn("b", "250.00", "2025-03-03T15:40:02Z"),
         ];
-        let text = serde_json::to_string(&build_statement(&input(&txns, BalanceShape::Nested)).unwrap())
-            .unwrap();
+        let text =
+            serde_json::to_string(&build_statement(&input(&txns, BalanceShape::Nested)).unwrap())
+                .unwrap();
         // Checked on the text: amounts must keep their literal form (`250.00`), which a
         // round trip through `serde_json::Value` would not show.
         assert!(text.contains(
@@ -433,7 +434,10 @@ mod tests {
             body["data"]["accountDetails"][0]["balances"]["ledgerBalanceDate"],
             "2025-03-04T00:00:00.000Z"
         );
-        assert_eq!(body["data"]["transactionDetails"][0]["transactionStatus"], "posted");
+        assert_eq!(
+            body["data"]["transactionDetails"][0]["transactionStatus"],
+            "posted"
+        );
         assert_eq!(
             body["data"]["transactionDetails"][0]["datePosted"],
             "2025-03-03T09:12:44.000Z"
@@ -444,7 +448,8 @@ mod tests {
     fn the_flat_shape_puts_balances_on_the_account_detail() {
         let txns = [txn("a", "1", "2025-03-03T09:12:44Z")];
         let text =
-            serde_json::to_string(&build_statement(&input(&txns, BalanceShape::Flat)).unwrap()).unwrap();
+            serde_json::to_string(&build_statement(&input(&txns, BalanceShape::Flat)).unwrap())
+                .unwrap();
         assert!(text.contains(r#""status":"active","ledgerBalance":1207.85,"ledgerBalanceDate""#));
         assert!(!text.contains("balances"));
     }
@@ -481,7 +486,10 @@ mod tests {
         );
         let mut no_ledger = input(&unordered[..1], BalanceShape::Nested);
         no_ledger.ledger = None;
-        assert_eq!(build_statement(&no_ledger), Err(BuildError::MissingLedgerBalance));
+        assert_eq!(
+            build_statement(&no_ledger),
+            Err(BuildError::MissingLedgerBalance)
+        );
     }
 
     #[test]

@@ -173,7 +173,12 @@ struct RawRecord {
 struct Problems(Vec<RecordProblem>);
 
 impl Problems {
-    fn str_field<'v>(&mut self, name: &str, value: Option<&'v Value>, required: bool) -> Option<&'v str> {
+    fn str_field<'v>(
+        &mut self,
+        name: &str,
+        value: Option<&'v Value>,
+        required: bool,
+    ) -> Option<&'v str> {
         match value {
             None | Some(Value::Null) => {
                 if required {
@@ -189,7 +194,8 @@ impl Problems {
             }
             Some(Value::String(s)) => Some(s.as_str()),
             Some(_) => {
-                self.0.push(RecordProblem::invalid(name, "must be a string"));
+                self.0
+                    .push(RecordProblem::invalid(name, "must be a string"));
                 None
             }
         }
@@ -224,7 +230,12 @@ impl Problems {
         }
     }
 
-    fn datetime(&mut self, name: &str, value: Option<&Value>, required: bool) -> Option<DateTime<Utc>> {
+    fn datetime(
+        &mut self,
+        name: &str,
+        value: Option<&Value>,
+        required: bool,
+    ) -> Option<DateTime<Utc>> {
         let text = self.str_field(name, value, required)?;
         match parse_datetime(text) {
             Some(d) => Some(d),
@@ -252,11 +263,16 @@ pub fn validate_record(raw: &RawValue) -> Result<Transaction, Vec<RecordProblem>
         .map_err(|_| vec![RecordProblem::invalid("", "must be a JSON object")])?;
     let mut p = Problems::default();
 
-    let unique_id = p.str_field("uniqueId", rec.unique_id.as_ref(), true).map(str::to_string);
+    let unique_id = p
+        .str_field("uniqueId", rec.unique_id.as_ref(), true)
+        .map(str::to_string);
     if let Some(id) = &unique_id
         && id.chars().count() > 255
     {
-        p.0.push(RecordProblem::invalid("uniqueId", "must be 1-255 characters"));
+        p.0.push(RecordProblem::invalid(
+            "uniqueId",
+            "must be 1-255 characters",
+        ));
     }
     let transaction_amount = p.amount("transactionAmount", rec.transaction_amount.as_deref(), true);
     let transaction_type = p
@@ -279,7 +295,8 @@ pub fn validate_record(raw: &RawValue) -> Result<Transaction, Vec<RecordProblem>
         }),
     }
     let date_posted = p.datetime("datePosted", rec.date_posted.as_ref(), true);
-    let date_user_initiated = p.datetime("dateUserInitiated", rec.date_user_initiated.as_ref(), false);
+    let date_user_initiated =
+        p.datetime("dateUserInitiated", rec.date_user_initiated.as_ref(), false);
     let exchange_currency = p
         .str_field("exchangeCurrency", rec.exchange_currency.as_ref(), false)
         .map(str::to_string);
@@ -340,7 +357,9 @@ pub fn validate_record(raw: &RawValue) -> Result<Transaction, Vec<RecordProblem>
 
 fn read_payee(obj: &serde_json::Map<String, Value>, problems: &mut Problems) -> Payee {
     let mut p = Problems::default();
-    let country = p.str_field("country", obj.get("country"), false).map(str::to_string);
+    let country = p
+        .str_field("country", obj.get("country"), false)
+        .map(str::to_string);
     if let Some(c) = &country
         && !is_upper_code(c, 3)
     {
@@ -414,7 +433,10 @@ mod tests {
         bad["payee"]["country"] = json!("GB");
         bad.as_object_mut().unwrap().remove("uniqueId");
         let problems = validate_record(&raw(&bad)).unwrap_err();
-        let fields: Vec<_> = problems.iter().map(|p| (p.field.as_str(), p.code)).collect();
+        let fields: Vec<_> = problems
+            .iter()
+            .map(|p| (p.field.as_str(), p.code))
+            .collect();
         assert_eq!(
             fields,
             vec![

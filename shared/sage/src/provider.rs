@@ -265,14 +265,18 @@ impl ProviderApi {
         &self,
         statement: &StatementRequest,
     ) -> Result<StatementResource, ProviderError> {
-        let body = serde_json::to_vec(statement)
-            .map_err(|e| ProviderError::Unexpected(e.to_string()))?;
+        let body =
+            serde_json::to_vec(statement).map_err(|e| ProviderError::Unexpected(e.to_string()))?;
         self.call(Method::POST, "/v1/statements", Some(&body)).await
     }
 
     pub async fn get_statement(&self, id: &str) -> Result<StatementResource, ProviderError> {
-        self.call(Method::GET, &format!("/v1/statements/{}", path_segment(id)), None)
-            .await
+        self.call(
+            Method::GET,
+            &format!("/v1/statements/{}", path_segment(id)),
+            None,
+        )
+        .await
     }
 
     pub async fn delete_statement(&self, id: &str) -> Result<(), ProviderError> {

@@ -127,7 +127,10 @@ impl TokenProvider {
     /// cache, unless a newer token has replaced it already.
     pub async fn invalidate(&self, access_token: &str) {
         let mut memory = self.memory.lock().await;
-        if memory.as_ref().is_some_and(|t| t.access_token == access_token) {
+        if memory
+            .as_ref()
+            .is_some_and(|t| t.access_token == access_token)
+        {
             *memory = None;
         }
         if let Some(shared) = &self.shared

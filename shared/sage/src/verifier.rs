@@ -157,7 +157,8 @@ impl NotificationVerifier {
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedClaims, AuthFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             // An unknown algorithm such as `none` fails to parse as a header.
-            if token.split('.').next().is_some_and(|h| !h.is_empty()) && e.to_string().contains("variant")
+            if token.split('.').next().is_some_and(|h| !h.is_empty())
+                && e.to_string().contains("variant")
             {
                 AuthFailure::WrongAlgorithm("unsupported".into())
             } else {
@@ -176,8 +177,8 @@ impl NotificationVerifier {
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(
-            |e| {
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as K;
                 match e.kind() {
                     K::InvalidSignature => AuthFailure::BadSignature,
@@ -191,8 +192,7 @@ impl NotificationVerifier {
                     K::MissingRequiredClaim(_) => AuthFailure::Expired,
                     _ => AuthFailure::Malformed,
                 }
-            },
-        )?;
+            })?;
         let scopes: ScopeClaims =
             serde_json::from_value(data.claims.clone()).map_err(|_| AuthFailure::Malformed)?;
         let has_scope = scopes
@@ -278,7 +278,8 @@ impl NotificationVerifier {
             .map_err(|e| AuthFailure::KeysUnavailable(format!("not a JWKS: {e}")))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
-            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else {
+            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
+            else {
                 continue;
             };
             keys.insert(kid, key);

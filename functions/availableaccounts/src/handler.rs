@@ -1,0 +1,41 @@
+use connector_app::available::{AvailableAccounts, AvailableError};
+use connector_app::http;
+use connector_sage::AuthFailure;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+
+pub async fn handle(available: &AvailableAccounts, req: Request) -> Result<Response<Body>, Error> {
+    let query = req.query_string_parameters();
+    Ok(
+        match available
+            .handle(req.headers(), query.first("externalId"))
+            .await
+        {
+            Ok(accounts) => http::json(200, &accounts),
+            Err(AvailableError::Unauthorised(AuthFailure::KeysUnavailable(reason))) => {
+                tracing::error!(%reason, "cannot verify callers: Sage ID keys unavailable");
+                http::unavailable()
+            }
+            Err(AvailableError::Unauthorised(check)) => {
+                tracing::warn!(failed_check = %check, "availableaccounts refused");
+                http::error(401, "AuthenticationError", "Authentication failed", &[])
+            }
+            Err(AvailableError::MissingExternalId) => http::error(
+                400,
+                "ValidationError",
+                "externalId is required",
+                &[http::Detail {
+                    target: "externalId".into(),
+                    code: "MissingProperty".into(),
+                    message: "is required (1-255 characters)".into(),
+                }],
+            ),
+            Err(AvailableError::UnknownExternalId) => {
+                http::error(404, "NotFoundError", "No account has this externalId", &[])
+            }
+            Err(AvailableError::Unavailable(reason)) => {
+                tracing::error!(%reason, "availableaccounts failed");
+                http::unavailable()
+            }
+        },
+    )
+}

@@ -1,0 +1,615 @@
+//! The whole connector on one machine: moto, the table and queues of the template, the sandbox,
+//! every function binary behind its trigger, and the bank registered with Bank Sync.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use sandbox::{Sandbox, SandboxConfig};
+use uuid::Uuid;
+
+use crate::events::{SourceStats, SqsSource, run_schedule};
+use crate::gateway::{Gateway, Route};
+use crate::moto::Moto;
+use crate::runtime::{Function, FunctionConfig};
+use crate::template::{EventSpec, Resolver, Template};
+
+/// The API key the bank's systems use for `/ingest` locally (IAM authorises it on AWS).
+pub const LOCAL_INGEST_KEY: &str = "local-ingest-key";
+pub const TABLE_NAME: &str = "connector-local";
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where the function binaries are (`target/debug` or `target/release`).
+    pub bin_dir: PathBuf,
+    pub sandbox: SandboxConfig,
+    /// Loopback port of the API; 0 picks a free one.
+    pub api_port: u16,
+    /// Instances per HTTP function.
+    pub http_instances: usize,
+    /// Upper bound of pollers (and instances) per SQS consumer; the template's
+    /// `MaximumConcurrency` applies below it.
+    pub max_consumer_concurrency: usize,
+    /// A failed message becomes visible again after this long (instead of the queue's timeout).
+    pub retry_visibility: Option<Duration>,
+    /// Run scheduled functions this often instead of the template's rate; `None` = template.
+    pub schedule_every: Option<Duration>,
+    /// Extra environment for every function (tests tune timings this way).
+    pub env: BTreeMap<String, String>,
+    pub echo_logs: bool,
+    pub log_dir: PathBuf,
+}
+
+impl Options {
+    pub fn new(bin_dir: PathBuf) -> Self {
+        let log_dir = crate::moto::repo_root().join(".local-stack").join("logs");
+        Self {
+            bin_dir,
+            sandbox: SandboxConfig::default(),
+            api_port: 0,
+            http_instances: 2,
+            max_consumer_concurrency: 4,
+            retry_visibility: None,
+            schedule_every: None,
+            env: BTreeMap::new(),
+            echo_logs: false,
+            log_dir,
+        }
+    }
+}
+
+/// The directory holding the binaries next to the running executable (also from a test binary
+/// in `target/<profile>/deps`).
+pub fn default_bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("no directory for {}", exe.display()))?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+pub struct LocalStack {
+    pub api_url: String,
+    pub sandbox: Sandbox,
+    pub bank_id: Uuid,
+    pub table_name: String,
+    /// Queue URLs by the template's logical id.
+    pub queue_urls: BTreeMap<String, String>,
+    pub moto_endpoint: String,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub functions: BTreeMap<String, Arc<Function>>,
+    pub source_stats: BTreeMap<String, Arc<SourceStats>>,
+    moto: Option<Moto>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "local-stack",
+        ))
+        .load()
+        .await
+}
+
+impl LocalStack {
+    pub async fn start(options: Options) -> Result<Self> {
+        let template = Template::load()?;
+        let moto = Moto::start().await?;
+        let sdk = sdk_config(&moto.endpoint).await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+
+        let (queue_urls, queue_arns) = create_queues(&sqs, &template).await?;
+        create_table(&dynamodb, &template).await?;
+
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], options.api_port)))
+                .await
+                .context("binding the local API port")?;
+        let api_url = format!("http://{}", listener.local_addr()?);
+
+        let sandbox = Sandbox::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            options.sandbox.clone(),
+        )
+        .await
+        .map_err(|e| anyhow!("starting the sandbox: {e}"))?;
+        let bank_id = register_bank(&sandbox, &api_url).await?;
+
+        let environment = resolve_environment(
+            &template,
+            &options,
+            &sandbox,
+            &moto,
+            &queue_urls,
+            &queue_arns,
+        )?;
+        let mut functions = BTreeMap::new();
+        for f in &template.functions {
+            let is_consumer = f.events.iter().any(|e| matches!(e, EventSpec::Sqs { .. }));
+            let instances = if is_consumer {
+                f.events
+                    .iter()
+                    .filter_map(|e| match e {
+                        EventSpec::Sqs {
+                            max_concurrency, ..
+                        } => Some(*max_concurrency as usize),
+                        _ => None,
+                    })
+                    .sum::<usize>()
+                    .min(options.max_consumer_concurrency)
+                    .max(1)
+            } else if f.events.iter().any(|e| matches!(e, EventSpec::Http { .. })) {
+                options.http_instances
+            } else {
+                1
+            };
+            let env = environment
+                .get(&f.binary)
+                .cloned()
+                .ok_or_else(|| anyhow!("no environment for {}", f.binary))?;
+            let function = Function::start(FunctionConfig {
+                name: f.binary.clone(),
+                binary: options.bin_dir.join(&f.binary),
+                environment: env,
+                timeout: Duration::from_secs(f.timeout_secs),
+                memory_mb: f.memory_mb,
+                instances,
+                log_file: options.log_dir.join(format!("{}.log", f.binary)),
+                echo_logs: options.echo_logs,
+            })
+            .await?;
+            functions.insert(f.binary.clone(), Arc::new(function));
+        }
+        for f in functions.values() {
+            f.wait_ready(Duration::from_secs(30)).await?;
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let mut source_stats = BTreeMap::new();
+        let mut routes = Vec::new();
+        for f in &template.functions {
+            let function = functions[&f.binary].clone();
+            for e in &f.events {
+                match e {
+                    EventSpec::Http { method, path, .. } => routes.push(Route {
+                        method: method.clone(),
+                        path: path.clone(),
+                        function: function.clone(),
+                    }),
+                    EventSpec::Sqs {
+                        queue,
+                        batch_size,
+                        max_concurrency,
+                        partial_failures,
+                    } => {
+                        let stats = Arc::new(SourceStats::default());
+                        source_stats.insert(queue.clone(), stats.clone());
+                        let source = Arc::new(SqsSource {
+                            client: sqs.clone(),
+                            queue_url: queue_urls[queue].clone(),
+                            queue_arn: queue_arns[queue].clone(),
+                            batch_size: *batch_size,
+                            partial_failures: *partial_failures,
+                            function: function.clone(),
+                            retry_visibility: options.retry_visibility,
+                            stats,
+                        });
+                        let pollers = (*max_concurrency as usize)
+                            .min(options.max_consumer_concurrency)
+                            .max(1);
+                        for _ in 0..pollers {
+                            tasks.push(tokio::spawn(source.clone().run(stop.clone())));
+                        }
+                    }
+                    EventSpec::Schedule { every_secs } => {
+                        let every = options
+                            .schedule_every
+                            .unwrap_or(Duration::from_secs(*every_secs));
+                        tasks.push(tokio::spawn(run_schedule(
+                            function.clone(),
+                            every,
+                            stop.clone(),
+                        )));
+                    }
+                }
+            }
+        }
+        let app = crate::gateway::router(Arc::new(Gateway { routes }));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
+        });
+
+        Ok(Self {
+            api_url,
+            sandbox,
+            bank_id,
+            table_name: TABLE_NAME.into(),
+            queue_urls,
+            moto_endpoint: moto.endpoint.clone(),
+            dynamodb,
+            sqs,
+            functions,
+            source_stats,
+            moto: Some(moto),
+            stop,
+            tasks,
+            server: Some(server),
+        })
+    }
+
+    pub fn function(&self, binary: &str) -> Result<&Arc<Function>> {
+        self.functions
+            .get(binary)
+            .ok_or_else(|| anyhow!("no function {binary}"))
+    }
+
+    /// Stops everything it started; no process is left behind.
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let functions = std::mem::take(&mut self.functions);
+        for (_, f) in functions {
+            if let Ok(f) = Arc::try_unwrap(f) {
+                f.stop().await;
+            }
+        }
+        if let Some(m) = self.moto.take() {
+            m.stop().await;
+        }
+        self.sandbox.shutdown().await;
+    }
+}
+
+async fn create_queues(
+    sqs: &aws_sdk_sqs::Client,
+    template: &Template,
+) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+    let mut urls = BTreeMap::new();
+    let mut arns = BTreeMap::new();
+    // DLQs first: the others name them in their redrive policy.
+    let mut order: Vec<_> = template.queues.iter().collect();
+    order.sort_by_key(|q| q.redrive.is_some());
+    for q in order {
+        let name = if q.fifo {
+            format!("{}.fifo", q.logical_id)
+        } else {
+            q.logical_id.clone()
+        };
+        let mut req = sqs.create_queue().queue_name(&name).attributes(
+            QueueAttributeName::VisibilityTimeout,
+            q.visibility_timeout.to_string(),
+        );
+        if q.fifo {
+            req = req
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .attributes(
+                    QueueAttributeName::ContentBasedDeduplication,
+                    q.content_based_dedup.to_string(),
+                );
+            if let Some(s) = &q.dedup_scope {
+                req = req.attributes(QueueAttributeName::DeduplicationScope, s);
+            }
+            if let Some(l) = &q.throughput_limit {
+                req = req.attributes(QueueAttributeName::FifoThroughputLimit, l);
+            }
+        }
+        if let Some((dlq, max)) = &q.redrive {
+            let target = arns
+                .get(dlq)
+                .ok_or_else(|| anyhow!("{}: DLQ {dlq} not created", q.logical_id))?;
+            req = req.attributes(
+                QueueAttributeName::RedrivePolicy,
+                serde_json::json!({"deadLetterTargetArn": target, "maxReceiveCount": max})
+                    .to_string(),
+            );
+        }
+        let url = req
+            .send()
+            .await
+            .with_context(|| format!("creating queue {name}"))?
+            .queue_url
+            .ok_or_else(|| anyhow!("no URL for {name}"))?;
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .ok_or_else(|| anyhow!("no ARN for {name}"))?;
+        urls.insert(q.logical_id.clone(), url);
+        arns.insert(q.logical_id.clone(), arn);
+    }
+    Ok((urls, arns))
+}
+
+async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, template: &Template) -> Result<()> {
+    let t = &template.table;
+    let mut req = dynamodb
+        .create_table()
+        .table_name(TABLE_NAME)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (name, kind) in &t.attributes {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::from(kind.as_str()))
+                .build()?,
+        );
+    }
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
+    req = req.key_schema(key(&t.hash_key, KeyType::Hash)?);
+    if let Some(r) = &t.range_key {
+        req = req.key_schema(key(r, KeyType::Range)?);
+    }
+    for (index, range) in &t.local_indexes {
+        req = req.local_secondary_indexes(
+            LocalSecondaryIndex::builder()
+                .index_name(index)
+                .key_schema(key(&t.hash_key, KeyType::Hash)?)
+                .key_schema(key(range, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()?,
+        );
+    }
+    req.send().await.context("creating the table")?;
+    if let Some(attr) = &t.ttl_attribute {
+        dynamodb
+            .update_time_to_live()
+            .table_name(TABLE_NAME)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attr)
+                    .enabled(true)
+                    .build()?,
+            )
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
+/// Registers the demo bank with Bank Sync, as the provider's tooling does, with this stack's
+/// Connector API as its callbacks. Returns Banking Service's `bankId`.
+async fn register_bank(sandbox: &Sandbox, api_url: &str) -> Result<Uuid> {
+    let http = reqwest::Client::new();
+    let cfg = sandbox.config();
+    let client = cfg
+        .clients
+        .first()
+        .cloned()
+        .unwrap_or_else(sandbox::ProviderClient::local);
+    let token: serde_json::Value = http
+        .post(sandbox.token_url())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client.client_id.as_str()),
+            ("client_secret", client.client_secret.as_str()),
+            (
+                "audience",
+                client
+                    .allowed_audiences
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            ),
+        ])
+        .send()
+        .await?
+        .error_for_status()
+        .context("Sage ID token for Bank Sync")?
+        .json()
+        .await?;
+    let access = token["access_token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no access_token"))?;
+    let body = serde_json::json!({"data": {"toCreate": [{
+        "name": "Demo Bank",
+        "countryCode": "GB",
+        "url": "https://demo-bank.example",
+        "supportiframe": true,
+        "externalRef": Uuid::new_v4(),
+        "callbackURLs": {
+            "auth": format!("{api_url}/auth"),
+            "reAuth": format!("{api_url}/authrefresh"),
+            "notification": format!("{api_url}/notification"),
+            "availableAccounts": format!("{api_url}/availableaccounts"),
+        }
+    }]}});
+    let answer: serde_json::Value = http
+        .post(format!("{}/v1/banks", sandbox.base_url()))
+        .header("x-api-key", &client.api_key)
+        .bearer_auth(access)
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()
+        .context("Bank Sync")?
+        .json()
+        .await?;
+    let id = answer["data"]["created"][0]["principalId"]
+        .as_str()
+        .ok_or_else(|| anyhow!("Bank Sync answered without a principalId: {answer}"))?;
+    Ok(Uuid::parse_str(id)?)
+}
+
+fn resolve_environment(
+    template: &Template,
+    options: &Options,
+    sandbox: &Sandbox,
+    moto: &Moto,
+    queue_urls: &BTreeMap<String, String>,
+    queue_arns: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let cfg = sandbox.config();
+    let client = cfg
+        .clients
+        .first()
+        .cloned()
+        .unwrap_or_else(sandbox::ProviderClient::local);
+    let header = cfg.custom_header.clone();
+    let rps = if cfg.ratelimit_rate_per_s > 0.0 {
+        cfg.ratelimit_rate_per_s
+    } else {
+        1000.0
+    };
+    // Template parameters as a bank would fill them in for the sandbox environment; secrets go
+    // in as values (the code resolves only `arn:aws:secretsmanager:` values through AWS).
+    let mut parameters: BTreeMap<String, String> = template
+        .parameters
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_str()
+                .map(|s| (k.clone(), s.to_string()))
+                .or_else(|| v.as_u64().map(|n| (k.clone(), n.to_string())))
+        })
+        .collect();
+    for (k, v) in [
+        ("Environment", "sandbox".to_string()),
+        ("BankingServiceUrl", sandbox.base_url()),
+        ("SageIdIssuer", sandbox.issuer()),
+        (
+            "SageIdAudience",
+            client
+                .allowed_audiences
+                .first()
+                .cloned()
+                .unwrap_or_default(),
+        ),
+        ("NotificationAudience", cfg.notification_audience.clone()),
+        ("SageIdClientId", client.client_id.clone()),
+        ("SageIdClientSecretArn", client.client_secret.clone()),
+        ("ProviderApiKeyArn", client.api_key.clone()),
+        (
+            "NotificationHeaderName",
+            header.as_ref().map(|h| h.name.clone()).unwrap_or_default(),
+        ),
+        (
+            "NotificationHeaderValueArn",
+            header.as_ref().map(|h| h.value.clone()).unwrap_or_default(),
+        ),
+        ("BankApiUrl", sandbox.bank_api_url()),
+        ("BankClientId", cfg.bank_client_id.clone()),
+        ("BankClientSecretArn", cfg.bank_client_secret.clone()),
+        ("ProviderRateLimitRps", format!("{rps}")),
+    ] {
+        parameters.insert(k.to_string(), v);
+    }
+    let mut refs: BTreeMap<String, String> = queue_urls.clone();
+    refs.insert(template.table.logical_id.clone(), TABLE_NAME.into());
+    refs.insert("AWS::Region".into(), "eu-west-1".into());
+    refs.insert("AWS::URLSuffix".into(), "amazonaws.com".into());
+    let mut attributes = BTreeMap::new();
+    for (id, arn) in queue_arns {
+        attributes.insert(format!("{id}.Arn"), arn.clone());
+        attributes.insert(
+            format!("{id}.QueueName"),
+            arn.rsplit(':').next().unwrap_or_default().to_string(),
+        );
+    }
+    let conditions = BTreeMap::from([("HasNotificationHeader".to_string(), header.is_some())]);
+    let resolver = Resolver {
+        parameters: &parameters,
+        refs: &refs,
+        attributes: &attributes,
+        conditions: &conditions,
+    };
+    let mut out = BTreeMap::new();
+    for f in &template.functions {
+        let mut env = BTreeMap::new();
+        for (k, v) in &f.environment {
+            if let Some(value) = resolver
+                .resolve(v)
+                .with_context(|| format!("{}: {k}", f.binary))?
+            {
+                env.insert(k.clone(), value);
+            }
+        }
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            // Local only: the sandbox's UI lands on http://127.0.0.1, and /ingest has no IAM.
+            ("REDIRECT_ALLOW_HTTP_LOOPBACK", "true"),
+            ("INGEST_API_KEY", LOCAL_INGEST_KEY),
+        ] {
+            env.insert(k.to_string(), v.to_string());
+        }
+        if let Ok(level) = std::env::var("RUST_LOG") {
+            env.insert("RUST_LOG".into(), level);
+        }
+        for (k, v) in &options.env {
+            env.insert(k.clone(), v.clone());
+        }
+        out.insert(f.binary.clone(), env);
+    }
+    if parameters.is_empty() {
+        bail!("template has no parameters");
+    }
+    Ok(out)
+}
+
+/// True when `path` holds every binary of the template.
+pub fn binaries_present(dir: &Path) -> Result<(), Vec<String>> {
+    let Ok(t) = Template::load() else {
+        return Err(vec!["template.yaml".into()]);
+    };
+    let missing: Vec<String> = t
+        .functions
+        .iter()
+        .filter(|f| !dir.join(&f.binary).exists())
+        .map(|f| f.binary.clone())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing)
+    }
+}

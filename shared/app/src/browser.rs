@@ -1,0 +1,837 @@
+//! `/auth` and `/authrefresh` (spec §4.2–4.4, invariant 7): the customer's browser arrives from
+//! Banking Service, signs in at the bank, and is sent back to Sage after the
+//! `PATCH /v1/authorisations/{id}`.
+//!
+//! Three steps per flow: `GET` validates and shows a short page (rotating a UI token), `POST`
+//! sends the browser to the bank's login (OpenID Connect with PKCE), and the bank's callback
+//! exchanges the code, reports to Banking Service and redirects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use connector_aws::Table;
+use connector_aws::accounts::{AccountStatus, BackfillState};
+use connector_aws::consents::{ConsentRecord, GrantedAccount};
+use connector_aws::handshakes::{
+    BrowserSession, Flow, Handshake, HandshakeRefusal, HandshakeState,
+};
+use connector_aws::queues::Queues;
+use connector_bank::{BankClient, Consent, Pkce};
+use connector_domain::messages::{Kick, KickReason, WorkMessage};
+use connector_domain::redirect::{RedirectAllowList, with_state};
+use connector_domain::transaction::truncate_chars;
+use connector_sage::ProviderApi;
+use connector_sage::provider::{
+    AuthorisationPatch, AuthorisationPatchData, AuthorisationStatus, PatchedAccount,
+};
+use subtle::ConstantTimeEq;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::config::{ConfigError, Env};
+use crate::context::{Platform, QueueNeeds, bank_from_env, http_client, provider_from_env};
+use crate::pages;
+
+/// What to answer the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageOutcome {
+    Page {
+        status: u16,
+        html: String,
+    },
+    /// `303 See Other`.
+    Redirect {
+        location: String,
+    },
+}
+
+fn page(status: u16, title: &str, message: &str, back: Option<&str>) -> PageOutcome {
+    PageOutcome::Page {
+        status,
+        html: pages::error_page(title, message, back),
+    }
+}
+
+fn invalid_link() -> PageOutcome {
+    page(
+        400,
+        "This link is not valid",
+        "Please start again from your Sage product.",
+        None,
+    )
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::Digest;
+    let da = sha2::Sha256::digest(a.as_bytes());
+    let db = sha2::Sha256::digest(b.as_bytes());
+    bool::from(da.as_slice().ct_eq(db.as_slice()))
+}
+
+pub struct BrowserFlows {
+    table: Table,
+    queues: Queues,
+    provider: Arc<ProviderApi>,
+    bank: Arc<BankClient>,
+    allow: RedirectAllowList,
+    pub frame_ancestors: String,
+    grace: Duration,
+    public_base: Option<String>,
+    bank_name: String,
+    /// Attempts of the PATCH while the browser waits.
+    patch_retries: u32,
+}
+
+/// The request as the flow needs it.
+pub struct BrowserRequest<'a> {
+    pub params: &'a HashMap<String, String>,
+    /// `{scheme}://{host}` the browser used, for the bank's callback URL.
+    pub origin: String,
+}
+
+impl BrowserFlows {
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let platform = Platform::from_env(
+            env,
+            QueueNeeds {
+                notifications: true,
+                push: true,
+                poll: false,
+            },
+        )
+        .await?;
+        let http = http_client()?;
+        let allow = RedirectAllowList::parse(
+            &env.required("REDIRECT_HOST_ALLOWLIST")?,
+            env.flag("REDIRECT_ALLOW_HTTP_LOOPBACK")?,
+        )
+        .map_err(|reason| ConfigError::Invalid {
+            name: "REDIRECT_HOST_ALLOWLIST".into(),
+            reason,
+        })?;
+        Ok(Self {
+            provider: provider_from_env(env, &platform, &http).await?,
+            bank: bank_from_env(env, &platform, &http).await?,
+            allow,
+            frame_ancestors: env.optional("FRAME_ANCESTORS").unwrap_or_else(|| {
+                "'self' https://*.sagebankdrive.com https://*.sage.com https://*.intacct.com https://*.sageone.com".into()
+            }),
+            grace: env.duration_secs("AUTH_GRACE_S", Duration::from_secs(5))?,
+            public_base: env.optional("PUBLIC_BASE_URL"),
+            bank_name: env.optional("BANK_DISPLAY_NAME").unwrap_or_else(|| "your bank".into()),
+            patch_retries: 3,
+            table: platform.table,
+            queues: platform.queues,
+        })
+    }
+
+    fn path(flow: Flow) -> &'static str {
+        match flow {
+            Flow::Auth => "/auth",
+            Flow::AuthRefresh => "/authrefresh",
+        }
+    }
+
+    fn callback_url(&self, flow: Flow, origin: &str) -> String {
+        let base = self.public_base.as_deref().unwrap_or(origin);
+        format!(
+            "{}{}/callback",
+            base.trim_end_matches('/'),
+            Self::path(flow)
+        )
+    }
+
+    /// Waits out the race between the notification and the browser (spec §4.2 step 6).
+    async fn find_handshake(&self, id: Uuid) -> Result<Option<Handshake>, String> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(h) = self.table.handshake(id).await.map_err(|e| e.to_string())? {
+                return Ok(Some(h));
+            }
+            if started.elapsed() >= self.grace {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn refusal_page(r: HandshakeRefusal) -> PageOutcome {
+        match r {
+            HandshakeRefusal::Unknown => page(
+                403,
+                "We could not find this request",
+                "Please start again from your Sage product.",
+                None,
+            ),
+            HandshakeRefusal::Expired => page(
+                410,
+                "This request has expired",
+                "The link is valid for 20 minutes. Please start again from your Sage product.",
+                None,
+            ),
+            HandshakeRefusal::Completed => page(
+                409,
+                "This request is already complete",
+                "Your bank connection was already set up with this link. Please return to your Sage product.",
+                None,
+            ),
+        }
+    }
+
+    /// `GET /auth` or `GET /authrefresh`.
+    pub async fn start(&self, flow: Flow, req: &BrowserRequest<'_>) -> PageOutcome {
+        let span =
+            tracing::info_span!("browser", flow = ?flow, authorisationId = tracing::field::Empty);
+        match self.try_start(flow, req).instrument(span).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "browser flow failed");
+                page(
+                    500,
+                    "Something went wrong",
+                    "Please try again in a moment.",
+                    None,
+                )
+            }
+        }
+    }
+
+    async fn try_start(&self, flow: Flow, req: &BrowserRequest<'_>) -> Result<PageOutcome, String> {
+        let p = req.params;
+        let get = |k: &str| p.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let (Some(auth_id), Some(redirect), Some(state)) =
+            (get("authorisation_id"), get("redirect_uri"), p.get("state"))
+        else {
+            return Ok(invalid_link());
+        };
+        let Ok(authorisation_id) = Uuid::parse_str(auth_id) else {
+            return Ok(invalid_link());
+        };
+        tracing::Span::current().record(
+            "authorisationId",
+            tracing::field::display(&authorisation_id),
+        );
+        if state.is_empty() || state.chars().count() > 512 {
+            return Ok(invalid_link());
+        }
+        let Ok(redirect_url) = self.allow.check(redirect) else {
+            tracing::warn!(authorisationId = %authorisation_id, "redirect_uri refused");
+            return Ok(invalid_link());
+        };
+        let (bank, external_id) = match flow {
+            Flow::Auth => {
+                let Some(Ok(bank)) = get("bank").map(Uuid::parse_str) else {
+                    return Ok(invalid_link());
+                };
+                (Some(bank), None)
+            }
+            Flow::AuthRefresh => {
+                let Some(ext) = get("externalId").filter(|e| e.chars().count() <= 255) else {
+                    return Ok(invalid_link());
+                };
+                (None, Some(ext.to_string()))
+            }
+        };
+        let Some(handshake) = self.find_handshake(authorisation_id).await? else {
+            tracing::warn!("unknown authorisation_id");
+            return Ok(Self::refusal_page(HandshakeRefusal::Unknown));
+        };
+        if let (Some(b), Some(expected)) = (bank, handshake.bank_id)
+            && b != expected
+        {
+            tracing::warn!("bank does not match the authorisation");
+            return Ok(page(
+                403,
+                "We could not find this request",
+                "Please start again from your Sage product.",
+                None,
+            ));
+        }
+        if let Some(ext) = &external_id {
+            let Some(_) = self
+                .table
+                .granted_account(ext)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                tracing::warn!(externalId = %ext, "re-authorisation for an unknown account");
+                return Ok(page(
+                    403,
+                    "We could not find this account",
+                    "Please start again from your Sage product.",
+                    None,
+                ));
+            };
+            // `bankaccount` is a cross-check only (spec §4.4 Decision): a bankAccountId of this
+            // externalId, or the bankId.
+            if let Some(Ok(cross)) = get("bankaccount").map(Uuid::parse_str) {
+                let links = self
+                    .table
+                    .accounts_for_external_id(ext)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let known = links.iter().any(|l| l.bank_account_id == cross)
+                    || handshake.bank_id == Some(cross);
+                if !known {
+                    tracing::warn!("bankaccount does not belong to externalId");
+                    return Ok(page(
+                        403,
+                        "We could not find this account",
+                        "Please start again from your Sage product.",
+                        None,
+                    ));
+                }
+            }
+        }
+        let session = BrowserSession {
+            flow,
+            redirect_uri: redirect_url.to_string(),
+            client_state: state.clone(),
+            ui_token: random_token(),
+            bank_state: random_token(),
+            pkce_verifier: Pkce::generate().verifier,
+            external_id,
+        };
+        match self
+            .table
+            .open_handshake(authorisation_id, &session, Utc::now())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Ok(_) => Ok(PageOutcome::Page {
+                status: 200,
+                html: pages::consent_page(
+                    Self::path(flow),
+                    &self.bank_name,
+                    flow == Flow::AuthRefresh,
+                    &authorisation_id.to_string(),
+                    &session.ui_token,
+                ),
+            }),
+            Err(r) => Ok(Self::refusal_page(r)),
+        }
+    }
+
+    /// `POST /auth` or `POST /authrefresh`: the customer chose to continue or to cancel.
+    pub async fn proceed(&self, flow: Flow, req: &BrowserRequest<'_>) -> PageOutcome {
+        let span =
+            tracing::info_span!("browser", flow = ?flow, authorisationId = tracing::field::Empty);
+        match self.try_proceed(flow, req).instrument(span).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "browser flow failed");
+                page(
+                    500,
+                    "Something went wrong",
+                    "Please try again in a moment.",
+                    None,
+                )
+            }
+        }
+    }
+
+    /// The handshake of a form or callback, if it is still usable by this browser.
+    async fn usable(
+        &self,
+        id: Uuid,
+        flow: Flow,
+    ) -> Result<Result<(Handshake, BrowserSession), PageOutcome>, String> {
+        let Some(h) = self.table.handshake(id).await.map_err(|e| e.to_string())? else {
+            return Ok(Err(Self::refusal_page(HandshakeRefusal::Unknown)));
+        };
+        if h.state == HandshakeState::Completed {
+            return Ok(Err(Self::refusal_page(HandshakeRefusal::Completed)));
+        }
+        if h.expires_at <= Utc::now() {
+            return Ok(Err(Self::refusal_page(HandshakeRefusal::Expired)));
+        }
+        match h.browser.clone() {
+            Some(s) if s.flow == flow => Ok(Ok((h, s))),
+            _ => Ok(Err(invalid_link())),
+        }
+    }
+
+    async fn try_proceed(
+        &self,
+        flow: Flow,
+        req: &BrowserRequest<'_>,
+    ) -> Result<PageOutcome, String> {
+        let p = req.params;
+        let Some(Ok(id)) = p.get("authorisation_id").map(|v| Uuid::parse_str(v.trim())) else {
+            return Ok(invalid_link());
+        };
+        tracing::Span::current().record("authorisationId", tracing::field::display(&id));
+        let (_, session) = match self.usable(id, flow).await? {
+            Ok(x) => x,
+            Err(page) => return Ok(page),
+        };
+        // Only the newest page load's form works (spec §4.2 step 5).
+        if !same_secret(
+            p.get("ui_token").map(String::as_str).unwrap_or(""),
+            &session.ui_token,
+        ) {
+            return Ok(page(
+                409,
+                "This page is out of date",
+                "It was opened again in another tab or window. Please use the newest one, or start again from your Sage product.",
+                None,
+            ));
+        }
+        if p.get("action").map(String::as_str) == Some("cancel") {
+            return self
+                .report(
+                    flow,
+                    id,
+                    &session,
+                    AuthorisationStatus::Cancelled,
+                    Vec::new(),
+                )
+                .await;
+        }
+        let renew = match flow {
+            Flow::Auth => None,
+            Flow::AuthRefresh => {
+                let ext = session.external_id.clone().unwrap_or_default();
+                self.table
+                    .granted_account(&ext)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|g| g.consent_id)
+            }
+        };
+        let url = self
+            .bank
+            .authorize_url(
+                &self.callback_url(flow, &req.origin),
+                &format!("{id}.{}", session.bank_state),
+                &Pkce::from_verifier(session.pkce_verifier.clone()),
+                renew.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(PageOutcome::Redirect {
+            location: url.to_string(),
+        })
+    }
+
+    /// `GET /auth/callback` or `GET /authrefresh/callback`: back from the bank.
+    pub async fn callback(&self, flow: Flow, req: &BrowserRequest<'_>) -> PageOutcome {
+        let span =
+            tracing::info_span!("browser", flow = ?flow, authorisationId = tracing::field::Empty);
+        match self.try_callback(flow, req).instrument(span).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "browser flow failed");
+                page(
+                    500,
+                    "Something went wrong",
+                    "Please try again in a moment.",
+                    None,
+                )
+            }
+        }
+    }
+
+    async fn try_callback(
+        &self,
+        flow: Flow,
+        req: &BrowserRequest<'_>,
+    ) -> Result<PageOutcome, String> {
+        let p = req.params;
+        let Some((id_text, secret)) = p.get("state").and_then(|s| s.split_once('.')) else {
+            return Ok(invalid_link());
+        };
+        let Ok(id) = Uuid::parse_str(id_text) else {
+            return Ok(invalid_link());
+        };
+        tracing::Span::current().record("authorisationId", tracing::field::display(&id));
+        let (_, session) = match self.usable(id, flow).await? {
+            Ok(x) => x,
+            Err(page) => return Ok(page),
+        };
+        if !same_secret(secret, &session.bank_state) {
+            return Ok(invalid_link());
+        }
+        if let Some(error) = p.get("error") {
+            if p.get("error_description").map(String::as_str) == Some("consent_owner_mismatch") {
+                tracing::warn!("re-authorisation by a customer who does not own the account");
+                return Ok(self.not_owner(&session));
+            }
+            let status = if error == "access_denied" {
+                AuthorisationStatus::Cancelled
+            } else {
+                AuthorisationStatus::Error
+            };
+            return self.report(flow, id, &session, status, Vec::new()).await;
+        }
+        let Some(code) = p.get("code").filter(|c| !c.is_empty() && c.len() <= 2048) else {
+            return Ok(invalid_link());
+        };
+        let callback = self.callback_url(flow, &req.origin);
+        let granted = match self
+            .bank
+            .exchange_code(code, &callback, &session.pkce_verifier)
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "code exchange failed");
+                return self
+                    .report(flow, id, &session, AuthorisationStatus::Error, Vec::new())
+                    .await;
+            }
+        };
+        let consent = match self.bank.consent(&granted.consent_id).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "consent read failed");
+                return self
+                    .report(flow, id, &session, AuthorisationStatus::Error, Vec::new())
+                    .await;
+            }
+        };
+        match flow {
+            Flow::Auth => {
+                self.remember(&consent).await?;
+                let accounts = patched_accounts(&consent);
+                if accounts.is_empty() {
+                    return self
+                        .report(
+                            flow,
+                            id,
+                            &session,
+                            AuthorisationStatus::Cancelled,
+                            Vec::new(),
+                        )
+                        .await;
+                }
+                self.report(flow, id, &session, AuthorisationStatus::Success, accounts)
+                    .await
+            }
+            Flow::AuthRefresh => {
+                let ext = session.external_id.clone().unwrap_or_default();
+                let owned = self
+                    .table
+                    .granted_account(&ext)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some_and(|g| {
+                        g.customer_id == consent.customer_id && g.consent_id == consent.consent_id
+                    });
+                if !owned {
+                    tracing::warn!("renewed consent does not cover the account");
+                    return Ok(self.not_owner(&session));
+                }
+                self.remember(&consent).await?;
+                self.report(flow, id, &session, AuthorisationStatus::Success, Vec::new())
+                    .await
+            }
+        }
+    }
+
+    fn not_owner(&self, session: &BrowserSession) -> PageOutcome {
+        let back = url::Url::parse(&session.redirect_uri)
+            .ok()
+            .map(|u| with_state(&u, &session.client_state));
+        page(
+            403,
+            "This account belongs to someone else",
+            "Please sign in as the customer who connected this account.",
+            back.as_deref(),
+        )
+    }
+
+    /// Records what the bank granted: the consent and, per account, its consent (used by the
+    /// backfill, `/availableaccounts` and re-authorisation).
+    async fn remember(&self, consent: &Consent) -> Result<(), String> {
+        let granted: Vec<GrantedAccount> = consent
+            .accounts
+            .iter()
+            .map(|a| GrantedAccount {
+                external_id: a.account_id.clone(),
+                consent_id: consent.consent_id.clone(),
+                customer_id: consent.customer_id.clone(),
+                name: a.name.clone(),
+                kind: a.kind.clone(),
+                identifier: a.identifier.clone(),
+                branch: a.branch.clone(),
+                bank_code: a.bank_code.clone(),
+            })
+            .collect();
+        for g in &granted {
+            self.table
+                .put_granted_account(g)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.table
+            .put_consent(&ConsentRecord {
+                consent_id: consent.consent_id.clone(),
+                customer_id: consent.customer_id.clone(),
+                status: consent.status.clone(),
+                expires_at: consent.expires_at,
+                accounts: granted,
+                updated_at: Utc::now(),
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Completes the handshake once, PATCHes the outcome, then sends the browser back.
+    async fn report(
+        &self,
+        flow: Flow,
+        id: Uuid,
+        session: &BrowserSession,
+        status: AuthorisationStatus,
+        accounts: Vec<PatchedAccount>,
+    ) -> Result<PageOutcome, String> {
+        if let Err(r) = self
+            .table
+            .complete_handshake(id, Utc::now())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(Self::refusal_page(r));
+        }
+        let patch = AuthorisationPatch {
+            data: AuthorisationPatchData {
+                status,
+                bank_accounts: accounts,
+            },
+        };
+        let back = url::Url::parse(&session.redirect_uri)
+            .map(|u| with_state(&u, &session.client_state))
+            .map_err(|e| e.to_string())?;
+        let mut attempt = 0;
+        loop {
+            match self.provider.patch_authorisation(id, &patch).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() && attempt + 1 < self.patch_retries => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "PATCH authorisation failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "PATCH authorisation failed");
+                    if let Err(e) = self.table.reopen_handshake(id).await {
+                        tracing::error!(error = %e, "could not reopen the handshake");
+                    }
+                    return Ok(page(
+                        500,
+                        "We could not finish connecting your bank",
+                        "Sage could not be reached. You can return to Sage and try again.",
+                        Some(&back),
+                    ));
+                }
+            }
+        }
+        tracing::info!(?status, "authorisation reported to Banking Service");
+        if flow == Flow::AuthRefresh && status == AuthorisationStatus::Success {
+            self.resume(session).await?;
+        }
+        Ok(PageOutcome::Redirect { location: back })
+    }
+
+    /// A renewed consent covers every account under it: they leave `authRequired` and push.
+    async fn resume(&self, session: &BrowserSession) -> Result<(), String> {
+        let ext = session.external_id.clone().unwrap_or_default();
+        let Some(granted) = self
+            .table
+            .granted_account(&ext)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let consent = self
+            .table
+            .consent(&granted.consent_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let externals: Vec<String> = consent
+            .map(|c| c.accounts.into_iter().map(|a| a.external_id).collect())
+            .unwrap_or_else(|| vec![ext]);
+        for external in externals {
+            for link in self
+                .table
+                .accounts_for_external_id(&external)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|l| !l.cancelled)
+            {
+                let id = link.bank_account_id;
+                if !self
+                    .table
+                    .set_account_status(id, AccountStatus::Active)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    continue;
+                }
+                let account = self
+                    .table
+                    .get_account(id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(a) = account.filter(|a| a.backfill == BackfillState::Pending) {
+                    self.queues
+                        .send_work(&WorkMessage::BackfillPage {
+                            bank_account_id: id,
+                            cursor: a.backfill_cursor,
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                } else {
+                    self.queues
+                        .kick(&Kick {
+                            bank_account_id: id,
+                            claim: None,
+                            reason: KickReason::Reauthorised,
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                tracing::info!(bankAccountId = %id, "account resumed after re-authorisation");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The accounts of a consent as `PATCH /v1/authorisations` lists them (spec §6.3 limits).
+pub fn patched_accounts(consent: &Consent) -> Vec<PatchedAccount> {
+    consent
+        .accounts
+        .iter()
+        .filter(|a| !a.account_id.is_empty())
+        .map(|a| PatchedAccount {
+            bank_account_external_id: truncate_chars(&a.account_id, 255),
+            account_name: truncate_chars(
+                if a.name.is_empty() {
+                    "Account"
+                } else {
+                    &a.name
+                },
+                128,
+            ),
+            bank_identifier: truncate_chars(
+                a.bank_code
+                    .as_deref()
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or(&consent.customer_id),
+                64,
+            ),
+            branch_identifier: a
+                .branch
+                .as_deref()
+                .filter(|b| !b.is_empty())
+                .map(|b| truncate_chars(b, 128)),
+            account_identifier: truncate_chars(
+                if a.identifier.is_empty() {
+                    &a.account_id
+                } else {
+                    &a.identifier
+                },
+                64,
+            ),
+        })
+        .collect()
+}
+
+/// Maps an API Gateway request to the flow's step and the outcome to a response.
+pub async fn serve(
+    flows: &BrowserFlows,
+    flow: Flow,
+    req: lambda_http::Request,
+) -> lambda_http::Response<lambda_http::Body> {
+    use lambda_http::RequestExt;
+    let headers = req.headers();
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("https");
+    let origin = format!("{scheme}://{host}");
+    let query: HashMap<String, String> = req
+        .query_string_parameters()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let outcome = match *req.method() {
+        http::Method::GET if req.uri().path().ends_with("/callback") => {
+            flows
+                .callback(
+                    flow,
+                    &BrowserRequest {
+                        params: &query,
+                        origin,
+                    },
+                )
+                .await
+        }
+        http::Method::GET => {
+            flows
+                .start(
+                    flow,
+                    &BrowserRequest {
+                        params: &query,
+                        origin,
+                    },
+                )
+                .await
+        }
+        http::Method::POST => {
+            let body: &[u8] = req.body().as_ref();
+            if body.len() > 16 * 1024 {
+                PageOutcome::Page {
+                    status: 413,
+                    html: pages::error_page(
+                        "Request too large",
+                        "Please start again from your Sage product.",
+                        None,
+                    ),
+                }
+            } else {
+                let form: HashMap<String, String> = url::form_urlencoded::parse(body)
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                flows
+                    .proceed(
+                        flow,
+                        &BrowserRequest {
+                            params: &form,
+                            origin,
+                        },
+                    )
+                    .await
+            }
+        }
+        _ => PageOutcome::Page {
+            status: 405,
+            html: pages::error_page(
+                "Not allowed",
+                "Please start again from your Sage product.",
+                None,
+            ),
+        },
+    };
+    match outcome {
+        PageOutcome::Page { status, html } => {
+            crate::http::html(status, html, &flows.frame_ancestors)
+        }
+        PageOutcome::Redirect { location } => {
+            crate::http::see_other(&location, &flows.frame_ancestors)
+        }
+    }
+}

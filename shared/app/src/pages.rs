@@ -1,0 +1,105 @@
+//! The few HTML pages a customer sees: small, readable on a phone, no script, every value
+//! escaped, no internal detail.
+
+use crate::http::escape_html;
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;\
+padding:1.5rem;color:#1b1b1b;background:#f7f7f8}main{max-width:28rem;margin:0 auto;background:#fff;\
+border-radius:.75rem;padding:1.5rem;box-shadow:0 1px 3px rgba(0,0,0,.12)}h1{font-size:1.3rem;\
+margin-top:0}p{line-height:1.45}button,.button{display:block;width:100%;box-sizing:border-box;\
+font-size:1rem;padding:.8rem;margin-top:.75rem;border-radius:.5rem;border:1px solid #00815d;\
+text-align:center;text-decoration:none;cursor:pointer}.primary{background:#00815d;color:#fff}\
+.secondary{background:#fff;color:#00815d}";
+
+fn layout(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<title>{title}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>",
+        title = escape_html(title)
+    )
+}
+
+/// The page before the bank's login: continue or cancel. `ui_token` is rotated on every load.
+pub fn consent_page(
+    action: &str,
+    bank_name: &str,
+    renew: bool,
+    authorisation_id: &str,
+    ui_token: &str,
+) -> String {
+    let (title, text) = if renew {
+        (
+            "Renew your bank feed",
+            format!(
+                "Your bank feed to Sage needs your permission again. You will sign in at {} to renew it.",
+                escape_html(bank_name)
+            ),
+        )
+    } else {
+        (
+            "Connect your bank account",
+            format!(
+                "Sage will receive your account details and transactions from {}. You will sign in at your bank and choose the accounts to share.",
+                escape_html(bank_name)
+            ),
+        )
+    };
+    layout(
+        title,
+        &format!(
+            "<h1>{title}</h1><p>{text}</p>\
+<form method=\"post\" action=\"{action}\">\
+<input type=\"hidden\" name=\"authorisation_id\" value=\"{id}\">\
+<input type=\"hidden\" name=\"ui_token\" value=\"{token}\">\
+<button class=\"primary\" type=\"submit\" name=\"action\" value=\"continue\">Continue to {bank}</button>\
+<button class=\"secondary\" type=\"submit\" name=\"action\" value=\"cancel\">Cancel</button>\
+</form>",
+            action = escape_html(action),
+            id = escape_html(authorisation_id),
+            token = escape_html(ui_token),
+            bank = escape_html(bank_name),
+        ),
+    )
+}
+
+/// A plain error page; `back` offers a way back to Sage when it is a trusted URL.
+pub fn error_page(title: &str, message: &str, back: Option<&str>) -> String {
+    let link = back
+        .map(|b| {
+            format!(
+                "<a class=\"button primary\" href=\"{}\">Return to Sage</a>",
+                escape_html(b)
+            )
+        })
+        .unwrap_or_default();
+    layout(
+        title,
+        &format!(
+            "<h1>{}</h1><p>{}</p>{link}",
+            escape_html(title),
+            escape_html(message)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflected_values_are_escaped() {
+        let page = consent_page("/auth", "<b>Bank</b>", false, "\"><script>", "t'");
+        assert!(!page.contains("<script>"));
+        assert!(!page.contains("<b>Bank"));
+        assert!(page.contains("&quot;&gt;&lt;script&gt;"));
+        assert!(page.len() < 4096, "pages stay small");
+        let err = error_page(
+            "Oops",
+            "<img src=x onerror=1>",
+            Some("https://a.sagebankdrive.com/?x=\"1\""),
+        );
+        assert!(!err.contains("<img"));
+        assert!(err.contains("href=\"https://a.sagebankdrive.com/?x=&quot;1&quot;\""));
+    }
+}
