@@ -1,1 +1,248 @@
-fn main() {}
+//! The README's two commands.
+//!
+//! - `cargo xtask demo`: builds the connector and runs the main job locally (moto + sandbox +
+//!   the nine functions), printing what happens.
+//! - `cargo xtask test`: everything CI checks, stage by stage with timings: formatting, clippy,
+//!   unit and integration tests, the template checks (cfn-lint, sam validate --lint) and
+//!   `sam build`.
+//!
+//! Both install what they need themselves (a project-local virtualenv from `tools/`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("CONNECTOR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"))
+}
+
+struct Stage {
+    name: &'static str,
+    took: Duration,
+    ok: bool,
+}
+
+fn run(cmd: &mut Command) -> bool {
+    eprintln!("$ {}", describe(cmd));
+    match cmd.current_dir(root()).status() {
+        Ok(s) => s.success(),
+        Err(e) => {
+            eprintln!("could not run {}: {e}", describe(cmd));
+            false
+        }
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().to_string()];
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().to_string()));
+    parts.join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Creates `.venv` and installs `tools/<file>` into it, once per content of the file.
+fn ensure_venv(requirements: &[&str]) -> bool {
+    let venv = venv();
+    let python = venv.join("bin").join("python");
+    if !python.exists() && !run(Command::new("python3").args(["-m", "venv"]).arg(&venv)) {
+        return false;
+    }
+    for req in requirements {
+        let path = root().join("tools").join(req);
+        let Ok(wanted) = std::fs::read_to_string(&path) else {
+            eprintln!("missing {}", path.display());
+            return false;
+        };
+        let stamp = venv.join(format!(".installed-{req}"));
+        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+            continue;
+        }
+        if !run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&path))
+        {
+            return false;
+        }
+        if std::fs::write(&stamp, wanted).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The architecture this machine has a Rust standard library for (sam build targets it).
+fn lambda_architecture() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "x86_64"
+    }
+}
+
+fn with_tools_path(cmd: &mut Command) -> &mut Command {
+    let bin = venv().join("bin");
+    let path = std::env::var("PATH").unwrap_or_default();
+    cmd.env("PATH", format!("{}:{path}", bin.display()))
+        .env("SAM_CLI_TELEMETRY", "0")
+        .env("AWS_DEFAULT_REGION", "eu-west-1")
+        .env("AWS_REGION", "eu-west-1")
+        // No AWS account is needed: the checks and the build run offline.
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+fn test() -> ExitCode {
+    let started = Instant::now();
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut stage = |name: &'static str, f: &mut dyn FnMut() -> bool| -> bool {
+        eprintln!("\n==> {name}");
+        let t = Instant::now();
+        let ok = f();
+        let took = t.elapsed();
+        eprintln!(
+            "<== {name}: {} in {:.1} s",
+            if ok { "ok" } else { "FAILED" },
+            took.as_secs_f64()
+        );
+        stages.push(Stage { name, took, ok });
+        ok
+    };
+    let sam_dir = std::env::temp_dir().join(format!("connector-sam-build-{}", std::process::id()));
+    let all_ok = stage(
+        "tools (virtualenv: moto, aws-sam-cli, cfn-lint, cargo-lambda, zig)",
+        &mut || ensure_venv(&["requirements-local.txt", "requirements-ci.txt"]),
+    ) && stage("cargo fmt --check", &mut || {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+    }) && stage("cargo clippy --all-targets -D warnings", &mut || {
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    }) && stage(
+        "cargo build --bins (binaries the local stack runs)",
+        &mut || run(cargo().args(["build", "--workspace", "--bins"])),
+    ) && stage(
+        "cargo test (unit, property and integration tests)",
+        &mut || {
+            run(cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .env("CONNECTOR_VENV", venv()))
+        },
+    ) && stage("cfn-lint template.yaml", &mut || {
+        run(with_tools_path(&mut Command::new("cfn-lint")).arg("template.yaml"))
+    }) && stage("sam validate --lint", &mut || {
+        run(with_tools_path(&mut Command::new("sam")).args(["validate", "--lint"]))
+    }) && stage("sam build", &mut || {
+        // CI proves the template builds; a thin-LTO, 16-unit release keeps that affordable on 2
+        // cores. `sam build` for a deployment uses the tuned release profile of Cargo.toml.
+        let ok = run(with_tools_path(&mut Command::new("sam"))
+            .args(["build", "--build-dir"])
+            .arg(&sam_dir)
+            .args([
+                "--parameter-overrides",
+                &format!("Architecture={}", lambda_architecture()),
+            ])
+            .env("CARGO_PROFILE_RELEASE_LTO", "false")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1"));
+        let _ = std::fs::remove_dir_all(&sam_dir);
+        ok
+    });
+    eprintln!("\nStage timings:");
+    for s in &stages {
+        eprintln!(
+            "  {:<70} {:>7.1} s  {}",
+            s.name,
+            s.took.as_secs_f64(),
+            if s.ok { "ok" } else { "FAILED" }
+        );
+    }
+    eprintln!(
+        "  {:<70} {:>7.1} s",
+        "total",
+        started.elapsed().as_secs_f64()
+    );
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn demo(args: &[String]) -> ExitCode {
+    if !ensure_venv(&["requirements-local.txt"]) {
+        return ExitCode::FAILURE;
+    }
+    eprintln!("==> Building the connector (first build takes a few minutes)");
+    if !run(cargo().args(["build", "--workspace", "--bins"])) {
+        return ExitCode::FAILURE;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let mut cmd = Command::new(target.join("debug").join("local-stack"));
+    cmd.arg("demo").args(args).env("CONNECTOR_VENV", venv());
+    if run(&mut cmd) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn up(args: &[String]) -> ExitCode {
+    if !ensure_venv(&["requirements-local.txt"]) {
+        return ExitCode::FAILURE;
+    }
+    if !run(cargo().args(["build", "--workspace", "--bins"])) {
+        return ExitCode::FAILURE;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let mut cmd = Command::new(target.join("debug").join("local-stack"));
+    cmd.arg("up").args(args).env("CONNECTOR_VENV", venv());
+    if run(&mut cmd) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("demo") => demo(&args[1..]),
+        Some("up") => up(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (onboard, backfill, ingest, deliver)\n  up     build and serve the local stack until Ctrl-C\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
+            );
+            ExitCode::from(2)
+        }
+    }
+}

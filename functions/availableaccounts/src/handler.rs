@@ -39,3 +39,20 @@ pub async fn handle(available: &AvailableAccounts, req: Request) -> Result<Respo
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    /// `events/availableaccounts.json` stays a valid API Gateway event of what this handler serves.
+    #[test]
+    fn sample_event_parses_into_the_handler_request() {
+        let req =
+            lambda_http::request::from_str(include_str!("../../../events/availableaccounts.json"))
+                .expect("an API Gateway HTTP API event");
+        use lambda_http::RequestExt;
+        assert_eq!(req.method(), "GET");
+        assert_eq!(
+            req.query_string_parameters().first("externalId"),
+            Some("acc_5QH7K2")
+        );
+    }
+}

@@ -51,3 +51,20 @@ pub async fn handle(ingest: &Ingest, req: Request) -> Result<Response<Body>, Err
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// `events/ingest.json` stays a valid API Gateway event of what this handler serves.
+    #[test]
+    fn sample_event_parses_into_the_handler_request() {
+        let req = lambda_http::request::from_str(include_str!("../../../events/ingest.json"))
+            .expect("an API Gateway HTTP API event");
+        assert_eq!(req.method(), "POST");
+        let body: serde_json::Value =
+            serde_json::from_slice(req.body().as_ref()).expect("JSON body");
+        for record in body["transactions"].as_array().expect("transactions") {
+            let raw = serde_json::value::RawValue::from_string(record.to_string()).expect("record");
+            connector_domain::transaction::validate_record(&raw).expect("a valid record");
+        }
+    }
+}

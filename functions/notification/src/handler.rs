@@ -54,3 +54,21 @@ pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Respons
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// `events/notification.json` stays a valid API Gateway event of what this handler serves.
+    #[test]
+    fn sample_event_parses_into_the_handler_request() {
+        let req = lambda_http::request::from_str(include_str!("../../../events/notification.json"))
+            .expect("an API Gateway HTTP API event");
+        assert_eq!(req.method(), "POST");
+        let parsed = connector_domain::notification::parse_notification(req.body().as_ref())
+            .expect("a valid notification body");
+        assert!(matches!(
+            parsed,
+            connector_domain::notification::ParsedNotification::Known { .. }
+        ));
+        assert!(req.headers().contains_key("authorization"));
+    }
+}

@@ -19,3 +19,21 @@ pub async fn handle(
     )
     .await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events/statement-pusher.json` stays a valid SQS event whose messages this consumer understands.
+    #[test]
+    fn sample_event_parses_into_the_handler_event() {
+        let event: SqsEvent =
+            serde_json::from_str(include_str!("../../../events/statement-pusher.json"))
+                .expect("an SQS event");
+        assert!(!event.records.is_empty());
+        for m in &event.records {
+            let _: connector_domain::messages::Kick =
+                parse_body(m).expect("a message this consumer handles");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The product's main job, end to end on one machine: a customer onboards at the demo bank, the
+//! connector pulls the account's history, the bank pushes new transactions, and every one of
+//! them reaches Banking Service in order — with what happened printed step by step.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use sandbox::bank::BankTransaction;
+use sandbox::driver::{AccountPick, OnboardOptions};
+use serde_json::{Value, json};
+
+use crate::stack::{LOCAL_INGEST_KEY, LocalStack};
+
+/// What the demo saw.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    pub bank_account_id: uuid::Uuid,
+    pub external_id: String,
+    pub backfilled: usize,
+    pub pushed: usize,
+    pub delivered: usize,
+    pub statements: usize,
+    pub elapsed: Duration,
+    pub violations: usize,
+}
+
+/// The Bank Data API transaction as the bank's systems push it to `/ingest`.
+pub fn ingest_record(t: &BankTransaction) -> Value {
+    json!({
+        "uniqueId": t.transaction_id,
+        "transactionAmount": t.amount,
+        "transactionType": t.kind,
+        "transactionStatus": "posted",
+        "datePosted": t.booked_at,
+        "description": t.description,
+        "referenceNumber": t.reference,
+        "payee": {"payeeDescription": t.counterparty},
+        "runningBalance": t.balance_after,
+    })
+}
+
+fn step(progress: bool, text: &str) {
+    if progress {
+        println!("==> {text}");
+    }
+}
+
+fn bar(progress: bool, len: u64, what: &str) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("    {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Waits until Banking Service holds `target` transactions for the account.
+async fn watch_delivery(
+    stack: &LocalStack,
+    id: uuid::Uuid,
+    target: usize,
+    pb: &ProgressBar,
+    limit: Duration,
+) -> Result<usize> {
+    let client = stack.sandbox.client();
+    let started = Instant::now();
+    loop {
+        let held = client
+            .account(id)
+            .await
+            .map(|a| a.transaction_count)
+            .unwrap_or(0);
+        pb.set_position(held as u64);
+        if held >= target {
+            pb.finish();
+            return Ok(held);
+        }
+        if started.elapsed() > limit {
+            pb.abandon();
+            bail!("only {held} of {target} transactions reached Banking Service within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Runs the demo against a started stack. `new_transactions` are pushed after the backfill.
+pub async fn run(
+    stack: &LocalStack,
+    new_transactions: usize,
+    progress: bool,
+) -> Result<DemoReport> {
+    let started = Instant::now();
+    let client = stack.sandbox.client();
+
+    step(
+        progress,
+        "Onboarding: the customer `demo` connects Demo Bank from a Sage product",
+    );
+    let onboard = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            bank_id: Some(stack.bank_id),
+            consent: AccountPick::All,
+            create: AccountPick::First,
+            ..OnboardOptions::default()
+        })
+        .await
+        .map_err(|e| anyhow!("onboarding failed: {e}"))?;
+    let created = onboard
+        .created
+        .first()
+        .ok_or_else(|| anyhow!("onboarding created no account"))?;
+    let id = created.bank_account_id;
+    let external_id = created.external_id.clone();
+    if progress {
+        println!(
+            "    /auth -> bank login -> PATCH /v1/authorisations/{} with {} account(s) -> back to Sage",
+            onboard.authorisation_id,
+            onboard.patched_accounts.len()
+        );
+        println!(
+            "    the product created bank account {id} (externalId {external_id}), status pending"
+        );
+    }
+
+    step(
+        progress,
+        "Backfill: the connector pulls the account's history from its start date",
+    );
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let start = parse(&created.account.requested_start_date)
+        .ok_or_else(|| anyhow!("unreadable requestedStartDate"))?;
+    let history: Vec<BankTransaction> = client
+        .bank_transactions(&external_id)
+        .await
+        .map_err(|e| anyhow!("reading the demo bank: {e}"))?
+        .into_iter()
+        .filter(|t| t.status == "booked" && parse(&t.booked_at).is_some_and(|b| b >= start))
+        .collect();
+    let pb = bar(progress, history.len() as u64, "delivered");
+    let backfilled =
+        watch_delivery(stack, id, history.len(), &pb, Duration::from_secs(180)).await?;
+
+    step(
+        progress,
+        &format!("Ingest: the bank pushes {new_transactions} new transactions"),
+    );
+    let fresh = client
+        .generate_transactions(&external_id, new_transactions)
+        .await
+        .map_err(|e| anyhow!("generating transactions: {e}"))?;
+    let records: Vec<Value> = fresh
+        .iter()
+        .filter(|t| t.status == "booked")
+        .map(ingest_record)
+        .collect();
+    let pushed = records.len();
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/ingest", stack.api_url))
+        .header("x-api-key", LOCAL_INGEST_KEY)
+        .json(&json!({"externalId": external_id, "transactions": records}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("POST /ingest")?
+        .json()
+        .await?;
+    if progress {
+        println!(
+            "    /ingest accepted {} (duplicates {}, rejected {})",
+            answer["data"]["accepted"], answer["data"]["duplicates"], answer["data"]["rejected"]
+        );
+    }
+    let pb = bar(progress, (backfilled + pushed) as u64, "delivered");
+    let delivered = watch_delivery(
+        stack,
+        id,
+        backfilled + pushed,
+        &pb,
+        Duration::from_secs(120),
+    )
+    .await?;
+
+    let statements = client
+        .statements(Some(id))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let violations = client.violations().await.map_err(|e| anyhow!("{e}"))?;
+    let report = DemoReport {
+        bank_account_id: id,
+        external_id,
+        backfilled,
+        pushed,
+        delivered,
+        statements: statements.len(),
+        elapsed: started.elapsed(),
+        violations: violations.len(),
+    };
+    if progress {
+        println!("==> Done in {:.1} s", report.elapsed.as_secs_f64());
+        println!(
+            "    {} transactions held by Banking Service for {} in {} statement(s); {} contract violation(s)",
+            report.delivered, report.bank_account_id, report.statements, report.violations
+        );
+        for v in violations.iter().take(5) {
+            println!("    violation: {v:?}");
+        }
+    }
+    Ok(report)
+}
