@@ -99,5 +99,5 @@ async fn notification_to_succeeded_statement() {
     let violations = sandbox.violations().await.expect("violations");
     assert!(violations.is_empty(), "contract violations: {violations:?}");
 
-    stack.shutdown().await;
+    stack.finish().await;
 }

@@ -234,6 +234,20 @@ impl SandboxClient {
         .await
     }
 
+    /// A token like Banking Service's notification bearer, in any variant (`None` for `Missing`).
+    pub async fn mint_notification_token(
+        &self,
+        variant: crate::sageid::TokenVariant,
+    ) -> Result<Option<String>, ClientError> {
+        let v: serde_json::Value = self
+            .post(
+                "/_sandbox/tokens/notification",
+                &serde_json::json!({ "variant": variant }),
+            )
+            .await?;
+        Ok(v["token"].as_str().map(str::to_string))
+    }
+
     pub async fn authorisations(&self) -> Result<Vec<AuthorisationView>, ClientError> {
         self.get("/_sandbox/authorisations").await
     }

@@ -60,6 +60,7 @@ pub fn router() -> Router<Arc<Core>> {
         )
         .route("/_sandbox/clock", post(clock).get(get_clock))
         .route("/_sandbox/tokens/revoke", post(revoke))
+        .route("/_sandbox/tokens/notification", post(notification_token))
         .route("/_sandbox/keys/rotate", post(rotate))
         .merge(crate::driver::http::router())
 }
@@ -539,6 +540,37 @@ async fn revoke(State(core): State<Arc<Core>>, body: Bytes) -> Result<Response, 
     let n = jtis.len();
     st.revoked.extend(jtis);
     Ok(json_response(StatusCode::OK, &json!({ "revoked": n })))
+}
+
+/// Mints a token like the ones Banking Service presents to `/notification` and
+/// `/availableaccounts`, in any variant, for tests and for people calling the connector by hand.
+async fn notification_token(
+    State(core): State<Arc<Core>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct MintRequest {
+        variant: crate::sageid::TokenVariant,
+    }
+    let req: MintRequest = parse_body(&body)?;
+    let foreign = core
+        .foreign_key()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let spec = crate::sageid::NotificationTokenSpec {
+        issuer: &core.issuer,
+        audience: &core.cfg.notification_audience,
+        azp: &core.cfg.notification_azp,
+        scope: &core.cfg.notification_scope,
+        now: core.now().timestamp(),
+        jti: core.state.lock().rng.uuid().to_string(),
+    };
+    let token = {
+        let keys = core.keys.read();
+        crate::sageid::mint_notification_token(&keys, &foreign, &spec, req.variant)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    };
+    Ok(json_response(StatusCode::OK, &json!({ "token": token })))
 }
 
 async fn rotate(State(core): State<Arc<Core>>) -> Result<Response, ApiError> {

@@ -1,22 +1,15 @@
-//! Runs on a schedule: stale claims, lost wake-ups, stuck backfills.
+//! Runs on a schedule: stale claims, lost wake-ups, stuck backfills, expired consents.
 
 mod handler;
 
-use std::time::Duration;
-
 use connector_app::config::Env;
-use connector_app::pipeline::Pipeline;
 use connector_app::reconciler::Reconciler;
 use connector_app::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
-    let env = Env::from_process();
-    let reconciler = match Pipeline::from_env(&env, false).await.and_then(|p| {
-        let stale = env.duration_secs("RECONCILE_STALE_AFTER_S", Duration::from_secs(900))?;
-        Ok(Reconciler::new(p, stale))
-    }) {
+    let reconciler = match Reconciler::from_env(&Env::from_process()).await {
         Ok(r) => r,
         Err(e) => telemetry::fail_start("reconciler", &e),
     };

@@ -3,7 +3,12 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use connector_aws::Table;
 use local_stack::stack::{LOCAL_INGEST_KEY, binaries_present, default_bin_dir};
@@ -36,11 +41,48 @@ pub fn options(sandbox: SandboxConfig) -> Options {
     o
 }
 
-pub async fn start(sandbox: SandboxConfig) -> LocalStack {
-    let o = options(sandbox);
+/// Two stacks at a time per test binary: each runs ~20 processes and this machine has 2 cores.
+fn slots() -> Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS.get_or_init(|| Arc::new(Semaphore::new(2))).clone()
+}
+
+/// A running stack for one test; `finish` stops it and removes its logs (kept on failure).
+pub struct TestStack {
+    stack: Option<LocalStack>,
+    logs: PathBuf,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Deref for TestStack {
+    type Target = LocalStack;
+    fn deref(&self) -> &LocalStack {
+        self.stack.as_ref().expect("stack is running")
+    }
+}
+
+impl TestStack {
+    pub async fn finish(mut self) {
+        if let Some(s) = self.stack.take() {
+            s.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.logs);
+    }
+}
+
+pub async fn start(sandbox: SandboxConfig) -> TestStack {
+    start_with(options(sandbox)).await
+}
+
+pub async fn start_with(o: Options) -> TestStack {
+    let slot = slots().acquire_owned().await.expect("semaphore");
     let logs = o.log_dir.clone();
     match LocalStack::start(o).await {
-        Ok(s) => s,
+        Ok(s) => TestStack {
+            stack: Some(s),
+            logs,
+            _slot: slot,
+        },
         Err(e) => panic!(
             "local stack did not start: {e:#} (logs in {})",
             logs.display()
@@ -79,6 +121,69 @@ pub async fn ingest(stack: &LocalStack, body: &serde_json::Value) -> (u16, serde
         .send()
         .await
         .expect("ingest request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Transactions Banking Service holds for an account.
+pub async fn held(stack: &LocalStack, id: uuid::Uuid) -> usize {
+    stack
+        .sandbox
+        .client()
+        .account(id)
+        .await
+        .map(|a| a.transaction_count)
+        .unwrap_or(0)
+}
+
+pub async fn wait_held(stack: &LocalStack, id: uuid::Uuid, n: usize, limit: Duration) {
+    eventually(
+        &format!("{n} transactions held for {id}"),
+        limit,
+        || async { (held(stack, id).await >= n).then_some(()) },
+    )
+    .await;
+}
+
+/// Pushes the bank's transactions for `external_id` to `/ingest`.
+pub async fn push_bank_transactions(
+    stack: &LocalStack,
+    external_id: &str,
+    txns: &[sandbox::bank::BankTransaction],
+) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = txns
+        .iter()
+        .filter(|t| t.status == "booked")
+        .map(local_stack::demo::ingest_record)
+        .collect();
+    let (status, body) = ingest(
+        stack,
+        &serde_json::json!({"externalId": external_id, "transactions": records}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `GET /availableaccounts` with a token variant minted by the sandbox.
+pub async fn available_accounts_raw(
+    stack: &LocalStack,
+    external_id: &str,
+    variant: sandbox::TokenVariant,
+) -> (u16, serde_json::Value) {
+    let token = stack
+        .sandbox
+        .client()
+        .mint_notification_token(variant)
+        .await
+        .expect("mint token");
+    let mut req = reqwest::Client::new()
+        .get(format!("{}/availableaccounts", stack.api_url))
+        .query(&[("externalId", external_id)]);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("availableaccounts");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }

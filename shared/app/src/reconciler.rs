@@ -8,6 +8,13 @@ use connector_aws::accounts::{AccountStatus, BackfillState, Phase};
 use connector_domain::messages::{KickReason, TimerMessage, WorkMessage};
 use serde::Serialize;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use connector_bank::{BankClient, BankError};
+
+use crate::config::{ConfigError, Env};
+use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
 use crate::pipeline::Pipeline;
 
 /// What one run found and did.
@@ -20,19 +27,38 @@ pub struct ReconcileReport {
     pub retries_resent: usize,
     pub backfills_resumed: usize,
     pub overdue: usize,
+    /// Accounts found with an expired or revoked consent, now owing an `authRequired` statement.
+    pub consents_expired: usize,
 }
 
 pub struct Reconciler {
     pub pipeline: Pipeline,
+    pub bank: Arc<BankClient>,
     /// A claim without progress for this long is considered stuck.
     pub stale_after: Duration,
 }
 
 impl Reconciler {
-    pub fn new(pipeline: Pipeline, stale_after: Duration) -> Self {
-        Self {
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let pipeline = Pipeline::from_env(env, false).await?;
+        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+        let bank = bank_from_env(env, &platform, &http_client()?).await?;
+        Ok(Self {
             pipeline,
-            stale_after,
+            bank,
+            stale_after: env.duration_secs("RECONCILE_STALE_AFTER_S", Duration::from_secs(900))?,
+        })
+    }
+
+    /// Whether the bank says a consent is over (`None` when the bank cannot tell now).
+    async fn consent_over(&self, consent_id: &str, now: chrono::DateTime<Utc>) -> Option<bool> {
+        match self.bank.consent(consent_id).await {
+            Ok(c) => Some(!c.is_active(now)),
+            Err(BankError::ConsentExpired | BankError::NotFound) => Some(true),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check a consent");
+                None
+            }
         }
     }
 
@@ -45,10 +71,41 @@ impl Reconciler {
             accounts: accounts.len(),
             ..Default::default()
         };
+        let mut consents: HashMap<String, Option<bool>> = HashMap::new();
         for account in accounts {
             let id = account.bank_account_id;
             if account.status == AccountStatus::Cancelled {
                 continue;
+            }
+            // Consent expiry at the bank (spec §8.2 step 1): the account owes Banking Service an
+            // authRequired statement and pauses until re-authorisation.
+            if account.status == AccountStatus::Active
+                && let Some(granted) = p
+                    .table
+                    .granted_account(&account.external_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+            {
+                let over = match consents.get(&granted.consent_id) {
+                    Some(v) => *v,
+                    None => {
+                        let v = self.consent_over(&granted.consent_id, now).await;
+                        consents.insert(granted.consent_id.clone(), v);
+                        v
+                    }
+                };
+                if over == Some(true) {
+                    tracing::warn!(bankAccountId = %id, "consent over: re-authorisation required");
+                    p.table
+                        .set_account_status(id, AccountStatus::AuthRequired)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    p.kick(id, KickReason::Reconciler)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    report.consents_expired += 1;
+                    continue;
+                }
             }
             match &account.in_flight {
                 Some(claim) => {

@@ -21,8 +21,6 @@ use crate::batch::{DeadLetters, MessageError};
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, bank_from_env, http_client, provider_from_env};
 
-/// The authorisation handshake's lifetime (spec §4.2).
-const HANDSHAKE_TTL: Duration = Duration::from_secs(20 * 60);
 /// Records per backfill page.
 const BACKFILL_PAGE: u32 = 500;
 
@@ -32,6 +30,8 @@ pub struct NotificationWorker {
     bank: Arc<BankClient>,
     provider: Arc<ProviderApi>,
     default_window: Duration,
+    /// The authorisation handshake's lifetime (spec §4.2: 20 minutes).
+    handshake_ttl: Duration,
     pub dead_letters: DeadLetters,
 }
 
@@ -53,6 +53,8 @@ impl NotificationWorker {
         let http = http_client()?;
         Ok(Self {
             dead_letters: platform.dead_letters(env, false)?,
+            handshake_ttl: env
+                .duration_secs("AUTH_HANDSHAKE_TTL_S", Duration::from_secs(20 * 60))?,
             bank: bank_from_env(env, &platform, &http).await?,
             provider: provider_from_env(env, &platform, &http).await?,
             default_window: env.duration_secs(
@@ -93,7 +95,7 @@ impl NotificationWorker {
             } => {
                 let new = self
                     .table
-                    .announce_handshake(authorisation_id, bank_id, received_at, HANDSHAKE_TTL)
+                    .announce_handshake(authorisation_id, bank_id, received_at, self.handshake_ttl)
                     .await
                     .map_err(retry)?;
                 tracing::info!(authorisationId = %authorisation_id, new, "authorisation announced");

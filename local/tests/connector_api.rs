@@ -1,0 +1,636 @@
+//! The spec's flows end to end (banking-service.md §8, test plan §9) against the local stack,
+//! driven by the sandbox playing Banking Service and a customer's browser.
+
+mod common;
+
+use std::time::Duration;
+
+use connector_aws::accounts::AccountStatus as Ours;
+use sandbox::SandboxConfig;
+use sandbox::driver::{AccountPick, OnboardOptions, ProbeVariant, ReauthOptions};
+use sandbox::model::AccountStatus;
+
+fn onboarding(stack: &local_stack::LocalStack) -> OnboardOptions {
+    OnboardOptions {
+        bank_id: Some(stack.bank_id),
+        ..OnboardOptions::default()
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboarding_offers_every_granted_account_and_creates_pending_accounts() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+
+    // PATCH with several accounts: all offered for selection; the product picks one.
+    let first = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            create: AccountPick::First,
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("onboarding");
+    assert_eq!(first.patched_accounts.len(), 3, "demo has three accounts");
+    let patch = first.patch.as_ref().expect("PATCH recorded");
+    assert_eq!(patch.status, "success");
+    assert!(
+        first
+            .final_redirect
+            .contains(&format!("state={}", first.state))
+    );
+    let a = first.created[0].bank_account_id;
+    assert_eq!(
+        client.account(a).await.unwrap().status,
+        AccountStatus::Pending
+    );
+
+    // A second onboarding in a new run, PATCH with one account: that one is offered.
+    let second = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            username: "alice".into(),
+            password: "alice".into(),
+            consent: AccountPick::First,
+            create: AccountPick::First,
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("second onboarding");
+    assert_eq!(second.patched_accounts.len(), 1);
+    let b = second.created[0].bank_account_id;
+    assert_eq!(
+        client.account(b).await.unwrap().status,
+        AccountStatus::Pending
+    );
+
+    // Both accounts are known to the connector, and their history reaches Banking Service,
+    // which makes them active.
+    let table = common::table(&stack);
+    for id in [a, b] {
+        common::eventually("account stored", LONG, || async {
+            table.get_account(id).await.ok().flatten()
+        })
+        .await;
+        common::eventually(
+            "first transactions make the account active",
+            LONG,
+            || async {
+                (client.account(id).await.ok()?.status == AccountStatus::Active).then_some(())
+            },
+        )
+        .await;
+    }
+    assert!(client.violations().await.unwrap().is_empty());
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_uri_with_a_query_gets_and_state_and_cancel_patches_cancelled() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let with_query = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            redirect_query: Some("src=probe".into()),
+            state: Some("a b&c=d/é".into()),
+            create: AccountPick::None,
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("onboarding with a query in redirect_uri");
+    assert!(
+        with_query.final_redirect.contains("?src=probe&state="),
+        "{}",
+        with_query.final_redirect
+    );
+
+    let cancelled = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            cancel: true,
+            create: AccountPick::None,
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("cancelled onboarding still ends in a redirect");
+    let patch = cancelled.patch.expect("PATCH recorded");
+    assert_eq!(patch.status, "cancelled");
+    assert!(cancelled.patched_accounts.is_empty());
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_probes_never_patch_and_never_redirect_off_the_allow_list() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    for variant in [
+        ProbeVariant::UnknownAuthorisationId,
+        ProbeVariant::ReusedAuthorisationId,
+        ProbeVariant::BankMismatch,
+        ProbeVariant::ForeignRedirectUri,
+        ProbeVariant::MissingState,
+        ProbeVariant::ReservedCharactersState,
+        ProbeVariant::RedirectUriWithQuery,
+    ] {
+        let outcome = stack
+            .sandbox
+            .driver()
+            .probe_auth(variant, Some(stack.bank_id))
+            .await
+            .expect("probe ran");
+        assert!(
+            outcome.ok,
+            "{variant:?}: {:?} (status {}, {})",
+            outcome.problems, outcome.status, outcome.excerpt
+        );
+    }
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_authorisation_id_gets_410_and_no_patch() {
+    let mut options = common::options(SandboxConfig::fast());
+    options
+        .env
+        .insert("AUTH_HANDSHAKE_TTL_S".into(), "2".into());
+    let stack = common::start_with(options).await;
+    let client = stack.sandbox.client();
+    let auth = client
+        .create_authorisation(stack.bank_id, None, true)
+        .await
+        .expect("announced authorisation");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let url = format!(
+        "{}/auth?bank={}&authorisation_id={}&redirect_uri={}&state=s1",
+        stack.api_url,
+        stack.bank_id,
+        auth.id,
+        urlencode(&format!(
+            "{}/ui/v1/indirectredirect/{}",
+            stack.sandbox.base_url(),
+            auth.id
+        )),
+    );
+    let r = no_redirects().get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 410);
+    assert!(r.headers().get("location").is_none());
+    assert!(client.authorisation(auth.id).await.unwrap().patch.is_none());
+    stack.finish().await;
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_query_parameters_are_refused_and_never_reflected() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let auth = client
+        .create_authorisation(stack.bank_id, None, true)
+        .await
+        .expect("announced authorisation");
+    let good_redirect = format!(
+        "{}/ui/v1/indirectredirect/{}",
+        stack.sandbox.base_url(),
+        auth.id
+    );
+    let payload = "\"><script>alert(1)</script>";
+    let base = [
+        ("bank", stack.bank_id.to_string()),
+        ("authorisation_id", auth.id.to_string()),
+        ("redirect_uri", good_redirect.clone()),
+        ("state", "s".to_string()),
+    ];
+    // A script payload in each parameter in turn, then open-redirect attempts.
+    let mut cases: Vec<Vec<(&str, String)>> = Vec::new();
+    for i in 0..base.len() {
+        let mut q = base.to_vec();
+        q[i].1 = if q[i].0 == "state" {
+            "x".repeat(600)
+        } else {
+            payload.to_string()
+        };
+        cases.push(q);
+    }
+    for hostile in [
+        "https://evil.example/",
+        "https://sagebankdrive.com.evil.example/",
+        "javascript:alert(1)",
+        "//evil.example/",
+        "http://evil.example/",
+    ] {
+        let mut q = base.to_vec();
+        q[2].1 = hostile.to_string();
+        cases.push(q);
+    }
+    for q in cases {
+        for path in ["/auth", "/authrefresh"] {
+            let r = no_redirects()
+                .get(format!("{}{path}", stack.api_url))
+                .query(&q)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            assert!(
+                r.headers().get("location").is_none(),
+                "{path} {q:?} redirected"
+            );
+            let csp = r
+                .headers()
+                .get("content-security-policy")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            assert!(
+                csp.contains("frame-ancestors"),
+                "{path}: no CSP frame-ancestors"
+            );
+            assert!(r.headers().get("x-frame-options").is_none());
+            let body = r.text().await.unwrap();
+            assert!(
+                (400..500).contains(&status),
+                "{path} {q:?} answered {status}"
+            );
+            assert!(
+                !body.contains("<script>"),
+                "{path} reflected a script: {body}"
+            );
+        }
+    }
+    assert!(
+        client.authorisation(auth.id).await.unwrap().patch.is_none(),
+        "nothing may reach Banking Service"
+    );
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauthorisation_after_consent_expiry_pauses_and_resumes_every_account_of_the_consent() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let table = common::table(&stack);
+    let onboarded = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            create: AccountPick::Indexes(vec![0, 1]),
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("onboarding");
+    let ids: Vec<_> = onboarded
+        .created
+        .iter()
+        .map(|c| c.bank_account_id)
+        .collect();
+    for id in &ids {
+        common::eventually("account active", LONG, || async {
+            (client.account(*id).await.ok()?.status == AccountStatus::Active).then_some(())
+        })
+        .await;
+    }
+    // The consent expires at the bank; the reconciler notices it.
+    let ext = onboarded.created[0].external_id.clone();
+    let consent = table
+        .granted_account(&ext)
+        .await
+        .unwrap()
+        .expect("consent known")
+        .consent_id;
+    client
+        .expire_consent(&consent)
+        .await
+        .expect("expire consent");
+    let reconciler = stack.function("reconciler").unwrap();
+    let event = serde_json::to_vec(&local_stack::events::scheduled_event()).unwrap();
+    reconciler.invoke(event).await.expect("reconciler ran");
+
+    // A 0-transaction authRequired statement per account: Banking Service marks them.
+    for id in &ids {
+        common::eventually("account authRequired at Banking Service", LONG, || async {
+            (client.account(*id).await.ok()?.status == AccountStatus::AuthRequired).then_some(())
+        })
+        .await;
+        let ours = table.get_account(*id).await.unwrap().unwrap();
+        assert_eq!(ours.status, Ours::AuthRequired);
+    }
+    // Pushes pause: a new transaction waits.
+    let before = common::held(&stack, ids[0]).await;
+    let fresh = client.generate_transactions(&ext, 3).await.unwrap();
+    common::push_bank_transactions(&stack, &ext, &fresh).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        common::held(&stack, ids[0]).await,
+        before,
+        "pushed while paused"
+    );
+
+    // Re-authorise one account: every account under the consent comes back, posting resumes.
+    let re = stack
+        .sandbox
+        .driver()
+        .reauth(ids[0], ReauthOptions::default())
+        .await
+        .expect("re-authorisation");
+    assert_eq!(re.patch.expect("PATCH").status, "success");
+    for id in &ids {
+        common::eventually("account active again", LONG, || async {
+            (client.account(*id).await.ok()?.status == AccountStatus::Active).then_some(())
+        })
+        .await;
+    }
+    let booked = fresh.iter().filter(|t| t.status == "booked").count();
+    common::wait_held(&stack, ids[0], before + booked, LONG).await;
+    assert!(client.violations().await.unwrap().is_empty());
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauthorisation_by_someone_else_is_refused_without_a_patch() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let onboarded = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            create: AccountPick::First,
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("onboarding");
+    let id = onboarded.created[0].bank_account_id;
+    common::eventually("account stored", LONG, || async {
+        common::table(&stack).get_account(id).await.ok().flatten()
+    })
+    .await;
+    let outcome = stack
+        .sandbox
+        .driver()
+        .reauth(
+            id,
+            ReauthOptions {
+                username: "alice".into(),
+                password: "alice".into(),
+                ..ReauthOptions::default()
+            },
+        )
+        .await;
+    let auths = stack.sandbox.client().authorisations().await.unwrap();
+    let reauth = auths
+        .iter()
+        .rfind(|a| a.bank_account_id == Some(id))
+        .expect("a re-authorisation was created");
+    assert!(
+        reauth.patch.is_none(),
+        "PATCH sent for a foreign customer: {outcome:?}"
+    );
+    assert!(outcome.is_err(), "the browser must not end on Sage's page");
+
+    // An externalId that is not the account's: refused, no PATCH either.
+    let probe = stack
+        .sandbox
+        .driver()
+        .reauth(
+            id,
+            ReauthOptions {
+                external_id_override: Some("acc_NOT_THEIRS".into()),
+                ..ReauthOptions::default()
+            },
+        )
+        .await;
+    assert!(probe.is_err());
+    let patched = stack
+        .sandbox
+        .client()
+        .authorisations()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.bank_account_id == Some(id) && a.patch.is_some())
+        .count();
+    assert_eq!(patched, 0);
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_account_linking_offers_new_accounts_and_statements_flow_for_each() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let driver = stack.sandbox.driver();
+    let onboarded = driver
+        .onboard(OnboardOptions {
+            create: AccountPick::First,
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("onboarding");
+    let first = onboarded.created[0].bank_account_id;
+    common::eventually("first account active", LONG, || async {
+        (client.account(first).await.ok()?.status == AccountStatus::Active).then_some(())
+    })
+    .await;
+
+    // An account opened at the bank after onboarding appears as a candidate.
+    let opened = client
+        .open_bank_account("demo", "savings", Some("Rainy Day ****4242"))
+        .await
+        .expect("open account");
+    let candidates = driver
+        .available_accounts(first)
+        .await
+        .expect("available accounts");
+    assert_eq!(candidates.len(), 4, "{candidates:?}");
+    let connected: Vec<_> = candidates.iter().filter(|c| c.metadata.connected).collect();
+    assert_eq!(connected.len(), 1);
+    assert_eq!(connected[0].external_id, onboarded.created[0].external_id);
+    assert!(
+        candidates
+            .iter()
+            .any(|c| c.account_name.contains("Rainy Day")),
+        "{opened:?}"
+    );
+
+    // Link one, then two: each gets its notification and its statements.
+    let mut linked = Vec::new();
+    for c in candidates.iter().filter(|c| !c.metadata.connected).take(2) {
+        let created = driver
+            .link(c.bank_account_candidate_id, "2026-10-01T00:00:00.000Z")
+            .await
+            .expect("link");
+        assert_eq!(
+            created.notification.as_ref().and_then(|n| n.final_status),
+            Some(200)
+        );
+        linked.push(created.bank_account_id);
+    }
+    for id in &linked {
+        common::eventually("linked account active", LONG, || async {
+            (client.account(*id).await.ok()?.status == AccountStatus::Active).then_some(())
+        })
+        .await;
+    }
+    let after = driver.available_accounts(first).await.unwrap();
+    assert_eq!(after.iter().filter(|c| c.metadata.connected).count(), 3);
+
+    // Unknown externalId → 404; a bad token → 401.
+    let (status, body) =
+        common::available_accounts_raw(&stack, "acc_UNKNOWN", sandbox::TokenVariant::Valid).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "NotFoundError");
+    let (status, _) = common::available_accounts_raw(
+        &stack,
+        &onboarded.created[0].external_id,
+        sandbox::TokenVariant::Expired,
+    )
+    .await;
+    assert_eq!(status, 401);
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_stops_pushes_and_a_reconnection_starts_afresh() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let table = common::table(&stack);
+    let driver = stack.sandbox.driver();
+    let onboarded = driver
+        .onboard(OnboardOptions {
+            create: AccountPick::First,
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("onboarding");
+    let id = onboarded.created[0].bank_account_id;
+    let ext = onboarded.created[0].external_id.clone();
+    common::eventually("account active", LONG, || async {
+        (client.account(id).await.ok()?.status == AccountStatus::Active).then_some(())
+    })
+    .await;
+
+    let (view, delivery) = driver.delete_account(id).await.expect("delete");
+    assert_eq!(view.status, AccountStatus::Cancelled);
+    assert_eq!(delivery.final_status, Some(200));
+    common::eventually("the connector tombstones the account", LONG, || async {
+        (table.get_account(id).await.ok()??.status == Ours::Cancelled).then_some(())
+    })
+    .await;
+    // The same resourceDeleted again is a no-op answered 200.
+    let again = driver
+        .send_notification(sandbox::driver::NotificationRequest {
+            bank_id: Some(stack.bank_id),
+            notification: sandbox::driver::NotificationSpec::BankAccountDeleted {
+                bank_account_id: id,
+                external_id: ext.clone(),
+            },
+            token: sandbox::TokenVariant::Valid,
+            header: Default::default(),
+            retry: false,
+            delivery: Default::default(),
+        })
+        .await
+        .expect("redelivery");
+    assert_eq!(again.final_status, Some(200));
+
+    // Nothing more is posted for it.
+    let statements = client.statements(Some(id)).await.unwrap().len();
+    let fresh = client.generate_transactions(&ext, 3).await.unwrap();
+    let records: Vec<_> = fresh.iter().map(local_stack::demo::ingest_record).collect();
+    let (status, _) = common::ingest(
+        &stack,
+        &serde_json::json!({"externalId": ext, "transactions": records}),
+    )
+    .await;
+    assert_eq!(status, 404, "ingest for an offboarded account");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(client.statements(Some(id)).await.unwrap().len(), statements);
+
+    // Reconnecting the same real account: a new bankAccountId, history from its own start.
+    let again = driver
+        .onboard(OnboardOptions {
+            create: AccountPick::Ids(vec![ext.clone()]),
+            requested_start_date: Some("2026-11-01T00:00:00.000Z".into()),
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("reconnection");
+    let new_id = again.created[0].bank_account_id;
+    assert_ne!(new_id, id);
+    common::eventually("the reconnected account is active", LONG, || async {
+        (client.account(new_id).await.ok()?.status == AccountStatus::Active).then_some(())
+    })
+    .await;
+    let stored = client.stored_transactions(new_id).await.unwrap();
+    assert!(!stored.is_empty());
+    assert!(
+        stored
+            .iter()
+            .all(|t| t.date_posted.as_str() >= "2026-11-01"),
+        "history before the new start date was sent"
+    );
+    assert!(client.violations().await.unwrap().is_empty());
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posting_to_an_account_cancelled_behind_our_back_gets_409_and_stops() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let table = common::table(&stack);
+    let onboarded = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            create: AccountPick::First,
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("onboarding");
+    let id = onboarded.created[0].bank_account_id;
+    let ext = onboarded.created[0].external_id.clone();
+    common::eventually("account active", LONG, || async {
+        (client.account(id).await.ok()?.status == AccountStatus::Active).then_some(())
+    })
+    .await;
+    // Cancel at Banking Service, its notification held back for a minute.
+    let r = reqwest::Client::new()
+        .delete(format!(
+            "{}/_sandbox/bankaccounts/{id}",
+            stack.sandbox.base_url()
+        ))
+        .json(&serde_json::json!({"skipWait": true, "delayMs": 60000}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let fresh = client.generate_transactions(&ext, 2).await.unwrap();
+    common::push_bank_transactions(&stack, &ext, &fresh).await;
+    common::eventually(
+        "the connector learns of the cancellation from the 409",
+        LONG,
+        || async { (table.get_account(id).await.ok()??.status == Ours::Cancelled).then_some(()) },
+    )
+    .await;
+    let metrics = serde_json::to_value(client.metrics().await.unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = serde_json::to_value(client.metrics().await.unwrap()).unwrap();
+    assert_eq!(
+        metrics["requests"], later["requests"],
+        "the connector kept calling Banking Service for a cancelled account"
+    );
+    let parked = table.parked_records(Some(id), 100).await.unwrap();
+    assert!(!parked.is_empty() && parked.iter().all(|p| p.reason == "AccountCancelled"));
+    stack.finish().await;
+}

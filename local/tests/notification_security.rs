@@ -1,0 +1,181 @@
+//! `/notification` security and validation (spec §3.3, §4.5; invariant 6): every forged or
+//! stale token and every missing or wrong custom header is refused with 401 and nothing is
+//! stored; malformed bodies get 400; redeliveries change nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use sandbox::driver::{NotificationRequest, NotificationSpec};
+use sandbox::model::HeaderVariant;
+use sandbox::{CustomHeader, SandboxConfig, TokenVariant};
+use uuid::Uuid;
+
+fn request(
+    stack: &local_stack::LocalStack,
+    id: Uuid,
+    token: TokenVariant,
+    header: HeaderVariant,
+) -> NotificationRequest {
+    NotificationRequest {
+        bank_id: Some(stack.bank_id),
+        notification: NotificationSpec::AuthorisationCreated {
+            authorisation_id: Some(id),
+        },
+        token,
+        header,
+        retry: false,
+        delivery: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_and_headers_are_refused_and_nothing_is_stored() {
+    let mut config = SandboxConfig::fast();
+    config.custom_header = Some(CustomHeader {
+        name: "X-Connector-Key".into(),
+        value: "correct-horse-battery-staple".into(),
+    });
+    let stack = common::start(config).await;
+    let driver = stack.sandbox.driver();
+    let table = common::table(&stack);
+
+    let mut refused = Vec::new();
+    for token in [
+        TokenVariant::Missing,
+        TokenVariant::Expired,
+        TokenVariant::NotYetValid,
+        TokenVariant::OtherIssuer,
+        TokenVariant::OtherAudience,
+        TokenVariant::NoScope,
+        TokenVariant::UnknownKid,
+        TokenVariant::ForeignKey,
+        TokenVariant::AlgNone,
+        TokenVariant::Hs256PublicKey,
+        TokenVariant::Garbage,
+    ] {
+        refused.push((
+            format!("{token:?}"),
+            request(&stack, Uuid::new_v4(), token, HeaderVariant::Configured),
+        ));
+    }
+    for header in [HeaderVariant::Missing, HeaderVariant::WrongValue] {
+        refused.push((
+            format!("{header:?}"),
+            request(&stack, Uuid::new_v4(), TokenVariant::Valid, header),
+        ));
+    }
+    for (name, req) in &refused {
+        let report = driver
+            .send_notification(req.clone())
+            .await
+            .expect("delivery attempted");
+        assert_eq!(report.final_status, Some(401), "{name} was not refused");
+    }
+
+    // The valid one is accepted, well inside Banking Service's 5 s.
+    let good = Uuid::new_v4();
+    let started = Instant::now();
+    let report = driver
+        .send_notification(request(
+            &stack,
+            good,
+            TokenVariant::Valid,
+            HeaderVariant::Configured,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.final_status, Some(200));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    common::eventually(
+        "the worker stores the handshake",
+        Duration::from_secs(20),
+        || async { table.handshake(good).await.ok().flatten() },
+    )
+    .await;
+    // Nothing from the refused ones reached the queue or the table.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (name, req) in &refused {
+        let NotificationSpec::AuthorisationCreated {
+            authorisation_id: Some(id),
+        } = req.notification
+        else {
+            unreachable!()
+        };
+        assert!(
+            table.handshake(id).await.unwrap().is_none(),
+            "{name} stored something"
+        );
+    }
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_validated_and_redeliveries_change_nothing() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let driver = stack.sandbox.driver();
+    let table = common::table(&stack);
+    let raw = |body: &str| NotificationRequest {
+        bank_id: Some(stack.bank_id),
+        notification: NotificationSpec::Raw { body: body.into() },
+        token: TokenVariant::Valid,
+        header: HeaderVariant::Configured,
+        retry: false,
+        delivery: Default::default(),
+    };
+    for (body, expected) in [
+        ("not json", 400),
+        ("[1,2]", 400),
+        (r#"{"resource":{"id":"x","type":"bankAccount"}}"#, 400),
+        (
+            r#"{"type":"resourceCreated","resource":{"type":"bankAccount"}}"#,
+            400,
+        ),
+        (
+            r#"{"type":"resourceCreated","resource":{"id":"not-a-uuid","type":"bankAccount"}}"#,
+            400,
+        ),
+        // New event kinds are acknowledged so that they never cause redelivery storms.
+        (
+            r#"{"type":"resourceUpdated","resource":{"id":"x","type":"bankAccount"}}"#,
+            200,
+        ),
+        (
+            r#"{"type":"resourceCreated","resource":{"id":"x","type":"payment"}}"#,
+            200,
+        ),
+    ] {
+        let report = driver.send_notification(raw(body)).await.unwrap();
+        assert_eq!(report.final_status, Some(expected), "{body}");
+    }
+
+    // A redelivered authorisation notification does not extend the handshake.
+    let id = Uuid::new_v4();
+    let first = request(&stack, id, TokenVariant::Valid, HeaderVariant::Configured);
+    assert_eq!(
+        driver
+            .send_notification(first.clone())
+            .await
+            .unwrap()
+            .final_status,
+        Some(200)
+    );
+    let stored = common::eventually("handshake stored", Duration::from_secs(20), || async {
+        table.handshake(id).await.ok().flatten()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        driver.send_notification(first).await.unwrap().final_status,
+        Some(200)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = table.handshake(id).await.unwrap().unwrap();
+    assert_eq!(after.expires_at, stored.expires_at);
+    assert_eq!(after.received_at, stored.received_at);
+    stack.finish().await;
+}
