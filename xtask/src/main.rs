@@ -157,7 +157,7 @@ fn test() -> ExitCode {
     }) && stage("sam validate --lint", &mut || {
         run(with_tools_path(&mut Command::new("sam")).args(["validate", "--lint"]))
     }) && stage("sam build", &mut || {
-        // CI proves the template builds; a thin-LTO, 16-unit release keeps that affordable on 2
+        // CI proves the template builds; an unoptimised release keeps that within minutes on 2
         // cores. `sam build` for a deployment uses the tuned release profile of Cargo.toml.
         let ok = run(with_tools_path(&mut Command::new("sam"))
             .args(["build", "--build-dir"])
@@ -167,8 +167,8 @@ fn test() -> ExitCode {
                 &format!("Architecture={}", lambda_architecture()),
             ])
             .env("CARGO_PROFILE_RELEASE_LTO", "false")
-            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
-            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1"));
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "256")
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0"));
         let _ = std::fs::remove_dir_all(&sam_dir);
         ok
     });

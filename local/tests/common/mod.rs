@@ -137,12 +137,67 @@ pub async fn held(stack: &LocalStack, id: uuid::Uuid) -> usize {
 }
 
 pub async fn wait_held(stack: &LocalStack, id: uuid::Uuid, n: usize, limit: Duration) {
-    eventually(
-        &format!("{n} transactions held for {id}"),
-        limit,
-        || async { (held(stack, id).await >= n).then_some(()) },
-    )
-    .await;
+    let started = Instant::now();
+    while held(stack, id).await < n {
+        if started.elapsed() > limit {
+            diagnose(stack).await;
+            panic!(
+                "timed out after {limit:?}: {} of {n} transactions held for {id}",
+                held(stack, id).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Prints the state of the queues and of every account's claim, for a failing test.
+pub async fn diagnose(stack: &LocalStack) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    for (name, url) in &stack.queue_urls {
+        if let Ok(out) = stack
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::All)
+            .send()
+            .await
+        {
+            let a = out.attributes.unwrap_or_default();
+            let get = |k: A| a.get(&k).cloned().unwrap_or_default();
+            eprintln!(
+                "queue {name}: visible {} in flight {} delayed {}",
+                get(A::ApproximateNumberOfMessages),
+                get(A::ApproximateNumberOfMessagesNotVisible),
+                get(A::ApproximateNumberOfMessagesDelayed)
+            );
+        }
+    }
+    for (queue, stats) in &stack.source_stats {
+        eprintln!("event source {queue}: {stats:?}");
+    }
+    if let Ok(accounts) = table(stack).accounts().await {
+        for a in accounts {
+            let pending = table(stack)
+                .count_pending(a.bank_account_id)
+                .await
+                .unwrap_or(0);
+            eprintln!(
+                "account {} {:?} pending {pending} delivered {} fences {:?} claim {:?}",
+                a.bank_account_id,
+                a.status,
+                a.delivered_count,
+                a.ingesting,
+                a.in_flight.map(|c| (
+                    c.phase,
+                    c.kind,
+                    c.statement_id,
+                    c.attempt,
+                    c.poll_attempt,
+                    c.since
+                ))
+            );
+        }
+    }
 }
 
 /// Pushes the bank's transactions for `external_id` to `/ingest`.

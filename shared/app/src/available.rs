@@ -144,6 +144,8 @@ impl AvailableAccounts {
                         identifier: a.identifier.clone(),
                         branch: a.branch.clone(),
                         bank_code: a.bank_code.clone(),
+                        bank_id: granted.bank_id,
+                        granted_at: Some(Utc::now()),
                     })
                     .collect();
                 // New accounts become known here, so that linking them works like onboarding.

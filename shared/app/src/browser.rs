@@ -451,7 +451,7 @@ impl BrowserFlows {
             return Ok(invalid_link());
         };
         tracing::Span::current().record("authorisationId", tracing::field::display(&id));
-        let (_, session) = match self.usable(id, flow).await? {
+        let (handshake, session) = match self.usable(id, flow).await? {
             Ok(x) => x,
             Err(page) => return Ok(page),
         };
@@ -498,7 +498,7 @@ impl BrowserFlows {
         };
         match flow {
             Flow::Auth => {
-                self.remember(&consent).await?;
+                self.remember(&consent, handshake.bank_id).await?;
                 let accounts = patched_accounts(&consent);
                 if accounts.is_empty() {
                     return self
@@ -528,7 +528,14 @@ impl BrowserFlows {
                     tracing::warn!("renewed consent does not cover the account");
                     return Ok(self.not_owner(&session));
                 }
-                self.remember(&consent).await?;
+                let bank_id = self
+                    .table
+                    .granted_account(&ext)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|g| g.bank_id)
+                    .or(handshake.bank_id);
+                self.remember(&consent, bank_id).await?;
                 self.report(flow, id, &session, AuthorisationStatus::Success, Vec::new())
                     .await
             }
@@ -549,7 +556,8 @@ impl BrowserFlows {
 
     /// Records what the bank granted: the consent and, per account, its consent (used by the
     /// backfill, `/availableaccounts` and re-authorisation).
-    async fn remember(&self, consent: &Consent) -> Result<(), String> {
+    async fn remember(&self, consent: &Consent, bank_id: Option<Uuid>) -> Result<(), String> {
+        let now = Utc::now();
         let granted: Vec<GrantedAccount> = consent
             .accounts
             .iter()
@@ -562,6 +570,8 @@ impl BrowserFlows {
                 identifier: a.identifier.clone(),
                 branch: a.branch.clone(),
                 bank_code: a.bank_code.clone(),
+                bank_id,
+                granted_at: Some(now),
             })
             .collect();
         for g in &granted {
@@ -577,7 +587,7 @@ impl BrowserFlows {
                 status: consent.status.clone(),
                 expires_at: consent.expires_at,
                 accounts: granted,
-                updated_at: Utc::now(),
+                updated_at: now,
             })
             .await
             .map_err(|e| e.to_string())

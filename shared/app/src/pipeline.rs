@@ -141,6 +141,7 @@ impl Pipeline {
             return Ok(());
         };
         let more = state.auth_required_owed
+            || state.balance_owed()
             || !self
                 .table
                 .pending_transactions(account, 1)

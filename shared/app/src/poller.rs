@@ -186,24 +186,20 @@ impl StatementPoller {
         match outcome {
             Outcome::Succeeded => {
                 // Commit before release: a crash in between only repeats this idempotent step.
-                p.table
-                    .mark_delivered(id, &claim.unique_ids, statement_id, now)
+                let batch = p
+                    .table
+                    .transactions_by_ids(id, &claim.unique_ids)
                     .await
                     .map_err(retry)?;
-                let newest = if claim.unique_ids.is_empty() {
-                    account.newest_delivered
-                } else {
-                    let batch = p
-                        .table
-                        .transactions_by_ids(id, &claim.unique_ids)
-                        .await
-                        .map_err(retry)?;
-                    batch
-                        .iter()
-                        .map(|t| t.transaction.date_posted)
-                        .chain(account.newest_delivered)
-                        .max()
-                };
+                p.table
+                    .mark_delivered(id, &batch, statement_id, now)
+                    .await
+                    .map_err(retry)?;
+                let newest = batch
+                    .iter()
+                    .map(|t| t.transaction.date_posted)
+                    .chain(account.newest_delivered)
+                    .max();
                 tracing::info!(
                     transactions = claim.unique_ids.len(),
                     kind = ?claim.kind,
@@ -217,6 +213,7 @@ impl StatementPoller {
                         success_at: Some(now),
                         delivered: claim.unique_ids.len() as u64,
                         auth_required_sent: claim.kind == StatementKind::AuthRequired,
+                        balance_sent_as_of: claim.balance_as_of,
                     },
                 )
                 .await
@@ -231,8 +228,13 @@ impl StatementPoller {
                     "statement failed on items; resubmitting the rest"
                 );
                 // Duplicates are already held by Banking Service: they count as delivered.
+                let held = p
+                    .table
+                    .transactions_by_ids(id, &duplicates)
+                    .await
+                    .map_err(retry)?;
                 p.table
-                    .mark_delivered(id, &duplicates, statement_id, now)
+                    .mark_delivered(id, &held, statement_id, now)
                     .await
                     .map_err(retry)?;
                 p.table

@@ -8,7 +8,7 @@ use connector_aws::accounts::{
 use connector_aws::transactions::StoredTransaction;
 use connector_domain::messages::{Kick, TimerMessage};
 use connector_domain::statement::{
-    AccountDetailStatus, Balance, MAX_TRANSACTIONS_PER_STATEMENT, StatementInput, StatementRequest,
+    AccountDetailStatus, MAX_TRANSACTIONS_PER_STATEMENT, StatementInput, StatementRequest,
     build_statement, ledger_after_batch,
 };
 use connector_domain::transaction::Transaction;
@@ -27,7 +27,16 @@ pub struct StatementPusher {
 enum Work {
     Nothing(&'static str),
     AuthRequired,
-    Transactions(Vec<StoredTransaction>),
+    Balances,
+    /// The batch, and whether pending transactions remain after it.
+    Transactions(Vec<StoredTransaction>, bool),
+}
+
+enum BuildFailure {
+    /// The table was unavailable: try again later.
+    Retry(MessageError),
+    /// The statement can never be built: park its transactions with this reason.
+    Park(String),
 }
 
 impl StatementPusher {
@@ -58,6 +67,7 @@ impl StatementPusher {
             transaction_count: 0,
             unique_ids: Vec::new(),
             overdue: false,
+            balance_as_of: None,
         };
         let account = match p.table.claim_account(id, &claim).await.map_err(retry)? {
             ClaimOutcome::Claimed(a) => *a,
@@ -80,9 +90,14 @@ impl StatementPusher {
             Work::AuthRequired => {
                 let mut claim = claim;
                 claim.kind = StatementKind::AuthRequired;
-                self.save_and_post(&account, claim, &[]).await
+                self.save_and_post(&account, claim, &[], None).await
             }
-            Work::Transactions(batch) => {
+            Work::Balances => {
+                let mut claim = claim;
+                claim.kind = StatementKind::Balances;
+                self.save_and_post(&account, claim, &[], None).await
+            }
+            Work::Transactions(batch, more) => {
                 let mut claim = claim;
                 claim.unique_ids = batch
                     .iter()
@@ -91,7 +106,8 @@ impl StatementPusher {
                 claim.transaction_count = batch.len() as u32;
                 let transactions: Vec<Transaction> =
                     batch.into_iter().map(|t| t.transaction).collect();
-                self.save_and_post(&account, claim, &transactions).await
+                self.save_and_post(&account, claim, &transactions, Some(!more))
+                    .await
             }
         }
     }
@@ -108,12 +124,29 @@ impl StatementPusher {
             return Ok(Work::Nothing("backfill still running"));
         }
         loop {
-            let pending = p
+            // One more than a statement holds: tells whether this batch drains the account.
+            let mut pending = p
                 .table
-                .pending_transactions(account.bank_account_id, MAX_TRANSACTIONS_PER_STATEMENT)
+                .pending_transactions(account.bank_account_id, MAX_TRANSACTIONS_PER_STATEMENT + 1)
                 .await
                 .map_err(retry)?;
+            // Nothing at or after an unfinished ingest's first position goes yet: its earlier
+            // transactions may still be on their way (its completion kicks again).
+            let mut fenced = false;
+            if let Some(fence) = account.ingest_fence(claim.since) {
+                let before = pending.len();
+                pending.retain(|t| t.position().as_str() < fence);
+                fenced = pending.len() < before;
+            }
+            let more = fenced || pending.len() > MAX_TRANSACTIONS_PER_STATEMENT;
+            pending.truncate(MAX_TRANSACTIONS_PER_STATEMENT);
             if pending.is_empty() {
+                if fenced {
+                    return Ok(Work::Nothing("waiting for an ingest to finish"));
+                }
+                if account.balance_owed() && account.ledger.is_some() {
+                    return Ok(Work::Balances);
+                }
                 return Ok(Work::Nothing("no pending transactions"));
             }
             // The 2-week rule: hold back (park and report) stragglers Banking Service would refuse.
@@ -147,7 +180,7 @@ impl StatementPusher {
                     .map_err(retry)?;
             }
             if !fresh.is_empty() {
-                return Ok(Work::Transactions(fresh));
+                return Ok(Work::Transactions(fresh, more));
             }
         }
     }
@@ -185,29 +218,26 @@ impl StatementPusher {
         }
         claim.unique_ids = transactions.iter().map(|t| t.unique_id.clone()).collect();
         claim.transaction_count = transactions.len() as u32;
-        self.save_and_post(&account, claim, &transactions).await
+        self.save_and_post(&account, claim, &transactions, None)
+            .await
     }
 
     async fn save_and_post(
         &self,
         account: &Account,
-        claim: InFlight,
+        mut claim: InFlight,
         transactions: &[Transaction],
+        drains_all: Option<bool>,
     ) -> Result<(), MessageError> {
         let p = &self.pipeline;
         let id = account.bank_account_id;
-        if !p
-            .table
-            .update_claim(id, &claim.token, &claim)
-            .await
-            .map_err(retry)?
-        {
-            tracing::warn!("claim lost while building the statement");
-            return Ok(());
-        }
-        let request = match self.build(account, &claim, transactions).await {
-            Ok(r) => r,
-            Err(reason) => {
+        let request = match self.build(account, &claim, transactions, drains_all).await {
+            Ok((request, balance_as_of)) => {
+                claim.balance_as_of = balance_as_of;
+                request
+            }
+            Err(BuildFailure::Retry(e)) => return Err(e),
+            Err(BuildFailure::Park(reason)) => {
                 // A statement that cannot be built never will be: park it, carry on.
                 tracing::error!(%reason, "statement cannot be built; transactions parked");
                 p.table
@@ -219,50 +249,92 @@ impl StatementPusher {
                     .await;
             }
         };
+        // The claim records exactly what is posted, so that a resubmission is identical.
+        if !p
+            .table
+            .update_claim(id, &claim.token, &claim)
+            .await
+            .map_err(retry)?
+        {
+            tracing::warn!("claim lost while building the statement");
+            return Ok(());
+        }
         self.post(account, claim, &request).await
     }
 
+    /// The request, and the as-of of the ledger balance it carries.
     async fn build(
         &self,
         account: &Account,
         claim: &InFlight,
         transactions: &[Transaction],
-    ) -> Result<StatementRequest, String> {
+        drains_all: Option<bool>,
+    ) -> Result<(StatementRequest, Option<DateTime<Utc>>), BuildFailure> {
         let p = &self.pipeline;
         let bank_id = account.bank_id.ok_or_else(|| {
-            "MissingBankId: the account's notification carried no bankId".to_string()
+            BuildFailure::Park("MissingBankId: the account's notification carried no bankId".into())
         })?;
         let (status, ledger, available) = match claim.kind {
             StatementKind::AuthRequired => (AccountDetailStatus::AuthRequired, None, None),
+            StatementKind::Balances => (
+                AccountDetailStatus::Active,
+                account.ledger.clone(),
+                account.available.clone(),
+            ),
             StatementKind::Transactions => {
-                let needs_later = transactions
-                    .last()
-                    .is_some_and(|t| t.running_balance.is_none());
-                let later: Vec<Transaction> = if needs_later {
-                    let included: std::collections::HashSet<&str> =
-                        claim.unique_ids.iter().map(String::as_str).collect();
-                    p.table
-                        .pending_transactions(account.bank_account_id, usize::MAX)
-                        .await
-                        .map_err(|e| format!("Unavailable: {e}"))?
-                        .into_iter()
-                        .filter(|t| !included.contains(t.transaction.unique_id.as_str()))
-                        .map(|t| t.transaction)
-                        .collect()
-                } else {
-                    Vec::new()
+                // Pending transactions after this batch, if any (the first one tells).
+                let included: std::collections::HashSet<&str> =
+                    claim.unique_ids.iter().map(String::as_str).collect();
+                let not_in_batch = |t: &connector_aws::transactions::StoredTransaction| {
+                    !included.contains(t.transaction.unique_id.as_str())
                 };
-                let ledger = ledger_after_batch(transactions, &later, account.ledger.as_ref())
-                    .ok_or_else(|| {
-                        "NoBalance: the bank sent no balance for this account".to_string()
-                    })?;
-                // The available balance is only true after the last pending transaction.
-                let drains_all = later.is_empty() && !needs_later;
-                let available: Option<Balance> = account.available.clone().filter(|_| drains_all);
+                let drains_all = match drains_all {
+                    Some(known) => known,
+                    None => {
+                        let peek = p
+                            .table
+                            .pending_transactions(account.bank_account_id, included.len() + 1)
+                            .await
+                            .map_err(|e| BuildFailure::Retry(retry(e)))?;
+                        !peek.iter().any(not_in_batch)
+                    }
+                };
+                let (ledger, available) = match (&account.ledger, drains_all) {
+                    // After the last known transaction, the bank's own balance is the truth.
+                    (Some(current), true) => (Some(current.clone()), account.available.clone()),
+                    _ => {
+                        let needs_later = transactions
+                            .last()
+                            .is_some_and(|t| t.running_balance.is_none());
+                        let later: Vec<Transaction> = if needs_later && !drains_all {
+                            p.table
+                                .pending_transactions(account.bank_account_id, usize::MAX)
+                                .await
+                                .map_err(|e| BuildFailure::Retry(retry(e)))?
+                                .into_iter()
+                                .filter(not_in_batch)
+                                .map(|t| t.transaction)
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
+                        // The available balance is only true after the last pending one.
+                        (
+                            ledger_after_batch(transactions, &later, account.ledger.as_ref()),
+                            None,
+                        )
+                    }
+                };
+                let ledger = ledger.ok_or_else(|| {
+                    BuildFailure::Park(
+                        "NoBalance: the bank sent no balance for this account".into(),
+                    )
+                })?;
                 (AccountDetailStatus::Active, Some(ledger), available)
             }
         };
-        build_statement(&StatementInput {
+        let as_of = ledger.as_ref().map(|b| b.as_of);
+        let request = build_statement(&StatementInput {
             bank_account_id: account.bank_account_id,
             bank_id,
             status,
@@ -271,7 +343,8 @@ impl StatementPusher {
             available,
             shape: p.shape,
         })
-        .map_err(|e| format!("Unbuildable: {e}"))
+        .map_err(|e| BuildFailure::Park(format!("Unbuildable: {e}")))?;
+        Ok((request, as_of))
     }
 
     async fn post(

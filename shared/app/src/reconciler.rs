@@ -29,11 +29,15 @@ pub struct ReconcileReport {
     pub overdue: usize,
     /// Accounts found with an expired or revoked consent, now owing an `authRequired` statement.
     pub consents_expired: usize,
+    /// Accounts Banking Service has but whose notification never arrived.
+    pub recovered: usize,
 }
 
 pub struct Reconciler {
     pub pipeline: Pipeline,
     pub bank: Arc<BankClient>,
+    /// For recovered notifications (the worker acts on them as on Banking Service's).
+    work: connector_aws::queues::Queues,
     /// A claim without progress for this long is considered stuck.
     pub stale_after: Duration,
 }
@@ -41,13 +45,83 @@ pub struct Reconciler {
 impl Reconciler {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let pipeline = Pipeline::from_env(env, false).await?;
-        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+        let platform = Platform::from_env(
+            env,
+            QueueNeeds {
+                notifications: true,
+                ..Default::default()
+            },
+        )
+        .await?;
         let bank = bank_from_env(env, &platform, &http_client()?).await?;
         Ok(Self {
             pipeline,
             bank,
+            work: platform.queues,
             stale_after: env.duration_secs("RECONCILE_STALE_AFTER_S", Duration::from_secs(900))?,
         })
+    }
+
+    /// Granted accounts (PATCHed in the last day) without a live account here: ask Banking
+    /// Service whether a product created them; a missed `bankAccount` notification is then
+    /// replayed to the worker (spec §5: recovery through `POST /v1/accountqueries`).
+    async fn recover_missed(
+        &self,
+        known: &std::collections::HashSet<uuid::Uuid>,
+        live_external: &std::collections::HashSet<String>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<usize, String> {
+        let p = &self.pipeline;
+        let recent = now - TimeDelta::hours(24);
+        let candidates: Vec<_> = p
+            .table
+            .granted_accounts()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|g| g.granted_at.is_some_and(|t| t > recent))
+            .filter(|g| !live_external.contains(&g.external_id))
+            .take(50)
+            .collect();
+        let mut recovered = 0;
+        for g in candidates {
+            let Some(bank_id) = g.bank_id else { continue };
+            let found = match p.provider.query_account(bank_id, &g.external_id).await {
+                Ok(Some(f)) => f,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "account query failed");
+                    continue;
+                }
+            };
+            if found.status == "cancelled" || known.contains(&found.bank_account_id) {
+                continue;
+            }
+            tracing::warn!(
+                bankAccountId = %found.bank_account_id,
+                externalId = %g.external_id,
+                "bankAccount notification missed: recovering"
+            );
+            let action = connector_domain::notification::NotificationAction::BankAccountCreated {
+                bank_account_id: found.bank_account_id,
+                external_id: Some(g.external_id.clone()),
+                requested_start_date: found
+                    .requested_start_date
+                    .as_deref()
+                    .and_then(connector_domain::notification::parse_start_date),
+                bank_id: Some(bank_id),
+            };
+            self.work
+                .send_work(&WorkMessage::Notification {
+                    key: format!("recovered#bankAccount#{}", found.bank_account_id),
+                    action,
+                    received_at: now,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            recovered += 1;
+        }
+        Ok(recovered)
     }
 
     /// Whether the bank says a consent is over (`None` when the bank cannot tell now).
@@ -71,6 +145,14 @@ impl Reconciler {
             accounts: accounts.len(),
             ..Default::default()
         };
+        let known: std::collections::HashSet<uuid::Uuid> =
+            accounts.iter().map(|a| a.bank_account_id).collect();
+        let live_external: std::collections::HashSet<String> = accounts
+            .iter()
+            .filter(|a| a.status != AccountStatus::Cancelled)
+            .map(|a| a.external_id.clone())
+            .collect();
+        report.recovered = self.recover_missed(&known, &live_external, now).await?;
         let mut consents: HashMap<String, Option<bool>> = HashMap::new();
         for account in accounts {
             let id = account.bank_account_id;
@@ -171,7 +253,8 @@ impl Reconciler {
                         .map_err(|e| e.to_string())?
                         .is_empty();
                     if account.auth_required_owed
-                        || (has_pending && account.status == AccountStatus::Active)
+                        || (account.status == AccountStatus::Active
+                            && (has_pending || account.balance_owed()))
                     {
                         p.kick(id, KickReason::Reconciler)
                             .await

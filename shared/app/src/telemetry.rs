@@ -18,7 +18,6 @@ pub fn init() {
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .without_time()
         .with_ansi(false)
         .try_init();
 }

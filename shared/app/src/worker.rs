@@ -153,6 +153,9 @@ impl NotificationWorker {
             last_success_at: None,
             delivered_count: 0,
             auth_required_owed: false,
+            ledger_as_of_ms: None,
+            balance_sent_as_of_ms: None,
+            ingesting: Default::default(),
             created_at: Utc::now(),
             cancelled_at: None,
         };

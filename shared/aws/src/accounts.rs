@@ -47,6 +47,8 @@ pub enum StatementKind {
     Transactions,
     /// A 0-transaction statement reporting `authRequired` (spec §8.2).
     AuthRequired,
+    /// A 0-transaction statement carrying newer balances (spec §8.4 step 3).
+    Balances,
 }
 
 /// The claim that makes an account's statement the only one in flight.
@@ -77,6 +79,9 @@ pub struct InFlight {
     /// Set when the statement exceeded its maximum age (alarmed, still polled).
     #[serde(default)]
     pub overdue: bool,
+    /// As-of of the ledger balance the statement carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_as_of: Option<DateTime<Utc>>,
 }
 
 /// The account item.
@@ -112,9 +117,40 @@ pub struct Account {
     /// A 0-transaction `authRequired` statement is owed to Banking Service.
     #[serde(default)]
     pub auth_required_owed: bool,
+    /// As-of (epoch ms) of the newest ledger balance the bank gave, and of the newest one
+    /// Banking Service holds: when the first is newer, a balance statement is owed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_as_of_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_sent_as_of_ms: Option<i64>,
+    /// Ingests being written right now, by token: the pusher sends nothing at or after the
+    /// first statement position of an unfinished ingest, so that a statement never carries a
+    /// later transaction while an earlier one of the same request is still being written.
+    #[serde(default)]
+    pub ingesting: std::collections::BTreeMap<String, IngestFence>,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+/// An unfinished ingest: its first statement position and when its lease ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestFence {
+    pub min_key: String,
+    pub expires_at_ms: i64,
+}
+
+impl Account {
+    /// The statement position before which everything pending is complete: the smallest first
+    /// position of the ingests still being written (expired leases do not count).
+    pub fn ingest_fence(&self, now: DateTime<Utc>) -> Option<&str> {
+        self.ingesting
+            .values()
+            .filter(|f| f.expires_at_ms > now.timestamp_millis())
+            .map(|f| f.min_key.as_str())
+            .min()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -313,17 +349,35 @@ impl Table {
         Ok(before)
     }
 
-    /// Hands out `count` consecutive arrival sequence numbers; `None` if the account is gone.
-    pub async fn allocate_seqs(&self, id: Uuid, count: u64) -> Result<Option<u64>, StoreError> {
+    /// Starts an ingest of `count` transactions whose first statement position is `min_key`:
+    /// hands out consecutive arrival sequence numbers and fences the pusher off the positions
+    /// from `min_key` on until [`Table::end_ingest`] (or `lease` runs out after a crash).
+    /// `None` if the account is gone.
+    pub async fn begin_ingest(
+        &self,
+        id: Uuid,
+        count: u64,
+        min_key: &str,
+        lease: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let token = Uuid::new_v4().simple().to_string();
+        let fence = serde_dynamo::to_attribute_value(IngestFence {
+            min_key: min_key.to_string(),
+            expires_at_ms: now.timestamp_millis() + lease.as_millis() as i64,
+        })
+        .map_err(StoreError::corrupt)?;
         let out = self
             .client
             .update_item()
             .table_name(&self.name)
             .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
-            .update_expression("ADD nextSeq :count")
+            .update_expression("ADD nextSeq :count SET ingesting.#token = :fence")
             .condition_expression("attribute_exists(pk) AND #status <> :cancelled")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#token", &token)
             .expression_attribute_values(":count", n(count))
+            .expression_attribute_values(":fence", fence)
             .expression_attribute_values(":cancelled", s("cancelled"))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
@@ -336,11 +390,30 @@ impl Table {
                     .and_then(|a| a.get("nextSeq").cloned())
                     .and_then(|v| v.as_n().ok().and_then(|n| n.parse::<u64>().ok()))
                     .ok_or_else(|| StoreError::corrupt("nextSeq missing after update"))?;
-                Ok(Some(last + 1 - count))
+                Ok(Some((last + 1 - count, token)))
             }
             Err(StoreError::ConditionFailed) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Lifts an ingest's fence once everything it wrote is in place.
+    pub async fn end_ingest(&self, id: Uuid, token: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression("REMOVE ingesting.#token")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#token", token)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)
+            .map(|_| ())
+            .or_else(|e| match e {
+                StoreError::ConditionFailed => Ok(()),
+                e => Err(e),
+            })
     }
 
     /// Records the bank's newest balances (older ones never overwrite newer ones).
@@ -569,6 +642,10 @@ impl Table {
             sets.push("lastSuccessAt = :at".into());
             req = req.expression_attribute_values(":at", s(at.to_rfc3339()));
         }
+        if let Some(as_of) = release.balance_sent_as_of {
+            sets.push("balanceSentAsOfMs = :balance_sent".into());
+            req = req.expression_attribute_values(":balance_sent", n(as_of.timestamp_millis()));
+        }
         if release.auth_required_sent {
             sets.push("authRequiredOwed = :false".into());
             req = req.expression_attribute_values(
@@ -632,4 +709,16 @@ pub struct Release {
     pub success_at: Option<DateTime<Utc>>,
     pub delivered: u64,
     pub auth_required_sent: bool,
+    pub balance_sent_as_of: Option<DateTime<Utc>>,
+}
+
+impl Account {
+    /// The bank gave a ledger balance newer than any Banking Service holds.
+    pub fn balance_owed(&self) -> bool {
+        match (self.ledger_as_of_ms, self.balance_sent_as_of_ms) {
+            (Some(given), Some(sent)) => given > sent,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
 }

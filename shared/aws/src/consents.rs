@@ -3,8 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use crate::table::{StoreError, Table, to_item};
+use crate::table::{StoreError, Table, from_item, s, to_item};
 
 /// An account a customer granted, as the connector announced it in `PATCH /v1/authorisations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,11 @@ pub struct GrantedAccount {
     pub branch: Option<String>,
     #[serde(default)]
     pub bank_code: Option<String>,
+    /// Banking Service's bank the account was granted through (for account queries).
+    #[serde(default)]
+    pub bank_id: Option<Uuid>,
+    #[serde(default)]
+    pub granted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +73,33 @@ impl Table {
             .get_as::<Wrapped<GrantedAccount>>(format!("EXT#{external_id}"), "META")
             .await?
             .map(|w| w.inner))
+    }
+
+    /// Every granted account (reconciliation; scans, so it runs on a schedule only).
+    pub async fn granted_accounts(&self) -> Result<Vec<GrantedAccount>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.name)
+                .filter_expression("sk = :meta AND begins_with(pk, :ext)")
+                .expression_attribute_values(":meta", s("META"))
+                .expression_attribute_values(":ext", s("EXT#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item::<Wrapped<GrantedAccount>>(item)?.inner);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     pub async fn put_consent(&self, consent: &ConsentRecord) -> Result<(), StoreError> {

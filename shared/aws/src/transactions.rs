@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
 use connector_domain::transaction::Transaction;
-use futures::{TryStreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -37,6 +36,7 @@ pub struct StoredTransaction {
     pub transaction: Transaction,
     pub statement_id: Option<String>,
     pub reason: Option<String>,
+    pub received_at: DateTime<Utc>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,6 +68,7 @@ impl TransactionItem {
             transaction: serde_json::from_str(&self.record).map_err(StoreError::corrupt)?,
             statement_id: self.statement_id,
             reason: self.reason,
+            received_at: self.received_at,
         })
     }
 }
@@ -97,8 +98,24 @@ fn txn_sk(unique_id: &str) -> String {
 }
 
 /// Statement order as a sortable key: `datePosted`, then arrival sequence.
-fn pending_key(t: &Transaction, seq: u64) -> String {
+pub fn pending_key(t: &Transaction, seq: u64) -> String {
     format!("{}#{seq:015}", t.date_posted.format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+/// The first statement position of a set of transactions (sequence 0 of its earliest date).
+pub fn first_position(transactions: &[Transaction]) -> Option<String> {
+    transactions
+        .iter()
+        .map(|t| t.date_posted)
+        .min()
+        .map(|d| format!("{}#{:015}", d.format("%Y%m%dT%H%M%S%.3fZ"), 0))
+}
+
+impl StoredTransaction {
+    /// Its statement position.
+    pub fn position(&self) -> String {
+        pending_key(&self.transaction, self.seq)
+    }
 }
 
 /// Whether each record was stored now or was there already.
@@ -112,6 +129,10 @@ impl Table {
     /// Stores transactions (given in arrival order) as pending, with sequence numbers from
     /// `first_seq`. A `uniqueId` stored before is left untouched and reported as a duplicate,
     /// which makes ingest and backfill idempotent.
+    ///
+    /// One conditional put per transaction, several at a time: cheaper than transactions
+    /// (which DynamoDB bills twice) and nothing here needs all-or-nothing — a retry of the whole
+    /// request re-stores only what is missing.
     pub async fn put_transactions(
         &self,
         account: Uuid,
@@ -119,84 +140,49 @@ impl Table {
         first_seq: u64,
         now: DateTime<Utc>,
     ) -> Result<Vec<PutOutcome>, StoreError> {
-        let mut outcomes = vec![PutOutcome::Duplicate; transactions.len()];
-        // One write per uniqueId: a transaction may not touch the same item twice.
+        // The first occurrence of a uniqueId in the request wins; later ones are duplicates.
         let mut seen = HashMap::new();
-        let mut todo: Vec<usize> = Vec::new();
-        for (i, t) in transactions.iter().enumerate() {
-            if seen.insert(t.unique_id.as_str(), i).is_none() {
-                todo.push(i);
-            }
-        }
-        for chunk in todo.chunks(100) {
-            let mut remaining: Vec<usize> = chunk.to_vec();
-            // Each round either writes everything left or drops at least one duplicate.
-            while !remaining.is_empty() {
-                let mut writes = Vec::with_capacity(remaining.len());
-                for &i in &remaining {
-                    let t = &transactions[i];
-                    let seq = first_seq + i as u64;
-                    let item = to_item(&TransactionItem {
-                        pk: account_pk(account),
-                        sk: txn_sk(&t.unique_id),
-                        unique_id: t.unique_id.clone(),
-                        seq,
-                        state: TransactionState::Pending,
-                        pending_key: Some(pending_key(t, seq)),
-                        record: serde_json::to_string(t).map_err(StoreError::corrupt)?,
-                        received_at: now,
-                        statement_id: None,
-                        reason: None,
-                        expires_at: None,
-                    })?;
-                    let put = Put::builder()
-                        .table_name(&self.name)
-                        .set_item(Some(item))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .build()
-                        .map_err(StoreError::corrupt)?;
-                    writes.push(TransactWriteItem::builder().put(put).build());
-                }
+        let todo: Vec<usize> = (0..transactions.len())
+            .filter(|&i| seen.insert(transactions[i].unique_id.as_str(), i).is_none())
+            .collect();
+        let stored: Vec<(usize, PutOutcome)> = stream::iter(todo)
+            .map(|i| async move {
+                let t = &transactions[i];
+                let seq = first_seq + i as u64;
+                let item = to_item(&TransactionItem {
+                    pk: account_pk(account),
+                    sk: txn_sk(&t.unique_id),
+                    unique_id: t.unique_id.clone(),
+                    seq,
+                    state: TransactionState::Pending,
+                    pending_key: Some(pending_key(t, seq)),
+                    record: serde_json::to_string(t).map_err(StoreError::corrupt)?,
+                    received_at: now,
+                    statement_id: None,
+                    reason: None,
+                    expires_at: None,
+                })?;
                 let res = self
                     .client
-                    .transact_write_items()
-                    .set_transact_items(Some(writes))
+                    .put_item()
+                    .table_name(&self.name)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
                     .send()
-                    .await;
+                    .await
+                    .map_err(StoreError::from_sdk);
                 match res {
-                    Ok(_) => {
-                        for &i in &remaining {
-                            outcomes[i] = PutOutcome::Stored;
-                        }
-                        remaining.clear();
-                    }
-                    Err(err) => {
-                        let service = err.into_service_error();
-                        let TransactWriteItemsError::TransactionCanceledException(cancel) =
-                            &service
-                        else {
-                            return Err(StoreError::Unavailable(service.to_string()));
-                        };
-                        let failed: Vec<usize> = cancel
-                            .cancellation_reasons()
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                            .map(|(pos, _)| pos)
-                            .collect();
-                        if failed.is_empty() {
-                            // Cancelled for another reason (conflict, throttling): retryable.
-                            return Err(StoreError::Unavailable(service.to_string()));
-                        }
-                        remaining = remaining
-                            .iter()
-                            .enumerate()
-                            .filter(|(pos, _)| !failed.contains(pos))
-                            .map(|(_, &i)| i)
-                            .collect();
-                    }
+                    Ok(_) => Ok((i, PutOutcome::Stored)),
+                    Err(StoreError::ConditionFailed) => Ok((i, PutOutcome::Duplicate)),
+                    Err(e) => Err(e),
                 }
-            }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let mut outcomes = vec![PutOutcome::Duplicate; transactions.len()];
+        for (i, o) in stored {
+            outcomes[i] = o;
         }
         Ok(outcomes)
     }
@@ -312,37 +298,69 @@ impl Table {
             .collect())
     }
 
-    /// Marks transactions as held by Banking Service. Idempotent.
+    /// Marks transactions as held by Banking Service. Idempotent. Items are rewritten whole in
+    /// batches of 25 (one call per 25 instead of one per transaction): the statement's claim
+    /// makes its transactions nobody else's to change meanwhile.
     pub async fn mark_delivered(
         &self,
         account: Uuid,
-        unique_ids: &[String],
+        delivered: &[StoredTransaction],
         statement_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let expires = epoch(now) + KEEP_DELIVERED.as_secs() as i64;
-        stream::iter(unique_ids.iter().map(Ok::<_, StoreError>))
-            .try_for_each_concurrent(16, |id| async move {
-                let res = self
-                    .client
-                    .update_item()
-                    .table_name(&self.name)
-                    .set_key(Some(Table::key(account_pk(account), txn_sk(id))))
-                    .update_expression(
-                        "SET #state = :delivered, statementId = :statement, expiresAt = :expires REMOVE pendingKey",
-                    )
-                    .condition_expression("attribute_exists(pk)")
-                    .expression_attribute_names("#state", "state")
-                    .expression_attribute_values(":delivered", s("delivered"))
-                    .expression_attribute_values(":statement", s(statement_id))
-                    .expression_attribute_values(":expires", n(expires))
-                    .send()
-                    .await
-                    .map_err(StoreError::from_sdk);
-                match res {
-                    Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-                    Err(e) => Err(e),
+        let mut items = Vec::with_capacity(delivered.len());
+        for t in delivered {
+            items.push(to_item(&TransactionItem {
+                pk: account_pk(account),
+                sk: txn_sk(&t.transaction.unique_id),
+                unique_id: t.transaction.unique_id.clone(),
+                seq: t.seq,
+                state: TransactionState::Delivered,
+                pending_key: None,
+                record: serde_json::to_string(&t.transaction).map_err(StoreError::corrupt)?,
+                received_at: t.received_at,
+                statement_id: Some(statement_id.to_string()),
+                reason: None,
+                expires_at: Some(expires),
+            })?);
+        }
+        let batches: Vec<Vec<Item>> = items.chunks(25).map(<[Item]>::to_vec).collect();
+        stream::iter(batches.into_iter().map(Ok::<_, StoreError>))
+            .try_for_each_concurrent(4, |batch| async move {
+                let mut requests: Vec<WriteRequest> = batch
+                    .into_iter()
+                    .map(|item| {
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map(|p| WriteRequest::builder().put_request(p).build())
+                            .map_err(StoreError::corrupt)
+                    })
+                    .collect::<Result<_, _>>()?;
+                // BatchWriteItem may leave some unprocessed under load: send those again.
+                let mut round = 0u32;
+                while !requests.is_empty() {
+                    let out = self
+                        .client
+                        .batch_write_item()
+                        .request_items(&self.name, requests)
+                        .send()
+                        .await
+                        .map_err(StoreError::from_sdk)?;
+                    requests = out
+                        .unprocessed_items
+                        .and_then(|mut u| u.remove(&self.name))
+                        .unwrap_or_default();
+                    if !requests.is_empty() {
+                        round += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            50 * u64::from(round.min(20)),
+                        ))
+                        .await;
+                    }
                 }
+                Ok(())
             })
             .await
     }

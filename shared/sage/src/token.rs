@@ -105,7 +105,14 @@ impl TokenProvider {
             .try_lease(&self.holder, Duration::from_secs(15))
             .await
             .unwrap_or(true);
-        if !leased {
+        if leased {
+            // Another process may have stored a new token between our read and our lease.
+            if let Ok(Some(t)) = shared.load().await
+                && self.fresh(&t)
+            {
+                return Ok(t);
+            }
+        } else {
             // Someone else is refreshing: wait briefly for their token.
             for _ in 0..25 {
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,0 +1,378 @@
+//! The statement pipeline end to end (spec §7, §8.4; design invariants 1–5) against the local
+//! stack: ordered delivery in statements of at most 1,000, one in flight per account, nothing
+//! lost and nothing duplicated — also under faults.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{TimeDelta, TimeZone, Utc};
+use rust_decimal::Decimal;
+use sandbox::SandboxConfig;
+use sandbox::driver::{AccountPick, OnboardOptions};
+use sandbox::model::{
+    AccountStatus, CreateAccountRequest, FaultSet, Force429, RevokeRequest, RouteFault,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const LONG: Duration = Duration::from_secs(240);
+
+fn account_request(bank_id: Uuid, external_id: &str, notify: bool) -> CreateAccountRequest {
+    CreateAccountRequest {
+        bank_id,
+        external_id: external_id.into(),
+        requested_start_date: "2026-01-01T00:00:00.000Z".into(),
+        account_name: None,
+        bank_identifier: None,
+        account_identifier: None,
+        branch_identifier: None,
+        organisation_id: None,
+        company_id: None,
+        notify: Some(notify),
+        delivery: Default::default(),
+    }
+}
+
+/// `n` cleared transactions in date order with running balances; deterministic per `tag`.
+fn transactions(tag: &str, n: usize) -> Vec<Value> {
+    let start = Utc.with_ymd_and_hms(2026, 9, 1, 0, 0, 0).unwrap();
+    let mut balance = Decimal::new(100_000, 2);
+    (0..n)
+        .map(|i| {
+            // Cents from a cheap deterministic mix; some debits, some credits.
+            let cents = ((i as i64 * 7919 + tag.len() as i64 * 104_729) % 50_000) - 20_000;
+            let amount = Decimal::new(if cents == 0 { 1 } else { cents }, 2);
+            balance += amount;
+            let posted = start + TimeDelta::minutes(17 * i as i64);
+            json!({
+                "uniqueId": format!("{tag}-{i:05}"),
+                "transactionAmount": amount.to_string(),
+                "transactionType": if amount.is_sign_negative() { "DEBIT" } else { "CREDIT" },
+                "datePosted": posted.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "description": format!("Transaction {i} of {tag}"),
+                "runningBalance": balance.to_string(),
+            })
+        })
+        .collect()
+}
+
+async fn create_accounts(stack: &local_stack::LocalStack, tags: &[&str]) -> Vec<Uuid> {
+    let client = stack.sandbox.client();
+    let table = common::table(stack);
+    let mut ids = Vec::new();
+    for tag in tags {
+        let created = client
+            .create_account(&account_request(stack.bank_id, tag, true))
+            .await
+            .expect("account");
+        ids.push(created.account.bank_account_id);
+    }
+    for id in &ids {
+        common::eventually("the connector knows the account", LONG, || async {
+            let a = table.get_account(*id).await.ok()??;
+            (a.backfill == connector_aws::accounts::BackfillState::Done).then_some(())
+        })
+        .await;
+    }
+    ids
+}
+
+/// Checks what a Sage product would see: every transaction once, in order.
+async fn assert_delivered_exactly(stack: &local_stack::LocalStack, id: Uuid, sent: &[Value]) {
+    let stored = stack
+        .sandbox
+        .client()
+        .stored_transactions(id)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = stored.iter().map(|t| t.unique_id.as_str()).collect();
+    let unique: HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "duplicates at Banking Service");
+    let expected: HashSet<&str> = sent
+        .iter()
+        .map(|t| t["uniqueId"].as_str().unwrap())
+        .collect();
+    assert_eq!(unique, expected, "lost or foreign transactions");
+    let mut sorted = stored.clone();
+    sorted.sort_by_key(|t| t.transaction_id);
+    assert!(
+        sorted
+            .windows(2)
+            .all(|w| w[0].date_posted <= w[1].date_posted),
+        "out of order at Banking Service"
+    );
+    // The connector commits each success shortly after Banking Service stored it.
+    let table = common::table(stack);
+    let started = std::time::Instant::now();
+    while table.count_pending(id).await.unwrap() > 0 {
+        if started.elapsed() > Duration::from_secs(60) {
+            common::diagnose(stack).await;
+            panic!("transactions still pending at the connector for {id}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(table.parked_records(Some(id), 10).await.unwrap().is_empty());
+}
+
+async fn ingest_all(stack: &local_stack::LocalStack, external_id: &str, records: &[Value]) {
+    for chunk in records.chunks(250) {
+        let (status, body) = common::ingest(
+            stack,
+            &json!({"externalId": external_id, "transactions": chunk}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["rejected"], 0, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_accounts_of_2500_arrive_in_order_once_under_faults() {
+    let mut options = common::options(SandboxConfig::fast());
+    // Failed messages come back quickly, so that a killed consumer's batch is retried soon.
+    options.retry_visibility = Some(Duration::from_secs(3));
+    let stack = common::start_with(options).await;
+    let client = stack.sandbox.client();
+    let tags = ["acc_FAULT1", "acc_FAULT2", "acc_FAULT3"];
+    let ids = create_accounts(&stack, &tags).await;
+
+    client
+        .set_faults(&FaultSet {
+            routes: vec![
+                RouteFault {
+                    route: "POST /v1/statements".into(),
+                    error_rate: 0.1,
+                    error_status: 503,
+                    drop_after_commit_rate: 0.1,
+                    ..RouteFault::default()
+                },
+                RouteFault {
+                    route: "GET /v1/statements/{statementId}".into(),
+                    error_rate: 0.05,
+                    error_status: 500,
+                    ..RouteFault::default()
+                },
+            ],
+            force_429: Some(Force429 {
+                retry_after_s: 1,
+                remaining: Some(5),
+            }),
+            token_expires_in_s: Some(20),
+            ..FaultSet::default()
+        })
+        .await
+        .expect("faults");
+
+    let records: Vec<Vec<Value>> = tags.iter().map(|t| transactions(t, 2500)).collect();
+    for (tag, r) in tags.iter().zip(&records) {
+        ingest_all(&stack, tag, &r[..1250]).await;
+    }
+    // Mid-run: a pusher and a poller die with their batches, and every token is revoked.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.function("statement-pusher").unwrap().kill_instance(0);
+    stack.function("statement-poller").unwrap().kill_instance(0);
+    client
+        .revoke_tokens(&RevokeRequest {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .expect("revoke");
+    for (tag, r) in tags.iter().zip(&records) {
+        ingest_all(&stack, tag, &r[1250..]).await;
+    }
+
+    for id in &ids {
+        common::wait_held(&stack, *id, 2500, LONG).await;
+    }
+    for (id, r) in ids.iter().zip(&records) {
+        assert_delivered_exactly(&stack, *id, r).await;
+        for s in client.statements(Some(*id)).await.unwrap() {
+            assert!(s.actual.transaction_details_count <= 1000);
+        }
+    }
+    let metrics = client.metrics().await.unwrap();
+    assert!(metrics.max_in_flight <= 1);
+    let violations = client.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_of_more_than_1000_goes_in_date_order_one_statement_after_another() {
+    let mut config = SandboxConfig::fast();
+    config.bank_history_days = 700;
+    let stack = common::start(config).await;
+    let client = stack.sandbox.client();
+    let start = (Utc::now() - TimeDelta::days(700))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let onboarded = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            bank_id: Some(stack.bank_id),
+            create: AccountPick::First,
+            requested_start_date: Some(start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            ..OnboardOptions::default()
+        })
+        .await
+        .expect("onboarding");
+    let id = onboarded.created[0].bank_account_id;
+    let history: Vec<_> = client
+        .bank_transactions(&onboarded.created[0].external_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.status == "booked")
+        .collect();
+    assert!(
+        history.len() > 1000,
+        "only {} in the history",
+        history.len()
+    );
+    common::wait_held(&stack, id, history.len(), LONG).await;
+    let mut statements = client.statements(Some(id)).await.unwrap();
+    statements.sort_by(|a, b| a.created_date.cmp(&b.created_date));
+    assert!(statements.len() >= 2);
+    // Each statement was posted after the previous one had succeeded.
+    for w in statements.windows(2) {
+        assert!(w[0].status_modified_date <= w[1].created_date, "{w:?}");
+        assert!(w[0].actual.transaction_details_count <= 1000);
+    }
+    let stored = client.stored_transactions(id).await.unwrap();
+    assert!(
+        stored
+            .windows(2)
+            .all(|w| w[0].date_posted <= w[1].date_posted)
+    );
+    // The first poll is timed for the expected processing time: about one poll per statement.
+    let polls: u64 = statements.iter().map(|s| s.poll_count).sum();
+    assert!(
+        polls <= 2 * statements.len() as u64,
+        "{polls} polls for {} statements",
+        statements.len()
+    );
+    assert_eq!(
+        client.account(id).await.unwrap().status,
+        AccountStatus::Active
+    );
+    assert!(client.violations().await.unwrap().is_empty());
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_bank_account_notification_is_recovered_through_accountqueries() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let table = common::table(&stack);
+    let onboarded = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            bank_id: Some(stack.bank_id),
+            create: AccountPick::None,
+            ..OnboardOptions::default()
+        })
+        .await
+        .expect("onboarding");
+    let ext = onboarded.patched_accounts[0]
+        .bank_account_external_id
+        .clone();
+    // The product creates the account, but the notification never reaches the connector.
+    let created = client
+        .create_account(&account_request(stack.bank_id, &ext, false))
+        .await
+        .unwrap();
+    let id = created.account.bank_account_id;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(table.get_account(id).await.unwrap().is_none());
+
+    let reconciler = stack.function("reconciler").unwrap();
+    reconciler
+        .invoke(serde_json::to_vec(&local_stack::events::scheduled_event()).unwrap())
+        .await
+        .unwrap();
+    common::eventually(
+        "the account is recovered and its history delivered",
+        LONG,
+        || async { (client.account(id).await.ok()?.status == AccountStatus::Active).then_some(()) },
+    )
+    .await;
+    assert!(table.get_account(id).await.unwrap().is_some());
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balances_token_revocation_and_duplicates() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let ids = create_accounts(&stack, &["acc_BAL01"]).await;
+    let id = ids[0];
+    let records = transactions("acc_BAL01", 30);
+    ingest_all(&stack, "acc_BAL01", &records[..20]).await;
+    common::wait_held(&stack, id, 20, LONG).await;
+
+    // Token revoked mid-run: one 401, one refresh, the retry succeeds.
+    let before = client.metrics().await.unwrap();
+    client
+        .revoke_tokens(&RevokeRequest {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    ingest_all(&stack, "acc_BAL01", &records[20..]).await;
+    common::wait_held(&stack, id, 30, LONG).await;
+    let after = client.metrics().await.unwrap();
+    let unauthorised = |m: &sandbox::model::MetricsView| {
+        m.requests
+            .iter()
+            .filter(|r| r.status == 401)
+            .map(|r| r.count)
+            .sum::<u64>()
+    };
+    assert_eq!(unauthorised(&after) - unauthorised(&before), 1);
+    let tokens =
+        |m: &sandbox::model::MetricsView| m.token_requests_per_client.values().sum::<u64>();
+    assert_eq!(tokens(&after) - tokens(&before), 1);
+
+    // The same transactions again: recognised at ingest, never sent twice.
+    let (status, body) = common::ingest(
+        &stack,
+        &json!({"externalId": "acc_BAL01", "transactions": &records[..10]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["duplicates"], 10, "{body}");
+
+    // A balance change without transactions goes as a 0-transaction statement.
+    let statements = client.statements(Some(id)).await.unwrap().len();
+    let (status, body) = common::ingest(
+        &stack,
+        &json!({"externalId": "acc_BAL01", "transactions": [],
+                "balance": {"ledger": "4321.09", "available": "4000.00", "asOf": "2026-11-30T00:00:00Z"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let view = common::eventually("balances updated", LONG, || async {
+        let a = client.account(id).await.ok()?;
+        (serde_json::to_value(&a.balances)
+            .ok()?
+            .to_string()
+            .contains("4321.09"))
+        .then_some(a)
+    })
+    .await;
+    assert_eq!(view.status, AccountStatus::Active);
+    let all = client.statements(Some(id)).await.unwrap();
+    assert_eq!(all.len(), statements + 1);
+    assert!(all.iter().any(|s| s.actual.transaction_details_count == 0));
+    assert_delivered_exactly(&stack, id, &records).await;
+    assert!(client.violations().await.unwrap().is_empty());
+    stack.finish().await;
+}
