@@ -32,6 +32,8 @@ pub struct SqsSource {
     /// Locally, a failed message may come back sooner than the queue's visibility timeout.
     pub retry_visibility: Option<Duration>,
     pub stats: Arc<SourceStats>,
+    /// Disabled event source mappings stop polling (the queue keeps its messages).
+    pub paused: Arc<AtomicBool>,
 }
 
 fn record(m: &aws_sdk_sqs::types::Message, arn: &str) -> Value {
@@ -60,6 +62,10 @@ impl SqsSource {
     /// One poller: one invocation at a time (run `MaximumConcurrency` of them).
     pub async fn run(self: Arc<Self>, stop: Arc<AtomicBool>) {
         while !stop.load(Ordering::SeqCst) {
+            if self.paused.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             if let Err(e) = self.poll_once().await {
                 tracing::warn!(queue = %self.queue_url, error = %e, "event source poll failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,6 +1,7 @@
 //! The local stack: the connector's real function binaries on one machine, against moto (the
 //! AWS wire protocol) and the sandbox, wired exactly as `template.yaml` wires them on AWS.
 
+pub mod bench;
 pub mod demo;
 pub mod events;
 pub mod gateway;

@@ -34,6 +34,22 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         transactions: usize,
     },
+    /// Measure the statement pipeline against the sandbox at Sage's default rate limit.
+    Bench {
+        #[arg(long, default_value_t = 6)]
+        accounts: usize,
+        /// Transactions per account.
+        #[arg(long, default_value_t = 2000)]
+        transactions: usize,
+        /// Provider API requests per second the sandbox allows.
+        #[arg(long, default_value_t = 10.0)]
+        rps: f64,
+        /// Banking Service's processing latency: fixed part (ms) and per transaction (µs).
+        #[arg(long, default_value_t = 200)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 500)]
+        per_txn_us: u64,
+    },
 }
 
 fn print_urls(stack: &LocalStack) {
@@ -78,6 +94,31 @@ async fn main() -> Result<()> {
             tokio::signal::ctrl_c().await?;
             println!("Stopping…");
             stack.shutdown().await;
+        }
+        Command::Bench {
+            accounts,
+            transactions,
+            rps,
+            latency_ms,
+            per_txn_us,
+        } => {
+            options.sandbox.ratelimit_rate_per_s = rps;
+            options.sandbox.statement_processing_delay_ms = latency_ms;
+            options.sandbox.statement_per_txn_us = per_txn_us;
+            options.max_consumer_concurrency = 8;
+            println!("==> Starting the local stack");
+            let stack = LocalStack::start(options).await?;
+            let report = local_stack::bench::run(
+                &stack,
+                &local_stack::bench::BenchOptions {
+                    accounts,
+                    transactions,
+                    progress: true,
+                },
+            )
+            .await;
+            stack.shutdown().await;
+            local_stack::bench::print(&report?);
         }
         Command::Demo { transactions } => {
             options.api_port = 0;

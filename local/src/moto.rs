@@ -109,6 +109,10 @@ impl Moto {
         }
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub async fn stop(mut self) {
         crate::process::terminate(&mut self.child).await;
     }

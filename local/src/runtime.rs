@@ -65,6 +65,8 @@ struct InstanceState {
     died: Notify,
     /// Holds the generation whose process must be killed (timeout, kill request, stop).
     kill: tokio::sync::watch::Sender<u64>,
+    /// The current process's id (0 while none runs).
+    pid: std::sync::atomic::AtomicU32,
 }
 
 impl InstanceState {
@@ -130,6 +132,7 @@ impl Function {
                 generation: AtomicU64::new(0),
                 died: Notify::new(),
                 kill: tokio::sync::watch::channel(u64::MAX).0,
+                pid: std::sync::atomic::AtomicU32::new(0),
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -212,6 +215,15 @@ impl Function {
         }
     }
 
+    /// Process ids of the running instances.
+    pub fn pids(&self) -> Vec<u32> {
+        self.instances
+            .iter()
+            .map(|i| i.pid.load(Ordering::SeqCst))
+            .filter(|p| *p != 0)
+            .collect()
+    }
+
     pub fn instances(&self) -> usize {
         self.instances.len()
     }
@@ -260,6 +272,7 @@ async fn supervise(shared: Arc<Shared>, state: Arc<InstanceState>, addr: SocketA
             }
         };
         shared.cold_starts.fetch_add(1, Ordering::SeqCst);
+        state.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
         let generation = state.generation.load(Ordering::SeqCst);
         let stderr_tail = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         pipe_output(&shared, &mut child, stderr_tail.clone());

@@ -93,6 +93,8 @@ pub struct LocalStack {
     pub sqs: aws_sdk_sqs::Client,
     pub functions: BTreeMap<String, Arc<Function>>,
     pub source_stats: BTreeMap<String, Arc<SourceStats>>,
+    /// Per queue: disable or enable its event source mapping.
+    pub source_paused: BTreeMap<String, Arc<AtomicBool>>,
     moto: Option<Moto>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -191,6 +193,7 @@ impl LocalStack {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         let mut source_stats = BTreeMap::new();
+        let mut source_paused = BTreeMap::new();
         let mut routes = Vec::new();
         for f in &template.functions {
             let function = functions[&f.binary].clone();
@@ -209,6 +212,8 @@ impl LocalStack {
                     } => {
                         let stats = Arc::new(SourceStats::default());
                         source_stats.insert(queue.clone(), stats.clone());
+                        let paused = Arc::new(AtomicBool::new(false));
+                        source_paused.insert(queue.clone(), paused.clone());
                         let source = Arc::new(SqsSource {
                             client: sqs.clone(),
                             queue_url: queue_urls[queue].clone(),
@@ -218,6 +223,7 @@ impl LocalStack {
                             function: function.clone(),
                             retry_visibility: options.retry_visibility,
                             stats,
+                            paused,
                         });
                         let pollers = (*max_concurrency as usize)
                             .min(options.max_consumer_concurrency)
@@ -259,11 +265,25 @@ impl LocalStack {
             sqs,
             functions,
             source_stats,
+            source_paused,
             moto: Some(moto),
             stop,
             tasks,
             server: Some(server),
         })
+    }
+
+    /// Disables (or enables again) the event source mapping of a queue (logical id).
+    pub fn set_source_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        self.source_paused
+            .get(queue)
+            .ok_or_else(|| anyhow!("no event source for {queue}"))?
+            .store(paused, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn moto_pid(&self) -> Option<u32> {
+        self.moto.as_ref().and_then(Moto::pid)
     }
 
     pub fn function(&self, binary: &str) -> Result<&Arc<Function>> {

@@ -143,8 +143,14 @@ fn token_inner(core: &Core, headers: &HeaderMap, body: &[u8]) -> (Response, Opti
     }
     window.push_back(Instant::now());
 
-    // Violation: too many token requests within half a lifetime without an intervening 401.
-    let half = chrono::Duration::seconds((core.cfg.token_lifetime_s / 2) as i64);
+    // The lifetime of the tokens issued now (a fault may shorten it).
+    let lifetime = st
+        .faults
+        .set
+        .token_expires_in_s
+        .unwrap_or(core.cfg.token_lifetime_s);
+    // Violation: too many token requests within half that lifetime without an intervening 401.
+    let half = chrono::Duration::seconds((lifetime / 2) as i64);
     let since = st
         .token_since_401
         .entry(client.client_id.clone())
@@ -164,11 +170,6 @@ fn token_inner(core: &Core, headers: &HeaderMap, body: &[u8]) -> (Response, Opti
         );
     }
 
-    let lifetime = st
-        .faults
-        .set
-        .token_expires_in_s
-        .unwrap_or(core.cfg.token_lifetime_s);
     let jti = st.rng.uuid().to_string();
     st.issued_tokens
         .insert(jti.clone(), client.client_id.clone());

@@ -1555,6 +1555,24 @@ async fn too_many_token_requests_is_a_violation_and_a_401_resets_it() {
     );
 }
 
+#[tokio::test]
+async fn token_violation_window_follows_the_lifetime_actually_issued() {
+    let h = fast().await; // one token already, with the configured 8-hour lifetime
+    h.client
+        .set_faults(&FaultSet {
+            token_expires_in_s: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Refreshing 2-second tokens every 1.1 s is what a well-behaved client does.
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        h.new_token().await;
+    }
+    assert!(h.client.violations().await.unwrap().is_empty());
+}
+
 // ------------------------------------------------------------------ faults and limits
 
 #[tokio::test]

@@ -549,4 +549,98 @@ mod tests {
             serde_json::from_str(r#"{"_id":"s","status":"validating"}"#).unwrap();
         assert_eq!(novel.status, StatementStatus::Unknown);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use rust_decimal::prelude::ToPrimitive;
+
+        /// Transactions with random cents in ±1,000,000.00 and random dates in one year.
+        fn arb_transactions(max: usize) -> impl Strategy<Value = Vec<Transaction>> {
+            prop::collection::vec((-100_000_000i64..100_000_000, 0i64..31_536_000), 0..max)
+                .prop_map(|v| {
+                    v.into_iter()
+                        .enumerate()
+                        .map(|(i, (cents, secs))| {
+                            let mut t = txn(&format!("u{i}"), "0", "2025-01-01T00:00:00Z");
+                            t.transaction_amount = Decimal::new(cents, 2);
+                            t.date_posted += chrono::TimeDelta::seconds(secs);
+                            t
+                        })
+                        .collect()
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn statement_order_is_by_date_and_keeps_bank_order_for_ties(mut txns in arb_transactions(300)) {
+                let before = txns.clone();
+                statement_order(&mut txns);
+                prop_assert!(txns.windows(2).all(|w| w[0].date_posted <= w[1].date_posted));
+                // Stable: equal dates keep their original relative order.
+                for w in txns.windows(2) {
+                    if w[0].date_posted == w[1].date_posted {
+                        let a = before.iter().position(|t| t.unique_id == w[0].unique_id);
+                        let b = before.iter().position(|t| t.unique_id == w[1].unique_id);
+                        prop_assert!(a < b);
+                    }
+                }
+            }
+
+            #[test]
+            fn batches_of_at_most_1000_carry_everything_once_with_exact_sums(mut txns in arb_transactions(2600)) {
+                statement_order(&mut txns);
+                let mut seen = Vec::new();
+                for batch in txns.chunks(MAX_TRANSACTIONS_PER_STATEMENT) {
+                    let mut i = input(batch, BalanceShape::Nested);
+                    i.ledger = Some(Balance { amount: Decimal::ZERO, as_of: batch[0].date_posted });
+                    let req = build_statement(&i).unwrap();
+                    let e = &req.data.expected;
+                    prop_assert!(e.transaction_details_count <= MAX_TRANSACTIONS_PER_STATEMENT);
+                    prop_assert_eq!(e.transaction_details_count, batch.len());
+                    // The same sums computed in integer cents.
+                    let cents: Vec<i64> = batch
+                        .iter()
+                        .map(|t| (t.transaction_amount * Decimal::from(100)).to_i64().unwrap())
+                        .collect();
+                    let credit: i64 = cents.iter().filter(|c| **c >= 0).sum();
+                    let debit: i64 = cents.iter().filter(|c| **c < 0).sum();
+                    prop_assert_eq!(e.transaction_credit_sum, Decimal::new(credit, 2));
+                    prop_assert_eq!(e.transaction_debit_sum, Decimal::new(debit, 2));
+                    prop_assert!(e.transaction_debit_sum <= Decimal::ZERO);
+                    // Amounts go out as plain numbers with at most two fraction digits.
+                    let numbers = req
+                        .data
+                        .transaction_details
+                        .iter()
+                        .map(|d| d.transaction_amount)
+                        .chain([e.transaction_credit_sum, e.transaction_debit_sum]);
+                    for n in numbers {
+                        let text = crate::amount::to_json_number(&n);
+                        prop_assert!(!text.get().contains(['e', 'E']), "{}", text.get());
+                        prop_assert!(n.scale() <= 2);
+                    }
+                    seen.extend(req.data.transaction_details.iter().map(|d| d.unique_id.clone()));
+                }
+                let all: Vec<String> = txns.iter().map(|t| t.unique_id.clone()).collect();
+                prop_assert_eq!(seen, all);
+            }
+
+            #[test]
+            fn the_ledger_after_a_batch_plus_what_follows_is_the_current_balance(
+                txns in arb_transactions(50),
+                split in 0usize..50,
+                current in -100_000_000i64..100_000_000,
+            ) {
+                prop_assume!(!txns.is_empty());
+                let split = split.min(txns.len() - 1) + 1;
+                let (batch, later) = txns.split_at(split);
+                let current = Balance { amount: Decimal::new(current, 2), as_of: batch[0].date_posted };
+                let after = ledger_after_batch(batch, later, Some(&current)).unwrap();
+                let later_sum: Decimal = later.iter().map(|t| t.transaction_amount).sum();
+                prop_assert_eq!(after.amount + later_sum, current.amount);
+                prop_assert_eq!(after.as_of, batch[batch.len() - 1].date_posted);
+            }
+        }
+    }
 }

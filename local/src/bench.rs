@@ -1,0 +1,241 @@
+//! The statement pipeline's throughput benchmark: the sandbox limited to Sage's default rate,
+//! several accounts with a backlog, and the figures that say how close the connector gets to
+//! what the rate allows.
+//!
+//! Bound: every statement costs one POST plus its polls, so at `rps` requests per second at
+//! most `1000 × rps / (1 + polls per statement)` transactions per second can be delivered.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use serde_json::json;
+
+use crate::stack::{LOCAL_INGEST_KEY, LocalStack};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub accounts: usize,
+    pub transactions: usize,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub rps: f64,
+    pub delivered: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub statements: usize,
+    pub polls_per_statement: f64,
+    pub rate_limited: u64,
+    pub provider_requests: u64,
+    pub seconds: f64,
+    pub delivered_per_second: f64,
+    pub bound_per_second: f64,
+    pub peak_rss_kib: BTreeMap<String, u64>,
+}
+
+/// Peak resident set (VmHWM) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn amount_text(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
+}
+
+/// Transaction `i` of an account: deterministic amounts in exact cents, one a minute.
+fn record(i: usize, tag: &str, start: DateTime<Utc>, balance: &mut i64) -> serde_json::Value {
+    let cents = match ((i as i64 * 7919) % 40_000) - 15_000 {
+        0 => 1,
+        c => c,
+    };
+    *balance += cents;
+    json!({
+        "uniqueId": format!("{tag}-{i:06}"),
+        "transactionAmount": amount_text(cents),
+        "transactionType": if cents < 0 { "DEBIT" } else { "CREDIT" },
+        "datePosted": (start + TimeDelta::seconds(60 * i as i64)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "runningBalance": amount_text(*balance),
+    })
+}
+
+pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
+    let client = stack.sandbox.client();
+    let http = reqwest::Client::new();
+    let rps = stack.sandbox.config().ratelimit_rate_per_s;
+    if rps <= 0.0 {
+        bail!("the benchmark needs the sandbox's rate limit on");
+    }
+    // Accounts created as a product would, each notified to the connector.
+    let mut accounts = Vec::new();
+    for a in 0..o.accounts {
+        let external = format!("acc_BENCH{a:03}");
+        let created = client
+            .create_account(&sandbox::model::CreateAccountRequest {
+                bank_id: stack.bank_id,
+                external_id: external.clone(),
+                requested_start_date: "2026-01-01T00:00:00.000Z".into(),
+                account_name: None,
+                bank_identifier: None,
+                account_identifier: None,
+                branch_identifier: None,
+                organisation_id: None,
+                company_id: None,
+                notify: None,
+                delivery: Default::default(),
+            })
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        accounts.push((external, created.account.bank_account_id));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    if o.progress {
+        println!(
+            "==> Ingesting {} transactions for each of {} accounts",
+            o.transactions, o.accounts
+        );
+    }
+    let start = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().ok_or_else(|| anyhow!("date"))?;
+    let total = o.transactions * o.accounts;
+    // The backlog builds up first (the push queue's mapping disabled), then drains: the figure
+    // is the pipeline's, not the ingest's.
+    stack.set_source_paused("PushQueue", true)?;
+    let ingest_started = Instant::now();
+    let mut balances = vec![0i64; accounts.len()];
+    for chunk_start in (0..o.transactions).step_by(250) {
+        for ((external, _), balance) in accounts.iter().zip(balances.iter_mut()) {
+            let records: Vec<_> = (chunk_start..(chunk_start + 250).min(o.transactions))
+                .map(|i| record(i, external, start, balance))
+                .collect();
+            let answer = http
+                .post(format!("{}/ingest", stack.api_url))
+                .header("x-api-key", LOCAL_INGEST_KEY)
+                .json(&json!({"externalId": external, "transactions": records}))
+                .send()
+                .await?;
+            if !answer.status().is_success() {
+                bail!("ingest answered {}", answer.status());
+            }
+        }
+    }
+    if o.progress {
+        println!(
+            "    ingested in {:.1} s; delivering",
+            ingest_started.elapsed().as_secs_f64()
+        );
+    }
+    stack.set_source_paused("PushQueue", false)?;
+    let started = Instant::now();
+
+    let mut peak: BTreeMap<String, u64> = BTreeMap::new();
+    let limit = Duration::from_secs(1800);
+    let table = connector_aws::Table::new(stack.dynamodb.clone(), stack.table_name.clone());
+    loop {
+        // Done when the connector has committed every success (not merely when Banking
+        // Service stored them): that is when the next batch could go.
+        let mut held = 0;
+        for (_, id) in &accounts {
+            if let Ok(Some(a)) = table.get_account(*id).await {
+                held += a.delivered_count as usize;
+            }
+        }
+        for (name, f) in &stack.functions {
+            for pid in f.pids() {
+                if let Some(kib) = peak_rss_kib(pid) {
+                    let e = peak.entry(name.clone()).or_default();
+                    *e = (*e).max(kib);
+                }
+            }
+        }
+        if o.progress {
+            print!("\r    delivered {held}/{total}   ");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        }
+        if held >= total {
+            break;
+        }
+        if started.elapsed() > limit {
+            bail!("only {held} of {total} delivered after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let delivery_time = started.elapsed().as_secs_f64();
+    if o.progress {
+        println!();
+    }
+    if let Some(kib) = stack.moto_pid().and_then(peak_rss_kib) {
+        peak.insert("moto (emulator)".into(), kib);
+    }
+    if let Some(kib) = peak_rss_kib(std::process::id()) {
+        peak.insert("local stack + sandbox".into(), kib);
+    }
+
+    // What a product sees, and the timing of the statements.
+    let mut delivered = 0;
+    let mut duplicated = 0;
+    let mut statements = Vec::new();
+    for (_, id) in &accounts {
+        let stored = client.stored_transactions(*id).await.map_err(|e| anyhow!("{e}"))?;
+        let unique: std::collections::HashSet<_> = stored.iter().map(|t| t.unique_id.clone()).collect();
+        duplicated += stored.len() - unique.len();
+        delivered += unique.len();
+        statements.extend(client.statements(Some(*id)).await.map_err(|e| anyhow!("{e}"))?);
+    }
+    let seconds = delivery_time;
+    let polls: u64 = statements.iter().map(|s| s.poll_count).sum();
+    let polls_per_statement = polls as f64 / statements.len().max(1) as f64;
+    let metrics = client.metrics().await.map_err(|e| anyhow!("{e}"))?;
+    let provider_requests: u64 = metrics
+        .requests
+        .iter()
+        .filter(|r| r.route.contains("/v1/"))
+        .map(|r| r.count)
+        .sum();
+    let per_second = delivered as f64 / seconds.max(0.001);
+    let bound = 1000.0 * rps / (1.0 + polls_per_statement.max(1.0));
+    Ok(BenchReport {
+        rps,
+        delivered,
+        lost: total.saturating_sub(delivered),
+        duplicated,
+        statements: statements.len(),
+        polls_per_statement,
+        rate_limited: metrics.rate_limited,
+        provider_requests,
+        seconds,
+        delivered_per_second: per_second,
+        bound_per_second: bound,
+        peak_rss_kib: peak,
+    })
+}
+
+pub fn print(r: &BenchReport) {
+    println!("Statement pipeline benchmark (sandbox at {} requests/s)", r.rps);
+    println!("  delivered                 {} (lost {}, duplicated {})", r.delivered, r.lost, r.duplicated);
+    println!("  statements                {} ({:.2} polls per statement)", r.statements, r.polls_per_statement);
+    println!("  Provider API requests     {} ({} answered 429)", r.provider_requests, r.rate_limited);
+    println!("  delivery time             {:.1} s (backlog released to last commit)", r.seconds);
+    println!(
+        "  throughput                {:.0} transactions/s = {:.1} % of the bound {:.0} = 1000 x {} / (1 + {:.2})",
+        r.delivered_per_second,
+        100.0 * r.delivered_per_second / r.bound_per_second,
+        r.bound_per_second,
+        r.rps,
+        r.polls_per_statement.max(1.0)
+    );
+    println!("  peak memory (VmHWM)");
+    for (name, kib) in &r.peak_rss_kib {
+        println!("    {name:<26} {:>7.1} MiB", *kib as f64 / 1024.0);
+    }
+}
