@@ -105,7 +105,10 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
             o.transactions, o.accounts
         );
     }
-    let start = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().ok_or_else(|| anyhow!("date"))?;
+    let start = Utc
+        .with_ymd_and_hms(2026, 6, 1, 0, 0, 0)
+        .single()
+        .ok_or_else(|| anyhow!("date"))?;
     let total = o.transactions * o.accounts;
     // The backlog builds up first (the push queue's mapping disabled), then drains: the figure
     // is the pipeline's, not the ingest's.
@@ -186,11 +189,20 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
     let mut duplicated = 0;
     let mut statements = Vec::new();
     for (_, id) in &accounts {
-        let stored = client.stored_transactions(*id).await.map_err(|e| anyhow!("{e}"))?;
-        let unique: std::collections::HashSet<_> = stored.iter().map(|t| t.unique_id.clone()).collect();
+        let stored = client
+            .stored_transactions(*id)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let unique: std::collections::HashSet<_> =
+            stored.iter().map(|t| t.unique_id.clone()).collect();
         duplicated += stored.len() - unique.len();
         delivered += unique.len();
-        statements.extend(client.statements(Some(*id)).await.map_err(|e| anyhow!("{e}"))?);
+        statements.extend(
+            client
+                .statements(Some(*id))
+                .await
+                .map_err(|e| anyhow!("{e}"))?,
+        );
     }
     let seconds = delivery_time;
     let polls: u64 = statements.iter().map(|s| s.poll_count).sum();
@@ -221,11 +233,26 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
 }
 
 pub fn print(r: &BenchReport) {
-    println!("Statement pipeline benchmark (sandbox at {} requests/s)", r.rps);
-    println!("  delivered                 {} (lost {}, duplicated {})", r.delivered, r.lost, r.duplicated);
-    println!("  statements                {} ({:.2} polls per statement)", r.statements, r.polls_per_statement);
-    println!("  Provider API requests     {} ({} answered 429)", r.provider_requests, r.rate_limited);
-    println!("  delivery time             {:.1} s (backlog released to last commit)", r.seconds);
+    println!(
+        "Statement pipeline benchmark (sandbox at {} requests/s)",
+        r.rps
+    );
+    println!(
+        "  delivered                 {} (lost {}, duplicated {})",
+        r.delivered, r.lost, r.duplicated
+    );
+    println!(
+        "  statements                {} ({:.2} polls per statement)",
+        r.statements, r.polls_per_statement
+    );
+    println!(
+        "  Provider API requests     {} ({} answered 429)",
+        r.provider_requests, r.rate_limited
+    );
+    println!(
+        "  delivery time             {:.1} s (backlog released to last commit)",
+        r.seconds
+    );
     println!(
         "  throughput                {:.0} transactions/s = {:.1} % of the bound {:.0} = 1000 x {} / (1 + {:.2})",
         r.delivered_per_second,

@@ -106,7 +106,7 @@ async fn assert_delivered_exactly(stack: &local_stack::LocalStack, id: Uuid, sen
     // The connector commits each success shortly after Banking Service stored it.
     let table = common::table(stack);
     let started = std::time::Instant::now();
-    while table.count_pending(id).await.unwrap() > 0 {
+    while common::pending_at_connector(stack, id).await > 0 {
         if started.elapsed() > Duration::from_secs(60) {
             common::diagnose(stack).await;
             panic!("transactions still pending at the connector for {id}");
@@ -374,5 +374,65 @@ async fn balances_token_revocation_and_duplicates() {
     assert!(all.iter().any(|s| s.actual.transaction_details_count == 0));
     assert_delivered_exactly(&stack, id, &records).await;
     assert!(client.violations().await.unwrap().is_empty());
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stragglers_are_delivered_after_the_watermark_and_too_old_ones_parked() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let ids = create_accounts(&stack, &["acc_LATE01"]).await;
+    let id = ids[0];
+    // 100 transactions, one every 17 minutes from 1 September (to about 2 September).
+    let records = transactions("acc_LATE01", 100);
+    ingest_all(&stack, "acc_LATE01", &records).await;
+    common::wait_held(&stack, id, 100, LONG).await;
+    let late = |id: &str, date: &str| {
+        json!({"uniqueId": id, "transactionAmount": "1.00", "transactionType": "CREDIT",
+               "datePosted": date, "runningBalance": "1.00"})
+    };
+    // Older than what Banking Service holds, but within 14 days: delivered, not skipped.
+    // Older than the 2-week rule: held back and parked with its reason.
+    let (status, body) = common::ingest(
+        &stack,
+        &json!({"externalId": "acc_LATE01", "transactions": [
+            late("late-ok", "2026-08-30T12:00:00.000Z"),
+            late("late-too-old", "2026-08-01T12:00:00.000Z"),
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    common::wait_held(&stack, id, 101, LONG).await;
+    let stored = stack
+        .sandbox
+        .client()
+        .stored_transactions(id)
+        .await
+        .unwrap();
+    assert!(stored.iter().any(|t| t.unique_id == "late-ok"));
+    assert!(!stored.iter().any(|t| t.unique_id == "late-too-old"));
+    let parked = common::eventually("the too-old one is parked", LONG, || async {
+        let p = common::table(&stack)
+            .parked_records(Some(id), 10)
+            .await
+            .ok()?;
+        (!p.is_empty()).then_some(p)
+    })
+    .await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].unique_id, "late-too-old");
+    assert_eq!(parked[0].reason, "TransactionTooOld");
+    common::eventually("the connector commits the straggler", LONG, || async {
+        (common::pending_at_connector(&stack, id).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        stack
+            .sandbox
+            .client()
+            .violations()
+            .await
+            .unwrap()
+            .is_empty()
+    );
     stack.finish().await;
 }

@@ -178,7 +178,7 @@ pub async fn diagnose(stack: &LocalStack) {
     if let Ok(accounts) = table(stack).accounts().await {
         for a in accounts {
             let pending = table(stack)
-                .count_pending(a.bank_account_id)
+                .count_pending(a.bank_account_id, a.delivered_through.as_deref())
                 .await
                 .unwrap_or(0);
             eprintln!(
@@ -241,4 +241,18 @@ pub async fn available_accounts_raw(
     let r = req.send().await.expect("availableaccounts");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Transactions the connector still has to deliver for an account (after its watermark).
+pub async fn pending_at_connector(stack: &LocalStack, id: uuid::Uuid) -> u64 {
+    let t = table(stack);
+    let watermark = t
+        .get_account(id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|a| a.delivered_through);
+    t.count_pending(id, watermark.as_deref())
+        .await
+        .unwrap_or(u64::MAX)
 }

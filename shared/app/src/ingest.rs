@@ -22,39 +22,39 @@ pub const MAX_RECORDS: usize = 1000;
 /// Largest ingest body accepted.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
-/// How long an ingest may fence the pusher off its positions if it dies midway (longer than
-/// any function's timeout).
+/// How long an ingest may fence batch commits off if it dies midway (longer than any
+/// function's timeout).
 const INGEST_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Stores transactions for one account and returns, per transaction, whether it is new;
-/// `None` when the account is gone. Writes run in parallel; the fence keeps the pusher from
-/// sending any of them — or anything after them — before all are written.
+/// `None` when the account is gone. Writes run in parallel under a fence: no batch is committed
+/// while they land, so none can skip one of them (see `Account::ingesting`).
 pub async fn store_for_account(
     table: &Table,
     account: Uuid,
     transactions: &[Transaction],
     now: DateTime<Utc>,
 ) -> Result<Option<Vec<PutOutcome>>, connector_aws::StoreError> {
-    let Some(min_key) = connector_aws::transactions::first_position(transactions) else {
+    if transactions.is_empty() {
         return Ok(Some(Vec::new()));
-    };
-    let Some((first_seq, token)) = table
-        .begin_ingest(
-            account,
-            transactions.len() as u64,
-            &min_key,
-            INGEST_LEASE,
-            now,
-        )
+    }
+    let Some(start) = table
+        .begin_ingest(account, transactions.len() as u64, INGEST_LEASE, now)
         .await?
     else {
         return Ok(None);
     };
     let stored = table
-        .put_transactions(account, transactions, first_seq, now)
+        .put_transactions(
+            account,
+            transactions,
+            start.first_seq,
+            start.horizon.as_deref(),
+            now,
+        )
         .await;
     // Lifted whatever happened: a failed write is retried by the caller with a new fence.
-    let ended = table.end_ingest(account, &token).await;
+    let ended = table.end_ingest(account, &start.token).await;
     let stored = stored?;
     ended?;
     Ok(Some(stored))

@@ -144,7 +144,7 @@ impl Pipeline {
             || state.balance_owed()
             || !self
                 .table
-                .pending_transactions(account, 1)
+                .pending_transactions(account, state.delivered_through.as_deref(), 1)
                 .await
                 .map_err(retry)?
                 .is_empty();

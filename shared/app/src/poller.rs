@@ -185,19 +185,11 @@ impl StatementPoller {
         let token = claim.token.clone();
         match outcome {
             Outcome::Succeeded => {
-                // Commit before release: a crash in between only repeats this idempotent step.
-                let batch = p
-                    .table
-                    .transactions_by_ids(id, &claim.unique_ids)
-                    .await
-                    .map_err(retry)?;
-                p.table
-                    .mark_delivered(id, &batch, statement_id, now)
-                    .await
-                    .map_err(retry)?;
-                let newest = batch
-                    .iter()
-                    .map(|t| t.transaction.date_posted)
+                // One write commits it all: the watermark moves to the statement's highest
+                // position together with the release (invariant 4: release, then look).
+                let newest = claim
+                    .newest_date
+                    .into_iter()
                     .chain(account.newest_delivered)
                     .max();
                 tracing::info!(
@@ -209,6 +201,7 @@ impl StatementPoller {
                     id,
                     &token,
                     &Release {
+                        delivered_through: claim.hi_key.clone(),
                         newest_delivered: newest,
                         success_at: Some(now),
                         delivered: claim.unique_ids.len() as u64,
@@ -228,13 +221,8 @@ impl StatementPoller {
                     "statement failed on items; resubmitting the rest"
                 );
                 // Duplicates are already held by Banking Service: they count as delivered.
-                let held = p
-                    .table
-                    .transactions_by_ids(id, &duplicates)
-                    .await
-                    .map_err(retry)?;
                 p.table
-                    .mark_delivered(id, &held, statement_id, now)
+                    .mark_held(id, &duplicates, statement_id)
                     .await
                     .map_err(retry)?;
                 p.table
@@ -253,7 +241,12 @@ impl StatementPoller {
                     .await
                     .map_err(retry)?;
                 p.table
-                    .park_all_pending(id, "AccountCancelled", now)
+                    .park_all_pending(
+                        id,
+                        account.delivered_through.as_deref(),
+                        "AccountCancelled",
+                        now,
+                    )
                     .await
                     .map_err(retry)?;
                 p.table

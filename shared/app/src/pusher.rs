@@ -68,6 +68,8 @@ impl StatementPusher {
             unique_ids: Vec::new(),
             overdue: false,
             balance_as_of: None,
+            hi_key: None,
+            newest_date: None,
         };
         let account = match p.table.claim_account(id, &claim).await.map_err(retry)? {
             ClaimOutcome::Claimed(a) => *a,
@@ -97,8 +99,36 @@ impl StatementPusher {
                 claim.kind = StatementKind::Balances;
                 self.save_and_post(&account, claim, &[], None).await
             }
-            Work::Transactions(batch, more) => {
+            Work::Transactions(mut batch, more) => {
                 let mut claim = claim;
+                let hi = batch.iter().filter_map(|t| t.position.clone()).max();
+                let Some(hi) = hi else {
+                    return Err(MessageError::Retry(
+                        "pending transactions without a position".into(),
+                    ));
+                };
+                // Commit to this batch before anything is posted (see `commit_horizon`).
+                if !p
+                    .table
+                    .commit_horizon(id, &claim.token, &hi, account.next_seq)
+                    .await
+                    .map_err(retry)?
+                {
+                    tracing::debug!("an ingest began meanwhile; its completion kicks again");
+                    p.table
+                        .release_account(id, &claim.token, &Release::default())
+                        .await
+                        .map_err(retry)?;
+                    return Ok(());
+                }
+                // Position order is date order except for stragglers placed after the horizon:
+                // a statement lists its transactions by date (bank order for ties).
+                batch.sort_by(|a, b| {
+                    (a.transaction.date_posted, &a.position)
+                        .cmp(&(b.transaction.date_posted, &b.position))
+                });
+                claim.hi_key = Some(hi);
+                claim.newest_date = batch.iter().map(|t| t.transaction.date_posted).max();
                 claim.unique_ids = batch
                     .iter()
                     .map(|t| t.transaction.unique_id.clone())
@@ -123,27 +153,31 @@ impl StatementPusher {
         if account.backfill != BackfillState::Done {
             return Ok(Work::Nothing("backfill still running"));
         }
+        // A batch must not skip a transaction still being written: wait for ingests under way
+        // (each kicks when done); the fences of ingests that died are cleared.
+        if !account.ingesting.is_empty() {
+            p.table
+                .clear_expired_ingests(account, claim.since)
+                .await
+                .map_err(retry)?;
+            if account.live_ingests(claim.since) > 0 {
+                return Ok(Work::Nothing("waiting for an ingest to finish"));
+            }
+        }
         loop {
             // One more than a statement holds: tells whether this batch drains the account.
             let mut pending = p
                 .table
-                .pending_transactions(account.bank_account_id, MAX_TRANSACTIONS_PER_STATEMENT + 1)
+                .pending_transactions(
+                    account.bank_account_id,
+                    account.delivered_through.as_deref(),
+                    MAX_TRANSACTIONS_PER_STATEMENT + 1,
+                )
                 .await
                 .map_err(retry)?;
-            // Nothing at or after an unfinished ingest's first position goes yet: its earlier
-            // transactions may still be on their way (its completion kicks again).
-            let mut fenced = false;
-            if let Some(fence) = account.ingest_fence(claim.since) {
-                let before = pending.len();
-                pending.retain(|t| t.position().as_str() < fence);
-                fenced = pending.len() < before;
-            }
-            let more = fenced || pending.len() > MAX_TRANSACTIONS_PER_STATEMENT;
+            let more = pending.len() > MAX_TRANSACTIONS_PER_STATEMENT;
             pending.truncate(MAX_TRANSACTIONS_PER_STATEMENT);
             if pending.is_empty() {
-                if fenced {
-                    return Ok(Work::Nothing("waiting for an ingest to finish"));
-                }
                 if account.balance_owed() && account.ledger.is_some() {
                     return Ok(Work::Balances);
                 }
@@ -208,6 +242,8 @@ impl StatementPusher {
             .await
             .map_err(retry)?;
         // Offboarding or parking may have taken some away meanwhile; send what is still pending.
+        // Same order as first posted (the claim's order); offboarding or parking may have taken
+        // some away meanwhile: send what is still pending.
         let transactions: Vec<Transaction> = stored
             .into_iter()
             .filter(|t| t.state == connector_aws::transactions::TransactionState::Pending)
@@ -293,7 +329,11 @@ impl StatementPusher {
                     None => {
                         let peek = p
                             .table
-                            .pending_transactions(account.bank_account_id, included.len() + 1)
+                            .pending_transactions(
+                                account.bank_account_id,
+                                account.delivered_through.as_deref(),
+                                included.len() + 1,
+                            )
                             .await
                             .map_err(|e| BuildFailure::Retry(retry(e)))?;
                         !peek.iter().any(not_in_batch)
@@ -308,7 +348,11 @@ impl StatementPusher {
                             .is_some_and(|t| t.running_balance.is_none());
                         let later: Vec<Transaction> = if needs_later && !drains_all {
                             p.table
-                                .pending_transactions(account.bank_account_id, usize::MAX)
+                                .pending_transactions(
+                                    account.bank_account_id,
+                                    account.delivered_through.as_deref(),
+                                    usize::MAX,
+                                )
                                 .await
                                 .map_err(|e| BuildFailure::Retry(retry(e)))?
                                 .into_iter()
@@ -409,7 +453,12 @@ impl StatementPusher {
                         .await
                         .map_err(retry)?;
                     p.table
-                        .park_all_pending(id, "AccountCancelled", now)
+                        .park_all_pending(
+                            id,
+                            account.delivered_through.as_deref(),
+                            "AccountCancelled",
+                            now,
+                        )
                         .await
                         .map_err(retry)?;
                     p.table

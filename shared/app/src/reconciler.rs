@@ -248,7 +248,7 @@ impl Reconciler {
                     }
                     let has_pending = !p
                         .table
-                        .pending_transactions(id, 1)
+                        .pending_transactions(id, account.delivered_through.as_deref(), 1)
                         .await
                         .map_err(|e| e.to_string())?
                         .is_empty();

@@ -155,6 +155,8 @@ impl NotificationWorker {
             auth_required_owed: false,
             ledger_as_of_ms: None,
             balance_sent_as_of_ms: None,
+            delivered_through: None,
+            horizon: None,
             ingesting: Default::default(),
             created_at: Utc::now(),
             cancelled_at: None,
@@ -222,9 +224,10 @@ impl NotificationWorker {
             .cancel_account(id, external_id.as_deref(), now)
             .await
             .map_err(retry)?;
+        let watermark = before.as_ref().and_then(|a| a.delivered_through.clone());
         let parked = self
             .table
-            .park_all_pending(id, "AccountCancelled", now)
+            .park_all_pending(id, watermark.as_deref(), "AccountCancelled", now)
             .await
             .map_err(retry)?;
         tracing::info!(

@@ -82,6 +82,12 @@ pub struct InFlight {
     /// As-of of the ledger balance the statement carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance_as_of: Option<DateTime<Utc>>,
+    /// Highest statement position in the statement: the watermark after its success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hi_key: Option<String>,
+    /// Newest `datePosted` in the statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_date: Option<DateTime<Utc>>,
 }
 
 /// The account item.
@@ -123,9 +129,17 @@ pub struct Account {
     pub ledger_as_of_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance_sent_as_of_ms: Option<i64>,
-    /// Ingests being written right now, by token: the pusher sends nothing at or after the
-    /// first statement position of an unfinished ingest, so that a statement never carries a
-    /// later transaction while an earlier one of the same request is still being written.
+    /// Banking Service holds every transaction up to this statement position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_through: Option<String>,
+    /// The highest position ever put in a statement. Transactions arriving with an older
+    /// position are placed after it (see `transactions::position_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<String>,
+    /// Ingests being written right now, by token. The pusher starts no batch while one is,
+    /// and commits a batch (`commit_horizon`) only if none began since it looked: so a
+    /// statement never skips a transaction still being written, and every ingest knows the
+    /// horizon its stragglers must go after.
     #[serde(default)]
     pub ingesting: std::collections::BTreeMap<String, IngestFence>,
     pub created_at: DateTime<Utc>,
@@ -133,23 +147,20 @@ pub struct Account {
     pub cancelled_at: Option<DateTime<Utc>>,
 }
 
-/// An unfinished ingest: its first statement position and when its lease ends.
+/// An unfinished ingest: when its lease ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestFence {
-    pub min_key: String,
     pub expires_at_ms: i64,
 }
 
 impl Account {
-    /// The statement position before which everything pending is complete: the smallest first
-    /// position of the ingests still being written (expired leases do not count).
-    pub fn ingest_fence(&self, now: DateTime<Utc>) -> Option<&str> {
+    /// Ingests still being written (an expired lease means one died midway).
+    pub fn live_ingests(&self, now: DateTime<Utc>) -> usize {
         self.ingesting
             .values()
             .filter(|f| f.expires_at_ms > now.timestamp_millis())
-            .map(|f| f.min_key.as_str())
-            .min()
+            .count()
     }
 }
 
@@ -349,21 +360,18 @@ impl Table {
         Ok(before)
     }
 
-    /// Starts an ingest of `count` transactions whose first statement position is `min_key`:
-    /// hands out consecutive arrival sequence numbers and fences the pusher off the positions
-    /// from `min_key` on until [`Table::end_ingest`] (or `lease` runs out after a crash).
-    /// `None` if the account is gone.
+    /// Starts an ingest of `count` transactions: hands out consecutive arrival sequence
+    /// numbers and fences batch commits off until [`Table::end_ingest`] (or until `lease` runs
+    /// out after a crash). `None` if the account is gone.
     pub async fn begin_ingest(
         &self,
         id: Uuid,
         count: u64,
-        min_key: &str,
         lease: std::time::Duration,
         now: DateTime<Utc>,
-    ) -> Result<Option<(u64, String)>, StoreError> {
+    ) -> Result<Option<IngestStart>, StoreError> {
         let token = Uuid::new_v4().simple().to_string();
         let fence = serde_dynamo::to_attribute_value(IngestFence {
-            min_key: min_key.to_string(),
             expires_at_ms: now.timestamp_millis() + lease.as_millis() as i64,
         })
         .map_err(StoreError::corrupt)?;
@@ -379,22 +387,84 @@ impl Table {
             .expression_attribute_values(":count", n(count))
             .expression_attribute_values(":fence", fence)
             .expression_attribute_values(":cancelled", s("cancelled"))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            // All new: the horizon is read in the same atomic step that sets the fence.
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
             .map_err(StoreError::from_sdk);
         match out {
             Ok(o) => {
-                let last = o
+                let item = o
                     .attributes
-                    .and_then(|a| a.get("nextSeq").cloned())
-                    .and_then(|v| v.as_n().ok().and_then(|n| n.parse::<u64>().ok()))
-                    .ok_or_else(|| StoreError::corrupt("nextSeq missing after update"))?;
-                Ok(Some((last + 1 - count, token)))
+                    .ok_or_else(|| StoreError::corrupt("no attributes after begin_ingest"))?;
+                let account = from_item::<AccountItem>(item)?.account;
+                Ok(Some(IngestStart {
+                    first_seq: account.next_seq + 1 - count,
+                    token,
+                    horizon: account.horizon,
+                }))
             }
             Err(StoreError::ConditionFailed) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Commits a claim to a batch whose highest position is `hi`: raises the horizon. Refused
+    /// (`false`) when an ingest began since the claim (`next_seq` moved from `seen_next_seq`):
+    /// it may have written positions the batch did not see; its completion kicks again.
+    pub async fn commit_horizon(
+        &self,
+        id: Uuid,
+        token: &str,
+        hi: &str,
+        seen_next_seq: u64,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression("SET horizon = :hi")
+            .condition_expression(
+                "inFlight.#token = :token AND (attribute_not_exists(nextSeq) OR nextSeq = :seen) \
+                 AND (attribute_not_exists(horizon) OR horizon < :hi)",
+            )
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":hi", s(hi))
+            .expression_attribute_values(":seen", n(seen_next_seq))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match res {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => {
+                // A horizon already at or past `hi` is fine (a resubmission of the same batch).
+                let a = self.get_account(id).await?;
+                Ok(a.is_some_and(|a| {
+                    a.in_flight.is_some_and(|c| c.token == token)
+                        && a.next_seq == seen_next_seq
+                        && a.horizon.as_deref().is_some_and(|h| h >= hi)
+                }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the fences of ingests whose lease ran out (they died midway; what they wrote is
+    /// pending, and a retry of the request re-stores the rest).
+    pub async fn clear_expired_ingests(
+        &self,
+        account: &Account,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for (token, fence) in &account.ingesting {
+            if fence.expires_at_ms <= now.timestamp_millis() {
+                tracing::warn!(bankAccountId = %account.bank_account_id, "clearing an expired ingest fence");
+                self.end_ingest(account.bank_account_id, token).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Lifts an ingest's fence once everything it wrote is in place.
@@ -634,6 +704,10 @@ impl Table {
             .condition_expression("inFlight.#token = :token")
             .expression_attribute_names("#token", "token")
             .expression_attribute_values(":token", s(token));
+        if let Some(w) = &release.delivered_through {
+            sets.push("deliveredThrough = :through".into());
+            req = req.expression_attribute_values(":through", s(w));
+        }
         if let Some(newest) = release.newest_delivered {
             sets.push("newestDelivered = :newest".into());
             req = req.expression_attribute_values(":newest", s(newest.to_rfc3339()));
@@ -702,9 +776,20 @@ impl Table {
     }
 }
 
+/// An ingest under way: its first sequence number, its fence token, and the horizon its
+/// stragglers go after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestStart {
+    pub first_seq: u64,
+    pub token: String,
+    pub horizon: Option<String>,
+}
+
 /// What releasing a claim records.
 #[derive(Debug, Clone, Default)]
 pub struct Release {
+    /// The new watermark (a transactions statement succeeded).
+    pub delivered_through: Option<String>,
     pub newest_delivered: Option<DateTime<Utc>>,
     pub success_at: Option<DateTime<Utc>>,
     pub delivered: u64,

@@ -1,10 +1,16 @@
-//! Transactions of an account: stored once per `uniqueId`, pending until Banking Service holds
-//! them, then delivered (kept a while for idempotency) — or parked with a reason.
+//! Transactions of an account: stored once per `uniqueId` at a *statement position*
+//! (`pendingKey`: `datePosted`, then arrival). The account's watermark (`deliveredThrough`) says
+//! how far Banking Service holds them, so a success is one write on the account, not one per
+//! transaction. Items leave the position order only when parked or found already held.
+//!
+//! A transaction that arrives after the pusher's horizon has passed its natural position (a
+//! straggler, older than what was already batched) is placed just after the horizon, so it is
+//! never skipped by the watermark; statements are sorted by date within themselves.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, Utc};
 use connector_domain::transaction::Transaction;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -14,16 +20,19 @@ use uuid::Uuid;
 use crate::accounts::account_pk;
 use crate::table::{Item, PENDING_INDEX, StoreError, Table, epoch, from_item, n, s, to_item};
 
-/// How long delivered transactions are kept (then expire by TTL). A redelivery of an older one
-/// is still safe: Banking Service answers `DuplicateTransaction`, which counts as delivered.
-const KEEP_DELIVERED: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How long a transaction is kept after it arrived (then it expires by TTL). Long past the
+/// 2-week rule, so it can no longer be sent anyway; a redelivery after that is still safe:
+/// Banking Service answers `DuplicateTransaction`, which counts as delivered.
+const KEEP_TRANSACTIONS: Duration = Duration::from_secs(400 * 24 * 3600);
 /// How long parked records stay listable before they expire.
 const KEEP_PARKED: Duration = Duration::from_secs(180 * 24 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TransactionState {
+    /// In position order: held by Banking Service once the account's watermark passes it.
     Pending,
+    /// Found already held by Banking Service (`DuplicateTransaction`).
     Delivered,
     Parked,
 }
@@ -37,6 +46,8 @@ pub struct StoredTransaction {
     pub statement_id: Option<String>,
     pub reason: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// Statement position while in position order.
+    pub position: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,6 +80,7 @@ impl TransactionItem {
             statement_id: self.statement_id,
             reason: self.reason,
             received_at: self.received_at,
+            position: self.pending_key,
         })
     }
 }
@@ -102,19 +114,13 @@ pub fn pending_key(t: &Transaction, seq: u64) -> String {
     format!("{}#{seq:015}", t.date_posted.format("%Y%m%dT%H%M%S%.3fZ"))
 }
 
-/// The first statement position of a set of transactions (sequence 0 of its earliest date).
-pub fn first_position(transactions: &[Transaction]) -> Option<String> {
-    transactions
-        .iter()
-        .map(|t| t.date_posted)
-        .min()
-        .map(|d| format!("{}#{:015}", d.format("%Y%m%dT%H%M%S%.3fZ"), 0))
-}
-
-impl StoredTransaction {
-    /// Its statement position.
-    pub fn position(&self) -> String {
-        pending_key(&self.transaction, self.seq)
+/// The position of a transaction arriving now: its natural one, or — when the pusher's horizon
+/// already passed it — just after the horizon.
+pub fn position_after(t: &Transaction, seq: u64, horizon: Option<&str>) -> String {
+    let natural = pending_key(t, seq);
+    match horizon {
+        Some(h) if natural.as_str() <= h => format!("{h}~{natural}"),
+        _ => natural,
     }
 }
 
@@ -138,8 +144,10 @@ impl Table {
         account: Uuid,
         transactions: &[Transaction],
         first_seq: u64,
+        horizon: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Vec<PutOutcome>, StoreError> {
+        let expires = epoch(now) + KEEP_TRANSACTIONS.as_secs() as i64;
         // The first occurrence of a uniqueId in the request wins; later ones are duplicates.
         let mut seen = HashMap::new();
         let todo: Vec<usize> = (0..transactions.len())
@@ -155,12 +163,12 @@ impl Table {
                     unique_id: t.unique_id.clone(),
                     seq,
                     state: TransactionState::Pending,
-                    pending_key: Some(pending_key(t, seq)),
+                    pending_key: Some(position_after(t, seq, horizon)),
                     record: serde_json::to_string(t).map_err(StoreError::corrupt)?,
                     received_at: now,
                     statement_id: None,
                     reason: None,
-                    expires_at: None,
+                    expires_at: Some(expires),
                 })?;
                 let res = self
                     .client
@@ -187,22 +195,19 @@ impl Table {
         Ok(outcomes)
     }
 
-    /// Up to `limit` pending transactions in statement order.
+    /// Up to `limit` transactions in position order after `after` (the account's watermark):
+    /// those Banking Service does not hold yet.
     pub async fn pending_transactions(
         &self,
         account: Uuid,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredTransaction>, StoreError> {
         let mut out = Vec::new();
         let mut start = None;
         while out.len() < limit {
             let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .index_name(PENDING_INDEX)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(account_pk(account)))
+                .position_query(account, after)
                 .consistent_read(true)
                 .limit((limit - out.len()).min(1000) as i32)
                 .set_exclusive_start_key(start)
@@ -225,18 +230,36 @@ impl Table {
         Ok(out)
     }
 
-    /// Number of pending transactions of an account.
-    pub async fn count_pending(&self, account: Uuid) -> Result<u64, StoreError> {
+    fn position_query(
+        &self,
+        account: Uuid,
+        after: Option<&str>,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        let q = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .index_name(PENDING_INDEX)
+            .expression_attribute_values(":pk", s(account_pk(account)));
+        match after {
+            Some(a) => q
+                .key_condition_expression("pk = :pk AND pendingKey > :after")
+                .expression_attribute_values(":after", s(a)),
+            None => q.key_condition_expression("pk = :pk"),
+        }
+    }
+
+    /// Number of transactions after `after` (not yet held by Banking Service).
+    pub async fn count_pending(
+        &self,
+        account: Uuid,
+        after: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let mut total = 0u64;
         let mut start = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .index_name(PENDING_INDEX)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(account_pk(account)))
+                .position_query(account, after)
                 .select(aws_sdk_dynamodb::types::Select::Count)
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
@@ -298,69 +321,35 @@ impl Table {
             .collect())
     }
 
-    /// Marks transactions as held by Banking Service. Idempotent. Items are rewritten whole in
-    /// batches of 25 (one call per 25 instead of one per transaction): the statement's claim
-    /// makes its transactions nobody else's to change meanwhile.
-    pub async fn mark_delivered(
+    /// Takes transactions Banking Service turned out to hold already (`DuplicateTransaction`)
+    /// out of the position order. Idempotent.
+    pub async fn mark_held(
         &self,
         account: Uuid,
-        delivered: &[StoredTransaction],
+        unique_ids: &[String],
         statement_id: &str,
-        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let expires = epoch(now) + KEEP_DELIVERED.as_secs() as i64;
-        let mut items = Vec::with_capacity(delivered.len());
-        for t in delivered {
-            items.push(to_item(&TransactionItem {
-                pk: account_pk(account),
-                sk: txn_sk(&t.transaction.unique_id),
-                unique_id: t.transaction.unique_id.clone(),
-                seq: t.seq,
-                state: TransactionState::Delivered,
-                pending_key: None,
-                record: serde_json::to_string(&t.transaction).map_err(StoreError::corrupt)?,
-                received_at: t.received_at,
-                statement_id: Some(statement_id.to_string()),
-                reason: None,
-                expires_at: Some(expires),
-            })?);
-        }
-        let batches: Vec<Vec<Item>> = items.chunks(25).map(<[Item]>::to_vec).collect();
-        stream::iter(batches.into_iter().map(Ok::<_, StoreError>))
-            .try_for_each_concurrent(4, |batch| async move {
-                let mut requests: Vec<WriteRequest> = batch
-                    .into_iter()
-                    .map(|item| {
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .map(|p| WriteRequest::builder().put_request(p).build())
-                            .map_err(StoreError::corrupt)
-                    })
-                    .collect::<Result<_, _>>()?;
-                // BatchWriteItem may leave some unprocessed under load: send those again.
-                let mut round = 0u32;
-                while !requests.is_empty() {
-                    let out = self
-                        .client
-                        .batch_write_item()
-                        .request_items(&self.name, requests)
-                        .send()
-                        .await
-                        .map_err(StoreError::from_sdk)?;
-                    requests = out
-                        .unprocessed_items
-                        .and_then(|mut u| u.remove(&self.name))
-                        .unwrap_or_default();
-                    if !requests.is_empty() {
-                        round += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(
-                            50 * u64::from(round.min(20)),
-                        ))
-                        .await;
-                    }
+        stream::iter(unique_ids.iter().map(Ok::<_, StoreError>))
+            .try_for_each_concurrent(16, |id| async move {
+                let res = self
+                    .client
+                    .update_item()
+                    .table_name(&self.name)
+                    .set_key(Some(Table::key(account_pk(account), txn_sk(id))))
+                    .update_expression(
+                        "SET #state = :delivered, statementId = :statement REMOVE pendingKey",
+                    )
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_names("#state", "state")
+                    .expression_attribute_values(":delivered", s("delivered"))
+                    .expression_attribute_values(":statement", s(statement_id))
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk);
+                match res {
+                    Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+                    Err(e) => Err(e),
                 }
-                Ok(())
             })
             .await
     }
@@ -419,16 +408,17 @@ impl Table {
             .await
     }
 
-    /// Parks every pending transaction of an account (offboarding, unrecoverable failures).
+    /// Parks every transaction after the watermark `after` (offboarding).
     pub async fn park_all_pending(
         &self,
         account: Uuid,
+        after: Option<&str>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
-            let batch = self.pending_transactions(account, 1000).await?;
+            let batch = self.pending_transactions(account, after, 1000).await?;
             if batch.is_empty() {
                 return Ok(total);
             }
@@ -536,5 +526,12 @@ mod tests {
         let c = pending_key(&t, 1);
         assert_eq!(a, "20250303T091244.500Z#000000000000009");
         assert!(a < b && b < c);
+
+        // A straggler (older than the horizon) goes right after the horizon, before anything
+        // that comes naturally later.
+        t.date_posted = parse_datetime("2025-03-01T00:00:00Z").unwrap();
+        let straggler = position_after(&t, 11, Some(&b));
+        assert!(straggler.as_str() > b.as_str() && straggler.as_str() < c.as_str());
+        assert_eq!(position_after(&t, 11, None), pending_key(&t, 11));
     }
 }
