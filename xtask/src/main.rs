@@ -193,11 +193,12 @@ fn test() -> ExitCode {
     }
 }
 
-fn demo(args: &[String]) -> ExitCode {
+/// Builds the connector and runs `local-stack <command>` (demo, up, bench).
+fn local_stack(command: &str, args: &[String]) -> ExitCode {
     if !ensure_venv(&["requirements-local.txt"]) {
         return ExitCode::FAILURE;
     }
-    eprintln!("==> Building the connector (first build takes a few minutes)");
+    eprintln!("==> Building the connector (the first build takes a few minutes)");
     if !run(cargo().args(["build", "--workspace", "--bins"])) {
         return ExitCode::FAILURE;
     }
@@ -205,26 +206,7 @@ fn demo(args: &[String]) -> ExitCode {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
     let mut cmd = Command::new(target.join("debug").join("local-stack"));
-    cmd.arg("demo").args(args).env("CONNECTOR_VENV", venv());
-    if run(&mut cmd) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-fn up(args: &[String]) -> ExitCode {
-    if !ensure_venv(&["requirements-local.txt"]) {
-        return ExitCode::FAILURE;
-    }
-    if !run(cargo().args(["build", "--workspace", "--bins"])) {
-        return ExitCode::FAILURE;
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let mut cmd = Command::new(target.join("debug").join("local-stack"));
-    cmd.arg("up").args(args).env("CONNECTOR_VENV", venv());
+    cmd.arg(command).args(args).env("CONNECTOR_VENV", venv());
     if run(&mut cmd) {
         ExitCode::SUCCESS
     } else {
@@ -236,11 +218,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("demo") => demo(&args[1..]),
-        Some("up") => up(&args[1..]),
+        Some(c @ ("demo" | "up" | "bench")) => local_stack(c, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (onboard, backfill, ingest, deliver)\n  up     build and serve the local stack until Ctrl-C\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
+                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (onboard, backfill, ingest, deliver)\n  up     build and serve the local stack until Ctrl-C\n  bench  measure the statement pipeline against the sandbox at 10 requests/s\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
             );
             ExitCode::from(2)
         }
