@@ -92,7 +92,10 @@ pub struct Function {
     shared: Arc<Shared>,
     sender: mpsc::Sender<Pending>,
     instances: Vec<Arc<InstanceState>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Runtime API servers (aborted at stop).
+    servers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Process supervisors (awaited at stop: each ends after its process did).
+    supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Function {
@@ -124,7 +127,8 @@ impl Function {
             log: Mutex::new(log),
         });
         let mut instances = Vec::new();
-        let mut tasks = Vec::new();
+        let mut servers = Vec::new();
+        let mut supervisors = Vec::new();
         for index in 0..config.instances.max(1) {
             let state = Arc::new(InstanceState {
                 in_flight: Mutex::new(None),
@@ -145,10 +149,10 @@ impl Function {
                 .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
                 .route("/2018-06-01/runtime/init/error", post(init_error))
                 .with_state((shared.clone(), state.clone()));
-            tasks.push(tokio::spawn(async move {
+            servers.push(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             }));
-            tasks.push(tokio::spawn(supervise(
+            supervisors.push(tokio::spawn(supervise(
                 shared.clone(),
                 state.clone(),
                 addr,
@@ -160,7 +164,8 @@ impl Function {
             shared,
             sender,
             instances,
-            tasks,
+            servers: std::sync::Mutex::new(servers),
+            supervisors: Mutex::new(supervisors),
         })
     }
 
@@ -233,17 +238,25 @@ impl Function {
         self.shared.cold_starts.load(Ordering::SeqCst)
     }
 
-    pub async fn stop(self) {
+    /// Stops every instance and waits until their processes are gone.
+    pub async fn stop(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for i in &self.instances {
             i.request_kill(i.generation.load(Ordering::SeqCst));
         }
-        for t in self.tasks {
-            // Supervisors end after killing their process; servers are aborted.
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                t.abort();
-            })
-            .await;
+        let supervisors = std::mem::take(&mut *self.supervisors.lock().await);
+        for s in supervisors {
+            if tokio::time::timeout(Duration::from_secs(10), s)
+                .await
+                .is_err()
+            {
+                tracing::warn!(function = %self.shared.config.name, "an instance did not stop in time");
+            }
+        }
+        if let Ok(mut servers) = self.servers.lock() {
+            for s in servers.drain(..) {
+                s.abort();
+            }
         }
     }
 }

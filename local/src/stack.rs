@@ -302,11 +302,7 @@ impl LocalStack {
             t.abort();
         }
         let functions = std::mem::take(&mut self.functions);
-        for (_, f) in functions {
-            if let Ok(f) = Arc::try_unwrap(f) {
-                f.stop().await;
-            }
-        }
+        futures::future::join_all(functions.values().map(|f| f.stop())).await;
         if let Some(m) = self.moto.take() {
             m.stop().await;
         }

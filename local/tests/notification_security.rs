@@ -179,3 +179,58 @@ async fn bodies_are_validated_and_redeliveries_change_nothing() {
     assert_eq!(after.received_at, stored.received_at);
     stack.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_overtaking_its_creation_leaves_the_account_cancelled() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let driver = stack.sandbox.driver();
+    let table = common::table(&stack);
+    let id = Uuid::new_v4();
+    let send = |notification: NotificationSpec| NotificationRequest {
+        bank_id: Some(stack.bank_id),
+        notification,
+        token: TokenVariant::Valid,
+        header: HeaderVariant::Configured,
+        retry: false,
+        delivery: Default::default(),
+    };
+    let deleted = driver
+        .send_notification(send(NotificationSpec::BankAccountDeleted {
+            bank_account_id: id,
+            external_id: "acc_RACE01".into(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(deleted.final_status, Some(200));
+    common::eventually("tombstone written", Duration::from_secs(20), || async {
+        table.get_account(id).await.ok().flatten()
+    })
+    .await;
+    // The creation arrives late, twice.
+    for _ in 0..2 {
+        let created = driver
+            .send_notification(send(NotificationSpec::BankAccountCreated {
+                bank_account_id: id,
+                external_id: "acc_RACE01".into(),
+                requested_start_date: "2026-01-01T00:00:00.000Z".into(),
+            }))
+            .await
+            .unwrap();
+        assert_eq!(created.final_status, Some(200));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let account = table.get_account(id).await.unwrap().unwrap();
+    assert_eq!(
+        account.status,
+        connector_aws::accounts::AccountStatus::Cancelled
+    );
+    let links = table.accounts_for_external_id("acc_RACE01").await.unwrap();
+    assert!(links.iter().all(|l| l.cancelled), "{links:?}");
+    let (status, _) = common::ingest(
+        &stack,
+        &serde_json::json!({"externalId": "acc_RACE01", "transactions": []}),
+    )
+    .await;
+    assert_eq!(status, 404, "nothing is accepted for a cancelled account");
+    stack.finish().await;
+}

@@ -436,3 +436,85 @@ async fn stragglers_are_delivered_after_the_watermark_and_too_old_ones_parked() 
     );
     stack.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_rate_limiter_keeps_429s_under_one_percent_at_saturation() {
+    use connector_domain::ports::RateLimiter;
+    use std::sync::Arc;
+    let mut config = SandboxConfig::fast();
+    config.ratelimit_rate_per_s = 10.0;
+    config.ratelimit_burst = 10;
+    let stack = common::start(config).await;
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(stack.sandbox.token_url())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "local-provider"),
+            ("client_secret", "local-secret"),
+            ("audience", "sfdsbanking/sfdsBankingProvider-Pre"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["access_token"].as_str().unwrap().to_string();
+    // Three "Lambdas", each with its own limiter, sharing the table; 30 callers at once.
+    let limiters: Vec<Arc<connector_aws::rate_limit::DynamoRateLimiter>> = (0..3)
+        .map(|_| {
+            Arc::new(connector_aws::rate_limit::DynamoRateLimiter::new(
+                common::table(&stack),
+                "local-provider",
+                10.0,
+            ))
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..30 {
+        let limiter = limiters[caller % 3].clone();
+        let http = http.clone();
+        let bearer = bearer.clone();
+        let url = format!(
+            "{}/v1/statements/{}",
+            stack.sandbox.base_url(),
+            Uuid::new_v4()
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..5 {
+                assert!(limiter.acquire(Duration::from_secs(60)).await.unwrap());
+                let r = http
+                    .get(&url)
+                    .header("x-api-key", "local-api-key")
+                    .bearer_auth(&bearer)
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    let rate = statuses.len() as f64 / elapsed;
+    eprintln!(
+        "rate limiter: {} requests in {elapsed:.1} s = {rate:.2}/s, {limited} answered 429",
+        statuses.len()
+    );
+    assert!(
+        limited * 100 <= statuses.len(),
+        "{limited} of {} answered 429",
+        statuses.len()
+    );
+    assert!(rate <= 10.5, "the shared rate was exceeded: {rate:.2}/s");
+    assert!(rate >= 8.0, "the limiter wastes the allowance: {rate:.2}/s");
+    stack.finish().await;
+}

@@ -35,6 +35,7 @@ pub fn options(sandbox: SandboxConfig) -> Options {
         ("POLL_MAX_DELAY_S", "2"),
         ("RETRY_BASE_DELAY_S", "0.5"),
         ("RETRY_MAX_DELAY_S", "3"),
+        ("POSTING_STALE_AFTER_S", "10"),
     ] {
         o.env.insert(k.into(), v.into());
     }
@@ -62,6 +63,19 @@ impl Deref for TestStack {
 }
 
 impl TestStack {
+    /// Everything the functions logged so far.
+    pub fn log_text(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(&self.logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        all
+    }
+
     pub async fn finish(mut self) {
         if let Some(s) = self.stack.take() {
             s.shutdown().await;

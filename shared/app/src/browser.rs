@@ -89,6 +89,27 @@ pub struct BrowserFlows {
     patch_retries: u32,
 }
 
+/// Runs one step of a flow in its log span; an unexpected failure becomes a plain error page.
+async fn guarded(
+    flow: Flow,
+    step: impl std::future::Future<Output = Result<PageOutcome, String>>,
+) -> PageOutcome {
+    let span =
+        tracing::info_span!("browser", flow = ?flow, authorisationId = tracing::field::Empty);
+    match step.instrument(span).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "browser flow failed");
+            page(
+                500,
+                "Something went wrong",
+                "Please try again in a moment.",
+                None,
+            )
+        }
+    }
+}
+
 /// The request as the flow needs it.
 pub struct BrowserRequest<'a> {
     pub params: &'a HashMap<String, String>,
@@ -187,20 +208,7 @@ impl BrowserFlows {
 
     /// `GET /auth` or `GET /authrefresh`.
     pub async fn start(&self, flow: Flow, req: &BrowserRequest<'_>) -> PageOutcome {
-        let span =
-            tracing::info_span!("browser", flow = ?flow, authorisationId = tracing::field::Empty);
-        match self.try_start(flow, req).instrument(span).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "browser flow failed");
-                page(
-                    500,
-                    "Something went wrong",
-                    "Please try again in a moment.",
-                    None,
-                )
-            }
-        }
+        guarded(flow, self.try_start(flow, req)).await
     }
 
     async fn try_start(&self, flow: Flow, req: &BrowserRequest<'_>) -> Result<PageOutcome, String> {
@@ -321,20 +329,7 @@ impl BrowserFlows {
 
     /// `POST /auth` or `POST /authrefresh`: the customer chose to continue or to cancel.
     pub async fn proceed(&self, flow: Flow, req: &BrowserRequest<'_>) -> PageOutcome {
-        let span =
-            tracing::info_span!("browser", flow = ?flow, authorisationId = tracing::field::Empty);
-        match self.try_proceed(flow, req).instrument(span).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "browser flow failed");
-                page(
-                    500,
-                    "Something went wrong",
-                    "Please try again in a moment.",
-                    None,
-                )
-            }
-        }
+        guarded(flow, self.try_proceed(flow, req)).await
     }
 
     /// The handshake of a form or callback, if it is still usable by this browser.
@@ -422,20 +417,7 @@ impl BrowserFlows {
 
     /// `GET /auth/callback` or `GET /authrefresh/callback`: back from the bank.
     pub async fn callback(&self, flow: Flow, req: &BrowserRequest<'_>) -> PageOutcome {
-        let span =
-            tracing::info_span!("browser", flow = ?flow, authorisationId = tracing::field::Empty);
-        match self.try_callback(flow, req).instrument(span).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "browser flow failed");
-                page(
-                    500,
-                    "Something went wrong",
-                    "Please try again in a moment.",
-                    None,
-                )
-            }
-        }
+        guarded(flow, self.try_callback(flow, req)).await
     }
 
     async fn try_callback(

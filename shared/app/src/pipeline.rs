@@ -32,6 +32,8 @@ pub struct Pipeline {
     pub too_old: Duration,
     /// Where this consumer's poison messages go.
     pub dead_letters: DeadLetters,
+    /// A claim still being posted after this long lost its pusher (longer than any timeout).
+    pub posting_stale_after: Duration,
 }
 
 pub(crate) fn retry(e: impl std::fmt::Display) -> MessageError {
@@ -74,6 +76,8 @@ impl Pipeline {
             shape: env.parse_or("STATEMENT_BALANCE_SHAPE", BalanceShape::Nested)?,
             max_attempts: env.parse_or("STATEMENT_MAX_ATTEMPTS", 5u32)?,
             too_old: Duration::from_secs(env.parse_or("TOO_OLD_DAYS", 14u64)? * 24 * 3600),
+            posting_stale_after: env
+                .duration_secs("POSTING_STALE_AFTER_S", Duration::from_secs(180))?,
         })
     }
 

@@ -27,16 +27,15 @@ impl StatementPoller {
                 bank_account_id,
                 claim,
             } => {
-                // The timer fired: hand the resubmission to the account's FIFO group.
-                self.pipeline
-                    .queues
-                    .kick(&Kick {
-                        bank_account_id,
-                        claim: Some(claim),
-                        reason: KickReason::Retry,
-                    })
+                self.forward(bank_account_id, claim, KickReason::Retry)
                     .await
-                    .map_err(retry)
+            }
+            TimerMessage::Watchdog {
+                bank_account_id,
+                claim,
+            } => {
+                self.forward(bank_account_id, claim, KickReason::Watchdog)
+                    .await
             }
             TimerMessage::Poll {
                 bank_account_id,
@@ -64,6 +63,24 @@ impl StatementPoller {
                 .await
             }
         }
+    }
+
+    /// A timer fired: hand it to the account's FIFO group, where statements are posted.
+    async fn forward(
+        &self,
+        id: Uuid,
+        claim: String,
+        reason: KickReason,
+    ) -> Result<(), MessageError> {
+        self.pipeline
+            .queues
+            .kick(&Kick {
+                bank_account_id: id,
+                claim: Some(claim),
+                reason,
+            })
+            .await
+            .map_err(retry)
     }
 
     async fn poll(

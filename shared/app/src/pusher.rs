@@ -6,7 +6,7 @@ use connector_aws::accounts::{
     Account, AccountStatus, BackfillState, ClaimOutcome, InFlight, Phase, Release, StatementKind,
 };
 use connector_aws::transactions::StoredTransaction;
-use connector_domain::messages::{Kick, TimerMessage};
+use connector_domain::messages::{Kick, KickReason, TimerMessage};
 use connector_domain::statement::{
     AccountDetailStatus, MAX_TRANSACTIONS_PER_STATEMENT, StatementInput, StatementRequest,
     build_statement, ledger_after_batch,
@@ -47,9 +47,10 @@ impl StatementPusher {
     pub async fn handle(&self, kick: Kick) -> Result<(), MessageError> {
         let id = kick.bank_account_id;
         let span = tracing::info_span!("push", bankAccountId = %id, reason = ?kick.reason);
-        match kick.claim {
-            Some(token) => self.resubmit(id, &token).instrument(span).await,
-            None => self.start(id).instrument(span).await,
+        match (kick.claim, kick.reason) {
+            (Some(token), KickReason::Watchdog) => self.watchdog(id, &token).instrument(span).await,
+            (Some(token), _) => self.resubmit(id, &token).instrument(span).await,
+            (None, _) => self.start(id).instrument(span).await,
         }
     }
 
@@ -72,7 +73,21 @@ impl StatementPusher {
             newest_date: None,
         };
         let account = match p.table.claim_account(id, &claim).await.map_err(retry)? {
-            ClaimOutcome::Claimed(a) => *a,
+            ClaimOutcome::Claimed(a) => {
+                // If this invocation dies before the statement is posted, the watchdog
+                // notices and resubmits it (the FIFO redelivery would find the claim taken).
+                p.queues
+                    .send_timer(
+                        &TimerMessage::Watchdog {
+                            bank_account_id: id,
+                            claim: claim.token.clone(),
+                        },
+                        p.posting_stale_after,
+                    )
+                    .await
+                    .map_err(retry)?;
+                *a
+            }
             // The holder of the claim kicks again when it finishes (invariant 4).
             ClaimOutcome::Busy => return Ok(()),
             ClaimOutcome::Gone => {
@@ -219,6 +234,33 @@ impl StatementPusher {
         }
     }
 
+    /// The claim's watchdog fired: a claim still being posted this long after it was taken
+    /// lost its pusher; resubmit its statement (or release it if nothing was chosen yet).
+    async fn watchdog(&self, id: Uuid, token: &str) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let Some(account) = p.table.get_account(id).await.map_err(retry)? else {
+            return Ok(());
+        };
+        let Some(claim) = account.in_flight.clone() else {
+            return Ok(());
+        };
+        let age = (p.now() - claim.since).to_std().unwrap_or_default();
+        if claim.token != token || claim.phase != Phase::Posting || age < p.posting_stale_after {
+            return Ok(());
+        }
+        tracing::warn!(
+            age_s = age.as_secs(),
+            "taking over a claim whose pusher died while posting"
+        );
+        p.retry_later(
+            id,
+            claim,
+            std::time::Duration::ZERO,
+            "pusher died while posting",
+        )
+        .await
+    }
+
     /// A retry timer fired: resubmit the claim's statement, identical (same `uniqueId`s).
     async fn resubmit(&self, id: Uuid, token: &str) -> Result<(), MessageError> {
         let p = &self.pipeline;
@@ -236,6 +278,18 @@ impl StatementPusher {
             return p.release_and_continue(id, token, &Release::default()).await;
         }
         claim.phase = Phase::Posting;
+        claim.since = p.now();
+        // A new posting attempt gets its own watchdog.
+        p.queues
+            .send_timer(
+                &TimerMessage::Watchdog {
+                    bank_account_id: id,
+                    claim: token.to_string(),
+                },
+                p.posting_stale_after,
+            )
+            .await
+            .map_err(retry)?;
         let stored = p
             .table
             .transactions_by_ids(id, &claim.unique_ids)

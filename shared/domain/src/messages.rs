@@ -48,6 +48,8 @@ pub enum KickReason {
     Reconciler,
     Reauthorised,
     Operator,
+    /// The claim's watchdog: take the claim over if its pusher died while posting.
+    Watchdog,
 }
 
 /// Poll queue (standard, per-message delay): the timer wheel of the pipeline.
@@ -68,6 +70,13 @@ pub enum TimerMessage {
     /// Resubmit a claim's statement after a back-off (FIFO queues have no per-message delay).
     #[serde(rename_all = "camelCase")]
     RetryPush {
+        bank_account_id: Uuid,
+        claim: String,
+    },
+    /// Fires a while after a claim was taken: if it is still being posted by then, the pusher
+    /// that took it died (a Lambda never runs that long) and the statement is resubmitted.
+    #[serde(rename_all = "camelCase")]
+    Watchdog {
         bank_account_id: Uuid,
         claim: String,
     },
