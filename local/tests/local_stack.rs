@@ -81,7 +81,7 @@ async fn poison_messages_go_to_the_dlq_with_a_reason_and_never_block_their_group
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    common::wait_held(&stack, id, 1, Duration::from_secs(60)).await;
+    common::wait_held(&stack, id, 1, Duration::from_secs(120)).await;
 
     for (dlq, expected) in [
         ("PushDLQ", "{not json"),
@@ -152,6 +152,8 @@ async fn a_function_without_its_configuration_refuses_to_start_and_names_the_var
 
 #[tokio::test]
 async fn ctrl_c_stops_the_stack_and_leaves_no_process_behind() {
+    // A whole stack: it takes a slot like the others.
+    let _slot = common::slots().acquire_owned().await.unwrap();
     let bin = local_stack::stack::default_bin_dir()
         .unwrap()
         .join("local-stack");

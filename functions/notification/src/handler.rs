@@ -8,6 +8,12 @@ pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Respons
     Ok(match intake.handle(req.headers(), body).await {
         Ok(outcome) => {
             tracing::info!(?outcome, "notification accepted");
+            let name = match outcome {
+                connector_app::intake::Accepted::Enqueued => "enqueued",
+                connector_app::intake::Accepted::Duplicate => "duplicate",
+                connector_app::intake::Accepted::Ignored => "ignored",
+            };
+            connector_app::metrics::count("Notifications", &[("Outcome", name)]);
             http::data(200, &serde_json::json!({"value": "ok"}))
         }
         Err(IntakeError::Unauthorised(AuthFailure::KeysUnavailable(reason))) => {
@@ -17,9 +23,11 @@ pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Respons
         Err(IntakeError::Unauthorised(check)) => {
             // The log names the failed check; the answer stays generic (spec §3.3 rule 3).
             tracing::warn!(failed_check = %check, "notification refused");
+            connector_app::metrics::count("Notifications", &[("Outcome", "refused")]);
             http::error(401, "AuthenticationError", "Authentication failed", &[])
         }
         Err(IntakeError::Invalid(e)) => {
+            connector_app::metrics::count("Notifications", &[("Outcome", "invalid")]);
             let detail: Vec<Detail> = e
                 .target()
                 .map(|t| Detail {

@@ -43,7 +43,7 @@ pub fn options(sandbox: SandboxConfig) -> Options {
 }
 
 /// Two stacks at a time per test binary: each runs ~20 processes and this machine has 2 cores.
-fn slots() -> Arc<Semaphore> {
+pub fn slots() -> Arc<Semaphore> {
     static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     SLOTS.get_or_init(|| Arc::new(Semaphore::new(2))).clone()
 }

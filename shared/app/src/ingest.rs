@@ -29,13 +29,22 @@ const INGEST_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
 /// Stores transactions for one account and returns, per transaction, whether it is new;
 /// `None` when the account is gone. Writes run in parallel under a fence: no batch is committed
 /// while they land, so none can skip one of them (see `Account::ingesting`).
+///
+/// The bank's balances, when given, are recorded inside the same fence: a statement never
+/// carries a balance that already counts transactions it does not.
 pub async fn store_for_account(
     table: &Table,
     account: Uuid,
     transactions: &[Transaction],
+    balances: Option<(&Balance, Option<&Balance>)>,
     now: DateTime<Utc>,
 ) -> Result<Option<Vec<PutOutcome>>, connector_aws::StoreError> {
     if transactions.is_empty() {
+        if let Some((ledger, available)) = balances {
+            table
+                .update_balances(account, Some(ledger), available)
+                .await?;
+        }
         return Ok(Some(Vec::new()));
     }
     let Some(start) = table
@@ -53,8 +62,17 @@ pub async fn store_for_account(
             now,
         )
         .await;
+    let balanced = match (&stored, balances) {
+        (Ok(_), Some((ledger, available))) => {
+            table
+                .update_balances(account, Some(ledger), available)
+                .await
+        }
+        _ => Ok(()),
+    };
     // Lifted whatever happened: a failed write is retried by the caller with a new fence.
     let ended = table.end_ingest(account, &start.token).await;
+    balanced?;
     let stored = stored?;
     ended?;
     Ok(Some(stored))
@@ -229,13 +247,8 @@ impl Ingest {
         // One real account may be linked by several companies: each linked account gets it.
         let mut new_anywhere = vec![false; valid.len()];
         for &account in &live {
-            if let Some((ledger, available)) = &balance {
-                self.table
-                    .update_balances(account, Some(ledger), available.as_ref())
-                    .await
-                    .map_err(|e| IngestError::Unavailable(e.to_string()))?;
-            }
-            let outcomes = store_for_account(&self.table, account, &valid, now)
+            let balances = balance.as_ref().map(|(l, a)| (l, a.as_ref()));
+            let outcomes = store_for_account(&self.table, account, &valid, balances, now)
                 .await
                 .map_err(|e| IngestError::Unavailable(e.to_string()))?;
             let Some(outcomes) = outcomes else { continue };

@@ -200,6 +200,33 @@ impl StatementPoller {
         let p = &self.pipeline;
         let now = Utc::now();
         let token = claim.token.clone();
+        let reason = match &outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::FailedOnItems { .. } => "duplicateOrTooOld",
+            Outcome::AccountCancelled => "accountCancelled",
+            Outcome::Deleted => "deleted",
+            Outcome::FailedOther(_) => "other",
+        };
+        let kind = crate::pusher::kind_name(claim.kind);
+        if reason == "succeeded" {
+            crate::metrics::count("StatementsSucceeded", &[("Kind", kind)]);
+        } else {
+            crate::metrics::count("StatementsFailed", &[("Reason", reason)]);
+        }
+        crate::metrics::emit(
+            "PollsPerStatement",
+            f64::from(claim.poll_attempt + 1),
+            crate::metrics::Unit::Count,
+            &[],
+        );
+        if let Some(posted) = claim.posted_at {
+            crate::metrics::emit(
+                "StatementProcessingTime",
+                (now - posted).num_milliseconds() as f64,
+                crate::metrics::Unit::Milliseconds,
+                &[],
+            );
+        }
         match outcome {
             Outcome::Succeeded => {
                 // One write commits it all: the watermark moves to the statement's highest

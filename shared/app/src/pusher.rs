@@ -23,6 +23,15 @@ pub struct StatementPusher {
     pub pipeline: Pipeline,
 }
 
+/// The `Kind` dimension of statement metrics.
+pub(crate) fn kind_name(kind: StatementKind) -> &'static str {
+    match kind {
+        StatementKind::Transactions => "transactions",
+        StatementKind::AuthRequired => "authRequired",
+        StatementKind::Balances => "balances",
+    }
+}
+
 /// What a claimed account should send now.
 enum Work {
     Nothing(&'static str),
@@ -476,6 +485,7 @@ impl StatementPusher {
                     kind = ?claim.kind,
                     "statement posted"
                 );
+                crate::metrics::count("StatementsPosted", &[("Kind", kind_name(claim.kind))]);
                 let delay = p.schedule.first_delay(claim.transaction_count as usize);
                 p.queues
                     .send_timer(
@@ -493,6 +503,7 @@ impl StatementPusher {
                     .map_err(retry)
             }
             Err(ProviderError::RateLimited { retry_after }) => {
+                crate::metrics::count("RateLimited", &[]);
                 let delay = retry_after.unwrap_or_else(|| p.backoff_delay(claim.attempt));
                 p.retry_later(id, claim, delay, "429").await
             }

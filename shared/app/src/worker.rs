@@ -297,23 +297,25 @@ impl NotificationWorker {
             .map(from_bank)
             .collect();
         let now = Utc::now();
-        crate::ingest::store_for_account(&self.table, id, &transactions, now)
-            .await
-            .map_err(retry)?;
-        if let Some(b) = &page.balance {
-            let ledger = Balance {
-                amount: b.ledger,
-                as_of: b.as_of,
-            };
-            let available = b.available.map(|amount| Balance {
+        let ledger = page.balance.as_ref().map(|b| Balance {
+            amount: b.ledger,
+            as_of: b.as_of,
+        });
+        let available = page.balance.as_ref().and_then(|b| {
+            b.available.map(|amount| Balance {
                 amount,
                 as_of: b.as_of,
-            });
-            self.table
-                .update_balances(id, Some(&ledger), available.as_ref())
-                .await
-                .map_err(retry)?;
-        }
+            })
+        });
+        crate::ingest::store_for_account(
+            &self.table,
+            id,
+            &transactions,
+            ledger.as_ref().map(|l| (l, available.as_ref())),
+            now,
+        )
+        .await
+        .map_err(retry)?;
         match page.next_cursor {
             Some(next) => {
                 self.table
