@@ -118,7 +118,7 @@ async fn assert_delivered_exactly(stack: &local_stack::LocalStack, id: Uuid, sen
 
 async fn ingest_all(stack: &local_stack::LocalStack, external_id: &str, records: &[Value]) {
     for chunk in records.chunks(250) {
-        let (status, body) = common::ingest(
+        let (status, body, _) = common::ingest_retrying(
             stack,
             &json!({"externalId": external_id, "transactions": chunk}),
         )

@@ -1,6 +1,6 @@
 use connector_app::http;
-use connector_app::ingest::{Ingest, IngestError, MAX_BODY, MAX_RECORDS};
-use lambda_http::{Body, Error, Request, Response};
+use connector_app::ingest::{Ingest, IngestError, MAX_BODY, MAX_RECORDS, deadline_of};
+use lambda_http::{Body, Error, Request, RequestExt, Response};
 
 pub async fn handle(ingest: &Ingest, req: Request) -> Result<Response<Body>, Error> {
     let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
@@ -12,8 +12,9 @@ pub async fn handle(ingest: &Ingest, req: Request) -> Result<Response<Body>, Err
             &[],
         ));
     }
+    let deadline = req.lambda_context_ref().and_then(deadline_of);
     let body: &[u8] = req.body().as_ref();
-    Ok(match ingest.handle(body).await {
+    Ok(match ingest.handle(body, deadline).await {
         Ok(report) => {
             tracing::info!(
                 accepted = report.accepted,

@@ -1,5 +1,6 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use connector_app::batch::{self, parse_body};
+use connector_app::ingest::deadline_of;
 use connector_app::worker::NotificationWorker;
 use connector_domain::messages::WorkMessage;
 use lambda_runtime::{Error, LambdaEvent};
@@ -8,10 +9,11 @@ pub async fn handle(
     worker: &NotificationWorker,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
+    let deadline = deadline_of(&event.context);
     Ok(
         batch::process(event.payload, &worker.dead_letters, 8, |m| async move {
             let message: WorkMessage = parse_body(&m)?;
-            worker.handle(message).await
+            worker.handle(message, deadline).await
         })
         .await,
     )

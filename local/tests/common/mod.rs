@@ -139,6 +139,25 @@ pub async fn ingest(stack: &LocalStack, body: &serde_json::Value) -> (u16, serde
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// `POST /ingest` the way docs/bank-data-api.md §3 tells a bank to: a 5xx (the function timed
+/// out on a loaded emulator, say) is retried with the same body, which ingest's idempotence on
+/// `uniqueId` makes safe. Returns the final answer and how many attempts failed.
+pub async fn ingest_retrying(
+    stack: &LocalStack,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value, u32) {
+    let mut failed = 0;
+    loop {
+        let (status, answer) = ingest(stack, body).await;
+        if status < 500 || failed >= 5 {
+            return (status, answer, failed);
+        }
+        failed += 1;
+        eprintln!("ingest answered {status}; retrying ({failed})");
+        tokio::time::sleep(Duration::from_secs(u64::from(failed))).await;
+    }
+}
+
 /// Transactions Banking Service holds for an account.
 pub async fn held(stack: &LocalStack, id: uuid::Uuid) -> usize {
     stack

@@ -22,9 +22,26 @@ pub const MAX_RECORDS: usize = 1000;
 /// Largest ingest body accepted.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
-/// How long an ingest may fence batch commits off if it dies midway (longer than any
-/// function's timeout).
+/// How long an ingest may fence batch commits off if it dies midway, when the invocation's
+/// deadline is not known (longer than any function's timeout).
 const INGEST_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Added to the invocation's deadline: covers clock skew between the Lambdas that read the fence.
+const LEASE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// Until when an ingest's fence holds: just past the invocation's deadline, after which Lambda
+/// has certainly stopped it, so that a killed ingest stalls its account for seconds, not minutes.
+pub fn fence_until(deadline: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let fallback = now + chrono::TimeDelta::from_std(INGEST_LEASE).unwrap_or(LEASE_MARGIN);
+    match deadline {
+        Some(d) if d > now => (d + LEASE_MARGIN).min(fallback),
+        _ => fallback,
+    }
+}
+
+/// The deadline of a Lambda invocation (milliseconds since the epoch) as a time.
+pub fn deadline_of(context: &lambda_runtime::Context) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_millis(i64::try_from(context.deadline).ok()?)
+}
 
 /// Stores transactions for one account and returns, per transaction, whether it is new;
 /// `None` when the account is gone. Writes run in parallel under a fence: no batch is committed
@@ -38,6 +55,7 @@ pub async fn store_for_account(
     transactions: &[Transaction],
     balances: Option<(&Balance, Option<&Balance>)>,
     now: DateTime<Utc>,
+    fence_until: DateTime<Utc>,
 ) -> Result<Option<Vec<PutOutcome>>, connector_aws::StoreError> {
     if transactions.is_empty() {
         if let Some((ledger, available)) = balances {
@@ -48,7 +66,12 @@ pub async fn store_for_account(
         return Ok(Some(Vec::new()));
     }
     let Some(start) = table
-        .begin_ingest(account, transactions.len() as u64, INGEST_LEASE, now)
+        .begin_ingest(
+            account,
+            transactions.len() as u64,
+            (fence_until - now).to_std().unwrap_or(INGEST_LEASE),
+            now,
+        )
         .await?
     else {
         return Ok(None);
@@ -184,7 +207,12 @@ impl Ingest {
         }
     }
 
-    pub async fn handle(&self, body: &[u8]) -> Result<IngestReport, IngestError> {
+    /// `deadline`: the invocation's, which bounds how long a crash here can fence the account.
+    pub async fn handle(
+        &self,
+        body: &[u8],
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<IngestReport, IngestError> {
         if body.len() > MAX_BODY {
             return Err(IngestError::TooLarge);
         }
@@ -248,7 +276,8 @@ impl Ingest {
         let mut new_anywhere = vec![false; valid.len()];
         for &account in &live {
             let balances = balance.as_ref().map(|(l, a)| (l, a.as_ref()));
-            let outcomes = store_for_account(&self.table, account, &valid, balances, now)
+            let until = fence_until(deadline, now);
+            let outcomes = store_for_account(&self.table, account, &valid, balances, now, until)
                 .await
                 .map_err(|e| IngestError::Unavailable(e.to_string()))?;
             let Some(outcomes) = outcomes else { continue };
@@ -312,4 +341,36 @@ fn parse_balance(b: BalanceBody) -> Result<(Balance, Option<Balance>), IngestErr
         .map(|r| amount_of(r, "available").map(|amount| Balance { amount, as_of }))
         .transpose()?;
     Ok((ledger, available))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    #[test]
+    fn the_fence_ends_just_after_the_invocation_deadline() {
+        let now = Utc::now();
+        let deadline = now + TimeDelta::seconds(30);
+        assert_eq!(fence_until(Some(deadline), now), deadline + LEASE_MARGIN);
+    }
+
+    #[test]
+    fn without_a_usable_deadline_the_fence_takes_the_long_lease() {
+        let now = Utc::now();
+        let long = now + TimeDelta::seconds(120);
+        assert_eq!(fence_until(None, now), long);
+        // A deadline already past (clock skew) or absurdly far away never shortens or lengthens
+        // the fence beyond the fallback.
+        assert_eq!(fence_until(Some(now - TimeDelta::seconds(1)), now), long);
+        assert_eq!(fence_until(Some(now + TimeDelta::hours(5)), now), long);
+    }
+
+    #[test]
+    fn the_lambda_deadline_is_read_in_milliseconds() {
+        let mut context = lambda_runtime::Context::default();
+        context.deadline = 1_700_000_000_123;
+        let d = deadline_of(&context).expect("a time");
+        assert_eq!(d.timestamp_millis(), 1_700_000_000_123);
+    }
 }

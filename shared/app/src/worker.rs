@@ -66,7 +66,12 @@ impl NotificationWorker {
         })
     }
 
-    pub async fn handle(&self, message: WorkMessage) -> Result<(), MessageError> {
+    /// `deadline`: the invocation's (bounds how long a crash mid-backfill fences the account).
+    pub async fn handle(
+        &self,
+        message: WorkMessage,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<(), MessageError> {
         match message {
             WorkMessage::Notification {
                 key,
@@ -79,7 +84,7 @@ impl NotificationWorker {
             WorkMessage::BackfillPage {
                 bank_account_id,
                 cursor,
-            } => self.backfill_page(bank_account_id, cursor).await,
+            } => self.backfill_page(bank_account_id, cursor, deadline).await,
         }
     }
 
@@ -239,7 +244,12 @@ impl NotificationWorker {
         Ok(())
     }
 
-    async fn backfill_page(&self, id: Uuid, cursor: Option<String>) -> Result<(), MessageError> {
+    async fn backfill_page(
+        &self,
+        id: Uuid,
+        cursor: Option<String>,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<(), MessageError> {
         let Some(account) = self.table.get_account(id).await.map_err(retry)? else {
             return Err(MessageError::Poison(format!(
                 "backfill for unknown account {id}"
@@ -313,6 +323,7 @@ impl NotificationWorker {
             &transactions,
             ledger.as_ref().map(|l| (l, available.as_ref())),
             now,
+            crate::ingest::fence_until(deadline, now),
         )
         .await
         .map_err(retry)?;
