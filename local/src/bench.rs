@@ -35,6 +35,39 @@ pub struct BenchReport {
     pub delivered_per_second: f64,
     pub bound_per_second: f64,
     pub peak_rss_kib: BTreeMap<String, u64>,
+    /// The whole run (accounts, notifications, ingest, delivery): AWS requests by operation.
+    pub aws: BTreeMap<String, crate::meter::OperationCount>,
+    /// Per function: invocations, billed milliseconds, memory (MB), log bytes written.
+    pub lambda: BTreeMap<String, LambdaUsage>,
+    /// Requests the API gateway served (ingest, notifications).
+    pub api_requests: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LambdaUsage {
+    pub invocations: u64,
+    pub billed_ms: u64,
+    pub memory_mb: u64,
+    pub log_bytes: u64,
+}
+
+fn log_sizes(stack: &LocalStack) -> BTreeMap<String, u64> {
+    stack
+        .functions
+        .iter()
+        .map(|(name, f)| {
+            let size = std::fs::metadata(f.log_file()).map_or(0, |m| m.len());
+            (name.clone(), size)
+        })
+        .collect()
+}
+
+fn usage(stack: &LocalStack) -> BTreeMap<String, (u64, u64)> {
+    stack
+        .functions
+        .iter()
+        .map(|(name, f)| (name.clone(), f.usage()))
+        .collect()
 }
 
 /// Peak resident set (VmHWM) of a process, in KiB.
@@ -71,6 +104,9 @@ fn record(i: usize, tag: &str, start: DateTime<Utc>, balance: &mut i64) -> serde
 pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
     let client = stack.sandbox.client();
     let http = reqwest::Client::new();
+    let logs_before = log_sizes(stack);
+    let usage_before = usage(stack);
+    let aws_before = stack.aws_usage().unwrap_or_default();
     let rps = stack.sandbox.config().ratelimit_rate_per_s;
     if rps <= 0.0 {
         bail!("the benchmark needs the sandbox's rate limit on");
@@ -215,6 +251,42 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
         .map(|r| r.count)
         .sum();
     let per_second = delivered as f64 / seconds.max(0.001);
+    let logs_after = log_sizes(stack);
+    let usage_after = usage(stack);
+    let mut lambda = BTreeMap::new();
+    for (name, f) in &stack.functions {
+        let (i1, ms1) = usage_after.get(name).copied().unwrap_or_default();
+        let (i0, ms0) = usage_before.get(name).copied().unwrap_or_default();
+        lambda.insert(
+            name.clone(),
+            LambdaUsage {
+                invocations: i1 - i0,
+                billed_ms: ms1 - ms0,
+                memory_mb: f.memory_mb(),
+                log_bytes: logs_after.get(name).copied().unwrap_or(0)
+                    - logs_before.get(name).copied().unwrap_or(0),
+            },
+        );
+    }
+    let mut aws = stack.aws_usage().unwrap_or_default();
+    for (op, c) in aws.iter_mut() {
+        if let Some(b) = aws_before.get(op) {
+            c.requests -= b.requests;
+            c.request_bytes -= b.request_bytes;
+            c.response_bytes -= b.response_bytes;
+        }
+    }
+    let api_requests = [
+        "ingest",
+        "notification",
+        "auth",
+        "authrefresh",
+        "availableaccounts",
+    ]
+    .iter()
+    .filter_map(|f| lambda.get(*f))
+    .map(|u: &LambdaUsage| u.invocations)
+    .sum();
     let bound = 1000.0 * rps / (1.0 + polls_per_statement.max(1.0));
     Ok(BenchReport {
         rps,
@@ -229,6 +301,9 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
         delivered_per_second: per_second,
         bound_per_second: bound,
         peak_rss_kib: peak,
+        aws,
+        lambda,
+        api_requests,
     })
 }
 
@@ -265,4 +340,173 @@ pub fn print(r: &BenchReport) {
     for (name, kib) in &r.peak_rss_kib {
         println!("    {name:<26} {:>7.1} MiB", *kib as f64 / 1024.0);
     }
+    if !r.aws.is_empty() {
+        println!("  AWS requests of the run (accounts, ingest, delivery)");
+        for (op, c) in &r.aws {
+            println!(
+                "    {op:<34} {:>8}  avg request {:>6.0} B, answer {:>6.0} B",
+                c.requests,
+                c.request_bytes as f64 / c.requests.max(1) as f64,
+                c.response_bytes as f64 / c.requests.max(1) as f64
+            );
+        }
+        println!("  Lambda (invocations, billed duration in the local stack, log bytes)");
+        for (name, u) in &r.lambda {
+            println!(
+                "    {name:<26} {:>7} invocations {:>9.1} s  {:>5} MB  {:>9} log bytes",
+                u.invocations,
+                u.billed_ms as f64 / 1000.0,
+                u.memory_mb,
+                u.log_bytes
+            );
+        }
+        println!(
+            "  cost per million delivered transactions (list prices, us-east-1; docs/cost.md)"
+        );
+        let lines = cost_per_million(r);
+        for l in &lines {
+            println!(
+                "    {:<28} {:>14.1} {:<12} ${:>8.3}",
+                l.item, l.quantity, l.unit, l.usd
+            );
+        }
+        println!(
+            "    {:<28} {:>14} {:<12} ${:>8.3}",
+            "total",
+            "",
+            "",
+            lines.iter().map(|l| l.usd).sum::<f64>()
+        );
+    }
+}
+
+/// On-demand list prices (USD, us-east-1, as published in 2026; docs/cost.md cites them).
+pub struct Prices {
+    pub dynamodb_per_million_wru: f64,
+    pub dynamodb_per_million_rru: f64,
+    pub sqs_standard_per_million: f64,
+    pub sqs_fifo_per_million: f64,
+    pub lambda_per_million_requests: f64,
+    pub lambda_arm64_per_gb_second: f64,
+    pub http_api_per_million: f64,
+    pub logs_ingested_per_gb: f64,
+}
+
+pub const PRICES: Prices = Prices {
+    dynamodb_per_million_wru: 0.625,
+    dynamodb_per_million_rru: 0.125,
+    sqs_standard_per_million: 0.40,
+    sqs_fifo_per_million: 0.50,
+    lambda_per_million_requests: 0.20,
+    lambda_arm64_per_gb_second: 0.000_013_333_4,
+    http_api_per_million: 1.00,
+    logs_ingested_per_gb: 0.50,
+};
+
+/// One line of the cost model: a quantity per million delivered transactions and its price.
+#[derive(Debug, Clone)]
+pub struct CostLine {
+    pub item: String,
+    pub quantity: f64,
+    pub unit: &'static str,
+    pub usd: f64,
+}
+
+/// Cost per million delivered transactions from the run's counts. DynamoDB units are
+/// estimated from body sizes (moto reports no real consumed capacity): a write costs one unit
+/// per KiB of item (a transaction put also writes the `pending` index), an update is priced at
+/// the size of the account item (the average GetItem answer), reads at 4 KiB per unit,
+/// strongly consistent.
+pub fn cost_per_million(r: &BenchReport) -> Vec<CostLine> {
+    let scale = 1_000_000.0 / r.delivered.max(1) as f64;
+    let op = |name: &str| r.aws.get(name).copied().unwrap_or_default();
+    let avg = |bytes: u64, n: u64| bytes as f64 / n.max(1) as f64;
+    let kib_units = |bytes: f64, unit: f64| (bytes / unit).ceil().max(1.0);
+    let put = op("DynamoDB.PutItem");
+    let update = op("DynamoDB.UpdateItem");
+    let delete = op("DynamoDB.DeleteItem");
+    let get = op("DynamoDB.GetItem");
+    let account_item = avg(get.response_bytes, get.requests);
+    let wru = put.requests as f64 * (kib_units(avg(put.request_bytes, put.requests), 1024.0) + 1.0)
+        + update.requests as f64 * kib_units(account_item, 1024.0)
+        + delete.requests as f64;
+    let mut rru = get.requests as f64 * kib_units(account_item, 4096.0);
+    for name in ["DynamoDB.Query", "DynamoDB.Scan"] {
+        let q = op(name);
+        rru += q.requests as f64 + q.response_bytes as f64 / 4096.0;
+    }
+    let (mut sqs_standard, mut sqs_fifo) = (0u64, 0u64);
+    for (name, c) in &r.aws {
+        if name.starts_with("SQS.") {
+            if name.ends_with("(FIFO)") {
+                sqs_fifo += c.requests;
+            } else {
+                sqs_standard += c.requests;
+            }
+        }
+    }
+    let invocations: u64 = r.lambda.values().map(|u| u.invocations).sum();
+    let gb_seconds: f64 = r
+        .lambda
+        .values()
+        .map(|u| u.billed_ms as f64 / 1000.0 * u.memory_mb as f64 / 1024.0)
+        .sum();
+    let log_gb = r.lambda.values().map(|u| u.log_bytes).sum::<u64>() as f64 / 1e9;
+    let p = &PRICES;
+    let line = |item: &str, quantity: f64, unit: &'static str, price_per: f64| CostLine {
+        item: item.into(),
+        quantity: quantity * scale,
+        unit,
+        usd: quantity * scale * price_per,
+    };
+    vec![
+        line(
+            "DynamoDB writes",
+            wru,
+            "WRU",
+            p.dynamodb_per_million_wru / 1e6,
+        ),
+        line(
+            "DynamoDB reads",
+            rru,
+            "RRU",
+            p.dynamodb_per_million_rru / 1e6,
+        ),
+        line(
+            "SQS standard requests",
+            sqs_standard as f64,
+            "requests",
+            p.sqs_standard_per_million / 1e6,
+        ),
+        line(
+            "SQS FIFO requests",
+            sqs_fifo as f64,
+            "requests",
+            p.sqs_fifo_per_million / 1e6,
+        ),
+        line(
+            "Lambda requests",
+            invocations as f64,
+            "invocations",
+            p.lambda_per_million_requests / 1e6,
+        ),
+        line(
+            "Lambda compute (arm64)",
+            gb_seconds,
+            "GB-s",
+            p.lambda_arm64_per_gb_second,
+        ),
+        line(
+            "API Gateway HTTP API",
+            r.api_requests as f64,
+            "requests",
+            p.http_api_per_million / 1e6,
+        ),
+        line(
+            "CloudWatch Logs ingestion",
+            log_gb,
+            "GB",
+            p.logs_ingested_per_gb,
+        ),
+    ]
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod demo;
 pub mod events;
 pub mod gateway;
+pub mod meter;
 pub mod moto;
 pub mod process;
 pub mod runtime;

@@ -106,6 +106,7 @@ async fn main() -> Result<()> {
             options.sandbox.statement_processing_delay_ms = latency_ms;
             options.sandbox.statement_per_txn_us = per_txn_us;
             options.max_consumer_concurrency = 8;
+            options.meter_aws = true;
             println!("==> Starting the local stack");
             let stack = LocalStack::start(options).await?;
             let report = local_stack::bench::run(

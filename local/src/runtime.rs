@@ -83,6 +83,9 @@ struct Shared {
     stopping: AtomicBool,
     next_id: AtomicU64,
     cold_starts: AtomicU64,
+    /// Completed invocations and their summed duration (what Lambda bills).
+    invocations: AtomicU64,
+    busy_ms: AtomicU64,
     init_failure: std::sync::Mutex<Option<String>>,
     log: Mutex<tokio::fs::File>,
 }
@@ -123,6 +126,8 @@ impl Function {
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             cold_starts: AtomicU64::new(0),
+            invocations: AtomicU64::new(0),
+            busy_ms: AtomicU64::new(0),
             init_failure: std::sync::Mutex::new(None),
             log: Mutex::new(log),
         });
@@ -221,6 +226,24 @@ impl Function {
     }
 
     /// Process ids of the running instances.
+    /// Configured memory (what Lambda bills GB-seconds on).
+    pub fn memory_mb(&self) -> u64 {
+        self.shared.config.memory_mb
+    }
+
+    /// Where the function's output goes (one file per function, appended).
+    pub fn log_file(&self) -> &std::path::Path {
+        &self.shared.config.log_file
+    }
+
+    /// Completed invocations and their summed duration in milliseconds.
+    pub fn usage(&self) -> (u64, u64) {
+        (
+            self.shared.invocations.load(Ordering::Relaxed),
+            self.shared.busy_ms.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         self.instances
             .iter()
@@ -466,10 +489,14 @@ async fn next(State((shared, state)): State<Ctx>) -> Response {
     (StatusCode::OK, headers, p.payload).into_response()
 }
 
-async fn finish(state: &InstanceState, id: &str, outcome: Outcome) -> StatusCode {
+async fn finish(shared: &Shared, state: &InstanceState, id: &str, outcome: Outcome) -> StatusCode {
     let mut guard = state.in_flight.lock().await;
     match guard.take() {
-        Some((current, done, _)) if current == id => {
+        Some((current, done, started)) if current == id => {
+            shared.invocations.fetch_add(1, Ordering::Relaxed);
+            // Lambda bills each invocation's duration rounded up to the millisecond.
+            let ms = started.elapsed().as_micros().div_ceil(1000) as u64;
+            shared.busy_ms.fetch_add(ms, Ordering::Relaxed);
             let _ = done.send(outcome);
             StatusCode::ACCEPTED
         }
@@ -481,15 +508,19 @@ async fn finish(state: &InstanceState, id: &str, outcome: Outcome) -> StatusCode
 }
 
 async fn response(
-    State((_, state)): State<Ctx>,
+    State((shared, state)): State<Ctx>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> StatusCode {
-    finish(&state, &id, Outcome::Response(body.to_vec())).await
+    finish(&shared, &state, &id, Outcome::Response(body.to_vec())).await
 }
 
-async fn error(State((_, state)): State<Ctx>, Path(id): Path<String>, body: Bytes) -> StatusCode {
-    finish(&state, &id, Outcome::FunctionError(body.to_vec())).await
+async fn error(
+    State((shared, state)): State<Ctx>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
+    finish(&shared, &state, &id, Outcome::FunctionError(body.to_vec())).await
 }
 
 async fn init_error(State((shared, _)): State<Ctx>, body: Bytes) -> StatusCode {

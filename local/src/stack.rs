@@ -47,6 +47,9 @@ pub struct Options {
     pub env: BTreeMap<String, String>,
     pub echo_logs: bool,
     pub log_dir: PathBuf,
+    /// Route the functions' and event sources' AWS calls through a counting pass-through
+    /// (`LocalStack::aws_usage`), for the cost figures of the benchmark.
+    pub meter_aws: bool,
 }
 
 impl Options {
@@ -63,6 +66,7 @@ impl Options {
             env: BTreeMap::new(),
             echo_logs: false,
             log_dir,
+            meter_aws: false,
         }
     }
 }
@@ -96,6 +100,7 @@ pub struct LocalStack {
     /// Per queue: disable or enable its event source mapping.
     pub source_paused: BTreeMap<String, Arc<AtomicBool>>,
     moto: Option<Moto>,
+    meter: Option<crate::meter::Meter>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -123,6 +128,17 @@ impl LocalStack {
         let sdk = sdk_config(&moto.endpoint).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let meter = if options.meter_aws {
+            Some(crate::meter::Meter::start(&moto.endpoint).await?)
+        } else {
+            None
+        };
+        // What the functions and the event sources reach (the stack's own set-up and the
+        // clients it lends to tests are not metered).
+        let aws_endpoint = meter
+            .as_ref()
+            .map_or(moto.endpoint.clone(), |m| m.endpoint.clone());
+        let source_sqs = aws_sdk_sqs::Client::new(&sdk_config(&aws_endpoint).await);
 
         let (queue_urls, queue_arns) = create_queues(&sqs, &template).await?;
         create_table(&dynamodb, &template).await?;
@@ -145,7 +161,7 @@ impl LocalStack {
             &template,
             &options,
             &sandbox,
-            &moto,
+            &aws_endpoint,
             &queue_urls,
             &queue_arns,
         )?;
@@ -215,7 +231,7 @@ impl LocalStack {
                         let paused = Arc::new(AtomicBool::new(false));
                         source_paused.insert(queue.clone(), paused.clone());
                         let source = Arc::new(SqsSource {
-                            client: sqs.clone(),
+                            client: source_sqs.clone(),
                             queue_url: queue_urls[queue].clone(),
                             queue_arn: queue_arns[queue].clone(),
                             batch_size: *batch_size,
@@ -267,6 +283,7 @@ impl LocalStack {
             source_stats,
             source_paused,
             moto: Some(moto),
+            meter,
             stop,
             tasks,
             server: Some(server),
@@ -280,6 +297,11 @@ impl LocalStack {
             .ok_or_else(|| anyhow!("no event source for {queue}"))?
             .store(paused, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// AWS requests of the functions and event sources so far, by operation (with `meter_aws`).
+    pub fn aws_usage(&self) -> Option<BTreeMap<String, crate::meter::OperationCount>> {
+        self.meter.as_ref().map(crate::meter::Meter::snapshot)
     }
 
     pub fn moto_pid(&self) -> Option<u32> {
@@ -303,6 +325,9 @@ impl LocalStack {
         }
         let functions = std::mem::take(&mut self.functions);
         futures::future::join_all(functions.values().map(|f| f.stop())).await;
+        if let Some(m) = self.meter.take() {
+            m.stop();
+        }
         if let Some(m) = self.moto.take() {
             m.stop().await;
         }
@@ -497,7 +522,7 @@ fn resolve_environment(
     template: &Template,
     options: &Options,
     sandbox: &Sandbox,
-    moto: &Moto,
+    aws_endpoint: &str,
     queue_urls: &BTreeMap<String, String>,
     queue_arns: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
@@ -586,7 +611,7 @@ fn resolve_environment(
             }
         }
         for (k, v) in [
-            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL", aws_endpoint),
             ("AWS_REGION", "eu-west-1"),
             ("AWS_DEFAULT_REGION", "eu-west-1"),
             ("AWS_ACCESS_KEY_ID", "local"),

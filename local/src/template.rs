@@ -487,4 +487,117 @@ mod tests {
         assert_eq!(rate_seconds("rate(1 hour)"), Some(3600));
         assert_eq!(rate_seconds("cron(0 * * * ? *)"), None);
     }
+
+    /// Issue 6: every DLQ, queue and function is watched, every alarm notifies the alarm topic
+    /// and is on the dashboard, and the dashboard is valid JSON naming only resources of the
+    /// template and metrics the code emits.
+    #[test]
+    fn alarms_and_dashboard_cover_the_stack() {
+        let root: Value = serde_norway::from_str(TEMPLATE).unwrap();
+        let resources = get(&root, "Resources").unwrap().as_mapping().unwrap();
+        let kind = |v: &Value| text(v, "Type").unwrap_or_default();
+        let ids: Vec<String> = resources
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+        let alarms: Vec<(String, &Value)> = resources
+            .iter()
+            .filter(|(_, v)| kind(v) == "AWS::CloudWatch::Alarm")
+            .map(|(k, v)| {
+                (
+                    k.as_str().unwrap().to_string(),
+                    get(v, "Properties").unwrap(),
+                )
+            })
+            .collect();
+        for (id, p) in &alarms {
+            let actions = get(p, "AlarmActions").and_then(Value::as_sequence);
+            assert!(
+                actions.is_some_and(|a| a
+                    .iter()
+                    .any(|x| referenced_id(x).as_deref() == Some("AlarmTopic"))),
+                "{id} notifies nobody"
+            );
+            assert!(text(p, "AlarmDescription").is_some_and(|d| d.contains("docs/operations.md")));
+        }
+        let watched = |dimension_value: &str| {
+            alarms.iter().any(|(_, p)| {
+                let yaml = serde_norway::to_string(p).unwrap();
+                yaml.contains(&format!("!Ref {dimension_value}\n"))
+                    || yaml.contains(&format!("!GetAtt {dimension_value}.QueueName"))
+            })
+        };
+        let t = Template::load().unwrap();
+        for q in &t.queues {
+            assert!(watched(&q.logical_id), "no alarm watches {}", q.logical_id);
+        }
+        for f in &t.functions {
+            assert!(watched(&f.logical_id), "no alarm watches {}", f.logical_id);
+        }
+        for (id, p) in &alarms {
+            if text(p, "Namespace").as_deref() == Some(connector_domain::metrics::NAMESPACE) {
+                let name = text(p, "MetricName").unwrap();
+                assert!(
+                    connector_domain::metrics::NAMES.contains(&name.as_str()),
+                    "{id} watches {name}, which nothing emits"
+                );
+            }
+        }
+
+        let dashboard = resources
+            .values()
+            .find(|v| kind(v) == "AWS::CloudWatch::Dashboard")
+            .expect("a dashboard");
+        let body = get(get(dashboard, "Properties").unwrap(), "DashboardBody").unwrap();
+        let body = match body {
+            Value::Tagged(t) if t.tag == "!Sub" => t.value.as_str().unwrap().to_string(),
+            other => panic!("DashboardBody is not a !Sub string: {other:?}"),
+        };
+        // Every ${X} or ${X.Attr} names a resource or a pseudo parameter.
+        let mut plain = String::new();
+        let mut rest = body.as_str();
+        while let Some(start) = rest.find("${") {
+            plain.push_str(&rest[..start]);
+            let end = rest[start..].find('}').unwrap() + start;
+            let name = &rest[start + 2..end];
+            let id = name.split('.').next().unwrap();
+            assert!(
+                id.starts_with("AWS::") || ids.iter().any(|r| r == id),
+                "the dashboard names {name}, not in the template"
+            );
+            plain.push('X');
+            rest = &rest[end + 1..];
+        }
+        plain.push_str(rest);
+        let json: serde_json::Value = serde_json::from_str(&plain).expect("dashboard JSON");
+        let widgets = json["widgets"].as_array().unwrap();
+        let alarm_widget = widgets
+            .iter()
+            .find(|w| w["type"] == "alarm")
+            .expect("an alarm widget");
+        assert_eq!(
+            alarm_widget["properties"]["alarms"]
+                .as_array()
+                .unwrap()
+                .len(),
+            alarms.len()
+        );
+        for (id, _) in &alarms {
+            assert!(
+                body.contains(&format!("${{{id}.Arn}}")),
+                "{id} not on the dashboard"
+            );
+        }
+        for w in widgets.iter().filter(|w| w["type"] == "metric") {
+            for m in w["properties"]["metrics"].as_array().unwrap() {
+                if m[0] == connector_domain::metrics::NAMESPACE {
+                    let name = m[1].as_str().unwrap();
+                    assert!(
+                        connector_domain::metrics::NAMES.contains(&name),
+                        "the dashboard graphs {name}, which nothing emits"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -12,7 +12,9 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notification_to_succeeded_statement() {
-    let stack = common::start(SandboxConfig::fast()).await;
+    let mut options = common::options(SandboxConfig::fast());
+    options.meter_aws = true;
+    let stack = common::start_with(options).await;
     let sandbox = stack.sandbox.client();
     let table = common::table(&stack);
 
@@ -99,5 +101,107 @@ async fn notification_to_succeeded_statement() {
     let violations = sandbox.violations().await.expect("violations");
     assert!(violations.is_empty(), "contract violations: {violations:?}");
 
+    // The reconciler's run reports pipeline depth; every hop left its metric (issue 6).
+    stack
+        .function("reconciler")
+        .unwrap()
+        .invoke(serde_json::to_vec(&local_stack::events::scheduled_event()).unwrap())
+        .await
+        .expect("reconciler ran");
+    let has = |metrics: &[serde_json::Value], name: &str, dims: &[(&str, &str)]| {
+        metrics.iter().any(|m| {
+            m.get(name).is_some_and(serde_json::Value::is_number)
+                && dims.iter().all(|(k, v)| m[*k] == *v)
+        })
+    };
+    let expected = [
+        (
+            "Notifications",
+            &[("Outcome", "enqueued"), ("Type", "created.bankAccount")][..],
+        ),
+        ("StatementsPosted", &[("Kind", "transactions")][..]),
+        ("StatementsSucceeded", &[][..]),
+        ("PollsPerStatement", &[][..]),
+        ("StatementProcessingTime", &[][..]),
+        ("IngestToSucceeded", &[][..]),
+        ("PendingTotal", &[][..]),
+        ("OldestInFlightAge", &[][..]),
+    ];
+    // Function output reaches the log files a moment after the invocation answers.
+    let started = std::time::Instant::now();
+    let metrics = loop {
+        let metrics = emf_points(&stack.log_text());
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(name, dims)| !has(&metrics, name, dims))
+            .collect();
+        if missing.is_empty() {
+            break metrics;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no EMF points for {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Every AWS call of the functions went through the meter (the figures of docs/cost.md).
+    let usage = stack.aws_usage().expect("metered");
+    for op in [
+        "DynamoDB.PutItem",
+        "DynamoDB.UpdateItem",
+        "DynamoDB.GetItem",
+        "DynamoDB.Query",
+        "SQS.SendMessage",
+        "SQS.ReceiveMessage",
+        "SQS.DeleteMessageBatch",
+    ] {
+        assert!(
+            usage
+                .get(op)
+                .is_some_and(|c| c.requests > 0 && c.request_bytes > 0),
+            "no {op} metered: {usage:?}"
+        );
+    }
+    let (invocations, busy_ms) = stack.function("statement-pusher").unwrap().usage();
+    assert!(invocations >= 1 && busy_ms >= 1, "{invocations} {busy_ms}");
+    // The statement was delivered: the reconciler found nothing pending.
+    assert!(
+        metrics.iter().any(|m| m["PendingTotal"] == 0.0),
+        "pending after delivery"
+    );
+
     stack.finish().await;
+}
+
+/// Every Embedded Metric Format document in the functions' logs, each checked for the shape
+/// CloudWatch requires: the metric named in `_aws` is a top-level member, and so is each
+/// dimension.
+fn emf_points(logs: &str) -> Vec<serde_json::Value> {
+    let mut points = Vec::new();
+    for line in logs.lines() {
+        let Some(start) = line.find('{') else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&line[start..]) else {
+            continue;
+        };
+        let Some(meta) = doc["_aws"]["CloudWatchMetrics"].get(0) else {
+            continue;
+        };
+        assert_eq!(meta["Namespace"], "SageBankingConnector");
+        for m in meta["Metrics"].as_array().expect("Metrics") {
+            let name = m["Name"].as_str().expect("metric name");
+            assert!(
+                connector_domain::metrics::NAMES.contains(&name),
+                "{name} is emitted but not listed in metrics::NAMES"
+            );
+            assert!(doc[name].is_number(), "{name} has no value in {doc}");
+        }
+        for d in meta["Dimensions"][0].as_array().expect("Dimensions") {
+            let d = d.as_str().expect("dimension name");
+            assert!(doc[d].is_string(), "dimension {d} missing in {doc}");
+        }
+        points.push(doc);
+    }
+    points
 }

@@ -8,12 +8,8 @@ pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Respons
     Ok(match intake.handle(req.headers(), body).await {
         Ok(outcome) => {
             tracing::info!(?outcome, "notification accepted");
-            let name = match outcome {
-                connector_app::intake::Accepted::Enqueued => "enqueued",
-                connector_app::intake::Accepted::Duplicate => "duplicate",
-                connector_app::intake::Accepted::Ignored => "ignored",
-            };
-            connector_app::metrics::count("Notifications", &[("Outcome", name)]);
+            let (name, kind) = outcome.dimensions();
+            connector_app::metrics::count("Notifications", &[("Outcome", name), ("Type", kind)]);
             http::data(200, &serde_json::json!({"value": "ok"}))
         }
         Err(IntakeError::Unauthorised(AuthFailure::KeysUnavailable(reason))) => {
@@ -23,11 +19,17 @@ pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Respons
         Err(IntakeError::Unauthorised(check)) => {
             // The log names the failed check; the answer stays generic (spec §3.3 rule 3).
             tracing::warn!(failed_check = %check, "notification refused");
-            connector_app::metrics::count("Notifications", &[("Outcome", "refused")]);
+            connector_app::metrics::count(
+                "Notifications",
+                &[("Outcome", "refused"), ("Type", "unknown")],
+            );
             http::error(401, "AuthenticationError", "Authentication failed", &[])
         }
         Err(IntakeError::Invalid(e)) => {
-            connector_app::metrics::count("Notifications", &[("Outcome", "invalid")]);
+            connector_app::metrics::count(
+                "Notifications",
+                &[("Outcome", "invalid"), ("Type", "unknown")],
+            );
             let detail: Vec<Detail> = e
                 .target()
                 .map(|t| Detail {

@@ -26,10 +26,22 @@ const LEASE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Accepted {
-    Enqueued,
-    Duplicate,
+    /// Queued for the worker; the notification's kind (`created.bankAccount`, ...).
+    Enqueued(&'static str),
+    Duplicate(&'static str),
     /// An unknown `type`/`resource.type` pair: answered 200, logged, ignored.
     Ignored,
+}
+
+impl Accepted {
+    /// The (outcome, kind) dimensions of the `Notifications` metric.
+    pub fn dimensions(&self) -> (&'static str, &'static str) {
+        match self {
+            Accepted::Enqueued(kind) => ("enqueued", kind),
+            Accepted::Duplicate(kind) => ("duplicate", kind),
+            Accepted::Ignored => ("ignored", "unknown"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,12 +168,12 @@ impl NotificationIntake {
             .await
             .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
         match claim {
-            Claim::Completed => return Ok(Accepted::Duplicate),
+            Claim::Completed => return Ok(Accepted::Duplicate(action.kind())),
             Claim::Conflict => {
                 // Same resource, different details: the first one stands; answer 200 so that it
                 // is not redelivered forever.
                 tracing::warn!(notification = %key, "redelivery with different content ignored");
-                return Ok(Accepted::Duplicate);
+                return Ok(Accepted::Duplicate(action.kind()));
             }
             Claim::InProgress => {
                 return Err(IntakeError::Unavailable(
@@ -170,6 +182,7 @@ impl NotificationIntake {
             }
             Claim::New => {}
         }
+        let kind = action.kind();
         let message = WorkMessage::Notification {
             key: key.clone(),
             action,
@@ -186,7 +199,7 @@ impl NotificationIntake {
             .complete_claim(&key)
             .await
             .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
-        Ok(Accepted::Enqueued)
+        Ok(Accepted::Enqueued(kind))
     }
 }
 

@@ -9,7 +9,7 @@ pub mod context;
 pub mod http;
 pub mod ingest;
 pub mod intake;
-pub mod metrics;
+pub use connector_domain::metrics;
 pub mod pages;
 pub mod pipeline;
 pub mod poller;

@@ -227,6 +227,14 @@ impl StatementPoller {
                 &[],
             );
         }
+        if let (true, Some(received)) = (reason == "succeeded", claim.oldest_received_at) {
+            crate::metrics::emit(
+                "IngestToSucceeded",
+                (now - received).num_milliseconds() as f64,
+                crate::metrics::Unit::Milliseconds,
+                &[],
+            );
+        }
         match outcome {
             Outcome::Succeeded => {
                 // One write commits it all: the watermark moves to the statement's highest
@@ -273,6 +281,7 @@ impl StatementPoller {
                     .park_transactions(id, &too_old, "TransactionTooOld", now)
                     .await
                     .map_err(retry)?;
+                crate::metrics::parked("TransactionTooOld", too_old.len());
                 self.delete_failed(statement_id).await;
                 p.release_and_continue(id, &token, &Release::default())
                     .await
@@ -284,7 +293,8 @@ impl StatementPoller {
                     .cancel_account(id, Some(&account.external_id), now)
                     .await
                     .map_err(retry)?;
-                p.table
+                let parked = p
+                    .table
                     .park_all_pending(
                         id,
                         account.delivered_through.as_deref(),
@@ -293,6 +303,7 @@ impl StatementPoller {
                     )
                     .await
                     .map_err(retry)?;
+                crate::metrics::parked("AccountCancelled", parked);
                 p.table
                     .release_account(id, &token, &Release::default())
                     .await
@@ -323,6 +334,7 @@ impl StatementPoller {
                         .park_transactions(id, &claim.unique_ids, &reason, now)
                         .await
                         .map_err(retry)?;
+                    crate::metrics::parked(&reason, claim.unique_ids.len());
                     return p
                         .release_and_continue(
                             id,

@@ -80,6 +80,7 @@ impl StatementPusher {
             balance_as_of: None,
             hi_key: None,
             newest_date: None,
+            oldest_received_at: None,
         };
         let account = match p.table.claim_account(id, &claim).await.map_err(retry)? {
             ClaimOutcome::Claimed(a) => {
@@ -153,6 +154,7 @@ impl StatementPusher {
                 });
                 claim.hi_key = Some(hi);
                 claim.newest_date = batch.iter().map(|t| t.transaction.date_posted).max();
+                claim.oldest_received_at = batch.iter().map(|t| t.received_at).min();
                 claim.unique_ids = batch
                     .iter()
                     .map(|t| t.transaction.unique_id.clone())
@@ -236,6 +238,7 @@ impl StatementPusher {
                     )
                     .await
                     .map_err(retry)?;
+                crate::metrics::parked("TransactionTooOld", ids.len());
             }
             if !fresh.is_empty() {
                 return Ok(Work::Transactions(fresh, more));
@@ -343,6 +346,7 @@ impl StatementPusher {
                     .park_transactions(id, &claim.unique_ids, &reason, p.now())
                     .await
                     .map_err(retry)?;
+                crate::metrics::parked(&reason, claim.unique_ids.len());
                 return p
                     .release_and_continue(id, &claim.token, &Release::default())
                     .await;
@@ -503,7 +507,6 @@ impl StatementPusher {
                     .map_err(retry)
             }
             Err(ProviderError::RateLimited { retry_after }) => {
-                crate::metrics::count("RateLimited", &[]);
                 let delay = retry_after.unwrap_or_else(|| p.backoff_delay(claim.attempt));
                 p.retry_later(id, claim, delay, "429").await
             }
@@ -517,7 +520,8 @@ impl StatementPusher {
                         .cancel_account(id, Some(&account.external_id), now)
                         .await
                         .map_err(retry)?;
-                    p.table
+                    let parked = p
+                        .table
                         .park_all_pending(
                             id,
                             account.delivered_through.as_deref(),
@@ -526,6 +530,7 @@ impl StatementPusher {
                         )
                         .await
                         .map_err(retry)?;
+                    crate::metrics::parked("AccountCancelled", parked);
                     p.table
                         .release_account(id, &claim.token, &Release::default())
                         .await
@@ -556,6 +561,7 @@ impl StatementPusher {
                     .park_transactions(id, &claim.unique_ids, &reason, p.now())
                     .await
                     .map_err(retry)?;
+                crate::metrics::parked(&reason, claim.unique_ids.len());
                 let sent_auth = claim.kind == StatementKind::AuthRequired;
                 p.release_and_continue(
                     id,

@@ -31,6 +31,11 @@ pub struct ReconcileReport {
     pub consents_expired: usize,
     /// Accounts Banking Service has but whose notification never arrived.
     pub recovered: usize,
+    /// Transactions not yet held by Banking Service, over all accounts, and the deepest account.
+    pub pending_total: u64,
+    pub pending_max: u64,
+    /// Age of the oldest in-flight claim, in seconds (0 when none).
+    pub oldest_in_flight_s: i64,
 }
 
 pub struct Reconciler {
@@ -159,6 +164,7 @@ impl Reconciler {
             if account.status == AccountStatus::Cancelled {
                 continue;
             }
+            self.measure(&account, now, &mut report).await?;
             // Consent expiry at the bank (spec §8.2 step 1): the account owes Banking Service an
             // authRequired statement and pauses until re-authorisation.
             if account.status == AccountStatus::Active
@@ -264,7 +270,59 @@ impl Reconciler {
                 }
             }
         }
+        use crate::metrics::{Unit, emit};
+        emit(
+            "PendingTotal",
+            report.pending_total as f64,
+            Unit::Count,
+            &[],
+        );
+        emit("PendingMax", report.pending_max as f64, Unit::Count, &[]);
+        emit(
+            "OldestInFlightAge",
+            report.oldest_in_flight_s as f64,
+            Unit::Seconds,
+            &[],
+        );
+        emit("StatementsOverdue", report.overdue as f64, Unit::Count, &[]);
         tracing::info!(?report, "reconciliation done");
         Ok(report)
+    }
+
+    /// Pending depth of one account (a metric point with the account as a property, so that
+    /// Logs Insights finds the deepest ones without a metric per account) and its claim's age.
+    async fn measure(
+        &self,
+        account: &connector_aws::accounts::Account,
+        now: chrono::DateTime<Utc>,
+        report: &mut ReconcileReport,
+    ) -> Result<(), String> {
+        let pending = self
+            .pipeline
+            .table
+            .count_pending(
+                account.bank_account_id,
+                account.delivered_through.as_deref(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if pending > 0 {
+            let id = account.bank_account_id.to_string();
+            crate::metrics::emit_with(
+                "PendingDepth",
+                pending as f64,
+                crate::metrics::Unit::Count,
+                &[],
+                &[("bankAccountId", &id)],
+            );
+        }
+        report.pending_total += pending;
+        report.pending_max = report.pending_max.max(pending);
+        if let Some(claim) = &account.in_flight {
+            report.oldest_in_flight_s = report
+                .oldest_in_flight_s
+                .max((now - claim.since).num_seconds());
+        }
+        Ok(())
     }
 }

@@ -235,6 +235,7 @@ impl NotificationWorker {
             .park_all_pending(id, watermark.as_deref(), "AccountCancelled", now)
             .await
             .map_err(retry)?;
+        crate::metrics::parked("AccountCancelled", parked);
         tracing::info!(
             bankAccountId = %id,
             existed = before.is_some(),

@@ -88,6 +88,10 @@ pub struct InFlight {
     /// Newest `datePosted` in the statement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_date: Option<DateTime<Utc>>,
+    /// When the connector received the statement's oldest transaction (ingest-to-succeeded
+    /// latency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_received_at: Option<DateTime<Utc>>,
 }
 
 /// The account item.
@@ -738,6 +742,44 @@ impl Table {
         }
         let res = req
             .update_expression(expr)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match res {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a stuck in-flight claim without recording any progress (the operator's way out
+    /// when the claim's pusher or poller is gone for good). Only if the claim is still exactly
+    /// the one the operator looked at — same token, phase, submission and poll counters — so a
+    /// claim that moved on meanwhile is never cleared; `false` then, and nothing changes.
+    ///
+    /// Afterwards messages still carrying the old token are dropped as stale; the next push
+    /// rebuilds the batch from the watermark, and transactions the cleared statement did get
+    /// delivered come back as `DuplicateTransaction`, which counts as delivered.
+    pub async fn clear_claim(&self, id: Uuid, seen: &InFlight) -> Result<bool, StoreError> {
+        let phase = serde_dynamo::to_attribute_value(seen.phase).map_err(StoreError::corrupt)?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression("REMOVE inFlight")
+            .condition_expression(
+                "inFlight.#token = :token AND inFlight.#phase = :phase \
+                 AND inFlight.#attempt = :attempt AND inFlight.#poll = :poll",
+            )
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_names("#attempt", "attempt")
+            .expression_attribute_names("#poll", "pollAttempt")
+            .expression_attribute_values(":token", s(&seen.token))
+            .expression_attribute_values(":phase", phase)
+            .expression_attribute_values(":attempt", n(seen.attempt))
+            .expression_attribute_values(":poll", n(seen.poll_attempt))
             .send()
             .await
             .map_err(StoreError::from_sdk);

@@ -3,6 +3,11 @@
 //! Time is cut into slots of `1 / rps` seconds and each request claims a free slot with a
 //! conditional put. Requests are therefore spread evenly, never in bursts, so Banking Service's
 //! token bucket (10 per second, burst 10) does not answer 429 at saturation.
+//!
+//! A slot won too late (the put was slow, or the process stalled) is given up rather than
+//! used: late requests would bunch up with punctual ones of later slots and empty the bucket.
+//! Using a slot at most `MAX_LATE_SLOTS` slots after its start keeps any window of length T
+//! at or below `rps × T + MAX_LATE_SLOTS + 1` requests, inside the burst of 10.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -11,6 +16,9 @@ use chrono::Utc;
 use connector_domain::ports::{BoxFuture, PortError, RateLimiter};
 
 use crate::table::{StoreError, Table, n, s};
+
+/// How many slots after its start a won slot may still be used (half the default burst).
+const MAX_LATE_SLOTS: i64 = 5;
 
 pub struct DynamoRateLimiter {
     table: Table,
@@ -62,6 +70,7 @@ impl DynamoRateLimiter {
             if slot_start > deadline_ms {
                 return Ok(false);
             }
+            let asked = Utc::now().timestamp_millis();
             let won = self
                 .try_slot(slot)
                 .await
@@ -72,7 +81,15 @@ impl DynamoRateLimiter {
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                 }
-                return Ok(true);
+                let late = Utc::now().timestamp_millis() - slot_start;
+                if late <= MAX_LATE_SLOTS * self.slot_ms {
+                    return Ok(true);
+                }
+                // Too late to use: aim past what the put just took, so that the next win is
+                // in time even while the table answers slowly.
+                let took = Utc::now().timestamp_millis() - asked;
+                slot = (Utc::now().timestamp_millis() + took) / self.slot_ms + 1;
+                continue;
             }
             // Taken: the next slot, but never one already in the past.
             let now_slot = Utc::now().timestamp_millis() / self.slot_ms;

@@ -435,6 +435,9 @@ impl Table {
         limit: usize,
     ) -> Result<Vec<ParkedRecord>, StoreError> {
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         let mut start = None;
         loop {
             let mut q = self

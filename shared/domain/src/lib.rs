@@ -1,7 +1,9 @@
-//! The connector's domain: types and rules, no I/O. Adapters (AWS, HTTP) live in other crates.
+//! The connector's domain: types and rules, no I/O (except metric lines on stdout, which is how
+//! Lambda publishes Embedded Metric Format). Adapters (AWS, HTTP) live in other crates.
 
 pub mod amount;
 pub mod messages;
+pub mod metrics;
 pub mod notification;
 pub mod ports;
 pub mod redirect;

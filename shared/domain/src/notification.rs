@@ -52,6 +52,17 @@ pub enum NotificationAction {
     },
 }
 
+impl NotificationAction {
+    /// `type.resourceType` of the notification, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NotificationAction::AuthorisationCreated { .. } => "created.authorisation",
+            NotificationAction::BankAccountCreated { .. } => "created.bankAccount",
+            NotificationAction::BankAccountDeleted { .. } => "deleted.bankAccount",
+        }
+    }
+}
+
 /// A notification that passed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedNotification {

@@ -215,8 +215,12 @@ impl ProviderApi {
                 .bytes()
                 .await
                 .map_err(|e| ProviderError::Transport(crate::describe_reqwest(&e)))?;
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                connector_domain::metrics::count("RateLimited", &[]);
+            }
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 tracing::warn!(path, "Provider API answered 401: refreshing the token once");
+                connector_domain::metrics::count("TokenRefreshes", &[("Cause", "401")]);
                 self.tokens.invalidate(&token.access_token).await;
                 refreshed = true;
                 continue;
