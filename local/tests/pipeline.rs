@@ -13,6 +13,7 @@ use sandbox::SandboxConfig;
 use sandbox::driver::{AccountPick, OnboardOptions};
 use sandbox::model::{
     AccountStatus, CreateAccountRequest, FaultSet, Force429, RevokeRequest, RouteFault,
+    StatementHold, StatementStatus,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -516,5 +517,67 @@ async fn the_shared_rate_limiter_keeps_429s_under_one_percent_at_saturation() {
     );
     assert!(rate <= 10.5, "the shared rate was exceeded: {rate:.2}/s");
     assert!(rate >= 8.0, "the limiter wastes the allowance: {rate:.2}/s");
+    stack.finish().await;
+}
+
+/// A statement Banking Service keeps in `processing` past STATEMENT_MAX_AGE_S is parked and
+/// alarmed: polled only every PARKED_POLL_S instead of at the back-off cap, and still picked up
+/// (nothing lost) when Banking Service finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_statement_is_parked_then_picked_up_when_it_finishes() {
+    let mut options = common::options(SandboxConfig::fast());
+    options.env.insert("STATEMENT_MAX_AGE_S".into(), "4".into());
+    options.env.insert("PARKED_POLL_S".into(), "6".into());
+    let stack = common::start_with(options).await;
+    let client = stack.sandbox.client();
+    let ids = create_accounts(&stack, &["acc_PARK01"]).await;
+    let id = ids[0];
+    client
+        .set_faults(&FaultSet {
+            statement_hold: Some(StatementHold {
+                stage: StatementStatus::Processing,
+                principal_id: None,
+            }),
+            ..FaultSet::default()
+        })
+        .await
+        .unwrap();
+    let records = transactions("acc_PARK01", 5);
+    ingest_all(&stack, "acc_PARK01", &records).await;
+
+    let parked = || async {
+        stack
+            .log_text()
+            .contains("statement overdue: parked")
+            .then_some(())
+    };
+    common::eventually("the statement is parked", LONG, parked).await;
+    let polls = || async {
+        client
+            .statements(Some(id))
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.poll_count)
+            .sum::<u64>()
+    };
+    // Parked: at most one poll per PARKED_POLL_S (6 s) where the back-off cap (2 s here) would
+    // have made six in 12 s.
+    let before = polls().await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let during = polls().await - before;
+    assert!(during <= 3, "{during} polls in 12 s while parked");
+    assert_eq!(common::held(&stack, id).await, 0);
+    assert!(stack.log_text().contains("\"StatementsParked\""));
+
+    // Banking Service finishes it: the next parked poll commits it; nothing was lost.
+    client.clear_faults().await.unwrap();
+    common::wait_held(&stack, id, 5, LONG).await;
+    common::eventually("the connector commits the success", LONG, || async {
+        (common::pending_at_connector(&stack, id).await == 0).then_some(())
+    })
+    .await;
+    let violations = client.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
     stack.finish().await;
 }

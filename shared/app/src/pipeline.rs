@@ -61,6 +61,7 @@ impl Pipeline {
             factor: defaults.factor,
             cap: env.duration_secs("POLL_MAX_DELAY_S", defaults.cap)?,
             max_age: env.duration_secs("STATEMENT_MAX_AGE_S", defaults.max_age)?,
+            parked_interval: env.duration_secs("PARKED_POLL_S", defaults.parked_interval)?,
         };
         let backoff = Backoff {
             base: env.duration_secs("RETRY_BASE_DELAY_S", Backoff::default().base)?,

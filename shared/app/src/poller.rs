@@ -133,8 +133,9 @@ impl StatementPoller {
             if overdue && !claim.overdue {
                 tracing::error!(
                     age_s = age.as_secs(),
-                    "statement overdue: still not processed"
+                    "statement overdue: parked (polled every PARKED_POLL_S until it finishes)"
                 );
+                crate::metrics::count("StatementsParked", &[("Reason", "Overdue")]);
             }
             if !p
                 .table
@@ -144,7 +145,7 @@ impl StatementPoller {
             {
                 return Ok(());
             }
-            let delay = p.schedule.next_delay(count as usize, attempt + 1);
+            let delay = p.schedule.delay_after(count as usize, attempt + 1, age);
             return self
                 .poll_again(
                     id,

@@ -14,6 +14,7 @@ pub const NAMES: &[&str] = &[
     "StatementsSucceeded",
     "StatementsFailed",
     "StatementsOverdue",
+    "StatementsParked",
     "PollsPerStatement",
     "StatementProcessingTime",
     "IngestToSucceeded",

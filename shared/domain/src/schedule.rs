@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-/// When to poll a statement (spec §6.5: first after ~1 s, then ×1.5 up to 15 s; past a maximum
-/// age the statement is alarmed and keeps being polled at the cap).
+/// When to poll a statement (spec §6.5: first after ~1 s, then ×1.5 up to 15 s). Past a maximum
+/// age the statement is parked: alarmed, and polled only every `parked_interval`, so that a
+/// statement stuck at Banking Service stops spending the shared request rate while its outcome
+/// is still picked up when it comes (nothing lost).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollSchedule {
     /// Banking Service's processing time that does not depend on size (queueing, overhead).
@@ -13,6 +15,7 @@ pub struct PollSchedule {
     pub factor: f64,
     pub cap: Duration,
     pub max_age: Duration,
+    pub parked_interval: Duration,
 }
 
 impl Default for PollSchedule {
@@ -23,6 +26,7 @@ impl Default for PollSchedule {
             factor: 1.5,
             cap: Duration::from_secs(15),
             max_age: Duration::from_secs(30 * 60),
+            parked_interval: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -44,6 +48,16 @@ impl PollSchedule {
 
     pub fn is_overdue(&self, age: Duration) -> bool {
         age > self.max_age
+    }
+
+    /// The delay before the next poll of a statement of this `age` that `attempt` polls found
+    /// unfinished: the back-off schedule, or the parked interval once it is overdue.
+    pub fn delay_after(&self, transactions: usize, attempt: u32, age: Duration) -> Duration {
+        if self.is_overdue(age) {
+            self.parked_interval
+        } else {
+            self.next_delay(transactions, attempt)
+        }
     }
 }
 
@@ -93,6 +107,19 @@ mod tests {
         assert_eq!(s.next_delay(0, 50), Duration::from_secs(15));
         assert!(s.is_overdue(Duration::from_secs(31 * 60)));
         assert!(!s.is_overdue(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn an_overdue_statement_is_parked_and_polled_rarely() {
+        let s = PollSchedule::default();
+        assert_eq!(
+            s.delay_after(1000, 3, Duration::from_secs(60)),
+            s.next_delay(1000, 3)
+        );
+        assert_eq!(
+            s.delay_after(1000, 3, Duration::from_secs(31 * 60)),
+            Duration::from_secs(15 * 60)
+        );
     }
 
     proptest! {
