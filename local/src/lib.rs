@@ -2,11 +2,13 @@
 //! AWS wire protocol) and the sandbox, wired exactly as `template.yaml` wires them on AWS.
 
 pub mod bench;
+pub mod coldstart;
 pub mod demo;
 pub mod events;
 pub mod gateway;
 pub mod meter;
 pub mod moto;
+pub mod notification_bench;
 pub mod process;
 pub mod runtime;
 pub mod stack;

@@ -50,6 +50,32 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         per_txn_us: u64,
     },
+    /// Cold start and footprint of every function's binary beside a hello-world
+    /// `lambda_runtime` binary (run the release build: `cargo xtask bench-coldstart`).
+    BenchColdstart {
+        /// Cold starts per function (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Measure /notification: validation per request on one core (use a release build), then
+    /// a load run against the local stack at increasing rates.
+    BenchNotification {
+        /// Validations timed in the micro-benchmark.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u64,
+        /// Request rates of the load run, per second.
+        #[arg(long, value_delimiter = ',', default_value = "25,50,100,200")]
+        rates: Vec<u32>,
+        /// Seconds per rate.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Instances of each HTTP function (Lambda would scale them out).
+        #[arg(long, default_value_t = 8)]
+        instances: usize,
+        /// Only the micro-benchmark.
+        #[arg(long)]
+        no_load: bool,
+    },
 }
 
 fn print_urls(stack: &LocalStack) {
@@ -120,6 +146,47 @@ async fn main() -> Result<()> {
             .await;
             stack.shutdown().await;
             local_stack::bench::print(&report?);
+        }
+        Command::BenchColdstart { runs } => {
+            if cfg!(debug_assertions) {
+                println!("note: a debug build; for figures run `cargo xtask bench-coldstart`");
+            }
+            let bin_dir = options.bin_dir.clone();
+            println!("==> Starting the local stack (moto and the sandbox answer first calls)");
+            let stack = LocalStack::start(options).await?;
+            println!("==> Cold-starting each binary {runs} times, one at a time");
+            let results = local_stack::coldstart::run(
+                &stack,
+                &bin_dir,
+                &local_stack::moto::repo_root(),
+                runs.max(1),
+            )
+            .await;
+            stack.shutdown().await;
+            local_stack::coldstart::print(&results?, runs.max(1));
+        }
+        Command::BenchNotification {
+            iterations,
+            rates,
+            seconds,
+            instances,
+            no_load,
+        } => {
+            if cfg!(debug_assertions) {
+                println!(
+                    "note: a debug build; for figures run `cargo run --release -p local-stack -- bench-notification`"
+                );
+            }
+            let micro = local_stack::notification_bench::micro(iterations).await?;
+            local_stack::notification_bench::print_micro(&micro);
+            if !no_load {
+                options.http_instances = instances;
+                println!("==> Starting the local stack for the load run");
+                let stack = LocalStack::start(options).await?;
+                let steps = local_stack::notification_bench::load(&stack, &rates, seconds).await;
+                stack.shutdown().await;
+                local_stack::notification_bench::print_load(&steps?, instances);
+            }
         }
         Command::Demo { transactions } => {
             options.api_port = 0;

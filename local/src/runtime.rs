@@ -67,6 +67,10 @@ struct InstanceState {
     kill: tokio::sync::watch::Sender<u64>,
     /// The current process's id (0 while none runs).
     pid: std::sync::atomic::AtomicU32,
+    /// When the current process was started, and how long it took from exec to its first
+    /// `/next` (its init; cold-start benchmark).
+    spawned_at: std::sync::Mutex<Option<Instant>>,
+    init_took: std::sync::Mutex<Option<Duration>>,
 }
 
 impl InstanceState {
@@ -142,6 +146,8 @@ impl Function {
                 died: Notify::new(),
                 kill: tokio::sync::watch::channel(u64::MAX).0,
                 pid: std::sync::atomic::AtomicU32::new(0),
+                spawned_at: std::sync::Mutex::new(None),
+                init_took: std::sync::Mutex::new(None),
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -225,7 +231,6 @@ impl Function {
         }
     }
 
-    /// Process ids of the running instances.
     /// Configured memory (what Lambda bills GB-seconds on).
     pub fn memory_mb(&self) -> u64 {
         self.shared.config.memory_mb
@@ -244,6 +249,7 @@ impl Function {
         )
     }
 
+    /// Process ids of the running instances.
     pub fn pids(&self) -> Vec<u32> {
         self.instances
             .iter()
@@ -254,6 +260,14 @@ impl Function {
 
     pub fn instances(&self) -> usize {
         self.instances.len()
+    }
+
+    /// Per instance: exec to the first `/next` of its current process.
+    pub fn init_times(&self) -> Vec<Option<Duration>> {
+        self.instances
+            .iter()
+            .map(|i| i.init_took.lock().ok().and_then(|t| *t))
+            .collect()
     }
 
     /// Processes started so far (the first start of each instance included).
@@ -298,6 +312,9 @@ async fn supervise(shared: Arc<Shared>, state: Arc<InstanceState>, addr: SocketA
     let mut rapid_failures = 0u32;
     while !shared.stopping.load(Ordering::SeqCst) {
         let started = Instant::now();
+        if let Ok(mut s) = state.spawned_at.lock() {
+            *s = Some(started);
+        }
         let mut child = match spawn(&shared, addr, index).await {
             Ok(c) => c,
             Err(e) => {
@@ -419,7 +436,12 @@ type Ctx = (Arc<Shared>, Arc<InstanceState>);
 
 async fn next(State((shared, state)): State<Ctx>) -> Response {
     let generation = state.generation.load(Ordering::SeqCst);
-    state.ready.store(true, Ordering::SeqCst);
+    if !state.ready.swap(true, Ordering::SeqCst)
+        && let (Ok(spawned), Ok(mut took)) = (state.spawned_at.lock(), state.init_took.lock())
+        && let Some(at) = *spawned
+    {
+        *took = Some(at.elapsed());
+    }
     let died = state.died.notified();
     tokio::pin!(died);
     died.as_mut().enable();

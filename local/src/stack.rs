@@ -99,6 +99,8 @@ pub struct LocalStack {
     pub source_stats: BTreeMap<String, Arc<SourceStats>>,
     /// Per queue: disable or enable its event source mapping.
     pub source_paused: BTreeMap<String, Arc<AtomicBool>>,
+    /// Each function's resolved environment (binary name -> variables).
+    pub environment: BTreeMap<String, BTreeMap<String, String>>,
     moto: Option<Moto>,
     meter: Option<crate::meter::Meter>,
     stop: Arc<AtomicBool>,
@@ -282,6 +284,7 @@ impl LocalStack {
             functions,
             source_stats,
             source_paused,
+            environment,
             moto: Some(moto),
             meter,
             stop,

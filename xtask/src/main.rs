@@ -194,20 +194,165 @@ fn test() -> ExitCode {
 }
 
 /// Builds the connector and runs `local-stack <command>` (demo, up, bench).
-fn local_stack(command: &str, args: &[String]) -> ExitCode {
+fn local_stack(command: &str, args: &[String], release: bool) -> ExitCode {
     if !ensure_venv(&["requirements-local.txt"]) {
         return ExitCode::FAILURE;
     }
     eprintln!("==> Building the connector (the first build takes a few minutes)");
-    if !run(cargo().args(["build", "--workspace", "--bins"])) {
+    let mut build = cargo();
+    build.args(["build", "--workspace", "--bins"]);
+    if release {
+        build.arg("--release");
+    }
+    if !run(&mut build) {
         return ExitCode::FAILURE;
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    let mut cmd = Command::new(target.join("debug").join("local-stack"));
+    let profile = if release { "release" } else { "debug" };
+    let mut cmd = Command::new(target.join(profile).join("local-stack"));
     cmd.arg(command).args(args).env("CONNECTOR_VENV", venv());
     if run(&mut cmd) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The fuzz targets of `fuzz/Cargo.toml` (the same list as `connector_domain::fuzzing::TARGETS`).
+const FUZZ_TARGETS: &[&str] = &["notification", "ingest", "auth_link", "statement_response"];
+
+/// `cargo xtask fuzz [--seconds N] [target ...]`: builds the libFuzzer targets with coverage
+/// instrumentation (stable Rust: the sanitizer-coverage pass is asked for through RUSTFLAGS)
+/// and runs each for N seconds (default 600), seeded from `fuzz/seeds/<target>`.
+fn fuzz(args: &[String]) -> ExitCode {
+    let mut seconds: u64 = 600;
+    let mut targets: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => match it.next().and_then(|v| v.parse().ok()) {
+                Some(v) => seconds = v,
+                None => {
+                    eprintln!("--seconds takes a number");
+                    return ExitCode::from(2);
+                }
+            },
+            t if FUZZ_TARGETS.contains(&t) => targets.push(t.to_string()),
+            other => {
+                eprintln!(
+                    "unknown fuzz target {other}; targets: {}",
+                    FUZZ_TARGETS.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+    let host = match Command::new("rustc").arg("-vV").output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+            .unwrap_or_default(),
+        Err(e) => {
+            eprintln!("rustc -vV: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target_dir = root().join("target").join("fuzz");
+    eprintln!("==> Building the fuzz targets with coverage instrumentation");
+    // `--target` keeps the instrumentation off build scripts and proc macros.
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ]
+    .join(" ");
+    if !run(cargo()
+        .args([
+            "build",
+            "--release",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--bins",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["--target", &host])
+        .env("RUSTFLAGS", flags))
+    {
+        return ExitCode::FAILURE;
+    }
+    let mut failed = Vec::new();
+    let mut summary = Vec::new();
+    for t in &targets {
+        let corpus = target_dir.join("corpus").join(t);
+        let artifacts = target_dir.join("artifacts").join(t);
+        for d in [&corpus, &artifacts] {
+            if let Err(e) = std::fs::create_dir_all(d) {
+                eprintln!("{}: {e}", d.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        eprintln!("==> Fuzzing {t} for {seconds} s");
+        let output = Command::new(target_dir.join(&host).join("release").join(t))
+            .current_dir(root())
+            .arg(&corpus)
+            .arg(root().join("fuzz").join("seeds").join(t))
+            .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg("-print_final_stats=1")
+            .output();
+        let output = match output {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("could not run the {t} target: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let log = String::from_utf8_lossy(&output.stderr);
+        let runs = log
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "?".into());
+        let corpus_size = std::fs::read_dir(&corpus).map(|d| d.count()).unwrap_or(0);
+        if output.status.success() {
+            summary.push(format!(
+                "  {t:<20} ok: {runs} inputs in {seconds} s, corpus {corpus_size}"
+            ));
+        } else {
+            eprintln!(
+                "{}",
+                log.lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            summary.push(format!(
+                "  {t:<20} FOUND A CRASH after {runs} inputs: copy the file from {} to fuzz/regressions/{t}/ (a unit test replays it), then fix",
+                artifacts.display()
+            ));
+            failed.push(t.clone());
+        }
+    }
+    println!("Fuzzing, {seconds} s per target:");
+    for line in &summary {
+        println!("{line}");
+    }
+    if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -218,10 +363,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some(c @ ("demo" | "up" | "bench")) => local_stack(c, &args[1..]),
+        Some(c @ ("demo" | "up" | "bench")) => local_stack(c, &args[1..], false),
+        // Figures of the code itself need the release profile (the one Lambda runs).
+        Some(c @ ("bench-notification" | "bench-coldstart")) => local_stack(c, &args[1..], true),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (onboard, backfill, ingest, deliver)\n  up     build and serve the local stack until Ctrl-C\n  bench  measure the statement pipeline against the sandbox at 10 requests/s\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
+                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (onboard, backfill, ingest, deliver)\n  up     build and serve the local stack until Ctrl-C\n  bench  measure the statement pipeline against the sandbox at 10 requests/s\n  bench-notification  measure /notification validation and a load run (release build)\n  bench-coldstart     cold start and footprint of each function vs hello world (release build)\n  fuzz   [--seconds N] [target...] run the libFuzzer targets (default 600 s each)\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
             );
             ExitCode::from(2)
         }

@@ -20,7 +20,7 @@ use connector_aws::handshakes::{
 use connector_aws::queues::Queues;
 use connector_bank::{BankClient, Consent, Pkce};
 use connector_domain::messages::{Kick, KickReason, WorkMessage};
-use connector_domain::redirect::{RedirectAllowList, with_state};
+use connector_domain::redirect::{RedirectAllowList, StartLink, with_state};
 use connector_domain::transaction::truncate_chars;
 use connector_sage::ProviderApi;
 use connector_sage::provider::{
@@ -213,40 +213,29 @@ impl BrowserFlows {
 
     async fn try_start(&self, flow: Flow, req: &BrowserRequest<'_>) -> Result<PageOutcome, String> {
         let p = req.params;
-        let get = |k: &str| p.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let (Some(auth_id), Some(redirect), Some(state)) =
-            (get("authorisation_id"), get("redirect_uri"), p.get("state"))
-        else {
-            return Ok(invalid_link());
+        let link = match StartLink::parse(
+            |k| p.get(k).map(String::as_str),
+            flow == Flow::AuthRefresh,
+            &self.allow,
+        ) {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::warn!(reason = %e, "start link refused");
+                return Ok(invalid_link());
+            }
         };
-        let Ok(authorisation_id) = Uuid::parse_str(auth_id) else {
-            return Ok(invalid_link());
-        };
+        let StartLink {
+            authorisation_id,
+            redirect: redirect_url,
+            state,
+            bank,
+            external_id,
+            cross_check,
+        } = link;
         tracing::Span::current().record(
             "authorisationId",
             tracing::field::display(&authorisation_id),
         );
-        if state.is_empty() || state.chars().count() > 512 {
-            return Ok(invalid_link());
-        }
-        let Ok(redirect_url) = self.allow.check(redirect) else {
-            tracing::warn!(authorisationId = %authorisation_id, "redirect_uri refused");
-            return Ok(invalid_link());
-        };
-        let (bank, external_id) = match flow {
-            Flow::Auth => {
-                let Some(Ok(bank)) = get("bank").map(Uuid::parse_str) else {
-                    return Ok(invalid_link());
-                };
-                (Some(bank), None)
-            }
-            Flow::AuthRefresh => {
-                let Some(ext) = get("externalId").filter(|e| e.chars().count() <= 255) else {
-                    return Ok(invalid_link());
-                };
-                (None, Some(ext.to_string()))
-            }
-        };
         let Some(handshake) = self.find_handshake(authorisation_id).await? else {
             tracing::warn!("unknown authorisation_id");
             return Ok(Self::refusal_page(HandshakeRefusal::Unknown));
@@ -279,7 +268,7 @@ impl BrowserFlows {
             };
             // `bankaccount` is a cross-check only (spec §4.4 Decision): a bankAccountId of this
             // externalId, or the bankId.
-            if let Some(Ok(cross)) = get("bankaccount").map(Uuid::parse_str) {
+            if let Some(cross) = cross_check {
                 let links = self
                     .table
                     .accounts_for_external_id(ext)

@@ -68,9 +68,15 @@ impl Platform {
     }
 }
 
-/// The outbound HTTP client: rustls, short connect timeout, bounded request time.
+/// The outbound HTTP client: rustls, short connect timeout, bounded request time. Built once
+/// per process and shared (a clone shares the pool): building one loads the TLS roots, which
+/// is a measurable part of a cold start.
 pub fn http_client() -> Result<reqwest::Client, ConfigError> {
-    reqwest::Client::builder()
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(15))
         .pool_idle_timeout(Duration::from_secs(50))
@@ -82,7 +88,8 @@ pub fn http_client() -> Result<reqwest::Client, ConfigError> {
         .map_err(|e| ConfigError::Invalid {
             name: "HTTP client".into(),
             reason: e.to_string(),
-        })
+        })?;
+    Ok(CLIENT.get_or_init(|| client).clone())
 }
 
 /// The Provider API client with the shared token cache and the shared rate limiter.

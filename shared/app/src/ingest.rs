@@ -5,11 +5,10 @@ use chrono::{DateTime, Utc};
 use connector_aws::Table;
 use connector_aws::queues::Queues;
 use connector_aws::transactions::PutOutcome;
-use connector_domain::amount;
+use connector_domain::ingest::{IngestBodyError, IngestRequest, parse_ingest_body};
 use connector_domain::messages::{Kick, KickReason};
 use connector_domain::statement::Balance;
-use connector_domain::transaction::{RecordProblem, Transaction, parse_datetime, validate_record};
-use rust_decimal::Decimal;
+use connector_domain::transaction::{RecordProblem, Transaction, validate_record};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -17,10 +16,7 @@ use uuid::Uuid;
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds};
 
-/// Most records per ingest request (one statement's worth).
-pub const MAX_RECORDS: usize = 1000;
-/// Largest ingest body accepted.
-pub const MAX_BODY: usize = 2 * 1024 * 1024;
+pub use connector_domain::ingest::{MAX_BODY, MAX_RECORDS};
 
 /// How long an ingest may fence batch commits off if it dies midway, when the invocation's
 /// deadline is not known (longer than any function's timeout).
@@ -117,25 +113,6 @@ pub enum IngestError {
     Unavailable(String),
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IngestBody {
-    external_id: Option<String>,
-    #[serde(default)]
-    transactions: Option<Vec<Box<RawValue>>>,
-    #[serde(default)]
-    balance: Option<BalanceBody>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BalanceBody {
-    ledger: Box<RawValue>,
-    #[serde(default)]
-    available: Option<Box<RawValue>>,
-    as_of: String,
-}
-
 /// What happened to one record.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -213,25 +190,15 @@ impl Ingest {
         body: &[u8],
         deadline: Option<DateTime<Utc>>,
     ) -> Result<IngestReport, IngestError> {
-        if body.len() > MAX_BODY {
-            return Err(IngestError::TooLarge);
-        }
-        let parsed: IngestBody = serde_json::from_slice(body).map_err(|_| {
-            IngestError::BadBody("not a JSON object with externalId and transactions".into())
+        let IngestRequest {
+            external_id,
+            records,
+            balance,
+        } = parse_ingest_body(body).map_err(|e| match e {
+            IngestBodyError::TooLarge => IngestError::TooLarge,
+            IngestBodyError::TooMany => IngestError::TooMany,
+            IngestBodyError::Invalid(reason) => IngestError::BadBody(reason),
         })?;
-        let external_id = parsed
-            .external_id
-            .filter(|e| !e.trim().is_empty() && e.chars().count() <= 255)
-            .ok_or_else(|| {
-                IngestError::BadBody("externalId is required (1-255 characters)".into())
-            })?;
-        let records = parsed
-            .transactions
-            .ok_or_else(|| IngestError::BadBody("transactions is required".into()))?;
-        if records.len() > MAX_RECORDS {
-            return Err(IngestError::TooMany);
-        }
-        let balance = parsed.balance.map(parse_balance).transpose()?;
 
         let links = self
             .table
@@ -321,26 +288,6 @@ fn unique_id_of(raw: &RawValue) -> Option<String> {
         .ok()
         .and_then(|i| i.unique_id)
         .and_then(|v| v.as_str().map(|s| s.chars().take(255).collect()))
-}
-
-fn parse_balance(b: BalanceBody) -> Result<(Balance, Option<Balance>), IngestError> {
-    let as_of = parse_datetime(&b.as_of)
-        .ok_or_else(|| IngestError::BadBody("balance.asOf must be an RFC 3339 date-time".into()))?;
-    let amount_of = |raw: &RawValue, field: &str| -> Result<Decimal, IngestError> {
-        amount::from_json_text(raw)
-            .map_err(|e| IngestError::BadBody(format!("balance.{field} {e}")))
-    };
-    let ledger = Balance {
-        amount: amount_of(&b.ledger, "ledger")?,
-        as_of,
-    };
-    let available = b
-        .available
-        .as_deref()
-        .filter(|r| r.get() != "null")
-        .map(|r| amount_of(r, "available").map(|amount| Balance { amount, as_of }))
-        .transpose()?;
-    Ok((ledger, available))
 }
 
 #[cfg(test)]

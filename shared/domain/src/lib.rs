@@ -2,6 +2,8 @@
 //! Lambda publishes Embedded Metric Format). Adapters (AWS, HTTP) live in other crates.
 
 pub mod amount;
+pub mod fuzzing;
+pub mod ingest;
 pub mod messages;
 pub mod metrics;
 pub mod notification;

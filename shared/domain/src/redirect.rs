@@ -2,6 +2,74 @@
 
 use url::Url;
 
+/// The query of a browser's `GET /auth` or `GET /authrefresh` (spec §4.3), checked: every
+/// parameter present and well formed, and `redirect_uri` on the allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartLink {
+    pub authorisation_id: uuid::Uuid,
+    pub redirect: Url,
+    pub state: String,
+    /// `/auth`: the bank the product chose.
+    pub bank: Option<uuid::Uuid>,
+    /// `/authrefresh`: the account being re-authorised.
+    pub external_id: Option<String>,
+    /// `/authrefresh`: `bankaccount`, a cross-check only (spec §4.4); ignored when malformed.
+    pub cross_check: Option<uuid::Uuid>,
+}
+
+/// Why a start link is refused (the page says only that the link is invalid).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartLinkError {
+    #[error("{0} is missing or malformed")]
+    Param(&'static str),
+    #[error(transparent)]
+    Redirect(#[from] RedirectError),
+}
+
+impl StartLink {
+    /// `refresh`: `/authrefresh` (needs `externalId`) rather than `/auth` (needs `bank`).
+    pub fn parse<'a>(
+        get: impl Fn(&str) -> Option<&'a str>,
+        refresh: bool,
+        allow: &RedirectAllowList,
+    ) -> Result<Self, StartLinkError> {
+        let present = |k: &'static str| {
+            get(k)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .ok_or(StartLinkError::Param(k))
+        };
+        let authorisation_id = uuid::Uuid::parse_str(present("authorisation_id")?)
+            .map_err(|_| StartLinkError::Param("authorisation_id"))?;
+        let redirect = present("redirect_uri")?;
+        let state = get("state")
+            .filter(|s| !s.is_empty() && s.chars().count() <= 512)
+            .ok_or(StartLinkError::Param("state"))?
+            .to_string();
+        let redirect = allow.check(redirect)?;
+        let (bank, external_id) = if refresh {
+            let ext = present("externalId")?;
+            if ext.chars().count() > 255 {
+                return Err(StartLinkError::Param("externalId"));
+            }
+            (None, Some(ext.to_string()))
+        } else {
+            let bank = uuid::Uuid::parse_str(present("bank")?)
+                .map_err(|_| StartLinkError::Param("bank"))?;
+            (Some(bank), None)
+        };
+        let cross_check = get("bankaccount").and_then(|v| uuid::Uuid::parse_str(v.trim()).ok());
+        Ok(Self {
+            authorisation_id,
+            redirect,
+            state,
+            bank,
+            external_id,
+            cross_check,
+        })
+    }
+}
+
 /// Hosts a browser may be sent back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectAllowList {

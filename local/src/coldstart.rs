@@ -1,0 +1,169 @@
+//! Cold start and footprint (issue 7, item 1): each function's release binary started against
+//! the local Lambda Runtime API, one at a time, beside a hello-world `lambda_runtime` binary
+//! built with the same profile in the same run.
+//!
+//! Init is exec to the first `GET /runtime/invocation/next` (what Lambda reports as Init
+//! Duration); the first invocation is the function's sample event from `events/`, answered
+//! against the local stack's moto and sandbox; peak RSS is the process's VmHWM after it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::LocalStack;
+use crate::bench::peak_rss_kib;
+use crate::runtime::{Function, FunctionConfig, Outcome};
+
+pub const BASELINE: &str = "hello-lambda";
+
+#[derive(Debug, Clone)]
+pub struct ColdStart {
+    pub name: String,
+    /// Medians over the runs.
+    pub init_ms: f64,
+    pub first_invocation_ms: f64,
+    pub peak_rss_mib: f64,
+    pub binary_mib: f64,
+    pub outcome: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn sample_event(root: &Path, name: &str) -> Result<Vec<u8>> {
+    if name == BASELINE {
+        return Ok(b"{}".to_vec());
+    }
+    std::fs::read(root.join("events").join(format!("{name}.json")))
+        .with_context(|| format!("events/{name}.json"))
+}
+
+async fn measure_once(
+    binary: &Path,
+    name: &str,
+    environment: &BTreeMap<String, String>,
+    event: &[u8],
+    log_dir: &Path,
+) -> Result<(f64, f64, f64, String)> {
+    let function = Function::start(FunctionConfig {
+        name: name.to_string(),
+        binary: binary.to_path_buf(),
+        environment: environment.clone(),
+        timeout: Duration::from_secs(30),
+        memory_mb: 256,
+        instances: 1,
+        log_file: log_dir.join(format!("{name}.log")),
+        echo_logs: false,
+    })
+    .await?;
+    let result = async {
+        function.wait_ready(Duration::from_secs(30)).await?;
+        let init = function
+            .init_times()
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| anyhow!("{name}: no init time"))?;
+        let started = Instant::now();
+        let outcome = function.invoke(event.to_vec()).await?;
+        let first = started.elapsed();
+        let rss = function
+            .pids()
+            .first()
+            .and_then(|pid| peak_rss_kib(*pid))
+            .unwrap_or(0);
+        let outcome = match outcome {
+            Outcome::Response(_) => "response".to_string(),
+            other => format!("{other:?}"),
+        };
+        Ok::<_, anyhow::Error>((
+            init.as_secs_f64() * 1000.0,
+            first.as_secs_f64() * 1000.0,
+            rss as f64 / 1024.0,
+            outcome,
+        ))
+    }
+    .await;
+    function.stop().await;
+    result
+}
+
+/// `runs` cold starts of the baseline and of every function, one process at a time.
+pub async fn run(
+    stack: &LocalStack,
+    bin_dir: &Path,
+    root: &Path,
+    runs: usize,
+) -> Result<Vec<ColdStart>> {
+    let log_dir: PathBuf =
+        std::env::temp_dir().join(format!("connector-coldstart-{}", std::process::id()));
+    std::fs::create_dir_all(&log_dir)?;
+    let mut names = vec![BASELINE.to_string()];
+    names.extend(stack.environment.keys().cloned());
+    let mut out = Vec::new();
+    for name in names {
+        let binary = bin_dir.join(&name);
+        let size = std::fs::metadata(&binary)
+            .with_context(|| format!("{} (build with --release)", binary.display()))?
+            .len();
+        let environment = if name == BASELINE {
+            BTreeMap::new()
+        } else {
+            stack.environment[&name].clone()
+        };
+        let event = sample_event(root, &name)?;
+        let (mut inits, mut firsts, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        let mut outcome = String::new();
+        for _ in 0..runs {
+            let (i, f, r, o) = measure_once(&binary, &name, &environment, &event, &log_dir).await?;
+            inits.push(i);
+            firsts.push(f);
+            rss.push(r);
+            outcome = o;
+        }
+        println!(
+            "    {name:<22} init {:>6.1} ms, first invocation {:>7.1} ms",
+            median(inits.clone()),
+            median(firsts.clone())
+        );
+        out.push(ColdStart {
+            name,
+            init_ms: median(inits),
+            first_invocation_ms: median(firsts),
+            peak_rss_mib: rss.into_iter().fold(0.0, f64::max),
+            binary_mib: size as f64 / (1024.0 * 1024.0),
+            outcome,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+    Ok(out)
+}
+
+pub fn print(results: &[ColdStart], runs: usize) {
+    let base = results
+        .iter()
+        .find(|r| r.name == BASELINE)
+        .map_or(f64::NAN, |r| r.init_ms);
+    println!("Cold start and footprint (release binaries, median of {runs} cold starts each)");
+    println!(
+        "  {:<22} {:>8} {:>9} {:>12} {:>9} {:>8}  first answer",
+        "function", "init ms", "x hello", "1st call ms", "RSS MiB", "size MiB"
+    );
+    for r in results {
+        println!(
+            "  {:<22} {:>8.1} {:>9.2} {:>12.1} {:>9.1} {:>8.1}  {}",
+            r.name,
+            r.init_ms,
+            r.init_ms / base,
+            r.first_invocation_ms,
+            r.peak_rss_mib,
+            r.binary_mib,
+            r.outcome
+        );
+    }
+    println!("  targets: init <= 1.5 x hello-lambda, peak RSS <= 30 MB");
+}
