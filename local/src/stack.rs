@@ -243,9 +243,20 @@ impl LocalStack {
                             stats,
                             paused,
                         });
-                        let pollers = (*max_concurrency as usize)
-                            .min(options.max_consumer_concurrency)
-                            .max(1);
+                        // One poller on a FIFO queue: moto decides which message groups are
+                        // busy when a long poll starts, so a second poller already waiting
+                        // could be handed the next message of a group still being processed,
+                        // which SQS never does. Lambda's own pollers honour the group lock;
+                        // the single poller does here (groups of a batch still run in
+                        // parallel in the function).
+                        let fifo = template.queue(queue).is_some_and(|q| q.fifo);
+                        let pollers = if fifo {
+                            1
+                        } else {
+                            (*max_concurrency as usize)
+                                .min(options.max_consumer_concurrency)
+                                .max(1)
+                        };
                         for _ in 0..pollers {
                             tasks.push(tokio::spawn(source.clone().run(stop.clone())));
                         }
