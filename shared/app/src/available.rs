@@ -98,7 +98,7 @@ pub struct AvailableAccounts {
 impl AvailableAccounts {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let platform = Platform::from_env(env, QueueNeeds::default()).await?;
-        let http = http_client()?;
+        let http = http_client(env)?;
         Ok(Self {
             verifier: verifier_from_env(env, &platform, http.clone()).await?,
             bank: bank_from_env(env, &platform, &http).await?,

@@ -128,7 +128,7 @@ impl BrowserFlows {
             },
         )
         .await?;
-        let http = http_client()?;
+        let http = http_client(env)?;
         let allow = RedirectAllowList::parse(
             &env.required("REDIRECT_HOST_ALLOWLIST")?,
             env.flag("REDIRECT_ALLOW_HTTP_LOOPBACK")?,

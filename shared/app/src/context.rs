@@ -43,7 +43,12 @@ impl Platform {
         let notifications = url(needs.notifications, "NOTIFICATIONS_QUEUE_URL")?;
         let push = url(needs.push, "PUSH_QUEUE_URL")?;
         let poll = url(needs.poll, "POLL_QUEUE_URL")?;
-        let sdk = connector_aws::sdk_config().await;
+        let sdk = connector_aws::sdk_config()
+            .await
+            .map_err(|e| ConfigError::Invalid {
+                name: "AWS_CA_BUNDLE".into(),
+                reason: format!("{}: {}", e.path, e.reason),
+            })?;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         Ok(Self {
@@ -68,15 +73,63 @@ impl Platform {
     }
 }
 
+/// Where the outbound client's trust anchors come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootSource {
+    /// The Mozilla set compiled in (`webpki-root-certs`): nothing to read at start-up.
+    Bundled,
+    /// The platform store, because the operator pointed at one with `SSL_CERT_FILE` or
+    /// `SSL_CERT_DIR` (for example to add the bank's private CA for the Bank Data API).
+    Platform,
+}
+
+impl RootSource {
+    pub fn from_env(env: &Env) -> Self {
+        if env.optional("SSL_CERT_FILE").is_some() || env.optional("SSL_CERT_DIR").is_some() {
+            Self::Platform
+        } else {
+            Self::Bundled
+        }
+    }
+}
+
+/// The outbound client's roots. Reading the platform store means decoding ~150 PEM files
+/// (6-9 ms of a cold start measured here, against 0.2 ms for the compiled-in set).
+pub fn outbound_roots(source: RootSource) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "SSL_CERT_FILE / SSL_CERT_DIR".into(),
+        reason,
+    };
+    let ders = match source {
+        RootSource::Bundled => webpki_root_certs::TLS_SERVER_ROOT_CERTS.to_vec(),
+        RootSource::Platform => {
+            let loaded = rustls_native_certs::load_native_certs();
+            for e in &loaded.errors {
+                tracing::warn!(error = %e, "a CA certificate of the platform store was not loaded");
+            }
+            loaded.certs
+        }
+    };
+    let roots = ders
+        .iter()
+        .filter_map(|d| reqwest::Certificate::from_der(d).ok())
+        .collect::<Vec<_>>();
+    if roots.is_empty() {
+        return Err(invalid("no CA certificate could be loaded".into()));
+    }
+    Ok(roots)
+}
+
 /// The outbound HTTP client: rustls, short connect timeout, bounded request time. Built once
-/// per process and shared (a clone shares the pool): building one loads the TLS roots, which
-/// is a measurable part of a cold start.
-pub fn http_client() -> Result<reqwest::Client, ConfigError> {
+/// per process and shared (a clone shares the pool).
+pub fn http_client(env: &Env) -> Result<reqwest::Client, ConfigError> {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     if let Some(c) = CLIENT.get() {
         return Ok(c.clone());
     }
+    let roots = outbound_roots(RootSource::from_env(env))?;
     let client = reqwest::Client::builder()
+        .tls_certs_only(roots)
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(15))
         .pool_idle_timeout(Duration::from_secs(50))
@@ -149,4 +202,35 @@ pub async fn bank_from_env(
             .await?,
     };
     Ok(Arc::new(BankClient::new(http.clone(), config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbound_client_uses_the_bundled_roots_unless_the_operator_names_a_store() {
+        assert_eq!(
+            RootSource::from_env(&Env::from_pairs(&[])),
+            RootSource::Bundled
+        );
+        assert_eq!(
+            RootSource::from_env(&Env::from_pairs(&[("SSL_CERT_FILE", "  ")])),
+            RootSource::Bundled
+        );
+        for name in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
+            assert_eq!(
+                RootSource::from_env(&Env::from_pairs(&[(name, "/etc/ssl/certs")])),
+                RootSource::Platform,
+                "{name}"
+            );
+        }
+        // The Mozilla set: well over a hundred roots, every one usable.
+        let bundled = outbound_roots(RootSource::Bundled).unwrap();
+        assert_eq!(
+            bundled.len(),
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS.len()
+        );
+        assert!(bundled.len() > 100);
+    }
 }

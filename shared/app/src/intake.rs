@@ -128,7 +128,7 @@ impl NotificationIntake {
             },
         )
         .await?;
-        let verifier = verifier_from_env(env, &platform, http_client()?).await?;
+        let verifier = verifier_from_env(env, &platform, http_client(env)?).await?;
         Ok(Self {
             verifier,
             table: platform.table,

@@ -52,7 +52,7 @@ impl Pipeline {
             },
         )
         .await?;
-        let http = http_client()?;
+        let http = http_client(env)?;
         let provider = provider_from_env(env, &platform, &http).await?;
         let defaults = PollSchedule::default();
         let schedule = PollSchedule {

@@ -58,7 +58,7 @@ impl Reconciler {
             },
         )
         .await?;
-        let bank = bank_from_env(env, &platform, &http_client()?).await?;
+        let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
         Ok(Self {
             pipeline,
             bank,

@@ -50,7 +50,7 @@ impl NotificationWorker {
             },
         )
         .await?;
-        let http = http_client()?;
+        let http = http_client(env)?;
         Ok(Self {
             dead_letters: platform.dead_letters(env, false)?,
             handshake_ttl: env

@@ -13,10 +13,116 @@ pub mod transactions;
 
 pub use table::{StoreError, Table};
 
+/// The roots the AWS SDK trusts by default: Amazon Trust Services, which every AWS endpoint's
+/// certificate chains to. Five roots instead of the platform's ~145: reading and decoding the
+/// platform store was most of a function's own cold-start work, and the outbound client
+/// (Sage, the bank) keeps the platform store.
+const AWS_ROOTS: &[u8] = include_bytes!("../certs/amazon-trust-services.pem");
+
+/// `AWS_CA_BUNDLE` could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("AWS_CA_BUNDLE {path}: {reason}")]
+pub struct CaBundleError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// PEM certificates the SDK should trust: `AWS_CA_BUNDLE` (the variable the AWS CLI and other
+/// SDKs read; for a TLS-inspecting egress proxy) replaces the bundled Amazon roots.
+fn aws_trust_roots(bundle: Option<&str>) -> Result<Vec<u8>, CaBundleError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let Some(path) = bundle.filter(|p| !p.trim().is_empty()) else {
+        return Ok(AWS_ROOTS.to_vec());
+    };
+    let error = |reason: String| CaBundleError {
+        path: path.to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    // Checked here because the SDK's client would panic on a malformed bundle later.
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(format!("not a PEM certificate bundle ({e})")))?;
+    if certs.is_empty() {
+        return Err(error("no certificate in the file".into()));
+    }
+    Ok(pem)
+}
+
 /// Loads the AWS SDK configuration the standard way (environment, `AWS_ENDPOINT_URL` for local
-/// emulators, the Lambda role in production).
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// emulators, the Lambda role in production), with an HTTPS client that trusts the Amazon
+/// roots (or `AWS_CA_BUNDLE`).
+pub async fn sdk_config() -> Result<aws_config::SdkConfig, CaBundleError> {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let bundle = std::env::var("AWS_CA_BUNDLE").ok();
+    let trust = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(aws_trust_roots(bundle.as_deref())?);
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| CaBundleError {
+            path: bundle.clone().unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https();
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
         .load()
-        .await
+        .await)
+}
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_amazon_roots_are_five_valid_certificates() {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(AWS_ROOTS)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(certs.len(), 5);
+        assert_eq!(aws_trust_roots(None).unwrap(), AWS_ROOTS);
+    }
+
+    #[test]
+    fn a_ca_bundle_replaces_the_roots_and_a_bad_one_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("ca-bundle-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.pem");
+        let first = AWS_ROOTS
+            .split(|b| *b == b'\n')
+            .skip_while(|l| !l.starts_with(b"-----BEGIN"))
+            .take_while(|l| !l.starts_with(b"-----END"))
+            .chain(std::iter::once(&b"-----END CERTIFICATE-----"[..]))
+            .collect::<Vec<_>>()
+            .join(&b'\n');
+        std::fs::write(&good, &first).unwrap();
+        assert_eq!(aws_trust_roots(good.to_str()).unwrap(), first);
+
+        let bad = dir.join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = aws_trust_roots(bad.to_str()).unwrap_err();
+        assert!(
+            e.to_string().contains("not a PEM certificate bundle"),
+            "{e}"
+        );
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = aws_trust_roots(empty.to_str()).unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+        let e = aws_trust_roots(dir.join("missing.pem").to_str()).unwrap_err();
+        assert!(e.to_string().starts_with("AWS_CA_BUNDLE "), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
