@@ -11,6 +11,7 @@ pub mod moto;
 pub mod notification_bench;
 pub mod process;
 pub mod runtime;
+pub mod soak;
 pub mod stack;
 pub mod template;
 

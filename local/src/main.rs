@@ -57,6 +57,31 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Soak with faults: many accounts' transactions through ingest while Banking Service
+    /// fails (5xx, dropped answers, 429s, token expiry) and consumers are killed; then every
+    /// transaction is checked at Banking Service (lost, duplicated, order, in flight, latency).
+    Soak {
+        #[arg(long, default_value_t = 200)]
+        accounts: usize,
+        /// Transactions per account.
+        #[arg(long, default_value_t = 500)]
+        transactions: usize,
+        /// Share of Provider API and Sage ID requests answered 503.
+        #[arg(long, default_value_t = 0.05)]
+        error_rate: f64,
+        /// Share of statement POSTs whose answer is dropped after Banking Service stored it.
+        #[arg(long, default_value_t = 0.02)]
+        drop_rate: f64,
+        /// Lifetime of Sage ID access tokens, seconds.
+        #[arg(long, default_value_t = 60)]
+        token_lifetime_s: u64,
+        /// Seconds between two kills of a random consumer instance.
+        #[arg(long, default_value_t = 20)]
+        kill_every_s: u64,
+        /// Give up after this many minutes.
+        #[arg(long, default_value_t = 180)]
+        limit_min: u64,
+    },
     /// Measure /notification: validation per request on one core (use a release build), then
     /// a load run against the local stack at increasing rates.
     BenchNotification {
@@ -146,6 +171,39 @@ async fn main() -> Result<()> {
             .await;
             stack.shutdown().await;
             local_stack::bench::print(&report?);
+        }
+        Command::Soak {
+            accounts,
+            transactions,
+            error_rate,
+            drop_rate,
+            token_lifetime_s,
+            kill_every_s,
+            limit_min,
+        } => {
+            local_stack::soak::configure(&mut options);
+            println!("==> Starting the local stack");
+            let stack = LocalStack::start(options).await?;
+            let report = local_stack::soak::run(
+                &stack,
+                &local_stack::soak::SoakOptions {
+                    accounts,
+                    transactions,
+                    error_rate,
+                    drop_rate,
+                    token_lifetime_s,
+                    kill_every: Duration::from_secs(kill_every_s.max(1)),
+                    limit: Duration::from_secs(limit_min * 60),
+                    ..Default::default()
+                },
+            )
+            .await;
+            stack.shutdown().await;
+            let report = report?;
+            local_stack::soak::print(&report);
+            if !report.passed() {
+                anyhow::bail!("the soak found lost, duplicated or reordered transactions");
+            }
         }
         Command::BenchColdstart { runs } => {
             if cfg!(debug_assertions) {

@@ -365,11 +365,13 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some(c @ ("demo" | "up" | "bench")) => local_stack(c, &args[1..], false),
         // Figures of the code itself need the release profile (the one Lambda runs).
-        Some(c @ ("bench-notification" | "bench-coldstart")) => local_stack(c, &args[1..], true),
+        Some(c @ ("bench-notification" | "bench-coldstart" | "soak")) => {
+            local_stack(c, &args[1..], true)
+        }
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (onboard, backfill, ingest, deliver)\n  up     build and serve the local stack until Ctrl-C\n  bench  measure the statement pipeline against the sandbox at 10 requests/s\n  bench-notification  measure /notification validation and a load run (release build)\n  bench-coldstart     cold start and footprint of each function vs hello world (release build)\n  fuzz   [--seconds N] [target...] run the libFuzzer targets (default 600 s each)\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
+                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (onboard, backfill, ingest, deliver)\n  up     build and serve the local stack until Ctrl-C\n  bench  measure the statement pipeline against the sandbox at 10 requests/s\n  bench-notification  measure /notification validation and a load run (release build)\n  bench-coldstart     cold start and footprint of each function vs hello world (release build)\n  soak   200 accounts x 500 transactions through ingest under faults (release build)\n  fuzz   [--seconds N] [target...] run the libFuzzer targets (default 600 s each)\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
             );
             ExitCode::from(2)
         }
