@@ -80,7 +80,8 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn amount_text(cents: i64) -> String {
+/// Exact cents as the API's decimal text (`-12.05`).
+pub(crate) fn amount_text(cents: i64) -> String {
     let sign = if cents < 0 { "-" } else { "" };
     format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
 }

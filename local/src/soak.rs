@@ -18,6 +18,7 @@ use sandbox::model::{FaultSet, Force429, RouteFault, StatementStatus};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::bench::amount_text;
 use crate::stack::{LOCAL_INGEST_KEY, LocalStack};
 
 #[derive(Debug, Clone)]
@@ -100,11 +101,6 @@ pub fn configure(options: &mut crate::Options) {
     options.max_consumer_concurrency = 8;
     options.retry_visibility = Some(Duration::from_secs(10));
     options.schedule_every = Some(Duration::from_secs(60));
-}
-
-fn amount_text(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
 }
 
 /// Transaction `i` of an account: exact cents, one every 7 minutes, in date order.
