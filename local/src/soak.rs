@@ -327,6 +327,7 @@ pub async fn run(stack: &LocalStack, o: &SoakOptions) -> Result<SoakReport> {
     let mut next_burst = Instant::now() + Duration::from_secs(30);
     let mut ingest_s = None;
     let mut last_report = Instant::now() - Duration::from_secs(60);
+    let mut all_held_at: Option<Instant> = None;
     loop {
         let ingest_done = ingest_tasks.iter().all(|t| t.is_finished());
         if ingest_done && ingest_s.is_none() {
@@ -372,15 +373,31 @@ pub async fn run(stack: &LocalStack, o: &SoakOptions) -> Result<SoakReport> {
                 let _ = std::io::stdout().flush();
             }
             if ingest_s.is_some() && held as usize >= total {
+                let all_held_at = *all_held_at.get_or_insert_with(Instant::now);
                 let mut pending = 0;
-                for (_, id) in &accounts {
+                let mut behind = Vec::new();
+                for (external, id) in &accounts {
                     if let Ok(Some(a)) = table.get_account(*id).await {
-                        pending += total / accounts.len()
+                        let owed = total / accounts.len()
                             - (a.delivered_count as usize).min(total / accounts.len());
+                        if owed > 0 {
+                            behind.push(external.clone());
+                        }
+                        pending += owed;
                     }
                 }
                 if pending == 0 {
                     break;
+                }
+                // Banking Service has everything: the connector should commit within minutes.
+                if all_held_at.elapsed() > Duration::from_secs(600) {
+                    if o.progress {
+                        println!();
+                    }
+                    bail!(
+                        "Banking Service holds every transaction, but after 10 minutes the connector still counts {pending} as undelivered ({})",
+                        behind.join(", ")
+                    );
                 }
             }
         }

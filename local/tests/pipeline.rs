@@ -115,6 +115,13 @@ async fn assert_delivered_exactly(stack: &local_stack::LocalStack, id: Uuid, sen
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(table.parked_records(Some(id), 10).await.unwrap().is_empty());
+    // The operator's count agrees, duplicates after a lost answer included.
+    let account = table.get_account(id).await.unwrap().unwrap();
+    assert_eq!(
+        account.delivered_count as usize,
+        sent.len(),
+        "delivered count"
+    );
 }
 
 async fn ingest_all(stack: &local_stack::LocalStack, external_id: &str, records: &[Value]) {

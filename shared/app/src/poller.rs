@@ -284,8 +284,13 @@ impl StatementPoller {
                     .map_err(retry)?;
                 crate::metrics::parked("TransactionTooOld", too_old.len());
                 self.delete_failed(statement_id).await;
-                p.release_and_continue(id, &token, &Release::default())
-                    .await
+                // Counted with the release: it is conditional on the claim, so exactly once
+                // even when this poll is retried after a crash.
+                let held = Release {
+                    delivered: duplicates.len() as u64,
+                    ..Release::default()
+                };
+                p.release_and_continue(id, &token, &held).await
             }
             Outcome::AccountCancelled => {
                 tracing::warn!("account cancelled at Banking Service: stopping");
