@@ -195,6 +195,11 @@ fn test() -> ExitCode {
 
 /// Builds the connector and runs `local-stack <command>` (demo, up, bench).
 fn local_stack(command: &str, args: &[String], release: bool) -> ExitCode {
+    // `cargo xtask bench -- --accounts 4`: the `--` is cargo's habit, not local-stack's.
+    let args = match args.first().map(String::as_str) {
+        Some("--") => &args[1..],
+        _ => args,
+    };
     if !ensure_venv(&["requirements-local.txt"]) {
         return ExitCode::FAILURE;
     }
