@@ -135,6 +135,10 @@ async fn main() -> Result<()> {
         Command::Up { port, logs } => {
             options.api_port = port;
             options.echo_logs = logs;
+            // Listening before the URLs are printed: a Ctrl-C right after them must not be
+            // lost (tokio's `ctrl_c()` only registers when first polled).
+            let mut interrupt =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
             println!("Starting the local stack…");
             let stack = LocalStack::start(options).await?;
             print_urls(&stack);
@@ -142,7 +146,7 @@ async fn main() -> Result<()> {
                 "Function logs in {}. Ctrl-C stops everything.",
                 Options::new(default_bin_dir()?).log_dir.display()
             );
-            tokio::signal::ctrl_c().await?;
+            interrupt.recv().await;
             println!("Stopping…");
             stack.shutdown().await;
         }
