@@ -117,19 +117,11 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
     for a in 0..o.accounts {
         let external = format!("acc_BENCH{a:03}");
         let created = client
-            .create_account(&sandbox::model::CreateAccountRequest {
-                bank_id: stack.bank_id,
-                external_id: external.clone(),
-                requested_start_date: "2026-01-01T00:00:00.000Z".into(),
-                account_name: None,
-                bank_identifier: None,
-                account_identifier: None,
-                branch_identifier: None,
-                organisation_id: None,
-                company_id: None,
-                notify: None,
-                delivery: Default::default(),
-            })
+            .create_account(&sandbox::model::CreateAccountRequest::new(
+                stack.bank_id,
+                external.clone(),
+                "2026-01-01T00:00:00.000Z",
+            ))
             .await
             .map_err(|e| anyhow!("{e}"))?;
         accounts.push((external, created.account.bank_account_id));

@@ -180,17 +180,12 @@ pub async fn run(stack: &LocalStack, o: &SoakOptions) -> Result<SoakReport> {
         let external = format!("acc_SOAK{a:04}");
         let created = client
             .create_account(&sandbox::model::CreateAccountRequest {
-                bank_id: stack.bank_id,
-                external_id: external.clone(),
-                requested_start_date: "2026-01-01T00:00:00.000Z".into(),
-                account_name: None,
-                bank_identifier: None,
-                account_identifier: None,
-                branch_identifier: None,
-                organisation_id: None,
-                company_id: None,
                 notify: Some(true),
-                delivery: Default::default(),
+                ..sandbox::model::CreateAccountRequest::new(
+                    stack.bank_id,
+                    external.clone(),
+                    "2026-01-01T00:00:00.000Z",
+                )
             })
             .await
             .map_err(|e| anyhow!("{e}"))?;
@@ -235,17 +230,22 @@ pub async fn run(stack: &LocalStack, o: &SoakOptions) -> Result<SoakReport> {
         .with_ymd_and_hms(2026, 10, 1, 0, 0, 0)
         .single()
         .ok_or_else(|| anyhow!("date"))?;
-    let mut requests: Vec<(String, Vec<Value>)> = Vec::new();
+    // One lane per account: its requests go in order; lanes run side by side.
     let mut sent: HashMap<Uuid, Vec<Value>> = HashMap::new();
-    let mut balances = vec![0i64; accounts.len()];
-    for chunk_start in (0..o.transactions).step_by(o.chunk.max(1)) {
-        for ((external, id), balance) in accounts.iter().zip(balances.iter_mut()) {
-            let records: Vec<Value> = (chunk_start..(chunk_start + o.chunk).min(o.transactions))
-                .map(|i| record(i, external, start, balance))
-                .collect();
-            sent.entry(*id).or_default().extend(records.iter().cloned());
-            requests.push((external.clone(), records));
-        }
+    let mut lanes: Vec<(String, Vec<Vec<Value>>)> = Vec::new();
+    for (external, id) in &accounts {
+        let mut balance = 0i64;
+        let records: Vec<Value> = (0..o.transactions)
+            .map(|i| record(i, external, start, &mut balance))
+            .collect();
+        lanes.push((
+            external.clone(),
+            records
+                .chunks(o.chunk.max(1))
+                .map(<[Value]>::to_vec)
+                .collect(),
+        ));
+        sent.insert(*id, records);
     }
     let total: usize = sent.values().map(Vec::len).sum();
     let ingested_at: Arc<std::sync::Mutex<HashMap<String, DateTime<Utc>>>> = Arc::default();
@@ -255,12 +255,6 @@ pub async fn run(stack: &LocalStack, o: &SoakOptions) -> Result<SoakReport> {
     let http = reqwest::Client::new();
     let url = format!("{}/ingest", stack.api_url);
 
-    // Requests of one account go in order (one lane per account), lanes run side by side.
-    let mut lanes: BTreeMap<String, Vec<Vec<Value>>> = BTreeMap::new();
-    for (external, records) in requests {
-        lanes.entry(external).or_default().push(records);
-    }
-    let lanes: Vec<(String, Vec<Vec<Value>>)> = lanes.into_iter().collect();
     let next_lane = Arc::new(AtomicUsize::new(0));
     let lanes = Arc::new(lanes);
     let mut ingest_tasks = Vec::new();

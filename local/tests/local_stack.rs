@@ -33,19 +33,11 @@ async fn poison_messages_go_to_the_dlq_with_a_reason_and_never_block_their_group
     let stack = common::start(SandboxConfig::fast()).await;
     let client = stack.sandbox.client();
     let created = client
-        .create_account(&sandbox::model::CreateAccountRequest {
-            bank_id: stack.bank_id,
-            external_id: "acc_POISON".into(),
-            requested_start_date: "2026-01-01T00:00:00.000Z".into(),
-            account_name: None,
-            bank_identifier: None,
-            account_identifier: None,
-            branch_identifier: None,
-            organisation_id: None,
-            company_id: None,
-            notify: None,
-            delivery: Default::default(),
-        })
+        .create_account(&sandbox::model::CreateAccountRequest::new(
+            stack.bank_id,
+            "acc_POISON",
+            "2026-01-01T00:00:00.000Z",
+        ))
         .await
         .unwrap();
     let id = created.account.bank_account_id;

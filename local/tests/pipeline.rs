@@ -22,17 +22,8 @@ const LONG: Duration = Duration::from_secs(240);
 
 fn account_request(bank_id: Uuid, external_id: &str, notify: bool) -> CreateAccountRequest {
     CreateAccountRequest {
-        bank_id,
-        external_id: external_id.into(),
-        requested_start_date: "2026-01-01T00:00:00.000Z".into(),
-        account_name: None,
-        bank_identifier: None,
-        account_identifier: None,
-        branch_identifier: None,
-        organisation_id: None,
-        company_id: None,
         notify: Some(notify),
-        delivery: Default::default(),
+        ..CreateAccountRequest::new(bank_id, external_id, "2026-01-01T00:00:00.000Z")
     }
 }
 

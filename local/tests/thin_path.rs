@@ -21,19 +21,11 @@ async fn notification_to_succeeded_statement() {
     // Hop 1-3: the product creates an account; Banking Service notifies the connector, whose
     // worker stores the mapping.
     let created = sandbox
-        .create_account(&CreateAccountRequest {
-            bank_id: stack.bank_id,
-            external_id: "acc_THIN01".into(),
-            requested_start_date: "2026-01-01T00:00:00.000Z".into(),
-            account_name: None,
-            bank_identifier: None,
-            account_identifier: None,
-            branch_identifier: None,
-            organisation_id: None,
-            company_id: None,
-            notify: None,
-            delivery: Default::default(),
-        })
+        .create_account(&CreateAccountRequest::new(
+            stack.bank_id,
+            "acc_THIN01",
+            "2026-01-01T00:00:00.000Z",
+        ))
         .await
         .expect("create account");
     let id = created.account.bank_account_id;

@@ -269,17 +269,12 @@ async fn onboard(stack: &TestStack, external_id: &str) -> Uuid {
         .sandbox
         .client()
         .create_account(&CreateAccountRequest {
-            bank_id: stack.bank_id,
-            external_id: external_id.into(),
-            requested_start_date: at(Utc::now() - TimeDelta::days(90)),
-            account_name: None,
-            bank_identifier: None,
-            account_identifier: None,
-            branch_identifier: None,
-            organisation_id: None,
-            company_id: None,
             notify: Some(true),
-            delivery: Default::default(),
+            ..CreateAccountRequest::new(
+                stack.bank_id,
+                external_id,
+                at(Utc::now() - TimeDelta::days(90)),
+            )
         })
         .await
         .expect("create account");

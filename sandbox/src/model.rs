@@ -550,6 +550,30 @@ pub struct CreateAccountRequest {
     pub delivery: DeliveryOptions,
 }
 
+impl CreateAccountRequest {
+    /// An account with only what every creation needs: no identifiers or names, notified
+    /// (the default), delivered as usual.
+    pub fn new(
+        bank_id: Uuid,
+        external_id: impl Into<String>,
+        requested_start_date: impl Into<String>,
+    ) -> Self {
+        Self {
+            bank_id,
+            external_id: external_id.into(),
+            requested_start_date: requested_start_date.into(),
+            account_name: None,
+            bank_identifier: None,
+            account_identifier: None,
+            branch_identifier: None,
+            organisation_id: None,
+            company_id: None,
+            notify: None,
+            delivery: DeliveryOptions::default(),
+        }
+    }
+}
+
 /// How an outbound notification is delivered.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]

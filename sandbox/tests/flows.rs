@@ -118,19 +118,7 @@ async fn notifications_are_retried_with_backoff_then_given_up() {
     c.state.fail_next.store(2, Ordering::SeqCst);
     let r = h
         .client
-        .create_account(&CreateAccountRequest {
-            bank_id: bank,
-            external_id: "e1".into(),
-            requested_start_date: "2025-01-01".into(),
-            account_name: None,
-            bank_identifier: None,
-            account_identifier: None,
-            branch_identifier: None,
-            organisation_id: None,
-            company_id: None,
-            notify: None,
-            delivery: Default::default(),
-        })
+        .create_account(&CreateAccountRequest::new(bank, "e1", "2025-01-01"))
         .await
         .unwrap();
     let n = r.notification.unwrap();

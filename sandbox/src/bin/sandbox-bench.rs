@@ -145,17 +145,8 @@ async fn run(base: String, args: Args) -> Result<(), String> {
     for i in 0..=args.concurrency {
         let a = client
             .create_account(&CreateAccountRequest {
-                bank_id: bank,
-                external_id: format!("bench-{i}"),
-                requested_start_date: "2025-01-01".into(),
-                account_name: None,
-                bank_identifier: None,
-                account_identifier: None,
-                branch_identifier: None,
-                organisation_id: None,
-                company_id: None,
                 notify: Some(false),
-                delivery: Default::default(),
+                ..CreateAccountRequest::new(bank, format!("bench-{i}"), "2025-01-01")
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -170,17 +170,8 @@ impl Harness {
         let r = self
             .client
             .create_account(&sandbox::model::CreateAccountRequest {
-                bank_id: bank,
-                external_id: external_id.into(),
-                requested_start_date: start.into(),
-                account_name: None,
-                bank_identifier: None,
-                account_identifier: None,
-                branch_identifier: None,
-                organisation_id: None,
-                company_id: None,
                 notify: Some(false),
-                delivery: Default::default(),
+                ..sandbox::model::CreateAccountRequest::new(bank, external_id, start)
             })
             .await
             .unwrap();
