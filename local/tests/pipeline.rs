@@ -95,10 +95,15 @@ async fn assert_delivered_exactly(stack: &local_stack::LocalStack, id: Uuid, sen
             .all(|w| w[0].date_posted <= w[1].date_posted),
         "out of order at Banking Service"
     );
-    // The connector commits each success shortly after Banking Service stored it.
+    // The connector commits each outcome shortly after Banking Service stored it, and counts
+    // it when it releases the account: wait for both.
     let table = common::table(stack);
     let started = std::time::Instant::now();
-    while common::pending_at_connector(stack, id).await > 0 {
+    let in_flight = || async {
+        let account = table.get_account(id).await.ok().flatten();
+        account.is_none_or(|a| a.in_flight.is_some())
+    };
+    while common::pending_at_connector(stack, id).await > 0 || in_flight().await {
         if started.elapsed() > Duration::from_secs(60) {
             common::diagnose(stack).await;
             panic!("transactions still pending at the connector for {id}");
@@ -196,6 +201,65 @@ async fn three_accounts_of_2500_arrive_in_order_once_under_faults() {
     assert!(metrics.max_in_flight <= 1);
     let violations = client.violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:?}");
+    stack.finish().await;
+}
+
+/// A poller that records a statement's duplicates and deletes it, then dies before it releases
+/// the account: the retried poll finds the statement deleted and must still count the
+/// duplicates as delivered (CI once saw 2,250 counted of 2,500 held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_still_count_when_the_poller_dies_after_deleting_their_statement() {
+    let mut options = common::options(SandboxConfig::fast());
+    options.retry_visibility = Some(Duration::from_secs(2));
+    // One poller instance, so that the one killed is the one deleting.
+    options.max_consumer_concurrency = 1;
+    let stack = common::start_with(options).await;
+    let client = stack.sandbox.client();
+    let tag = "acc_GONE1";
+    let id = create_accounts(&stack, &[tag]).await[0];
+    // The first statement's answer is lost, so the connector posts the same transactions
+    // again and Banking Service fails that second statement as duplicates. Its deletion
+    // answers 8 s after it is done: the window in which the poller dies.
+    client
+        .set_faults(&FaultSet {
+            routes: vec![
+                RouteFault {
+                    route: "POST /v1/statements".into(),
+                    drop_after_commit_rate: 1.0,
+                    remaining: Some(1),
+                    ..RouteFault::default()
+                },
+                RouteFault {
+                    route: "DELETE /v1/statements/{statementId}".into(),
+                    latency_ms: 8_000,
+                    latency_after: true,
+                    remaining: Some(1),
+                    ..RouteFault::default()
+                },
+            ],
+            ..FaultSet::default()
+        })
+        .await
+        .expect("faults");
+    let records = transactions(tag, 40);
+    ingest_all(&stack, tag, &records).await;
+    common::eventually("the duplicate statement is deleted", LONG, || async {
+        let all = client.statements(Some(id)).await.ok()?;
+        all.iter()
+            .any(|s| s.status == StatementStatus::Deleted)
+            .then_some(())
+    })
+    .await;
+    stack.function("statement-poller").unwrap().kill_instance(0);
+    common::wait_held(&stack, id, 40, LONG).await;
+    assert_delivered_exactly(&stack, id, &records).await;
+    let statements = client.statements(Some(id)).await.unwrap();
+    let status: Vec<StatementStatus> = statements.iter().map(|s| s.status).collect();
+    assert_eq!(
+        status,
+        [StatementStatus::Succeeded, StatementStatus::Deleted],
+        "one statement delivered, one duplicate resubmission deleted"
+    );
     stack.finish().await;
 }
 

@@ -3,6 +3,7 @@
 
 use chrono::Utc;
 use connector_aws::accounts::{AccountStatus, InFlight, Release, StatementKind};
+use connector_aws::transactions::TransactionState;
 use connector_domain::messages::{Kick, KickReason, TimerMessage};
 use connector_domain::statement::{Outcome, classify};
 use connector_sage::ProviderError;
@@ -111,7 +112,8 @@ impl StatementPoller {
             Err(ProviderError::NotFound(_)) => {
                 // Unknown to Banking Service: nothing was stored; send the batch again.
                 tracing::warn!("statement unknown to Banking Service; resubmitting");
-                return p.release_and_continue(id, token, &Release::default()).await;
+                let held = self.held_by(id, &claim, statement_id).await?;
+                return p.release_and_continue(id, token, &held).await;
             }
             Err(e) => {
                 // Poll again later with the same attempt number: this message is done.
@@ -318,8 +320,8 @@ impl StatementPoller {
             }
             Outcome::Deleted => {
                 tracing::warn!("statement deleted at Banking Service; resubmitting");
-                p.release_and_continue(id, &token, &Release::default())
-                    .await
+                let held = self.held_by(id, &claim, statement_id).await?;
+                p.release_and_continue(id, &token, &held).await
             }
             Outcome::FailedOther(details) => {
                 let summary: Vec<String> = details
@@ -357,6 +359,34 @@ impl StatementPoller {
                 p.retry_later(id, claim, delay, "statement failed").await
             }
         }
+    }
+
+    /// The release of a statement that is gone. If it is gone because an earlier attempt of
+    /// this poll recorded its duplicates, deleted it and died before releasing, those
+    /// duplicates are still owed to the account's delivered count: they are the claim's
+    /// transactions marked held by this statement. Otherwise there are none.
+    async fn held_by(
+        &self,
+        id: Uuid,
+        claim: &InFlight,
+        statement_id: &str,
+    ) -> Result<Release, MessageError> {
+        let held = self
+            .pipeline
+            .table
+            .transactions_by_ids(id, &claim.unique_ids)
+            .await
+            .map_err(retry)?
+            .iter()
+            .filter(|t| {
+                t.state == TransactionState::Delivered
+                    && t.statement_id.as_deref() == Some(statement_id)
+            })
+            .count();
+        Ok(Release {
+            delivered: held as u64,
+            ..Release::default()
+        })
     }
 
     /// Every failed statement is deleted once its details are recorded (spec §7.3); a failure
