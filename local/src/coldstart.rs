@@ -92,7 +92,7 @@ async fn measure_once(
     result
 }
 
-/// `runs` cold starts of the baseline and of every function, one process at a time.
+/// `runs` cold starts of the baseline and of every function, one process at a time, in rounds.
 pub async fn run(
     stack: &LocalStack,
     bin_dir: &Path,
@@ -104,7 +104,18 @@ pub async fn run(
     std::fs::create_dir_all(&log_dir)?;
     let mut names = vec![BASELINE.to_string()];
     names.extend(stack.environment.keys().cloned());
-    let mut out = Vec::new();
+    struct Subject {
+        name: String,
+        binary: PathBuf,
+        size: u64,
+        environment: BTreeMap<String, String>,
+        event: Vec<u8>,
+        inits: Vec<f64>,
+        firsts: Vec<f64>,
+        rss: Vec<f64>,
+        outcome: String,
+    }
+    let mut subjects = Vec::new();
     for name in names {
         let binary = bin_dir.join(&name);
         let size = std::fs::metadata(&binary)
@@ -116,27 +127,46 @@ pub async fn run(
             stack.environment[&name].clone()
         };
         let event = sample_event(root, &name)?;
-        let (mut inits, mut firsts, mut rss) = (Vec::new(), Vec::new(), Vec::new());
-        let mut outcome = String::new();
-        for _ in 0..runs {
-            let (i, f, r, o) = measure_once(&binary, &name, &environment, &event, &log_dir).await?;
-            inits.push(i);
-            firsts.push(f);
-            rss.push(r);
-            outcome = o;
+        subjects.push(Subject {
+            name,
+            binary,
+            size,
+            environment,
+            event,
+            inits: Vec::new(),
+            firsts: Vec::new(),
+            rss: Vec::new(),
+            outcome: String::new(),
+        });
+    }
+    // Round-robin: each round starts every binary once, so that the machine drifting (other
+    // load, caches, frequency) moves the baseline and the functions alike and the ratios hold.
+    for round in 1..=runs {
+        for s in subjects.iter_mut() {
+            let (i, f, r, o) =
+                measure_once(&s.binary, &s.name, &s.environment, &s.event, &log_dir).await?;
+            s.inits.push(i);
+            s.firsts.push(f);
+            s.rss.push(r);
+            s.outcome = o;
         }
+        println!("    round {round}/{runs} done");
+    }
+    let mut out = Vec::new();
+    for s in subjects {
         println!(
-            "    {name:<22} init {:>6.1} ms, first invocation {:>7.1} ms",
-            median(inits.clone()),
-            median(firsts.clone())
+            "    {:<22} init {:>6.1} ms, first invocation {:>7.1} ms",
+            s.name,
+            median(s.inits.clone()),
+            median(s.firsts.clone())
         );
         out.push(ColdStart {
-            name,
-            init_ms: median(inits),
-            first_invocation_ms: median(firsts),
-            peak_rss_mib: rss.into_iter().fold(0.0, f64::max),
-            binary_mib: size as f64 / (1024.0 * 1024.0),
-            outcome,
+            name: s.name,
+            init_ms: median(s.inits),
+            first_invocation_ms: median(s.firsts),
+            peak_rss_mib: s.rss.into_iter().fold(0.0, f64::max),
+            binary_mib: s.size as f64 / (1024.0 * 1024.0),
+            outcome: s.outcome,
         });
     }
     let _ = std::fs::remove_dir_all(&log_dir);

@@ -53,8 +53,8 @@ enum Command {
     /// Cold start and footprint of every function's binary beside a hello-world
     /// `lambda_runtime` binary (run the release build: `cargo xtask bench-coldstart`).
     BenchColdstart {
-        /// Cold starts per function (medians are reported).
-        #[arg(long, default_value_t = 5)]
+        /// Cold starts per function, in rounds over all binaries (medians are reported).
+        #[arg(long, default_value_t = 15)]
         runs: usize,
     },
     /// Soak with faults: many accounts' transactions through ingest while Banking Service
