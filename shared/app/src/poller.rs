@@ -110,7 +110,8 @@ impl StatementPoller {
         let resource = match p.provider.get_statement(statement_id).await {
             Ok(r) => r,
             Err(ProviderError::NotFound(_)) => {
-                // Unknown to Banking Service: nothing was stored; send the batch again.
+                // Unknown to Banking Service (never stored, or deleted and forgotten): send
+                // the batch again, counting what an earlier attempt found already held.
                 tracing::warn!("statement unknown to Banking Service; resubmitting");
                 let held = self.held_by(id, &claim, statement_id).await?;
                 return p.release_and_continue(id, token, &held).await;
