@@ -318,6 +318,20 @@ impl LocalStack {
         self.meter.as_ref().map(crate::meter::Meter::snapshot)
     }
 
+    /// Whether the connector has committed everything of an account: no statement in flight
+    /// (its outcome, delivered count included, is written when the claim is released) and
+    /// nothing pending after the watermark. An unknown account is not settled.
+    pub async fn account_settled(&self, id: Uuid) -> Result<bool> {
+        let table = connector_aws::Table::new(self.dynamodb.clone(), self.table_name.clone());
+        let Some(account) = table.get_account(id).await? else {
+            return Ok(false);
+        };
+        let pending = table
+            .count_pending(id, account.delivered_through.as_deref())
+            .await?;
+        Ok(account.in_flight.is_none() && pending == 0)
+    }
+
     pub fn moto_pid(&self) -> Option<u32> {
         self.moto.as_ref().and_then(Moto::pid)
     }

@@ -99,11 +99,7 @@ async fn assert_delivered_exactly(stack: &local_stack::LocalStack, id: Uuid, sen
     // it when it releases the account: wait for both.
     let table = common::table(stack);
     let started = std::time::Instant::now();
-    let in_flight = || async {
-        let account = table.get_account(id).await.ok().flatten();
-        account.is_none_or(|a| a.in_flight.is_some())
-    };
-    while common::pending_at_connector(stack, id).await > 0 || in_flight().await {
+    while !stack.account_settled(id).await.unwrap_or(false) {
         if started.elapsed() > Duration::from_secs(60) {
             common::diagnose(stack).await;
             panic!("transactions still pending at the connector for {id}");

@@ -206,18 +206,10 @@ async fn wait_held(stack: &LocalStack, id: Uuid, n: usize) {
 
 /// The connector committed everything: no claim, nothing pending.
 async fn wait_settled(stack: &TestStack, id: Uuid) {
-    let table = stack.table();
     eventually(
         "the connector commits and releases the account",
         LONG,
-        || async {
-            let a = table.get_account(id).await.ok()??;
-            let pending = table
-                .count_pending(id, a.delivered_through.as_deref())
-                .await
-                .ok()?;
-            (a.in_flight.is_none() && pending == 0).then_some(())
-        },
+        || async { stack.account_settled(id).await.ok()?.then_some(()) },
     )
     .await;
 }
