@@ -73,11 +73,32 @@ pub struct Moto {
     pub endpoint: String,
 }
 
+/// Which moto_server to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// moto with queries read from the queried partition (`tools/moto_server.py`): the same
+    /// answers, in time that grows with the partition instead of the whole table.
+    Indexed,
+    /// moto_server as published, for checking that the two answer alike.
+    Unpatched,
+}
+
 impl Moto {
     pub async fn start() -> Result<Self> {
+        Self::start_flavour(Flavour::Indexed).await
+    }
+
+    pub async fn start_flavour(flavour: Flavour) -> Result<Self> {
         let venv = tokio::task::spawn_blocking(|| ensure_venv("requirements-local.txt")).await??;
         let port = free_port()?;
-        let mut cmd = Command::new(venv.join("bin").join("moto_server"));
+        let mut cmd = match flavour {
+            Flavour::Indexed => {
+                let mut c = Command::new(venv.join("bin").join("python"));
+                c.arg(repo_root().join("tools").join("moto_server.py"));
+                c
+            }
+            Flavour::Unpatched => Command::new(venv.join("bin").join("moto_server")),
+        };
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

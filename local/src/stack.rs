@@ -108,7 +108,8 @@ pub struct LocalStack {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
-async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+/// SDK settings for talking to the local emulator at `endpoint`.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("eu-west-1"))
@@ -427,7 +428,8 @@ async fn create_queues(
     Ok((urls, arns))
 }
 
-async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, template: &Template) -> Result<()> {
+/// Creates the template's table (keys, local indexes, TTL) in the emulator.
+pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, template: &Template) -> Result<()> {
     let t = &template.table;
     let mut req = dynamodb
         .create_table()
