@@ -1,5 +1,5 @@
-//! The outbound client's TLS against a server on loopback: it trusts exactly the anchors it is
-//! given. The fixtures are a test CA and a server certificate for 127.0.0.1 and localhost
+//! TLS against a server on loopback: the outbound client and the AWS SDK's client each trust
+//! exactly the anchors they are given. The fixtures are a test CA and a server certificate for 127.0.0.1 and localhost
 //! (valid until 2126; the CA's key was discarded once the certificate was signed).
 
 use std::sync::Arc;
@@ -90,4 +90,47 @@ async fn the_outbound_client_trusts_the_anchors_it_is_given_and_no_others() {
     assert!(refused.is_connect(), "{refused:?}");
     let chain = format!("{:?}", refused);
     assert!(chain.contains("UnknownIssuer"), "{chain}");
+}
+
+#[tokio::test]
+async fn the_aws_sdk_trusts_aws_ca_bundle_or_the_amazon_roots_and_no_others() {
+    use aws_sdk_dynamodb::error::SdkError;
+    let port = serve().await;
+    let dir = std::env::temp_dir().join(format!("sdk-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("ca.pem");
+    std::fs::write(&bundle, CA).unwrap();
+    let client = |sdk: &aws_config::SdkConfig| {
+        let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .endpoint_url(format!("https://localhost:{port}"))
+            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(conf)
+    };
+
+    // With the test CA as AWS_CA_BUNDLE the request gets through TLS; the server's "ok" is not
+    // a DynamoDB answer, so the call fails on the response, not on the connection.
+    let trusting = connector_aws::sdk_config_trusting(bundle.to_str())
+        .await
+        .unwrap();
+    let answered = client(&trusting).list_tables().send().await.unwrap_err();
+    assert!(
+        matches!(
+            answered,
+            SdkError::ServiceError(_) | SdkError::ResponseError(_)
+        ),
+        "{answered:?}"
+    );
+    // With the Amazon roots the same server is refused during the handshake.
+    let amazon = connector_aws::sdk_config_trusting(None).await.unwrap();
+    let refused = client(&amazon).list_tables().send().await.unwrap_err();
+    assert!(
+        matches!(refused, SdkError::DispatchFailure(_)),
+        "{refused:?}"
+    );
+    let chain = format!("{refused:?}");
+    assert!(chain.contains("UnknownIssuer"), "{chain}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

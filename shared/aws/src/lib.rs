@@ -40,36 +40,86 @@ fn aws_trust_roots(bundle: Option<&str>) -> Result<Vec<u8>, CaBundleError> {
         reason,
     };
     let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
-    // Checked here because the SDK's client would panic on a malformed bundle later.
+    // Checked here, the way the SDK's client reads them, because that client panics on a bundle
+    // it cannot use (and only when it first connects: see `RootsChecked`).
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| error(format!("not a PEM certificate bundle ({e})")))?;
     if certs.is_empty() {
         return Err(error("no certificate in the file".into()));
     }
+    let mut roots = rustls::RootCertStore::empty();
+    for (n, cert) in certs.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| {
+            error(format!(
+                "certificate {} cannot be a trust anchor ({e})",
+                n + 1
+            ))
+        })?;
+    }
     Ok(pem)
+}
+
+/// The SDK's HTTPS client without the connector it builds and throws away each time a service
+/// client is made (`validate_base_client_config`, there to load the platform's roots early).
+/// Given roots as PEM, that build decodes them again for every client: the largest part of a
+/// function's own start-up after the endpoint tables, measured by `cargo xtask bench-coldstart`.
+/// The connector that serves requests is built on the first request either way, and the roots
+/// were checked by `aws_trust_roots`, so nothing is lost by skipping it.
+#[derive(Debug)]
+struct RootsChecked(aws_smithy_runtime_api::client::http::SharedHttpClient);
+
+impl aws_smithy_runtime_api::client::http::HttpClient for RootsChecked {
+    fn http_connector(
+        &self,
+        settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn validate_final_config(
+        &self,
+        components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        self.0.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 /// Loads the AWS SDK configuration the standard way (environment, `AWS_ENDPOINT_URL` for local
 /// emulators, the Lambda role in production), with an HTTPS client that trusts the Amazon
 /// roots (or `AWS_CA_BUNDLE`).
 pub async fn sdk_config() -> Result<aws_config::SdkConfig, CaBundleError> {
+    sdk_config_trusting(std::env::var("AWS_CA_BUNDLE").ok().as_deref()).await
+}
+
+/// `sdk_config` with the CA bundle given (a PEM file's path; `None`: the Amazon roots).
+pub async fn sdk_config_trusting(
+    bundle: Option<&str>,
+) -> Result<aws_config::SdkConfig, CaBundleError> {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-    let bundle = std::env::var("AWS_CA_BUNDLE").ok();
     let trust = TrustStore::empty()
         .with_native_roots(false)
-        .with_pem_certificate(aws_trust_roots(bundle.as_deref())?);
+        .with_pem_certificate(aws_trust_roots(bundle)?);
     let context = TlsContext::builder()
         .with_trust_store(trust)
         .build()
         .map_err(|e| CaBundleError {
-            path: bundle.clone().unwrap_or_default(),
+            path: bundle.unwrap_or_default().to_string(),
             reason: e.to_string(),
         })?;
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(context)
         .build_https();
+    let http = aws_smithy_runtime_api::client::http::SharedHttpClient::new(RootsChecked(http));
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
     // Lambda hands every function its role's credentials and its region in the environment.
     // Taking them from there directly skips building the default chains (profile files, web
@@ -126,6 +176,20 @@ mod trust_tests {
         let e = aws_trust_roots(bad.to_str()).unwrap_err();
         assert!(
             e.to_string().contains("not a PEM certificate bundle"),
+            "{e}"
+        );
+        // Well-formed PEM around something that is not a certificate: the SDK's client would
+        // panic on it when it first connects; refused here at start-up instead.
+        let not_cert = dir.join("not-cert.pem");
+        std::fs::write(
+            &not_cert,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = aws_trust_roots(not_cert.to_str()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("certificate 1 cannot be a trust anchor"),
             "{e}"
         );
         let empty = dir.join("empty.pem");
