@@ -66,6 +66,8 @@ pub struct SoakReport {
     pub out_of_order_accounts: usize,
     pub max_in_flight: u64,
     pub violations: usize,
+    /// The first violations, one line each.
+    pub violation_details: Vec<String>,
     pub parked: usize,
     pub statements: usize,
     pub statements_by_status: BTreeMap<String, u64>,
@@ -485,7 +487,23 @@ pub async fn run(stack: &LocalStack, o: &SoakOptions) -> Result<SoakReport> {
         .filter(|r| r.status >= 500)
         .map(|r| r.count)
         .sum();
-    report.violations = client.violations().await.map_err(|e| anyhow!("{e}"))?.len();
+    let violations = client.violations().await.map_err(|e| anyhow!("{e}"))?;
+    report.violations = violations.len();
+    // What each one was, so that a failed run says why without a second run.
+    report.violation_details = violations
+        .iter()
+        .take(20)
+        .map(|v| {
+            format!(
+                "{} {:?}: {} (bank account {}, statement {})",
+                v.at,
+                v.kind,
+                v.message,
+                v.bank_account_id.map_or("-".into(), |u| u.to_string()),
+                v.statement_id.map_or("-".into(), |u| u.to_string()),
+            )
+        })
+        .collect();
     report.parked = table
         .parked_records(None, 1000)
         .await
@@ -512,6 +530,9 @@ pub fn print(r: &SoakReport) {
         "  max in flight per account {} (sandbox violations {})",
         r.max_in_flight, r.violations
     );
+    for v in &r.violation_details {
+        println!("    violation: {v}");
+    }
     println!("  parked records            {}", r.parked);
     println!(
         "  statements                {} {:?}",

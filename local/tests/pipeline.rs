@@ -259,6 +259,104 @@ async fn duplicates_still_count_when_the_poller_dies_after_deleting_their_statem
     stack.finish().await;
 }
 
+/// A failed poll moves the poll counter on like any other, so that the failed message is stale
+/// if it is delivered again (its consumer killed later in the same batch): it polls nothing.
+/// Before, both it and the retry it had scheduled polled, and the 100,000-transaction soak once
+/// saw one statement polled twice within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_poll_delivered_again_polls_nothing() {
+    let mut options = common::options(SandboxConfig::fast());
+    // The retry after the failed poll waits at least 10 s: the window for the duplicate.
+    options.env.insert("RETRY_BASE_DELAY_S".into(), "20".into());
+    let stack = common::start_with(options).await;
+    let client = stack.sandbox.client();
+    let tag = "acc_POLL1";
+    let id = create_accounts(&stack, &[tag]).await[0];
+    const GET: &str = "GET /v1/statements/{statementId}";
+    client
+        .set_faults(&FaultSet {
+            routes: vec![RouteFault {
+                route: GET.into(),
+                error_rate: 1.0,
+                error_status: 503,
+                remaining: Some(1),
+                ..RouteFault::default()
+            }],
+            ..FaultSet::default()
+        })
+        .await
+        .expect("faults");
+    let records = transactions(tag, 5);
+    ingest_all(&stack, tag, &records).await;
+    let table = common::table(&stack);
+    let claim = common::eventually("the failed poll moves the counter on", LONG, || async {
+        let claim = table.get_account(id).await.ok()??.in_flight?;
+        (claim.poll_attempt >= 1).then_some(claim)
+    })
+    .await;
+    let statement_id = claim.statement_id.clone().expect("posted");
+    let polls = || async {
+        let log = client.requests().await.expect("requests");
+        log.iter()
+            .filter(|r| r.route == GET && r.path.contains(&statement_id))
+            .count()
+    };
+    assert_eq!(polls().await, 1, "only the failed poll so far");
+
+    // The failed message (attempt 0) as it comes back after its consumer was killed.
+    let queues = connector_aws::queues::Queues::new(
+        stack.sqs.clone(),
+        String::new(),
+        String::new(),
+        stack.queue_urls["PollQueue"].clone(),
+    );
+    queues
+        .send_timer(
+            &connector_domain::messages::TimerMessage::Poll {
+                bank_account_id: id,
+                statement_id: statement_id.clone(),
+                claim: claim.token.clone(),
+                attempt: 0,
+                posted_at: claim.posted_at.expect("posted"),
+                transaction_count: claim.transaction_count,
+            },
+            Duration::ZERO,
+        )
+        .await
+        .expect("send");
+    common::eventually("the duplicate is consumed", LONG, || async {
+        let q = stack
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&stack.queue_urls["PollQueue"])
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .ok()?;
+        let attrs = q.attributes?;
+        let n = |k: aws_sdk_sqs::types::QueueAttributeName| {
+            attrs
+                .get(&k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1)
+        };
+        // Left: only the scheduled retry, delayed.
+        (n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages) == 0
+            && n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                == 0)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(polls().await, 1, "the duplicate polled the statement");
+
+    common::wait_held(&stack, id, 5, LONG).await;
+    assert_delivered_exactly(&stack, id, &records).await;
+    let violations = client.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    stack.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_of_more_than_1000_goes_in_date_order_one_statement_after_another() {
     let mut config = SandboxConfig::fast();

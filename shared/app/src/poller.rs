@@ -117,7 +117,10 @@ impl StatementPoller {
                 return p.release_and_continue(id, token, &held).await;
             }
             Err(e) => {
-                // Poll again later with the same attempt number: this message is done.
+                // Poll again later. The counter moves on as after any poll, so that this
+                // message is stale if it comes back (its consumer killed later in the same
+                // batch): two chains polling one statement side by side would poll it more
+                // than once a second (sandbox.md).
                 let delay = match &e {
                     ProviderError::RateLimited {
                         retry_after: Some(d),
@@ -125,8 +128,24 @@ impl StatementPoller {
                     _ => p.backoff_delay(attempt.min(6)),
                 };
                 tracing::warn!(error = %e, "poll failed; polling again later");
+                if !p
+                    .table
+                    .advance_poll(id, token, attempt, claim.overdue)
+                    .await
+                    .map_err(retry)?
+                {
+                    return Ok(());
+                }
                 return self
-                    .poll_again(id, statement_id, token, attempt, posted_at, count, delay)
+                    .poll_again(
+                        id,
+                        statement_id,
+                        token,
+                        attempt + 1,
+                        posted_at,
+                        count,
+                        delay,
+                    )
                     .await;
             }
         };

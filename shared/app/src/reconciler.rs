@@ -206,8 +206,18 @@ impl Reconciler {
                     }
                     match (claim.phase, &claim.statement_id, claim.posted_at) {
                         (Phase::Posted, Some(statement_id), Some(posted_at)) => {
-                            // The poll chain may have been lost: a duplicate is harmless, the
-                            // poll counter lets only one of them continue.
+                            // The poll chain may have been lost. Moving the counter on makes
+                            // any message of the old chain stale, so that only the poll sent
+                            // here continues; a second later, so as not to follow a poll the
+                            // old chain has just made.
+                            if !p
+                                .table
+                                .advance_poll(id, &claim.token, claim.poll_attempt, claim.overdue)
+                                .await
+                                .map_err(|e| e.to_string())?
+                            {
+                                continue;
+                            }
                             tracing::warn!(bankAccountId = %id, "re-sending a poll for a quiet statement");
                             p.queues
                                 .send_timer(
@@ -215,11 +225,11 @@ impl Reconciler {
                                         bank_account_id: id,
                                         statement_id: statement_id.clone(),
                                         claim: claim.token.clone(),
-                                        attempt: claim.poll_attempt,
+                                        attempt: claim.poll_attempt + 1,
                                         posted_at,
                                         transaction_count: claim.transaction_count,
                                     },
-                                    Duration::ZERO,
+                                    Duration::from_secs(1),
                                 )
                                 .await
                                 .map_err(|e| e.to_string())?;
