@@ -121,6 +121,48 @@ impl Pipeline {
             .map_err(retry)
     }
 
+    /// The next step of a statement's poll chain: moves the claim's poll counter on from `seen`
+    /// (a conditional write), then schedules poll `seen + 1` after `delay`. Every step goes
+    /// through here, so a message of an earlier step is stale wherever it comes back from (a
+    /// redelivery, a reconciler's re-sent poll): one chain per statement. `false`: the counter
+    /// had moved already, another chain went on, and nothing is scheduled.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn poll_next(
+        &self,
+        id: Uuid,
+        statement_id: &str,
+        token: &str,
+        seen: u32,
+        overdue: bool,
+        posted_at: chrono::DateTime<Utc>,
+        count: u32,
+        delay: Duration,
+    ) -> Result<bool, MessageError> {
+        if !self
+            .table
+            .advance_poll(id, token, seen, overdue)
+            .await
+            .map_err(retry)?
+        {
+            return Ok(false);
+        }
+        self.queues
+            .send_timer(
+                &TimerMessage::Poll {
+                    bank_account_id: id,
+                    statement_id: statement_id.to_string(),
+                    claim: token.to_string(),
+                    attempt: seen + 1,
+                    posted_at,
+                    transaction_count: count,
+                },
+                delay,
+            )
+            .await
+            .map_err(retry)?;
+        Ok(true)
+    }
+
     /// A back-off delay for attempt `attempt` with fresh jitter.
     pub fn backoff_delay(&self, attempt: u32) -> Duration {
         self.backoff.delay(attempt, rand::random::<f64>())

@@ -128,25 +128,19 @@ impl StatementPoller {
                     _ => p.backoff_delay(attempt.min(6)),
                 };
                 tracing::warn!(error = %e, "poll failed; polling again later");
-                if !p
-                    .table
-                    .advance_poll(id, token, attempt, claim.overdue)
-                    .await
-                    .map_err(retry)?
-                {
-                    return Ok(());
-                }
-                return self
-                    .poll_again(
+                return p
+                    .poll_next(
                         id,
                         statement_id,
                         token,
-                        attempt + 1,
+                        attempt,
+                        claim.overdue,
                         posted_at,
                         count,
                         delay,
                     )
-                    .await;
+                    .await
+                    .map(drop);
             }
         };
         let Some(outcome) = classify(&resource) else {
@@ -159,57 +153,23 @@ impl StatementPoller {
                 );
                 crate::metrics::count("StatementsParked", &[("Reason", "Overdue")]);
             }
-            if !p
-                .table
-                .advance_poll(id, token, attempt, overdue)
-                .await
-                .map_err(retry)?
-            {
-                return Ok(());
-            }
             let delay = p.schedule.delay_after(count as usize, attempt + 1, age);
-            return self
-                .poll_again(
+            return p
+                .poll_next(
                     id,
                     statement_id,
                     token,
-                    attempt + 1,
+                    attempt,
+                    overdue,
                     posted_at,
                     count,
                     delay,
                 )
-                .await;
+                .await
+                .map(drop);
         };
         self.finish(id, &account, claim, statement_id, outcome)
             .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn poll_again(
-        &self,
-        id: Uuid,
-        statement_id: &str,
-        token: &str,
-        attempt: u32,
-        posted_at: chrono::DateTime<Utc>,
-        count: u32,
-        delay: std::time::Duration,
-    ) -> Result<(), MessageError> {
-        self.pipeline
-            .queues
-            .send_timer(
-                &TimerMessage::Poll {
-                    bank_account_id: id,
-                    statement_id: statement_id.to_string(),
-                    claim: token.to_string(),
-                    attempt,
-                    posted_at,
-                    transaction_count: count,
-                },
-                delay,
-            )
-            .await
-            .map_err(retry)
     }
 
     async fn finish(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use connector_aws::accounts::{AccountStatus, BackfillState, Phase};
-use connector_domain::messages::{KickReason, TimerMessage, WorkMessage};
+use connector_domain::messages::{KickReason, WorkMessage};
 use serde::Serialize;
 
 use std::collections::HashMap;
@@ -211,28 +211,22 @@ impl Reconciler {
                             // here continues; a second later, so as not to follow a poll the
                             // old chain has just made.
                             if !p
-                                .table
-                                .advance_poll(id, &claim.token, claim.poll_attempt, claim.overdue)
+                                .poll_next(
+                                    id,
+                                    statement_id,
+                                    &claim.token,
+                                    claim.poll_attempt,
+                                    claim.overdue,
+                                    posted_at,
+                                    claim.transaction_count,
+                                    Duration::from_secs(1),
+                                )
                                 .await
                                 .map_err(|e| e.to_string())?
                             {
                                 continue;
                             }
-                            tracing::warn!(bankAccountId = %id, "re-sending a poll for a quiet statement");
-                            p.queues
-                                .send_timer(
-                                    &TimerMessage::Poll {
-                                        bank_account_id: id,
-                                        statement_id: statement_id.clone(),
-                                        claim: claim.token.clone(),
-                                        attempt: claim.poll_attempt + 1,
-                                        posted_at,
-                                        transaction_count: claim.transaction_count,
-                                    },
-                                    Duration::from_secs(1),
-                                )
-                                .await
-                                .map_err(|e| e.to_string())?;
+                            tracing::warn!(bankAccountId = %id, "re-sent a poll for a quiet statement");
                             report.polls_resent += 1;
                         }
                         _ => {
