@@ -62,8 +62,9 @@ fn aws_trust_roots(bundle: Option<&str>) -> Result<Vec<u8>, CaBundleError> {
 
 /// The SDK's HTTPS client without the connector it builds and throws away each time a service
 /// client is made (`validate_base_client_config`, there to load the platform's roots early).
-/// Given roots as PEM, that build decodes them again for every client: the largest part of a
-/// function's own start-up after the endpoint tables, measured by `cargo xtask bench-coldstart`.
+/// Given roots as PEM, that build decodes them again for every client: about a sixth of the
+/// reconciler's own start-up CPU in a perf profile (the endpoint tables are more), though within
+/// the noise of `cargo xtask bench-coldstart`.
 /// The connector that serves requests is built on the first request either way, and the roots
 /// were checked by `aws_trust_roots`, so nothing is lost by skipping it.
 #[derive(Debug)]
