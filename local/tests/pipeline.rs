@@ -737,3 +737,176 @@ async fn an_overdue_statement_is_parked_then_picked_up_when_it_finishes() {
     assert!(violations.is_empty(), "{violations:?}");
     stack.finish().await;
 }
+
+/// The poll queue, for sending a timer message by hand.
+fn poll_queue(stack: &local_stack::LocalStack) -> connector_aws::queues::Queues {
+    connector_aws::queues::Queues::new(
+        stack.sqs.clone(),
+        String::new(),
+        String::new(),
+        stack.queue_urls["PollQueue"].clone(),
+    )
+}
+
+/// How long a claim left behind by a dead consumer may take to go on: the watchdog's grace
+/// (`POSTING_STALE_AFTER_S`, 10 s in tests) twice over, plus the statement's own time. The
+/// reconciler, the last resort, is off in tests, so without the watchdog this never happens.
+const TAKEOVER: Duration = Duration::from_secs(90);
+
+/// Claims `id` by hand in `phase`, as a pusher that died would have left it, then ingests `tag`'s
+/// five transactions (the pusher only ever finds the account busy) and records them in the claim
+/// as that pusher would have chosen them.
+async fn claim_left_behind(
+    stack: &local_stack::LocalStack,
+    id: Uuid,
+    tag: &str,
+    phase: connector_aws::accounts::Phase,
+    since: chrono::DateTime<Utc>,
+) -> (connector_aws::accounts::InFlight, Vec<Value>) {
+    let table = common::table(stack);
+    let retrying = phase == connector_aws::accounts::Phase::RetryWait;
+    let mut claim = connector_aws::accounts::InFlight {
+        token: Uuid::new_v4().to_string(),
+        phase,
+        kind: connector_aws::accounts::StatementKind::Transactions,
+        since,
+        statement_id: None,
+        posted_at: None,
+        attempt: u32::from(retrying),
+        poll_attempt: 0,
+        transaction_count: 0,
+        unique_ids: Vec::new(),
+        overdue: false,
+        balance_as_of: None,
+        hi_key: None,
+        newest_date: None,
+        oldest_received_at: None,
+        retry_at: retrying.then_some(since),
+        next_poll_at: None,
+    };
+    assert!(matches!(
+        table.claim_account(id, &claim).await.unwrap(),
+        connector_aws::accounts::ClaimOutcome::Claimed(_)
+    ));
+    let records = transactions(tag, 5);
+    ingest_all(stack, tag, &records).await;
+    let pending = table.pending_transactions(id, None, 10).await.unwrap();
+    assert_eq!(pending.len(), 5);
+    claim.unique_ids = pending
+        .iter()
+        .map(|t| t.transaction.unique_id.clone())
+        .collect();
+    claim.transaction_count = 5;
+    claim.hi_key = pending.iter().filter_map(|t| t.position.clone()).max();
+    claim.newest_date = pending.iter().map(|t| t.transaction.date_posted).max();
+    assert!(table.update_claim(id, &claim.token, &claim).await.unwrap());
+    (claim, records)
+}
+
+/// Delivered exactly, in one POST, with no contract violation.
+async fn assert_posted_once(stack: &local_stack::LocalStack, id: Uuid, records: &[Value]) {
+    let client = stack.sandbox.client();
+    common::wait_held(stack, id, records.len(), TAKEOVER).await;
+    assert_delivered_exactly(stack, id, records).await;
+    let log = client.requests().await.expect("requests");
+    let posts = log
+        .iter()
+        .filter(|r| r.route == "POST /v1/statements")
+        .count();
+    assert_eq!(posts, 1, "the statement is posted once, by the watchdog");
+    let violations = client.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// A pusher killed after it wrote `RetryWait` and before it sent the retry timer (CI saw it):
+/// the redelivered kick finds the account claimed, so only the claim's watchdog can go on.
+/// The state is the one that pusher left, made by hand: the claim, its watchdog, no timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_timer_lost_with_its_pusher_is_taken_over_by_the_watchdog() {
+    let stack = common::start_with(common::options(SandboxConfig::fast())).await;
+    let tag = "acc_LOST1";
+    let id = create_accounts(&stack, &[tag]).await[0];
+    let (claim, records) = claim_left_behind(
+        &stack,
+        id,
+        tag,
+        connector_aws::accounts::Phase::RetryWait,
+        Utc::now(),
+    )
+    .await;
+    // The watchdog the pusher armed when it took the claim.
+    poll_queue(&stack)
+        .send_timer(
+            &connector_domain::messages::TimerMessage::Watchdog {
+                bank_account_id: id,
+                claim: claim.token.clone(),
+            },
+            Duration::ZERO,
+        )
+        .await
+        .expect("send");
+    assert_posted_once(&stack, id, &records).await;
+    stack.finish().await;
+}
+
+/// A pusher killed after it took the claim and before it armed the claim's watchdog: the
+/// redelivered kick (here, the ingest's kicks) finds the claim still being posted and arms one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_left_posting_without_a_watchdog_is_taken_over() {
+    let stack = common::start_with(common::options(SandboxConfig::fast())).await;
+    let tag = "acc_LOST3";
+    let id = create_accounts(&stack, &[tag]).await[0];
+    let (_, records) = claim_left_behind(
+        &stack,
+        id,
+        tag,
+        connector_aws::accounts::Phase::Posting,
+        Utc::now(),
+    )
+    .await;
+    assert_posted_once(&stack, id, &records).await;
+    stack.finish().await;
+}
+
+/// A poller killed after it moved the poll counter on and before it sent the next poll: the
+/// redelivered poll is stale (that is what stops a chain forking), so the chain is gone and
+/// only the claim's watchdog can restart it. The dead poller's write is made by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_chain_lost_with_its_poller_is_restarted_by_the_watchdog() {
+    let mut options = common::options(SandboxConfig::fast());
+    // Time to make the dead poller's write before the first poll.
+    options.env.insert("POLL_FIRST_DELAY_S".into(), "5".into());
+    let stack = common::start_with(options).await;
+    let client = stack.sandbox.client();
+    let tag = "acc_LOST2";
+    let id = create_accounts(&stack, &[tag]).await[0];
+    let table = common::table(&stack);
+    let records = transactions(tag, 5);
+    ingest_all(&stack, tag, &records).await;
+    let claim = common::eventually("the statement is posted", LONG, || async {
+        let claim = table.get_account(id).await.ok()??.in_flight?;
+        (claim.phase == connector_aws::accounts::Phase::Posted).then_some(claim)
+    })
+    .await;
+    assert_eq!(claim.poll_attempt, 0);
+    assert!(
+        table
+            .advance_poll(id, &claim.token, 0, false, Utc::now())
+            .await
+            .unwrap(),
+        "the first poll came before the dead poller's write"
+    );
+
+    common::wait_held(&stack, id, 5, TAKEOVER).await;
+    assert_delivered_exactly(&stack, id, &records).await;
+    let statement_id = claim.statement_id.expect("posted");
+    let log = client.requests().await.expect("requests");
+    let polls = log
+        .iter()
+        .filter(|r| r.route == "GET /v1/statements/{statementId}" && r.path.contains(&statement_id))
+        .count();
+    assert!(polls >= 1, "the restarted chain polled");
+    let violations = client.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    stack.finish().await;
+}

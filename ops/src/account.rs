@@ -76,10 +76,11 @@ account's FIFO group, exactly as ingest, the poller and the reconciler do. The s
 then claims the account and posts what is pending. A kick is always safe: when a statement is
 in flight the pusher leaves it alone, and the poller kicks again when it finishes.
 
-A claim with no progress for RECONCILE_STALE_AFTER_S (900 s) is stale: its pusher or poller is
-gone, and a kick cannot move it (the reconciler re-drives it on its next run). --clear-claim
-removes such a claim (only if it has not moved since it was read) and then kicks; it asks for
-confirmation unless --yes. Clearing is refused for a claim that is not stale. After a clear, the
+A claim with no progress for RECONCILE_STALE_AFTER_S (900 s) is stale. If its pusher or poller
+died, the kick arms the claim's watchdog, which takes the dead step over a moment later (and the
+reconciler re-drives it on its next run). A claim that stays stale while polls keep answering
+`processing` is a statement stuck at Banking Service. --clear-claim removes a stale claim (only
+if it has not moved since it was read) and then kicks; it asks for confirmation unless --yes. Clearing is refused for a claim that is not stale. After a clear, the
 next statement is rebuilt from the watermark; transactions the abandoned statement did deliver
 come back as duplicates and count as delivered (never stored twice). If that statement is still
 processing at Banking Service, the next POST is answered 409 and retried until it finishes.
@@ -481,8 +482,10 @@ pub async fn repush(config: &Config, args: RepushArgs) -> Result<()> {
             notes.push(format!("cleared the stale claim ({about})"));
         } else if stale {
             notes.push(format!(
-                "WARNING: the account has a stale claim ({about}): a kick will not move it. \
-                 The reconciler re-drives it on its next run, or rerun with --clear-claim."
+                "WARNING: the account has a stale claim ({about}). If its pusher or poller died, \
+                 this kick arms the claim's watchdog, which takes it over; if it is still stale \
+                 in a few minutes, its statement is stuck at Banking Service: rerun with \
+                 --clear-claim."
             ));
         } else {
             notes.push(format!(
@@ -496,6 +499,7 @@ pub async fn repush(config: &Config, args: RepushArgs) -> Result<()> {
         .kick(&Kick {
             bank_account_id: id,
             claim: None,
+            attempt: None,
             reason: KickReason::Operator,
         })
         .await

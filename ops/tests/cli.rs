@@ -551,18 +551,23 @@ async fn show_parked_and_repush_an_account() {
     wait_held(&stack, id, 5).await;
     wait_settled(&stack, id).await;
 
-    // A stale claim: its pusher died long ago and no watchdog is coming. Kicks cannot move it.
-    let stuck: InFlight = serde_json::from_value(json!({
-        "token": "claim-of-a-dead-pusher",
-        "phase": "posting",
-        "kind": "transactions",
-        "since": at(Utc::now() - TimeDelta::hours(2)),
-    }))
-    .unwrap();
+    // A stale claim: its pusher died long ago, before it armed the claim's watchdog. The push
+    // queue's consumer is held back while the operator looks, so that nothing moves meanwhile.
+    let dead_pusher = |token: &str| -> InFlight {
+        serde_json::from_value(json!({
+            "token": token,
+            "phase": "posting",
+            "kind": "transactions",
+            "since": at(Utc::now() - TimeDelta::hours(2)),
+        }))
+        .unwrap()
+    };
+    let stuck = dead_pusher("claim-of-a-dead-pusher");
     assert!(matches!(
         table.claim_account(id, &stuck).await.unwrap(),
         ClaimOutcome::Claimed(_)
     ));
+    stack.set_source_paused("PushQueue", true).unwrap();
     ingest(
         &stack,
         "acc_OPS01",
@@ -583,15 +588,35 @@ async fn show_parked_and_repush_an_account() {
     assert_eq!(claim["failedSubmissions"], 0, "{claim}");
     assert_eq!(shown[0]["pendingCount"], 2, "{}", shown[0]);
 
-    // A plain repush says so and does not help.
+    // A plain repush says what the kick does: it arms the claim's watchdog, which takes the
+    // claim over; the pending work is delivered without clearing anything.
     let warned = ops(&env, &["repush", &id.to_string()]).await.ok();
     assert!(
-        warned.stdout.contains("stale claim") && warned.stdout.contains("--clear-claim"),
+        warned.stdout.contains("stale claim") && warned.stdout.contains("watchdog"),
         "{}",
         warned.all()
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(held(&stack, id).await, 5);
+    stack.set_source_paused("PushQueue", false).unwrap();
+    wait_held(&stack, id, 7).await;
+    wait_settled(&stack, id).await;
+
+    // The same again with the pusher down (its queue's consumer held back): the operator
+    // clears the claim.
+    stack.set_source_paused("PushQueue", true).unwrap();
+    let stuck = dead_pusher("claim-of-another-dead-pusher");
+    assert!(matches!(
+        table.claim_account(id, &stuck).await.unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+    ingest(
+        &stack,
+        "acc_OPS01",
+        vec![
+            record("ops-8", now - TimeDelta::hours(3), 8),
+            record("ops-9", now - TimeDelta::hours(2), 9),
+        ],
+    )
+    .await;
 
     // Clearing is destructive: without a terminal and without --yes it is refused.
     let refused = ops(&env, &["repush", &id.to_string(), "--clear-claim"]).await;
@@ -600,7 +625,7 @@ async fn show_parked_and_repush_an_account() {
     let still = table.get_account(id).await.unwrap().unwrap();
     assert_eq!(
         still.in_flight.map(|c| c.token).as_deref(),
-        Some("claim-of-a-dead-pusher")
+        Some("claim-of-another-dead-pusher")
     );
 
     // The table only clears the claim exactly as it was seen: one that moved on stays.
@@ -633,13 +658,14 @@ async fn show_parked_and_repush_an_account() {
     .json();
     assert_eq!(cleared["claimCleared"], true, "{cleared}");
     assert_eq!(cleared["kicked"], true, "{cleared}");
-    wait_held(&stack, id, 7).await;
+    stack.set_source_paused("PushQueue", false).unwrap();
+    wait_held(&stack, id, 9).await;
     wait_settled(&stack, id).await;
     let shown = ops(&env, &["show", &id.to_string(), "--json"])
         .await
         .ok()
         .json();
-    assert_eq!(shown[0]["deliveredCount"], 7, "{shown}");
+    assert_eq!(shown[0]["deliveredCount"], 9, "{shown}");
     assert!(shown[0]["claim"].is_null(), "{shown}");
 
     let stored = stack
@@ -648,7 +674,7 @@ async fn show_parked_and_repush_an_account() {
         .stored_transactions(id)
         .await
         .unwrap();
-    assert_eq!(stored.len(), 7, "each transaction once");
+    assert_eq!(stored.len(), 9, "each transaction once");
     let violations = stack.sandbox.client().violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:?}");
     stack.finish().await;

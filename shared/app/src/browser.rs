@@ -675,6 +675,7 @@ impl BrowserFlows {
                         .kick(&Kick {
                             bank_account_id: id,
                             claim: None,
+                            attempt: None,
                             reason: KickReason::Reauthorised,
                         })
                         .await

@@ -255,6 +255,7 @@ impl Ingest {
                 let kick = Kick {
                     bank_account_id: account,
                     claim: None,
+                    attempt: None,
                     reason: KickReason::Ingest,
                 };
                 self.queues

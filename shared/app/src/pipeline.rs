@@ -92,6 +92,7 @@ impl Pipeline {
     ) -> Result<(), MessageError> {
         claim.phase = Phase::RetryWait;
         claim.attempt += 1;
+        claim.retry_at = Some(self.now() + chrono::TimeDelta::from_std(delay).unwrap_or_default());
         let token = claim.token.clone();
         if !self
             .table
@@ -114,6 +115,7 @@ impl Pipeline {
                 &TimerMessage::RetryPush {
                     bank_account_id: account,
                     claim: token,
+                    attempt: Some(claim.attempt),
                 },
                 delay,
             )
@@ -140,7 +142,13 @@ impl Pipeline {
     ) -> Result<bool, MessageError> {
         if !self
             .table
-            .advance_poll(id, token, seen, overdue)
+            .advance_poll(
+                id,
+                token,
+                seen,
+                overdue,
+                self.now() + chrono::TimeDelta::from_std(delay).unwrap_or_default(),
+            )
             .await
             .map_err(retry)?
         {
@@ -161,6 +169,25 @@ impl Pipeline {
             .await
             .map_err(retry)?;
         Ok(true)
+    }
+
+    /// Arms (or re-arms) a claim's watchdog to fire after `delay`, within SQS's 15-minute limit.
+    pub async fn arm_watchdog(
+        &self,
+        id: Uuid,
+        token: &str,
+        delay: Duration,
+    ) -> Result<(), MessageError> {
+        self.queues
+            .send_timer(
+                &TimerMessage::Watchdog {
+                    bank_account_id: id,
+                    claim: token.to_string(),
+                },
+                delay.clamp(Duration::from_secs(1), Duration::from_secs(900)),
+            )
+            .await
+            .map_err(retry)
     }
 
     /// A back-off delay for attempt `attempt` with fresh jitter.
@@ -206,6 +233,7 @@ impl Pipeline {
             .kick(&Kick {
                 bank_account_id: account,
                 claim: None,
+                attempt: None,
                 reason,
             })
             .await

@@ -27,15 +27,16 @@ impl StatementPoller {
             TimerMessage::RetryPush {
                 bank_account_id,
                 claim,
+                attempt,
             } => {
-                self.forward(bank_account_id, claim, KickReason::Retry)
+                self.forward(bank_account_id, claim, attempt, KickReason::Retry)
                     .await
             }
             TimerMessage::Watchdog {
                 bank_account_id,
                 claim,
             } => {
-                self.forward(bank_account_id, claim, KickReason::Watchdog)
+                self.forward(bank_account_id, claim, None, KickReason::Watchdog)
                     .await
             }
             TimerMessage::Poll {
@@ -71,6 +72,7 @@ impl StatementPoller {
         &self,
         id: Uuid,
         claim: String,
+        attempt: Option<u32>,
         reason: KickReason,
     ) -> Result<(), MessageError> {
         self.pipeline
@@ -78,6 +80,7 @@ impl StatementPoller {
             .kick(&Kick {
                 bank_account_id: id,
                 claim: Some(claim),
+                attempt,
                 reason,
             })
             .await

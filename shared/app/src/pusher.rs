@@ -32,6 +32,10 @@ pub(crate) fn kind_name(kind: StatementKind) -> &'static str {
     }
 }
 
+fn delta(d: std::time::Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::days(365))
+}
+
 /// What a claimed account should send now.
 enum Work {
     Nothing(&'static str),
@@ -58,7 +62,11 @@ impl StatementPusher {
         let span = tracing::info_span!("push", bankAccountId = %id, reason = ?kick.reason);
         match (kick.claim, kick.reason) {
             (Some(token), KickReason::Watchdog) => self.watchdog(id, &token).instrument(span).await,
-            (Some(token), _) => self.resubmit(id, &token).instrument(span).await,
+            (Some(token), _) => {
+                self.resubmit(id, &token, kick.attempt)
+                    .instrument(span)
+                    .await
+            }
             (None, _) => self.start(id).instrument(span).await,
         }
     }
@@ -81,25 +89,20 @@ impl StatementPusher {
             hi_key: None,
             newest_date: None,
             oldest_received_at: None,
+            retry_at: None,
+            next_poll_at: None,
         };
         let account = match p.table.claim_account(id, &claim).await.map_err(retry)? {
             ClaimOutcome::Claimed(a) => {
-                // If this invocation dies before the statement is posted, the watchdog
-                // notices and resubmits it (the FIFO redelivery would find the claim taken).
-                p.queues
-                    .send_timer(
-                        &TimerMessage::Watchdog {
-                            bank_account_id: id,
-                            claim: claim.token.clone(),
-                        },
-                        p.posting_stale_after,
-                    )
-                    .await
-                    .map_err(retry)?;
+                // The watchdog follows the claim until it is released: if this invocation, or
+                // any later step's, dies, it takes the step over (the FIFO redelivery of this
+                // kick would find the claim taken).
+                p.arm_watchdog(id, &claim.token, p.posting_stale_after)
+                    .await?;
                 *a
             }
             // The holder of the claim kicks again when it finishes (invariant 4).
-            ClaimOutcome::Busy => return Ok(()),
+            ClaimOutcome::Busy => return self.busy(id).await,
             ClaimOutcome::Gone => {
                 tracing::info!("account unknown or cancelled: nothing to push");
                 return Ok(());
@@ -246,8 +249,36 @@ impl StatementPusher {
         }
     }
 
-    /// The claim's watchdog fired: a claim still being posted this long after it was taken
-    /// lost its pusher; resubmit its statement (or release it if nothing was chosen yet).
+    /// A kick found the account claimed. Pushes of one account run one at a time (its FIFO
+    /// group), so a claim still being posted has lost its pusher, perhaps before the pusher
+    /// armed the watchdog (this kick is then its redelivery): arm one. A statement posted or
+    /// waiting for its retry is the holder's, which kicks again when it finishes (invariant 4).
+    async fn busy(&self, id: Uuid) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let Some(claim) = p
+            .table
+            .get_account(id)
+            .await
+            .map_err(retry)?
+            .and_then(|a| a.in_flight)
+        else {
+            return Ok(());
+        };
+        if claim.phase == Phase::Posting {
+            let due = claim.since + delta(p.posting_stale_after);
+            p.arm_watchdog(
+                id,
+                &claim.token,
+                (due - p.now()).to_std().unwrap_or_default(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The claim's watchdog fired. If the step the claim waits for is overdue by the grace
+    /// (`posting_stale_after`, longer than any invocation), whoever owed it died: take it over.
+    /// Then watch on, until the claim is released.
     async fn watchdog(&self, id: Uuid, token: &str) -> Result<(), MessageError> {
         let p = &self.pipeline;
         let Some(account) = p.table.get_account(id).await.map_err(retry)? else {
@@ -256,25 +287,80 @@ impl StatementPusher {
         let Some(claim) = account.in_flight.clone() else {
             return Ok(());
         };
-        let age = (p.now() - claim.since).to_std().unwrap_or_default();
-        if claim.token != token || claim.phase != Phase::Posting || age < p.posting_stale_after {
+        if claim.token != token {
             return Ok(());
         }
-        tracing::warn!(
-            age_s = age.as_secs(),
-            "taking over a claim whose pusher died while posting"
-        );
-        p.retry_later(
-            id,
-            claim,
-            std::time::Duration::ZERO,
-            "pusher died while posting",
-        )
-        .await
+        let grace = delta(p.posting_stale_after);
+        let now = p.now();
+        let due = match claim.phase {
+            Phase::Posting => claim.since,
+            Phase::RetryWait => claim.retry_at.unwrap_or(claim.since),
+            Phase::Posted => claim
+                .next_poll_at
+                .or(claim.posted_at)
+                .unwrap_or(claim.since),
+        } + grace;
+        if now < due {
+            return p
+                .arm_watchdog(id, token, (due - now).to_std().unwrap_or_default())
+                .await;
+        }
+        let late_s = (now - due + grace).num_seconds();
+        match (claim.phase, claim.statement_id.clone(), claim.posted_at) {
+            (Phase::Posting, _, _) => {
+                tracing::warn!(
+                    late_s,
+                    "taking over a claim whose pusher died while posting"
+                );
+                crate::metrics::count("WatchdogTakeovers", &[("Step", "posting")]);
+                p.retry_later(
+                    id,
+                    claim,
+                    std::time::Duration::ZERO,
+                    "pusher died while posting",
+                )
+                .await?;
+            }
+            (Phase::RetryWait, _, _) => {
+                tracing::warn!(late_s, "retry timer lost: resubmitting now");
+                crate::metrics::count("WatchdogTakeovers", &[("Step", "retry")]);
+                self.resubmit(id, token, Some(claim.attempt)).await?;
+            }
+            (Phase::Posted, Some(statement_id), Some(posted_at)) => {
+                // Moving the counter on makes the old chain's messages stale; 5 s later, so as
+                // not to follow a poll that chain may be making right now (1 poll/s per statement).
+                if p.poll_next(
+                    id,
+                    &statement_id,
+                    token,
+                    claim.poll_attempt,
+                    claim.overdue,
+                    posted_at,
+                    claim.transaction_count,
+                    std::time::Duration::from_secs(5),
+                )
+                .await?
+                {
+                    tracing::warn!(late_s, "poll chain went quiet: restarted");
+                    crate::metrics::count("WatchdogTakeovers", &[("Step", "poll")]);
+                }
+            }
+            (Phase::Posted, _, _) => {
+                return Err(MessageError::Poison(
+                    "posted claim without a statement id".into(),
+                ));
+            }
+        }
+        p.arm_watchdog(id, token, p.posting_stale_after).await
     }
 
     /// A retry timer fired: resubmit the claim's statement, identical (same `uniqueId`s).
-    async fn resubmit(&self, id: Uuid, token: &str) -> Result<(), MessageError> {
+    async fn resubmit(
+        &self,
+        id: Uuid,
+        token: &str,
+        attempt: Option<u32>,
+    ) -> Result<(), MessageError> {
         let p = &self.pipeline;
         let Some(account) = p.table.get_account(id).await.map_err(retry)? else {
             return Ok(());
@@ -282,26 +368,19 @@ impl StatementPusher {
         let Some(mut claim) = account.in_flight.clone() else {
             return Ok(());
         };
-        if claim.token != token || claim.phase != Phase::RetryWait {
+        if claim.token != token
+            || claim.phase != Phase::RetryWait
+            || attempt.is_some_and(|a| a != claim.attempt)
+        {
             tracing::debug!("stale retry ignored");
             return Ok(());
         }
         if account.status == AccountStatus::Cancelled {
             return p.release_and_continue(id, token, &Release::default()).await;
         }
+        // The claim's watchdog (armed when it was taken) watches this attempt too.
         claim.phase = Phase::Posting;
         claim.since = p.now();
-        // A new posting attempt gets its own watchdog.
-        p.queues
-            .send_timer(
-                &TimerMessage::Watchdog {
-                    bank_account_id: id,
-                    claim: token.to_string(),
-                },
-                p.posting_stale_after,
-            )
-            .await
-            .map_err(retry)?;
         let stored = p
             .table
             .transactions_by_ids(id, &claim.unique_ids)
@@ -473,6 +552,8 @@ impl StatementPusher {
                 claim.statement_id = Some(resource.id.clone());
                 claim.posted_at = Some(now);
                 claim.poll_attempt = 0;
+                let delay = p.schedule.first_delay(claim.transaction_count as usize);
+                claim.next_poll_at = Some(now + delta(delay));
                 let token = claim.token.clone();
                 if !p
                     .table
@@ -490,7 +571,6 @@ impl StatementPusher {
                     "statement posted"
                 );
                 crate::metrics::count("StatementsPosted", &[("Kind", kind_name(claim.kind))]);
-                let delay = p.schedule.first_delay(claim.transaction_count as usize);
                 p.queues
                     .send_timer(
                         &TimerMessage::Poll {

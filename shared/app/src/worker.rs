@@ -360,6 +360,7 @@ impl NotificationWorker {
             .kick(&Kick {
                 bank_account_id: id,
                 claim: None,
+                attempt: None,
                 reason,
             })
             .await

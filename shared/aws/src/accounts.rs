@@ -92,6 +92,12 @@ pub struct InFlight {
     /// latency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_received_at: Option<DateTime<Utc>>,
+    /// RetryWait: when the retry timer is due (the watchdog resubmits if it never comes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Posted: when the next poll is due (the watchdog restarts a poll chain that went quiet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_poll_at: Option<DateTime<Utc>>,
 }
 
 /// The account item.
@@ -658,25 +664,32 @@ impl Table {
         }
     }
 
-    /// Advances the poll counter from `seen` to `seen + 1`; `false` for a stale (duplicated) poll.
+    /// Advances the poll counter from `seen` to `seen + 1` and records when that poll is due;
+    /// `false` for a stale (duplicated) poll.
     pub async fn advance_poll(
         &self,
         id: Uuid,
         token: &str,
         seen: u32,
         overdue: bool,
+        due: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let due = serde_dynamo::to_attribute_value(due).map_err(StoreError::corrupt)?;
         let res = self
             .client
             .update_item()
             .table_name(&self.name)
             .set_key(Some(Table::key(account_pk(id), ACCOUNT_SK)))
-            .update_expression("SET inFlight.pollAttempt = :next, inFlight.overdue = :overdue")
+            .update_expression(
+                "SET inFlight.pollAttempt = :next, inFlight.overdue = :overdue, \
+                 inFlight.nextPollAt = :due",
+            )
             .condition_expression("inFlight.#token = :token AND inFlight.pollAttempt = :seen")
             .expression_attribute_names("#token", "token")
             .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":seen", n(seen))
             .expression_attribute_values(":next", n(seen + 1))
+            .expression_attribute_values(":due", due)
             .expression_attribute_values(
                 ":overdue",
                 aws_sdk_dynamodb::types::AttributeValue::Bool(overdue),

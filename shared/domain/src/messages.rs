@@ -34,6 +34,10 @@ pub struct Kick {
     /// Set by a retry timer: resubmit the statement of this claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
+    /// With `claim` from a retry timer: the failed submissions when it was set, so that a timer
+    /// overtaken by a resubmission (the watchdog's) is recognised as stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
     /// Who kicked, for logs.
     pub reason: KickReason,
 }
@@ -72,9 +76,14 @@ pub enum TimerMessage {
     RetryPush {
         bank_account_id: Uuid,
         claim: String,
+        /// The claim's failed submissions when the retry was scheduled (absent: any).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
     },
-    /// Fires a while after a claim was taken: if it is still being posted by then, the pusher
-    /// that took it died (a Lambda never runs that long) and the statement is resubmitted.
+    /// Follows a claim from the moment it is taken until it is released, re-armed each time it
+    /// fires: whenever the step the claim waits for (its posting, its retry timer, its next
+    /// poll) is overdue by the grace, the process that owed it died and the watchdog takes that
+    /// step over (design §3, invariant 3: a crash at any point leads to a safe resubmission).
     #[serde(rename_all = "camelCase")]
     Watchdog {
         bank_account_id: Uuid,

@@ -25,6 +25,7 @@ pub const NAMES: &[&str] = &[
     "PendingTotal",
     "PendingMax",
     "OldestInFlightAge",
+    "WatchdogTakeovers",
 ];
 
 #[derive(Debug, Clone, Copy)]
