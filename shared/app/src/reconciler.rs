@@ -80,11 +80,10 @@ impl Reconciler {
         let recent = now - TimeDelta::hours(24);
         let candidates: Vec<_> = p
             .table
-            .granted_accounts()
+            .granted_since(recent, now)
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|g| g.granted_at.is_some_and(|t| t > recent))
             .filter(|g| !live_external.contains(&g.external_id))
             .take(50)
             .collect();

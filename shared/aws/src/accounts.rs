@@ -199,6 +199,18 @@ struct ExternalLinkItem {
     cancelled: bool,
 }
 
+/// One item per account in one partition, written with the account: the reconciler lists the
+/// accounts from here instead of scanning a table that also holds every transaction.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegistryItem {
+    pk: String,
+    sk: String,
+    bank_account_id: Uuid,
+}
+
+const REGISTRY_PK: &str = "ACCOUNTS";
+
 pub(crate) fn account_pk(id: Uuid) -> String {
     format!("ACCT#{id}")
 }
@@ -252,20 +264,39 @@ impl Table {
             .send()
             .await
             .map_err(StoreError::from_sdk);
-        match put {
-            Ok(_) => {}
+        let outcome = match put {
+            Ok(_) => CreateOutcome::Created,
             Err(StoreError::ConditionFailed) => {
                 let existing = self.get_account(account.bank_account_id).await?;
-                return Ok(match existing.map(|a| a.status) {
-                    Some(AccountStatus::Cancelled) => CreateOutcome::Tombstoned,
+                match existing.map(|a| a.status) {
+                    Some(AccountStatus::Cancelled) => return Ok(CreateOutcome::Tombstoned),
                     _ => CreateOutcome::AlreadyExists,
-                });
+                }
             }
             Err(e) => return Err(e),
-        }
+        };
+        // Also when the account existed: a creation that died after its first write is
+        // completed by the redelivery (both puts are idempotent).
         self.put_external_link(&account.external_id, account.bank_account_id, false)
             .await?;
-        Ok(CreateOutcome::Created)
+        self.put_registry(account.bank_account_id).await?;
+        Ok(outcome)
+    }
+
+    async fn put_registry(&self, id: Uuid) -> Result<(), StoreError> {
+        let item = to_item(&RegistryItem {
+            pk: REGISTRY_PK.into(),
+            sk: account_pk(id),
+            bank_account_id: id,
+        })?;
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
     }
 
     async fn put_external_link(
@@ -803,31 +834,72 @@ impl Table {
         }
     }
 
-    /// Accounts with a claim older than `before` (for the reconciler). Scans: the table holds few
-    /// account items compared with transactions, and the reconciler runs every few minutes.
+    /// Every account (for the reconciler): the registry's ids, then the account items, 100 to
+    /// a request. Reads account items only — a scan would read every transaction of the table
+    /// on every run (they are kept 400 days), and pay for all of them.
     pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
         let mut start = None;
         loop {
             let page = self
                 .client
-                .scan()
+                .query()
                 .table_name(&self.name)
-                .filter_expression("sk = :sk")
-                .expression_attribute_values(":sk", s(ACCOUNT_SK))
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(REGISTRY_PK))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(StoreError::from_sdk)?;
             for item in page.items.unwrap_or_default() {
-                out.push(from_item::<AccountItem>(item)?.account);
+                ids.push(from_item::<RegistryItem>(item)?.bank_account_id);
             }
             start = page.last_evaluated_key;
             if start.is_none() {
-                return Ok(out);
+                break;
             }
         }
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| Table::key(account_pk(*id), ACCOUNT_SK))
+                .collect();
+            let mut rounds = 0u32;
+            while !keys.is_empty() {
+                let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(StoreError::corrupt)?;
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.name, request)
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk)?;
+                for item in got
+                    .responses
+                    .and_then(|mut r| r.remove(&self.name))
+                    .unwrap_or_default()
+                {
+                    out.push(from_item::<AccountItem>(item)?.account);
+                }
+                // Keys DynamoDB did not get to (throttling, 16 MB): again, after a pause.
+                keys = got
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.name))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    rounds += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << rounds.min(6))).await;
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

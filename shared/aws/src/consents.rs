@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::table::{StoreError, Table, from_item, s, to_item};
+use crate::table::{StoreError, Table, epoch, from_item, s, to_item};
 
 /// An account a customer granted, as the connector announced it in `PATCH /v1/authorisations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,24 @@ struct Wrapped<T> {
     inner: T,
 }
 
+/// A grant filed under the day it was made, so that the reconciler reads the last day's grants
+/// without scanning the table; expires after `KEEP_GRANT_DAYS`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DayItem<T> {
+    pk: String,
+    sk: String,
+    expires_at: i64,
+    #[serde(flatten)]
+    inner: T,
+}
+
+const KEEP_GRANT_DAYS: i64 = 3;
+
+fn grants_pk(day: chrono::NaiveDate) -> String {
+    format!("GRANTED#{day}")
+}
+
 impl Table {
     pub async fn put_granted_account(&self, account: &GrantedAccount) -> Result<(), StoreError> {
         let item = to_item(&Wrapped {
@@ -62,6 +80,21 @@ impl Table {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
+        if let Some(at) = account.granted_at {
+            let item = to_item(&DayItem {
+                pk: grants_pk(at.date_naive()),
+                sk: format!("EXT#{}", account.external_id),
+                expires_at: epoch(at) + KEEP_GRANT_DAYS * 24 * 3600,
+                inner: account.clone(),
+            })?;
+            self.client
+                .put_item()
+                .table_name(&self.name)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+        }
         Ok(())
     }
 
@@ -75,31 +108,50 @@ impl Table {
             .map(|w| w.inner))
     }
 
-    /// Every granted account (reconciliation; scans, so it runs on a schedule only).
-    pub async fn granted_accounts(&self) -> Result<Vec<GrantedAccount>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.name)
-                .filter_expression("sk = :meta AND begins_with(pk, :ext)")
-                .expression_attribute_values(":meta", s("META"))
-                .expression_attribute_values(":ext", s("EXT#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item::<Wrapped<GrantedAccount>>(item)?.inner);
+    /// Accounts granted after `since` (at most `KEEP_GRANT_DAYS` back), newest grant of each
+    /// `externalId`: one query per day instead of a scan of every item of the table.
+    pub async fn granted_since(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<GrantedAccount>, StoreError> {
+        let mut newest: std::collections::BTreeMap<String, GrantedAccount> = Default::default();
+        let mut day = since.date_naive();
+        while day <= now.date_naive() {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.name)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(grants_pk(day)))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk)?;
+                for item in page.items.unwrap_or_default() {
+                    let g = from_item::<DayItem<GrantedAccount>>(item)?.inner;
+                    if g.granted_at.is_none_or(|t| t <= since) {
+                        continue;
+                    }
+                    let keep = newest
+                        .get(&g.external_id)
+                        .is_none_or(|old| old.granted_at < g.granted_at);
+                    if keep {
+                        newest.insert(g.external_id.clone(), g);
+                    }
+                }
+                start = page.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
             }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
+            let Some(next) = day.succ_opt() else { break };
+            day = next;
         }
+        Ok(newest.into_values().collect())
     }
 
     pub async fn put_consent(&self, consent: &ConsentRecord) -> Result<(), StoreError> {

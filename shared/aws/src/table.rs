@@ -4,6 +4,10 @@
 //! The local secondary index `pending` (`pk`, `pendingKey`) is sparse: only transactions still to
 //! be delivered carry `pendingKey`, so a strongly consistent query on it returns an account's
 //! pending transactions in statement order.
+//!
+//! What the reconciler lists on every run has its own partition, so that it never scans a table
+//! holding every transaction: `ACCOUNTS` (one item per account, written with it) and
+//! `GRANTED#<day>` (the grants of that UTC day, expiring after 3 days).
 
 use std::collections::HashMap;
 
