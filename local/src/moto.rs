@@ -90,7 +90,19 @@ impl Moto {
 
     pub async fn start_flavour(flavour: Flavour) -> Result<Self> {
         let venv = tokio::task::spawn_blocking(|| ensure_venv("requirements-local.txt")).await??;
-        let port = free_port()?;
+        // The port is free when chosen but moto binds it later, and tests start stacks side by
+        // side: a moto that exits at start (the port was taken meanwhile) gets another one.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_on(&venv, flavour, free_port()?).await {
+                Err(e) if tries < 3 && format!("{e}").contains("exited at start") => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_on(venv: &std::path::Path, flavour: Flavour, port: u16) -> Result<Self> {
         let mut cmd = match flavour {
             Flavour::Indexed => {
                 let mut c = Command::new(venv.join("bin").join("python"));
