@@ -284,19 +284,12 @@ impl Table {
     }
 
     async fn put_registry(&self, id: Uuid) -> Result<(), StoreError> {
-        let item = to_item(&RegistryItem {
+        self.put_as(&RegistryItem {
             pk: REGISTRY_PK.into(),
             sk: account_pk(id),
             bank_account_id: id,
-        })?;
-        self.client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(())
+        })
+        .await
     }
 
     async fn put_external_link(
@@ -305,20 +298,13 @@ impl Table {
         id: Uuid,
         cancelled: bool,
     ) -> Result<(), StoreError> {
-        let item = to_item(&ExternalLinkItem {
+        self.put_as(&ExternalLinkItem {
             pk: external_pk(external_id),
             sk: account_pk(id),
             bank_account_id: id,
             cancelled,
-        })?;
-        self.client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(())
+        })
+        .await
     }
 
     /// Every account ever linked to `external_id`, live or cancelled.

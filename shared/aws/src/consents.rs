@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::table::{StoreError, Table, epoch, from_item, s, to_item};
+use crate::table::{StoreError, Table, epoch, from_item, s};
 
 /// An account a customer granted, as the connector announced it in `PATCH /v1/authorisations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,32 +68,20 @@ fn grants_pk(day: chrono::NaiveDate) -> String {
 
 impl Table {
     pub async fn put_granted_account(&self, account: &GrantedAccount) -> Result<(), StoreError> {
-        let item = to_item(&Wrapped {
+        self.put_as(&Wrapped {
             pk: format!("EXT#{}", account.external_id),
             sk: "META".into(),
             inner: account.clone(),
-        })?;
-        self.client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
+        })
+        .await?;
         if let Some(at) = account.granted_at {
-            let item = to_item(&DayItem {
+            self.put_as(&DayItem {
                 pk: grants_pk(at.date_naive()),
                 sk: format!("EXT#{}", account.external_id),
                 expires_at: epoch(at) + KEEP_GRANT_DAYS * 24 * 3600,
                 inner: account.clone(),
-            })?;
-            self.client
-                .put_item()
-                .table_name(&self.name)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
+            })
+            .await?;
         }
         Ok(())
     }
@@ -155,18 +143,12 @@ impl Table {
     }
 
     pub async fn put_consent(&self, consent: &ConsentRecord) -> Result<(), StoreError> {
-        let item = to_item(&Wrapped {
+        self.put_as(&Wrapped {
             pk: format!("CONSENT#{}", consent.consent_id),
             sk: "CONSENT".into(),
             inner: consent.clone(),
-        })?;
-        self.client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
+        })
+        .await?;
         Ok(())
     }
 

@@ -95,6 +95,18 @@ impl Table {
         Ok(out.item)
     }
 
+    /// Writes `value` as a whole item, unconditionally (it carries its own `pk` and `sk`).
+    pub(crate) async fn put_as<T: serde::Serialize>(&self, value: &T) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(to_item(value)?))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
     pub(crate) async fn get_as<T: serde::de::DeserializeOwned>(
         &self,
         pk: String,
