@@ -910,3 +910,77 @@ async fn a_poll_chain_lost_with_its_poller_is_restarted_by_the_watchdog() {
     assert!(violations.is_empty(), "{violations:?}");
     stack.finish().await;
 }
+
+/// SQS may deliver one message twice at the same moment: two deliveries of one poll must not
+/// both poll the statement (Banking Service allows one poll a second). The statement is held
+/// `processing` while two copies of its current poll are sent at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_delivered_twice_at_once_polls_once() {
+    let mut options = common::options(SandboxConfig::fast());
+    // The chain's own polls 4 s and more apart, so that the two copies, sent to arrive 2 s
+    // after its last poll, come before its next one.
+    options.env.insert("POLL_FIRST_DELAY_S".into(), "4".into());
+    options.env.insert("POLL_MAX_DELAY_S".into(), "10".into());
+    let stack = common::start_with(options).await;
+    let client = stack.sandbox.client();
+    let tag = "acc_TWICE1";
+    let id = create_accounts(&stack, &[tag]).await[0];
+    client
+        .set_faults(&FaultSet {
+            statement_hold: Some(StatementHold {
+                stage: StatementStatus::Processing,
+                principal_id: None,
+            }),
+            ..FaultSet::default()
+        })
+        .await
+        .unwrap();
+    let records = transactions(tag, 5);
+    ingest_all(&stack, tag, &records).await;
+    let table = common::table(&stack);
+    let queue = poll_queue(&stack);
+    const GET: &str = "GET /v1/statements/{statementId}";
+    for round in 0..3 {
+        // Timed from the chain's last GET as the sandbox logged it (not from the counter, which
+        // may move a while before the GET under load): at rest every poll step has its GET.
+        let claim = common::eventually("the statement is being polled", LONG, || async {
+            let claim = table.get_account(id).await.ok()??.in_flight?;
+            if claim.phase != connector_aws::accounts::Phase::Posted || claim.poll_attempt <= round
+            {
+                return None;
+            }
+            let statement_id = claim.statement_id.clone()?;
+            let log = client.requests().await.ok()?;
+            let gets = log
+                .iter()
+                .filter(|r| r.route == GET && r.path.contains(&statement_id))
+                .count();
+            (gets >= claim.poll_attempt as usize).then_some(claim)
+        })
+        .await;
+        let copy = connector_domain::messages::TimerMessage::Poll {
+            bank_account_id: id,
+            statement_id: claim.statement_id.clone().expect("posted"),
+            claim: claim.token.clone(),
+            attempt: claim.poll_attempt,
+            posted_at: claim.posted_at.expect("posted"),
+            transaction_count: claim.transaction_count,
+        };
+        let (a, b) = tokio::join!(
+            queue.send_timer(&copy, Duration::from_secs(2)),
+            queue.send_timer(&copy, Duration::from_secs(2))
+        );
+        a.expect("send");
+        b.expect("send");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let violations = client.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+
+    client.set_faults(&FaultSet::default()).await.unwrap();
+    common::wait_held(&stack, id, 5, LONG).await;
+    assert_delivered_exactly(&stack, id, &records).await;
+    let violations = client.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    stack.finish().await;
+}

@@ -154,21 +154,37 @@ impl Pipeline {
         {
             return Ok(false);
         }
+        self.send_poll(id, statement_id, token, seen + 1, posted_at, count, delay)
+            .await?;
+        Ok(true)
+    }
+
+    /// Schedules poll `attempt` of a statement (the counter must already say `attempt`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_poll(
+        &self,
+        id: Uuid,
+        statement_id: &str,
+        token: &str,
+        attempt: u32,
+        posted_at: chrono::DateTime<Utc>,
+        count: u32,
+        delay: Duration,
+    ) -> Result<(), MessageError> {
         self.queues
             .send_timer(
                 &TimerMessage::Poll {
                     bank_account_id: id,
                     statement_id: statement_id.to_string(),
                     claim: token.to_string(),
-                    attempt: seen + 1,
+                    attempt,
                     posted_at,
                     transaction_count: count,
                 },
                 delay,
             )
             .await
-            .map_err(retry)?;
-        Ok(true)
+            .map_err(retry)
     }
 
     /// Arms (or re-arms) a claim's watchdog to fire after `delay`, within SQS's 15-minute limit.

@@ -110,6 +110,30 @@ impl StatementPoller {
             tracing::debug!("stale poll ignored");
             return Ok(());
         }
+        // Take this poll step before calling Banking Service: of two deliveries of one poll
+        // message at the same moment (SQS is at-least-once) only one moves the counter on, so a
+        // statement is never polled twice at once (at most once a second, sandbox.md), and a
+        // delivery that comes back later (its consumer killed) is stale. If this invocation dies
+        // before it schedules the next poll, the claim's watchdog restarts the chain.
+        let age = (Utc::now() - posted_at).to_std().unwrap_or_default();
+        let overdue = p.schedule.is_overdue(age);
+        let planned = p.schedule.delay_after(count as usize, attempt + 1, age);
+        if !p
+            .table
+            .advance_poll(
+                id,
+                token,
+                attempt,
+                overdue,
+                Utc::now() + chrono::TimeDelta::from_std(planned).unwrap_or_default(),
+            )
+            .await
+            .map_err(retry)?
+        {
+            tracing::debug!("poll taken by another delivery");
+            return Ok(());
+        }
+        let next = attempt + 1;
         let resource = match p.provider.get_statement(statement_id).await {
             Ok(r) => r,
             Err(ProviderError::NotFound(_)) => {
@@ -120,10 +144,6 @@ impl StatementPoller {
                 return p.release_and_continue(id, token, &held).await;
             }
             Err(e) => {
-                // Poll again later. The counter moves on as after any poll, so that this
-                // message is stale if it comes back (its consumer killed later in the same
-                // batch): two chains polling one statement side by side would poll it more
-                // than once a second (sandbox.md).
                 let delay = match &e {
                     ProviderError::RateLimited {
                         retry_after: Some(d),
@@ -132,23 +152,11 @@ impl StatementPoller {
                 };
                 tracing::warn!(error = %e, "poll failed; polling again later");
                 return p
-                    .poll_next(
-                        id,
-                        statement_id,
-                        token,
-                        attempt,
-                        claim.overdue,
-                        posted_at,
-                        count,
-                        delay,
-                    )
-                    .await
-                    .map(drop);
+                    .send_poll(id, statement_id, token, next, posted_at, count, delay)
+                    .await;
             }
         };
         let Some(outcome) = classify(&resource) else {
-            let age = (Utc::now() - posted_at).to_std().unwrap_or_default();
-            let overdue = p.schedule.is_overdue(age);
             if overdue && !claim.overdue {
                 tracing::error!(
                     age_s = age.as_secs(),
@@ -156,20 +164,9 @@ impl StatementPoller {
                 );
                 crate::metrics::count("StatementsParked", &[("Reason", "Overdue")]);
             }
-            let delay = p.schedule.delay_after(count as usize, attempt + 1, age);
             return p
-                .poll_next(
-                    id,
-                    statement_id,
-                    token,
-                    attempt,
-                    overdue,
-                    posted_at,
-                    count,
-                    delay,
-                )
-                .await
-                .map(drop);
+                .send_poll(id, statement_id, token, next, posted_at, count, planned)
+                .await;
         };
         self.finish(id, &account, claim, statement_id, outcome)
             .await
