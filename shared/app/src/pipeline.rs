@@ -52,8 +52,18 @@ impl Pipeline {
             },
         )
         .await?;
+        Self::with_platform(env, &platform, fifo).await
+    }
+
+    /// The pipeline on clients already built (`platform` must have the push and poll queues), so
+    /// that a function needing more than the pipeline builds its AWS clients once.
+    pub async fn with_platform(
+        env: &Env,
+        platform: &Platform,
+        fifo: bool,
+    ) -> Result<Self, ConfigError> {
         let http = http_client(env)?;
-        let provider = provider_from_env(env, &platform, &http).await?;
+        let provider = provider_from_env(env, platform, &http).await?;
         let defaults = PollSchedule::default();
         let schedule = PollSchedule {
             base_processing: env.duration_secs("POLL_FIRST_DELAY_S", defaults.base_processing)?,
@@ -69,8 +79,8 @@ impl Pipeline {
         };
         Ok(Self {
             dead_letters: platform.dead_letters(env, fifo)?,
-            table: platform.table,
-            queues: platform.queues,
+            table: platform.table.clone(),
+            queues: platform.queues.clone(),
             provider,
             schedule,
             backoff,

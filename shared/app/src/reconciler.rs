@@ -49,15 +49,18 @@ pub struct Reconciler {
 
 impl Reconciler {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let pipeline = Pipeline::from_env(env, false).await?;
+        // One set of AWS clients for the pipeline and the reconciler's own work (building the
+        // SDK's clients is a measurable part of a cold start).
         let platform = Platform::from_env(
             env,
             QueueNeeds {
                 notifications: true,
-                ..Default::default()
+                push: true,
+                poll: true,
             },
         )
         .await?;
+        let pipeline = Pipeline::with_platform(env, &platform, false).await?;
         let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
         Ok(Self {
             pipeline,
