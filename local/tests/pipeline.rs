@@ -301,6 +301,11 @@ async fn a_failed_poll_delivered_again_polls_nothing() {
             .filter(|r| r.route == GET && r.path.contains(&statement_id))
             .count()
     };
+    // The counter moves before the GET is made: wait for the GET in the sandbox's log.
+    common::eventually("the failed poll reaches Banking Service", LONG, || async {
+        (polls().await >= 1).then_some(())
+    })
+    .await;
     assert_eq!(polls().await, 1, "only the failed poll so far");
 
     // The failed message (attempt 0) as it comes back after its consumer was killed.
