@@ -150,8 +150,25 @@ impl Pipeline {
         count: u32,
         delay: Duration,
     ) -> Result<bool, MessageError> {
-        if !self
-            .table
+        if !self.take_poll_step(id, token, seen, overdue, delay).await? {
+            return Ok(false);
+        }
+        self.send_poll(id, statement_id, token, seen + 1, posted_at, count, delay)
+            .await?;
+        Ok(true)
+    }
+
+    /// Moves the claim's poll counter on from `seen` and records that the next poll is due
+    /// `delay` from now. `false`: the counter had moved already (another delivery took it).
+    pub async fn take_poll_step(
+        &self,
+        id: Uuid,
+        token: &str,
+        seen: u32,
+        overdue: bool,
+        delay: Duration,
+    ) -> Result<bool, MessageError> {
+        self.table
             .advance_poll(
                 id,
                 token,
@@ -160,13 +177,7 @@ impl Pipeline {
                 self.now() + chrono::TimeDelta::from_std(delay).unwrap_or_default(),
             )
             .await
-            .map_err(retry)?
-        {
-            return Ok(false);
-        }
-        self.send_poll(id, statement_id, token, seen + 1, posted_at, count, delay)
-            .await?;
-        Ok(true)
+            .map_err(retry)
     }
 
     /// Schedules poll `attempt` of a statement (the counter must already say `attempt`).

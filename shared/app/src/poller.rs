@@ -119,16 +119,8 @@ impl StatementPoller {
         let overdue = p.schedule.is_overdue(age);
         let planned = p.schedule.delay_after(count as usize, attempt + 1, age);
         if !p
-            .table
-            .advance_poll(
-                id,
-                token,
-                attempt,
-                overdue,
-                Utc::now() + chrono::TimeDelta::from_std(planned).unwrap_or_default(),
-            )
-            .await
-            .map_err(retry)?
+            .take_poll_step(id, token, attempt, overdue, planned)
+            .await?
         {
             tracing::debug!("poll taken by another delivery");
             return Ok(());
