@@ -128,6 +128,31 @@ async fn ingest_all(stack: &local_stack::LocalStack, external_id: &str, records:
     }
 }
 
+/// The Provider API route a poll calls, as the sandbox logs and faults it.
+const STATEMENT_GET: &str = "GET /v1/statements/{statementId}";
+
+/// How many times Banking Service was asked for this statement (its polls), from its request log.
+async fn polls_of(client: &sandbox::client::SandboxClient, statement_id: &str) -> usize {
+    let log = client.requests().await.expect("requests");
+    log.iter()
+        .filter(|r| r.route == STATEMENT_GET && r.path.contains(statement_id))
+        .count()
+}
+
+/// Banking Service keeps every statement `processing` until the faults are cleared.
+async fn hold_statements_processing(client: &sandbox::client::SandboxClient) {
+    client
+        .set_faults(&FaultSet {
+            statement_hold: Some(StatementHold {
+                stage: StatementStatus::Processing,
+                principal_id: None,
+            }),
+            ..FaultSet::default()
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_accounts_of_2500_arrive_in_order_once_under_faults() {
     let mut options = common::options(SandboxConfig::fast());
@@ -149,7 +174,7 @@ async fn three_accounts_of_2500_arrive_in_order_once_under_faults() {
                     ..RouteFault::default()
                 },
                 RouteFault {
-                    route: "GET /v1/statements/{statementId}".into(),
+                    route: STATEMENT_GET.into(),
                     error_rate: 0.05,
                     error_status: 500,
                     ..RouteFault::default()
@@ -272,11 +297,10 @@ async fn a_failed_poll_delivered_again_polls_nothing() {
     let client = stack.sandbox.client();
     let tag = "acc_POLL1";
     let id = create_accounts(&stack, &[tag]).await[0];
-    const GET: &str = "GET /v1/statements/{statementId}";
     client
         .set_faults(&FaultSet {
             routes: vec![RouteFault {
-                route: GET.into(),
+                route: STATEMENT_GET.into(),
                 error_rate: 1.0,
                 error_status: 503,
                 remaining: Some(1),
@@ -295,27 +319,19 @@ async fn a_failed_poll_delivered_again_polls_nothing() {
     })
     .await;
     let statement_id = claim.statement_id.clone().expect("posted");
-    let polls = || async {
-        let log = client.requests().await.expect("requests");
-        log.iter()
-            .filter(|r| r.route == GET && r.path.contains(&statement_id))
-            .count()
-    };
     // The counter moves before the GET is made: wait for the GET in the sandbox's log.
     common::eventually("the failed poll reaches Banking Service", LONG, || async {
-        (polls().await >= 1).then_some(())
+        (polls_of(&client, &statement_id).await >= 1).then_some(())
     })
     .await;
-    assert_eq!(polls().await, 1, "only the failed poll so far");
+    assert_eq!(
+        polls_of(&client, &statement_id).await,
+        1,
+        "only the failed poll so far"
+    );
 
     // The failed message (attempt 0) as it comes back after its consumer was killed.
-    let queues = connector_aws::queues::Queues::new(
-        stack.sqs.clone(),
-        String::new(),
-        String::new(),
-        stack.queue_urls["PollQueue"].clone(),
-    );
-    queues
+    poll_queue(&stack)
         .send_timer(
             &connector_domain::messages::TimerMessage::Poll {
                 bank_account_id: id,
@@ -353,7 +369,11 @@ async fn a_failed_poll_delivered_again_polls_nothing() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(polls().await, 1, "the duplicate polled the statement");
+    assert_eq!(
+        polls_of(&client, &statement_id).await,
+        1,
+        "the duplicate polled the statement"
+    );
 
     common::wait_held(&stack, id, 5, LONG).await;
     assert_delivered_exactly(&stack, id, &records).await;
@@ -693,16 +713,7 @@ async fn an_overdue_statement_is_parked_then_picked_up_when_it_finishes() {
     let client = stack.sandbox.client();
     let ids = create_accounts(&stack, &["acc_PARK01"]).await;
     let id = ids[0];
-    client
-        .set_faults(&FaultSet {
-            statement_hold: Some(StatementHold {
-                stage: StatementStatus::Processing,
-                principal_id: None,
-            }),
-            ..FaultSet::default()
-        })
-        .await
-        .unwrap();
+    hold_statements_processing(&client).await;
     let records = transactions("acc_PARK01", 5);
     ingest_all(&stack, "acc_PARK01", &records).await;
 
@@ -905,11 +916,7 @@ async fn a_poll_chain_lost_with_its_poller_is_restarted_by_the_watchdog() {
     common::wait_held(&stack, id, 5, TAKEOVER).await;
     assert_delivered_exactly(&stack, id, &records).await;
     let statement_id = claim.statement_id.expect("posted");
-    let log = client.requests().await.expect("requests");
-    let polls = log
-        .iter()
-        .filter(|r| r.route == "GET /v1/statements/{statementId}" && r.path.contains(&statement_id))
-        .count();
+    let polls = polls_of(&client, &statement_id).await;
     assert!(polls >= 1, "the restarted chain polled");
     let violations = client.violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:?}");
@@ -930,21 +937,11 @@ async fn a_poll_delivered_twice_at_once_polls_once() {
     let client = stack.sandbox.client();
     let tag = "acc_TWICE1";
     let id = create_accounts(&stack, &[tag]).await[0];
-    client
-        .set_faults(&FaultSet {
-            statement_hold: Some(StatementHold {
-                stage: StatementStatus::Processing,
-                principal_id: None,
-            }),
-            ..FaultSet::default()
-        })
-        .await
-        .unwrap();
+    hold_statements_processing(&client).await;
     let records = transactions(tag, 5);
     ingest_all(&stack, tag, &records).await;
     let table = common::table(&stack);
     let queue = poll_queue(&stack);
-    const GET: &str = "GET /v1/statements/{statementId}";
     for round in 0..3 {
         // Timed from the chain's last GET as the sandbox logged it (not from the counter, which
         // may move a while before the GET under load): at rest every poll step has its GET.
@@ -954,13 +951,8 @@ async fn a_poll_delivered_twice_at_once_polls_once() {
             {
                 return None;
             }
-            let statement_id = claim.statement_id.clone()?;
-            let log = client.requests().await.ok()?;
-            let gets = log
-                .iter()
-                .filter(|r| r.route == GET && r.path.contains(&statement_id))
-                .count();
-            (gets >= claim.poll_attempt as usize).then_some(claim)
+            let statement_id = claim.statement_id.as_deref()?;
+            (polls_of(&client, statement_id).await >= claim.poll_attempt as usize).then_some(claim)
         })
         .await;
         let copy = connector_domain::messages::TimerMessage::Poll {
