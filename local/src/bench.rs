@@ -107,7 +107,7 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
     let http = reqwest::Client::new();
     let logs_before = log_sizes(stack);
     let usage_before = usage(stack);
-    let aws_before = stack.aws_usage().unwrap_or_default();
+    let aws_before = stack.aws_usage();
     let rps = stack.sandbox.config().ratelimit_rate_per_s;
     if rps <= 0.0 {
         bail!("the benchmark needs the sandbox's rate limit on");
@@ -207,7 +207,7 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
         println!();
     }
     if let Some(kib) = stack.moto_pid().and_then(peak_rss_kib) {
-        peak.insert("moto (emulator)".into(), kib);
+        peak.insert("moto (SQS emulator)".into(), kib);
     }
     if let Some(kib) = peak_rss_kib(std::process::id()) {
         peak.insert("local stack + sandbox".into(), kib);
@@ -261,7 +261,7 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
             },
         );
     }
-    let mut aws = stack.aws_usage().unwrap_or_default();
+    let mut aws = stack.aws_usage();
     for (op, c) in aws.iter_mut() {
         if let Some(b) = aws_before.get(op) {
             c.requests -= b.requests;
@@ -406,7 +406,7 @@ pub struct CostLine {
 }
 
 /// Cost per million delivered transactions from the run's counts. DynamoDB units are
-/// estimated from body sizes (moto reports no real consumed capacity): a write costs one unit
+/// estimated from body sizes (the emulators report no real consumed capacity): a write costs one unit
 /// per KiB of item (a transaction put also writes the `pending` index), an update is priced at
 /// the size of the account item (the average GetItem answer), reads at 4 KiB per unit,
 /// strongly consistent.

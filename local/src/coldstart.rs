@@ -4,7 +4,7 @@
 //!
 //! Init is exec to the first `GET /runtime/invocation/next` (what Lambda reports as Init
 //! Duration); the first invocation is the function's sample event from `events/`, answered
-//! against the local stack's moto and sandbox; peak RSS is the process's VmHWM after it.
+//! against the local stack's emulators and sandbox; peak RSS is the process's VmHWM after it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

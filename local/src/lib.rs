@@ -1,14 +1,16 @@
-//! The local stack: the connector's real function binaries on one machine, against moto (the
-//! AWS wire protocol) and the sandbox, wired exactly as `template.yaml` wires them on AWS.
+//! The local stack: the connector's real function binaries on one machine, against DynamoDB Local
+//! and moto (the AWS wire protocol) and the sandbox, wired exactly as `template.yaml` wires them.
 
 pub mod bench;
 pub mod coldstart;
 pub mod demo;
+pub mod dynamodb_local;
 pub mod events;
 pub mod gateway;
 pub mod meter;
 pub mod moto;
 pub mod notification_bench;
+pub mod permissions;
 pub mod process;
 pub mod runtime;
 pub mod soak;

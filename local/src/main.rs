@@ -9,7 +9,7 @@ use local_stack::{LocalStack, Options};
 
 #[derive(Parser)]
 #[command(
-    about = "The Sage Banking Service connector on one machine: moto + sandbox + the real function binaries"
+    about = "The Sage Banking Service connector on one machine: DynamoDB Local + moto + sandbox + the real function binaries"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -122,7 +122,11 @@ fn print_urls(stack: &LocalStack) {
         "Demo bank (Bank Data API)          {}",
         stack.sandbox.bank_api_url()
     );
-    println!("DynamoDB + SQS (moto)              {}", stack.moto_endpoint);
+    println!("DynamoDB + SQS (metered endpoint)  {}", stack.aws_endpoint);
+    println!(
+        "  access key (this stack's tables)  {}",
+        stack.aws_access_key
+    );
     println!("Registered bank id                 {}", stack.bank_id);
     println!("Ingest API key                     {LOCAL_INGEST_KEY}");
 }
@@ -161,7 +165,6 @@ async fn main() -> Result<()> {
             options.sandbox.statement_processing_delay_ms = latency_ms;
             options.sandbox.statement_per_txn_us = per_txn_us;
             options.max_consumer_concurrency = 8;
-            options.meter_aws = true;
             println!("==> Starting the local stack");
             let stack = LocalStack::start(options).await?;
             let report = local_stack::bench::run(
@@ -214,7 +217,9 @@ async fn main() -> Result<()> {
                 println!("note: a debug build; for figures run `cargo xtask bench-coldstart`");
             }
             let bin_dir = options.bin_dir.clone();
-            println!("==> Starting the local stack (moto and the sandbox answer first calls)");
+            println!(
+                "==> Starting the local stack (the emulators and the sandbox answer first calls)"
+            );
             let stack = LocalStack::start(options).await?;
             println!("==> Cold-starting each binary {runs} times, one at a time");
             let results = local_stack::coldstart::run(
@@ -252,7 +257,7 @@ async fn main() -> Result<()> {
         }
         Command::Demo { transactions } => {
             options.api_port = 0;
-            println!("==> Starting the local stack (moto, sandbox, 9 functions)");
+            println!("==> Starting the local stack (DynamoDB Local, moto, sandbox, 9 functions)");
             let stack = LocalStack::start(options).await?;
             print_urls(&stack);
             let outcome = tokio::select! {

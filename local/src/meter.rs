@@ -1,7 +1,8 @@
-//! A metering pass-through in front of moto: every AWS request of the functions and of the
-//! event sources goes through it, counted by operation with its body sizes. The pipeline
-//! benchmark turns the counts into the request figures of docs/cost.md (moto itself counts
-//! nothing, and its consumed capacity is a constant).
+//! The local stack's AWS endpoint: a pass-through that sends DynamoDB requests to DynamoDB Local
+//! and every other service (SQS) to moto, and counts every request by caller and operation with
+//! its body sizes. Each function gets an endpoint of its own, so that the calls are attributed
+//! to the function that made them (checked against its `aws-actions.txt`), and the pipeline
+//! benchmark turns the counts into the request figures of docs/cost.md.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,20 +22,32 @@ pub struct OperationCount {
     pub response_bytes: u64,
 }
 
+/// Counts by (caller, operation).
 #[derive(Default)]
-struct Counts(Mutex<BTreeMap<String, OperationCount>>);
+struct Counts(Mutex<BTreeMap<(String, String), OperationCount>>);
 
 pub struct Meter {
+    /// The endpoint for callers that are not functions (tools, tests).
     pub endpoint: String,
+    upstreams: Arc<Upstreams>,
     counts: Arc<Counts>,
-    server: tokio::task::JoinHandle<()>,
+    servers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-struct Upstream {
-    base: String,
+struct Upstreams {
+    dynamodb: String,
+    others: String,
     http: reqwest::Client,
+}
+
+struct Caller {
+    name: String,
+    upstreams: Arc<Upstreams>,
     counts: Arc<Counts>,
 }
+
+/// The caller name of requests made through `Meter::endpoint`.
+pub const TOOLS: &str = "tools";
 
 /// `DynamoDB_20120810.PutItem` -> `DynamoDB.PutItem`; `AmazonSQS.SendMessage` -> `SQS.SendMessage`.
 pub fn operation_of(target: Option<&str>) -> String {
@@ -50,20 +63,37 @@ pub fn operation_of(target: Option<&str>) -> String {
 }
 
 impl Meter {
-    pub async fn start(upstream: &str) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .context("binding the AWS meter")?;
-        let endpoint = format!("http://{}", listener.local_addr()?);
-        let counts = Arc::new(Counts::default());
-        let state = Arc::new(Upstream {
-            base: upstream.trim_end_matches('/').to_string(),
+    /// Routes DynamoDB to `dynamodb` and everything else to `others`.
+    pub async fn start(dynamodb: &str, others: &str) -> Result<Self> {
+        let upstreams = Arc::new(Upstreams {
+            dynamodb: dynamodb.trim_end_matches('/').to_string(),
+            others: others.trim_end_matches('/').to_string(),
             // Never times out on its own: SQS long polls last up to 20 s.
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .build()
                 .context("the meter's HTTP client")?,
-            counts: counts.clone(),
+        });
+        let mut meter = Self {
+            endpoint: String::new(),
+            upstreams,
+            counts: Arc::new(Counts::default()),
+            servers: Mutex::new(Vec::new()),
+        };
+        meter.endpoint = meter.endpoint_for(TOOLS).await?;
+        Ok(meter)
+    }
+
+    /// A new endpoint whose requests are counted as `caller`'s.
+    pub async fn endpoint_for(&self, caller: &str) -> Result<String> {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .context("binding the AWS meter")?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new(Caller {
+            name: caller.to_string(),
+            upstreams: self.upstreams.clone(),
+            counts: self.counts.clone(),
         });
         let app = axum::Router::new()
             .fallback(forward)
@@ -72,43 +102,74 @@ impl Meter {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self {
-            endpoint,
-            counts,
-            server,
-        })
+        if let Ok(mut servers) = self.servers.lock() {
+            servers.push(server);
+        }
+        Ok(endpoint)
     }
 
-    /// The counts so far, by operation.
+    /// The counts so far, by operation, all callers together.
     pub fn snapshot(&self) -> BTreeMap<String, OperationCount> {
+        let mut all: BTreeMap<String, OperationCount> = BTreeMap::new();
+        for ((_, op), c) in self.by_caller_flat() {
+            let a = all.entry(op).or_default();
+            a.requests += c.requests;
+            a.request_bytes += c.request_bytes;
+            a.response_bytes += c.response_bytes;
+        }
+        all
+    }
+
+    /// The counts so far, by caller, then by operation.
+    pub fn by_caller(&self) -> BTreeMap<String, BTreeMap<String, OperationCount>> {
+        let mut out: BTreeMap<String, BTreeMap<String, OperationCount>> = BTreeMap::new();
+        for ((caller, op), c) in self.by_caller_flat() {
+            out.entry(caller).or_default().insert(op, c);
+        }
+        out
+    }
+
+    fn by_caller_flat(&self) -> BTreeMap<(String, String), OperationCount> {
         self.counts.0.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     pub fn stop(&self) {
-        self.server.abort();
+        if let Ok(mut servers) = self.servers.lock() {
+            for s in servers.drain(..) {
+                s.abort();
+            }
+        }
     }
 }
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        self.server.abort();
+        self.stop();
     }
 }
 
 async fn forward(
-    State(up): State<Arc<Upstream>>,
+    State(caller): State<Arc<Caller>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let mut operation = operation_of(headers.get("x-amz-target").and_then(|v| v.to_str().ok()));
+    let base = if operation.starts_with("DynamoDB.") {
+        &caller.upstreams.dynamodb
+    } else {
+        &caller.upstreams.others
+    };
     // FIFO requests are priced apart from standard ones.
     if operation.starts_with("SQS.") && body.windows(7).any(|w| w == b".fifo\"") {
         operation.push_str(" (FIFO)");
     }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut request = up.http.request(method, format!("{}{path}", up.base));
+    let mut request = caller
+        .upstreams
+        .http
+        .request(method, format!("{base}{path}"));
     for (name, value) in &headers {
         // The client computes Host and Content-Length for the new connection.
         if name != "host" && name != "content-length" {
@@ -134,8 +195,8 @@ async fn forward(
                 .into_response();
         }
     };
-    if let Ok(mut counts) = up.counts.0.lock() {
-        let c = counts.entry(operation).or_default();
+    if let Ok(mut counts) = caller.counts.0.lock() {
+        let c = counts.entry((caller.name.clone(), operation)).or_default();
         c.requests += 1;
         c.request_bytes += request_bytes;
         c.response_bytes += bytes.len() as u64;

@@ -1,4 +1,4 @@
-//! The AWS emulator: moto server from PyPI, installed into the project's own virtualenv by the
+//! The SQS emulator: moto server from PyPI, installed into the project's own virtualenv by the
 //! command that needs it, started on a free loopback port, stopped with the stack.
 
 use std::path::{Path, PathBuf};
@@ -73,44 +73,23 @@ pub struct Moto {
     pub endpoint: String,
 }
 
-/// Which moto_server to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavour {
-    /// moto with queries read from the queried partition (`tools/moto_server.py`): the same
-    /// answers, in time that grows with the partition instead of the whole table.
-    Indexed,
-    /// moto_server as published, for checking that the two answer alike.
-    Unpatched,
-}
-
 impl Moto {
     pub async fn start() -> Result<Self> {
-        Self::start_flavour(Flavour::Indexed).await
-    }
-
-    pub async fn start_flavour(flavour: Flavour) -> Result<Self> {
         let venv = tokio::task::spawn_blocking(|| ensure_venv("requirements-local.txt")).await??;
         // The port is free when chosen but moto binds it later, and tests start stacks side by
         // side: a moto that exits at start (the port was taken meanwhile) gets another one.
         let mut tries = 0;
         loop {
             tries += 1;
-            match Self::start_on(&venv, flavour, free_port()?).await {
+            match Self::start_on(&venv, free_port()?).await {
                 Err(e) if tries < 3 && format!("{e}").contains("exited at start") => continue,
                 other => return other,
             }
         }
     }
 
-    async fn start_on(venv: &std::path::Path, flavour: Flavour, port: u16) -> Result<Self> {
-        let mut cmd = match flavour {
-            Flavour::Indexed => {
-                let mut c = Command::new(venv.join("bin").join("python"));
-                c.arg(repo_root().join("tools").join("moto_server.py"));
-                c
-            }
-            Flavour::Unpatched => Command::new(venv.join("bin").join("moto_server")),
-        };
+    async fn start_on(venv: &std::path::Path, port: u16) -> Result<Self> {
+        let mut cmd = Command::new(venv.join("bin").join("moto_server"));
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

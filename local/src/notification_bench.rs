@@ -241,7 +241,7 @@ pub async fn load(stack: &LocalStack, rates: &[u32], seconds: u64) -> Result<Vec
 
 pub fn print_load(steps: &[LoadStep], instances: usize) {
     println!(
-        "/notification on the local stack ({instances} function instances, moto behind them), open loop"
+        "/notification on the local stack ({instances} function instances, DynamoDB Local and moto behind them), open loop"
     );
     println!(
         "  rate/s  sent   ok  errors   p50 ms   p99 ms  (Banking Service times out at 5,000 ms)"

@@ -1,5 +1,6 @@
-//! The whole connector on one machine: moto, the table and queues of the template, the sandbox,
-//! every function binary behind its trigger, and the bank registered with Bank Sync.
+//! The whole connector on one machine: DynamoDB Local and moto (SQS) behind one metering AWS
+//! endpoint, the table and queues of the template, the sandbox, every function binary behind its
+//! trigger, and the bank registered with Bank Sync.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +27,9 @@ use crate::template::{EventSpec, Resolver, Template};
 /// The API key the bank's systems use for `/ingest` locally (IAM authorises it on AWS).
 pub const LOCAL_INGEST_KEY: &str = "local-ingest-key";
 pub const TABLE_NAME: &str = "connector-local";
+/// Prefix of the caller name of a function's event source mapping in the meter
+/// (`LocalStack::aws_usage_by_caller`; `permissions::event_source_caller`).
+pub const EVENT_SOURCES_PREFIX: &str = "event-source-mapping:";
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -47,9 +51,6 @@ pub struct Options {
     pub env: BTreeMap<String, String>,
     pub echo_logs: bool,
     pub log_dir: PathBuf,
-    /// Route the functions' and event sources' AWS calls through a counting pass-through
-    /// (`LocalStack::aws_usage`), for the cost figures of the benchmark.
-    pub meter_aws: bool,
 }
 
 impl Options {
@@ -66,7 +67,6 @@ impl Options {
             env: BTreeMap::new(),
             echo_logs: false,
             log_dir,
-            meter_aws: false,
         }
     }
 }
@@ -92,7 +92,10 @@ pub struct LocalStack {
     pub table_name: String,
     /// Queue URLs by the template's logical id.
     pub queue_urls: BTreeMap<String, String>,
-    pub moto_endpoint: String,
+    /// The AWS endpoint for tools and tests (DynamoDB and SQS, metered as `tools`); sign with
+    /// `aws_access_key`, the key that selects this stack's own DynamoDB Local database.
+    pub aws_endpoint: String,
+    pub aws_access_key: String,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub functions: BTreeMap<String, Arc<Function>>,
@@ -102,19 +105,19 @@ pub struct LocalStack {
     /// Each function's resolved environment (binary name -> variables).
     pub environment: BTreeMap<String, BTreeMap<String, String>>,
     moto: Option<Moto>,
-    meter: Option<crate::meter::Meter>,
+    meter: crate::meter::Meter,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// SDK settings for talking to the local emulator at `endpoint`.
-pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+/// SDK settings for talking to a local emulator at `endpoint` with the access key `key`.
+pub async fn sdk_config(endpoint: &str, key: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("eu-west-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local",
+            key,
             "local",
             None,
             None,
@@ -127,21 +130,23 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 impl LocalStack {
     pub async fn start(options: Options) -> Result<Self> {
         let template = Template::load()?;
-        let moto = Moto::start().await?;
-        let sdk = sdk_config(&moto.endpoint).await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let meter = if options.meter_aws {
-            Some(crate::meter::Meter::start(&moto.endpoint).await?)
-        } else {
-            None
-        };
-        // What the functions and the event sources reach (the stack's own set-up and the
-        // clients it lends to tests are not metered).
-        let aws_endpoint = meter
-            .as_ref()
-            .map_or(moto.endpoint.clone(), |m| m.endpoint.clone());
-        let source_sqs = aws_sdk_sqs::Client::new(&sdk_config(&aws_endpoint).await);
+        let (moto, dynamodb_endpoint) =
+            tokio::try_join!(Moto::start(), crate::dynamodb_local::shared_endpoint())?;
+        let key = crate::dynamodb_local::stack_access_key();
+        // The stack's own set-up and the clients it lends to tests go to the emulators
+        // directly; the functions and the event sources go through the meter, each under its
+        // own name.
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk_config(&dynamodb_endpoint, &key).await);
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto.endpoint, &key).await);
+        let meter = crate::meter::Meter::start(&dynamodb_endpoint, &moto.endpoint).await?;
+        let mut aws_endpoints = BTreeMap::new();
+        let mut source_sqs = BTreeMap::new();
+        for f in &template.functions {
+            aws_endpoints.insert(f.binary.clone(), meter.endpoint_for(&f.binary).await?);
+            let mapping = crate::permissions::event_source_caller(&f.binary);
+            let sdk = sdk_config(&meter.endpoint_for(&mapping).await?, &key).await;
+            source_sqs.insert(f.binary.clone(), aws_sdk_sqs::Client::new(&sdk));
+        }
 
         let (queue_urls, queue_arns) = create_queues(&sqs, &template).await?;
         create_table(&dynamodb, &template).await?;
@@ -164,7 +169,10 @@ impl LocalStack {
             &template,
             &options,
             &sandbox,
-            &aws_endpoint,
+            &Aws {
+                endpoints: &aws_endpoints,
+                access_key: &key,
+            },
             &queue_urls,
             &queue_arns,
         )?;
@@ -234,7 +242,7 @@ impl LocalStack {
                         let paused = Arc::new(AtomicBool::new(false));
                         source_paused.insert(queue.clone(), paused.clone());
                         let source = Arc::new(SqsSource {
-                            client: source_sqs.clone(),
+                            client: source_sqs[&f.binary].clone(),
                             queue_url: queue_urls[queue].clone(),
                             queue_arn: queue_arns[queue].clone(),
                             batch_size: *batch_size,
@@ -290,7 +298,8 @@ impl LocalStack {
             bank_id,
             table_name: TABLE_NAME.into(),
             queue_urls,
-            moto_endpoint: moto.endpoint.clone(),
+            aws_endpoint: meter.endpoint.clone(),
+            aws_access_key: key,
             dynamodb,
             sqs,
             functions,
@@ -314,9 +323,17 @@ impl LocalStack {
         Ok(())
     }
 
-    /// AWS requests of the functions and event sources so far, by operation (with `meter_aws`).
-    pub fn aws_usage(&self) -> Option<BTreeMap<String, crate::meter::OperationCount>> {
-        self.meter.as_ref().map(crate::meter::Meter::snapshot)
+    /// AWS requests of the functions, the event sources and tools so far, by operation.
+    pub fn aws_usage(&self) -> BTreeMap<String, crate::meter::OperationCount> {
+        self.meter.snapshot()
+    }
+
+    /// AWS requests so far by caller (a function's binary name, its event source mapping or
+    /// `meter::TOOLS`), then by operation.
+    pub fn aws_usage_by_caller(
+        &self,
+    ) -> BTreeMap<String, BTreeMap<String, crate::meter::OperationCount>> {
+        self.meter.by_caller()
     }
 
     /// Whether the connector has committed everything of an account: no statement in flight
@@ -331,6 +348,13 @@ impl LocalStack {
             .count_pending(id, account.delivered_through.as_deref())
             .await?;
         Ok(account.in_flight.is_none() && pending == 0)
+    }
+
+    /// Every AWS operation a function or its event source mapping made that the function's
+    /// `aws-actions.txt` lacks (empty when all were permitted).
+    pub fn calls_not_permitted(&self) -> Result<Vec<String>> {
+        let functions: Vec<String> = self.functions.keys().cloned().collect();
+        crate::permissions::calls_not_listed(&self.aws_usage_by_caller(), &functions)
     }
 
     pub fn moto_pid(&self) -> Option<u32> {
@@ -354,9 +378,7 @@ impl LocalStack {
         }
         let functions = std::mem::take(&mut self.functions);
         futures::future::join_all(functions.values().map(|f| f.stop())).await;
-        if let Some(m) = self.meter.take() {
-            m.stop();
-        }
+        self.meter.stop();
         if let Some(m) = self.moto.take() {
             m.stop().await;
         }
@@ -548,11 +570,17 @@ async fn register_bank(sandbox: &Sandbox, api_url: &str) -> Result<Uuid> {
     Ok(Uuid::parse_str(id)?)
 }
 
+/// Where each function reaches AWS, and with which key.
+struct Aws<'a> {
+    endpoints: &'a BTreeMap<String, String>,
+    access_key: &'a str,
+}
+
 fn resolve_environment(
     template: &Template,
     options: &Options,
     sandbox: &Sandbox,
-    aws_endpoint: &str,
+    aws: &Aws<'_>,
     queue_urls: &BTreeMap<String, String>,
     queue_arns: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
@@ -640,11 +668,15 @@ fn resolve_environment(
                 env.insert(k.clone(), value);
             }
         }
+        let endpoint = aws
+            .endpoints
+            .get(&f.binary)
+            .ok_or_else(|| anyhow!("no AWS endpoint for {}", f.binary))?;
         for (k, v) in [
-            ("AWS_ENDPOINT_URL", aws_endpoint),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
             ("AWS_REGION", "eu-west-1"),
             ("AWS_DEFAULT_REGION", "eu-west-1"),
-            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_ACCESS_KEY_ID", aws.access_key),
             ("AWS_SECRET_ACCESS_KEY", "local"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
             // Local only: the sandbox's UI lands on http://127.0.0.1, and /ingest has no IAM.

@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use connector_aws::Table;
 use connector_aws::accounts::{Account, CreateOutcome};
 use connector_aws::consents::GrantedAccount;
-use local_stack::moto::Moto;
+use local_stack::dynamodb_local;
 use local_stack::stack::{TABLE_NAME, create_table, sdk_config};
 use local_stack::template::Template;
 use serde_json::json;
@@ -23,13 +23,17 @@ fn account(id: Uuid, external_id: &str) -> Account {
     .expect("account")
 }
 
-async fn table() -> (Moto, Client, Table) {
+/// A table of its own on this test binary's DynamoDB Local.
+async fn table() -> ((), Client, Table) {
     let template = Template::load().expect("template");
-    let moto = Moto::start().await.expect("moto");
-    let client = Client::new(&sdk_config(&moto.endpoint).await);
+    let endpoint = dynamodb_local::shared_endpoint()
+        .await
+        .expect("DynamoDB Local");
+    let key = dynamodb_local::stack_access_key();
+    let client = Client::new(&sdk_config(&endpoint, &key).await);
     create_table(&client, &template).await.expect("table");
     let table = Table::new(client.clone(), TABLE_NAME.to_string());
-    (moto, client, table)
+    ((), client, table)
 }
 
 fn ids(accounts: &[Account]) -> Vec<Uuid> {
@@ -40,7 +44,7 @@ fn ids(accounts: &[Account]) -> Vec<Uuid> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_are_listed_from_their_registry_and_a_half_made_one_is_completed() {
-    let (_moto, client, table) = table().await;
+    let ((), client, table) = table().await;
     // More than one batch of 100.
     let mut made: Vec<Uuid> = Vec::new();
     for i in 0..230 {
@@ -115,7 +119,7 @@ fn grant(external_id: &str, at: DateTime<Utc>) -> GrantedAccount {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recent_grants_are_read_by_day_across_midnight() {
-    let (_moto, _client, table) = table().await;
+    let ((), _client, table) = table().await;
     let now = Utc.with_ymd_and_hms(2026, 11, 24, 1, 0, 0).unwrap();
     let since = now - chrono::TimeDelta::hours(24);
     let at = |d, h, m| Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap();

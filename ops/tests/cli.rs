@@ -1,5 +1,5 @@
 //! `connector-ops` as an operator runs it: the built binary as a subprocess, configured only
-//! through the environment contract, against a whole local stack (moto, the sandbox, the real
+//! through the environment contract, against a whole local stack (DynamoDB Local, moto, the sandbox, the real
 //! function binaries). Each test checks the command's output and the state it leaves behind.
 //!
 //! Build the function binaries first: `cargo build --workspace --bins`.
@@ -112,7 +112,7 @@ impl TestStack {
             .first()
             .cloned()
             .unwrap_or_else(sandbox::ProviderClient::local);
-        let mut env = aws_env(&self.moto_endpoint);
+        let mut env = aws_env(&self.aws_endpoint, &self.aws_access_key);
         for (k, v) in [
             ("TABLE_NAME", self.table_name.clone()),
             ("NOTIFICATIONS_QUEUE_URL", self.queue("NotificationsQueue")),
@@ -144,10 +144,14 @@ impl TestStack {
 
     async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.moto_endpoint)
+            .endpoint_url(&self.aws_endpoint)
             .region(aws_config::Region::new("eu-west-1"))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "local", "local", None, None, "test",
+                &self.aws_access_key,
+                "local",
+                None,
+                None,
+                "test",
             ))
             .load()
             .await;
@@ -156,11 +160,11 @@ impl TestStack {
 }
 
 /// Dummy credentials and a loopback endpoint: nothing leaves the machine.
-fn aws_env(endpoint: &str) -> BTreeMap<String, String> {
+fn aws_env(endpoint: &str, access_key: &str) -> BTreeMap<String, String> {
     [
         ("AWS_ENDPOINT_URL", endpoint),
         ("AWS_REGION", "eu-west-1"),
-        ("AWS_ACCESS_KEY_ID", "local"),
+        ("AWS_ACCESS_KEY_ID", access_key),
         ("AWS_SECRET_ACCESS_KEY", "local"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ]
@@ -1034,7 +1038,7 @@ async fn redrive_bank_sync_and_rotate_secret() {
 async fn missing_configuration_and_no_terminal_are_refused_with_exit_code_2() {
     let dir = temp_dir();
     // Nothing listens on port 9 of loopback: any network call would fail, not succeed.
-    let aws = aws_env("http://127.0.0.1:9");
+    let aws = aws_env("http://127.0.0.1:9", "local");
 
     let cases: [(&[&str], BTreeMap<String, String>, &str); 4] = [
         (&["show", "acc_X"], BTreeMap::new(), "TABLE_NAME"),
