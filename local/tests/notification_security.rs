@@ -135,9 +135,10 @@ async fn bodies_are_validated_and_redeliveries_change_nothing() {
             r#"{"type":"resourceCreated","resource":{"type":"bankAccount"}}"#,
             400,
         ),
+        // Present but unusable: refusing it would only make Banking Service retry it (§4.5).
         (
             r#"{"type":"resourceCreated","resource":{"id":"not-a-uuid","type":"bankAccount"}}"#,
-            400,
+            200,
         ),
         // New event kinds are acknowledged so that they never cause redelivery storms.
         (
@@ -152,6 +153,41 @@ async fn bodies_are_validated_and_redeliveries_change_nothing() {
         let report = driver.send_notification(raw(body)).await.unwrap();
         assert_eq!(report.final_status, Some(expected), "{body}");
     }
+
+    // Malformed optional fields are left out, not refused: the account is still created, and
+    // the same id spelt otherwise is the same notification.
+    let account = Uuid::new_v4();
+    let odd = |id: String| {
+        format!(
+            r#"{{"type":"resourceCreated","resource":{{"id":"{id}","type":"bankAccount","url":"NA"}},"additionalData":{{"externalId":"acc_ODD01","bankId":"bank-7","requestedStartDate":"01/02/2025"}}}}"#
+        )
+    };
+    let report = driver
+        .send_notification(raw(&odd(account.to_string())))
+        .await
+        .unwrap();
+    assert_eq!(report.final_status, Some(200));
+    let stored = common::eventually("account stored", Duration::from_secs(20), || async {
+        table.get_account(account).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(stored.external_id, "acc_ODD01");
+    assert!(stored.requested_start_date.is_some());
+    let braced = format!("{{{}}}", account.hyphenated().to_string().to_uppercase());
+    assert_eq!(
+        driver
+            .send_notification(raw(&odd(braced)))
+            .await
+            .unwrap()
+            .final_status,
+        Some(200)
+    );
+    common::eventually(
+        "the braced spelling is taken as a duplicate",
+        Duration::from_secs(10),
+        || async { stack.log_text().contains("Duplicate").then_some(()) },
+    )
+    .await;
 
     // A redelivered authorisation notification does not extend the handshake.
     let id = Uuid::new_v4();

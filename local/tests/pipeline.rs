@@ -619,6 +619,80 @@ async fn stragglers_are_delivered_after_the_watermark_and_too_old_ones_parked() 
     stack.finish().await;
 }
 
+/// `requestedStartDate` bounds every statement, not only the backfill (the start of that UTC day
+/// counts as inside), and a record dated ahead of the clock is refused at ingest: sent, it
+/// would be a violation at Banking Service and the account's newest date for the 2-week rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_before_the_start_date_are_parked_and_future_ones_refused() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    // requestedStartDate 2026-01-01.
+    let ids = create_accounts(&stack, &["acc_EDGE01"]).await;
+    let id = ids[0];
+    let record = |id: &str, date: &str| {
+        json!({"uniqueId": id, "transactionAmount": "1.00", "transactionType": "CREDIT",
+               "datePosted": date, "runningBalance": "1.00"})
+    };
+    let future =
+        (Utc::now() + TimeDelta::days(3650)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (status, body) = common::ingest(
+        &stack,
+        &json!({"externalId": "acc_EDGE01", "transactions": [
+            record("edge-before", "2025-12-31T23:59:59.999Z"),
+            record("edge-first-instant", "2026-01-01T00:00:00.000Z"),
+            record("edge-inside", "2026-03-01T12:00:00.000Z"),
+            record("edge-future", &future),
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let results = &body["data"]["results"];
+    assert_eq!(results[3]["status"], "rejected", "{body}");
+    assert_eq!(
+        results[3]["problems"][0]["code"], "DatePostedInFuture",
+        "{body}"
+    );
+    common::wait_held(&stack, id, 2, LONG).await;
+    let parked = common::eventually("the early one is parked", LONG, || async {
+        let p = common::table(&stack)
+            .parked_records(Some(id), 10)
+            .await
+            .ok()?;
+        (!p.is_empty()).then_some(p)
+    })
+    .await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].unique_id, "edge-before");
+    assert_eq!(parked[0].reason, "BeforeRequestedStartDate");
+    let stored = stack
+        .sandbox
+        .client()
+        .stored_transactions(id)
+        .await
+        .unwrap();
+    let held: Vec<&str> = stored.iter().map(|t| t.unique_id.as_str()).collect();
+    assert_eq!(held, ["edge-first-instant", "edge-inside"]);
+    // A later transaction is not held back by anything sent before.
+    let (status, body) = common::ingest(
+        &stack,
+        &json!({"externalId": "acc_EDGE01", "transactions": [
+            record("edge-later", "2026-03-02T12:00:00.000Z"),
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    common::wait_held(&stack, id, 3, LONG).await;
+    assert!(
+        stack
+            .sandbox
+            .client()
+            .violations()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    stack.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_rate_limiter_keeps_429s_under_one_percent_at_saturation() {
     use connector_domain::ports::RateLimiter;

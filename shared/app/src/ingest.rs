@@ -8,7 +8,7 @@ use connector_aws::transactions::PutOutcome;
 use connector_domain::ingest::{IngestBodyError, IngestRequest, parse_ingest_body};
 use connector_domain::messages::{Kick, KickReason};
 use connector_domain::statement::Balance;
-use connector_domain::transaction::{RecordProblem, Transaction, validate_record};
+use connector_domain::transaction::{RecordProblem, Transaction, dated_in_future, validate_record};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -214,11 +214,16 @@ impl Ingest {
             return Err(IngestError::UnknownAccount);
         }
 
+        let now = Utc::now();
         let mut results = Vec::with_capacity(records.len());
         let mut valid = Vec::new();
         let mut valid_index = Vec::new();
         for (index, raw) in records.iter().enumerate() {
-            match validate_record(raw) {
+            let checked = validate_record(raw).and_then(|t| match dated_in_future(&t, now) {
+                Some(problem) => Err(vec![problem]),
+                None => Ok(t),
+            });
+            match checked {
                 Ok(t) => {
                     results.push(RecordResult {
                         index,
@@ -238,7 +243,6 @@ impl Ingest {
             }
         }
 
-        let now = Utc::now();
         // One real account may be linked by several companies: each linked account gets it.
         let mut new_anywhere = vec![false; valid.len()];
         for &account in &live {

@@ -31,6 +31,9 @@ pub enum Accepted {
     Duplicate(&'static str),
     /// An unknown `type`/`resource.type` pair: answered 200, logged, ignored.
     Ignored,
+    /// A known kind that cannot be acted on (its `resource.id` is not a UUID): answered 200 so
+    /// that it is not redelivered in vain, logged with a warning.
+    Unusable(&'static str),
 }
 
 impl Accepted {
@@ -40,6 +43,7 @@ impl Accepted {
             Accepted::Enqueued(kind) => ("enqueued", kind),
             Accepted::Duplicate(kind) => ("duplicate", kind),
             Accepted::Ignored => ("ignored", "unknown"),
+            Accepted::Unusable(kind) => ("unusable", kind),
         }
     }
 }
@@ -155,7 +159,30 @@ impl NotificationIntake {
                 tracing::warn!(kind, resource_type, "unknown notification kind ignored");
                 return Ok(Accepted::Ignored);
             }
-            ParsedNotification::Known { key, action } => (key, action),
+            ParsedNotification::Unusable {
+                kind,
+                resource_type,
+                reason,
+            } => {
+                tracing::warn!(kind, resource_type, %reason, "notification cannot be acted on");
+                return Ok(Accepted::Unusable(
+                    match (kind.as_str(), resource_type.as_str()) {
+                        (_, "authorisation") => "created.authorisation",
+                        ("resourceCreated", _) => "created.bankAccount",
+                        _ => "deleted.bankAccount",
+                    },
+                ));
+            }
+            ParsedNotification::Known {
+                key,
+                action,
+                warnings,
+            } => {
+                for warning in &warnings {
+                    tracing::warn!(notification = %key, %warning, "optional field left out");
+                }
+                (key, action)
+            }
         };
         tracing::info!(notification = %key, jti = claims.jti.as_deref().unwrap_or(""), "notification verified");
         let hash = hex(&Sha256::digest(

@@ -11,7 +11,7 @@ use connector_domain::statement::{
     AccountDetailStatus, MAX_TRANSACTIONS_PER_STATEMENT, StatementInput, StatementRequest,
     build_statement, ledger_after_batch,
 };
-use connector_domain::transaction::Transaction;
+use connector_domain::transaction::{MAX_AHEAD_OF_CLOCK, Transaction, before_start};
 use connector_sage::{ProviderError, TokenError};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -212,9 +212,19 @@ impl StatementPusher {
                 }
                 return Ok(Work::Nothing("no pending transactions"));
             }
-            // The 2-week rule: hold back (park and report) stragglers Banking Service would refuse.
+            // Every statement starts at `requestedStartDate` (Banking Service records an older
+            // transaction as a violation): hold back what the bank sent from before it.
+            let (early, pending): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|t| before_start(&t.transaction, account.requested_start_date));
+            self.park(account, &early, "BeforeRequestedStartDate", claim.since)
+                .await?;
+            // The 2-week rule: hold back (park and report) stragglers Banking Service would
+            // refuse. A newest date ahead of the clock (stored before such dates were refused)
+            // must not hold back everything after it.
             let (too_old, fresh): (Vec<_>, Vec<_>) = match account.newest_delivered {
                 Some(newest) => {
+                    let newest = newest.min(claim.since + MAX_AHEAD_OF_CLOCK);
                     let limit =
                         newest - TimeDelta::from_std(p.too_old).unwrap_or(TimeDelta::days(14));
                     pending
@@ -223,30 +233,37 @@ impl StatementPusher {
                 }
                 None => (Vec::new(), pending),
             };
-            if !too_old.is_empty() {
-                let ids: Vec<String> = too_old
-                    .iter()
-                    .map(|t| t.transaction.unique_id.clone())
-                    .collect();
-                tracing::warn!(
-                    count = ids.len(),
-                    "transactions older than the 2-week rule parked"
-                );
-                p.table
-                    .park_transactions(
-                        account.bank_account_id,
-                        &ids,
-                        "TransactionTooOld",
-                        claim.since,
-                    )
-                    .await
-                    .map_err(retry)?;
-                crate::metrics::parked("TransactionTooOld", ids.len());
-            }
+            self.park(account, &too_old, "TransactionTooOld", claim.since)
+                .await?;
             if !fresh.is_empty() {
                 return Ok(Work::Transactions(fresh, more));
             }
         }
+    }
+
+    /// Parks pending transactions that can never be sent, with their reason.
+    async fn park(
+        &self,
+        account: &Account,
+        held_back: &[StoredTransaction],
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), MessageError> {
+        if held_back.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = held_back
+            .iter()
+            .map(|t| t.transaction.unique_id.clone())
+            .collect();
+        tracing::warn!(count = ids.len(), reason, "transactions parked");
+        self.pipeline
+            .table
+            .park_transactions(account.bank_account_id, &ids, reason, now)
+            .await
+            .map_err(retry)?;
+        crate::metrics::parked(reason, ids.len());
+        Ok(())
     }
 
     /// A kick found the account claimed. Pushes of one account run one at a time (its FIFO

@@ -12,7 +12,7 @@ use connector_bank::{BankClient, BankError, BankTransaction};
 use connector_domain::messages::{Kick, KickReason, WorkMessage};
 use connector_domain::notification::{NotificationAction, parse_start_date};
 use connector_domain::statement::Balance;
-use connector_domain::transaction::{Transaction, truncate_chars};
+use connector_domain::transaction::{Transaction, dated_in_future, truncate_chars};
 use connector_sage::ProviderApi;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -301,13 +301,23 @@ impl NotificationWorker {
             }
             Err(e) => return Err(retry(e)),
         };
-        let transactions: Vec<Transaction> = page
+        let now = Utc::now();
+        let (future, transactions): (Vec<Transaction>, Vec<Transaction>) = page
             .transactions
             .iter()
             .filter(|t| t.status == "booked")
             .map(from_bank)
-            .collect();
-        let now = Utc::now();
+            .partition(|t| dated_in_future(t, now).is_some());
+        if !future.is_empty() {
+            // Refused as /ingest refuses them; parked so that an operator sees them.
+            let ids: Vec<String> = future.iter().map(|t| t.unique_id.clone()).collect();
+            tracing::warn!(bankAccountId = %id, count = ids.len(), "backfill records dated in the future parked");
+            self.table
+                .park_transactions(id, &ids, "DatePostedInFuture", now)
+                .await
+                .map_err(retry)?;
+            crate::metrics::parked("DatePostedInFuture", ids.len());
+        }
         let ledger = page.balance.as_ref().map(|b| Balance {
             amount: b.ledger,
             as_of: b.as_of,

@@ -63,17 +63,28 @@ impl NotificationAction {
     }
 }
 
-/// A notification that passed validation.
+/// A notification that passed validation (spec §4.5: only a body that is not JSON or lacks
+/// `type`, `resource.id` or `resource.type` is refused; Banking Service drops a notification
+/// after three failed deliveries, so anything else is taken as far as it can be used).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedNotification {
-    /// A kind we act on, with its idempotency key `(type, resource.type, resource.id)`.
+    /// A kind we act on, with its idempotency key `(type, resource.type, resource.id)`, and
+    /// what was wrong with optional fields that were left out (for a warning).
     Known {
         key: String,
         action: NotificationAction,
+        warnings: Vec<String>,
     },
     /// A `type`/`resource.type` pair we do not know: answered 200 so that new event kinds never
     /// cause redelivery storms, logged and otherwise ignored.
     Unknown { kind: String, resource_type: String },
+    /// A kind we know whose `resource.id` is not a UUID: nothing can be done with it, but
+    /// refusing it would only make Banking Service retry it; answered 200 and logged.
+    Unusable {
+        kind: String,
+        resource_type: String,
+        reason: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -92,6 +103,8 @@ struct WireResource {
     kind: Option<serde_json::Value>,
 }
 
+/// A required field's text; a value of another JSON type is taken as its JSON text (it is
+/// present, so not one of §4.5's refusals; it can only name an unknown kind or id).
 fn required_str(
     v: Option<serde_json::Value>,
     name: &'static str,
@@ -102,12 +115,42 @@ fn required_str(
             Err(NotificationError::MissingField(name))
         }
         Some(serde_json::Value::String(s)) => Ok(s),
-        Some(_) => Err(NotificationError::InvalidField(name)),
+        Some(other) => Ok(other.to_string()),
     }
 }
 
-/// Parses and validates a notification body (§4.5): 400 for not JSON or a missing `type`,
-/// `resource.id` or `resource.type`; a known kind also needs a UUID `resource.id`.
+/// Optional fields read leniently: a malformed one is left out with a warning.
+struct Optional<'a> {
+    extra: &'a serde_json::Map<String, serde_json::Value>,
+    warnings: Vec<String>,
+}
+
+impl Optional<'_> {
+    fn keep<T>(&mut self, read: Result<Option<T>, NotificationError>) -> Option<T> {
+        read.unwrap_or_else(|e| {
+            self.warnings.push(format!("{e}: left out"));
+            None
+        })
+    }
+
+    fn uuid(&mut self, name: &'static str) -> Option<Uuid> {
+        let read = optional_uuid(self.extra, name);
+        self.keep(read)
+    }
+
+    fn string(&mut self, name: &'static str) -> Option<String> {
+        let read = optional_string(self.extra, name);
+        self.keep(read)
+    }
+
+    fn start_date(&mut self) -> Option<DateTime<Utc>> {
+        let read = optional_start_date(self.extra);
+        self.keep(read)
+    }
+}
+
+/// Parses and validates a notification body (§4.5): an error (400) only for not JSON or a
+/// missing `type`, `resource.id` or `resource.type`.
 pub fn parse_notification(body: &[u8]) -> Result<ParsedNotification, NotificationError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| NotificationError::NotJson)?;
@@ -122,39 +165,51 @@ pub fn parse_notification(body: &[u8]) -> Result<ParsedNotification, Notificatio
     let resource_id = required_str(resource.id, "resource.id")?;
     let resource_type = required_str(resource.kind, "resource.type")?;
     let extra = wire.additional.unwrap_or_default();
-
-    let uuid_of = |s: &str, field: &'static str| {
-        Uuid::parse_str(s.trim()).map_err(|_| NotificationError::InvalidField(field))
+    let known = matches!(
+        (kind.as_str(), resource_type.as_str()),
+        ("resourceCreated", "authorisation")
+            | ("resourceCreated", "bankAccount")
+            | ("resourceDeleted", "bankAccount")
+    );
+    if !known {
+        return Ok(ParsedNotification::Unknown {
+            kind,
+            resource_type,
+        });
+    }
+    // One id however it is spelt (braces, `urn:uuid:`, no hyphens, upper case).
+    let Ok(id) = Uuid::parse_str(resource_id.trim()) else {
+        return Ok(ParsedNotification::Unusable {
+            kind,
+            resource_type,
+            reason: "resource.id is not a UUID".into(),
+        });
+    };
+    let mut optional = Optional {
+        extra: &extra,
+        warnings: Vec::new(),
     };
     let action = match (kind.as_str(), resource_type.as_str()) {
         ("resourceCreated", "authorisation") => NotificationAction::AuthorisationCreated {
-            authorisation_id: uuid_of(&resource_id, "resource.id")?,
-            bank_id: optional_uuid(&extra, "bankId")?,
+            authorisation_id: id,
+            bank_id: optional.uuid("bankId"),
         },
         ("resourceCreated", "bankAccount") => NotificationAction::BankAccountCreated {
-            bank_account_id: uuid_of(&resource_id, "resource.id")?,
-            external_id: optional_string(&extra, "externalId")?,
-            requested_start_date: optional_start_date(&extra)?,
-            bank_id: optional_uuid(&extra, "bankId")?,
+            bank_account_id: id,
+            external_id: optional.string("externalId"),
+            requested_start_date: optional.start_date(),
+            bank_id: optional.uuid("bankId"),
         },
-        ("resourceDeleted", "bankAccount") => NotificationAction::BankAccountDeleted {
-            bank_account_id: uuid_of(&resource_id, "resource.id")?,
-            external_id: optional_string(&extra, "externalId")?,
-            bank_id: optional_uuid(&extra, "bankId")?,
+        _ => NotificationAction::BankAccountDeleted {
+            bank_account_id: id,
+            external_id: optional.string("externalId"),
+            bank_id: optional.uuid("bankId"),
         },
-        _ => {
-            return Ok(ParsedNotification::Unknown {
-                kind,
-                resource_type,
-            });
-        }
     };
     Ok(ParsedNotification::Known {
-        key: format!(
-            "{kind}#{resource_type}#{}",
-            resource_id.trim().to_ascii_lowercase()
-        ),
+        key: format!("{kind}#{resource_type}#{}", id.hyphenated()),
         action,
+        warnings: optional.warnings,
     })
 }
 
@@ -165,8 +220,8 @@ fn optional_string(
     match extra.get(name) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
-        // The spec's limit for external ids is 255 characters.
-        Some(serde_json::Value::String(s)) if s.chars().count() <= 255 => Ok(Some(s.clone())),
+        // Kept whole even past the 255 characters Sage documents: it must match the bank's id.
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(NotificationError::InvalidField(match name {
             "externalId" => "additionalData.externalId",
             _ => "additionalData",
@@ -203,14 +258,31 @@ fn optional_start_date(
     }
 }
 
-/// Start of the UTC day of a date or date-time text.
+/// Start of the UTC day of a date or date-time text, in the spellings Sage's services use:
+/// RFC 3339 (`2025-01-01T00:00:00.000Z`, `+01:00`), an offset without a colon (`+0000`), no
+/// offset at all (taken as UTC), a space for the `T`, or a plain date.
 pub fn parse_start_date(text: &str) -> Option<DateTime<Utc>> {
-    let day = if let Ok(dt) = DateTime::parse_from_rfc3339(text.trim()) {
-        dt.with_timezone(&Utc).date_naive()
-    } else {
-        NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok()?
-    };
-    Some(day.and_time(NaiveTime::MIN).and_utc())
+    let text = text.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
+        return Some(start_of_day(dt.with_timezone(&Utc).date_naive()));
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(dt) = DateTime::parse_from_str(text, format) {
+            return Some(start_of_day(dt.with_timezone(&Utc).date_naive()));
+        }
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(start_of_day(dt.date()));
+        }
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .map(start_of_day)
+}
+
+fn start_of_day(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(NaiveTime::MIN).and_utc()
 }
 
 #[cfg(test)]
@@ -225,7 +297,7 @@ mod tests {
         let auth = format!(
             r#"{{"type":"resourceCreated","resource":{{"id":"7f353233-2d17-4a3c-a3c5-1276dea5ffc3","type":"authorisation","url":"NA"}},"additionalData":{{"bankId":"{BANK}"}}}}"#
         );
-        let ParsedNotification::Known { key, action } =
+        let ParsedNotification::Known { key, action, .. } =
             parse_notification(auth.as_bytes()).unwrap()
         else {
             panic!("known kind")
@@ -294,16 +366,62 @@ mod tests {
             parse_notification(br#"{"type":"resourceCreated","resource":{"id":"x"}}"#),
             Err(NotificationError::MissingField("resource.type"))
         );
-        assert_eq!(
+    }
+
+    #[test]
+    fn malformed_fields_that_are_present_are_not_refused() {
+        assert!(matches!(
             parse_notification(
                 br#"{"type":"resourceCreated","resource":{"id":"not-a-uuid","type":"bankAccount"}}"#
             ),
-            Err(NotificationError::InvalidField("resource.id"))
-        );
-        assert_eq!(
+            Ok(ParsedNotification::Unusable { .. })
+        ));
+        assert!(matches!(
             parse_notification(br#"{"type":7,"resource":{"id":"x","type":"y"}}"#),
-            Err(NotificationError::InvalidField("type"))
+            Ok(ParsedNotification::Unknown { .. })
+        ));
+        let long = "x".repeat(300);
+        let body = format!(
+            r#"{{"type":"resourceCreated","resource":{{"id":"{ACCOUNT}","type":"bankAccount"}},"additionalData":{{"externalId":"{long}","bankId":"bank-7","requestedStartDate":"01/02/2025"}}}}"#
         );
+        let Ok(ParsedNotification::Known {
+            action, warnings, ..
+        }) = parse_notification(body.as_bytes())
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            action,
+            NotificationAction::BankAccountCreated {
+                bank_account_id: Uuid::parse_str(ACCOUNT).unwrap(),
+                external_id: Some(long),
+                requested_start_date: None,
+                bank_id: None,
+            }
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+
+    #[test]
+    fn one_id_however_it_is_spelt_is_one_key() {
+        let key = |id: &str| {
+            let body = format!(
+                r#"{{"type":"resourceDeleted","resource":{{"id":"{id}","type":"bankAccount"}}}}"#
+            );
+            match parse_notification(body.as_bytes()).unwrap() {
+                ParsedNotification::Known { key, .. } => key,
+                other => panic!("{other:?}"),
+            }
+        };
+        let plain = key(ACCOUNT);
+        for spelling in [
+            format!("{{{ACCOUNT}}}"),
+            format!("urn:uuid:{ACCOUNT}"),
+            ACCOUNT.replace('-', ""),
+            ACCOUNT.to_uppercase(),
+        ] {
+            assert_eq!(key(&spelling), plain, "{spelling}");
+        }
     }
 
     #[test]
@@ -325,6 +443,22 @@ mod tests {
     fn start_dates_are_the_start_of_the_utc_day() {
         let d = parse_start_date("2025-01-01T23:59:00.000Z").unwrap();
         assert_eq!(d.to_rfc3339(), "2025-01-01T00:00:00+00:00");
+        for spelling in [
+            "2025-01-01",
+            "2025-01-01T00:00:00Z",
+            "2025-01-01T10:00:00.000+0000",
+            "2025-01-01T10:00:00",
+            "2025-01-01 10:00:00.123",
+            "2025-01-01T01:00:00+01:00",
+        ] {
+            assert_eq!(
+                parse_start_date(spelling)
+                    .map(|d| d.to_rfc3339())
+                    .as_deref(),
+                Some("2025-01-01T00:00:00+00:00"),
+                "{spelling}"
+            );
+        }
         assert!(parse_start_date("01/01/2025").is_none());
     }
 }

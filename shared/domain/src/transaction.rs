@@ -121,6 +121,32 @@ pub struct Transaction {
     pub running_balance: Option<Decimal>,
 }
 
+/// How far ahead of the connector's clock a `datePosted` may be (spec §7.1 rule 13): a booked
+/// transaction cannot be dated later than now, and one that were sent would become the account's
+/// newest date and trip the 2-week rule for everything after it.
+pub const MAX_AHEAD_OF_CLOCK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The refusal of a record dated more than [`MAX_AHEAD_OF_CLOCK`] after `now`, if it is.
+pub fn dated_in_future(t: &Transaction, now: DateTime<Utc>) -> Option<RecordProblem> {
+    (t.date_posted > now + MAX_AHEAD_OF_CLOCK).then(|| RecordProblem {
+        field: "datePosted".into(),
+        code: "DatePostedInFuture",
+        message: "is more than 5 minutes ahead of the connector's clock".into(),
+    })
+}
+
+/// Whether a transaction falls before the account's `requestedStartDate` (the start of that UTC
+/// day counts as inside, spec §7.1 rule 11): Banking Service records it as a violation.
+pub fn before_start(t: &Transaction, requested_start: Option<DateTime<Utc>>) -> bool {
+    requested_start.is_some_and(|start| {
+        t.date_posted
+            < start
+                .date_naive()
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc()
+    })
+}
+
 /// One problem with one record, reported back to the bank per record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordProblem {
@@ -391,6 +417,27 @@ fn read_payee(obj: &serde_json::Map<String, Value>, problems: &mut Problems) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_of_the_start_day_is_inside_and_the_clock_bounds_dates() {
+        let at = |text: &str| Transaction {
+            date_posted: parse_datetime(text).unwrap(),
+            ..serde_json::from_value(serde_json::json!({
+                "uniqueId": "x", "transactionAmount": "1.00", "transactionType": "CREDIT",
+                "datePosted": "2026-01-01T00:00:00Z"
+            }))
+            .unwrap()
+        };
+        // A start given as a date-time counts from the start of its UTC day.
+        let start = parse_datetime("2026-01-01T10:00:00Z");
+        assert!(before_start(&at("2025-12-31T23:59:59.999Z"), start));
+        assert!(!before_start(&at("2026-01-01T00:00:00Z"), start));
+        assert!(!before_start(&at("2020-01-01T00:00:00Z"), None));
+        let now = parse_datetime("2026-12-05T12:00:00Z").unwrap();
+        assert!(dated_in_future(&at("2026-12-05T12:05:00Z"), now).is_none());
+        let refused = dated_in_future(&at("2026-12-05T12:05:01Z"), now).expect("refused");
+        assert_eq!(refused.code, "DatePostedInFuture");
+    }
     use serde_json::json;
 
     fn raw(v: &Value) -> Box<RawValue> {
