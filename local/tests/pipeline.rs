@@ -382,6 +382,73 @@ async fn a_failed_poll_delivered_again_polls_nothing() {
     stack.finish().await;
 }
 
+/// Spec §7.1 rule 6: a statement's balance is as of its last transaction. Transactions pushed
+/// without running balances, after a balance the bank pushed earlier, must not carry that
+/// earlier balance: the connector reads the bank's balance when it builds the statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_carries_the_balance_after_its_last_transaction_read_from_the_bank() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let onboarded = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            bank_id: Some(stack.bank_id),
+            create: AccountPick::First,
+            ..OnboardOptions::default()
+        })
+        .await
+        .expect("onboarding");
+    let id = onboarded.created[0].bank_account_id;
+    let ext = onboarded.created[0].external_id.clone();
+    // The backfill (from the requested start date) delivered first.
+    common::eventually("the backfill is delivered", LONG, || async {
+        (stack.account_settled(id).await.ok()? && common::held(&stack, id).await > 0).then_some(())
+    })
+    .await;
+    let history = common::held(&stack, id).await;
+    // A balance pushed now-a-year-ago, then new transactions without running balances.
+    let (status, body) = common::ingest(
+        &stack,
+        &json!({"externalId": ext, "transactions": [],
+                "balance": {"ledger": "0.01", "asOf": "2025-01-01T00:00:00.000Z"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let fresh: Vec<_> = client
+        .generate_transactions(&ext, 4)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.status == "booked")
+        .collect();
+    assert!(!fresh.is_empty());
+    let records: Vec<Value> = fresh
+        .iter()
+        .map(|t| {
+            let mut r = local_stack::demo::ingest_record(t);
+            r.as_object_mut().unwrap().remove("runningBalance");
+            r
+        })
+        .collect();
+    let (status, body) =
+        common::ingest(&stack, &json!({"externalId": ext, "transactions": records})).await;
+    assert_eq!(status, 200, "{body}");
+    common::wait_held(&stack, id, history + fresh.len(), LONG).await;
+    let expected: Decimal = fresh.last().unwrap().balance_after.parse().unwrap();
+    let ledger = common::eventually("the balance reaches Banking Service", LONG, || async {
+        let held = client.account(id).await.ok()?;
+        held.balances.ledger_balance.map(|b| b.0)
+    })
+    .await;
+    assert_eq!(
+        ledger, expected,
+        "the ledger balance after the last transaction"
+    );
+    assert!(client.violations().await.unwrap().is_empty());
+    stack.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_of_more_than_1000_goes_in_date_order_one_statement_after_another() {
     let mut config = SandboxConfig::fast();

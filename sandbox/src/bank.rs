@@ -502,12 +502,13 @@ fn api_txn(t: &Txn, currency: &str) -> BankTransaction {
 
 /// The Bank Data API routes served under `/bank` (method, path); `docs/bank-data-api.yaml` must
 /// list exactly these (tests/bank_openapi.rs).
-pub const ROUTES: [(&str, &str); 5] = [
+pub const ROUTES: [(&str, &str); 6] = [
     ("get", "/oauth/authorize"),
     ("post", "/oauth/authorize"),
     ("post", "/oauth/token"),
     ("get", "/v1/consents/{consentId}"),
     ("get", "/v1/accounts/{accountId}/transactions"),
+    ("get", "/v1/accounts/{accountId}/balances"),
 ];
 
 pub fn router() -> Router<Arc<Core>> {
@@ -522,6 +523,7 @@ pub fn router() -> Router<Arc<Core>> {
             "/bank/v1/accounts/{accountId}/transactions",
             get(get_transactions),
         )
+        .route("/bank/v1/accounts/{accountId}/balances", get(get_balances))
         .route(
             "/_sandbox/bank/customers",
             get(list_customers).post(create_customer),
@@ -898,6 +900,66 @@ struct TxnQuery {
     limit: Option<String>,
 }
 
+/// The account `id` as a server-to-server read may see it: the client authenticated, the
+/// consent of `X-Consent-Id` active and covering the account; else the error to answer.
+fn readable_account<'a>(
+    bank: &'a DemoBank,
+    headers: &HeaderMap,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<&'a Account, (StatusCode, &'static str)> {
+    if !client_ok(bank, client_auth(headers, &[])) {
+        return Err((StatusCode::UNAUTHORIZED, "invalid_client"));
+    }
+    let Some(consent_id) = headers.get("x-consent-id").and_then(|v| v.to_str().ok()) else {
+        return Err((StatusCode::BAD_REQUEST, "invalid_request"));
+    };
+    let Some(consent) = bank.consents.get(consent_id) else {
+        return Err((StatusCode::NOT_FOUND, "not_found"));
+    };
+    match DemoBank::consent_state(consent, now) {
+        ConsentState::Expired => return Err((StatusCode::FORBIDDEN, "consent_expired")),
+        ConsentState::Revoked => return Err((StatusCode::FORBIDDEN, "consent_revoked")),
+        ConsentState::Active => {}
+    }
+    bank.accounts
+        .get(id)
+        .filter(|_| consent.account_ids.iter().any(|a| a == id))
+        .ok_or((StatusCode::NOT_FOUND, "not_found"))
+}
+
+/// The ledger balance after the last booked transaction, and the available one (pending
+/// debits taken off), as of `now`.
+fn balance_of(acct: &Account, now: DateTime<Utc>) -> serde_json::Value {
+    let ledger = acct
+        .txns
+        .iter()
+        .rev()
+        .find(|t| !t.pending)
+        .map(|t| t.balance_after)
+        .unwrap_or_default();
+    let pending: Decimal = acct
+        .txns
+        .iter()
+        .filter(|t| t.pending && t.amount.is_sign_negative())
+        .map(|t| t.amount)
+        .sum();
+    json!({ "ledger": money(ledger), "available": money(ledger + pending), "asOf": fmt_time(now) })
+}
+
+async fn get_balances(
+    State(core): State<Arc<Core>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let now = core.now();
+    let bank = core.bank.lock();
+    match readable_account(&bank, &headers, &id, now) {
+        Ok(acct) => axum::Json(balance_of(acct, now)).into_response(),
+        Err((status, code)) => oauth_json(status, code),
+    }
+}
+
 async fn get_transactions(
     State(core): State<Arc<Core>>,
     headers: HeaderMap,
@@ -906,26 +968,9 @@ async fn get_transactions(
 ) -> Response {
     let now = core.now();
     let bank = core.bank.lock();
-    if !client_ok(&bank, client_auth(&headers, &[])) {
-        return oauth_json(StatusCode::UNAUTHORIZED, "invalid_client");
-    }
-    let Some(consent_id) = headers.get("x-consent-id").and_then(|v| v.to_str().ok()) else {
-        return oauth_json(StatusCode::BAD_REQUEST, "invalid_request");
-    };
-    let Some(consent) = bank.consents.get(consent_id) else {
-        return oauth_json(StatusCode::NOT_FOUND, "not_found");
-    };
-    match DemoBank::consent_state(consent, now) {
-        ConsentState::Expired => return oauth_json(StatusCode::FORBIDDEN, "consent_expired"),
-        ConsentState::Revoked => return oauth_json(StatusCode::FORBIDDEN, "consent_revoked"),
-        ConsentState::Active => {}
-    }
-    let Some(acct) = bank
-        .accounts
-        .get(&id)
-        .filter(|_| consent.account_ids.contains(&id))
-    else {
-        return oauth_json(StatusCode::NOT_FOUND, "not_found");
+    let acct = match readable_account(&bank, &headers, &id, now) {
+        Ok(a) => a,
+        Err((status, code)) => return oauth_json(status, code),
     };
     let limit = match q.limit.as_deref() {
         None => 500,
@@ -968,23 +1013,10 @@ async fn get_transactions(
     } else {
         None
     };
-    let ledger = acct
-        .txns
-        .iter()
-        .rev()
-        .find(|t| !t.pending)
-        .map(|t| t.balance_after)
-        .unwrap_or_default();
-    let pending: Decimal = acct
-        .txns
-        .iter()
-        .filter(|t| t.pending && t.amount.is_sign_negative())
-        .map(|t| t.amount)
-        .sum();
     axum::Json(json!({
         "transactions": page,
         "nextCursor": next_cursor,
-        "balance": { "ledger": money(ledger), "available": money(ledger + pending), "asOf": fmt_time(now) },
+        "balance": balance_of(acct, now),
     }))
     .into_response()
 }

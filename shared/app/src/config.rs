@@ -93,6 +93,18 @@ impl Env {
         }
     }
 
+    /// An optional UUID (e.g. `BANKING_SERVICE_BANK_ID`); malformed is an error.
+    pub fn optional_uuid(&self, name: &str) -> Result<Option<uuid::Uuid>, ConfigError> {
+        self.optional(name)
+            .map(|v| {
+                uuid::Uuid::parse_str(&v).map_err(|e| ConfigError::Invalid {
+                    name: name.into(),
+                    reason: format!("not a UUID: {e}"),
+                })
+            })
+            .transpose()
+    }
+
     pub fn url(&self, name: &str) -> Result<String, ConfigError> {
         let v = self.required(name)?;
         let parsed = url::Url::parse(&v).map_err(|e| ConfigError::Invalid {

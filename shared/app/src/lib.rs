@@ -2,6 +2,7 @@
 //! parse the event, call a use case here, map the result to a response.
 
 pub mod available;
+pub mod bank_id;
 pub mod batch;
 pub mod browser;
 pub mod config;

@@ -34,6 +34,8 @@ pub struct Pipeline {
     pub dead_letters: DeadLetters,
     /// A claim still being posted after this long lost its pusher (longer than any timeout).
     pub posting_stale_after: Duration,
+    /// The bank this deployment serves, when it serves one (`BANKING_SERVICE_BANK_ID`).
+    pub single_bank: Option<uuid::Uuid>,
 }
 
 pub(crate) fn retry(e: impl std::fmt::Display) -> MessageError {
@@ -89,7 +91,23 @@ impl Pipeline {
             too_old: Duration::from_secs(env.parse_or("TOO_OLD_DAYS", 14u64)? * 24 * 3600),
             posting_stale_after: env
                 .duration_secs("POSTING_STALE_AFTER_S", Duration::from_secs(180))?,
+            single_bank: env.optional_uuid("BANKING_SERVICE_BANK_ID")?,
         })
+    }
+
+    /// The account's bank at Banking Service: as notified, else learnt (`bank_id::resolve`).
+    pub async fn bank_id_of(
+        &self,
+        account: &connector_aws::accounts::Account,
+    ) -> Result<Option<Uuid>, MessageError> {
+        crate::bank_id::resolve(
+            &self.table,
+            &account.external_id,
+            account.bank_id,
+            self.single_bank,
+        )
+        .await
+        .map_err(retry)
     }
 
     /// Keeps the claim and asks the timer to resubmit the same statement after `delay`.

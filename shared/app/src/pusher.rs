@@ -8,7 +8,7 @@ use connector_aws::accounts::{
 use connector_aws::transactions::StoredTransaction;
 use connector_domain::messages::{Kick, KickReason, TimerMessage};
 use connector_domain::statement::{
-    AccountDetailStatus, MAX_TRANSACTIONS_PER_STATEMENT, StatementInput, StatementRequest,
+    AccountDetailStatus, Balance, MAX_TRANSACTIONS_PER_STATEMENT, StatementInput, StatementRequest,
     build_statement, ledger_after_batch,
 };
 use connector_domain::transaction::{MAX_AHEAD_OF_CLOCK, Transaction, before_start};
@@ -21,6 +21,8 @@ use crate::pipeline::{Pipeline, retry};
 
 pub struct StatementPusher {
     pub pipeline: Pipeline,
+    /// The Bank Data API, for an account's balance when no other source has it.
+    pub bank: std::sync::Arc<connector_bank::BankClient>,
 }
 
 /// The `Kind` dimension of statement metrics.
@@ -53,8 +55,24 @@ enum BuildFailure {
 }
 
 impl StatementPusher {
-    pub fn new(pipeline: Pipeline) -> Self {
-        Self { pipeline }
+    pub fn new(pipeline: Pipeline, bank: std::sync::Arc<connector_bank::BankClient>) -> Self {
+        Self { pipeline, bank }
+    }
+
+    pub async fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
+        let platform = Platform::from_env(
+            env,
+            QueueNeeds {
+                notifications: false,
+                push: true,
+                poll: true,
+            },
+        )
+        .await?;
+        let pipeline = Pipeline::with_platform(env, &platform, true).await?;
+        let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
+        Ok(Self::new(pipeline, bank))
     }
 
     pub async fn handle(&self, kick: Kick) -> Result<(), MessageError> {
@@ -470,9 +488,15 @@ impl StatementPusher {
         drains_all: Option<bool>,
     ) -> Result<(StatementRequest, Option<DateTime<Utc>>), BuildFailure> {
         let p = &self.pipeline;
-        let bank_id = account.bank_id.ok_or_else(|| {
-            BuildFailure::Park("MissingBankId: the account's notification carried no bankId".into())
-        })?;
+        let bank_id = p
+            .bank_id_of(account)
+            .await
+            .map_err(BuildFailure::Retry)?
+            .ok_or_else(|| {
+                BuildFailure::Park(
+                    "MissingBankId: no bankId notified, granted or configured".into(),
+                )
+            })?;
         let (status, ledger, available) = match claim.kind {
             StatementKind::AuthRequired => (AccountDetailStatus::AuthRequired, None, None),
             StatementKind::Balances => (
@@ -502,41 +526,28 @@ impl StatementPusher {
                         !peek.iter().any(not_in_batch)
                     }
                 };
-                let (ledger, available) = match (&account.ledger, drains_all) {
-                    // After the last known transaction, the bank's own balance is the truth.
-                    (Some(current), true) => (Some(current.clone()), account.available.clone()),
-                    _ => {
-                        let needs_later = transactions
-                            .last()
-                            .is_some_and(|t| t.running_balance.is_none());
-                        let later: Vec<Transaction> = if needs_later && !drains_all {
-                            p.table
-                                .pending_transactions(
-                                    account.bank_account_id,
-                                    account.delivered_through.as_deref(),
-                                    usize::MAX,
-                                )
-                                .await
-                                .map_err(|e| BuildFailure::Retry(retry(e)))?
-                                .into_iter()
-                                .filter(not_in_batch)
-                                .map(|t| t.transaction)
-                                .collect()
-                        } else {
-                            Vec::new()
-                        };
-                        // The available balance is only true after the last pending one.
-                        (
-                            ledger_after_batch(transactions, &later, account.ledger.as_ref()),
-                            None,
+                let needs_later = transactions
+                    .last()
+                    .is_some_and(|t| t.running_balance.is_none());
+                let later: Vec<Transaction> = if needs_later && !drains_all {
+                    p.table
+                        .pending_transactions(
+                            account.bank_account_id,
+                            account.delivered_through.as_deref(),
+                            usize::MAX,
                         )
-                    }
+                        .await
+                        .map_err(|e| BuildFailure::Retry(retry(e)))?
+                        .into_iter()
+                        .filter(not_in_batch)
+                        .map(|t| t.transaction)
+                        .collect()
+                } else {
+                    Vec::new()
                 };
-                let ledger = ledger.ok_or_else(|| {
-                    BuildFailure::Park(
-                        "NoBalance: the bank sent no balance for this account".into(),
-                    )
-                })?;
+                let (ledger, available) = self
+                    .balances_after(account, transactions, &later, drains_all)
+                    .await?;
                 (AccountDetailStatus::Active, Some(ledger), available)
             }
         };
@@ -552,6 +563,73 @@ impl StatementPusher {
         })
         .map_err(|e| BuildFailure::Park(format!("Unbuildable: {e}")))?;
         Ok((request, as_of))
+    }
+
+    /// The ledger (and, when the batch empties the account, available) balance after a batch,
+    /// from the first source that has it (spec §7.1 rule 6): the running balance on its last
+    /// record; a balance the bank pushed that already counts every pending transaction; the
+    /// bank's balance read now. Neither: the batch is parked (`NoBalance`, alarmed).
+    async fn balances_after(
+        &self,
+        account: &Account,
+        batch: &[Transaction],
+        later: &[Transaction],
+        drains_all: bool,
+    ) -> Result<(Balance, Option<Balance>), BuildFailure> {
+        // The available balance is only true after the last pending transaction, and only one
+        // that is not older than it.
+        let last_date = batch.last().map(|t| t.date_posted);
+        let available_of = |b: Option<&Balance>| {
+            b.filter(|b| drains_all && last_date.is_some_and(|d| b.as_of >= d))
+                .cloned()
+        };
+        if let Some(ledger) = ledger_after_batch(batch, later, account.ledger.as_ref()) {
+            return Ok((ledger, available_of(account.available.as_ref())));
+        }
+        let (ledger, available) = self.bank_balances(account).await?;
+        let after = ledger_after_batch(batch, later, Some(&ledger)).ok_or_else(|| {
+            BuildFailure::Park(
+                "NoBalance: the bank's balance is older than the transactions to send".into(),
+            )
+        })?;
+        Ok((after, available_of(available.as_ref())))
+    }
+
+    /// The account's balances read from the Bank Data API now.
+    async fn bank_balances(
+        &self,
+        account: &Account,
+    ) -> Result<(Balance, Option<Balance>), BuildFailure> {
+        let no_balance = |why: &str| BuildFailure::Park(format!("NoBalance: {why}"));
+        let Some(granted) = self
+            .pipeline
+            .table
+            .granted_account(&account.external_id)
+            .await
+            .map_err(|e| BuildFailure::Retry(retry(e)))?
+        else {
+            return Err(no_balance("none sent, and no consent to read the bank's"));
+        };
+        match self
+            .bank
+            .balances(&granted.consent_id, &granted.external_id)
+            .await
+        {
+            Ok(b) => Ok((
+                Balance {
+                    amount: b.ledger,
+                    as_of: b.as_of,
+                },
+                b.available.map(|amount| Balance {
+                    amount,
+                    as_of: b.as_of,
+                }),
+            )),
+            Err(connector_bank::BankError::Unavailable(e)) => Err(BuildFailure::Retry(
+                MessageError::Retry(format!("bank balance read: {e}")),
+            )),
+            Err(e) => Err(no_balance(&format!("the bank's balance read failed: {e}"))),
+        }
     }
 
     async fn post(
@@ -688,7 +766,7 @@ impl StatementPusher {
     }
 
     async fn cancelled_at_banking_service(&self, account: &Account) -> bool {
-        let Some(bank_id) = account.bank_id else {
+        let Ok(Some(bank_id)) = self.pipeline.bank_id_of(account).await else {
             return false;
         };
         match self

@@ -92,7 +92,9 @@ impl Reconciler {
             .collect();
         let mut recovered = 0;
         for g in candidates {
-            let Some(bank_id) = g.bank_id else { continue };
+            let Some(bank_id) = g.bank_id.or(p.single_bank) else {
+                continue;
+            };
             let found = match p.provider.query_account(bank_id, &g.external_id).await {
                 Ok(Some(f)) => f,
                 Ok(None) => continue,

@@ -30,6 +30,8 @@ pub struct NotificationWorker {
     bank: Arc<BankClient>,
     provider: Arc<ProviderApi>,
     default_window: Duration,
+    /// The bank this deployment serves, when it serves one (`BANKING_SERVICE_BANK_ID`).
+    single_bank: Option<Uuid>,
     /// The authorisation handshake's lifetime (spec §4.2: 20 minutes).
     handshake_ttl: Duration,
     pub dead_letters: DeadLetters,
@@ -61,6 +63,7 @@ impl NotificationWorker {
                 "BACKFILL_DEFAULT_DAYS_S",
                 Duration::from_secs(90 * 24 * 3600),
             )?,
+            single_bank: env.optional_uuid("BANKING_SERVICE_BANK_ID")?,
             table: platform.table,
             queues: platform.queues,
         })
@@ -135,6 +138,9 @@ impl NotificationWorker {
         requested_start_date: Option<DateTime<Utc>>,
         bank_id: Option<Uuid>,
     ) -> Result<(), MessageError> {
+        let bank_id = crate::bank_id::resolve(&self.table, &external_id, bank_id, self.single_bank)
+            .await
+            .map_err(retry)?;
         let start = match requested_start_date {
             Some(d) => d,
             None => {

@@ -300,6 +300,34 @@ impl BankClient {
     }
 }
 
+impl BankClient {
+    /// `GET /v1/accounts/{accountId}/balances`: the account's balances now.
+    pub async fn balances(
+        &self,
+        consent_id: &str,
+        account_id: &str,
+    ) -> Result<BankBalance, BankError> {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/accounts/{}/balances", segment(account_id))))
+            .basic_auth(
+                &self.config.client_id,
+                Some(self.config.client_secret.expose()),
+            )
+            .header("X-Consent-Id", consent_id)
+            .send()
+            .await
+            .map_err(Self::transport)?;
+        if !response.status().is_success() {
+            return Err(Self::error_of(response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| BankError::Unexpected(format!("balances: {e}")))
+    }
+}
+
 /// Keeps an id from changing the request path.
 fn segment(id: &str) -> String {
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect()

@@ -258,10 +258,12 @@ pub fn build_statement(input: &StatementInput<'_>) -> Result<StatementRequest, B
     })
 }
 
-/// The ledger balance right after the last transaction of a batch.
+/// The ledger balance right after the last transaction of a batch (spec §7.1 rule 6).
 ///
-/// The bank's running balance on that transaction wins; otherwise the account's current ledger
-/// balance minus every pending amount that comes after the batch (exact arithmetic).
+/// The bank's running balance on that transaction wins; otherwise a known ledger balance minus
+/// every pending amount that comes after the batch (exact arithmetic) — but only a balance that
+/// already counts all of them: one older than the newest of those transactions would give a
+/// balance from before the batch. `None`: neither is known (the caller may read the bank's).
 pub fn ledger_after_batch(
     batch: &[Transaction],
     later_pending: &[Transaction],
@@ -275,6 +277,14 @@ pub fn ledger_after_batch(
         });
     }
     let current = current_ledger?;
+    let newest = batch
+        .iter()
+        .chain(later_pending)
+        .map(|t| t.date_posted)
+        .max()?;
+    if current.as_of < newest {
+        return None;
+    }
     let later: Decimal = later_pending.iter().map(|t| t.transaction_amount).sum();
     Some(Balance {
         amount: current.amount - later,
@@ -508,6 +518,30 @@ mod tests {
     }
 
     #[test]
+    fn a_balance_older_than_the_transactions_it_should_count_is_not_used() {
+        let batch = vec![txn("a", "-10.00", "2025-03-03T09:00:00Z")];
+        let later = vec![txn("b", "5.50", "2025-03-04T09:00:00Z")];
+        let at = |when: &str| Balance {
+            amount: "100.00".parse().unwrap(),
+            as_of: parse_datetime(when).unwrap(),
+        };
+        // Older than the later pending one: it does not count it yet.
+        assert_eq!(
+            ledger_after_batch(&batch, &later, Some(&at("2025-03-04T08:59:59Z"))),
+            None
+        );
+        assert_eq!(
+            ledger_after_batch(&batch, &[], Some(&at("2025-03-03T08:00:00Z"))),
+            None
+        );
+        let fresh = ledger_after_batch(&batch, &later, Some(&at("2025-03-04T09:00:00Z")));
+        assert_eq!(
+            fresh.map(|b| b.amount.to_string()).as_deref(),
+            Some("94.50")
+        );
+    }
+
+    #[test]
     fn classifies_terminal_outcomes() {
         let failed = |details: Vec<(&str, &str)>| StatementResource {
             id: "s".into(),
@@ -635,7 +669,8 @@ mod tests {
                 prop_assume!(!txns.is_empty());
                 let split = split.min(txns.len() - 1) + 1;
                 let (batch, later) = txns.split_at(split);
-                let current = Balance { amount: Decimal::new(current, 2), as_of: batch[0].date_posted };
+                let newest = txns.iter().map(|t| t.date_posted).max().unwrap();
+                let current = Balance { amount: Decimal::new(current, 2), as_of: newest };
                 let after = ledger_after_batch(batch, later, Some(&current)).unwrap();
                 let later_sum: Decimal = later.iter().map(|t| t.transaction_amount).sum();
                 prop_assert_eq!(after.amount + later_sum, current.amount);
