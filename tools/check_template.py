@@ -1,0 +1,656 @@
+#!/usr/bin/env python3
+"""What CloudFormation would do with template.yaml, offline.
+
+`cfn-lint` and `sam validate --lint` read the template before the SAM transform runs; a deployment
+runs it first, and the transform can refuse what they accept. This runs the transform itself
+(the `samtranslator` library CloudFormation uses) for every parameter set the repository
+documents, lints what it produces with `cfn-lint`, and checks the result holds what the rest of
+the repository says the stack has:
+
+- parameter sets: each `[<env>.deploy.parameters]` of samconfig.toml (placeholders filled in),
+  for each partition the secret ARN parameters accept, with each optional parameter (default "")
+  empty and set to the example of its Description, so that every Condition is seen both ways;
+- functions: one per directory under functions/ (`Metadata.BuildProperties.Binary`);
+- queues and their DLQs: the template's own `AWS::SQS::Queue`s and their `RedrivePolicy`;
+- event source mappings, routes and schedules: each function's `Events`;
+- alarms: the backticked `...Alarm` names of docs/operations.md's alarm headings, with
+  `<Function>ErrorRateAlarm` standing for one per function.
+
+Run it with the project's virtualenv: `.venv/bin/python tools/check_template.py`. Exits non-zero
+on any refusal or missing piece, after printing what it checked.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import boto3
+from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One region of each partition (AWS's naming; the transform derives the partition from it).
+PARTITION_REGIONS = {
+    "aws": "eu-west-1",
+    "aws-cn": "cn-north-1",
+    "aws-us-gov": "us-gov-west-1",
+    "aws-iso": "us-iso-east-1",
+    "aws-iso-b": "us-isob-east-1",
+}
+
+# What `sam package` puts in place of a local CodeUri.
+CODE_PLACEHOLDER = "s3://placeholder-bucket/placeholder-key"
+
+# Values tried, in order, for a `<...>` placeholder of samconfig.toml until the parameter's
+# constraints hold (an account id, the 6 characters closing a secret's ARN, free text).
+PLACEHOLDER_FILLERS = ["123456789012", "AbC123", "example"]
+
+
+class Failures:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, what: str) -> None:
+        self.items.append(f"{where}: {what}")
+
+
+# ------------------------------------------------------------------ intrinsic functions
+
+
+def evaluate_condition(expr, params: dict, conditions: dict, definitions: dict):
+    """Evaluates a Conditions (or Rules) expression to a bool, or a value for Ref/literals."""
+    if isinstance(expr, dict) and len(expr) == 1:
+        (fn, arg), = expr.items()
+        if fn == "Ref":
+            return params.get(arg, "")
+        if fn == "Condition":
+            return condition_value(arg, params, conditions, definitions)
+        if fn == "Fn::Equals":
+            a, b = (evaluate_condition(x, params, conditions, definitions) for x in arg)
+            return str(a) == str(b)
+        if fn == "Fn::Not":
+            return not evaluate_condition(arg[0], params, conditions, definitions)
+        if fn == "Fn::And":
+            return all(evaluate_condition(x, params, conditions, definitions) for x in arg)
+        if fn == "Fn::Or":
+            return any(evaluate_condition(x, params, conditions, definitions) for x in arg)
+        raise ValueError(f"cannot evaluate {fn} in a condition")
+    return expr
+
+
+def condition_value(name: str, params: dict, conditions: dict, definitions: dict) -> bool:
+    if name not in conditions:
+        conditions[name] = bool(
+            evaluate_condition(definitions[name], params, conditions, definitions)
+        )
+    return conditions[name]
+
+
+NO_VALUE = object()
+
+
+def resolve_ifs(node, conditions: dict):
+    """The template as CloudFormation sees it under these conditions: `Fn::If` chosen,
+    `AWS::NoValue` dropped."""
+    if isinstance(node, dict):
+        if len(node) == 1 and "Fn::If" in node:
+            name, yes, no = node["Fn::If"]
+            return resolve_ifs(yes if conditions[name] else no, conditions)
+        if node == {"Ref": "AWS::NoValue"}:
+            return NO_VALUE
+        out = {}
+        for k, v in node.items():
+            r = resolve_ifs(v, conditions)
+            if r is not NO_VALUE:
+                out[k] = r
+        return out
+    if isinstance(node, list):
+        return [r for r in (resolve_ifs(x, conditions) for x in node) if r is not NO_VALUE]
+    return node
+
+
+def ref_id(value) -> str | None:
+    """The logical id a `Ref` or `Fn::GetAtt` names."""
+    if isinstance(value, dict) and len(value) == 1:
+        (fn, arg), = value.items()
+        if fn == "Ref" and isinstance(arg, str):
+            return arg
+        if fn == "Fn::GetAtt":
+            return arg[0] if isinstance(arg, list) else str(arg).split(".", 1)[0]
+    return None
+
+
+def as_list(v) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+# ------------------------------------------------------------------ what the repository says
+
+
+def source_template() -> dict:
+    return yaml_parse((ROOT / "template.yaml").read_text())
+
+
+def function_dirs() -> list[str]:
+    return sorted(
+        p.name for p in (ROOT / "functions").iterdir() if (p / "Cargo.toml").exists()
+    )
+
+
+def template_functions(src: dict, failures: Failures) -> dict[str, str]:
+    """Binary (directory under functions/) -> logical id."""
+    by_binary = {}
+    for lid, res in src["Resources"].items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        binary = res.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        if not binary:
+            failures.add(lid, "no Metadata.BuildProperties.Binary")
+            continue
+        by_binary[binary] = lid
+    dirs = function_dirs()
+    for d in dirs:
+        if d not in by_binary:
+            failures.add("template.yaml", f"functions/{d} has no AWS::Serverless::Function")
+    for b, lid in by_binary.items():
+        if b not in dirs:
+            failures.add(lid, f"its binary {b} is not a directory under functions/")
+    return {b: lid for b, lid in by_binary.items() if b in dirs}
+
+
+def template_queues(src: dict) -> dict[str, str | None]:
+    """Queue logical id -> its DLQ's logical id (None for a DLQ itself)."""
+    return {
+        lid: ref_id(res.get("Properties", {}).get("RedrivePolicy", {}).get("deadLetterTargetArn"))
+        for lid, res in src["Resources"].items()
+        if res.get("Type") == "AWS::SQS::Queue"
+    }
+
+
+def function_events(src: dict, lid: str) -> dict[str, list]:
+    events = src["Resources"][lid].get("Properties", {}).get("Events", {}) or {}
+    out: dict[str, list] = {"HttpApi": [], "SQS": [], "Schedule": []}
+    for name, ev in events.items():
+        props = ev.get("Properties", {})
+        kind = ev.get("Type")
+        if kind == "HttpApi":
+            out["HttpApi"].append(
+                {
+                    "name": name,
+                    "method": props.get("Method", "ANY").upper(),
+                    "path": props["Path"],
+                    "iam": props.get("Auth", {}).get("Authorizer") == "AWS_IAM",
+                    "api": ref_id(props.get("ApiId")),
+                }
+            )
+        elif kind == "SQS":
+            out["SQS"].append({"name": name, "queue": ref_id(props.get("Queue"))})
+        elif kind in ("Schedule", "ScheduleV2"):
+            out["Schedule"].append({"name": name})
+        else:
+            out.setdefault(kind, []).append({"name": name})
+    return out
+
+
+def runbook_alarms(function_ids: list[str]) -> set[str]:
+    """The alarms docs/operations.md has a section for."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    names = set()
+    for heading in re.findall(r"^#{2,4} .*$", text, flags=re.M):
+        for name in re.findall(r"`([A-Za-z<>]+Alarm)`", heading):
+            if "<Function>" in name:
+                names.update(name.replace("<Function>", f) for f in function_ids)
+            else:
+                names.add(name)
+    return names
+
+
+# ------------------------------------------------------------------ parameter sets
+
+
+def check_parameter(name: str, value: str, definition: dict) -> str | None:
+    """Why CloudFormation would refuse this value, or None."""
+    if "AllowedValues" in definition and value not in [str(v) for v in definition["AllowedValues"]]:
+        return f"{value!r} is not one of {definition['AllowedValues']}"
+    pattern = definition.get("AllowedPattern")
+    if pattern and not re.fullmatch(pattern, value):
+        return f"{value!r} does not match {pattern}"
+    if definition.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return f"{value!r} is not a number"
+        if "MinValue" in definition and number < float(definition["MinValue"]):
+            return f"{value} < MinValue {definition['MinValue']}"
+        if "MaxValue" in definition and number > float(definition["MaxValue"]):
+            return f"{value} > MaxValue {definition['MaxValue']}"
+    return None
+
+
+def fill_placeholders(name: str, value: str, definition: dict) -> str | None:
+    holes = re.findall(r"<[^<>]*>", value)
+    for fill in itertools.product(PLACEHOLDER_FILLERS, repeat=len(holes)):
+        candidate = value
+        for hole, f in zip(holes, fill):
+            candidate = candidate.replace(hole, f, 1)
+        if check_parameter(name, candidate, definition) is None:
+            return candidate
+    return None
+
+
+def documented_environments(src: dict, failures: Failures) -> dict[str, dict]:
+    """samconfig.toml's deploy environments: name -> (region, parameter values)."""
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    envs = {}
+    for env, sections in config.items():
+        deploy = sections.get("deploy", {}).get("parameters") if isinstance(sections, dict) else None
+        if not deploy or "parameter_overrides" not in deploy:
+            continue
+        values = {}
+        overrides = deploy["parameter_overrides"]
+        items = overrides if isinstance(overrides, list) else shlex.split(overrides)
+        for item in items:
+            key, _, val = item.partition("=")
+            definition = src["Parameters"].get(key)
+            if definition is None:
+                failures.add(f"samconfig.toml [{env}]", f"{key} is not a template parameter")
+                continue
+            filled = fill_placeholders(key, val, definition)
+            if filled is None:
+                failures.add(
+                    f"samconfig.toml [{env}]",
+                    f"{key}={val}: no filling of its placeholders satisfies the parameter "
+                    f"({check_parameter(key, val, definition)})",
+                )
+                continue
+            values[key] = filled
+        envs[env] = {"region": deploy.get("region", "eu-west-1"), "values": values}
+    if not envs:
+        failures.add("samconfig.toml", "no [<env>.deploy.parameters] with parameter_overrides")
+    return envs
+
+
+def description_example(definition: dict) -> str | None:
+    m = re.search(r"\be\.g\. (\S+?)[;,)]?(?:\s|$)", definition.get("Description", ""))
+    return m.group(1) if m else None
+
+
+def supported_partitions(src: dict, failures: Failures) -> list[str]:
+    """The partitions every Secrets Manager ARN parameter accepts (and only complete ARNs)."""
+    accepted = None
+    for name, definition in src["Parameters"].items():
+        pattern = definition.get("AllowedPattern", "")
+        if ":secretsmanager:" not in pattern:
+            continue
+        ok, partial_ok = set(), []
+        for partition, region in PARTITION_REGIONS.items():
+            arn = f"arn:{partition}:secretsmanager:{region}:123456789012:secret:connector/x-AbC123"
+            if re.fullmatch(pattern, arn):
+                ok.add(partition)
+            partial = arn.rsplit("-", 1)[0]
+            if re.fullmatch(pattern, partial):
+                partial_ok.append(partial)
+        if partial_ok:
+            failures.add(name, f"accepts partial ARNs such as {partial_ok[0]}: the role's policy "
+                               "names the ARN given, and a partial one matches no secret")
+        if accepted is not None and ok != accepted:
+            failures.add(name, f"accepts partitions {sorted(ok)}, other secret ARNs {sorted(accepted)}")
+        accepted = ok if accepted is None else accepted & ok
+    if not accepted:
+        failures.add("template.yaml", "no partition is accepted by every secret ARN parameter")
+        return ["aws"]
+    return sorted(accepted, key=list(PARTITION_REGIONS).index)
+
+
+def in_partition(value: str, partition: str, home_region: str) -> str:
+    if partition == "aws" or not value.startswith("arn:aws:"):
+        return value
+    return value.replace("arn:aws:", f"arn:{partition}:", 1).replace(
+        f":{home_region}:", f":{PARTITION_REGIONS[partition]}:", 1
+    )
+
+
+def parameter_sets(src: dict, failures: Failures) -> list[dict]:
+    envs = documented_environments(src, failures)
+    partitions = supported_partitions(src, failures)
+    definitions = src["Parameters"]
+    optional = [
+        name for name, d in definitions.items() if "Default" in d and str(d["Default"]) == ""
+    ]
+    examples = {}
+    for name in optional:
+        ex = description_example(definitions[name])
+        if ex is None:
+            failures.add(name, "optional (default \"\") but its Description gives no 'e.g.' example")
+            continue
+        why = check_parameter(name, ex, definitions[name])
+        if why:
+            failures.add(name, f"the Description's example is refused: {why}")
+            continue
+        examples[name] = ex
+    sets = []
+    for env, config in envs.items():
+        for partition in partitions:
+            for on in itertools.product([False, True], repeat=len(examples)):
+                values = {
+                    n: str(d["Default"]) for n, d in definitions.items() if "Default" in d
+                }
+                values.update(config["values"])
+                for name, enabled in zip(examples, on):
+                    values[name] = examples[name] if enabled else ""
+                values = {
+                    k: in_partition(v, partition, config["region"]) for k, v in values.items()
+                }
+                given = [n for n, e in zip(examples, on) if e]
+                label = f"{env}/{partition}, set: {', '.join(given) or 'none'}"
+                sets.append(
+                    {
+                        "label": label,
+                        "env": env,
+                        "partition": partition,
+                        "region": PARTITION_REGIONS[partition],
+                        "values": values,
+                        "optional": given,
+                    }
+                )
+    return sets
+
+
+def refusals(src: dict, pset: dict) -> list[str]:
+    """What CloudFormation would refuse in these parameter values (constraints, Rules)."""
+    out = []
+    for name, definition in src["Parameters"].items():
+        if name not in pset["values"]:
+            out.append(f"{name} has no value and no Default")
+            continue
+        why = check_parameter(name, pset["values"][name], definition)
+        if why:
+            out.append(f"{name}: {why}")
+    definitions = src.get("Conditions", {})
+    for rule_name, rule in src.get("Rules", {}).items():
+        conditions: dict = {}
+        applies = rule.get("RuleCondition")
+        if applies is not None and not evaluate_condition(
+            applies, pset["values"], conditions, definitions
+        ):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not evaluate_condition(assertion["Assert"], pset["values"], conditions, definitions):
+                out.append(f"rule {rule_name}: {assertion.get('AssertDescription', 'fails')}")
+    return out
+
+
+# ------------------------------------------------------------------ the transform
+
+
+def packaged(src: dict) -> dict:
+    """The template as `sam package` uploads it: code in S3, build metadata left as is."""
+    t = copy.deepcopy(src)
+    t.get("Globals", {}).get("Function", {}).pop("CodeUri", None)
+    for res in t["Resources"].values():
+        if res.get("Type") == "AWS::Serverless::Function":
+            res.setdefault("Properties", {})["CodeUri"] = CODE_PLACEHOLDER
+    return t
+
+
+def translate(src: dict, pset: dict) -> dict:
+    """The SAM transform as CloudFormation runs it in the parameter set's region. (Its
+    `transform()` wrapper takes the region from the process, once: a session per call lets one
+    run cover several partitions.)"""
+    metrics = Metrics("ServerlessTransform", DummyMetricsPublisher())
+    translator = Translator(
+        None,
+        Parser(),
+        boto_session=boto3.session.Session(region_name=pset["region"]),
+        metrics=metrics,
+    )
+    try:
+        # No managed policy is named in the template, so the name -> ARN map stays empty.
+        return translator.translate(
+            packaged(src),
+            parameter_values=dict(pset["values"]),
+            get_managed_policy_map=lambda: {},
+        )
+    finally:
+        metrics.publish()
+
+
+def refusal_text(error: Exception) -> str:
+    causes = getattr(error, "causes", None)
+    if causes:
+        return "; ".join(str(getattr(c, "message", c)) for c in causes)
+    return str(getattr(error, "message", error))
+
+
+# ------------------------------------------------------------------ checks of the translated stack
+
+
+class Stack:
+    """A translated template with the conditions of one parameter set applied."""
+
+    def __init__(self, translated: dict, pset: dict) -> None:
+        definitions = translated.get("Conditions", {})
+        self.conditions: dict[str, bool] = {}
+        for name in definitions:
+            condition_value(name, pset["values"], self.conditions, definitions)
+        resources = {
+            lid: res
+            for lid, res in translated["Resources"].items()
+            if "Condition" not in res or self.conditions[res["Condition"]]
+        }
+        self.resources = resolve_ifs(resources, self.conditions)
+        self.pset = pset
+
+    def of_type(self, kind: str) -> dict:
+        return {lid: r for lid, r in self.resources.items() if r["Type"] == kind}
+
+    def props(self, lid: str) -> dict:
+        return self.resources.get(lid, {}).get("Properties", {})
+
+
+def check_functions(stack: Stack, functions: dict[str, str], where: str, f: Failures) -> int:
+    present = stack.of_type("AWS::Lambda::Function")
+    for binary, lid in functions.items():
+        if lid not in present:
+            f.add(where, f"function {lid} (functions/{binary}) missing")
+    return len(functions)
+
+
+def check_queues(stack: Stack, queues: dict, where: str, f: Failures) -> tuple[int, int]:
+    present = stack.of_type("AWS::SQS::Queue")
+    for q, dlq in queues.items():
+        if q not in present:
+            f.add(where, f"queue {q} missing")
+            continue
+        if dlq is None:
+            continue
+        if dlq not in present:
+            f.add(where, f"{q}'s DLQ {dlq} missing")
+        target = stack.props(q).get("RedrivePolicy", {}).get("deadLetterTargetArn")
+        if ref_id(target) != dlq:
+            f.add(where, f"{q} does not redrive to {dlq}")
+    dlqs = {d for d in queues.values() if d}
+    return len(queues) - len(dlqs), len(dlqs)
+
+
+def check_event_sources(stack: Stack, src: dict, functions: dict, where: str, f: Failures) -> int:
+    mappings = stack.of_type("AWS::Lambda::EventSourceMapping").values()
+    count = 0
+    for lid in functions.values():
+        for ev in function_events(src, lid)["SQS"]:
+            count += 1
+            if not any(
+                ref_id(m["Properties"].get("FunctionName")) == lid
+                and ref_id(m["Properties"].get("EventSourceArn")) == ev["queue"]
+                for m in mappings
+            ):
+                f.add(where, f"no event source mapping from {ev['queue']} to {lid} ({ev['name']})")
+    if len(mappings) != count:
+        f.add(where, f"{len(mappings)} event source mappings, the functions' events name {count}")
+    return count
+
+
+def check_schedules(stack: Stack, src: dict, functions: dict, where: str, f: Failures) -> int:
+    rules = stack.of_type("AWS::Events::Rule").values()
+    count = 0
+    for lid in functions.values():
+        for ev in function_events(src, lid)["Schedule"]:
+            count += 1
+            if not any(
+                any(ref_id(t.get("Arn")) == lid for t in r["Properties"].get("Targets", []))
+                for r in rules
+            ):
+                f.add(where, f"no schedule rule invokes {lid} ({ev['name']})")
+    return count
+
+
+def check_routes(stack: Stack, src: dict, functions: dict, where: str, f: Failures) -> int:
+    apis = stack.of_type("AWS::ApiGatewayV2::Api")
+    expected = {}
+    for lid in functions.values():
+        for ev in function_events(src, lid)["HttpApi"]:
+            expected[(ev["api"], ev["path"], ev["method"].lower())] = (lid, ev)
+    seen = set()
+    for api_id, api in apis.items():
+        for path, methods in api["Properties"].get("Body", {}).get("paths", {}).items():
+            for method, op in methods.items():
+                key = (api_id, path, method)
+                seen.add(key)
+                if key not in expected:
+                    f.add(where, f"{api_id} routes {method.upper()} {path}, which no function's events name")
+                    continue
+                lid, ev = expected[key]
+                uri = json.dumps(op.get("x-amazon-apigateway-integration", {}).get("uri"))
+                if f"${{{lid}.Arn}}" not in uri:
+                    f.add(where, f"{method.upper()} {path} does not integrate {lid}")
+                iam = any("AWS_IAM" in s for s in op.get("security", []))
+                if iam != ev["iam"]:
+                    f.add(where, f"{method.upper()} {path}: IAM authorisation {iam}, the event says {ev['iam']}")
+    for key, (lid, ev) in expected.items():
+        if key not in seen:
+            f.add(where, f"route {key[2].upper()} {key[1]} of {lid} ({ev['name']}) missing from {key[0]}")
+    permissions = stack.of_type("AWS::Lambda::Permission").values()
+    for lid in {lid for lid, _ in expected.values()}:
+        if not any(
+            ref_id(p["Properties"].get("FunctionName")) == lid
+            and p["Properties"].get("Principal") == "apigateway.amazonaws.com"
+            for p in permissions
+        ):
+            f.add(where, f"API Gateway may not invoke {lid} (no AWS::Lambda::Permission)")
+    return len(expected)
+
+
+def check_alarms(stack: Stack, expected: set[str], where: str, f: Failures) -> int:
+    alarms = stack.of_type("AWS::CloudWatch::Alarm")
+    for name in sorted(expected - alarms.keys()):
+        f.add(where, f"alarm {name} (docs/operations.md) missing")
+    for name in sorted(alarms.keys() - expected):
+        f.add(where, f"alarm {name} has no section in docs/operations.md")
+    topics = set()
+    for name, alarm in alarms.items():
+        actions = [ref_id(a) for a in alarm["Properties"].get("AlarmActions", [])]
+        if not actions or None in actions:
+            f.add(where, f"alarm {name} notifies no topic of the stack")
+        topics.update(a for a in actions if a)
+    for topic in topics:
+        if topic not in stack.of_type("AWS::SNS::Topic"):
+            f.add(where, f"alarms notify {topic}, which is not an SNS topic of the stack")
+    return len(expected)
+
+
+# ------------------------------------------------------------------ main
+
+
+def lint(paths: list[Path], f: Failures) -> None:
+    """cfn-lint on the translated templates (one process for all of them)."""
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", *map(str, paths)],
+        capture_output=True,
+        text=True,
+    )
+    for line in run.stdout.splitlines():
+        print(f"  cfn-lint: {line}")
+    # cfn-lint's exit code is a bit mask: 2 = errors (4 warnings, 8 informational).
+    if run.returncode & 2 or run.returncode & 1:
+        f.add("cfn-lint on the translated template", f"exit {run.returncode} {run.stderr.strip()}")
+
+
+def main() -> int:
+    started = time.monotonic()
+    f = Failures()
+    src = source_template()
+    functions = template_functions(src, f)
+    queues = template_queues(src)
+    alarms = runbook_alarms(sorted(functions.values()))
+    sets = parameter_sets(src, f)
+    seen_conditions: dict[str, set[bool]] = {c: set() for c in src.get("Conditions", {})}
+    translated_files: dict[str, Path] = {}
+    tmp_dir = tempfile.TemporaryDirectory(prefix="check-template-")
+    tmp = Path(tmp_dir.name)
+    print(f"{len(sets)} parameter sets (samconfig.toml environments x partitions x optional parameters)")
+    for pset in sets:
+        where = pset["label"]
+        refused = refusals(src, pset)
+        if refused:
+            # CloudFormation would refuse these values before the transform runs: not a stack.
+            print(f"  {where}: refused by the parameters' constraints or Rules ({refused[0]})")
+            if not pset["optional"]:
+                f.add(where, f"samconfig.toml's values are refused: {'; '.join(refused)}")
+            continue
+        try:
+            translated = translate(src, pset)
+        except Exception as e:  # the transform's refusal, reported as CloudFormation would
+            f.add(where, f"the SAM transform refuses the template: {refusal_text(e)}")
+            continue
+        body = json.dumps(translated, sort_keys=True)
+        digest = hashlib.sha256(body.encode()).hexdigest()[:12]
+        if digest not in translated_files:
+            path = tmp / f"translated-{pset['partition']}-{digest}.json"
+            path.write_text(json.dumps(translated, indent=1))
+            translated_files[digest] = path
+        stack = Stack(translated, pset)
+        for c, v in stack.conditions.items():
+            seen_conditions.setdefault(c, set()).add(v)
+        n_functions = check_functions(stack, functions, where, f)
+        n_queues, n_dlqs = check_queues(stack, queues, where, f)
+        n_esm = check_event_sources(stack, src, functions, where, f)
+        n_schedules = check_schedules(stack, src, functions, where, f)
+        n_routes = check_routes(stack, src, functions, where, f)
+        n_alarms = check_alarms(stack, alarms, where, f)
+        print(
+            f"  {where}: {n_functions} functions, {n_queues} queues + {n_dlqs} DLQs, "
+            f"{n_esm} event source mappings, {n_schedules} schedules, {n_routes} routes, "
+            f"{n_alarms} alarms"
+        )
+    for c, values in seen_conditions.items():
+        if values != {True, False}:
+            f.add("parameter sets", f"condition {c} is only ever {sorted(values)}")
+    print(f"cfn-lint on {len(translated_files)} distinct translated templates")
+    lint(list(translated_files.values()), f)
+    tmp_dir.cleanup()
+    took = time.monotonic() - started
+    if f.items:
+        print(f"\n{len(f.items)} problems ({took:.1f} s):")
+        for item in f.items:
+            print(f"  - {item}")
+        return 1
+    print(f"template checks passed ({took:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
