@@ -55,17 +55,48 @@ PARTITION_REGIONS = {
 # What `sam package` puts in place of a local CodeUri.
 CODE_PLACEHOLDER = "s3://placeholder-bucket/placeholder-key"
 
+# What the AWS managed policies the transform attaches grant (their published documents), all on
+# "*". Any other managed policy on a function's role is a failure.
+MANAGED_POLICIES = {
+    "service-role/AWSLambdaBasicExecutionRole": {
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    },
+    "service-role/AWSLambdaSQSQueueExecutionRole": {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    },
+}
+# The Lambda runtime writes a function's logs, not its code: not in aws-actions.txt.
+RUNTIME_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+
 # Values tried, in order, for a `<...>` placeholder of samconfig.toml until the parameter's
 # constraints hold (an account id, the 6 characters closing a secret's ARN, free text).
 PLACEHOLDER_FILLERS = ["123456789012", "AbC123", "example"]
 
 
 class Failures:
+    """Problems, each with the places (parameter sets, files) it was found in."""
+
     def __init__(self) -> None:
-        self.items: list[str] = []
+        self.items: dict[str, list[str]] = {}
 
     def add(self, where: str, what: str) -> None:
-        self.items.append(f"{where}: {what}")
+        places = self.items.setdefault(what, [])
+        if where not in places:
+            places.append(where)
+
+    def report(self) -> list[str]:
+        lines = []
+        for what, places in self.items.items():
+            shown = "; ".join(places[:3]) + (f"; and {len(places) - 3} more" if len(places) > 3 else "")
+            lines.append(f"{what} [{shown}]")
+        return lines
 
 
 # ------------------------------------------------------------------ intrinsic functions
@@ -217,6 +248,26 @@ def runbook_alarms(function_ids: list[str]) -> set[str]:
             else:
                 names.add(name)
     return names
+
+
+def listed_actions(binary: str, failures: Failures) -> dict[str, set[str]]:
+    """functions/<binary>/aws-actions.txt: action -> the logical ids it applies to."""
+    path = ROOT / "functions" / binary / "aws-actions.txt"
+    if not path.exists():
+        failures.add(f"functions/{binary}", "no aws-actions.txt")
+        return {}
+    out: dict[str, set[str]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        tokens = line.split("#", 1)[0].split()
+        if not tokens:
+            continue
+        action, resources = tokens[0], set(tokens[1:])
+        if not re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9]+", action):
+            failures.add(f"{path.relative_to(ROOT)}:{n}", f"{action!r} is not an IAM action")
+        if action in out:
+            failures.add(f"{path.relative_to(ROOT)}:{n}", f"{action} listed twice")
+        out.setdefault(action, set()).update(resources)
+    return out
 
 
 # ------------------------------------------------------------------ parameter sets
@@ -453,6 +504,7 @@ class Stack:
             if "Condition" not in res or self.conditions[res["Condition"]]
         }
         self.resources = resolve_ifs(resources, self.conditions)
+        self.all_ids = set(translated["Resources"])
         self.pset = pset
 
     def of_type(self, kind: str) -> dict:
@@ -572,6 +624,117 @@ def check_alarms(stack: Stack, expected: set[str], where: str, f: Failures) -> i
     return len(expected)
 
 
+def resource_token(resource) -> str:
+    """A policy's resource as aws-actions.txt names it: the logical id (`X` for `!GetAtt X.Arn`
+    or `!Ref X`, `X/index/i` for `!Sub "${X.Arn}/index/i"`), or `*`."""
+    rid = ref_id(resource)
+    if rid:
+        return rid
+    if isinstance(resource, dict) and "Fn::Sub" in resource:
+        sub = resource["Fn::Sub"]
+        text, variables = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
+
+        def name(m):
+            var = m.group(1)
+            if var in variables:
+                return resource_token(variables[var])
+            return var.split(".", 1)[0] if var.endswith(".Arn") else var
+
+        return re.sub(r"\$\{([^}]+)\}", name, text)
+    return resource if isinstance(resource, str) else json.dumps(resource)
+
+
+def granted_actions(stack: Stack, role_id: str, where: str, f: Failures) -> tuple[dict, int]:
+    """What a role lets its holder do: action -> resource tokens, after its Deny statements; and
+    how many actions of the Lambda runtime (logs) were set aside."""
+    role = stack.props(role_id)
+    documents = [p["PolicyDocument"] for p in role.get("Policies", [])]
+    for res in stack.resources.values():
+        if res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and any(
+            ref_id(r) == role_id for r in res["Properties"].get("Roles", [])
+        ):
+            documents.append(res["Properties"]["PolicyDocument"])
+    allowed: dict[str, set[str]] = {}
+    denied: list[tuple[set[str], set[str], bool]] = []
+    for document in documents:
+        for st in as_list(document.get("Statement", [])):
+            if "NotAction" in st:
+                f.add(where, f"{role_id} has a NotAction statement (grants too much to compare)")
+                continue
+            actions = set(as_list(st.get("Action", [])))
+            if st.get("Effect") == "Allow":
+                if "NotResource" in st:
+                    f.add(where, f"{role_id} allows {sorted(actions)} on NotResource")
+                    continue
+                tokens = {resource_token(r) for r in as_list(st.get("Resource", []))}
+                for a in actions:
+                    allowed.setdefault(a, set()).update(tokens)
+            elif "NotResource" in st:
+                denied.append((actions, {resource_token(r) for r in as_list(st["NotResource"])}, True))
+            else:
+                denied.append((actions, {resource_token(r) for r in as_list(st["Resource"])}, False))
+    runtime = 0
+    for arn in role.get("ManagedPolicyArns", []):
+        m = re.fullmatch(r"arn:([a-z-]+):iam::aws:policy/(.+)", arn if isinstance(arn, str) else "")
+        if not m or m.group(2) not in MANAGED_POLICIES:
+            f.add(where, f"{role_id} has managed policy {arn}, whose grants are not known here")
+            continue
+        if m.group(1) != stack.pset["partition"]:
+            f.add(where, f"{role_id}: {arn} is not in partition {stack.pset['partition']}")
+        for a in MANAGED_POLICIES[m.group(2)]:
+            if a in RUNTIME_ACTIONS:
+                runtime += 1
+                continue
+            allowed.setdefault(a, set()).add("*")
+    for actions, tokens, all_but in denied:
+        for a in actions & allowed.keys():
+            if all_but:
+                allowed[a] = tokens if "*" in allowed[a] else allowed[a] & tokens
+            else:
+                allowed[a] -= tokens
+    return {a: t for a, t in allowed.items() if t}, runtime
+
+
+def check_roles(stack: Stack, src: dict, functions: dict, where: str, f: Failures) -> tuple[int, int]:
+    """Each function's role grants exactly what functions/<binary>/aws-actions.txt lists."""
+    known = set(src["Parameters"]) | set(stack.all_ids)
+    n_actions = runtime = 0
+    for binary, lid in functions.items():
+        listed = listed_actions(binary, f)
+        role_id = ref_id(stack.props(lid).get("Role"))
+        if role_id not in stack.resources:
+            f.add(where, f"{lid} has no role of the stack")
+            continue
+
+        def present(token: str) -> bool:
+            base = token.split("/", 1)[0]
+            if base not in known:
+                f.add(where, f"functions/{binary}/aws-actions.txt names {token}, not in the template")
+                return False
+            if base in src["Parameters"]:
+                return stack.pset["values"].get(base, "") != ""
+            return base in stack.resources
+
+        expected = {}
+        for action, tokens in listed.items():
+            here = {t for t in tokens if present(t)}
+            if here or not tokens:
+                expected[action] = here
+        granted, ignored = granted_actions(stack, role_id, where, f)
+        runtime += ignored
+        for a in sorted(granted.keys() - expected.keys()):
+            f.add(where, f"{lid}'s role grants {a} ({', '.join(sorted(granted[a]))}), "
+                         f"not in functions/{binary}/aws-actions.txt")
+        for a in sorted(expected.keys() - granted.keys()):
+            f.add(where, f"{lid}'s role lacks {a}, listed in functions/{binary}/aws-actions.txt")
+        for a in sorted(expected.keys() & granted.keys()):
+            if expected[a] and granted[a] != expected[a]:
+                f.add(where, f"{lid}'s role grants {a} on {', '.join(sorted(granted[a]))}; "
+                             f"aws-actions.txt says {', '.join(sorted(expected[a]))}")
+        n_actions += len(expected)
+    return n_actions, runtime
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -631,10 +794,12 @@ def main() -> int:
         n_schedules = check_schedules(stack, src, functions, where, f)
         n_routes = check_routes(stack, src, functions, where, f)
         n_alarms = check_alarms(stack, alarms, where, f)
+        n_actions, n_runtime = check_roles(stack, src, functions, where, f)
         print(
             f"  {where}: {n_functions} functions, {n_queues} queues + {n_dlqs} DLQs, "
             f"{n_esm} event source mappings, {n_schedules} schedules, {n_routes} routes, "
-            f"{n_alarms} alarms"
+            f"{n_alarms} alarms, {n_actions} role actions as listed "
+            f"(+{n_runtime} logs actions of the Lambda runtime)"
         )
     for c, values in seen_conditions.items():
         if values != {True, False}:
@@ -645,8 +810,8 @@ def main() -> int:
     took = time.monotonic() - started
     if f.items:
         print(f"\n{len(f.items)} problems ({took:.1f} s):")
-        for item in f.items:
-            print(f"  - {item}")
+        for line in f.report():
+            print(f"  - {line}")
         return 1
     print(f"template checks passed ({took:.1f} s)")
     return 0
