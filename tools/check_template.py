@@ -667,6 +667,10 @@ def granted_actions(stack: Stack, role_id: str, where: str, f: Failures) -> tupl
                     f.add(where, f"{role_id} allows {sorted(actions)} on NotResource")
                     continue
                 tokens = {resource_token(r) for r in as_list(st.get("Resource", []))}
+                if any(a.startswith("kms:") for a in actions) and "kms:ViaService" not in json.dumps(
+                    st.get("Condition", {})
+                ):
+                    f.add(where, f"{role_id} allows {sorted(actions)} without a kms:ViaService condition")
                 for a in actions:
                     allowed.setdefault(a, set()).update(tokens)
             elif "NotResource" in st:
