@@ -23,6 +23,7 @@ on any refusal or missing piece, after printing what it checked.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -621,7 +622,34 @@ def check_alarms(stack: Stack, expected: set[str], where: str, f: Failures) -> i
     for topic in topics:
         if topic not in stack.of_type("AWS::SNS::Topic"):
             f.add(where, f"alarms notify {topic}, which is not an SNS topic of the stack")
+            continue
+        key = stack.props(topic).get("KmsMasterKeyId")
+        if key is not None:
+            check_topic_key(stack, topic, key, where, f)
     return len(expected)
+
+
+def check_topic_key(stack: Stack, topic: str, key, where: str, f: Failures) -> None:
+    """CloudWatch publishes to an encrypted topic only with the key's policy on its side (the
+    AWS-managed alias/aws/sns key never allows it)."""
+    key_id = ref_id(key)
+    if key_id not in stack.of_type("AWS::KMS::Key"):
+        f.add(where, f"{topic} is encrypted with {key}, a key whose policy the stack does not set: "
+                     "CloudWatch cannot publish the alarms")
+        return
+    props = stack.props(key_id)
+    needed = {"kms:Decrypt", "kms:GenerateDataKey"}
+    for st in as_list(props.get("KeyPolicy", {}).get("Statement", [])):
+        services = as_list(st.get("Principal", {}).get("Service", [])) if isinstance(
+            st.get("Principal"), dict) else []
+        if st.get("Effect") == "Allow" and "cloudwatch.amazonaws.com" in services:
+            needed = {n for n in needed if not any(
+                fnmatch.fnmatchcase(n, a) for a in as_list(st.get("Action", [])))}
+    if needed:
+        f.add(where, f"{key_id}'s policy does not let cloudwatch.amazonaws.com {sorted(needed)}: "
+                     f"alarms cannot publish to {topic}")
+    if props.get("EnableKeyRotation") is not True:
+        f.add(where, f"{key_id} does not rotate")
 
 
 def resource_token(resource) -> str:
