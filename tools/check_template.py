@@ -506,6 +506,7 @@ class Stack:
         }
         self.resources = resolve_ifs(resources, self.conditions)
         self.all_ids = set(translated["Resources"])
+        self.outputs = resolve_ifs(translated.get("Outputs", {}), self.conditions)
         self.pset = pset
 
     def of_type(self, kind: str) -> dict:
@@ -605,6 +606,48 @@ def check_routes(stack: Stack, src: dict, functions: dict, where: str, f: Failur
         ):
             f.add(where, f"API Gateway may not invoke {lid} (no AWS::Lambda::Permission)")
     return len(expected)
+
+
+def check_api_callers(stack: Stack, src: dict, functions: dict, where: str, f: Failures) -> int:
+    """The IAM-authorised routes: a role of the stack may invoke each, from another account only
+    with an sts:ExternalId, and no role may invoke anything else."""
+    iam_routes = {
+        f"{ev['api']}/*/{ev['method']}{ev['path']}"
+        for lid in functions.values()
+        for ev in function_events(src, lid)["HttpApi"]
+        if ev["iam"]
+    }
+    prefix = "arn:AWS::Partition:execute-api:AWS::Region:AWS::AccountId:"
+    callable_routes = set()
+    for role_id, role in stack.of_type("AWS::IAM::Role").items():
+        invokes = set()
+        for policy in role["Properties"].get("Policies", []):
+            for st in as_list(policy["PolicyDocument"].get("Statement", [])):
+                actions = as_list(st.get("Action", []))
+                if st.get("Effect") != "Allow" or not any(
+                    fnmatch.fnmatchcase("execute-api:Invoke", a) for a in actions
+                ):
+                    continue
+                for r in as_list(st.get("Resource", [])):
+                    token = resource_token(r)
+                    route = token[len(prefix):] if token.startswith(prefix) else token
+                    if route not in iam_routes:
+                        f.add(where, f"{role_id} may invoke {token}, not an IAM-authorised route")
+                    invokes.add(route)
+        if not invokes:
+            continue
+        callable_routes |= invokes
+        for st in as_list(role["Properties"]["AssumeRolePolicyDocument"].get("Statement", [])):
+            principal = st.get("Principal", {})
+            if st.get("Effect") == "Allow" and isinstance(principal, dict) and "AWS" in principal:
+                if "sts:ExternalId" not in json.dumps(st.get("Condition", {}).get("StringEquals", {})):
+                    f.add(where, f"{role_id} trusts {principal['AWS']} without an sts:ExternalId condition")
+        outputs = stack.outputs.values()
+        if not any(ref_id(o.get("Value")) == role_id for o in outputs):
+            f.add(where, f"no stack output gives {role_id}'s ARN to the caller")
+    for route in sorted(iam_routes - callable_routes):
+        f.add(where, f"no role of the stack may invoke the IAM-authorised route {route}")
+    return len(iam_routes)
 
 
 def check_alarms(stack: Stack, expected: set[str], where: str, f: Failures) -> int:
@@ -827,11 +870,12 @@ def main() -> int:
         n_routes = check_routes(stack, src, functions, where, f)
         n_alarms = check_alarms(stack, alarms, where, f)
         n_actions, n_runtime = check_roles(stack, src, functions, where, f)
+        n_iam = check_api_callers(stack, src, functions, where, f)
         print(
             f"  {where}: {n_functions} functions, {n_queues} queues + {n_dlqs} DLQs, "
-            f"{n_esm} event source mappings, {n_schedules} schedules, {n_routes} routes, "
-            f"{n_alarms} alarms, {n_actions} role actions as listed "
-            f"(+{n_runtime} logs actions of the Lambda runtime)"
+            f"{n_esm} event source mappings, {n_schedules} schedules, {n_routes} routes "
+            f"({n_iam} IAM-authorised, callable by a role), {n_alarms} alarms, "
+            f"{n_actions} role actions as listed (+{n_runtime} logs actions of the Lambda runtime)"
         )
     for c, values in seen_conditions.items():
         if values != {True, False}:
