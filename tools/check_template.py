@@ -650,6 +650,48 @@ def check_api_callers(stack: Stack, src: dict, functions: dict, where: str, f: F
     return len(iam_routes)
 
 
+def retained_group(stack: Stack, ref, what: str, where: str, f: Failures) -> bool:
+    group = ref_id(ref)
+    if group not in stack.of_type("AWS::Logs::LogGroup"):
+        f.add(where, f"{what} does not log to a log group of the stack")
+        return False
+    if "RetentionInDays" not in stack.props(group):
+        f.add(where, f"{what}'s log group {group} keeps its logs for ever (no RetentionInDays)")
+        return False
+    return True
+
+
+def check_logs(stack: Stack, functions: dict, where: str, f: Failures) -> tuple[int, int]:
+    """Each function logs to its own group with a retention; each HTTP API stage writes an access
+    log (JSON of $context variables, nothing of the request's content) to one."""
+    groups = set()
+    for lid in functions.values():
+        ref = stack.props(lid).get("LoggingConfig", {}).get("LogGroup")
+        if retained_group(stack, ref, lid, where, f):
+            if ref_id(ref) in groups:
+                f.add(where, f"{lid} shares its log group {ref_id(ref)}")
+            groups.add(ref_id(ref))
+    stages = 0
+    for stage_id, stage in stack.of_type("AWS::ApiGatewayV2::Stage").items():
+        stages += 1
+        settings = stage["Properties"].get("AccessLogSettings")
+        if not settings:
+            f.add(where, f"{stage_id} ({ref_id(stage['Properties'].get('ApiId'))}) writes no access log")
+            continue
+        retained_group(stack, settings.get("DestinationArn"), f"{stage_id}'s access log", where, f)
+        try:
+            fields = json.loads(settings.get("Format", ""))
+        except ValueError:
+            f.add(where, f"{stage_id}'s access log format is not JSON")
+            continue
+        for name, value in fields.items():
+            if not re.fullmatch(r"\$context\.[A-Za-z.]+", str(value)) or re.search(
+                r"authorizer|apiKey|header", str(value), flags=re.I
+            ):
+                f.add(where, f"{stage_id}'s access log field {name} logs {value}")
+    return len(groups), stages
+
+
 def check_alarms(stack: Stack, expected: set[str], where: str, f: Failures) -> int:
     alarms = stack.of_type("AWS::CloudWatch::Alarm")
     for name in sorted(expected - alarms.keys()):
@@ -871,11 +913,13 @@ def main() -> int:
         n_alarms = check_alarms(stack, alarms, where, f)
         n_actions, n_runtime = check_roles(stack, src, functions, where, f)
         n_iam = check_api_callers(stack, src, functions, where, f)
+        n_groups, n_access = check_logs(stack, functions, where, f)
         print(
             f"  {where}: {n_functions} functions, {n_queues} queues + {n_dlqs} DLQs, "
             f"{n_esm} event source mappings, {n_schedules} schedules, {n_routes} routes "
             f"({n_iam} IAM-authorised, callable by a role), {n_alarms} alarms, "
-            f"{n_actions} role actions as listed (+{n_runtime} logs actions of the Lambda runtime)"
+            f"{n_actions} role actions as listed (+{n_runtime} logs actions of the Lambda runtime), "
+            f"{n_groups} function log groups with retention, {n_access} API access log"
         )
     for c, values in seen_conditions.items():
         if values != {True, False}:
