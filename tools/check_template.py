@@ -14,7 +14,13 @@ the repository says the stack has:
 - queues and their DLQs: the template's own `AWS::SQS::Queue`s and their `RedrivePolicy`;
 - event source mappings, routes and schedules: each function's `Events`;
 - alarms: the backticked `...Alarm` names of docs/operations.md's alarm headings, with
-  `<Function>ErrorRateAlarm` standing for one per function.
+  `<Function>ErrorRateAlarm` standing for one per function; the topic they notify, and that its
+  KMS key lets CloudWatch publish;
+- roles: each function's grants exactly the actions of functions/<binary>/aws-actions.txt on the
+  resources named there (inline policies, Deny statements and the managed policies the transform
+  attaches taken into account); each IAM-authorised route may be invoked by a role of the stack
+  that requires an sts:ExternalId, and nothing else by any role;
+- logs: a log group with a retention per function, a JSON access log per HTTP API stage.
 
 Run it with the project's virtualenv: `.venv/bin/python tools/check_template.py`. Exits non-zero
 on any refusal or missing piece, after printing what it checked.
@@ -40,6 +46,10 @@ import boto3
 from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
+from samtranslator.utils.py27hash_fix import (
+    to_py27_compatible_template,
+    undo_mark_unicode_str_in_template,
+)
 from samtranslator.yaml_helper import yaml_parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -337,7 +347,7 @@ def documented_environments(src: dict, failures: Failures) -> dict[str, dict]:
 
 
 def description_example(definition: dict) -> str | None:
-    m = re.search(r"\be\.g\. (\S+?)[;,)]?(?:\s|$)", definition.get("Description", ""))
+    m = re.search(r"\be\.g\. (\S+?)[;,.)]?(?:\s|$)", definition.get("Description", ""))
     return m.group(1) if m else None
 
 
@@ -460,9 +470,11 @@ def packaged(src: dict) -> dict:
 
 
 def translate(src: dict, pset: dict) -> dict:
-    """The SAM transform as CloudFormation runs it in the parameter set's region. (Its
-    `transform()` wrapper takes the region from the process, once: a session per call lets one
-    run cover several partitions.)"""
+    """The SAM transform as CloudFormation runs it, in the parameter set's region: the steps of
+    `samtranslator.translator.transform.transform`, which takes the region from the process once
+    and for all; a session per call lets one run cover several partitions."""
+    template, values = packaged(src), dict(pset["values"])
+    to_py27_compatible_template(template, values)
     metrics = Metrics("ServerlessTransform", DummyMetricsPublisher())
     translator = Translator(
         None,
@@ -472,13 +484,12 @@ def translate(src: dict, pset: dict) -> dict:
     )
     try:
         # No managed policy is named in the template, so the name -> ARN map stays empty.
-        return translator.translate(
-            packaged(src),
-            parameter_values=dict(pset["values"]),
-            get_managed_policy_map=lambda: {},
+        translated = translator.translate(
+            template, parameter_values=values, get_managed_policy_map=lambda: {}
         )
     finally:
         metrics.publish()
+    return undo_mark_unicode_str_in_template(translated)
 
 
 def refusal_text(error: Exception) -> str:
