@@ -12,7 +12,8 @@ the repository says the stack has:
   empty and set to the example of its Description, so that every Condition is seen both ways;
 - functions: one per directory under functions/ (`Metadata.BuildProperties.Binary`);
 - queues and their DLQs: the template's own `AWS::SQS::Queue`s and their `RedrivePolicy`;
-- event source mappings, routes and schedules: each function's `Events`;
+- event source mappings, routes and schedules: each function's `Events`, and the trigger of its
+  sample event (events/<binary>.json: its route, its queue, or a schedule);
 - alarms: the backticked `...Alarm` names of docs/operations.md's alarm headings, with
   `<Function>ErrorRateAlarm` standing for one per function; the topic they notify, and that its
   KMS key lets CloudWatch publish;
@@ -703,6 +704,48 @@ def check_logs(stack: Stack, functions: dict, where: str, f: Failures) -> tuple[
     return len(groups), stages
 
 
+def check_sample_events(stack: Stack, functions: dict, where: str, f: Failures) -> int:
+    """Each function is triggered the way its sample event (events/<binary>.json, the event its
+    handler's test parses) says: that route, that queue, or a schedule."""
+    api_routes = {}
+    for api in stack.of_type("AWS::ApiGatewayV2::Api").values():
+        for path, methods in api["Properties"].get("Body", {}).get("paths", {}).items():
+            for method, op in methods.items():
+                uri = json.dumps(op.get("x-amazon-apigateway-integration", {}).get("uri"))
+                api_routes[f"{method.upper()} {path}"] = uri
+    mappings = stack.of_type("AWS::Lambda::EventSourceMapping").values()
+    rules = stack.of_type("AWS::Events::Rule").values()
+    checked = 0
+    for binary, lid in functions.items():
+        path = ROOT / "events" / f"{binary}.json"
+        if not path.exists():
+            f.add(f"events/{binary}.json", "missing: each function has a sample event")
+            continue
+        event = json.loads(path.read_text())
+        checked += 1
+        if "routeKey" in event:
+            if f"${{{lid}.Arn}}" not in api_routes.get(event["routeKey"], ""):
+                f.add(where, f"{lid} does not serve {event['routeKey']} (events/{binary}.json)")
+        elif event.get("Records") and event["Records"][0].get("eventSource") == "aws:sqs":
+            # The queue's name holds its logical id, as CloudFormation names queues.
+            name = event["Records"][0]["eventSourceARN"].rsplit(":", 1)[-1].removesuffix(".fifo")
+            if not any(
+                ref_id(m["Properties"].get("FunctionName")) == lid
+                and ref_id(m["Properties"].get("EventSourceArn")) in name.split("-")
+                for m in mappings
+            ):
+                f.add(where, f"no event source mapping from {name} to {lid} (events/{binary}.json)")
+        elif event.get("detail-type") == "Scheduled Event":
+            if not any(
+                any(ref_id(t.get("Arn")) == lid for t in r["Properties"].get("Targets", []))
+                for r in rules
+            ):
+                f.add(where, f"no schedule invokes {lid} (events/{binary}.json)")
+        else:
+            f.add(f"events/{binary}.json", "neither an HTTP API, an SQS nor a scheduled event")
+    return checked
+
+
 def check_alarms(stack: Stack, expected: set[str], where: str, f: Failures) -> int:
     alarms = stack.of_type("AWS::CloudWatch::Alarm")
     for name in sorted(expected - alarms.keys()):
@@ -902,6 +945,11 @@ def main() -> int:
             if not pset["optional"]:
                 f.add(where, f"samconfig.toml's values are refused: {'; '.join(refused)}")
             continue
+        evaluated: dict[str, bool] = {}
+        for c in src.get("Conditions", {}):
+            seen_conditions[c].add(
+                condition_value(c, pset["values"], evaluated, src["Conditions"])
+            )
         try:
             translated = translate(src, pset)
         except Exception as e:  # the transform's refusal, reported as CloudFormation would
@@ -914,13 +962,12 @@ def main() -> int:
             path.write_text(json.dumps(translated, indent=1))
             translated_files[digest] = path
         stack = Stack(translated, pset)
-        for c, v in stack.conditions.items():
-            seen_conditions.setdefault(c, set()).add(v)
         n_functions = check_functions(stack, functions, where, f)
         n_queues, n_dlqs = check_queues(stack, queues, where, f)
         n_esm = check_event_sources(stack, src, functions, where, f)
         n_schedules = check_schedules(stack, src, functions, where, f)
         n_routes = check_routes(stack, src, functions, where, f)
+        n_samples = check_sample_events(stack, functions, where, f)
         n_alarms = check_alarms(stack, alarms, where, f)
         n_actions, n_runtime = check_roles(stack, src, functions, where, f)
         n_iam = check_api_callers(stack, src, functions, where, f)
@@ -928,15 +975,17 @@ def main() -> int:
         print(
             f"  {where}: {n_functions} functions, {n_queues} queues + {n_dlqs} DLQs, "
             f"{n_esm} event source mappings, {n_schedules} schedules, {n_routes} routes "
-            f"({n_iam} IAM-authorised, callable by a role), {n_alarms} alarms, "
+            f"({n_iam} IAM-authorised, callable by a role), {n_samples} functions triggered as "
+            f"their sample events say, {n_alarms} alarms, "
             f"{n_actions} role actions as listed (+{n_runtime} logs actions of the Lambda runtime), "
             f"{n_groups} function log groups with retention, {n_access} API access log"
         )
     for c, values in seen_conditions.items():
         if values != {True, False}:
             f.add("parameter sets", f"condition {c} is only ever {sorted(values)}")
-    print(f"cfn-lint on {len(translated_files)} distinct translated templates")
-    lint(list(translated_files.values()), f)
+    if translated_files:
+        print(f"cfn-lint on {len(translated_files)} distinct translated templates")
+        lint(list(translated_files.values()), f)
     tmp_dir.cleanup()
     took = time.monotonic() - started
     if f.items:
