@@ -3,8 +3,8 @@
 //! - `cargo xtask demo`: builds the connector and runs the main job locally (moto + sandbox +
 //!   the nine functions), printing what happens.
 //! - `cargo xtask test`: everything CI checks, stage by stage with timings: formatting, clippy,
-//!   unit and integration tests, the template checks (cfn-lint, sam validate --lint) and
-//!   `sam build`.
+//!   unit and integration tests, the template checks (cfn-lint, sam validate --lint, then the
+//!   SAM transform itself: `tools/check_template.py`) and `sam build`.
 //!
 //! Both install what they need themselves (a project-local virtualenv from `tools/`).
 
@@ -156,7 +156,17 @@ fn test() -> ExitCode {
         run(with_tools_path(&mut Command::new("cfn-lint")).arg("template.yaml"))
     }) && stage("sam validate --lint", &mut || {
         run(with_tools_path(&mut Command::new("sam")).args(["validate", "--lint"]))
-    }) && stage("sam build", &mut || {
+    }) && stage(
+        "template checks (SAM transform per parameter set, cfn-lint on its output)",
+        &mut || {
+            // cfn-lint and sam validate read the template before the transform; a deployment
+            // runs it first. This runs it, and checks what it produces against the repository.
+            run(
+                with_tools_path(&mut Command::new(venv().join("bin").join("python")))
+                    .arg("tools/check_template.py"),
+            )
+        },
+    ) && stage("sam build", &mut || {
         // CI proves the template builds; an unoptimised release keeps that within minutes on 2
         // cores. `sam build` for a deployment uses the tuned release profile of Cargo.toml.
         let ok = run(with_tools_path(&mut Command::new("sam"))
