@@ -538,6 +538,39 @@ async fn more_than_two_fraction_digits_is_rejected() {
 }
 
 #[tokio::test]
+async fn a_third_fraction_digit_is_refused_even_when_it_is_zero() {
+    // The rule is on the literal text (banking-service.md §6.4, §7.2): `10.100` has three
+    // fraction digits although it equals `10.10`.
+    let (h, bank, acct) = setup().await;
+    let text = format!(
+        r#"{{"data":{{"principalId":"{acct}","bankId":"{bank}","expected":{{"transactionDetailsCount":1,"accountDetailsCount":1,"transactionCreditSum":10.10,"transactionDebitSum":0.000}},
+        "accountDetails":[{{"bankAccountId":"{acct}","status":"active","ledgerBalance":5.000}}],"transactionDetails":[{}]}}}}"#,
+        txn(acct, "u1", "10.100", "2025-03-03T09:12:44.000Z")
+    );
+    let a = h.api("POST", "/v1/statements", Some(&text)).await;
+    assert_eq!((a.status, a.code()), (400, "ValidationError"), "{}", a.text);
+    let t = a.targets();
+    for want in [
+        "StatementRequest.data.transactionDetails[0].transactionAmount",
+        "StatementRequest.data.expected.transactionDebitSum",
+        "StatementRequest.data.accountDetails[0].ledgerBalance",
+    ] {
+        assert!(t.contains(&want.to_string()), "{want} in {t:?}");
+    }
+    assert!(
+        h.client.statements(Some(acct)).await.unwrap().is_empty(),
+        "nothing is stored for a 400"
+    );
+    // Two fraction digits (or fewer) of the same value are fine.
+    let text = text
+        .replace("10.100", "10.1")
+        .replace("0.000", "0")
+        .replace("5.000", "5.00");
+    let a = h.api("POST", "/v1/statements", Some(&text)).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+}
+
+#[tokio::test]
 async fn more_than_1000_transactions_is_rejected() {
     let (h, bank, acct) = setup().await;
     let ids: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
