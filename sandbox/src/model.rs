@@ -359,6 +359,29 @@ pub struct Violation {
     pub client_id: Option<String>,
 }
 
+/// A free-text field of an accepted statement longer than Banking Service stores it: accepted,
+/// stored truncated to `limit` characters, and recorded here (`GET /_sandbox/overlong-fields`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverlongField {
+    pub seq: u64,
+    pub at: String,
+    pub bank_account_id: Uuid,
+    pub statement_id: Uuid,
+    /// Request path, e.g. `StatementRequest.data.transactionDetails[3].payee.postalCode`.
+    pub path: String,
+    /// Field within the transaction, e.g. `narrative1` or `payee.postalCode`.
+    pub field: String,
+    #[serde(default)]
+    pub unique_id: Option<String>,
+    /// Length received, in characters.
+    pub length: usize,
+    /// Length stored.
+    pub limit: usize,
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteStatusCount {

@@ -527,6 +527,25 @@ pub async fn post_statement(
             .entry(parsed.principal_id)
             .or_default();
         *m = (*m).max(in_flight);
+        for o in &parsed.overlong {
+            let seq = st.next_seq();
+            push_capped(
+                &mut st.overlong_fields,
+                core.cfg.log_capacity,
+                OverlongField {
+                    seq,
+                    at: fmt_time(now),
+                    bank_account_id: parsed.principal_id,
+                    statement_id: id,
+                    path: o.path.clone(),
+                    field: o.field.clone(),
+                    unique_id: o.unique_id.clone(),
+                    length: o.length,
+                    limit: o.limit,
+                    client_id: Some(ctx.client_id.clone()),
+                },
+            );
+        }
         for (kind, msg) in violations.drain(..) {
             st.violation(
                 core.cfg.log_capacity,

@@ -145,6 +145,8 @@ pub struct ParsedStatement {
     pub account_status: String,
     pub balances: BalancesIn,
     pub txns: Vec<ParsedTxn>,
+    /// Free text longer than Banking Service stores (already truncated in `txns`).
+    pub overlong: Vec<crate::validate::Overlong>,
 }
 
 pub struct Statement {
@@ -401,6 +403,7 @@ pub struct State {
     pub requests: VecDeque<RequestLogEntry>,
     pub notifications: VecDeque<NotificationAttempt>,
     pub violations: VecDeque<Violation>,
+    pub overlong_fields: VecDeque<OverlongField>,
     pub seq: u64,
     pub violation_count: u64,
     pub metrics: Metrics,
@@ -431,6 +434,7 @@ impl State {
             requests: VecDeque::new(),
             notifications: VecDeque::new(),
             violations: VecDeque::new(),
+            overlong_fields: VecDeque::new(),
             seq: 0,
             violation_count: 0,
             metrics: Metrics::default(),

@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::envelope::DetailItem;
-use crate::json::{JsonDecimal, Node, parse_amount};
+use crate::json::{JsonDecimal, Node, OwnedNode, parse_amount};
 use crate::model::{CallbackUrls, Counts, PatchedAccount};
 use crate::state::{BalancesIn, ParsedStatement, ParsedTxn, counts_of};
 use crate::util::parse_contract_time;
@@ -55,10 +55,48 @@ fn is_upper3(s: &str) -> bool {
     s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase())
 }
 
+/// Free text that Banking Service stores cut to a length: a longer value is accepted, stored
+/// truncated and recorded, never refused (see the README, "Strict as Sage, and no stricter").
+pub const TRANSACTION_STORAGE_LIMITS: [(&str, usize); 4] = [
+    ("checkNumber", 12),
+    ("referenceNumber", 32),
+    ("narrative1", 32),
+    ("narrative2", 32),
+];
+
+/// The same for the strings of a transaction's `payee`.
+pub const PAYEE_STORAGE_LIMITS: [(&str, usize); 10] = [
+    ("payeeDescription", 12),
+    ("address1", 32),
+    ("address2", 32),
+    ("address3", 32),
+    ("city", 32),
+    ("state", 32),
+    ("postalCode", 11),
+    ("phoneNumber", 32),
+    ("payeeBankId", 9),
+    ("payeeAccountId", 22),
+];
+
+/// A free-text value longer than its storage limit, as found in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlong {
+    /// `StatementRequest.data.transactionDetails[3].payee.postalCode`
+    pub path: String,
+    /// `payee.postalCode`
+    pub field: String,
+    pub unique_id: Option<String>,
+    /// In characters.
+    pub length: usize,
+    pub limit: usize,
+}
+
 /// Collects detail items while walking a body.
 #[derive(Default)]
 pub struct Checker {
     pub items: Vec<DetailItem>,
+    /// Free text longer than stored (accepted, truncated).
+    pub overlong: Vec<Overlong>,
 }
 
 impl Checker {
@@ -218,6 +256,49 @@ impl Checker {
         if let Some(n) = Self::opt(obj, key) {
             self.string(n, &format!("{path}.{key}"), min, max);
         }
+    }
+
+    /// An optional string stored cut to `limit` characters: a non-string is invalid; a longer
+    /// string is recorded and its truncation returned (to be stored instead).
+    fn stored_text(
+        &mut self,
+        obj: &Node<'_>,
+        key: &str,
+        path: &str,
+        field: &str,
+        limit: usize,
+    ) -> Option<String> {
+        let n = Self::opt(obj, key)?;
+        let target = format!("{path}.{key}");
+        let Node::Str(s) = n else {
+            self.invalid(target, format!("must be a string, got {}", n.kind()));
+            return None;
+        };
+        let length = s.chars().count();
+        if length <= limit {
+            return None;
+        }
+        self.overlong.push(Overlong {
+            path: target,
+            field: field.to_string(),
+            unique_id: None,
+            length,
+            limit,
+        });
+        Some(s.chars().take(limit).collect())
+    }
+}
+
+/// Replaces the string at `keys` inside an object tree (no-op when the path is absent).
+fn replace_str(node: &mut OwnedNode, keys: &[&str], value: String) {
+    let Some((first, rest)) = keys.split_first() else {
+        *node = OwnedNode::Str(value);
+        return;
+    };
+    if let OwnedNode::Obj(m) = node
+        && let Some(child) = m.get_mut(*first)
+    {
+        replace_str(child, rest, value);
     }
 }
 
@@ -426,6 +507,7 @@ pub fn parse_statement(body: &str, max_txns: usize) -> Result<ParsedStatement, V
             account_status: status,
             balances,
             txns,
+            overlong: c.overlong,
         }),
         // Unreachable in practice: any None above pushed an item.
         _ => Err(vec![DetailItem::invalid(ST, "invalid statement")]),
@@ -555,27 +637,22 @@ fn parse_txn(
             );
         }
     }
-    c.opt_string(n, "checkNumber", p, 0, 12);
-    c.opt_string(n, "referenceNumber", p, 0, 32);
     c.opt_string(n, "description", p, 0, 512);
-    c.opt_string(n, "narrative1", p, 0, 32);
-    c.opt_string(n, "narrative2", p, 0, 32);
+    // Storage limits: accepted, recorded, stored truncated.
+    let overlong_before = c.overlong.len();
+    let mut cuts: Vec<(Vec<&str>, String)> = Vec::new();
+    for (key, limit) in TRANSACTION_STORAGE_LIMITS {
+        if let Some(cut) = c.stored_text(n, key, p, key, limit) {
+            cuts.push((vec![key], cut));
+        }
+    }
     if let Some(payee) = Checker::opt(n, "payee") {
         let pp = format!("{p}.payee");
         if c.object(payee, &pp) {
-            for (key, max) in [
-                ("payeeDescription", 12),
-                ("address1", 32),
-                ("address2", 32),
-                ("address3", 32),
-                ("city", 32),
-                ("state", 32),
-                ("postalCode", 11),
-                ("phoneNumber", 32),
-                ("payeeBankId", 9),
-                ("payeeAccountId", 22),
-            ] {
-                c.opt_string(payee, key, &pp, 0, max);
+            for (key, limit) in PAYEE_STORAGE_LIMITS {
+                if let Some(cut) = c.stored_text(payee, key, &pp, &format!("payee.{key}"), limit) {
+                    cuts.push((vec!["payee", key], cut));
+                }
             }
             if let Some(x) = Checker::opt(payee, "country")
                 && let Some(s) = c.string(x, &format!("{pp}.country"), 3, 3)
@@ -640,12 +717,19 @@ fn parse_txn(
     if c.items.len() != before {
         return None;
     }
+    for o in &mut c.overlong[overlong_before..] {
+        o.unique_id.clone_from(&unique_id);
+    }
+    let mut raw = n.to_owned_node();
+    for (keys, cut) in cuts {
+        replace_str(&mut raw, &keys, cut);
+    }
     Some(ParsedTxn {
         unique_id: unique_id?,
         date_posted: date_posted?,
         amount: amount?,
         status: status?,
-        raw: n.to_owned_node(),
+        raw,
     })
 }
 

@@ -489,7 +489,7 @@ async fn validation_of_transaction_fields() {
     t["datePosted"] = json!("2025-03-03");
     t["description"] = json!("x".repeat(513));
     t["exchangeAmount"] = json!(1);
-    t["payee"] = json!({"payeeDescription": "x".repeat(13), "country": "GB"});
+    t["payee"] = json!({"country": "GB"});
     t["bankAccountId"] = json!("not-a-uuid");
     t.as_object_mut().unwrap().remove("uniqueId");
     let a = h.post_statement(&body).await;
@@ -502,7 +502,6 @@ async fn validation_of_transaction_fields() {
         "datePosted",
         "description",
         "exchangeAmount",
-        "payee.payeeDescription",
         "payee.country",
         "bankAccountId",
         "uniqueId",
@@ -1504,6 +1503,180 @@ async fn statement_latency_grows_with_size() {
         started.elapsed() >= Duration::from_millis(100),
         "500 × 200 µs"
     );
+}
+
+// ------------------------------------------------------------------ strict as Sage, and no stricter
+
+/// The statement of Sage's own published collection ("Posting Statements" → `POST /statements`),
+/// key for key: nested balances, coordinates, category, a 12-character `postalCode` and narratives
+/// longer than 32 characters.
+fn sage_example_statement(acct: Uuid, bank: Uuid, u1: &str, u2: &str) -> String {
+    let txn = |id: &str, amount: i32, kind: &str, exchange: i32, reference: &str| {
+        format!(
+            r#"{{
+                "uniqueId": "{id}", "bankAccountId": "{acct}", "transactionAmount": {amount},
+                "transactionType": "{kind}", "transactionStatus": "posted",
+                "datePosted": "2019-11-02T23:00:12.000Z", "dateUserInitiated": "2019-11-04T22:54:00.000Z",
+                "exchangeCurrency": "EUR", "exchangeAmount": {exchange}, "checkNumber": "123456",
+                "referenceNumber": "{reference}", "description": "DEBIT DESCRIPTION {id}",
+                "payee": {{
+                    "payeeDescription": "100001", "address1": "1 the something", "address2": "on some street",
+                    "address3": "on some estate", "city": "in a city", "state": "in a state",
+                    "postalCode": "MY POST CODE", "country": "GBR", "phoneNumber": "0091299291212",
+                    "payeeBankId": "123456", "payeeAccountId": "654321"
+                }},
+                "coordinates": {{ "lat": 0.9812, "long": 1.0238 }},
+                "narrative1": "DEBIT NARRATIVE {id}", "narrative2": "DEBIT EXTENDED NARRATIVE {id}",
+                "category": {{
+                    "topLevelCategory": "TopCategory", "subCategory": "SubCategory", "categoryId": 12,
+                    "standardIndustrialCode": "9089"
+                }}
+            }}"#
+        )
+    };
+    format!(
+        r#"{{ "data": {{
+            "principalId": "{acct}", "bankId": "{bank}",
+            "expected": {{ "transactionDetailsCount": 2, "accountDetailsCount": 1,
+                           "transactionCreditSum": 100, "transactionDebitSum": -100 }},
+            "accountDetails": [ {{ "bankAccountId": "{acct}", "status": "active",
+                "balances": {{ "ledgerBalance": 0, "ledgerBalanceDate": "2019-11-24T12:00:00.000Z",
+                               "availableBalance": 0, "availableBalanceDate": "2019-11-24T12:00:00.000Z" }} }} ],
+            "transactionDetails": [ {}, {} ] }} }}"#,
+        txn(u1, 100, "CREDIT", 120, "00000001"),
+        txn(u2, -100, "DEBIT", -120, "00000002")
+    )
+}
+
+#[tokio::test]
+async fn sages_own_example_statement_is_accepted_and_its_overlong_text_stored_truncated() {
+    let h = fast().await;
+    let bank = h.register_bank(DEAD).await;
+    let acct = h
+        .account_on(bank, "acc_sage", "2019-11-01T00:00:00.000Z")
+        .await;
+    let (u1, u2) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let body = sage_example_statement(acct, bank, &u1, &u2);
+    let a = h.api("POST", "/v1/statements", Some(&body)).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let s = h
+        .client
+        .wait_statement_terminal(id_of(&a), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(s.status, StatementStatus::Succeeded);
+
+    // Every overlong field is recorded with its path, length and limit.
+    let overlong = h.client.overlong_fields().await.unwrap();
+    let mut got: Vec<(String, usize, usize)> = overlong
+        .iter()
+        .map(|o| (o.path.clone(), o.length, o.limit))
+        .collect();
+    got.sort();
+    let p = "StatementRequest.data.transactionDetails";
+    let mut want = Vec::new();
+    for i in 0..2 {
+        want.push((format!("{p}[{i}].narrative1"), 16 + 36, 32));
+        want.push((format!("{p}[{i}].narrative2"), 25 + 36, 32));
+        want.push((format!("{p}[{i}].payee.postalCode"), 12, 11));
+    }
+    want.sort();
+    assert_eq!(got, want);
+    assert!(overlong.iter().all(|o| o.statement_id == s.id
+        && o.bank_account_id == acct
+        && o.client_id.as_deref() == Some("local-provider")));
+    assert_eq!(overlong[0].unique_id.as_deref(), Some(u1.as_str()));
+
+    // Stored (and shown to the product) cut to the limits, on character boundaries.
+    let stored = h.client.stored_transactions(acct).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    let t = &stored[0];
+    assert_eq!(
+        t.narrative1.as_deref(),
+        Some(
+            format!("DEBIT NARRATIVE {u1}")
+                .chars()
+                .take(32)
+                .collect::<String>()
+                .as_str()
+        )
+    );
+    assert_eq!(t.narrative2.as_ref().map(|n| n.chars().count()), Some(32));
+    assert_eq!(t.payee.as_ref().unwrap()["postalCode"], "MY POST COD");
+    assert_eq!(t.payee.as_ref().unwrap()["city"], "in a city");
+    assert_eq!(t.coordinates.as_ref().unwrap()["lat"], json!(0.9812));
+    let product = h.client.product_transactions(acct, 1).await.unwrap();
+    assert!(
+        product[0]
+            .transaction_narrative
+            .as_deref()
+            .unwrap()
+            .starts_with(&format!("{} ", t.narrative1.as_deref().unwrap()))
+    );
+    assert!(h.client.violations().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn overlong_free_text_is_never_a_400_but_other_rules_still_are() {
+    let (h, bank, acct) = setup().await;
+    let mut b = statement(acct, bank, &[("u1", "-1.00", "2025-03-03T09:12:44.000Z")]);
+    let t = &mut b["data"]["transactionDetails"][0];
+    // Multi-byte characters: limits count characters, not bytes.
+    t["checkNumber"] = json!("é".repeat(13));
+    t["referenceNumber"] = json!("r".repeat(33));
+    t["payee"] = json!({
+        "payeeDescription": "p".repeat(13), "address1": "a".repeat(33), "address2": "a".repeat(33),
+        "address3": "a".repeat(33), "city": "c".repeat(33), "state": "s".repeat(33),
+        "postalCode": "z".repeat(12), "phoneNumber": "9".repeat(33), "payeeBankId": "b".repeat(10),
+        "payeeAccountId": "n".repeat(23), "country": "GBR",
+    });
+    let s = h.post_and_wait(&b).await;
+    assert_eq!(s.status, StatementStatus::Succeeded);
+    let mut fields: Vec<String> = h
+        .client
+        .overlong_fields()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.field)
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "checkNumber",
+            "payee.address1",
+            "payee.address2",
+            "payee.address3",
+            "payee.city",
+            "payee.payeeAccountId",
+            "payee.payeeBankId",
+            "payee.payeeDescription",
+            "payee.phoneNumber",
+            "payee.postalCode",
+            "payee.state",
+            "referenceNumber",
+        ]
+    );
+    let stored = &h.client.stored_transactions(acct).await.unwrap()[0];
+    assert_eq!(
+        stored.check_number.as_deref(),
+        Some("é".repeat(12).as_str())
+    );
+    assert_eq!(stored.payee.as_ref().unwrap()["payeeBankId"], "b".repeat(9));
+    // A wrong type, and a description over its limit, remain 400s; nothing is recorded for them.
+    let mut b = statement(acct, bank, &[("u2", "-1.00", "2025-03-03T09:12:44.000Z")]);
+    b["data"]["transactionDetails"][0]["narrative1"] = json!(12);
+    b["data"]["transactionDetails"][0]["description"] = json!("d".repeat(513));
+    b["data"]["transactionDetails"][0]["narrative2"] = json!("n".repeat(40));
+    let a = h.post_statement(&b).await;
+    assert_eq!(a.status, 400);
+    let p = "StatementRequest.data.transactionDetails[0]";
+    assert_eq!(
+        a.targets(),
+        vec![format!("{p}.description"), format!("{p}.narrative1")]
+    );
+    assert_eq!(h.client.overlong_fields().await.unwrap().len(), 12);
 }
 
 // ------------------------------------------------------------------ violations
