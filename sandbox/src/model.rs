@@ -342,6 +342,9 @@ pub enum ViolationKind {
     TooManyTokenRequests,
     PollingTooFast,
     PostAfterResourceDeleted,
+    /// A statement, account detail or transaction (or an object inside one) carries a key the
+    /// contract does not name, a misspelling included; Banking Service ignores it.
+    UnknownField,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -351,6 +354,9 @@ pub struct Violation {
     pub at: String,
     pub kind: ViolationKind,
     pub message: String,
+    /// Where in the request (`unknownField`: the first key of its kind in the statement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     #[serde(default)]
     pub bank_account_id: Option<Uuid>,
     #[serde(default)]

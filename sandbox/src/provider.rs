@@ -527,6 +527,37 @@ pub async fn post_statement(
             .entry(parsed.principal_id)
             .or_default();
         *m = (*m).max(in_flight);
+        // Unknown keys: one violation per key and place, array positions folded
+        // (`transactionDetails[].narative1`), with the first full path and the count.
+        let mut unknown: Vec<(String, String, usize)> = Vec::new();
+        for path in &parsed.unknown_fields {
+            let shape = fold_indexes(path);
+            match unknown.iter_mut().find(|(s, _, _)| *s == shape) {
+                Some(entry) => entry.2 += 1,
+                None => unknown.push((shape, path.clone(), 1)),
+            }
+        }
+        for (shape, first, count) in unknown {
+            let key = shape.rsplit('.').next().unwrap_or_default().to_string();
+            let message = if count == 1 {
+                format!("unknown key `{key}` at {first}")
+            } else {
+                format!(
+                    "unknown key `{key}` at {first} and {} more like it ({shape})",
+                    count - 1
+                )
+            };
+            st.violation_at(
+                core.cfg.log_capacity,
+                now,
+                ViolationKind::UnknownField,
+                message,
+                Some(first),
+                Some(parsed.principal_id),
+                Some(id),
+                Some(ctx.client_id.clone()),
+            );
+        }
         for o in &parsed.overlong {
             let seq = st.next_seq();
             push_capped(
@@ -565,6 +596,27 @@ pub async fn post_statement(
         resource,
         json!({ "self": format!("/v1/statements/{id}") }),
     ))
+}
+
+/// `a.b[3].c[0].d` → `a.b[].c[].d`
+fn fold_indexes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_brackets = false;
+    for ch in path.chars() {
+        match ch {
+            '[' => {
+                in_brackets = true;
+                out.push('[');
+            }
+            ']' => {
+                in_brackets = false;
+                out.push(']');
+            }
+            _ if in_brackets => {}
+            _ => out.push(ch),
+        }
+    }
+    out
 }
 
 pub async fn get_statement(

@@ -147,6 +147,8 @@ pub struct ParsedStatement {
     pub txns: Vec<ParsedTxn>,
     /// Free text longer than Banking Service stores (already truncated in `txns`).
     pub overlong: Vec<crate::validate::Overlong>,
+    /// Paths of keys the contract does not name (ignored; contract violations).
+    pub unknown_fields: Vec<String>,
 }
 
 pub struct Statement {
@@ -467,6 +469,31 @@ impl State {
         statement_id: Option<Uuid>,
         client_id: Option<String>,
     ) {
+        self.violation_at(
+            cap,
+            now,
+            kind,
+            message,
+            None,
+            bank_account_id,
+            statement_id,
+            client_id,
+        );
+    }
+
+    /// A violation about one place of a request (`path`, e.g. an unknown key).
+    #[allow(clippy::too_many_arguments)]
+    pub fn violation_at(
+        &mut self,
+        cap: usize,
+        now: DateTime<Utc>,
+        kind: ViolationKind,
+        message: String,
+        path: Option<String>,
+        bank_account_id: Option<Uuid>,
+        statement_id: Option<Uuid>,
+        client_id: Option<String>,
+    ) {
         let seq = self.next_seq();
         self.violation_count += 1;
         push_capped(
@@ -477,6 +504,7 @@ impl State {
                 at: fmt_time(now),
                 kind,
                 message,
+                path,
                 bank_account_id,
                 statement_id,
                 client_id,

@@ -78,6 +78,80 @@ pub const PAYEE_STORAGE_LIMITS: [(&str, usize); 10] = [
     ("payeeAccountId", 22),
 ];
 
+/// The keys the contract names, per object of a statement (banking-service.md §6.4). Any other
+/// key (a misspelling included) is a contract violation (`unknownField`); Banking Service answers
+/// as if it were absent.
+pub const STATEMENT_REQUEST_KEYS: [&str; 1] = ["data"];
+pub const STATEMENT_KEYS: [&str; 5] = [
+    "principalId",
+    "bankId",
+    "expected",
+    "accountDetails",
+    "transactionDetails",
+];
+pub const EXPECTED_KEYS: [&str; 4] = [
+    "transactionDetailsCount",
+    "accountDetailsCount",
+    "transactionCreditSum",
+    "transactionDebitSum",
+];
+pub const BALANCE_KEYS: [&str; 4] = [
+    "ledgerBalance",
+    "ledgerBalanceDate",
+    "availableBalance",
+    "availableBalanceDate",
+];
+pub const ACCOUNT_DETAIL_KEYS: [&str; 7] = [
+    "bankAccountId",
+    "status",
+    "balances",
+    "ledgerBalance",
+    "ledgerBalanceDate",
+    "availableBalance",
+    "availableBalanceDate",
+];
+pub const TRANSACTION_KEYS: [&str; 18] = [
+    "uniqueId",
+    "bankAccountId",
+    "transactionAmount",
+    "transactionType",
+    "transactionStatus",
+    "datePosted",
+    "dateUserInitiated",
+    "exchangeCurrency",
+    "exchangeAmount",
+    "checkNumber",
+    "referenceNumber",
+    "description",
+    "narrative1",
+    "narrative2",
+    "payee",
+    "coordinates",
+    "category",
+    "providerAdditionalFields",
+];
+pub const PAYEE_KEYS: [&str; 11] = [
+    "payeeDescription",
+    "address1",
+    "address2",
+    "address3",
+    "city",
+    "state",
+    "postalCode",
+    "country",
+    "phoneNumber",
+    "payeeBankId",
+    "payeeAccountId",
+];
+pub const COORDINATES_KEYS: [&str; 2] = ["lat", "long"];
+pub const CATEGORY_KEYS: [&str; 4] = [
+    "topLevelCategory",
+    "subCategory",
+    "categoryId",
+    "standardIndustrialCode",
+];
+pub const PROVIDER_ADDITIONAL_FIELD_KEYS: [&str; 2] = ["name", "value"];
+
 /// A free-text value longer than its storage limit, as found in a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overlong {
@@ -97,6 +171,8 @@ pub struct Checker {
     pub items: Vec<DetailItem>,
     /// Free text longer than stored (accepted, truncated).
     pub overlong: Vec<Overlong>,
+    /// Paths of keys the contract does not name (accepted, ignored, a violation).
+    pub unknown: Vec<String>,
 }
 
 impl Checker {
@@ -258,6 +334,17 @@ impl Checker {
         }
     }
 
+    /// Records every key of `obj` (an object) that is not in `known`.
+    pub fn known_keys(&mut self, obj: &Node<'_>, path: &str, known: &[&str]) {
+        if let Node::Obj(m) = obj {
+            for k in m.keys() {
+                if !known.contains(&k.as_str()) {
+                    self.unknown.push(format!("{path}.{k}"));
+                }
+            }
+        }
+    }
+
     /// An optional string stored cut to `limit` characters: a non-string is invalid; a longer
     /// string is recorded and its truncation returned (to be stored instead).
     fn stored_text(
@@ -286,6 +373,13 @@ impl Checker {
             limit,
         });
         Some(s.chars().take(limit).collect())
+    }
+}
+
+/// Removes the keys of an object that are not in `known` (what Banking Service would not store).
+fn retain_known(node: &mut OwnedNode, known: &[&str]) {
+    if let OwnedNode::Obj(m) = node {
+        m.retain(|k, _| known.contains(&k.as_str()));
     }
 }
 
@@ -334,6 +428,8 @@ pub fn parse_statement(body: &str, max_txns: usize) -> Result<ParsedStatement, V
     if !c.object(data, ST) {
         return Err(c.items);
     }
+    c.known_keys(&root, "StatementRequest", &STATEMENT_REQUEST_KEYS);
+    c.known_keys(data, ST, &STATEMENT_KEYS);
     let principal_id = c
         .req(data, "principalId", ST)
         .and_then(|n| c.uuid(n, &format!("{ST}.principalId")));
@@ -346,6 +442,7 @@ pub fn parse_statement(body: &str, max_txns: usize) -> Result<ParsedStatement, V
     if let Some(e) = c.req(data, "expected", ST) {
         let p = format!("{ST}.expected");
         if c.object(e, &p) {
+            c.known_keys(e, &p, &EXPECTED_KEYS);
             let tdc = c
                 .req(e, "transactionDetailsCount", &p)
                 .and_then(|n| c.count(n, &format!("{p}.transactionDetailsCount")));
@@ -508,6 +605,7 @@ pub fn parse_statement(body: &str, max_txns: usize) -> Result<ParsedStatement, V
             balances,
             txns,
             overlong: c.overlong,
+            unknown_fields: c.unknown,
         }),
         // Unreachable in practice: any None above pushed an item.
         _ => Err(vec![DetailItem::invalid(ST, "invalid statement")]),
@@ -524,6 +622,7 @@ fn parse_account_detail(
     if !c.object(n, p) {
         return None;
     }
+    c.known_keys(n, p, &ACCOUNT_DETAIL_KEYS);
     let before = c.items.len();
     if let Some(id) = c
         .req(n, "bankAccountId", p)
@@ -558,6 +657,7 @@ fn parse_account_detail(
             if !c.object(nb, &format!("{p}.balances")) {
                 return None;
             }
+            c.known_keys(nb, &format!("{p}.balances"), &BALANCE_KEYS);
             (nb, format!("{p}.balances"))
         }
         (None, _) => (n, p.to_string()),
@@ -595,6 +695,7 @@ fn parse_txn(
     if !c.object(n, p) {
         return None;
     }
+    c.known_keys(n, p, &TRANSACTION_KEYS);
     let before = c.items.len();
     let unique_id = c
         .req(n, "uniqueId", p)
@@ -649,6 +750,7 @@ fn parse_txn(
     if let Some(payee) = Checker::opt(n, "payee") {
         let pp = format!("{p}.payee");
         if c.object(payee, &pp) {
+            c.known_keys(payee, &pp, &PAYEE_KEYS);
             for (key, limit) in PAYEE_STORAGE_LIMITS {
                 if let Some(cut) = c.stored_text(payee, key, &pp, &format!("payee.{key}"), limit) {
                     cuts.push((vec!["payee", key], cut));
@@ -665,6 +767,7 @@ fn parse_txn(
     if let Some(co) = Checker::opt(n, "coordinates") {
         let cp = format!("{p}.coordinates");
         if c.object(co, &cp) {
+            c.known_keys(co, &cp, &COORDINATES_KEYS);
             for (key, lim) in [("lat", 90.0f64), ("long", 180.0f64)] {
                 if let Some(x) = c.req(co, key, &cp) {
                     let ok = match x {
@@ -684,6 +787,7 @@ fn parse_txn(
     if let Some(cat) = Checker::opt(n, "category") {
         let cp = format!("{p}.category");
         if c.object(cat, &cp) {
+            c.known_keys(cat, &cp, &CATEGORY_KEYS);
             c.opt_string(cat, "topLevelCategory", &cp, 0, 128);
             c.opt_string(cat, "subCategory", &cp, 0, 128);
             c.opt_string(cat, "standardIndustrialCode", &cp, 1, 16);
@@ -702,6 +806,7 @@ fn parse_txn(
                 for (i, it) in items.iter().enumerate() {
                     let ip = format!("{pp}[{i}]");
                     if c.object(it, &ip) {
+                        c.known_keys(it, &ip, &PROVIDER_ADDITIONAL_FIELD_KEYS);
                         if let Some(x) = c.req(it, "name", &ip) {
                             c.string(x, &format!("{ip}.name"), 1, 50);
                         }
@@ -723,6 +828,24 @@ fn parse_txn(
     let mut raw = n.to_owned_node();
     for (keys, cut) in cuts {
         replace_str(&mut raw, &keys, cut);
+    }
+    // Keys the contract does not name are not stored (nor shown to the product).
+    retain_known(&mut raw, &TRANSACTION_KEYS);
+    if let OwnedNode::Obj(m) = &mut raw {
+        for (key, known) in [
+            ("payee", &PAYEE_KEYS[..]),
+            ("coordinates", &COORDINATES_KEYS[..]),
+            ("category", &CATEGORY_KEYS[..]),
+        ] {
+            if let Some(child) = m.get_mut(key) {
+                retain_known(child, known);
+            }
+        }
+        if let Some(OwnedNode::Arr(items)) = m.get_mut("providerAdditionalFields") {
+            for it in items {
+                retain_known(it, &PROVIDER_ADDITIONAL_FIELD_KEYS);
+            }
+        }
     }
     Some(ParsedTxn {
         unique_id: unique_id?,

@@ -1679,6 +1679,143 @@ async fn overlong_free_text_is_never_a_400_but_other_rules_still_are() {
     assert_eq!(h.client.overlong_fields().await.unwrap().len(), 12);
 }
 
+#[tokio::test]
+async fn unknown_or_misspelled_keys_are_violations_and_are_not_stored() {
+    let (h, bank, acct) = setup().await;
+    let mut b = statement(
+        acct,
+        bank,
+        &[
+            ("u1", "1.00", "2025-03-03T09:00:00.000Z"),
+            ("u2", "2.00", "2025-03-03T10:00:00.000Z"),
+        ],
+    );
+    b["meta"] = json!({});
+    b["data"]["statementDate"] = json!("2025-03-04");
+    b["data"]["expected"]["transactionCount"] = json!(2);
+    b["data"]["accountDetails"][0]["availabeBalance"] = json!(5);
+    for i in 0..2 {
+        let t = &mut b["data"]["transactionDetails"][i];
+        t["narative1"] = json!("misspelt");
+        t["narrative1"] = json!("spelt right");
+    }
+    let t = &mut b["data"]["transactionDetails"][0];
+    t["payee"] = json!({"payeeDescription": "SHOP", "postcode": "LS1 1AA"});
+    t["coordinates"] = json!({"lat": 1.5, "long": 2.5, "alt": 3});
+    t["category"] = json!({"categoryId": 7, "categoryName": "Food"});
+    t["providerAdditionalFields"] = json!([{"name": "mcc", "value": "5812", "label": "x"}]);
+    let s = h.post_and_wait(&b).await;
+    assert_eq!(
+        s.status,
+        StatementStatus::Succeeded,
+        "answered as if absent"
+    );
+
+    let violations = h.client.violations().await.unwrap();
+    assert!(
+        violations
+            .iter()
+            .all(|v| v.kind == ViolationKind::UnknownField
+                && v.statement_id == Some(s.id)
+                && v.bank_account_id == Some(acct)),
+        "{violations:?}"
+    );
+    let mut paths: Vec<&str> = violations
+        .iter()
+        .filter_map(|v| v.path.as_deref())
+        .collect();
+    paths.sort_unstable();
+    let t0 = "StatementRequest.data.transactionDetails[0]";
+    assert_eq!(
+        paths,
+        [
+            "StatementRequest.data.accountDetails[0].availabeBalance",
+            "StatementRequest.data.expected.transactionCount",
+            "StatementRequest.data.statementDate",
+            &format!("{t0}.category.categoryName"),
+            &format!("{t0}.coordinates.alt"),
+            &format!("{t0}.narative1"),
+            &format!("{t0}.payee.postcode"),
+            &format!("{t0}.providerAdditionalFields[0].label"),
+            "StatementRequest.meta",
+        ]
+    );
+    // The misspelling in both transactions is one violation that counts the other.
+    let narative = violations
+        .iter()
+        .find(|v| v.path.as_deref() == Some(&format!("{t0}.narative1")))
+        .unwrap();
+    assert!(
+        narative.message.contains("1 more") && narative.message.contains("narative1"),
+        "{}",
+        narative.message
+    );
+    // Nothing the contract does not name is stored or shown to the product.
+    let raw = to_answer(
+        h.http
+            .get(h.url(&format!("/_sandbox/bankaccounts/{acct}/transactions")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let t = &raw.body[0];
+    assert!(t.get("narative1").is_none(), "{t}");
+    assert_eq!(t["narrative1"], "spelt right");
+    assert_eq!(t["payee"], json!({"payeeDescription": "SHOP"}));
+    assert_eq!(t["coordinates"], json!({"lat": 1.5, "long": 2.5}));
+    assert_eq!(t["category"], json!({"categoryId": 7}));
+    assert_eq!(
+        t["providerAdditionalFields"],
+        json!([{"name": "mcc", "value": "5812"}])
+    );
+}
+
+#[tokio::test]
+async fn every_key_the_contract_names_is_no_violation() {
+    // Flat balances (older material), every optional transaction field of §6.4 including the
+    // ones the connector does not send yet (coordinates, category, providerAdditionalFields).
+    let (h, bank, acct) = setup().await;
+    let mut b = statement(acct, bank, &[("u1", "-1.00", "2025-03-03T09:12:44.000Z")]);
+    let ad = &mut b["data"]["accountDetails"][0];
+    ad["availableBalance"] = json!(90.00);
+    ad["availableBalanceDate"] = json!("2025-03-04T00:00:00.000Z");
+    let t = &mut b["data"]["transactionDetails"][0];
+    for (k, v) in [
+        ("dateUserInitiated", json!("2025-03-02T09:12:44.000Z")),
+        ("exchangeCurrency", json!("EUR")),
+        ("exchangeAmount", json!(-1.17)),
+        ("checkNumber", json!("000123")),
+        ("referenceNumber", json!("REF-1")),
+        ("description", json!("CARD PAYMENT")),
+        ("narrative1", json!("COFFEE CO")),
+        ("narrative2", json!("LEEDS")),
+        (
+            "payee",
+            json!({"payeeDescription": "COFFEE CO", "address1": "1 High St", "address2": "Floor 2",
+                   "address3": "Unit 3", "city": "Leeds", "state": "West Yorkshire",
+                   "postalCode": "LS1 1AA", "country": "GBR", "phoneNumber": "0113 000 0000",
+                   "payeeBankId": "123456", "payeeAccountId": "12345678"}),
+        ),
+        ("coordinates", json!({"lat": 53.8, "long": -1.55})),
+        (
+            "category",
+            json!({"topLevelCategory": "Food", "subCategory": "Coffee", "categoryId": 12,
+                   "standardIndustrialCode": "5812"}),
+        ),
+        (
+            "providerAdditionalFields",
+            json!([{"name": "mcc", "value": "5812"}]),
+        ),
+    ] {
+        t[k] = v;
+    }
+    let s = h.post_and_wait(&b).await;
+    assert_eq!(s.status, StatementStatus::Succeeded);
+    assert!(h.client.violations().await.unwrap().is_empty());
+    assert!(h.client.overlong_fields().await.unwrap().is_empty());
+}
+
 // ------------------------------------------------------------------ violations
 
 #[tokio::test]
