@@ -78,6 +78,11 @@ pub struct SandboxConfig {
     pub notification_backoff_ms: Vec<u64>,
     pub notification_backoff_jitter_pct: u32,
     pub availableaccounts_timeout_ms: u64,
+    /// Probability (0 to 1) that each optional `additionalData` field is left out of a notification
+    /// Banking Service sends in a flow (`bankId` everywhere; `requestedStartDate` of
+    /// `resourceCreated/bankAccount`; `externalId` of `resourceDeleted/bankAccount`). 0 sends them
+    /// all. Notifications sent explicitly through the driver are sent as asked.
+    pub notification_omit_optional_rate: f64,
     pub notification_audience: String,
     pub notification_scope: String,
     pub notification_azp: String,
@@ -124,6 +129,7 @@ impl Default for SandboxConfig {
             notification_backoff_ms: vec![1000, 4000, 16000],
             notification_backoff_jitter_pct: 20,
             availableaccounts_timeout_ms: 10_000,
+            notification_omit_optional_rate: 0.0,
             notification_audience: local::NOTIFICATION_AUDIENCE.into(),
             notification_scope: "Notification".into(),
             notification_azp: local::NOTIFICATION_AZP.into(),
@@ -155,6 +161,16 @@ impl SandboxConfig {
             statement_per_txn_us: 0,
             notification_backoff_ms: vec![10, 20, 40],
             ..SandboxConfig::default()
+        }
+    }
+
+    /// The same settings, with each optional `additionalData` field of the flows' notifications
+    /// left out at `rate` (0 to 1), as Banking Service may: see
+    /// [`SandboxConfig::notification_omit_optional_rate`].
+    pub fn omitting_optional_fields(self, rate: f64) -> Self {
+        SandboxConfig {
+            notification_omit_optional_rate: rate.clamp(0.0, 1.0),
+            ..self
         }
     }
 

@@ -303,6 +303,10 @@ pub struct NotificationAttempt {
     pub latency_ms: f64,
     pub token_variant: crate::sageid::TokenVariant,
     pub header_variant: HeaderVariant,
+    /// Optional `additionalData` fields left out of this notification (see
+    /// `SandboxConfig::notification_omit_optional_rate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<String>,
 }
 
 /// Which custom header a delivery carries.

@@ -41,7 +41,7 @@ pub async fn notify_bank(
     opts: &DeliveryOptions,
 ) -> Result<DeliveryReport, ApiError> {
     let url = bank_callbacks(core, bank_id)?.notification;
-    Ok(notify::deliver(core, url, n, signing, true, opts).await)
+    Ok(notify::deliver(core, url, n, signing, true, true, opts).await)
 }
 
 /// Creates an authorisation (20 min, single use) and returns its id.

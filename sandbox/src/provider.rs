@@ -436,8 +436,13 @@ pub async fn post_statement(
                 "A statement is already in flight for this bank account",
             ));
         }
-        // Contract violations Banking Service does not reject (§5).
-        let start = acct.requested_start_date;
+        // Contract violations Banking Service does not reject (§5). `requestedStartDate` is a
+        // day: the start of that UTC day counts as inside.
+        let start = acct
+            .requested_start_date
+            .date_naive()
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc();
         if let Some(i) = parsed
             .txns
             .windows(2)

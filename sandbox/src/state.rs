@@ -406,6 +406,8 @@ pub struct State {
     pub notifications: VecDeque<NotificationAttempt>,
     pub violations: VecDeque<Violation>,
     pub overlong_fields: VecDeque<OverlongField>,
+    /// `resourceCreated/bankAccount` notifications sent in a flow (picks the date format).
+    pub start_dates_sent: u64,
     pub seq: u64,
     pub violation_count: u64,
     pub metrics: Metrics,
@@ -437,6 +439,7 @@ impl State {
             notifications: VecDeque::new(),
             violations: VecDeque::new(),
             overlong_fields: VecDeque::new(),
+            start_dates_sent: 0,
             seq: 0,
             violation_count: 0,
             metrics: Metrics::default(),

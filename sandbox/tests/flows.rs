@@ -128,7 +128,14 @@ async fn notifications_are_retried_with_backoff_then_given_up() {
     );
     let body = c.notification_bodies().pop().unwrap();
     assert_eq!(body["additionalData"]["externalId"], "e1");
-    assert_eq!(body["additionalData"]["requestedStartDate"], "2025-01-01");
+    assert!(
+        ["2025-01-01", "2025-01-01T00:00:00.000Z"].contains(
+            &body["additionalData"]["requestedStartDate"]
+                .as_str()
+                .unwrap()
+        ),
+        "{body}"
+    );
     assert_eq!(body["additionalData"]["bankId"], json!(bank));
     c.state.fail_next.store(100, Ordering::SeqCst);
     let r =
@@ -172,6 +179,208 @@ async fn duplicate_delivery_option_sends_twice() {
     let got = c.notification_bodies();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0], got[1]);
+}
+
+// ------------------------------------------------------------------ notifications as Sage sends them
+
+#[tokio::test]
+async fn flow_notifications_send_every_field_by_default() {
+    let (h, c, bank) = with_connector(SandboxConfig::fast(), None).await;
+    assert_eq!(
+        SandboxConfig::default().notification_omit_optional_rate,
+        0.0
+    );
+    let out =
+        h.sb.driver()
+            .onboard(OnboardOptions {
+                create: AccountPick::First,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    h.sb.driver()
+        .delete_account(out.created[0].bank_account_id)
+        .await
+        .unwrap();
+    let got = c.notification_bodies();
+    let keys: Vec<(String, Vec<String>)> = got
+        .iter()
+        .map(|b| {
+            (
+                format!(
+                    "{}/{}",
+                    b["type"].as_str().unwrap(),
+                    b["resource"]["type"].as_str().unwrap()
+                ),
+                b["additionalData"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (
+                "resourceCreated/authorisation".to_string(),
+                vec!["bankId".to_string()]
+            ),
+            (
+                "resourceCreated/bankAccount".to_string(),
+                vec![
+                    "bankId".into(),
+                    "externalId".into(),
+                    "requestedStartDate".into()
+                ]
+            ),
+            (
+                "resourceDeleted/bankAccount".to_string(),
+                vec!["bankId".into(), "externalId".into()]
+            ),
+        ]
+    );
+    assert!(
+        got.iter()
+            .all(|b| b["additionalData"].get("bankId") == Some(&json!(bank)))
+    );
+    assert!(
+        h.client
+            .notifications()
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.omitted.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn flow_notifications_leave_out_optional_fields_at_the_configured_rate() {
+    // Rate 1: everything optional goes; a correct connector still onboards and offboards.
+    let cfg = SandboxConfig::fast().omitting_optional_fields(1.0);
+    let (h, c, _bank) = with_connector(cfg, None).await;
+    let out =
+        h.sb.driver()
+            .onboard(OnboardOptions {
+                create: AccountPick::First,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    let created = &out.created[0];
+    h.sb.driver()
+        .delete_account(created.bank_account_id)
+        .await
+        .unwrap();
+    let got = c.notification_bodies();
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        got[0]["additionalData"],
+        json!({}),
+        "authorisation without bankId"
+    );
+    assert_eq!(
+        got[1]["additionalData"],
+        json!({"externalId": created.external_id}),
+        "as Sage's own example: only externalId"
+    );
+    assert_eq!(got[2]["additionalData"], json!({}), "deletion");
+    let omitted: Vec<Vec<String>> = h
+        .client
+        .notifications()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.omitted)
+        .collect();
+    assert_eq!(
+        omitted,
+        [
+            vec!["bankId".to_string()],
+            vec!["requestedStartDate".into(), "bankId".into()],
+            vec!["externalId".into(), "bankId".into()],
+        ]
+    );
+
+    // Rate 0.5: some sent, some left out, deterministic per seed; never externalId of a creation.
+    let cfg = SandboxConfig::fast().omitting_optional_fields(0.5);
+    let (h, c, bank) = with_connector(cfg, None).await;
+    for i in 0..24 {
+        h.client
+            .create_account(&CreateAccountRequest::new(
+                bank,
+                format!("e{i}"),
+                "2025-01-01",
+            ))
+            .await
+            .unwrap();
+    }
+    let got = c.notification_bodies();
+    let with = |k: &str| {
+        got.iter()
+            .filter(|b| b["additionalData"].get(k).is_some())
+            .count()
+    };
+    assert_eq!(with("externalId"), 24);
+    for k in ["bankId", "requestedStartDate"] {
+        assert!((1..24).contains(&with(k)), "{k}: {} of 24", with(k));
+    }
+}
+
+#[tokio::test]
+async fn requested_start_date_goes_in_each_of_sages_formats_as_the_start_of_the_day() {
+    let (h, c, bank) = with_connector(SandboxConfig::fast(), None).await;
+    for i in 0..4 {
+        h.client
+            .create_account(&CreateAccountRequest::new(
+                bank,
+                format!("e{i}"),
+                "2025-01-01T13:45:00.000Z",
+            ))
+            .await
+            .unwrap();
+    }
+    let sent: Vec<String> = c
+        .notification_bodies()
+        .iter()
+        .map(|b| {
+            b["additionalData"]["requestedStartDate"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            "2025-01-01T00:00:00.000Z",
+            "2025-01-01",
+            "2025-01-01T00:00:00.000Z",
+            "2025-01-01"
+        ]
+    );
+    // Sent through the driver explicitly: exactly as given, whatever the rate.
+    let cfg = SandboxConfig::fast().omitting_optional_fields(1.0);
+    let (h, c, bank) = with_connector(cfg, None).await;
+    h.sb.driver()
+        .send_notification(notify_req(
+            NotificationSpec::BankAccountCreated {
+                bank_account_id: Uuid::new_v4(),
+                external_id: "e1".into(),
+                requested_start_date: "2025-01-01T13:45:00Z".into(),
+            },
+            TokenVariant::Valid,
+            HeaderVariant::Configured,
+        ))
+        .await
+        .unwrap();
+    let body = c.notification_bodies().pop().unwrap();
+    assert_eq!(
+        body["additionalData"],
+        json!({"externalId": "e1", "requestedStartDate": "2025-01-01T13:45:00Z", "bankId": bank})
+    );
 }
 
 // ------------------------------------------------------------------ onboarding

@@ -1857,6 +1857,37 @@ async fn contract_violations_are_recorded() {
 }
 
 #[tokio::test]
+async fn the_requested_start_day_counts_from_its_start() {
+    // requestedStartDate is a day: a transaction earlier on that day is inside it.
+    let h = fast().await;
+    let bank = h.register_bank(DEAD).await;
+    let acct = h
+        .account_on(bank, "acc_day", "2025-03-03T12:00:00.000Z")
+        .await;
+    h.post_and_wait(&statement(
+        acct,
+        bank,
+        &[
+            ("a", "1.00", "2025-03-03T00:00:00.000Z"),
+            ("b", "1.00", "2025-03-03T09:00:00.000Z"),
+        ],
+    ))
+    .await;
+    assert!(h.client.violations().await.unwrap().is_empty());
+    h.post_and_wait(&statement(
+        acct,
+        bank,
+        &[("c", "1.00", "2025-03-02T23:59:59.000Z")],
+    ))
+    .await;
+    let v = h.client.violations().await.unwrap();
+    assert_eq!(
+        v.iter().map(|v| v.kind).collect::<Vec<_>>(),
+        [ViolationKind::DatePostedBeforeRequestedStart]
+    );
+}
+
+#[tokio::test]
 async fn a_clean_run_has_no_violations() {
     let (h, bank, acct) = setup().await;
     h.post_and_wait(&statement(
