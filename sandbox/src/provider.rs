@@ -437,7 +437,7 @@ pub async fn post_statement(
             ));
         }
         // Contract violations Banking Service does not reject (§5). `requestedStartDate` is a
-        // day: the start of that UTC day counts as inside.
+        // day: the start of that UTC day counts as inside (README, notifications).
         let start = acct
             .requested_start_date
             .date_naive()

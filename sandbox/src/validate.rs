@@ -78,7 +78,7 @@ pub const PAYEE_STORAGE_LIMITS: [(&str, usize); 10] = [
     ("payeeAccountId", 22),
 ];
 
-/// The keys the contract names, per object of a statement (banking-service.md §6.4). Any other
+/// The keys the contract names, per object of a statement (README, "Strict as Sage"). Any other
 /// key (a misspelling included) is a contract violation (`unknownField`); Banking Service answers
 /// as if it were absent.
 pub const STATEMENT_REQUEST_KEYS: [&str; 1] = ["data"];

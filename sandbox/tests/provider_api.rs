@@ -538,7 +538,7 @@ async fn more_than_two_fraction_digits_is_rejected() {
 
 #[tokio::test]
 async fn a_third_fraction_digit_is_refused_even_when_it_is_zero() {
-    // The rule is on the literal text (banking-service.md §6.4, §7.2): `10.100` has three
+    // The rule is on the literal text (README, "Strict as Sage"): `10.100` has three
     // fraction digits although it equals `10.10`.
     let (h, bank, acct) = setup().await;
     let text = format!(
@@ -1773,7 +1773,7 @@ async fn unknown_or_misspelled_keys_are_violations_and_are_not_stored() {
 
 #[tokio::test]
 async fn every_key_the_contract_names_is_no_violation() {
-    // Flat balances (older material), every optional transaction field of §6.4 including the
+    // Flat balances (older material), every optional transaction field of the contract, including the
     // ones the connector does not send yet (coordinates, category, providerAdditionalFields).
     let (h, bank, acct) = setup().await;
     let mut b = statement(acct, bank, &[("u1", "-1.00", "2025-03-03T09:12:44.000Z")]);
