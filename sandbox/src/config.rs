@@ -15,6 +15,8 @@ pub mod local {
     pub const BANK_CLIENT_ID: &str = "local-connector";
     pub const BANK_CLIENT_SECRET: &str = "local-bank-secret";
     pub const PRODUCT_BEARER: &str = "local-product-token";
+    pub const PRODUCT_APPLICATION: &str = "local-application";
+    pub const PRODUCT_SIGNING_KEY: &str = "local-signing-key";
     pub const ORGANISATION_ID: &str = "local-org";
     pub const COMPANY_ID: &str = "local-company";
 }
@@ -94,8 +96,12 @@ pub struct SandboxConfig {
     pub clients: Vec<ProviderClient>,
     /// Request bodies above this are refused with 413.
     pub max_body_bytes: usize,
-    /// Static bearer of the product view (§8) instead of Sage's HMAC handshake.
+    /// Static bearer of the product view, a shortcut beside Sage's handshake (the project's tests).
     pub product_bearer: String,
+    /// `x-application` of the product's Sage application (the Consumer API handshake).
+    pub product_application_id: String,
+    /// That application's signing key: `POST /api/v1/organisations` is signed with it.
+    pub product_signing_key: String,
     pub default_organisation_id: String,
     pub default_company_id: String,
     /// The connector's client at the demo bank.
@@ -139,6 +145,8 @@ impl Default for SandboxConfig {
             clients: vec![ProviderClient::local()],
             max_body_bytes: 5 * 1024 * 1024,
             product_bearer: local::PRODUCT_BEARER.into(),
+            product_application_id: local::PRODUCT_APPLICATION.into(),
+            product_signing_key: local::PRODUCT_SIGNING_KEY.into(),
             default_organisation_id: local::ORGANISATION_ID.into(),
             default_company_id: local::COMPANY_ID.into(),
             bank_client_id: local::BANK_CLIENT_ID.into(),

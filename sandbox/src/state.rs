@@ -238,6 +238,23 @@ pub struct StatementResource {
     pub details: Option<Vec<DetailItem>>,
 }
 
+/// An organisation a product registered (`POST /api/v1/organisations`).
+pub struct Organisation {
+    pub id: String,
+    pub application: String,
+    pub companies: Vec<String>,
+    /// Signing key of its `GET /api/v1/accesstoken` requests.
+    pub token: String,
+}
+
+/// A product access token (`GET /api/v1/accesstoken`), bound to one company.
+pub struct ProductSession {
+    pub organisation_id: String,
+    pub company_id: String,
+    pub application: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 pub struct Authorisation {
     pub id: Uuid,
     pub kind: AuthorisationKind,
@@ -252,6 +269,8 @@ pub struct Authorisation {
     pub completed: bool,
     pub patch: Option<PatchRecord>,
     pub rejected_patches: u64,
+    /// The opaque `data` of its `pollRoute`: the route's own credential.
+    pub poll_secret: String,
 }
 
 impl Authorisation {
@@ -391,6 +410,9 @@ pub struct State {
     pub statements_by_account: HashMap<Uuid, Vec<Uuid>>,
     pub authorisations: HashMap<Uuid, Authorisation>,
     pub candidates: HashMap<Uuid, Candidate>,
+    pub organisations: HashMap<String, Organisation>,
+    /// Product access token → its session.
+    pub product_sessions: HashMap<String, ProductSession>,
     /// jti → client id of every token issued.
     pub issued_tokens: HashMap<String, String>,
     pub revoked: HashSet<String>,
@@ -428,6 +450,8 @@ impl State {
             statements_by_account: HashMap::new(),
             authorisations: HashMap::new(),
             candidates: HashMap::new(),
+            organisations: HashMap::new(),
+            product_sessions: HashMap::new(),
             issued_tokens: HashMap::new(),
             revoked: HashSet::new(),
             token_cache: HashMap::new(),

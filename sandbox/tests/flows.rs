@@ -652,7 +652,7 @@ async fn indirect_link_account_and_poll_route() {
     for _ in 0..100 {
         let p = to_answer(
             h.http
-                .get(h.url(&poll))
+                .get(&poll)
                 .bearer_auth("local-product-token")
                 .send()
                 .await
@@ -679,6 +679,282 @@ async fn indirect_link_account_and_poll_route() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(success);
+}
+
+/// Raw `POST /api/v1/organisations` with a chosen signature, route and body text.
+async fn post_organisation(h: &Harness, signed_route: &str, body: &str, key: &str) -> Answer {
+    let nonce = Uuid::new_v4().to_string();
+    let sig = sandbox::consumer::consumer_signature("POST", signed_route, Some(body), &nonce, key);
+    to_answer(
+        h.http
+            .post(h.url("/api/v1/organisations"))
+            .header("content-type", "application/json")
+            .header("x-application", "local-application")
+            .header("x-nonce", nonce)
+            .header("x-signature", sig)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn consumer_api_as_sages_collection_calls_it() {
+    let (h, c, bank) = with_connector(SandboxConfig::fast(), None).await;
+    let base = h.sb.base_url();
+    // 1-2: organisation + access token (both HMAC-signed), as the collection does.
+    let p = sandbox::consumer::ConsumerClient::register(
+        &base,
+        "local-application",
+        "local-signing-key",
+    )
+    .await
+    .unwrap();
+    assert!(p.jwt().split('.').count() == 3, "a JWT");
+    // 3: the bank lookup needs only x-application.
+    let b = p.bank(bank).await.unwrap();
+    assert_eq!((b.status, b.body["bankId"].clone()), (200, json!(bank)));
+    let bare = |path: String, app: Option<&str>| {
+        let h = &h;
+        let app = app.map(str::to_string);
+        async move {
+            let mut r = h.http.get(h.url(&path));
+            if let Some(a) = app {
+                r = r.header("x-application", a);
+            }
+            to_answer(r.send().await.unwrap()).await.status
+        }
+    };
+    assert_eq!(bare(format!("/api/v1/banks/{bank}"), None).await, 401);
+    assert_eq!(
+        bare(format!("/api/v1/banks/{bank}"), Some("other-app")).await,
+        401
+    );
+    // 4: indirectlinkaccount gives an absolute pollRoute.
+    let a = p
+        .get(&format!("/indirectlinkaccount?bankid={bank}&web=true"))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    let poll = a.body["pollRoute"].as_str().unwrap().to_string();
+    assert!(
+        poll.starts_with(&format!("{}/indirectlinkaccount/", p.company_url()))
+            && poll.contains("?data="),
+        "{poll}"
+    );
+    // 9: GET {pollRoute} with no headers at all, until the connector's PATCH is in.
+    let mut account = Value::Null;
+    for _ in 0..200 {
+        let r = p.poll(&poll).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        if r.body["success"] == true {
+            account = r.body["account"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for k in [
+        "accountName",
+        "accountKey",
+        "accountIdentifier",
+        "bankIdentifier",
+        "bankAccountExternalId",
+    ] {
+        assert!(account[k].is_string(), "{k} in {account}");
+    }
+    // Without its data (and without a token) the route is refused; with the wrong data too.
+    let bare_poll = poll.split_once('?').unwrap().0.to_string();
+    assert_eq!(
+        to_answer(h.http.get(&bare_poll).send().await.unwrap())
+            .await
+            .status,
+        401
+    );
+    let wrong = format!("{bare_poll}?data=WRONG");
+    assert_eq!(
+        to_answer(h.http.get(&wrong).send().await.unwrap())
+            .await
+            .status,
+        401
+    );
+    // 10: POST bankaccounts with Sage's body: no authorisationId.
+    let body = json!({
+        "accountType": "DEBIT", "accountName": account["accountName"], "accountKey": account["accountKey"],
+        "accountIdentifier": account["accountIdentifier"], "bankIdentifier": account["bankIdentifier"],
+        "branchIdentifier": "Newcastle", "defaultCurrency": "GBP", "bankId": bank,
+        "requestedStartDate": "2017-06-30T00:00:00.000Z",
+    });
+    let r = p.post("/bankaccounts", &body).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        (
+            r.body["status"].as_str(),
+            r.body["lastTransactionId"].as_u64()
+        ),
+        (Some("pending"), Some(0))
+    );
+    let id: Uuid = serde_json::from_value(r.body["bankAccountId"].clone()).unwrap();
+    let created = c.notification_bodies().pop().unwrap();
+    assert_eq!(
+        (
+            created["type"].as_str(),
+            created["resource"]["id"].clone(),
+            created["additionalData"]["externalId"].clone()
+        ),
+        (
+            Some("resourceCreated"),
+            json!(id),
+            account["bankAccountExternalId"].clone()
+        )
+    );
+    let view = h.client.account(id).await.unwrap();
+    assert_eq!(
+        (
+            view.organisation_id.as_str(),
+            view.company_id.as_str(),
+            view.account_type.as_deref()
+        ),
+        (p.organisation_id(), p.company_id(), Some("DEBIT"))
+    );
+    // 12: GET the account with the token.
+    let r = p.get(&format!("/bankaccounts/{id}")).await.unwrap();
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("pending"))
+    );
+    // An account the company's authorisations never offered: 404.
+    let mut other = body.clone();
+    other["accountIdentifier"] = json!("not-offered");
+    assert_eq!(p.post("/bankaccounts", &other).await.unwrap().status, 404);
+    // Another organisation's token cannot reach this company.
+    let q = sandbox::consumer::ConsumerClient::register(
+        &base,
+        "local-application",
+        "local-signing-key",
+    )
+    .await
+    .unwrap();
+    let r = q
+        .get(&format!("{}/bankaccounts/{id}", p.company_url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text);
+    // A token needs its x-application.
+    let r = to_answer(
+        h.http
+            .get(format!("{}/bankaccounts/{id}", p.company_url()))
+            .bearer_auth(p.jwt())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn consumer_signatures_are_checked() {
+    let h = start(SandboxConfig::fast()).await;
+    let body = r#"{"company":{"name":"TestCompany"},"crmId":"1"}"#;
+    let url = h.url("/api/v1/organisations");
+    // The whole URL (as Sage's collection signs it) or the path alone; any case in the route.
+    assert_eq!(
+        post_organisation(&h, &url, body, "local-signing-key")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        post_organisation(&h, "/API/v1/Organisations", body, "local-signing-key")
+            .await
+            .status,
+        201
+    );
+    // A pretty-printed body verifies as its compact form (JSON.stringify of the parsed body).
+    let pretty = "{\r\n  \"crmId\": \"1\"\r\n}";
+    let nonce = Uuid::new_v4().to_string();
+    let sig = sandbox::consumer::consumer_signature(
+        "POST",
+        &url,
+        Some(r#"{"crmId":"1"}"#),
+        &nonce,
+        "local-signing-key",
+    );
+    let r = h
+        .http
+        .post(&url)
+        .header("x-application", "local-application")
+        .header("x-nonce", &nonce)
+        .header("x-signature", sig)
+        .body(pretty)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Wrong key, another body, another route: 401.
+    let a = post_organisation(&h, &url, body, "wrong-key").await;
+    assert_eq!((a.status, a.code()), (401, "AuthenticationError"));
+    let a = post_organisation(&h, &h.url("/api/v1/other"), body, "local-signing-key").await;
+    assert_eq!(a.status, 401);
+    let nonce = Uuid::new_v4().to_string();
+    let sig = sandbox::consumer::consumer_signature(
+        "POST",
+        &url,
+        Some(body),
+        &nonce,
+        "local-signing-key",
+    );
+    let r = h
+        .http
+        .post(&url)
+        .header("x-application", "local-application")
+        .header("x-nonce", &nonce)
+        .header("x-signature", sig)
+        .body(r#"{"crmId":"2"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The access token is signed with the organisation's token, not the application's key.
+    let org = post_organisation(&h, &url, body, "local-signing-key").await;
+    let token_url = h.url("/api/v1/accesstoken");
+    let get_token = |key: String, company: String| {
+        let h = &h;
+        let org_id = org.body["organisationId"].as_str().unwrap().to_string();
+        let token_url = token_url.clone();
+        async move {
+            let nonce = Uuid::new_v4().to_string();
+            let sig = sandbox::consumer::consumer_signature("GET", &token_url, None, &nonce, &key);
+            to_answer(
+                h.http
+                    .get(&token_url)
+                    .header("X-Organisation-Id", org_id)
+                    .header("X-Company-Id", company)
+                    .header("X-Nonce", nonce)
+                    .header("X-Signature", sig)
+                    .header("X-Application", "local-application")
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let company = org.body["companies"][0].as_str().unwrap().to_string();
+    let org_token = org.body["token"].as_str().unwrap().to_string();
+    let ok = get_token(org_token.clone(), company.clone()).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert!(ok.body["jwt"].is_string());
+    assert_eq!(
+        get_token("local-signing-key".into(), company).await.status,
+        401
+    );
+    assert_eq!(
+        get_token(org_token, "another-company".into()).await.status,
+        401
+    );
 }
 
 // ------------------------------------------------------------------ re-authorisation, linking, deletion
