@@ -284,6 +284,12 @@ impl SandboxClient {
         self.get("/_sandbox/violations").await
     }
 
+    /// Free-text fields of accepted statements longer than Banking Service stores them (stored
+    /// truncated). Not violations: Banking Service accepts them; the connector should not send them.
+    pub async fn overlong_fields(&self) -> Result<Vec<OverlongField>, ClientError> {
+        self.get("/_sandbox/overlong-fields").await
+    }
+
     pub async fn metrics(&self) -> Result<MetricsView, ClientError> {
         self.get("/_sandbox/metrics").await
     }

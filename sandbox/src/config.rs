@@ -15,6 +15,8 @@ pub mod local {
     pub const BANK_CLIENT_ID: &str = "local-connector";
     pub const BANK_CLIENT_SECRET: &str = "local-bank-secret";
     pub const PRODUCT_BEARER: &str = "local-product-token";
+    pub const PRODUCT_APPLICATION: &str = "local-application";
+    pub const PRODUCT_SIGNING_KEY: &str = "local-signing-key";
     pub const ORGANISATION_ID: &str = "local-org";
     pub const COMPANY_ID: &str = "local-company";
 }
@@ -78,6 +80,11 @@ pub struct SandboxConfig {
     pub notification_backoff_ms: Vec<u64>,
     pub notification_backoff_jitter_pct: u32,
     pub availableaccounts_timeout_ms: u64,
+    /// Probability (0 to 1) that each optional `additionalData` field is left out of a notification
+    /// Banking Service sends in a flow (`bankId` everywhere; `requestedStartDate` of
+    /// `resourceCreated/bankAccount`; `externalId` of `resourceDeleted/bankAccount`). 0 sends them
+    /// all. Notifications sent explicitly through the driver are sent as asked.
+    pub notification_omit_optional_rate: f64,
     pub notification_audience: String,
     pub notification_scope: String,
     pub notification_azp: String,
@@ -89,8 +96,12 @@ pub struct SandboxConfig {
     pub clients: Vec<ProviderClient>,
     /// Request bodies above this are refused with 413.
     pub max_body_bytes: usize,
-    /// Static bearer of the product view (§8) instead of Sage's HMAC handshake.
+    /// Static bearer of the product view, a shortcut beside Sage's handshake (the project's tests).
     pub product_bearer: String,
+    /// `x-application` of the product's Sage application (the Consumer API handshake).
+    pub product_application_id: String,
+    /// That application's signing key: `POST /api/v1/organisations` is signed with it.
+    pub product_signing_key: String,
     pub default_organisation_id: String,
     pub default_company_id: String,
     /// The connector's client at the demo bank.
@@ -124,6 +135,7 @@ impl Default for SandboxConfig {
             notification_backoff_ms: vec![1000, 4000, 16000],
             notification_backoff_jitter_pct: 20,
             availableaccounts_timeout_ms: 10_000,
+            notification_omit_optional_rate: 0.0,
             notification_audience: local::NOTIFICATION_AUDIENCE.into(),
             notification_scope: "Notification".into(),
             notification_azp: local::NOTIFICATION_AZP.into(),
@@ -133,6 +145,8 @@ impl Default for SandboxConfig {
             clients: vec![ProviderClient::local()],
             max_body_bytes: 5 * 1024 * 1024,
             product_bearer: local::PRODUCT_BEARER.into(),
+            product_application_id: local::PRODUCT_APPLICATION.into(),
+            product_signing_key: local::PRODUCT_SIGNING_KEY.into(),
             default_organisation_id: local::ORGANISATION_ID.into(),
             default_company_id: local::COMPANY_ID.into(),
             bank_client_id: local::BANK_CLIENT_ID.into(),
@@ -155,6 +169,16 @@ impl SandboxConfig {
             statement_per_txn_us: 0,
             notification_backoff_ms: vec![10, 20, 40],
             ..SandboxConfig::default()
+        }
+    }
+
+    /// The same settings, with each optional `additionalData` field of the flows' notifications
+    /// left out at `rate` (0 to 1), as Banking Service may: see
+    /// [`SandboxConfig::notification_omit_optional_rate`].
+    pub fn omitting_optional_fields(self, rate: f64) -> Self {
+        SandboxConfig {
+            notification_omit_optional_rate: rate.clamp(0.0, 1.0),
+            ..self
         }
     }
 

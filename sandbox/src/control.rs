@@ -53,6 +53,7 @@ pub fn router() -> Router<Arc<Core>> {
         .route("/_sandbox/notifications", get(notifications))
         .route("/_sandbox/requests", get(requests))
         .route("/_sandbox/violations", get(violations))
+        .route("/_sandbox/overlong-fields", get(overlong_fields))
         .route("/_sandbox/metrics", get(metrics))
         .route(
             "/_sandbox/faults",
@@ -443,6 +444,11 @@ async fn notifications(State(core): State<Arc<Core>>) -> Response {
 async fn requests(State(core): State<Arc<Core>>) -> Response {
     let st = core.state.lock();
     json_response(StatusCode::OK, &st.requests)
+}
+
+async fn overlong_fields(State(core): State<Arc<Core>>) -> Response {
+    let st = core.state.lock();
+    json_response(StatusCode::OK, &st.overlong_fields)
 }
 
 async fn violations(State(core): State<Arc<Core>>) -> Response {

@@ -179,7 +179,8 @@ impl AmountError {
     }
 }
 
-/// Parses an amount from the literal JSON number text: exact, at most 2 significant fraction digits.
+/// Parses an amount from the literal JSON number text: exact, at most 2 fraction digits as
+/// written (`10.100` is refused like `10.101`: the rule is on the text, not on the value).
 pub fn parse_amount(node: &Node<'_>) -> Result<Decimal, AmountError> {
     let Node::Num(text) = node else {
         return Err(AmountError::NotANumber);
@@ -187,11 +188,13 @@ pub fn parse_amount(node: &Node<'_>) -> Result<Decimal, AmountError> {
     if text.contains(['e', 'E']) {
         return Err(AmountError::Exponent);
     }
-    let d = Decimal::from_str(text).map_err(|_| AmountError::OutOfRange)?;
-    if d.normalize().scale() > 2 {
+    if text
+        .split_once('.')
+        .is_some_and(|(_, fraction)| fraction.len() > 2)
+    {
         return Err(AmountError::TooManyFractionDigits);
     }
-    Ok(d)
+    Decimal::from_str(text).map_err(|_| AmountError::OutOfRange)
 }
 
 #[cfg(test)]
@@ -226,7 +229,16 @@ mod tests {
             parse_amount(&Node::Str("1".into())),
             Err(AmountError::NotANumber)
         );
-        assert!(parse_amount(&Node::Num("10.100")).is_ok());
+        assert_eq!(
+            parse_amount(&Node::Num("10.100")),
+            Err(AmountError::TooManyFractionDigits)
+        );
+        assert_eq!(
+            parse_amount(&Node::Num("0.000")),
+            Err(AmountError::TooManyFractionDigits)
+        );
+        assert!(parse_amount(&Node::Num("-42.15")).is_ok());
+        assert!(parse_amount(&Node::Num("250")).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod bank;
 pub mod client;
 pub mod config;
+pub mod consumer;
 mod control;
 pub mod driver;
 mod engine;

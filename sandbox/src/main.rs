@@ -52,9 +52,26 @@ struct ServeArgs {
     /// `aud` of the tokens sent to the connector (its NOTIFICATION_AUDIENCE).
     #[arg(long, env = "SANDBOX_NOTIFICATION_AUDIENCE")]
     notification_audience: Option<String>,
+    /// Probability (0 to 1) that each optional `additionalData` field (`bankId`,
+    /// `requestedStartDate`, the `externalId` of a deletion) is left out of the notifications sent
+    /// in the flows, as Banking Service may; 0 sends them all.
+    #[arg(
+        long,
+        env = "SANDBOX_OMIT_OPTIONAL_RATE",
+        default_value_t = 0.0,
+        value_parser = rate
+    )]
+    omit_optional_rate: f64,
     /// No statement delays, no rate limit, short notification back-off.
     #[arg(long, env = "SANDBOX_FAST")]
     fast: bool,
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number from 0 to 1")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -179,7 +196,7 @@ fn config(a: &ServeArgs) -> SandboxConfig {
     if let Some(v) = &a.notification_audience {
         c.notification_audience = v.clone();
     }
-    c
+    c.omitting_optional_fields(a.omit_optional_rate)
 }
 
 fn enum_arg<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, String> {

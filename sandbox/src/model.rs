@@ -303,6 +303,10 @@ pub struct NotificationAttempt {
     pub latency_ms: f64,
     pub token_variant: crate::sageid::TokenVariant,
     pub header_variant: HeaderVariant,
+    /// Optional `additionalData` fields left out of this notification (see
+    /// `SandboxConfig::notification_omit_optional_rate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<String>,
 }
 
 /// Which custom header a delivery carries.
@@ -342,6 +346,9 @@ pub enum ViolationKind {
     TooManyTokenRequests,
     PollingTooFast,
     PostAfterResourceDeleted,
+    /// A statement, account detail or transaction (or an object inside one) carries a key the
+    /// contract does not name, a misspelling included; Banking Service ignores it.
+    UnknownField,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -351,10 +358,36 @@ pub struct Violation {
     pub at: String,
     pub kind: ViolationKind,
     pub message: String,
+    /// Where in the request (`unknownField`: the first key of its kind in the statement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     #[serde(default)]
     pub bank_account_id: Option<Uuid>,
     #[serde(default)]
     pub statement_id: Option<Uuid>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// A free-text field of an accepted statement longer than Banking Service stores it: accepted,
+/// stored truncated to `limit` characters, and recorded here (`GET /_sandbox/overlong-fields`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverlongField {
+    pub seq: u64,
+    pub at: String,
+    pub bank_account_id: Uuid,
+    pub statement_id: Uuid,
+    /// Request path, e.g. `StatementRequest.data.transactionDetails[3].payee.postalCode`.
+    pub path: String,
+    /// Field within the transaction, e.g. `narrative1` or `payee.postalCode`.
+    pub field: String,
+    #[serde(default)]
+    pub unique_id: Option<String>,
+    /// Length received, in characters.
+    pub length: usize,
+    /// Length stored.
+    pub limit: usize,
     #[serde(default)]
     pub client_id: Option<String>,
 }

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::header;
+use chrono::NaiveDate;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::model::{DeliveryOptions, DeliveryReport, HeaderVariant, NotificationAttempt};
 use crate::sageid::{NotificationTokenSpec, TokenVariant, mint_notification_token};
 use crate::state::{Core, push_capped};
-use crate::util::{fmt_time, pct_encode};
+use crate::util::{Rng, fmt_time, parse_time_or_date, pct_encode};
 
 /// The notifications of banking-service.md §5, or a raw body for negative tests.
 #[derive(Debug, Clone)]
@@ -88,6 +89,96 @@ impl Notification {
     }
 }
 
+/// The `requestedStartDate` of the chosen day in the `i`-th of the formats Banking Service uses:
+/// a date-time at the start of the day (`2025-01-01T00:00:00.000Z`, as in its examples and
+/// `accountqueries` answers) and a plain date (`2025-01-01`).
+pub fn start_date_in_format(day: NaiveDate, i: u64) -> String {
+    let d = day.format("%Y-%m-%d");
+    match i % START_DATE_FORMATS {
+        0 => format!("{d}T00:00:00.000Z"),
+        _ => d.to_string(),
+    }
+}
+
+/// How many `requestedStartDate` formats [`start_date_in_format`] knows.
+pub const START_DATE_FORMATS: u64 = 2;
+
+/// Keeps an optional field unless the draw says to leave it out (no draw when `rate` is 0).
+fn keep(rng: &mut Rng, rate: f64, field: &str, omitted: &mut Vec<String>) -> bool {
+    if rate > 0.0 && rng.unit() < rate {
+        omitted.push(field.to_string());
+        false
+    } else {
+        true
+    }
+}
+
+/// The body as Banking Service sends it in a flow, and the fields it left out: each optional
+/// `additionalData` field is left out at `notification_omit_optional_rate`, and
+/// `requestedStartDate` is the start of its UTC day in the next of Sage's formats, in turn. The
+/// `externalId` of `resourceCreated/bankAccount` is always sent: Sage's own examples always carry
+/// it, and without it the account could not be identified at all.
+pub fn sage_body(core: &Core, n: &Notification) -> (String, Vec<String>) {
+    let rate = core.cfg.notification_omit_optional_rate;
+    let mut omitted = Vec::new();
+    let mut guard = core.state.lock();
+    let st = &mut *guard;
+    let mut data = serde_json::Map::new();
+    let (kind, resource_type, id) = match n {
+        Notification::AuthorisationCreated {
+            authorisation_id,
+            bank_id,
+        } => {
+            if keep(&mut st.rng, rate, "bankId", &mut omitted) {
+                data.insert("bankId".into(), json!(bank_id));
+            }
+            ("resourceCreated", "authorisation", *authorisation_id)
+        }
+        Notification::BankAccountCreated {
+            bank_account_id,
+            external_id,
+            requested_start_date,
+            bank_id,
+        } => {
+            data.insert("externalId".into(), json!(external_id));
+            if keep(&mut st.rng, rate, "requestedStartDate", &mut omitted) {
+                let text = match parse_time_or_date(requested_start_date) {
+                    Some(t) => {
+                        st.start_dates_sent += 1;
+                        start_date_in_format(t.date_naive(), st.start_dates_sent - 1)
+                    }
+                    None => requested_start_date.clone(),
+                };
+                data.insert("requestedStartDate".into(), json!(text));
+            }
+            if keep(&mut st.rng, rate, "bankId", &mut omitted) {
+                data.insert("bankId".into(), json!(bank_id));
+            }
+            ("resourceCreated", "bankAccount", *bank_account_id)
+        }
+        Notification::BankAccountDeleted {
+            bank_account_id,
+            external_id,
+            bank_id,
+        } => {
+            if keep(&mut st.rng, rate, "externalId", &mut omitted) {
+                data.insert("externalId".into(), json!(external_id));
+            }
+            if keep(&mut st.rng, rate, "bankId", &mut omitted) {
+                data.insert("bankId".into(), json!(bank_id));
+            }
+            ("resourceDeleted", "bankAccount", *bank_account_id)
+        }
+        Notification::Raw { body } => return (body.clone(), omitted),
+    };
+    let body = json!({
+        "type": kind,
+        "resource": { "id": id, "type": resource_type, "url": "NA" },
+        "additionalData": data,
+    });
+    (body.to_string(), omitted)
+}
+
 /// How one call is signed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Signing {
@@ -141,6 +232,7 @@ fn log_attempt(
     error: Option<String>,
     latency: Duration,
     signing: Signing,
+    omitted: &[String],
 ) {
     let now = core.now();
     let mut st = core.state.lock();
@@ -162,20 +254,22 @@ fn log_attempt(
             latency_ms: latency.as_secs_f64() * 1000.0,
             token_variant: signing.token,
             header_variant: signing.header,
+            omitted: omitted.to_vec(),
         },
     );
 }
 
-/// Delivers with retries (`notification.retries`, back-off ± jitter) unless `retry` is false.
+/// Delivers `body` (the wire form of `n`) with retries (`notification.retries`, back-off ±
+/// jitter) unless `retry` is false; every attempt sends the same body.
 pub async fn deliver_once(
     core: &Arc<Core>,
     url: &str,
     n: &Notification,
+    (body, omitted): (&str, &[String]),
     signing: Signing,
     retry: bool,
 ) -> DeliveryReport {
     let delivery_id = core.state.lock().rng.uuid();
-    let body = n.body();
     let max_attempts = if retry {
         1 + core.cfg.notification_retries
     } else {
@@ -210,7 +304,7 @@ pub async fn deliver_once(
             .post(url)
             .timeout(Duration::from_millis(core.cfg.notification_timeout_ms))
             .header(header::CONTENT_TYPE, "application/json")
-            .body(body.clone());
+            .body(body.to_string());
         let (status, error, text) = match request(core, builder, signing) {
             Err(e) => (None, Some(e), None),
             Ok(b) => match b.send().await {
@@ -242,6 +336,7 @@ pub async fn deliver_once(
             error,
             latency,
             signing,
+            omitted,
         );
         report.attempts = attempt;
         report.final_status = status;
@@ -265,15 +360,23 @@ pub async fn deliver_once(
     report
 }
 
-/// Delivers per the options and the notification faults; waits unless `skip_wait`.
+/// Delivers per the options and the notification faults; waits unless `skip_wait`. `as_sage`
+/// shapes the body as Banking Service does in a flow ([`sage_body`]); otherwise it is sent
+/// exactly as given (negative and replay tests). A duplicate delivery repeats the same body.
 pub async fn deliver(
     core: &Arc<Core>,
     url: String,
     n: Notification,
     signing: Signing,
     retry: bool,
+    as_sage: bool,
     opts: &DeliveryOptions,
 ) -> DeliveryReport {
+    let (body, omitted) = if as_sage {
+        sage_body(core, &n)
+    } else {
+        (n.body(), Vec::new())
+    };
     let faults = core.state.lock().faults.set.notifications.clone();
     let twice = opts.twice || faults.duplicate;
     let delay = opts.delay_ms + faults.delay_ms;
@@ -282,9 +385,10 @@ pub async fn deliver(
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let first = deliver_once(&c, &url, &n, signing, retry).await;
+        let wire = (body.as_str(), omitted.as_slice());
+        let first = deliver_once(&c, &url, &n, wire, signing, retry).await;
         if twice {
-            deliver_once(&c, &url, &n, signing, retry).await;
+            deliver_once(&c, &url, &n, wire, signing, retry).await;
         }
         first
     };
@@ -362,6 +466,7 @@ pub async fn call_available_accounts(
         error.clone(),
         latency,
         signing,
+        &[],
     );
     AvailableAnswer {
         status,

@@ -6,19 +6,20 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::consumer::{compact_json, consumer_signature};
 use crate::envelope::{ApiError, DetailItem, json_response};
 use crate::json::{Node, OwnedNode};
 use crate::model::*;
 use crate::notify::{self, Notification, Signing};
 use crate::state::{Authorisation, Candidate, Core};
-use crate::util::{html_escape, parse_time_or_date};
+use crate::util::{html_escape, parse_time_or_date, pct_encode};
 use crate::validate::ACCOUNT_TYPES;
 
 // ---------------------------------------------------------------- operations
@@ -41,7 +42,7 @@ pub async fn notify_bank(
     opts: &DeliveryOptions,
 ) -> Result<DeliveryReport, ApiError> {
     let url = bank_callbacks(core, bank_id)?.notification;
-    Ok(notify::deliver(core, url, n, signing, true, opts).await)
+    Ok(notify::deliver(core, url, n, signing, true, true, opts).await)
 }
 
 /// Creates an authorisation (20 min, single use) and returns its id.
@@ -67,6 +68,7 @@ pub fn new_authorisation(
         None => st.rng.uuid(),
     };
     let id = st.rng.uuid();
+    let poll_secret = st.rng.token(32);
     st.authorisations.insert(
         id,
         Authorisation {
@@ -83,6 +85,7 @@ pub fn new_authorisation(
             completed: false,
             patch: None,
             rejected_patches: 0,
+            poll_secret: poll_secret.clone(),
         },
     );
     Ok(id)
@@ -442,6 +445,8 @@ pub fn stored_json(t: &crate::state::StoredTxn, product: bool) -> OwnedNode {
 pub fn router() -> Router<Arc<Core>> {
     let co = "/api/v1/organisations/{org}/companies/{co}";
     Router::new()
+        .route("/api/v1/organisations", post(post_organisation))
+        .route("/api/v1/accesstoken", get(get_access_token))
         .route("/api/v1/banks/{bankId}", get(get_bank))
         .route(&format!("{co}/indirectlinkaccount"), get(indirect_link))
         .route(
@@ -466,27 +471,211 @@ pub fn router() -> Router<Arc<Core>> {
         .route("/ui/v1/indirectredirect/{authorisationId}", get(ui_landing))
 }
 
-fn authorised(core: &Core, headers: &HeaderMap) -> Result<(), ApiError> {
-    let expected = format!("Bearer {}", core.cfg.product_bearer);
-    match headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(v) if v == expected => Ok(()),
-        _ => Err(ApiError::unauthenticated()),
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A product call: the static test bearer, or an access token from the handshake with its
+/// `x-application`. With `scope` (the path's organisation and company), the token must be that
+/// company's (else 403).
+fn authorised(
+    core: &Core,
+    headers: &HeaderMap,
+    scope: Option<(&str, &str)>,
+) -> Result<(), ApiError> {
+    let auth = header_str(headers, header::AUTHORIZATION.as_str()).unwrap_or("");
+    if auth == format!("Bearer {}", core.cfg.product_bearer) {
+        return Ok(());
     }
+    let Some(token) = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+    else {
+        return Err(ApiError::unauthenticated());
+    };
+    let now = core.now();
+    let st = core.state.lock();
+    let Some(session) = st
+        .product_sessions
+        .get(token.trim())
+        .filter(|s| s.expires_at > now)
+    else {
+        return Err(ApiError::unauthenticated());
+    };
+    if header_str(headers, "x-application") != Some(session.application.as_str()) {
+        return Err(ApiError::unauthenticated());
+    }
+    match scope {
+        Some((org, co)) if org != session.organisation_id || co != session.company_id => {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ForbiddenError",
+                "The access token is for another organisation or company",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Does `signature` sign this request with `key`? The route may have been signed as the path or
+/// as the whole URL (Sage's collections sign the URL they call), the body as sent or compacted.
+fn signature_ok(
+    core: &Core,
+    headers: &HeaderMap,
+    method: &str,
+    uri: &Uri,
+    body: &str,
+    key: &str,
+) -> bool {
+    let (Some(nonce), Some(signature)) = (
+        header_str(headers, "x-nonce"),
+        header_str(headers, "x-signature"),
+    ) else {
+        return false;
+    };
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string());
+    let mut routes = vec![
+        path_and_query.clone(),
+        format!("{}{path_and_query}", core.base_url),
+    ];
+    if let Some(host) = header_str(headers, header::HOST.as_str()) {
+        for scheme in ["http", "https"] {
+            routes.push(format!("{scheme}://{host}{path_and_query}"));
+        }
+    }
+    let mut bodies = vec![None];
+    if !body.trim().is_empty() {
+        bodies = vec![Some(body.to_string())];
+        let compact = compact_json(body);
+        if compact != body {
+            bodies.push(Some(compact));
+        }
+    }
+    routes.iter().any(|route| {
+        bodies.iter().any(|b| {
+            let want = consumer_signature(method, route, b.as_deref(), nonce, key);
+            crate::provider::ct_eq(want.as_bytes(), signature.as_bytes())
+        })
+    })
+}
+
+/// `POST /api/v1/organisations`, signed with the application's signing key: a new organisation
+/// with one company, and the token its access-token requests are signed with.
+async fn post_organisation(
+    State(core): State<Arc<Core>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let application = header_str(&headers, "x-application").unwrap_or("");
+    if application != core.cfg.product_application_id {
+        return Err(ApiError::unauthenticated());
+    }
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| bad("OrganisationRequest", "body is not UTF-8"))?;
+    if !signature_ok(
+        &core,
+        &headers,
+        "POST",
+        &uri,
+        &text,
+        &core.cfg.product_signing_key,
+    ) {
+        return Err(ApiError::unauthenticated());
+    }
+    if !text.trim().is_empty() {
+        let v: serde_json::Value = parse_json(text.as_bytes(), "OrganisationRequest")?;
+        if !v.is_object() {
+            return Err(bad("OrganisationRequest", "body must be a JSON object"));
+        }
+    }
+    let mut st = core.state.lock();
+    let id = st.rng.uuid().to_string();
+    let company = st.rng.uuid().to_string();
+    let token = st.rng.token(40);
+    st.organisations.insert(
+        id.clone(),
+        crate::state::Organisation {
+            id: id.clone(),
+            application: application.to_string(),
+            companies: vec![company.clone()],
+            token: token.clone(),
+        },
+    );
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "organisationId": id, "companies": [company], "token": token }),
+    ))
+}
+
+/// Lifetime of a product access token.
+const PRODUCT_TOKEN_LIFETIME_S: i64 = 3600;
+
+/// `GET /api/v1/accesstoken`, signed with the organisation's token: an access token (a JWT) for
+/// one of its companies.
+async fn get_access_token(
+    State(core): State<Arc<Core>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let org_id = header_str(&headers, "x-organisation-id").unwrap_or("");
+    let company = header_str(&headers, "x-company-id").unwrap_or("");
+    let application = header_str(&headers, "x-application").unwrap_or("");
+    let key = {
+        let st = core.state.lock();
+        st.organisations
+            .get(org_id)
+            .filter(|o| o.application == application && o.companies.iter().any(|c| c == company))
+            .map(|o| o.token.clone())
+    };
+    let Some(key) = key else {
+        return Err(ApiError::unauthenticated());
+    };
+    if !signature_ok(&core, &headers, "GET", &uri, "", &key) {
+        return Err(ApiError::unauthenticated());
+    }
+    let now = core.now();
+    let expires_at = now + chrono::Duration::seconds(PRODUCT_TOKEN_LIFETIME_S);
+    let jti = core.state.lock().rng.uuid().to_string();
+    let claims = json!({
+        "iss": core.issuer, "sub": company, "organisationId": org_id, "companyId": company,
+        "application": application, "iat": now.timestamp(), "exp": expires_at.timestamp(), "jti": jti,
+    });
+    let jwt = core
+        .keys
+        .read()
+        .current
+        .sign(&claims)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    core.state.lock().product_sessions.insert(
+        jwt.clone(),
+        crate::state::ProductSession {
+            organisation_id: org_id.to_string(),
+            company_id: company.to_string(),
+            application: application.to_string(),
+            expires_at,
+        },
+    );
+    Ok(json_response(StatusCode::OK, &json!({ "jwt": jwt })))
 }
 
 fn uuid_param(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what))
 }
 
+/// `GET /api/v1/banks/{bankId}` needs only the application's `x-application` (or a product
+/// token).
 async fn get_bank(
     State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
+    if header_str(&headers, "x-application") != Some(core.cfg.product_application_id.as_str()) {
+        authorised(&core, &headers, None)?;
+    }
     let id = uuid_param(&raw, "Bank")?;
     let st = core.state.lock();
     let b = st
@@ -514,7 +703,7 @@ async fn indirect_link(
     Path((org, co)): Path<(String, String)>,
     Query(q): Query<LinkQuery>,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
+    authorised(&core, &headers, Some((&org, &co)))?;
     let bank_id = q
         .bankid
         .as_deref()
@@ -537,19 +726,56 @@ async fn indirect_link(
         };
         let _ = driver.run_onboarding(id, &opts).await;
     });
+    let secret = core
+        .state
+        .lock()
+        .authorisations
+        .get(&id)
+        .map(|a| a.poll_secret.clone())
+        .unwrap_or_default();
+    // Absolute, usable as the whole request URL; its `data` is its own credential.
+    let poll_route = format!(
+        "{}/api/v1/organisations/{}/companies/{}/indirectlinkaccount/{id}?data={secret}",
+        core.base_url,
+        pct_encode(&org),
+        pct_encode(&co)
+    );
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "pollRoute": format!("/api/v1/organisations/{org}/companies/{co}/indirectlinkaccount/{id}"), "authorisationId": id }),
+        &json!({ "pollRoute": poll_route, "authorisationId": id }),
     ))
 }
 
+#[derive(Deserialize)]
+struct PollQuery {
+    data: Option<String>,
+}
+
+/// `GET {pollRoute}`: no headers needed, its `data` is the credential (or a product token).
 async fn poll_route(
     State(core): State<Arc<Core>>,
     headers: HeaderMap,
-    Path((_org, _co, raw)): Path<(String, String, String)>,
+    Path((org, co, raw)): Path<(String, String, String)>,
+    Query(q): Query<PollQuery>,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
     let id = uuid_param(&raw, "Authorisation")?;
+    let secret = core
+        .state
+        .lock()
+        .authorisations
+        .get(&id)
+        .filter(|a| a.organisation_id == org && a.company_id == co)
+        .map(|a| a.poll_secret.clone());
+    let by_route = match (&secret, &q.data) {
+        (Some(s), Some(d)) => crate::provider::ct_eq(s.as_bytes(), d.as_bytes()),
+        _ => false,
+    };
+    if !by_route {
+        authorised(&core, &headers, Some((&org, &co)))?;
+    }
+    if secret.is_none() {
+        return Err(ApiError::not_found("Authorisation"));
+    }
     let now = core.now();
     let st = core.state.lock();
     let a = st
@@ -587,6 +813,9 @@ async fn poll_route(
     ))
 }
 
+/// `POST .../bankaccounts`: Sage's body (`accountType`, `accountName`, `accountKey`,
+/// `accountIdentifier`, `bankIdentifier`, `branchIdentifier`, `defaultCurrency`, `bankId`,
+/// `requestedStartDate`), or the sandbox's shortcut with `authorisationId`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PostAccount {
@@ -594,6 +823,34 @@ struct PostAccount {
     bank_account_external_id: Option<String>,
     account_key: Option<String>,
     requested_start_date: Option<String>,
+    bank_id: Option<Uuid>,
+    account_identifier: Option<String>,
+    bank_identifier: Option<String>,
+    account_type: Option<String>,
+}
+
+/// The PATCHed account `req` names among `accounts`: by `bankAccountExternalId`, else by
+/// `accountIdentifier` (and `bankIdentifier` when given), else by `accountKey` (its position).
+fn pick_offered<'a>(
+    req: &PostAccount,
+    accounts: &'a [PatchedAccount],
+) -> Option<&'a PatchedAccount> {
+    if let Some(ext) = &req.bank_account_external_id {
+        return accounts.iter().find(|b| &b.bank_account_external_id == ext);
+    }
+    if let Some(acct) = &req.account_identifier {
+        return accounts.iter().find(|b| {
+            &b.account_identifier == acct
+                && req
+                    .bank_identifier
+                    .as_ref()
+                    .is_none_or(|bank| &b.bank_identifier == bank)
+        });
+    }
+    match &req.account_key {
+        Some(k) => k.parse::<usize>().ok().and_then(|i| accounts.get(i)),
+        None => accounts.first(),
+    }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], root: &str) -> Result<T, ApiError> {
@@ -606,40 +863,59 @@ async fn post_bank_account(
     Path((org, co)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
+    authorised(&core, &headers, Some((&org, &co)))?;
     let req: PostAccount = parse_json(&body, "BankAccountRequest")?;
-    let auth_id = req
-        .authorisation_id
-        .ok_or_else(|| bad("authorisationId", "is required"))?;
     let start = req
         .requested_start_date
+        .clone()
         .ok_or_else(|| bad("requestedStartDate", "is required"))?;
     let (bank_id, group, acct) = {
         let st = core.state.lock();
-        let a = st
-            .authorisations
-            .get(&auth_id)
-            .ok_or_else(|| ApiError::not_found("Authorisation"))?;
-        let patch = a
-            .patch
-            .as_ref()
-            .filter(|p| p.status == "success")
-            .ok_or_else(|| ApiError::conflict("The authorisation has no successful PATCH"))?;
-        let found = match (&req.bank_account_external_id, &req.account_key) {
-            (Some(ext), _) => patch
-                .bank_accounts
-                .iter()
-                .find(|b| &b.bank_account_external_id == ext),
-            (None, Some(k)) => k
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| patch.bank_accounts.get(i)),
-            (None, None) => patch.bank_accounts.first(),
-        };
-        let acct = found
-            .cloned()
-            .ok_or_else(|| ApiError::not_found("Bank account"))?;
-        (a.bank_id, a.consent_group_id, acct)
+        match req.authorisation_id {
+            // The sandbox's shortcut: the authorisation named.
+            Some(auth_id) => {
+                let a = st
+                    .authorisations
+                    .get(&auth_id)
+                    .ok_or_else(|| ApiError::not_found("Authorisation"))?;
+                let patch = a
+                    .patch
+                    .as_ref()
+                    .filter(|p| p.status == "success")
+                    .ok_or_else(|| {
+                        ApiError::conflict("The authorisation has no successful PATCH")
+                    })?;
+                let acct = pick_offered(&req, &patch.bank_accounts)
+                    .cloned()
+                    .ok_or_else(|| ApiError::not_found("Bank account"))?;
+                (a.bank_id, a.consent_group_id, acct)
+            }
+            // As Sage: the company's latest completed onboarding that offered the account.
+            None => {
+                let mut offered: Vec<&Authorisation> = st
+                    .authorisations
+                    .values()
+                    .filter(|a| {
+                        a.kind == AuthorisationKind::Onboarding
+                            && a.organisation_id == org
+                            && a.company_id == co
+                            && req.bank_id.is_none_or(|b| b == a.bank_id)
+                            && a.patch.as_ref().is_some_and(|p| p.status == "success")
+                    })
+                    .collect();
+                offered.sort_by_key(|a| std::cmp::Reverse((a.created_at, a.id)));
+                offered
+                    .iter()
+                    .find_map(|a| {
+                        let patch = a.patch.as_ref()?;
+                        pick_offered(&req, &patch.bank_accounts)
+                            .map(|acct| (a.bank_id, a.consent_group_id, acct.clone()))
+                    })
+                    .ok_or_else(|| {
+                        ApiError::not_found("Bank account offered by a completed authorisation")
+                    })?
+            }
+        }
     };
     let n = NewAccount {
         bank_id,
@@ -651,7 +927,7 @@ async fn post_bank_account(
         bank_identifier: acct.bank_identifier,
         account_identifier: acct.account_identifier,
         branch_identifier: acct.branch_identifier,
-        account_type: None,
+        account_type: req.account_type.clone(),
         requested_start_date: start,
     };
     let (view, _) = create_and_notify(&core, n, true, &DeliveryOptions::default()).await?;
@@ -676,7 +952,7 @@ async fn get_bank_account(
     headers: HeaderMap,
     Path((org, co, raw)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
+    authorised(&core, &headers, Some((&org, &co)))?;
     let view = company_account(&core, &org, &co, &raw)?;
     Ok(json_response(StatusCode::OK, &view))
 }
@@ -710,7 +986,7 @@ async fn get_transactions(
     Path((org, co, raw)): Path<(String, String, String)>,
     Query(q): Query<TxnQuery>,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
+    authorised(&core, &headers, Some((&org, &co)))?;
     let view = company_account(&core, &org, &co, &raw)?;
     let start = match q.start_index.as_deref() {
         None | Some("") => 0,
@@ -729,7 +1005,7 @@ async fn delete_bank_account(
     headers: HeaderMap,
     Path((org, co, raw)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
+    authorised(&core, &headers, Some((&org, &co)))?;
     let view = company_account(&core, &org, &co, &raw)?;
     delete_account(&core, view.bank_account_id, &DeliveryOptions::default()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -779,7 +1055,7 @@ async fn indirect_auth(
     headers: HeaderMap,
     Path((org, co, raw)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
+    authorised(&core, &headers, Some((&org, &co)))?;
     let view = company_account(&core, &org, &co, &raw)?;
     let id = new_authorisation(
         &core,
@@ -825,7 +1101,7 @@ async fn get_available(
     Path((org, co)): Path<(String, String)>,
     Query(q): Query<AvailableQuery>,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
+    authorised(&core, &headers, Some((&org, &co)))?;
     let first = q
         .bank_account_ids
         .as_deref()
@@ -865,10 +1141,10 @@ struct LinkBody {
 async fn post_link(
     State(core): State<Arc<Core>>,
     headers: HeaderMap,
-    Path((_org, _co)): Path<(String, String)>,
+    Path((org, co)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorised(&core, &headers)?;
+    authorised(&core, &headers, Some((&org, &co)))?;
     let req: LinkBody = parse_json(&body, "LinkRequest")?;
     let (view, _) = link_candidate(
         &core,

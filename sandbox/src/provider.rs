@@ -436,8 +436,13 @@ pub async fn post_statement(
                 "A statement is already in flight for this bank account",
             ));
         }
-        // Contract violations Banking Service does not reject (§5).
-        let start = acct.requested_start_date;
+        // Contract violations Banking Service does not reject (§5). `requestedStartDate` is a
+        // day: the start of that UTC day counts as inside (README, notifications).
+        let start = acct
+            .requested_start_date
+            .date_naive()
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc();
         if let Some(i) = parsed
             .txns
             .windows(2)
@@ -527,6 +532,56 @@ pub async fn post_statement(
             .entry(parsed.principal_id)
             .or_default();
         *m = (*m).max(in_flight);
+        // Unknown keys: one violation per key and place, array positions folded
+        // (`transactionDetails[].narative1`), with the first full path and the count.
+        let mut unknown: Vec<(String, String, usize)> = Vec::new();
+        for path in &parsed.unknown_fields {
+            let shape = fold_indexes(path);
+            match unknown.iter_mut().find(|(s, _, _)| *s == shape) {
+                Some(entry) => entry.2 += 1,
+                None => unknown.push((shape, path.clone(), 1)),
+            }
+        }
+        for (shape, first, count) in unknown {
+            let key = shape.rsplit('.').next().unwrap_or_default().to_string();
+            let message = if count == 1 {
+                format!("unknown key `{key}` at {first}")
+            } else {
+                format!(
+                    "unknown key `{key}` at {first} and {} more like it ({shape})",
+                    count - 1
+                )
+            };
+            st.violation_at(
+                core.cfg.log_capacity,
+                now,
+                ViolationKind::UnknownField,
+                message,
+                Some(first),
+                Some(parsed.principal_id),
+                Some(id),
+                Some(ctx.client_id.clone()),
+            );
+        }
+        for o in &parsed.overlong {
+            let seq = st.next_seq();
+            push_capped(
+                &mut st.overlong_fields,
+                core.cfg.log_capacity,
+                OverlongField {
+                    seq,
+                    at: fmt_time(now),
+                    bank_account_id: parsed.principal_id,
+                    statement_id: id,
+                    path: o.path.clone(),
+                    field: o.field.clone(),
+                    unique_id: o.unique_id.clone(),
+                    length: o.length,
+                    limit: o.limit,
+                    client_id: Some(ctx.client_id.clone()),
+                },
+            );
+        }
         for (kind, msg) in violations.drain(..) {
             st.violation(
                 core.cfg.log_capacity,
@@ -546,6 +601,27 @@ pub async fn post_statement(
         resource,
         json!({ "self": format!("/v1/statements/{id}") }),
     ))
+}
+
+/// `a.b[3].c[0].d` → `a.b[].c[].d`
+fn fold_indexes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_brackets = false;
+    for ch in path.chars() {
+        match ch {
+            '[' => {
+                in_brackets = true;
+                out.push('[');
+            }
+            ']' => {
+                in_brackets = false;
+                out.push(']');
+            }
+            _ if in_brackets => {}
+            _ => out.push(ch),
+        }
+    }
+    out
 }
 
 pub async fn get_statement(

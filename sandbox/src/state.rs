@@ -145,6 +145,10 @@ pub struct ParsedStatement {
     pub account_status: String,
     pub balances: BalancesIn,
     pub txns: Vec<ParsedTxn>,
+    /// Free text longer than Banking Service stores (already truncated in `txns`).
+    pub overlong: Vec<crate::validate::Overlong>,
+    /// Paths of keys the contract does not name (ignored; contract violations).
+    pub unknown_fields: Vec<String>,
 }
 
 pub struct Statement {
@@ -234,6 +238,23 @@ pub struct StatementResource {
     pub details: Option<Vec<DetailItem>>,
 }
 
+/// An organisation a product registered (`POST /api/v1/organisations`).
+pub struct Organisation {
+    pub id: String,
+    pub application: String,
+    pub companies: Vec<String>,
+    /// Signing key of its `GET /api/v1/accesstoken` requests.
+    pub token: String,
+}
+
+/// A product access token (`GET /api/v1/accesstoken`), bound to one company.
+pub struct ProductSession {
+    pub organisation_id: String,
+    pub company_id: String,
+    pub application: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 pub struct Authorisation {
     pub id: Uuid,
     pub kind: AuthorisationKind,
@@ -248,6 +269,8 @@ pub struct Authorisation {
     pub completed: bool,
     pub patch: Option<PatchRecord>,
     pub rejected_patches: u64,
+    /// The opaque `data` of its `pollRoute`: the route's own credential.
+    pub poll_secret: String,
 }
 
 impl Authorisation {
@@ -387,6 +410,9 @@ pub struct State {
     pub statements_by_account: HashMap<Uuid, Vec<Uuid>>,
     pub authorisations: HashMap<Uuid, Authorisation>,
     pub candidates: HashMap<Uuid, Candidate>,
+    pub organisations: HashMap<String, Organisation>,
+    /// Product access token → its session.
+    pub product_sessions: HashMap<String, ProductSession>,
     /// jti → client id of every token issued.
     pub issued_tokens: HashMap<String, String>,
     pub revoked: HashSet<String>,
@@ -401,6 +427,9 @@ pub struct State {
     pub requests: VecDeque<RequestLogEntry>,
     pub notifications: VecDeque<NotificationAttempt>,
     pub violations: VecDeque<Violation>,
+    pub overlong_fields: VecDeque<OverlongField>,
+    /// `resourceCreated/bankAccount` notifications sent in a flow (picks the date format).
+    pub start_dates_sent: u64,
     pub seq: u64,
     pub violation_count: u64,
     pub metrics: Metrics,
@@ -421,6 +450,8 @@ impl State {
             statements_by_account: HashMap::new(),
             authorisations: HashMap::new(),
             candidates: HashMap::new(),
+            organisations: HashMap::new(),
+            product_sessions: HashMap::new(),
             issued_tokens: HashMap::new(),
             revoked: HashSet::new(),
             token_cache: HashMap::new(),
@@ -431,6 +462,8 @@ impl State {
             requests: VecDeque::new(),
             notifications: VecDeque::new(),
             violations: VecDeque::new(),
+            overlong_fields: VecDeque::new(),
+            start_dates_sent: 0,
             seq: 0,
             violation_count: 0,
             metrics: Metrics::default(),
@@ -463,6 +496,31 @@ impl State {
         statement_id: Option<Uuid>,
         client_id: Option<String>,
     ) {
+        self.violation_at(
+            cap,
+            now,
+            kind,
+            message,
+            None,
+            bank_account_id,
+            statement_id,
+            client_id,
+        );
+    }
+
+    /// A violation about one place of a request (`path`, e.g. an unknown key).
+    #[allow(clippy::too_many_arguments)]
+    pub fn violation_at(
+        &mut self,
+        cap: usize,
+        now: DateTime<Utc>,
+        kind: ViolationKind,
+        message: String,
+        path: Option<String>,
+        bank_account_id: Option<Uuid>,
+        statement_id: Option<Uuid>,
+        client_id: Option<String>,
+    ) {
         let seq = self.next_seq();
         self.violation_count += 1;
         push_capped(
@@ -473,6 +531,7 @@ impl State {
                 at: fmt_time(now),
                 kind,
                 message,
+                path,
                 bank_account_id,
                 statement_id,
                 client_id,

@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::envelope::DetailItem;
-use crate::json::{JsonDecimal, Node, parse_amount};
+use crate::json::{JsonDecimal, Node, OwnedNode, parse_amount};
 use crate::model::{CallbackUrls, Counts, PatchedAccount};
 use crate::state::{BalancesIn, ParsedStatement, ParsedTxn, counts_of};
 use crate::util::parse_contract_time;
@@ -55,10 +55,124 @@ fn is_upper3(s: &str) -> bool {
     s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase())
 }
 
+/// Free text that Banking Service stores cut to a length: a longer value is accepted, stored
+/// truncated and recorded, never refused (see the README, "Strict as Sage, and no stricter").
+pub const TRANSACTION_STORAGE_LIMITS: [(&str, usize); 4] = [
+    ("checkNumber", 12),
+    ("referenceNumber", 32),
+    ("narrative1", 32),
+    ("narrative2", 32),
+];
+
+/// The same for the strings of a transaction's `payee`.
+pub const PAYEE_STORAGE_LIMITS: [(&str, usize); 10] = [
+    ("payeeDescription", 12),
+    ("address1", 32),
+    ("address2", 32),
+    ("address3", 32),
+    ("city", 32),
+    ("state", 32),
+    ("postalCode", 11),
+    ("phoneNumber", 32),
+    ("payeeBankId", 9),
+    ("payeeAccountId", 22),
+];
+
+/// The keys the contract names, per object of a statement (README, "Strict as Sage"). Any other
+/// key (a misspelling included) is a contract violation (`unknownField`); Banking Service answers
+/// as if it were absent.
+pub const STATEMENT_REQUEST_KEYS: [&str; 1] = ["data"];
+pub const STATEMENT_KEYS: [&str; 5] = [
+    "principalId",
+    "bankId",
+    "expected",
+    "accountDetails",
+    "transactionDetails",
+];
+pub const EXPECTED_KEYS: [&str; 4] = [
+    "transactionDetailsCount",
+    "accountDetailsCount",
+    "transactionCreditSum",
+    "transactionDebitSum",
+];
+pub const BALANCE_KEYS: [&str; 4] = [
+    "ledgerBalance",
+    "ledgerBalanceDate",
+    "availableBalance",
+    "availableBalanceDate",
+];
+pub const ACCOUNT_DETAIL_KEYS: [&str; 7] = [
+    "bankAccountId",
+    "status",
+    "balances",
+    "ledgerBalance",
+    "ledgerBalanceDate",
+    "availableBalance",
+    "availableBalanceDate",
+];
+pub const TRANSACTION_KEYS: [&str; 18] = [
+    "uniqueId",
+    "bankAccountId",
+    "transactionAmount",
+    "transactionType",
+    "transactionStatus",
+    "datePosted",
+    "dateUserInitiated",
+    "exchangeCurrency",
+    "exchangeAmount",
+    "checkNumber",
+    "referenceNumber",
+    "description",
+    "narrative1",
+    "narrative2",
+    "payee",
+    "coordinates",
+    "category",
+    "providerAdditionalFields",
+];
+pub const PAYEE_KEYS: [&str; 11] = [
+    "payeeDescription",
+    "address1",
+    "address2",
+    "address3",
+    "city",
+    "state",
+    "postalCode",
+    "country",
+    "phoneNumber",
+    "payeeBankId",
+    "payeeAccountId",
+];
+pub const COORDINATES_KEYS: [&str; 2] = ["lat", "long"];
+pub const CATEGORY_KEYS: [&str; 4] = [
+    "topLevelCategory",
+    "subCategory",
+    "categoryId",
+    "standardIndustrialCode",
+];
+pub const PROVIDER_ADDITIONAL_FIELD_KEYS: [&str; 2] = ["name", "value"];
+
+/// A free-text value longer than its storage limit, as found in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlong {
+    /// `StatementRequest.data.transactionDetails[3].payee.postalCode`
+    pub path: String,
+    /// `payee.postalCode`
+    pub field: String,
+    pub unique_id: Option<String>,
+    /// In characters.
+    pub length: usize,
+    pub limit: usize,
+}
+
 /// Collects detail items while walking a body.
 #[derive(Default)]
 pub struct Checker {
     pub items: Vec<DetailItem>,
+    /// Free text longer than stored (accepted, truncated).
+    pub overlong: Vec<Overlong>,
+    /// Paths of keys the contract does not name (accepted, ignored, a violation).
+    pub unknown: Vec<String>,
 }
 
 impl Checker {
@@ -219,6 +333,67 @@ impl Checker {
             self.string(n, &format!("{path}.{key}"), min, max);
         }
     }
+
+    /// Records every key of `obj` (an object) that is not in `known`.
+    pub fn known_keys(&mut self, obj: &Node<'_>, path: &str, known: &[&str]) {
+        if let Node::Obj(m) = obj {
+            for k in m.keys() {
+                if !known.contains(&k.as_str()) {
+                    self.unknown.push(format!("{path}.{k}"));
+                }
+            }
+        }
+    }
+
+    /// An optional string stored cut to `limit` characters: a non-string is invalid; a longer
+    /// string is recorded and its truncation returned (to be stored instead).
+    fn stored_text(
+        &mut self,
+        obj: &Node<'_>,
+        key: &str,
+        path: &str,
+        field: &str,
+        limit: usize,
+    ) -> Option<String> {
+        let n = Self::opt(obj, key)?;
+        let target = format!("{path}.{key}");
+        let Node::Str(s) = n else {
+            self.invalid(target, format!("must be a string, got {}", n.kind()));
+            return None;
+        };
+        let length = s.chars().count();
+        if length <= limit {
+            return None;
+        }
+        self.overlong.push(Overlong {
+            path: target,
+            field: field.to_string(),
+            unique_id: None,
+            length,
+            limit,
+        });
+        Some(s.chars().take(limit).collect())
+    }
+}
+
+/// Removes the keys of an object that are not in `known` (what Banking Service would not store).
+fn retain_known(node: &mut OwnedNode, known: &[&str]) {
+    if let OwnedNode::Obj(m) = node {
+        m.retain(|k, _| known.contains(&k.as_str()));
+    }
+}
+
+/// Replaces the string at `keys` inside an object tree (no-op when the path is absent).
+fn replace_str(node: &mut OwnedNode, keys: &[&str], value: String) {
+    let Some((first, rest)) = keys.split_first() else {
+        *node = OwnedNode::Str(value);
+        return;
+    };
+    if let OwnedNode::Obj(m) = node
+        && let Some(child) = m.get_mut(*first)
+    {
+        replace_str(child, rest, value);
+    }
 }
 
 /// Parses the top of a `{"data": ...}` body. `Err` holds the items for a 400.
@@ -253,6 +428,8 @@ pub fn parse_statement(body: &str, max_txns: usize) -> Result<ParsedStatement, V
     if !c.object(data, ST) {
         return Err(c.items);
     }
+    c.known_keys(&root, "StatementRequest", &STATEMENT_REQUEST_KEYS);
+    c.known_keys(data, ST, &STATEMENT_KEYS);
     let principal_id = c
         .req(data, "principalId", ST)
         .and_then(|n| c.uuid(n, &format!("{ST}.principalId")));
@@ -265,6 +442,7 @@ pub fn parse_statement(body: &str, max_txns: usize) -> Result<ParsedStatement, V
     if let Some(e) = c.req(data, "expected", ST) {
         let p = format!("{ST}.expected");
         if c.object(e, &p) {
+            c.known_keys(e, &p, &EXPECTED_KEYS);
             let tdc = c
                 .req(e, "transactionDetailsCount", &p)
                 .and_then(|n| c.count(n, &format!("{p}.transactionDetailsCount")));
@@ -426,6 +604,8 @@ pub fn parse_statement(body: &str, max_txns: usize) -> Result<ParsedStatement, V
             account_status: status,
             balances,
             txns,
+            overlong: c.overlong,
+            unknown_fields: c.unknown,
         }),
         // Unreachable in practice: any None above pushed an item.
         _ => Err(vec![DetailItem::invalid(ST, "invalid statement")]),
@@ -442,6 +622,7 @@ fn parse_account_detail(
     if !c.object(n, p) {
         return None;
     }
+    c.known_keys(n, p, &ACCOUNT_DETAIL_KEYS);
     let before = c.items.len();
     if let Some(id) = c
         .req(n, "bankAccountId", p)
@@ -476,6 +657,7 @@ fn parse_account_detail(
             if !c.object(nb, &format!("{p}.balances")) {
                 return None;
             }
+            c.known_keys(nb, &format!("{p}.balances"), &BALANCE_KEYS);
             (nb, format!("{p}.balances"))
         }
         (None, _) => (n, p.to_string()),
@@ -513,6 +695,7 @@ fn parse_txn(
     if !c.object(n, p) {
         return None;
     }
+    c.known_keys(n, p, &TRANSACTION_KEYS);
     let before = c.items.len();
     let unique_id = c
         .req(n, "uniqueId", p)
@@ -555,27 +738,23 @@ fn parse_txn(
             );
         }
     }
-    c.opt_string(n, "checkNumber", p, 0, 12);
-    c.opt_string(n, "referenceNumber", p, 0, 32);
     c.opt_string(n, "description", p, 0, 512);
-    c.opt_string(n, "narrative1", p, 0, 32);
-    c.opt_string(n, "narrative2", p, 0, 32);
+    // Storage limits: accepted, recorded, stored truncated.
+    let overlong_before = c.overlong.len();
+    let mut cuts: Vec<(Vec<&str>, String)> = Vec::new();
+    for (key, limit) in TRANSACTION_STORAGE_LIMITS {
+        if let Some(cut) = c.stored_text(n, key, p, key, limit) {
+            cuts.push((vec![key], cut));
+        }
+    }
     if let Some(payee) = Checker::opt(n, "payee") {
         let pp = format!("{p}.payee");
         if c.object(payee, &pp) {
-            for (key, max) in [
-                ("payeeDescription", 12),
-                ("address1", 32),
-                ("address2", 32),
-                ("address3", 32),
-                ("city", 32),
-                ("state", 32),
-                ("postalCode", 11),
-                ("phoneNumber", 32),
-                ("payeeBankId", 9),
-                ("payeeAccountId", 22),
-            ] {
-                c.opt_string(payee, key, &pp, 0, max);
+            c.known_keys(payee, &pp, &PAYEE_KEYS);
+            for (key, limit) in PAYEE_STORAGE_LIMITS {
+                if let Some(cut) = c.stored_text(payee, key, &pp, &format!("payee.{key}"), limit) {
+                    cuts.push((vec!["payee", key], cut));
+                }
             }
             if let Some(x) = Checker::opt(payee, "country")
                 && let Some(s) = c.string(x, &format!("{pp}.country"), 3, 3)
@@ -588,6 +767,7 @@ fn parse_txn(
     if let Some(co) = Checker::opt(n, "coordinates") {
         let cp = format!("{p}.coordinates");
         if c.object(co, &cp) {
+            c.known_keys(co, &cp, &COORDINATES_KEYS);
             for (key, lim) in [("lat", 90.0f64), ("long", 180.0f64)] {
                 if let Some(x) = c.req(co, key, &cp) {
                     let ok = match x {
@@ -607,6 +787,7 @@ fn parse_txn(
     if let Some(cat) = Checker::opt(n, "category") {
         let cp = format!("{p}.category");
         if c.object(cat, &cp) {
+            c.known_keys(cat, &cp, &CATEGORY_KEYS);
             c.opt_string(cat, "topLevelCategory", &cp, 0, 128);
             c.opt_string(cat, "subCategory", &cp, 0, 128);
             c.opt_string(cat, "standardIndustrialCode", &cp, 1, 16);
@@ -625,6 +806,7 @@ fn parse_txn(
                 for (i, it) in items.iter().enumerate() {
                     let ip = format!("{pp}[{i}]");
                     if c.object(it, &ip) {
+                        c.known_keys(it, &ip, &PROVIDER_ADDITIONAL_FIELD_KEYS);
                         if let Some(x) = c.req(it, "name", &ip) {
                             c.string(x, &format!("{ip}.name"), 1, 50);
                         }
@@ -640,12 +822,37 @@ fn parse_txn(
     if c.items.len() != before {
         return None;
     }
+    for o in &mut c.overlong[overlong_before..] {
+        o.unique_id.clone_from(&unique_id);
+    }
+    let mut raw = n.to_owned_node();
+    for (keys, cut) in cuts {
+        replace_str(&mut raw, &keys, cut);
+    }
+    // Keys the contract does not name are not stored (nor shown to the product).
+    retain_known(&mut raw, &TRANSACTION_KEYS);
+    if let OwnedNode::Obj(m) = &mut raw {
+        for (key, known) in [
+            ("payee", &PAYEE_KEYS[..]),
+            ("coordinates", &COORDINATES_KEYS[..]),
+            ("category", &CATEGORY_KEYS[..]),
+        ] {
+            if let Some(child) = m.get_mut(key) {
+                retain_known(child, known);
+            }
+        }
+        if let Some(OwnedNode::Arr(items)) = m.get_mut("providerAdditionalFields") {
+            for it in items {
+                retain_known(it, &PROVIDER_ADDITIONAL_FIELD_KEYS);
+            }
+        }
+    }
     Some(ParsedTxn {
         unique_id: unique_id?,
         date_posted: date_posted?,
         amount: amount?,
         status: status?,
-        raw: n.to_owned_node(),
+        raw,
     })
 }
 

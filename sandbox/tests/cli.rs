@@ -91,3 +91,26 @@ async fn shutdown_frees_the_port() {
         .unwrap();
     again.shutdown().await;
 }
+
+#[test]
+fn omit_optional_rate_flag_has_help_a_default_and_a_range() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let flag = help
+        .split("\n\n")
+        .find(|p| p.contains("--omit-optional-rate"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(flag.contains("left out"), "{help}");
+    assert!(flag.contains("[default: 0]"), "{flag}");
+    assert!(flag.contains("SANDBOX_OMIT_OPTIONAL_RATE"), "{flag}");
+    let out = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["--listen", "127.0.0.1:0", "--omit-optional-rate", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from 0 to 1"));
+}

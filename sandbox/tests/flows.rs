@@ -128,7 +128,14 @@ async fn notifications_are_retried_with_backoff_then_given_up() {
     );
     let body = c.notification_bodies().pop().unwrap();
     assert_eq!(body["additionalData"]["externalId"], "e1");
-    assert_eq!(body["additionalData"]["requestedStartDate"], "2025-01-01");
+    assert!(
+        ["2025-01-01", "2025-01-01T00:00:00.000Z"].contains(
+            &body["additionalData"]["requestedStartDate"]
+                .as_str()
+                .unwrap()
+        ),
+        "{body}"
+    );
     assert_eq!(body["additionalData"]["bankId"], json!(bank));
     c.state.fail_next.store(100, Ordering::SeqCst);
     let r =
@@ -172,6 +179,208 @@ async fn duplicate_delivery_option_sends_twice() {
     let got = c.notification_bodies();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0], got[1]);
+}
+
+// ------------------------------------------------------------------ notifications as Sage sends them
+
+#[tokio::test]
+async fn flow_notifications_send_every_field_by_default() {
+    let (h, c, bank) = with_connector(SandboxConfig::fast(), None).await;
+    assert_eq!(
+        SandboxConfig::default().notification_omit_optional_rate,
+        0.0
+    );
+    let out =
+        h.sb.driver()
+            .onboard(OnboardOptions {
+                create: AccountPick::First,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    h.sb.driver()
+        .delete_account(out.created[0].bank_account_id)
+        .await
+        .unwrap();
+    let got = c.notification_bodies();
+    let keys: Vec<(String, Vec<String>)> = got
+        .iter()
+        .map(|b| {
+            (
+                format!(
+                    "{}/{}",
+                    b["type"].as_str().unwrap(),
+                    b["resource"]["type"].as_str().unwrap()
+                ),
+                b["additionalData"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (
+                "resourceCreated/authorisation".to_string(),
+                vec!["bankId".to_string()]
+            ),
+            (
+                "resourceCreated/bankAccount".to_string(),
+                vec![
+                    "bankId".into(),
+                    "externalId".into(),
+                    "requestedStartDate".into()
+                ]
+            ),
+            (
+                "resourceDeleted/bankAccount".to_string(),
+                vec!["bankId".into(), "externalId".into()]
+            ),
+        ]
+    );
+    assert!(
+        got.iter()
+            .all(|b| b["additionalData"].get("bankId") == Some(&json!(bank)))
+    );
+    assert!(
+        h.client
+            .notifications()
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.omitted.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn flow_notifications_leave_out_optional_fields_at_the_configured_rate() {
+    // Rate 1: everything optional goes; a correct connector still onboards and offboards.
+    let cfg = SandboxConfig::fast().omitting_optional_fields(1.0);
+    let (h, c, _bank) = with_connector(cfg, None).await;
+    let out =
+        h.sb.driver()
+            .onboard(OnboardOptions {
+                create: AccountPick::First,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    let created = &out.created[0];
+    h.sb.driver()
+        .delete_account(created.bank_account_id)
+        .await
+        .unwrap();
+    let got = c.notification_bodies();
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        got[0]["additionalData"],
+        json!({}),
+        "authorisation without bankId"
+    );
+    assert_eq!(
+        got[1]["additionalData"],
+        json!({"externalId": created.external_id}),
+        "as Sage's own example: only externalId"
+    );
+    assert_eq!(got[2]["additionalData"], json!({}), "deletion");
+    let omitted: Vec<Vec<String>> = h
+        .client
+        .notifications()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.omitted)
+        .collect();
+    assert_eq!(
+        omitted,
+        [
+            vec!["bankId".to_string()],
+            vec!["requestedStartDate".into(), "bankId".into()],
+            vec!["externalId".into(), "bankId".into()],
+        ]
+    );
+
+    // Rate 0.5: some sent, some left out, deterministic per seed; never externalId of a creation.
+    let cfg = SandboxConfig::fast().omitting_optional_fields(0.5);
+    let (h, c, bank) = with_connector(cfg, None).await;
+    for i in 0..24 {
+        h.client
+            .create_account(&CreateAccountRequest::new(
+                bank,
+                format!("e{i}"),
+                "2025-01-01",
+            ))
+            .await
+            .unwrap();
+    }
+    let got = c.notification_bodies();
+    let with = |k: &str| {
+        got.iter()
+            .filter(|b| b["additionalData"].get(k).is_some())
+            .count()
+    };
+    assert_eq!(with("externalId"), 24);
+    for k in ["bankId", "requestedStartDate"] {
+        assert!((1..24).contains(&with(k)), "{k}: {} of 24", with(k));
+    }
+}
+
+#[tokio::test]
+async fn requested_start_date_goes_in_each_of_sages_formats_as_the_start_of_the_day() {
+    let (h, c, bank) = with_connector(SandboxConfig::fast(), None).await;
+    for i in 0..4 {
+        h.client
+            .create_account(&CreateAccountRequest::new(
+                bank,
+                format!("e{i}"),
+                "2025-01-01T13:45:00.000Z",
+            ))
+            .await
+            .unwrap();
+    }
+    let sent: Vec<String> = c
+        .notification_bodies()
+        .iter()
+        .map(|b| {
+            b["additionalData"]["requestedStartDate"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            "2025-01-01T00:00:00.000Z",
+            "2025-01-01",
+            "2025-01-01T00:00:00.000Z",
+            "2025-01-01"
+        ]
+    );
+    // Sent through the driver explicitly: exactly as given, whatever the rate.
+    let cfg = SandboxConfig::fast().omitting_optional_fields(1.0);
+    let (h, c, bank) = with_connector(cfg, None).await;
+    h.sb.driver()
+        .send_notification(notify_req(
+            NotificationSpec::BankAccountCreated {
+                bank_account_id: Uuid::new_v4(),
+                external_id: "e1".into(),
+                requested_start_date: "2025-01-01T13:45:00Z".into(),
+            },
+            TokenVariant::Valid,
+            HeaderVariant::Configured,
+        ))
+        .await
+        .unwrap();
+    let body = c.notification_bodies().pop().unwrap();
+    assert_eq!(
+        body["additionalData"],
+        json!({"externalId": "e1", "requestedStartDate": "2025-01-01T13:45:00Z", "bankId": bank})
+    );
 }
 
 // ------------------------------------------------------------------ onboarding
@@ -443,7 +652,7 @@ async fn indirect_link_account_and_poll_route() {
     for _ in 0..100 {
         let p = to_answer(
             h.http
-                .get(h.url(&poll))
+                .get(&poll)
                 .bearer_auth("local-product-token")
                 .send()
                 .await
@@ -470,6 +679,282 @@ async fn indirect_link_account_and_poll_route() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(success);
+}
+
+/// Raw `POST /api/v1/organisations` with a chosen signature, route and body text.
+async fn post_organisation(h: &Harness, signed_route: &str, body: &str, key: &str) -> Answer {
+    let nonce = Uuid::new_v4().to_string();
+    let sig = sandbox::consumer::consumer_signature("POST", signed_route, Some(body), &nonce, key);
+    to_answer(
+        h.http
+            .post(h.url("/api/v1/organisations"))
+            .header("content-type", "application/json")
+            .header("x-application", "local-application")
+            .header("x-nonce", nonce)
+            .header("x-signature", sig)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn consumer_api_as_sages_collection_calls_it() {
+    let (h, c, bank) = with_connector(SandboxConfig::fast(), None).await;
+    let base = h.sb.base_url();
+    // 1-2: organisation + access token (both HMAC-signed), as the collection does.
+    let p = sandbox::consumer::ConsumerClient::register(
+        &base,
+        "local-application",
+        "local-signing-key",
+    )
+    .await
+    .unwrap();
+    assert!(p.jwt().split('.').count() == 3, "a JWT");
+    // 3: the bank lookup needs only x-application.
+    let b = p.bank(bank).await.unwrap();
+    assert_eq!((b.status, b.body["bankId"].clone()), (200, json!(bank)));
+    let bare = |path: String, app: Option<&str>| {
+        let h = &h;
+        let app = app.map(str::to_string);
+        async move {
+            let mut r = h.http.get(h.url(&path));
+            if let Some(a) = app {
+                r = r.header("x-application", a);
+            }
+            to_answer(r.send().await.unwrap()).await.status
+        }
+    };
+    assert_eq!(bare(format!("/api/v1/banks/{bank}"), None).await, 401);
+    assert_eq!(
+        bare(format!("/api/v1/banks/{bank}"), Some("other-app")).await,
+        401
+    );
+    // 4: indirectlinkaccount gives an absolute pollRoute.
+    let a = p
+        .get(&format!("/indirectlinkaccount?bankid={bank}&web=true"))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    let poll = a.body["pollRoute"].as_str().unwrap().to_string();
+    assert!(
+        poll.starts_with(&format!("{}/indirectlinkaccount/", p.company_url()))
+            && poll.contains("?data="),
+        "{poll}"
+    );
+    // 9: GET {pollRoute} with no headers at all, until the connector's PATCH is in.
+    let mut account = Value::Null;
+    for _ in 0..200 {
+        let r = p.poll(&poll).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        if r.body["success"] == true {
+            account = r.body["account"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for k in [
+        "accountName",
+        "accountKey",
+        "accountIdentifier",
+        "bankIdentifier",
+        "bankAccountExternalId",
+    ] {
+        assert!(account[k].is_string(), "{k} in {account}");
+    }
+    // Without its data (and without a token) the route is refused; with the wrong data too.
+    let bare_poll = poll.split_once('?').unwrap().0.to_string();
+    assert_eq!(
+        to_answer(h.http.get(&bare_poll).send().await.unwrap())
+            .await
+            .status,
+        401
+    );
+    let wrong = format!("{bare_poll}?data=WRONG");
+    assert_eq!(
+        to_answer(h.http.get(&wrong).send().await.unwrap())
+            .await
+            .status,
+        401
+    );
+    // 10: POST bankaccounts with Sage's body: no authorisationId.
+    let body = json!({
+        "accountType": "DEBIT", "accountName": account["accountName"], "accountKey": account["accountKey"],
+        "accountIdentifier": account["accountIdentifier"], "bankIdentifier": account["bankIdentifier"],
+        "branchIdentifier": "Newcastle", "defaultCurrency": "GBP", "bankId": bank,
+        "requestedStartDate": "2017-06-30T00:00:00.000Z",
+    });
+    let r = p.post("/bankaccounts", &body).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        (
+            r.body["status"].as_str(),
+            r.body["lastTransactionId"].as_u64()
+        ),
+        (Some("pending"), Some(0))
+    );
+    let id: Uuid = serde_json::from_value(r.body["bankAccountId"].clone()).unwrap();
+    let created = c.notification_bodies().pop().unwrap();
+    assert_eq!(
+        (
+            created["type"].as_str(),
+            created["resource"]["id"].clone(),
+            created["additionalData"]["externalId"].clone()
+        ),
+        (
+            Some("resourceCreated"),
+            json!(id),
+            account["bankAccountExternalId"].clone()
+        )
+    );
+    let view = h.client.account(id).await.unwrap();
+    assert_eq!(
+        (
+            view.organisation_id.as_str(),
+            view.company_id.as_str(),
+            view.account_type.as_deref()
+        ),
+        (p.organisation_id(), p.company_id(), Some("DEBIT"))
+    );
+    // 12: GET the account with the token.
+    let r = p.get(&format!("/bankaccounts/{id}")).await.unwrap();
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("pending"))
+    );
+    // An account the company's authorisations never offered: 404.
+    let mut other = body.clone();
+    other["accountIdentifier"] = json!("not-offered");
+    assert_eq!(p.post("/bankaccounts", &other).await.unwrap().status, 404);
+    // Another organisation's token cannot reach this company.
+    let q = sandbox::consumer::ConsumerClient::register(
+        &base,
+        "local-application",
+        "local-signing-key",
+    )
+    .await
+    .unwrap();
+    let r = q
+        .get(&format!("{}/bankaccounts/{id}", p.company_url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text);
+    // A token needs its x-application.
+    let r = to_answer(
+        h.http
+            .get(format!("{}/bankaccounts/{id}", p.company_url()))
+            .bearer_auth(p.jwt())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn consumer_signatures_are_checked() {
+    let h = start(SandboxConfig::fast()).await;
+    let body = r#"{"company":{"name":"TestCompany"},"crmId":"1"}"#;
+    let url = h.url("/api/v1/organisations");
+    // The whole URL (as Sage's collection signs it) or the path alone; any case in the route.
+    assert_eq!(
+        post_organisation(&h, &url, body, "local-signing-key")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        post_organisation(&h, "/API/v1/Organisations", body, "local-signing-key")
+            .await
+            .status,
+        201
+    );
+    // A pretty-printed body verifies as its compact form (JSON.stringify of the parsed body).
+    let pretty = "{\r\n  \"crmId\": \"1\"\r\n}";
+    let nonce = Uuid::new_v4().to_string();
+    let sig = sandbox::consumer::consumer_signature(
+        "POST",
+        &url,
+        Some(r#"{"crmId":"1"}"#),
+        &nonce,
+        "local-signing-key",
+    );
+    let r = h
+        .http
+        .post(&url)
+        .header("x-application", "local-application")
+        .header("x-nonce", &nonce)
+        .header("x-signature", sig)
+        .body(pretty)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Wrong key, another body, another route: 401.
+    let a = post_organisation(&h, &url, body, "wrong-key").await;
+    assert_eq!((a.status, a.code()), (401, "AuthenticationError"));
+    let a = post_organisation(&h, &h.url("/api/v1/other"), body, "local-signing-key").await;
+    assert_eq!(a.status, 401);
+    let nonce = Uuid::new_v4().to_string();
+    let sig = sandbox::consumer::consumer_signature(
+        "POST",
+        &url,
+        Some(body),
+        &nonce,
+        "local-signing-key",
+    );
+    let r = h
+        .http
+        .post(&url)
+        .header("x-application", "local-application")
+        .header("x-nonce", &nonce)
+        .header("x-signature", sig)
+        .body(r#"{"crmId":"2"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The access token is signed with the organisation's token, not the application's key.
+    let org = post_organisation(&h, &url, body, "local-signing-key").await;
+    let token_url = h.url("/api/v1/accesstoken");
+    let get_token = |key: String, company: String| {
+        let h = &h;
+        let org_id = org.body["organisationId"].as_str().unwrap().to_string();
+        let token_url = token_url.clone();
+        async move {
+            let nonce = Uuid::new_v4().to_string();
+            let sig = sandbox::consumer::consumer_signature("GET", &token_url, None, &nonce, &key);
+            to_answer(
+                h.http
+                    .get(&token_url)
+                    .header("X-Organisation-Id", org_id)
+                    .header("X-Company-Id", company)
+                    .header("X-Nonce", nonce)
+                    .header("X-Signature", sig)
+                    .header("X-Application", "local-application")
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let company = org.body["companies"][0].as_str().unwrap().to_string();
+    let org_token = org.body["token"].as_str().unwrap().to_string();
+    let ok = get_token(org_token.clone(), company.clone()).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert!(ok.body["jwt"].is_string());
+    assert_eq!(
+        get_token("local-signing-key".into(), company).await.status,
+        401
+    );
+    assert_eq!(
+        get_token(org_token, "another-company".into()).await.status,
+        401
+    );
 }
 
 // ------------------------------------------------------------------ re-authorisation, linking, deletion

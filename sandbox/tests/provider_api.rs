@@ -489,7 +489,7 @@ async fn validation_of_transaction_fields() {
     t["datePosted"] = json!("2025-03-03");
     t["description"] = json!("x".repeat(513));
     t["exchangeAmount"] = json!(1);
-    t["payee"] = json!({"payeeDescription": "x".repeat(13), "country": "GB"});
+    t["payee"] = json!({"country": "GB"});
     t["bankAccountId"] = json!("not-a-uuid");
     t.as_object_mut().unwrap().remove("uniqueId");
     let a = h.post_statement(&body).await;
@@ -502,7 +502,6 @@ async fn validation_of_transaction_fields() {
         "datePosted",
         "description",
         "exchangeAmount",
-        "payee.payeeDescription",
         "payee.country",
         "bankAccountId",
         "uniqueId",
@@ -535,6 +534,39 @@ async fn more_than_two_fraction_digits_is_rejected() {
         "{:?}",
         a.targets()
     );
+}
+
+#[tokio::test]
+async fn a_third_fraction_digit_is_refused_even_when_it_is_zero() {
+    // The rule is on the literal text (README, "Strict as Sage"): `10.100` has three
+    // fraction digits although it equals `10.10`.
+    let (h, bank, acct) = setup().await;
+    let text = format!(
+        r#"{{"data":{{"principalId":"{acct}","bankId":"{bank}","expected":{{"transactionDetailsCount":1,"accountDetailsCount":1,"transactionCreditSum":10.10,"transactionDebitSum":0.000}},
+        "accountDetails":[{{"bankAccountId":"{acct}","status":"active","ledgerBalance":5.000}}],"transactionDetails":[{}]}}}}"#,
+        txn(acct, "u1", "10.100", "2025-03-03T09:12:44.000Z")
+    );
+    let a = h.api("POST", "/v1/statements", Some(&text)).await;
+    assert_eq!((a.status, a.code()), (400, "ValidationError"), "{}", a.text);
+    let t = a.targets();
+    for want in [
+        "StatementRequest.data.transactionDetails[0].transactionAmount",
+        "StatementRequest.data.expected.transactionDebitSum",
+        "StatementRequest.data.accountDetails[0].ledgerBalance",
+    ] {
+        assert!(t.contains(&want.to_string()), "{want} in {t:?}");
+    }
+    assert!(
+        h.client.statements(Some(acct)).await.unwrap().is_empty(),
+        "nothing is stored for a 400"
+    );
+    // Two fraction digits (or fewer) of the same value are fine.
+    let text = text
+        .replace("10.100", "10.1")
+        .replace("0.000", "0")
+        .replace("5.000", "5.00");
+    let a = h.api("POST", "/v1/statements", Some(&text)).await;
+    assert_eq!(a.status, 201, "{}", a.text);
 }
 
 #[tokio::test]
@@ -1473,6 +1505,317 @@ async fn statement_latency_grows_with_size() {
     );
 }
 
+// ------------------------------------------------------------------ strict as Sage, and no stricter
+
+/// The statement of Sage's own published collection ("Posting Statements" → `POST /statements`),
+/// key for key: nested balances, coordinates, category, a 12-character `postalCode` and narratives
+/// longer than 32 characters.
+fn sage_example_statement(acct: Uuid, bank: Uuid, u1: &str, u2: &str) -> String {
+    let txn = |id: &str, amount: i32, kind: &str, exchange: i32, reference: &str| {
+        format!(
+            r#"{{
+                "uniqueId": "{id}", "bankAccountId": "{acct}", "transactionAmount": {amount},
+                "transactionType": "{kind}", "transactionStatus": "posted",
+                "datePosted": "2019-11-02T23:00:12.000Z", "dateUserInitiated": "2019-11-04T22:54:00.000Z",
+                "exchangeCurrency": "EUR", "exchangeAmount": {exchange}, "checkNumber": "123456",
+                "referenceNumber": "{reference}", "description": "DEBIT DESCRIPTION {id}",
+                "payee": {{
+                    "payeeDescription": "100001", "address1": "1 the something", "address2": "on some street",
+                    "address3": "on some estate", "city": "in a city", "state": "in a state",
+                    "postalCode": "MY POST CODE", "country": "GBR", "phoneNumber": "0091299291212",
+                    "payeeBankId": "123456", "payeeAccountId": "654321"
+                }},
+                "coordinates": {{ "lat": 0.9812, "long": 1.0238 }},
+                "narrative1": "DEBIT NARRATIVE {id}", "narrative2": "DEBIT EXTENDED NARRATIVE {id}",
+                "category": {{
+                    "topLevelCategory": "TopCategory", "subCategory": "SubCategory", "categoryId": 12,
+                    "standardIndustrialCode": "9089"
+                }}
+            }}"#
+        )
+    };
+    format!(
+        r#"{{ "data": {{
+            "principalId": "{acct}", "bankId": "{bank}",
+            "expected": {{ "transactionDetailsCount": 2, "accountDetailsCount": 1,
+                           "transactionCreditSum": 100, "transactionDebitSum": -100 }},
+            "accountDetails": [ {{ "bankAccountId": "{acct}", "status": "active",
+                "balances": {{ "ledgerBalance": 0, "ledgerBalanceDate": "2019-11-24T12:00:00.000Z",
+                               "availableBalance": 0, "availableBalanceDate": "2019-11-24T12:00:00.000Z" }} }} ],
+            "transactionDetails": [ {}, {} ] }} }}"#,
+        txn(u1, 100, "CREDIT", 120, "00000001"),
+        txn(u2, -100, "DEBIT", -120, "00000002")
+    )
+}
+
+#[tokio::test]
+async fn sages_own_example_statement_is_accepted_and_its_overlong_text_stored_truncated() {
+    let h = fast().await;
+    let bank = h.register_bank(DEAD).await;
+    let acct = h
+        .account_on(bank, "acc_sage", "2019-11-01T00:00:00.000Z")
+        .await;
+    let (u1, u2) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let body = sage_example_statement(acct, bank, &u1, &u2);
+    let a = h.api("POST", "/v1/statements", Some(&body)).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let s = h
+        .client
+        .wait_statement_terminal(id_of(&a), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(s.status, StatementStatus::Succeeded);
+
+    // Every overlong field is recorded with its path, length and limit.
+    let overlong = h.client.overlong_fields().await.unwrap();
+    let mut got: Vec<(String, usize, usize)> = overlong
+        .iter()
+        .map(|o| (o.path.clone(), o.length, o.limit))
+        .collect();
+    got.sort();
+    let p = "StatementRequest.data.transactionDetails";
+    let mut want = Vec::new();
+    for i in 0..2 {
+        want.push((format!("{p}[{i}].narrative1"), 16 + 36, 32));
+        want.push((format!("{p}[{i}].narrative2"), 25 + 36, 32));
+        want.push((format!("{p}[{i}].payee.postalCode"), 12, 11));
+    }
+    want.sort();
+    assert_eq!(got, want);
+    assert!(overlong.iter().all(|o| o.statement_id == s.id
+        && o.bank_account_id == acct
+        && o.client_id.as_deref() == Some("local-provider")));
+    assert_eq!(overlong[0].unique_id.as_deref(), Some(u1.as_str()));
+
+    // Stored (and shown to the product) cut to the limits, on character boundaries.
+    let stored = h.client.stored_transactions(acct).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    let t = &stored[0];
+    assert_eq!(
+        t.narrative1.as_deref(),
+        Some(
+            format!("DEBIT NARRATIVE {u1}")
+                .chars()
+                .take(32)
+                .collect::<String>()
+                .as_str()
+        )
+    );
+    assert_eq!(t.narrative2.as_ref().map(|n| n.chars().count()), Some(32));
+    assert_eq!(t.payee.as_ref().unwrap()["postalCode"], "MY POST COD");
+    assert_eq!(t.payee.as_ref().unwrap()["city"], "in a city");
+    assert_eq!(t.coordinates.as_ref().unwrap()["lat"], json!(0.9812));
+    let product = h.client.product_transactions(acct, 1).await.unwrap();
+    assert!(
+        product[0]
+            .transaction_narrative
+            .as_deref()
+            .unwrap()
+            .starts_with(&format!("{} ", t.narrative1.as_deref().unwrap()))
+    );
+    assert!(h.client.violations().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn overlong_free_text_is_never_a_400_but_other_rules_still_are() {
+    let (h, bank, acct) = setup().await;
+    let mut b = statement(acct, bank, &[("u1", "-1.00", "2025-03-03T09:12:44.000Z")]);
+    let t = &mut b["data"]["transactionDetails"][0];
+    // Multi-byte characters: limits count characters, not bytes.
+    t["checkNumber"] = json!("é".repeat(13));
+    t["referenceNumber"] = json!("r".repeat(33));
+    t["payee"] = json!({
+        "payeeDescription": "p".repeat(13), "address1": "a".repeat(33), "address2": "a".repeat(33),
+        "address3": "a".repeat(33), "city": "c".repeat(33), "state": "s".repeat(33),
+        "postalCode": "z".repeat(12), "phoneNumber": "9".repeat(33), "payeeBankId": "b".repeat(10),
+        "payeeAccountId": "n".repeat(23), "country": "GBR",
+    });
+    let s = h.post_and_wait(&b).await;
+    assert_eq!(s.status, StatementStatus::Succeeded);
+    let mut fields: Vec<String> = h
+        .client
+        .overlong_fields()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.field)
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "checkNumber",
+            "payee.address1",
+            "payee.address2",
+            "payee.address3",
+            "payee.city",
+            "payee.payeeAccountId",
+            "payee.payeeBankId",
+            "payee.payeeDescription",
+            "payee.phoneNumber",
+            "payee.postalCode",
+            "payee.state",
+            "referenceNumber",
+        ]
+    );
+    let stored = &h.client.stored_transactions(acct).await.unwrap()[0];
+    assert_eq!(
+        stored.check_number.as_deref(),
+        Some("é".repeat(12).as_str())
+    );
+    assert_eq!(stored.payee.as_ref().unwrap()["payeeBankId"], "b".repeat(9));
+    // A wrong type, and a description over its limit, remain 400s; nothing is recorded for them.
+    let mut b = statement(acct, bank, &[("u2", "-1.00", "2025-03-03T09:12:44.000Z")]);
+    b["data"]["transactionDetails"][0]["narrative1"] = json!(12);
+    b["data"]["transactionDetails"][0]["description"] = json!("d".repeat(513));
+    b["data"]["transactionDetails"][0]["narrative2"] = json!("n".repeat(40));
+    let a = h.post_statement(&b).await;
+    assert_eq!(a.status, 400);
+    let p = "StatementRequest.data.transactionDetails[0]";
+    assert_eq!(
+        a.targets(),
+        vec![format!("{p}.description"), format!("{p}.narrative1")]
+    );
+    assert_eq!(h.client.overlong_fields().await.unwrap().len(), 12);
+}
+
+#[tokio::test]
+async fn unknown_or_misspelled_keys_are_violations_and_are_not_stored() {
+    let (h, bank, acct) = setup().await;
+    let mut b = statement(
+        acct,
+        bank,
+        &[
+            ("u1", "1.00", "2025-03-03T09:00:00.000Z"),
+            ("u2", "2.00", "2025-03-03T10:00:00.000Z"),
+        ],
+    );
+    b["meta"] = json!({});
+    b["data"]["statementDate"] = json!("2025-03-04");
+    b["data"]["expected"]["transactionCount"] = json!(2);
+    b["data"]["accountDetails"][0]["availabeBalance"] = json!(5);
+    for i in 0..2 {
+        let t = &mut b["data"]["transactionDetails"][i];
+        t["narative1"] = json!("misspelt");
+        t["narrative1"] = json!("spelt right");
+    }
+    let t = &mut b["data"]["transactionDetails"][0];
+    t["payee"] = json!({"payeeDescription": "SHOP", "postcode": "LS1 1AA"});
+    t["coordinates"] = json!({"lat": 1.5, "long": 2.5, "alt": 3});
+    t["category"] = json!({"categoryId": 7, "categoryName": "Food"});
+    t["providerAdditionalFields"] = json!([{"name": "mcc", "value": "5812", "label": "x"}]);
+    let s = h.post_and_wait(&b).await;
+    assert_eq!(
+        s.status,
+        StatementStatus::Succeeded,
+        "answered as if absent"
+    );
+
+    let violations = h.client.violations().await.unwrap();
+    assert!(
+        violations
+            .iter()
+            .all(|v| v.kind == ViolationKind::UnknownField
+                && v.statement_id == Some(s.id)
+                && v.bank_account_id == Some(acct)),
+        "{violations:?}"
+    );
+    let mut paths: Vec<&str> = violations
+        .iter()
+        .filter_map(|v| v.path.as_deref())
+        .collect();
+    paths.sort_unstable();
+    let t0 = "StatementRequest.data.transactionDetails[0]";
+    assert_eq!(
+        paths,
+        [
+            "StatementRequest.data.accountDetails[0].availabeBalance",
+            "StatementRequest.data.expected.transactionCount",
+            "StatementRequest.data.statementDate",
+            &format!("{t0}.category.categoryName"),
+            &format!("{t0}.coordinates.alt"),
+            &format!("{t0}.narative1"),
+            &format!("{t0}.payee.postcode"),
+            &format!("{t0}.providerAdditionalFields[0].label"),
+            "StatementRequest.meta",
+        ]
+    );
+    // The misspelling in both transactions is one violation that counts the other.
+    let narative = violations
+        .iter()
+        .find(|v| v.path.as_deref() == Some(&format!("{t0}.narative1")))
+        .unwrap();
+    assert!(
+        narative.message.contains("1 more") && narative.message.contains("narative1"),
+        "{}",
+        narative.message
+    );
+    // Nothing the contract does not name is stored or shown to the product.
+    let raw = to_answer(
+        h.http
+            .get(h.url(&format!("/_sandbox/bankaccounts/{acct}/transactions")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let t = &raw.body[0];
+    assert!(t.get("narative1").is_none(), "{t}");
+    assert_eq!(t["narrative1"], "spelt right");
+    assert_eq!(t["payee"], json!({"payeeDescription": "SHOP"}));
+    assert_eq!(t["coordinates"], json!({"lat": 1.5, "long": 2.5}));
+    assert_eq!(t["category"], json!({"categoryId": 7}));
+    assert_eq!(
+        t["providerAdditionalFields"],
+        json!([{"name": "mcc", "value": "5812"}])
+    );
+}
+
+#[tokio::test]
+async fn every_key_the_contract_names_is_no_violation() {
+    // Flat balances (older material), every optional transaction field of the contract, including the
+    // ones the connector does not send yet (coordinates, category, providerAdditionalFields).
+    let (h, bank, acct) = setup().await;
+    let mut b = statement(acct, bank, &[("u1", "-1.00", "2025-03-03T09:12:44.000Z")]);
+    let ad = &mut b["data"]["accountDetails"][0];
+    ad["availableBalance"] = json!(90.00);
+    ad["availableBalanceDate"] = json!("2025-03-04T00:00:00.000Z");
+    let t = &mut b["data"]["transactionDetails"][0];
+    for (k, v) in [
+        ("dateUserInitiated", json!("2025-03-02T09:12:44.000Z")),
+        ("exchangeCurrency", json!("EUR")),
+        ("exchangeAmount", json!(-1.17)),
+        ("checkNumber", json!("000123")),
+        ("referenceNumber", json!("REF-1")),
+        ("description", json!("CARD PAYMENT")),
+        ("narrative1", json!("COFFEE CO")),
+        ("narrative2", json!("LEEDS")),
+        (
+            "payee",
+            json!({"payeeDescription": "COFFEE CO", "address1": "1 High St", "address2": "Floor 2",
+                   "address3": "Unit 3", "city": "Leeds", "state": "West Yorkshire",
+                   "postalCode": "LS1 1AA", "country": "GBR", "phoneNumber": "0113 000 0000",
+                   "payeeBankId": "123456", "payeeAccountId": "12345678"}),
+        ),
+        ("coordinates", json!({"lat": 53.8, "long": -1.55})),
+        (
+            "category",
+            json!({"topLevelCategory": "Food", "subCategory": "Coffee", "categoryId": 12,
+                   "standardIndustrialCode": "5812"}),
+        ),
+        (
+            "providerAdditionalFields",
+            json!([{"name": "mcc", "value": "5812"}]),
+        ),
+    ] {
+        t[k] = v;
+    }
+    let s = h.post_and_wait(&b).await;
+    assert_eq!(s.status, StatementStatus::Succeeded);
+    assert!(h.client.violations().await.unwrap().is_empty());
+    assert!(h.client.overlong_fields().await.unwrap().is_empty());
+}
+
 // ------------------------------------------------------------------ violations
 
 #[tokio::test]
@@ -1511,6 +1854,37 @@ async fn contract_violations_are_recorded() {
     ] {
         assert!(kinds.contains(&k), "{k:?} in {kinds:?}");
     }
+}
+
+#[tokio::test]
+async fn the_requested_start_day_counts_from_its_start() {
+    // requestedStartDate is a day: a transaction earlier on that day is inside it.
+    let h = fast().await;
+    let bank = h.register_bank(DEAD).await;
+    let acct = h
+        .account_on(bank, "acc_day", "2025-03-03T12:00:00.000Z")
+        .await;
+    h.post_and_wait(&statement(
+        acct,
+        bank,
+        &[
+            ("a", "1.00", "2025-03-03T00:00:00.000Z"),
+            ("b", "1.00", "2025-03-03T09:00:00.000Z"),
+        ],
+    ))
+    .await;
+    assert!(h.client.violations().await.unwrap().is_empty());
+    h.post_and_wait(&statement(
+        acct,
+        bank,
+        &[("c", "1.00", "2025-03-02T23:59:59.000Z")],
+    ))
+    .await;
+    let v = h.client.violations().await.unwrap();
+    assert_eq!(
+        v.iter().map(|v| v.kind).collect::<Vec<_>>(),
+        [ViolationKind::DatePostedBeforeRequestedStart]
+    );
 }
 
 #[tokio::test]

@@ -1189,7 +1189,17 @@ impl Driver {
             token: req.token,
             header: req.header,
         };
-        Ok(notify::deliver(&self.core, url, note, signing, req.retry, &req.delivery).await)
+        // Sent exactly as asked: no field left out, the date as given.
+        Ok(notify::deliver(
+            &self.core,
+            url,
+            note,
+            signing,
+            req.retry,
+            false,
+            &req.delivery,
+        )
+        .await)
     }
 
     /// Probes `/auth` with a hostile or unusual request; checks no PATCH, no redirect off the

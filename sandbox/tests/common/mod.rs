@@ -449,7 +449,13 @@ async fn begin(s: &ConnState, q: &HashMap<String, String>, reauth: bool) -> Resp
         Some(true) => return html(s, StatusCode::CONFLICT, "<p>already completed</p>".into()),
         Some(false) => {}
     }
-    if !reauth && s.announced_bank.lock().get(auth_id) != q.get("bank") {
+    // `bankId` may be missing from the announcement; a bank it does name must match.
+    if !reauth
+        && s.announced_bank
+            .lock()
+            .get(auth_id)
+            .is_some_and(|b| Some(b) != q.get("bank"))
+    {
         return html(s, StatusCode::FORBIDDEN, "<p>bank mismatch</p>".into());
     }
     let (verifier, challenge) = pkce();
