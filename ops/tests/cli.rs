@@ -86,9 +86,16 @@ impl TestStack {
         }
     }
 
+    /// Stops the stack; fails if a function made an AWS call its `aws-actions.txt` lacks.
     async fn finish(mut self) {
         if let Some(s) = self.stack.take() {
+            let not_permitted = s.calls_not_permitted();
             s.shutdown().await;
+            let calls = not_permitted.expect("the functions' aws-actions.txt");
+            assert!(
+                calls.is_empty(),
+                "AWS calls that the functions' roles would refuse: {calls:#?}"
+            );
         }
         let _ = std::fs::remove_dir_all(&self.logs);
     }

@@ -76,9 +76,19 @@ impl TestStack {
         all
     }
 
+    /// Stops the stack, then fails the test if a function made an AWS call that its
+    /// `aws-actions.txt` (the list its role is checked against) lacks.
     pub async fn finish(mut self) {
         if let Some(s) = self.stack.take() {
+            let not_permitted = s.calls_not_permitted();
             s.shutdown().await;
+            match not_permitted {
+                Ok(calls) => assert!(
+                    calls.is_empty(),
+                    "AWS calls that the functions' roles would refuse: {calls:#?}"
+                ),
+                Err(e) => panic!("reading the functions' aws-actions.txt: {e:#}"),
+            }
         }
         let _ = std::fs::remove_dir_all(&self.logs);
     }
