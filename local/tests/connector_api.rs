@@ -5,6 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use connector_aws::accounts::AccountStatus as Ours;
 use sandbox::SandboxConfig;
 use sandbox::driver::{AccountPick, OnboardOptions, ProbeVariant, ReauthOptions};
@@ -632,5 +634,257 @@ async fn posting_to_an_account_cancelled_behind_our_back_gets_409_and_stops() {
     );
     let parked = table.parked_records(Some(id), 100).await.unwrap();
     assert!(!parked.is_empty() && parked.iter().all(|p| p.reason == "AccountCancelled"));
+    stack.finish().await;
+}
+
+/// An authorisation announced to the connector (stored by its worker).
+async fn announced(stack: &local_stack::LocalStack) -> uuid::Uuid {
+    let auth = stack
+        .sandbox
+        .client()
+        .create_authorisation(stack.bank_id, None, true)
+        .await
+        .expect("announced authorisation");
+    let table = common::table(stack);
+    common::eventually("the handshake stored", LONG, || async {
+        table.handshake(auth.id).await.ok().flatten()
+    })
+    .await;
+    auth.id
+}
+
+/// `GET /auth` for `id` as Banking Service links to it.
+fn start_url(stack: &local_stack::LocalStack, id: uuid::Uuid) -> String {
+    format!(
+        "{}/auth?bank={}&authorisation_id={id}&redirect_uri={}&state=s1",
+        stack.api_url,
+        stack.bank_id,
+        urlencode(&format!(
+            "{}/ui/v1/indirectredirect/{id}",
+            stack.sandbox.base_url()
+        )),
+    )
+}
+
+/// The hidden `ui_token` of a consent page.
+fn ui_token(page: &str) -> String {
+    let at = page
+        .find("name=\"ui_token\" value=\"")
+        .unwrap_or_else(|| panic!("no ui_token in {page}"));
+    let rest = &page[at + "name=\"ui_token\" value=\"".len()..];
+    rest[..rest.find('"').expect("closing quote")].to_string()
+}
+
+/// Loads the consent page; its status and `ui_token` (empty when it is not the consent page).
+async fn open_page(stack: &local_stack::LocalStack, id: uuid::Uuid) -> (u16, String) {
+    let r = no_redirects()
+        .get(start_url(stack, id))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    let token = if status == 200 {
+        ui_token(&body)
+    } else {
+        String::new()
+    };
+    (status, token)
+}
+
+/// Submits the consent page's form with "Cancel": the connector PATCHes `cancelled` at once.
+async fn cancel(
+    stack: &local_stack::LocalStack,
+    id: uuid::Uuid,
+    token: &str,
+) -> (u16, Option<String>) {
+    let r = no_redirects()
+        .post(format!("{}/auth", stack.api_url))
+        .form(&[
+            ("authorisation_id", id.to_string().as_str()),
+            ("ui_token", token),
+            ("action", "cancel"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (r.status().as_u16(), location)
+}
+
+/// `PATCH /v1/authorisations/{id}` requests Banking Service received.
+async fn patch_requests(stack: &local_stack::LocalStack, id: uuid::Uuid) -> usize {
+    let path = format!("/v1/authorisations/{id}");
+    stack
+        .sandbox
+        .client()
+        .requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path == path)
+        .count()
+}
+
+/// The handshake's `state` and whether it carries a claim's lease, as stored.
+async fn stored_handshake(stack: &local_stack::LocalStack, id: uuid::Uuid) -> (String, bool) {
+    let item = stack
+        .dynamodb
+        .get_item()
+        .table_name(&stack.table_name)
+        .key("pk", AttributeValue::S(format!("AUTH#{id}")))
+        .key("sk", AttributeValue::S("AUTH".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("handshake item");
+    let state = item
+        .get("state")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    (state, item.contains_key("patchLeaseUntil"))
+}
+
+fn patch_fault(fault: sandbox::model::RouteFault) -> sandbox::model::FaultSet {
+    sandbox::model::FaultSet {
+        routes: vec![sandbox::model::RouteFault {
+            route: "PATCH /v1/authorisations/{authorisationId}".into(),
+            ..fault
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_completes_only_after_the_patch_and_two_tabs_patch_once() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let id = announced(&stack).await;
+    let (status, token) = open_page(&stack, id).await;
+    assert_eq!(status, 200);
+
+    // A PATCH that fails on every attempt gives the handshake back: the customer may try again.
+    client
+        .set_faults(&patch_fault(sandbox::model::RouteFault {
+            error_rate: 1.0,
+            error_status: 503,
+            remaining: Some(3),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let (status, _) = cancel(&stack, id, &token).await;
+    assert_eq!(status, 500);
+    assert_eq!(stored_handshake(&stack, id).await.0, "opened");
+
+    // The same form submitted from two tabs at once (a duplicated tab carries the same token),
+    // with a slow PATCH: one claims and PATCHes, the other is refused without a PATCH, and the
+    // handshake is `completed` only once Banking Service answered.
+    client
+        .set_faults(&patch_fault(sandbox::model::RouteFault {
+            latency_ms: 3000,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let before = patch_requests(&stack, id).await;
+    let (a, b, during) = tokio::join!(
+        cancel(&stack, id, &token),
+        cancel(&stack, id, &token),
+        async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            stored_handshake(&stack, id).await.0
+        }
+    );
+    assert_eq!(
+        during, "patching",
+        "the handshake's state while the PATCH was in flight"
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [303, 409], "{a:?} {b:?}");
+    let location = a.1.or(b.1).unwrap();
+    assert!(location.contains("state=s1"), "{location}");
+    assert_eq!(patch_requests(&stack, id).await, before + 1);
+    assert_eq!(
+        stored_handshake(&stack, id).await,
+        ("completed".into(), false)
+    );
+    assert_eq!(
+        client
+            .authorisation(id)
+            .await
+            .unwrap()
+            .patch
+            .unwrap()
+            .status,
+        "cancelled"
+    );
+    client.clear_faults().await.unwrap();
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_left_by_a_crash_lapses_and_the_flow_can_be_retried() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let id = announced(&stack).await;
+    let (status, token) = open_page(&stack, id).await;
+    assert_eq!(status, 200);
+
+    // A function claimed the handshake for its PATCH and died before completing it.
+    let lease_until = chrono::Utc::now() + chrono::TimeDelta::seconds(4);
+    stack
+        .dynamodb
+        .update_item()
+        .table_name(&stack.table_name)
+        .key("pk", AttributeValue::S(format!("AUTH#{id}")))
+        .key("sk", AttributeValue::S("AUTH".into()))
+        .update_expression("SET #state = :patching, patchLeaseUntil = :until, patchClaim = :c")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(":patching", AttributeValue::S("patching".into()))
+        .expression_attribute_values(
+            ":until",
+            AttributeValue::N(lease_until.timestamp_millis().to_string()),
+        )
+        .expression_attribute_values(":c", AttributeValue::S("crashed".into()))
+        .send()
+        .await
+        .unwrap();
+
+    // While the claim holds, neither a reload nor the form gets anywhere, and nothing is sent.
+    let (status, _) = open_page(&stack, id).await;
+    assert_eq!(status, 409, "reload while claimed");
+    let (status, location) = cancel(&stack, id, &token).await;
+    assert_eq!(status, 409, "form while claimed");
+    assert!(location.is_none());
+    assert_eq!(patch_requests(&stack, id).await, 0);
+    assert_eq!(
+        stored_handshake(&stack, id).await,
+        ("patching".into(), true)
+    );
+
+    // Once the lease ran out the customer starts again from the link, and this time it is
+    // reported and completed.
+    let wait = (lease_until - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(500)).await;
+    let (status, token) = open_page(&stack, id).await;
+    assert_eq!(status, 200, "reload after the claim lapsed");
+    let (status, location) = cancel(&stack, id, &token).await;
+    assert_eq!(status, 303);
+    assert!(location.unwrap().contains("state=s1"));
+    assert_eq!(patch_requests(&stack, id).await, 1);
+    assert_eq!(
+        stored_handshake(&stack, id).await,
+        ("completed".into(), false)
+    );
     stack.finish().await;
 }

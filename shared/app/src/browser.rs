@@ -34,6 +34,11 @@ use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, bank_from_env, http_client, provider_from_env};
 use crate::pages;
 
+/// How long a claim for the PATCH holds the handshake: longer than the `/auth` and
+/// `/authrefresh` functions may run (their `Timeout` in `template.yaml`, 20 s), so a live holder
+/// never loses it, and a dead one's claim lapses soon after.
+pub const PATCH_LEASE: Duration = Duration::from_secs(60);
+
 /// What to answer the browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageOutcome {
@@ -203,6 +208,12 @@ impl BrowserFlows {
                 "Your bank connection was already set up with this link. Please return to your Sage product.",
                 None,
             ),
+            HandshakeRefusal::InProgress => page(
+                409,
+                "This request is being completed",
+                "Your bank connection is being set up in another window or tab. Please return to your Sage product, or try again in a minute.",
+                None,
+            ),
         }
     }
 
@@ -332,6 +343,9 @@ impl BrowserFlows {
         };
         if h.state == HandshakeState::Completed {
             return Ok(Err(Self::refusal_page(HandshakeRefusal::Completed)));
+        }
+        if h.patch_in_progress(Utc::now()) {
+            return Ok(Err(Self::refusal_page(HandshakeRefusal::InProgress)));
         }
         if h.expires_at <= Utc::now() {
             return Ok(Err(Self::refusal_page(HandshakeRefusal::Expired)));
@@ -564,7 +578,8 @@ impl BrowserFlows {
             .map_err(|e| e.to_string())
     }
 
-    /// Completes the handshake once, PATCHes the outcome, then sends the browser back.
+    /// Claims the handshake, PATCHes the outcome, completes the handshake once the PATCH
+    /// succeeded (spec §4.3 step 3), then sends the browser back.
     async fn report(
         &self,
         flow: Flow,
@@ -573,23 +588,24 @@ impl BrowserFlows {
         status: AuthorisationStatus,
         accounts: Vec<PatchedAccount>,
     ) -> Result<PageOutcome, String> {
-        if let Err(r) = self
+        let back = url::Url::parse(&session.redirect_uri)
+            .map(|u| with_state(&u, &session.client_state))
+            .map_err(|e| e.to_string())?;
+        let claim = match self
             .table
-            .complete_handshake(id, Utc::now())
+            .claim_handshake(id, Utc::now(), PATCH_LEASE)
             .await
             .map_err(|e| e.to_string())?
         {
-            return Ok(Self::refusal_page(r));
-        }
+            Ok(claim) => claim,
+            Err(r) => return Ok(Self::refusal_page(r)),
+        };
         let patch = AuthorisationPatch {
             data: AuthorisationPatchData {
                 status,
                 bank_accounts: accounts,
             },
         };
-        let back = url::Url::parse(&session.redirect_uri)
-            .map(|u| with_state(&u, &session.client_state))
-            .map_err(|e| e.to_string())?;
         let mut attempt = 0;
         loop {
             match self.provider.patch_authorisation(id, &patch).await {
@@ -601,8 +617,10 @@ impl BrowserFlows {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "PATCH authorisation failed");
-                    if let Err(e) = self.table.reopen_handshake(id).await {
-                        tracing::error!(error = %e, "could not reopen the handshake");
+                    match self.table.release_handshake(&claim).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::error!("the claim on the handshake was lost"),
+                        Err(e) => tracing::error!(error = %e, "could not release the handshake"),
                     }
                     return Ok(page(
                         500,
@@ -612,6 +630,14 @@ impl BrowserFlows {
                     ));
                 }
             }
+        }
+        // Banking Service has the outcome: the browser goes back whatever happens here. If the
+        // completion is not written, the claim lapses and a late retry's PATCH is refused by
+        // Banking Service as already completed.
+        match self.table.complete_handshake(&claim).await {
+            Ok(true) => {}
+            Ok(false) => tracing::error!("the claim on the handshake lapsed before completion"),
+            Err(e) => tracing::error!(error = %e, "could not complete the handshake"),
         }
         tracing::info!(?status, "authorisation reported to Banking Service");
         if flow == Flow::AuthRefresh && status == AuthorisationStatus::Success {
