@@ -888,3 +888,62 @@ async fn a_claim_left_by_a_crash_lapses_and_the_flow_can_be_retried() {
     );
     stack.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn available_accounts_answers_from_the_cache_in_time_when_the_bank_hangs() {
+    use connector_aws::consents::{ConsentRecord, GrantedAccount};
+    // A bank that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut options = common::options(SandboxConfig::fast());
+    options.env.insert(
+        "BANK_API_URL".into(),
+        format!("http://{}/bank", silent.local_addr().unwrap()),
+    );
+    let stack = common::start_with(options).await;
+    let table = common::table(&stack);
+    let account = |external_id: &str, name: &str| GrantedAccount {
+        external_id: external_id.into(),
+        consent_id: "consent-silent-bank".into(),
+        customer_id: "cust-silent".into(),
+        name: name.into(),
+        kind: "business".into(),
+        identifier: format!("{}", name.len()),
+        branch: None,
+        bank_code: None,
+        bank_id: Some(stack.bank_id),
+        granted_at: None,
+    };
+    let accounts = vec![
+        account("acc_SILENT1", "Current ****0001"),
+        account("acc_SILENT2", "Savings ****0002"),
+    ];
+    table.put_granted_account(&accounts[0]).await.unwrap();
+    table
+        .put_consent(&ConsentRecord {
+            consent_id: "consent-silent-bank".into(),
+            customer_id: "cust-silent".into(),
+            status: "active".into(),
+            expires_at: chrono::Utc::now() + chrono::TimeDelta::days(30),
+            accounts: accounts.clone(),
+            updated_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let (status, body) =
+        common::available_accounts_raw(&stack, "acc_SILENT1", sandbox::TokenVariant::Valid).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|a| a["externalId"].as_str())
+        .collect();
+    assert_eq!(names, ["acc_SILENT1", "acc_SILENT2"], "the cached list");
+    // Banking Service gives up after 10 s; the function's timeout is 10 s too.
+    assert!(took < Duration::from_secs(9), "answered after {took:?}");
+    drop(silent);
+    stack.finish().await;
+}
