@@ -86,7 +86,7 @@ pub struct BrowserFlows {
     provider: Arc<ProviderApi>,
     bank: Arc<BankClient>,
     allow: RedirectAllowList,
-    pub frame_ancestors: String,
+    pub pages: crate::http::PagePolicy,
     grace: Duration,
     public_base: Option<String>,
     bank_name: String,
@@ -134,9 +134,10 @@ impl BrowserFlows {
         )
         .await?;
         let http = http_client(env)?;
+        let allow_http_loopback = env.flag("REDIRECT_ALLOW_HTTP_LOOPBACK")?;
         let allow = RedirectAllowList::parse(
             &env.required("REDIRECT_HOST_ALLOWLIST")?,
-            env.flag("REDIRECT_ALLOW_HTTP_LOOPBACK")?,
+            allow_http_loopback,
         )
         .map_err(|reason| ConfigError::Invalid {
             name: "REDIRECT_HOST_ALLOWLIST".into(),
@@ -146,9 +147,12 @@ impl BrowserFlows {
             provider: provider_from_env(env, &platform, &http).await?,
             bank: bank_from_env(env, &platform, &http).await?,
             allow,
-            frame_ancestors: env.optional("FRAME_ANCESTORS").unwrap_or_else(|| {
-                "'self' https://*.sagebankdrive.com https://*.sage.com https://*.intacct.com https://*.sageone.com".into()
-            }),
+            pages: crate::http::PagePolicy {
+                frame_ancestors: env.optional("FRAME_ANCESTORS").unwrap_or_else(|| {
+                    "'self' https://*.sagebankdrive.com https://*.sage.com https://*.intacct.com https://*.sageone.com".into()
+                }),
+                allow_http_loopback,
+            },
             grace: env.duration_secs("AUTH_GRACE_S", Duration::from_secs(5))?,
             public_base: env.optional("PUBLIC_BASE_URL"),
             bank_name: env.optional("BANK_DISPLAY_NAME").unwrap_or_else(|| "your bank".into()),
@@ -835,11 +839,7 @@ pub async fn serve(
         },
     };
     match outcome {
-        PageOutcome::Page { status, html } => {
-            crate::http::html(status, html, &flows.frame_ancestors)
-        }
-        PageOutcome::Redirect { location } => {
-            crate::http::see_other(&location, &flows.frame_ancestors)
-        }
+        PageOutcome::Page { status, html } => crate::http::html(status, html, &flows.pages),
+        PageOutcome::Redirect { location } => crate::http::see_other(&location, &flows.pages),
     }
 }
