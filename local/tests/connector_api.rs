@@ -947,3 +947,64 @@ async fn available_accounts_answers_from_the_cache_in_time_when_the_bank_hangs()
     drop(silent);
     stack.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bank_callback_url_never_comes_from_the_host_header() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let id = announced(&stack).await;
+    let spoofed = "evil.example";
+    let r = no_redirects()
+        .get(start_url(&stack, id))
+        .header("host", spoofed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let token = ui_token(&r.text().await.unwrap());
+    let r = no_redirects()
+        .post(format!("{}/auth", stack.api_url))
+        .header("host", spoofed)
+        .form(&[
+            ("authorisation_id", id.to_string().as_str()),
+            ("ui_token", token.as_str()),
+            ("action", "continue"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let login = url::Url::parse(
+        r.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("a redirect to the bank's login"),
+    )
+    .unwrap();
+    let callback = login
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.to_string())
+        .expect("redirect_uri");
+    assert_eq!(callback, format!("{}/auth/callback", stack.api_url));
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_functions_refuse_to_start_off_lambda_without_a_public_base_url() {
+    let mut options = common::options(SandboxConfig::fast());
+    options.env.insert("PUBLIC_BASE_URL".into(), String::new());
+    let logs = options.log_dir.clone();
+    let _slot = common::slots().acquire_owned().await.unwrap();
+    let error = match local_stack::LocalStack::start(options).await {
+        Ok(stack) => {
+            stack.shutdown().await;
+            panic!("the stack started without PUBLIC_BASE_URL");
+        }
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains("auth") && error.contains("PUBLIC_BASE_URL"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(logs);
+}

@@ -88,7 +88,7 @@ pub struct BrowserFlows {
     allow: RedirectAllowList,
     pub pages: crate::http::PagePolicy,
     grace: Duration,
-    public_base: Option<String>,
+    public_base: PublicBase,
     bank_name: String,
     /// Attempts of the PATCH while the browser waits.
     patch_retries: u32,
@@ -118,8 +118,71 @@ async fn guarded(
 /// The request as the flow needs it.
 pub struct BrowserRequest<'a> {
     pub params: &'a HashMap<String, String>,
-    /// `{scheme}://{host}` the browser used, for the bank's callback URL.
+    /// The connector's public base URL (see `PublicBase`), for the bank's callback URL.
     pub origin: String,
+}
+
+/// Where the connector's own public URLs start (the bank's callback to `/auth/callback`). Never
+/// from the request's `Host` header, which the client chooses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicBase {
+    /// `PUBLIC_BASE_URL`: a custom domain in front of API Gateway, or the local API.
+    Configured(String),
+    /// On Lambda without `PUBLIC_BASE_URL`: `https://` and the domain API Gateway served the
+    /// request on (`requestContext.domainName`).
+    ApiGateway,
+}
+
+impl PublicBase {
+    /// `PUBLIC_BASE_URL` when set; otherwise API Gateway's domain when running on Lambda, which
+    /// sets `LAMBDA_TASK_ROOT` for every runtime (the local stack's runtime does not, and gives
+    /// `PUBLIC_BASE_URL` instead); otherwise a start-up error naming `PUBLIC_BASE_URL`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        const NAME: &str = "PUBLIC_BASE_URL";
+        if env.optional(NAME).is_some() {
+            let value = env.url(NAME)?;
+            let parsed = url::Url::parse(&value).map_err(|e| ConfigError::Invalid {
+                name: NAME.into(),
+                reason: e.to_string(),
+            })?;
+            if parsed.query().is_some() || parsed.fragment().is_some() {
+                return Err(ConfigError::Invalid {
+                    name: NAME.into(),
+                    reason: "a base URL has no query or fragment".into(),
+                });
+            }
+            return Ok(Self::Configured(value.trim_end_matches('/').to_string()));
+        }
+        if env.optional("LAMBDA_TASK_ROOT").is_some() {
+            return Ok(Self::ApiGateway);
+        }
+        Err(ConfigError::Missing {
+            name: NAME.into(),
+            hint: "the connector's public base URL, e.g. https://connector.examplebank.com; \
+                   required off Lambda (on Lambda, empty means API Gateway's domain)",
+        })
+    }
+
+    /// The base URL for `req`; `None` when API Gateway named no usable domain.
+    pub fn origin(&self, req: &lambda_http::Request) -> Option<String> {
+        use lambda_http::RequestExt;
+        use lambda_http::request::RequestContext;
+        match self {
+            Self::Configured(base) => Some(base.clone()),
+            Self::ApiGateway => {
+                let domain = match req.request_context_ref() {
+                    Some(RequestContext::ApiGatewayV2(c)) => c.domain_name.clone(),
+                    _ => None,
+                }?;
+                let plain = !domain.is_empty()
+                    && domain.len() <= 253
+                    && domain
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+                plain.then(|| format!("https://{}", domain.to_ascii_lowercase()))
+            }
+        }
+    }
 }
 
 impl BrowserFlows {
@@ -154,7 +217,7 @@ impl BrowserFlows {
                 allow_http_loopback,
             },
             grace: env.duration_secs("AUTH_GRACE_S", Duration::from_secs(5))?,
-            public_base: env.optional("PUBLIC_BASE_URL"),
+            public_base: PublicBase::from_env(env)?,
             bank_name: env.optional("BANK_DISPLAY_NAME").unwrap_or_else(|| "your bank".into()),
             patch_retries: 3,
             table: platform.table,
@@ -169,11 +232,10 @@ impl BrowserFlows {
         }
     }
 
-    fn callback_url(&self, flow: Flow, origin: &str) -> String {
-        let base = self.public_base.as_deref().unwrap_or(origin);
+    fn callback_url(flow: Flow, origin: &str) -> String {
         format!(
             "{}{}/callback",
-            base.trim_end_matches('/'),
+            origin.trim_end_matches('/'),
             Self::path(flow)
         )
     }
@@ -411,7 +473,7 @@ impl BrowserFlows {
         let url = self
             .bank
             .authorize_url(
-                &self.callback_url(flow, &req.origin),
+                &Self::callback_url(flow, &req.origin),
                 &format!("{id}.{}", session.bank_state),
                 &Pkce::from_verifier(session.pkce_verifier.clone()),
                 renew.as_deref(),
@@ -462,7 +524,7 @@ impl BrowserFlows {
         let Some(code) = p.get("code").filter(|c| !c.is_empty() && c.len() <= 2048) else {
             return Ok(invalid_link());
         };
-        let callback = self.callback_url(flow, &req.origin);
+        let callback = Self::callback_url(flow, &req.origin);
         let granted = match self
             .bank
             .exchange_code(code, &callback, &session.pkce_verifier)
@@ -765,16 +827,18 @@ pub async fn serve(
     req: lambda_http::Request,
 ) -> lambda_http::Response<lambda_http::Body> {
     use lambda_http::RequestExt;
-    let headers = req.headers();
-    let host = headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("https");
-    let origin = format!("{scheme}://{host}");
+    let Some(origin) = flows.public_base.origin(&req) else {
+        tracing::error!("no public base URL: API Gateway named no domain for the request");
+        return crate::http::html(
+            500,
+            pages::error_page(
+                "Something went wrong",
+                "Please try again in a moment.",
+                None,
+            ),
+            &flows.pages,
+        );
+    };
     let query: HashMap<String, String> = req
         .query_string_parameters()
         .iter()
@@ -841,5 +905,86 @@ pub async fn serve(
     match outcome {
         PageOutcome::Page { status, html } => crate::http::html(status, html, &flows.pages),
         PageOutcome::Redirect { location } => crate::http::see_other(&location, &flows.pages),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events/auth.json` with its `Host` header and API Gateway domain replaced.
+    fn request(host: &str, domain: Option<&str>) -> lambda_http::Request {
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/auth.json")).unwrap();
+        event["headers"]["host"] = host.into();
+        match domain {
+            Some(d) => event["requestContext"]["domainName"] = d.into(),
+            None => {
+                event["requestContext"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("domainName");
+            }
+        }
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_public_base_url_is_configured_or_api_gateways_and_never_the_host_header() {
+        let gateway = "abc123.execute-api.eu-west-1.amazonaws.com";
+        let spoofed = request("evil.example", Some(gateway));
+        assert_eq!(
+            PublicBase::ApiGateway.origin(&spoofed).as_deref(),
+            Some("https://abc123.execute-api.eu-west-1.amazonaws.com")
+        );
+        let custom = PublicBase::Configured("https://connector.examplebank.com".into());
+        assert_eq!(
+            custom.origin(&spoofed).as_deref(),
+            Some("https://connector.examplebank.com")
+        );
+        // No domain from API Gateway, or not a plain host name: no URL at all.
+        assert_eq!(PublicBase::ApiGateway.origin(&request(gateway, None)), None);
+        assert_eq!(
+            PublicBase::ApiGateway.origin(&request(gateway, Some("evil.example/x?"))),
+            None
+        );
+    }
+
+    #[test]
+    fn without_public_base_url_only_lambda_starts_and_the_error_names_the_variable() {
+        let from = |pairs: &[(&str, &str)]| PublicBase::from_env(&Env::from_pairs(pairs));
+        assert_eq!(
+            from(&[("PUBLIC_BASE_URL", "https://connector.examplebank.com/")]),
+            Ok(PublicBase::Configured(
+                "https://connector.examplebank.com".into()
+            ))
+        );
+        assert_eq!(
+            from(&[
+                ("PUBLIC_BASE_URL", "http://127.0.0.1:3000"),
+                ("LAMBDA_TASK_ROOT", "/var/task")
+            ]),
+            Ok(PublicBase::Configured("http://127.0.0.1:3000".into()))
+        );
+        assert_eq!(
+            from(&[("LAMBDA_TASK_ROOT", "/var/task"), ("PUBLIC_BASE_URL", "")]),
+            Ok(PublicBase::ApiGateway)
+        );
+        // Off Lambda (the local stack's runtime sets AWS_LAMBDA_FUNCTION_NAME, not
+        // LAMBDA_TASK_ROOT) there is no API Gateway domain to trust.
+        let missing = from(&[("AWS_LAMBDA_FUNCTION_NAME", "auth")])
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("PUBLIC_BASE_URL"), "{missing}");
+        for bad in [
+            "connector.examplebank.com",
+            "https://c.example/?x=1",
+            "ftp://c.example",
+        ] {
+            let e = from(&[("PUBLIC_BASE_URL", bad), ("LAMBDA_TASK_ROOT", "/var/task")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("PUBLIC_BASE_URL"), "{bad}: {e}");
+        }
     }
 }
