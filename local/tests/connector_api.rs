@@ -1008,3 +1008,112 @@ async fn the_browser_functions_refuse_to_start_off_lambda_without_a_public_base_
     );
     let _ = std::fs::remove_dir_all(logs);
 }
+
+/// `GET` a start link: status, body and how long it took.
+async fn timed_get(url: &str) -> (u16, String, Duration) {
+    let started = std::time::Instant::now();
+    let r = no_redirects().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    (status, body, started.elapsed())
+}
+
+/// The target of a page's `<meta http-equiv="refresh">`, resolved against `base`.
+fn refresh_target(base: &str, page: &str) -> Option<String> {
+    let at = page.find("http-equiv=\"refresh\" content=\"")?;
+    let rest = &page[at + "http-equiv=\"refresh\" content=\"".len()..];
+    let content = &rest[..rest.find('"')?];
+    let target = content.split_once("url=")?.1.replace("&amp;", "&");
+    Some(url::Url::parse(base).ok()?.join(&target).ok()?.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_authorisation_ids_hold_few_instances_and_the_rest_get_a_page_that_retries() {
+    const GRACE: Duration = Duration::from_secs(4);
+    let mut options = common::options(SandboxConfig::fast());
+    options
+        .env
+        .insert("AUTH_GRACE_S".into(), GRACE.as_secs().to_string());
+    // One instance more than the waits allowed at once (`GRACE_WAITS` in
+    // shared/app/src/browser.rs), and one for the late customer.
+    let waits = 4;
+    options.http_instances = waits + 2;
+    let stack = common::start_with(options).await;
+    let client = stack.sandbox.client();
+
+    // Made-up ids, all at once: at most GRACE_WAITS of them wait for a notification.
+    let made_up: Vec<_> = (0..=waits)
+        .map(|_| {
+            let url = start_url(&stack, uuid::Uuid::new_v4());
+            tokio::spawn(async move { timed_get(&url).await })
+        })
+        .collect();
+
+    // A real customer whose notification is late, while the waits are taken: a page that
+    // comes back, answered at once, which lands on the consent page once the notification is in.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let late = client
+        .create_authorisation(stack.bank_id, None, false)
+        .await
+        .expect("authorisation");
+    let link = start_url(&stack, late.id);
+    let (status, page, took) = timed_get(&link).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the retry page took {took:?}"
+    );
+    let again = refresh_target(&link, &page).unwrap_or_else(|| panic!("no refresh: {page}"));
+    stack
+        .sandbox
+        .driver()
+        .send_notification(sandbox::driver::NotificationRequest {
+            bank_id: Some(stack.bank_id),
+            notification: sandbox::driver::NotificationSpec::AuthorisationCreated {
+                authorisation_id: Some(late.id),
+            },
+            token: sandbox::TokenVariant::Valid,
+            header: Default::default(),
+            retry: true,
+            delivery: Default::default(),
+        })
+        .await
+        .expect("the late notification");
+    let (status, page, _) = timed_get(&again).await;
+    assert_eq!(status, 200);
+    ui_token(&page);
+
+    let mut waited = 0;
+    let mut retried = 0;
+    for task in made_up {
+        let (status, page, took) = task.await.unwrap();
+        match status {
+            403 => {
+                assert!(took >= GRACE - Duration::from_millis(500), "{took:?}");
+                waited += 1;
+            }
+            200 => {
+                assert!(refresh_target(&link, &page).is_some(), "{page}");
+                assert!(
+                    took < Duration::from_secs(2),
+                    "the retry page took {took:?}"
+                );
+                retried += 1;
+            }
+            other => panic!("made-up id answered {other}: {page}"),
+        }
+    }
+    assert!(waited <= waits, "{waited} waits at once");
+    assert!(retried >= 1, "none got the retry page");
+
+    // A reload once the grace period is used up is refused at once.
+    let spent = format!(
+        "{}&grace_retry={}",
+        start_url(&stack, uuid::Uuid::new_v4()),
+        GRACE.as_secs()
+    );
+    let (status, _, took) = timed_get(&spent).await;
+    assert_eq!(status, 403);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    stack.finish().await;
+}

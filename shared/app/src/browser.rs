@@ -39,6 +39,29 @@ use crate::pages;
 /// never loses it, and a dead one's claim lapses soon after.
 pub const PATCH_LEASE: Duration = Duration::from_secs(60);
 
+/// Waits for a notification not stored yet (spec §4.2 step 6) that may run at once across all
+/// instances: each holds an instance for up to `AUTH_GRACE_S`, so without a bound cheap
+/// requests with made-up ids would multiply Lambda time. Beyond it the browser gets a page
+/// that comes back every `RETRY_EVERY` until the grace period is over.
+pub const GRACE_WAITS: u32 = 4;
+
+/// How soon the retry page loads again; also how much of the grace period each reload uses.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// The query parameter counting the retry page's reloads.
+pub const RETRY_PARAM: &str = "grace_retry";
+
+/// What `find_handshake` learnt.
+enum Lookup {
+    Found(Box<Handshake>),
+    /// Still unknown after the grace period.
+    Unknown,
+    /// Unknown, the grace period not over, and no wait free: the browser asks again.
+    Retry {
+        round: u32,
+    },
+}
+
 /// What to answer the browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageOutcome {
@@ -240,17 +263,74 @@ impl BrowserFlows {
         )
     }
 
-    /// Waits out the race between the notification and the browser (spec §4.2 step 6).
-    async fn find_handshake(&self, id: Uuid) -> Result<Option<Handshake>, String> {
+    /// Waits out the race between the notification and the browser (spec §4.2 step 6), holding
+    /// one of `GRACE_WAITS` slots; `round` is the retry page's reload count, each worth
+    /// `RETRY_EVERY` of the grace period.
+    async fn find_handshake(&self, id: Uuid, round: u32) -> Result<Lookup, String> {
+        if let Some(h) = self.table.handshake(id).await.map_err(|e| e.to_string())? {
+            return Ok(Lookup::Found(Box::new(h)));
+        }
+        let left = self.grace.saturating_sub(RETRY_EVERY * round);
+        if left.is_zero() {
+            return Ok(Lookup::Unknown);
+        }
+        let Some(slot) = self
+            .table
+            .take_grace_slot(GRACE_WAITS, Utc::now(), left + Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            tracing::info!(round, "every grace wait is taken: the page will retry");
+            return Ok(Lookup::Retry { round: round + 1 });
+        };
+        let found = self.wait_for_handshake(id, left).await;
+        if let Err(e) = self.table.release_grace_slot(&slot).await {
+            tracing::warn!(error = %e, "could not release a grace wait; its lease ends it");
+        }
+        Ok(match found? {
+            Some(h) => Lookup::Found(Box::new(h)),
+            None => Lookup::Unknown,
+        })
+    }
+
+    async fn wait_for_handshake(
+        &self,
+        id: Uuid,
+        wait: Duration,
+    ) -> Result<Option<Handshake>, String> {
         let started = std::time::Instant::now();
         loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
             if let Some(h) = self.table.handshake(id).await.map_err(|e| e.to_string())? {
                 return Ok(Some(h));
             }
-            if started.elapsed() >= self.grace {
+            if started.elapsed() >= wait {
                 return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The page that loads this start link again, one round later.
+    fn retry_page(params: &HashMap<String, String>, round: u32) -> PageOutcome {
+        let mut pairs: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, _)| k.as_str() != RETRY_PARAM)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        pairs.sort();
+        let round = round.to_string();
+        pairs.push((RETRY_PARAM, &round));
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        PageOutcome::Page {
+            status: 200,
+            html: pages::retry_page(
+                "Connecting to your bank",
+                "We are waiting for Sage to confirm this request. This page will try again in a moment.",
+                &format!("?{query}"),
+                RETRY_EVERY.as_secs().max(1),
+            ),
         }
     }
 
@@ -313,9 +393,17 @@ impl BrowserFlows {
             "authorisationId",
             tracing::field::display(&authorisation_id),
         );
-        let Some(handshake) = self.find_handshake(authorisation_id).await? else {
-            tracing::warn!("unknown authorisation_id");
-            return Ok(Self::refusal_page(HandshakeRefusal::Unknown));
+        let round = p
+            .get(RETRY_PARAM)
+            .and_then(|r| r.parse::<u32>().ok())
+            .unwrap_or(0);
+        let handshake = match self.find_handshake(authorisation_id, round).await? {
+            Lookup::Found(h) => *h,
+            Lookup::Unknown => {
+                tracing::warn!("unknown authorisation_id");
+                return Ok(Self::refusal_page(HandshakeRefusal::Unknown));
+            }
+            Lookup::Retry { round } => return Ok(Self::retry_page(p, round)),
         };
         if let (Some(b), Some(expected)) = (bank, handshake.bank_id)
             && b != expected
@@ -986,5 +1074,29 @@ mod tests {
                 .to_string();
             assert!(e.contains("PUBLIC_BASE_URL"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_retry_page_reloads_the_same_link_one_round_later() {
+        let params: HashMap<String, String> = [
+            ("bank", "b1"),
+            ("authorisation_id", "a1"),
+            ("redirect_uri", "https://x.sagebankdrive.com/r?q=1"),
+            ("state", "s \"1\""),
+            (RETRY_PARAM, "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let PageOutcome::Page { status, html } = BrowserFlows::retry_page(&params, 3) else {
+            panic!("a page");
+        };
+        assert_eq!(status, 200);
+        assert!(
+            html.contains(
+                "content=\"1;url=?authorisation_id=a1&amp;bank=b1&amp;redirect_uri=https%3A%2F%2Fx.sagebankdrive.com%2Fr%3Fq%3D1&amp;state=s+%221%22&amp;grace_retry=3\""
+            ),
+            "{html}"
+        );
     }
 }

@@ -292,3 +292,78 @@ impl Table {
         }
     }
 }
+
+/// One of the few waits for an unknown handshake that may run at once (see `take_grace_slot`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraceSlot {
+    index: u32,
+    token: String,
+}
+
+fn grace_pk(index: u32) -> String {
+    format!("AUTHWAIT#{index}")
+}
+
+impl Table {
+    /// Takes one of `slots` leases on waiting for a handshake not announced yet (spec §4.2
+    /// step 6), held until it is released or `now + lease`: a wait holds a Lambda instance, so
+    /// the waits of all instances together are bounded. `None` when every slot is held.
+    ///
+    /// Tries each slot once, from a random one: a slot found held stays held for this call's
+    /// duration, so `None` means all of them were.
+    pub async fn take_grace_slot(
+        &self,
+        slots: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<GraceSlot>, StoreError> {
+        let slots = slots.max(1);
+        let until = now + TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(30));
+        let token = Uuid::new_v4().to_string();
+        let first: u32 = rand::random::<u32>() % slots;
+        for k in 0..slots {
+            let index = (first + k) % slots;
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.name)
+                .set_key(Some(Table::key(grace_pk(index), "AUTHWAIT")))
+                .update_expression("SET leaseUntil = :until, holder = :token, expiresAt = :expires")
+                .condition_expression("attribute_not_exists(pk) OR leaseUntil <= :now")
+                .expression_attribute_values(":until", crate::table::n(until.timestamp_millis()))
+                .expression_attribute_values(":token", crate::table::s(token.clone()))
+                .expression_attribute_values(":expires", crate::table::n(epoch(until) + 3600))
+                .expression_attribute_values(":now", crate::table::n(now.timestamp_millis()))
+                .send()
+                .await
+                .map_err(StoreError::from_sdk);
+            match res {
+                Ok(_) => return Ok(Some(GraceSlot { index, token })),
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives a slot back (if it is still this holder's). An update, not a delete: the functions
+    /// that wait may only read, put and update items.
+    pub async fn release_grace_slot(&self, slot: &GraceSlot) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(grace_pk(slot.index), "AUTHWAIT")))
+            .update_expression("SET leaseUntil = :free REMOVE holder")
+            .condition_expression("holder = :token")
+            .expression_attribute_values(":free", crate::table::n(0))
+            .expression_attribute_values(":token", crate::table::s(slot.token.clone()))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk);
+        match res {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
