@@ -168,6 +168,7 @@ impl LocalStack {
         let environment = resolve_environment(
             &template,
             &options,
+            &api_url,
             &sandbox,
             &Aws {
                 endpoints: &aws_endpoints,
@@ -579,6 +580,7 @@ struct Aws<'a> {
 fn resolve_environment(
     template: &Template,
     options: &Options,
+    api_url: &str,
     sandbox: &Sandbox,
     aws: &Aws<'_>,
     queue_urls: &BTreeMap<String, String>,
@@ -635,6 +637,9 @@ fn resolve_environment(
         ("BankClientId", cfg.bank_client_id.clone()),
         ("BankClientSecretArn", cfg.bank_client_secret.clone()),
         ("ProviderRateLimitRps", format!("{rps}")),
+        // The functions never build their URLs from a request's Host header, and off Lambda
+        // there is no API Gateway domain: the local API's address is the public base URL.
+        ("PublicBaseUrl", api_url.to_string()),
     ] {
         parameters.insert(k.to_string(), v);
     }

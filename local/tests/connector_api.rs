@@ -5,6 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use connector_aws::accounts::AccountStatus as Ours;
 use sandbox::SandboxConfig;
 use sandbox::driver::{AccountPick, OnboardOptions, ProbeVariant, ReauthOptions};
@@ -632,5 +634,486 @@ async fn posting_to_an_account_cancelled_behind_our_back_gets_409_and_stops() {
     );
     let parked = table.parked_records(Some(id), 100).await.unwrap();
     assert!(!parked.is_empty() && parked.iter().all(|p| p.reason == "AccountCancelled"));
+    stack.finish().await;
+}
+
+/// An authorisation announced to the connector (stored by its worker).
+async fn announced(stack: &local_stack::LocalStack) -> uuid::Uuid {
+    let auth = stack
+        .sandbox
+        .client()
+        .create_authorisation(stack.bank_id, None, true)
+        .await
+        .expect("announced authorisation");
+    let table = common::table(stack);
+    common::eventually("the handshake stored", LONG, || async {
+        table.handshake(auth.id).await.ok().flatten()
+    })
+    .await;
+    auth.id
+}
+
+/// `GET /auth` for `id` as Banking Service links to it.
+fn start_url(stack: &local_stack::LocalStack, id: uuid::Uuid) -> String {
+    format!(
+        "{}/auth?bank={}&authorisation_id={id}&redirect_uri={}&state=s1",
+        stack.api_url,
+        stack.bank_id,
+        urlencode(&format!(
+            "{}/ui/v1/indirectredirect/{id}",
+            stack.sandbox.base_url()
+        )),
+    )
+}
+
+/// The hidden `ui_token` of a consent page.
+fn ui_token(page: &str) -> String {
+    let at = page
+        .find("name=\"ui_token\" value=\"")
+        .unwrap_or_else(|| panic!("no ui_token in {page}"));
+    let rest = &page[at + "name=\"ui_token\" value=\"".len()..];
+    rest[..rest.find('"').expect("closing quote")].to_string()
+}
+
+/// Loads the consent page; its status and `ui_token` (empty when it is not the consent page).
+async fn open_page(stack: &local_stack::LocalStack, id: uuid::Uuid) -> (u16, String) {
+    let r = no_redirects()
+        .get(start_url(stack, id))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    let token = if status == 200 {
+        ui_token(&body)
+    } else {
+        String::new()
+    };
+    (status, token)
+}
+
+/// Submits the consent page's form with "Cancel": the connector PATCHes `cancelled` at once.
+async fn cancel(
+    stack: &local_stack::LocalStack,
+    id: uuid::Uuid,
+    token: &str,
+) -> (u16, Option<String>) {
+    let r = no_redirects()
+        .post(format!("{}/auth", stack.api_url))
+        .form(&[
+            ("authorisation_id", id.to_string().as_str()),
+            ("ui_token", token),
+            ("action", "cancel"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (r.status().as_u16(), location)
+}
+
+/// `PATCH /v1/authorisations/{id}` requests Banking Service received.
+async fn patch_requests(stack: &local_stack::LocalStack, id: uuid::Uuid) -> usize {
+    let path = format!("/v1/authorisations/{id}");
+    stack
+        .sandbox
+        .client()
+        .requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path == path)
+        .count()
+}
+
+/// The handshake's `state` and whether it carries a claim's lease, as stored.
+async fn stored_handshake(stack: &local_stack::LocalStack, id: uuid::Uuid) -> (String, bool) {
+    let item = stack
+        .dynamodb
+        .get_item()
+        .table_name(&stack.table_name)
+        .key("pk", AttributeValue::S(format!("AUTH#{id}")))
+        .key("sk", AttributeValue::S("AUTH".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("handshake item");
+    let state = item
+        .get("state")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    (state, item.contains_key("patchLeaseUntil"))
+}
+
+fn patch_fault(fault: sandbox::model::RouteFault) -> sandbox::model::FaultSet {
+    sandbox::model::FaultSet {
+        routes: vec![sandbox::model::RouteFault {
+            route: "PATCH /v1/authorisations/{authorisationId}".into(),
+            ..fault
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_completes_only_after_the_patch_and_two_tabs_patch_once() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let client = stack.sandbox.client();
+    let id = announced(&stack).await;
+    let (status, token) = open_page(&stack, id).await;
+    assert_eq!(status, 200);
+
+    // A PATCH that fails on every attempt gives the handshake back: the customer may try again.
+    client
+        .set_faults(&patch_fault(sandbox::model::RouteFault {
+            error_rate: 1.0,
+            error_status: 503,
+            remaining: Some(3),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let (status, _) = cancel(&stack, id, &token).await;
+    assert_eq!(status, 500);
+    assert_eq!(stored_handshake(&stack, id).await.0, "opened");
+
+    // The same form submitted from two tabs at once (a duplicated tab carries the same token),
+    // with a slow PATCH: one claims and PATCHes, the other is refused without a PATCH, and the
+    // handshake is `completed` only once Banking Service answered.
+    client
+        .set_faults(&patch_fault(sandbox::model::RouteFault {
+            latency_ms: 3000,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let before = patch_requests(&stack, id).await;
+    let (a, b, during) = tokio::join!(
+        cancel(&stack, id, &token),
+        cancel(&stack, id, &token),
+        async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            stored_handshake(&stack, id).await.0
+        }
+    );
+    assert_eq!(
+        during, "patching",
+        "the handshake's state while the PATCH was in flight"
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [303, 409], "{a:?} {b:?}");
+    let location = a.1.or(b.1).unwrap();
+    assert!(location.contains("state=s1"), "{location}");
+    assert_eq!(patch_requests(&stack, id).await, before + 1);
+    assert_eq!(
+        stored_handshake(&stack, id).await,
+        ("completed".into(), false)
+    );
+    assert_eq!(
+        client
+            .authorisation(id)
+            .await
+            .unwrap()
+            .patch
+            .unwrap()
+            .status,
+        "cancelled"
+    );
+    client.clear_faults().await.unwrap();
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_left_by_a_crash_lapses_and_the_flow_can_be_retried() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let id = announced(&stack).await;
+    let (status, token) = open_page(&stack, id).await;
+    assert_eq!(status, 200);
+
+    // A function claimed the handshake for its PATCH and died before completing it.
+    let lease_until = chrono::Utc::now() + chrono::TimeDelta::seconds(4);
+    stack
+        .dynamodb
+        .update_item()
+        .table_name(&stack.table_name)
+        .key("pk", AttributeValue::S(format!("AUTH#{id}")))
+        .key("sk", AttributeValue::S("AUTH".into()))
+        .update_expression("SET #state = :patching, patchLeaseUntil = :until, patchClaim = :c")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(":patching", AttributeValue::S("patching".into()))
+        .expression_attribute_values(
+            ":until",
+            AttributeValue::N(lease_until.timestamp_millis().to_string()),
+        )
+        .expression_attribute_values(":c", AttributeValue::S("crashed".into()))
+        .send()
+        .await
+        .unwrap();
+
+    // While the claim holds, neither a reload nor the form gets anywhere, and nothing is sent.
+    let (status, _) = open_page(&stack, id).await;
+    assert_eq!(status, 409, "reload while claimed");
+    let (status, location) = cancel(&stack, id, &token).await;
+    assert_eq!(status, 409, "form while claimed");
+    assert!(location.is_none());
+    assert_eq!(patch_requests(&stack, id).await, 0);
+    assert_eq!(
+        stored_handshake(&stack, id).await,
+        ("patching".into(), true)
+    );
+
+    // Once the lease ran out the customer starts again from the link, and this time it is
+    // reported and completed.
+    let wait = (lease_until - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(500)).await;
+    let (status, token) = open_page(&stack, id).await;
+    assert_eq!(status, 200, "reload after the claim lapsed");
+    let (status, location) = cancel(&stack, id, &token).await;
+    assert_eq!(status, 303);
+    assert!(location.unwrap().contains("state=s1"));
+    assert_eq!(patch_requests(&stack, id).await, 1);
+    assert_eq!(
+        stored_handshake(&stack, id).await,
+        ("completed".into(), false)
+    );
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn available_accounts_answers_from_the_cache_in_time_when_the_bank_hangs() {
+    use connector_aws::consents::{ConsentRecord, GrantedAccount};
+    // A bank that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut options = common::options(SandboxConfig::fast());
+    options.env.insert(
+        "BANK_API_URL".into(),
+        format!("http://{}/bank", silent.local_addr().unwrap()),
+    );
+    let stack = common::start_with(options).await;
+    let table = common::table(&stack);
+    let account = |external_id: &str, name: &str| GrantedAccount {
+        external_id: external_id.into(),
+        consent_id: "consent-silent-bank".into(),
+        customer_id: "cust-silent".into(),
+        name: name.into(),
+        kind: "business".into(),
+        identifier: format!("{}", name.len()),
+        branch: None,
+        bank_code: None,
+        bank_id: Some(stack.bank_id),
+        granted_at: None,
+    };
+    let accounts = vec![
+        account("acc_SILENT1", "Current ****0001"),
+        account("acc_SILENT2", "Savings ****0002"),
+    ];
+    table.put_granted_account(&accounts[0]).await.unwrap();
+    table
+        .put_consent(&ConsentRecord {
+            consent_id: "consent-silent-bank".into(),
+            customer_id: "cust-silent".into(),
+            status: "active".into(),
+            expires_at: chrono::Utc::now() + chrono::TimeDelta::days(30),
+            accounts: accounts.clone(),
+            updated_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let (status, body) =
+        common::available_accounts_raw(&stack, "acc_SILENT1", sandbox::TokenVariant::Valid).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|a| a["externalId"].as_str())
+        .collect();
+    assert_eq!(names, ["acc_SILENT1", "acc_SILENT2"], "the cached list");
+    // Banking Service gives up after 10 s; the function's timeout is 10 s too.
+    assert!(took < Duration::from_secs(9), "answered after {took:?}");
+    drop(silent);
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bank_callback_url_never_comes_from_the_host_header() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let id = announced(&stack).await;
+    let spoofed = "evil.example";
+    let r = no_redirects()
+        .get(start_url(&stack, id))
+        .header("host", spoofed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let token = ui_token(&r.text().await.unwrap());
+    let r = no_redirects()
+        .post(format!("{}/auth", stack.api_url))
+        .header("host", spoofed)
+        .form(&[
+            ("authorisation_id", id.to_string().as_str()),
+            ("ui_token", token.as_str()),
+            ("action", "continue"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let login = url::Url::parse(
+        r.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("a redirect to the bank's login"),
+    )
+    .unwrap();
+    let callback = login
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.to_string())
+        .expect("redirect_uri");
+    assert_eq!(callback, format!("{}/auth/callback", stack.api_url));
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_functions_refuse_to_start_off_lambda_without_a_public_base_url() {
+    let mut options = common::options(SandboxConfig::fast());
+    options.env.insert("PUBLIC_BASE_URL".into(), String::new());
+    let logs = options.log_dir.clone();
+    let _slot = common::slots().acquire_owned().await.unwrap();
+    let error = match local_stack::LocalStack::start(options).await {
+        Ok(stack) => {
+            stack.shutdown().await;
+            panic!("the stack started without PUBLIC_BASE_URL");
+        }
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains("auth") && error.contains("PUBLIC_BASE_URL"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(logs);
+}
+
+/// `GET` a start link: status, body and how long it took.
+async fn timed_get(url: &str) -> (u16, String, Duration) {
+    let started = std::time::Instant::now();
+    let r = no_redirects().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    (status, body, started.elapsed())
+}
+
+/// The target of a page's `<meta http-equiv="refresh">`, resolved against `base`.
+fn refresh_target(base: &str, page: &str) -> Option<String> {
+    let at = page.find("http-equiv=\"refresh\" content=\"")?;
+    let rest = &page[at + "http-equiv=\"refresh\" content=\"".len()..];
+    let content = &rest[..rest.find('"')?];
+    let target = content.split_once("url=")?.1.replace("&amp;", "&");
+    Some(url::Url::parse(base).ok()?.join(&target).ok()?.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_authorisation_ids_hold_few_instances_and_the_rest_get_a_page_that_retries() {
+    const GRACE: Duration = Duration::from_secs(4);
+    let mut options = common::options(SandboxConfig::fast());
+    options
+        .env
+        .insert("AUTH_GRACE_S".into(), GRACE.as_secs().to_string());
+    // One instance more than the waits allowed at once (`GRACE_WAITS` in
+    // shared/app/src/browser.rs), and one for the late customer.
+    let waits = 4;
+    options.http_instances = waits + 2;
+    let stack = common::start_with(options).await;
+    let client = stack.sandbox.client();
+
+    // Made-up ids, all at once: at most GRACE_WAITS of them wait for a notification.
+    let made_up: Vec<_> = (0..=waits)
+        .map(|_| {
+            let url = start_url(&stack, uuid::Uuid::new_v4());
+            tokio::spawn(async move { timed_get(&url).await })
+        })
+        .collect();
+
+    // A real customer whose notification is late, while the waits are taken: a page that
+    // comes back, answered at once, which lands on the consent page once the notification is in.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let late = client
+        .create_authorisation(stack.bank_id, None, false)
+        .await
+        .expect("authorisation");
+    let link = start_url(&stack, late.id);
+    let (status, page, took) = timed_get(&link).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the retry page took {took:?}"
+    );
+    let again = refresh_target(&link, &page).unwrap_or_else(|| panic!("no refresh: {page}"));
+    stack
+        .sandbox
+        .driver()
+        .send_notification(sandbox::driver::NotificationRequest {
+            bank_id: Some(stack.bank_id),
+            notification: sandbox::driver::NotificationSpec::AuthorisationCreated {
+                authorisation_id: Some(late.id),
+            },
+            token: sandbox::TokenVariant::Valid,
+            header: Default::default(),
+            retry: true,
+            delivery: Default::default(),
+        })
+        .await
+        .expect("the late notification");
+    let (status, page, _) = timed_get(&again).await;
+    assert_eq!(status, 200);
+    ui_token(&page);
+
+    let mut waited = 0;
+    let mut retried = 0;
+    for task in made_up {
+        let (status, page, took) = task.await.unwrap();
+        match status {
+            403 => {
+                assert!(took >= GRACE - Duration::from_millis(500), "{took:?}");
+                waited += 1;
+            }
+            200 => {
+                assert!(refresh_target(&link, &page).is_some(), "{page}");
+                assert!(
+                    took < Duration::from_secs(2),
+                    "the retry page took {took:?}"
+                );
+                retried += 1;
+            }
+            other => panic!("made-up id answered {other}: {page}"),
+        }
+    }
+    assert!(waited <= waits, "{waited} waits at once");
+    assert!(retried >= 1, "none got the retry page");
+
+    // A reload once the grace period is used up is refused at once.
+    let spent = format!(
+        "{}&grace_retry={}",
+        start_url(&stack, uuid::Uuid::new_v4()),
+        GRACE.as_secs()
+    );
+    let (status, _, took) = timed_get(&spent).await;
+    assert_eq!(status, 403);
+    assert!(took < Duration::from_secs(2), "{took:?}");
     stack.finish().await;
 }

@@ -1,13 +1,14 @@
-use connector_app::available::{AvailableAccounts, AvailableError};
+use connector_app::available::{self, AvailableAccounts, AvailableError};
 use connector_app::http;
 use connector_sage::AuthFailure;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 
 pub async fn handle(available: &AvailableAccounts, req: Request) -> Result<Response<Body>, Error> {
     let query = req.query_string_parameters();
+    let time_left = available::time_left(&req);
     Ok(
         match available
-            .handle(req.headers(), query.first("externalId"))
+            .handle(req.headers(), query.first("externalId"), time_left)
             .await
         {
             Ok(accounts) => http::json(200, &accounts),

@@ -1,7 +1,12 @@
 //! `GET /availableaccounts?externalId=` (spec §4.6): every account under the same consent, read
 //! live from the bank, the last known list as fallback. Secured like `/notification`.
+//!
+//! Banking Service waits at most 10 s for the answer, and so does the function (`Timeout` in
+//! `template.yaml`): the live read gets whatever is left of that time minus `ANSWER_RESERVE`,
+//! and a bank that has not answered by then is answered for from the cached list.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use connector_aws::Table;
@@ -11,6 +16,7 @@ use connector_domain::transaction::truncate_chars;
 use connector_sage::{AuthFailure, NotificationVerifier};
 use http::HeaderMap;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
@@ -89,6 +95,43 @@ fn shape(g: &GrantedAccount) -> AvailableAccount {
     }
 }
 
+/// How long Banking Service waits for the answer (spec §4.6), from when the request reached
+/// API Gateway.
+pub const CALLER_WAIT: Duration = Duration::from_secs(10);
+
+/// Kept back from the live read: caching its result or answering from the cache, and the way
+/// back to Banking Service.
+pub const ANSWER_RESERVE: Duration = Duration::from_secs(2);
+
+/// What is left of the time to answer: `CALLER_WAIT` from when API Gateway received the request
+/// (`received_ms`, its `requestContext.timeEpoch`), and never past the invocation's deadline
+/// (`deadline_ms`); both in milliseconds since the epoch, like `now_ms`.
+pub fn time_to_answer(received_ms: Option<i64>, deadline_ms: Option<i64>, now_ms: i64) -> Duration {
+    let wait = CALLER_WAIT.as_millis() as i64;
+    // A clock ahead of ours counts as just received, never as more time.
+    let elapsed = received_ms.map_or(0, |r| (now_ms - r).clamp(0, wait));
+    let mut left = wait - elapsed;
+    if let Some(d) = deadline_ms {
+        left = left.min(d - now_ms);
+    }
+    Duration::from_millis(left.max(0) as u64)
+}
+
+/// `time_to_answer` for an API Gateway request: its receipt time and the invocation's deadline.
+pub fn time_left(req: &lambda_http::Request) -> Duration {
+    use lambda_http::RequestExt;
+    use lambda_http::request::RequestContext;
+    let received_ms = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(c)) if c.time_epoch > 0 => Some(c.time_epoch),
+        _ => None,
+    };
+    let deadline_ms = req
+        .lambda_context_ref()
+        .and_then(|c| i64::try_from(c.deadline).ok())
+        .filter(|d| *d > 0);
+    time_to_answer(received_ms, deadline_ms, Utc::now().timestamp_millis())
+}
+
 pub struct AvailableAccounts {
     verifier: NotificationVerifier,
     table: Table,
@@ -106,11 +149,14 @@ impl AvailableAccounts {
         })
     }
 
+    /// Answers within `time_left` (see `time_to_answer`).
     pub async fn handle(
         &self,
         headers: &HeaderMap,
         external_id: Option<&str>,
+        time_left: Duration,
     ) -> Result<Vec<AvailableAccount>, AvailableError> {
+        let answer_by = Instant::now() + time_left;
         self.verifier
             .verify(headers)
             .await
@@ -130,7 +176,18 @@ impl AvailableAccounts {
             .consent(&granted.consent_id)
             .await
             .map_err(|e| AvailableError::Unavailable(e.to_string()))?;
-        match self.bank.consent(&granted.consent_id).await {
+        let read_by = answer_by
+            .checked_sub(ANSWER_RESERVE)
+            .unwrap_or_else(Instant::now);
+        let live =
+            match tokio::time::timeout_at(read_by, self.bank.consent(&granted.consent_id)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    tracing::warn!("the bank did not answer in time: answering from the cache");
+                    return Ok(Self::cached(cached, &granted));
+                }
+            };
+        match live {
             Ok(live) if live.is_active(Utc::now()) => {
                 let accounts: Vec<GrantedAccount> = live
                     .accounts
@@ -148,12 +205,6 @@ impl AvailableAccounts {
                         granted_at: Some(Utc::now()),
                     })
                     .collect();
-                // New accounts become known here, so that linking them works like onboarding.
-                for a in &accounts {
-                    if let Err(e) = self.table.put_granted_account(a).await {
-                        tracing::warn!(error = %e, "could not record a granted account");
-                    }
-                }
                 let record = ConsentRecord {
                     consent_id: live.consent_id.clone(),
                     customer_id: live.customer_id.clone(),
@@ -162,8 +213,15 @@ impl AvailableAccounts {
                     accounts: accounts.clone(),
                     updated_at: Utc::now(),
                 };
-                if let Err(e) = self.table.put_consent(&record).await {
-                    tracing::warn!(error = %e, "could not cache the consent");
+                // Best effort, within the time to answer: the answer does not depend on it.
+                let write_by = answer_by
+                    .checked_sub(ANSWER_RESERVE / 4)
+                    .unwrap_or_else(Instant::now);
+                if tokio::time::timeout_at(write_by, self.remember(&accounts, &record))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("caching the live account list took too long");
                 }
                 Ok(accounts.iter().map(shape).collect())
             }
@@ -171,11 +229,68 @@ impl AvailableAccounts {
                 if let Err(e) = &other {
                     tracing::warn!(error = %e, "bank unavailable: answering from the cache");
                 }
-                let accounts = cached
-                    .map(|c| c.accounts)
-                    .unwrap_or_else(|| vec![granted.clone()]);
-                Ok(accounts.iter().map(shape).collect())
+                Ok(Self::cached(cached, &granted))
             }
         }
+    }
+
+    /// The last known list of the consent (at least the account asked about).
+    fn cached(cached: Option<ConsentRecord>, granted: &GrantedAccount) -> Vec<AvailableAccount> {
+        let accounts = cached
+            .map(|c| c.accounts)
+            .unwrap_or_else(|| vec![granted.clone()]);
+        accounts.iter().map(shape).collect()
+    }
+
+    /// New accounts become known here, so that linking them works like onboarding.
+    async fn remember(&self, accounts: &[GrantedAccount], record: &ConsentRecord) {
+        for a in accounts {
+            if let Err(e) = self.table.put_granted_account(a).await {
+                tracing::warn!(error = %e, "could not record a granted account");
+            }
+        }
+        if let Err(e) = self.table.put_consent(record).await {
+            tracing::warn!(error = %e, "could not cache the consent");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn the_time_to_answer_counts_from_api_gateway_and_stops_at_the_invocation_deadline() {
+        // Just received, plenty of invocation time: Banking Service's 10 s.
+        assert_eq!(
+            time_to_answer(Some(NOW), Some(NOW + 10_000), NOW),
+            Duration::from_secs(10)
+        );
+        // A cold start took 3 s since API Gateway received it: 7 s left.
+        assert_eq!(
+            time_to_answer(Some(NOW - 3_000), Some(NOW + 10_000), NOW),
+            Duration::from_secs(7)
+        );
+        // The invocation ends first.
+        assert_eq!(
+            time_to_answer(Some(NOW), Some(NOW + 4_000), NOW),
+            Duration::from_secs(4)
+        );
+        // Too late already, and a receipt time ahead of our clock.
+        assert_eq!(
+            time_to_answer(Some(NOW - 12_000), None, NOW),
+            Duration::ZERO
+        );
+        assert_eq!(
+            time_to_answer(Some(NOW + 5_000), None, NOW),
+            Duration::from_secs(10)
+        );
+        // Nothing known: Banking Service's wait from now.
+        assert_eq!(time_to_answer(None, None, NOW), CALLER_WAIT);
+        // The live read always leaves time to answer from the cache, inside the function's
+        // timeout.
+        assert!(ANSWER_RESERVE >= Duration::from_secs(1) && ANSWER_RESERVE < CALLER_WAIT);
     }
 }

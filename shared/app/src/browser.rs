@@ -34,6 +34,34 @@ use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, bank_from_env, http_client, provider_from_env};
 use crate::pages;
 
+/// How long a claim for the PATCH holds the handshake: longer than the `/auth` and
+/// `/authrefresh` functions may run (their `Timeout` in `template.yaml`, 20 s), so a live holder
+/// never loses it, and a dead one's claim lapses soon after.
+pub const PATCH_LEASE: Duration = Duration::from_secs(60);
+
+/// Waits for a notification not stored yet (spec §4.2 step 6) that may run at once across all
+/// instances: each holds an instance for up to `AUTH_GRACE_S`, so without a bound cheap
+/// requests with made-up ids would multiply Lambda time. Beyond it the browser gets a page
+/// that comes back every `RETRY_EVERY` until the grace period is over.
+pub const GRACE_WAITS: u32 = 4;
+
+/// How soon the retry page loads again; also how much of the grace period each reload uses.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// The query parameter counting the retry page's reloads.
+pub const RETRY_PARAM: &str = "grace_retry";
+
+/// What `find_handshake` learnt.
+enum Lookup {
+    Found(Box<Handshake>),
+    /// Still unknown after the grace period.
+    Unknown,
+    /// Unknown, the grace period not over, and no wait free: the browser asks again.
+    Retry {
+        round: u32,
+    },
+}
+
 /// What to answer the browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageOutcome {
@@ -81,9 +109,9 @@ pub struct BrowserFlows {
     provider: Arc<ProviderApi>,
     bank: Arc<BankClient>,
     allow: RedirectAllowList,
-    pub frame_ancestors: String,
+    pub pages: crate::http::PagePolicy,
     grace: Duration,
-    public_base: Option<String>,
+    public_base: PublicBase,
     bank_name: String,
     /// Attempts of the PATCH while the browser waits.
     patch_retries: u32,
@@ -113,8 +141,71 @@ async fn guarded(
 /// The request as the flow needs it.
 pub struct BrowserRequest<'a> {
     pub params: &'a HashMap<String, String>,
-    /// `{scheme}://{host}` the browser used, for the bank's callback URL.
+    /// The connector's public base URL (see `PublicBase`), for the bank's callback URL.
     pub origin: String,
+}
+
+/// Where the connector's own public URLs start (the bank's callback to `/auth/callback`). Never
+/// from the request's `Host` header, which the client chooses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicBase {
+    /// `PUBLIC_BASE_URL`: a custom domain in front of API Gateway, or the local API.
+    Configured(String),
+    /// On Lambda without `PUBLIC_BASE_URL`: `https://` and the domain API Gateway served the
+    /// request on (`requestContext.domainName`).
+    ApiGateway,
+}
+
+impl PublicBase {
+    /// `PUBLIC_BASE_URL` when set; otherwise API Gateway's domain when running on Lambda, which
+    /// sets `LAMBDA_TASK_ROOT` for every runtime (the local stack's runtime does not, and gives
+    /// `PUBLIC_BASE_URL` instead); otherwise a start-up error naming `PUBLIC_BASE_URL`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        const NAME: &str = "PUBLIC_BASE_URL";
+        if env.optional(NAME).is_some() {
+            let value = env.url(NAME)?;
+            let parsed = url::Url::parse(&value).map_err(|e| ConfigError::Invalid {
+                name: NAME.into(),
+                reason: e.to_string(),
+            })?;
+            if parsed.query().is_some() || parsed.fragment().is_some() {
+                return Err(ConfigError::Invalid {
+                    name: NAME.into(),
+                    reason: "a base URL has no query or fragment".into(),
+                });
+            }
+            return Ok(Self::Configured(value.trim_end_matches('/').to_string()));
+        }
+        if env.optional("LAMBDA_TASK_ROOT").is_some() {
+            return Ok(Self::ApiGateway);
+        }
+        Err(ConfigError::Missing {
+            name: NAME.into(),
+            hint: "the connector's public base URL, e.g. https://connector.examplebank.com; \
+                   required off Lambda (on Lambda, empty means API Gateway's domain)",
+        })
+    }
+
+    /// The base URL for `req`; `None` when API Gateway named no usable domain.
+    pub fn origin(&self, req: &lambda_http::Request) -> Option<String> {
+        use lambda_http::RequestExt;
+        use lambda_http::request::RequestContext;
+        match self {
+            Self::Configured(base) => Some(base.clone()),
+            Self::ApiGateway => {
+                let domain = match req.request_context_ref() {
+                    Some(RequestContext::ApiGatewayV2(c)) => c.domain_name.clone(),
+                    _ => None,
+                }?;
+                let plain = !domain.is_empty()
+                    && domain.len() <= 253
+                    && domain
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+                plain.then(|| format!("https://{}", domain.to_ascii_lowercase()))
+            }
+        }
+    }
 }
 
 impl BrowserFlows {
@@ -129,9 +220,10 @@ impl BrowserFlows {
         )
         .await?;
         let http = http_client(env)?;
+        let allow_http_loopback = env.flag("REDIRECT_ALLOW_HTTP_LOOPBACK")?;
         let allow = RedirectAllowList::parse(
             &env.required("REDIRECT_HOST_ALLOWLIST")?,
-            env.flag("REDIRECT_ALLOW_HTTP_LOOPBACK")?,
+            allow_http_loopback,
         )
         .map_err(|reason| ConfigError::Invalid {
             name: "REDIRECT_HOST_ALLOWLIST".into(),
@@ -141,11 +233,14 @@ impl BrowserFlows {
             provider: provider_from_env(env, &platform, &http).await?,
             bank: bank_from_env(env, &platform, &http).await?,
             allow,
-            frame_ancestors: env.optional("FRAME_ANCESTORS").unwrap_or_else(|| {
-                "'self' https://*.sagebankdrive.com https://*.sage.com https://*.intacct.com https://*.sageone.com".into()
-            }),
+            pages: crate::http::PagePolicy {
+                frame_ancestors: env.optional("FRAME_ANCESTORS").unwrap_or_else(|| {
+                    "'self' https://*.sagebankdrive.com https://*.sage.com https://*.intacct.com https://*.sageone.com".into()
+                }),
+                allow_http_loopback,
+            },
             grace: env.duration_secs("AUTH_GRACE_S", Duration::from_secs(5))?,
-            public_base: env.optional("PUBLIC_BASE_URL"),
+            public_base: PublicBase::from_env(env)?,
             bank_name: env.optional("BANK_DISPLAY_NAME").unwrap_or_else(|| "your bank".into()),
             patch_retries: 3,
             table: platform.table,
@@ -160,26 +255,82 @@ impl BrowserFlows {
         }
     }
 
-    fn callback_url(&self, flow: Flow, origin: &str) -> String {
-        let base = self.public_base.as_deref().unwrap_or(origin);
+    fn callback_url(flow: Flow, origin: &str) -> String {
         format!(
             "{}{}/callback",
-            base.trim_end_matches('/'),
+            origin.trim_end_matches('/'),
             Self::path(flow)
         )
     }
 
-    /// Waits out the race between the notification and the browser (spec §4.2 step 6).
-    async fn find_handshake(&self, id: Uuid) -> Result<Option<Handshake>, String> {
+    /// Waits out the race between the notification and the browser (spec §4.2 step 6), holding
+    /// one of `GRACE_WAITS` slots; `round` is the retry page's reload count, each worth
+    /// `RETRY_EVERY` of the grace period.
+    async fn find_handshake(&self, id: Uuid, round: u32) -> Result<Lookup, String> {
+        if let Some(h) = self.table.handshake(id).await.map_err(|e| e.to_string())? {
+            return Ok(Lookup::Found(Box::new(h)));
+        }
+        let left = self.grace.saturating_sub(RETRY_EVERY * round);
+        if left.is_zero() {
+            return Ok(Lookup::Unknown);
+        }
+        let Some(slot) = self
+            .table
+            .take_grace_slot(GRACE_WAITS, Utc::now(), left + Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            tracing::info!(round, "every grace wait is taken: the page will retry");
+            return Ok(Lookup::Retry { round: round + 1 });
+        };
+        let found = self.wait_for_handshake(id, left).await;
+        if let Err(e) = self.table.release_grace_slot(&slot).await {
+            tracing::warn!(error = %e, "could not release a grace wait; its lease ends it");
+        }
+        Ok(match found? {
+            Some(h) => Lookup::Found(Box::new(h)),
+            None => Lookup::Unknown,
+        })
+    }
+
+    async fn wait_for_handshake(
+        &self,
+        id: Uuid,
+        wait: Duration,
+    ) -> Result<Option<Handshake>, String> {
         let started = std::time::Instant::now();
         loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
             if let Some(h) = self.table.handshake(id).await.map_err(|e| e.to_string())? {
                 return Ok(Some(h));
             }
-            if started.elapsed() >= self.grace {
+            if started.elapsed() >= wait {
                 return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The page that loads this start link again, one round later.
+    fn retry_page(params: &HashMap<String, String>, round: u32) -> PageOutcome {
+        let mut pairs: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, _)| k.as_str() != RETRY_PARAM)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        pairs.sort();
+        let round = round.to_string();
+        pairs.push((RETRY_PARAM, &round));
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        PageOutcome::Page {
+            status: 200,
+            html: pages::retry_page(
+                "Connecting to your bank",
+                "We are waiting for Sage to confirm this request. This page will try again in a moment.",
+                &format!("?{query}"),
+                RETRY_EVERY.as_secs().max(1),
+            ),
         }
     }
 
@@ -201,6 +352,12 @@ impl BrowserFlows {
                 409,
                 "This request is already complete",
                 "Your bank connection was already set up with this link. Please return to your Sage product.",
+                None,
+            ),
+            HandshakeRefusal::InProgress => page(
+                409,
+                "This request is being completed",
+                "Your bank connection is being set up in another window or tab. Please return to your Sage product, or try again in a minute.",
                 None,
             ),
         }
@@ -236,9 +393,17 @@ impl BrowserFlows {
             "authorisationId",
             tracing::field::display(&authorisation_id),
         );
-        let Some(handshake) = self.find_handshake(authorisation_id).await? else {
-            tracing::warn!("unknown authorisation_id");
-            return Ok(Self::refusal_page(HandshakeRefusal::Unknown));
+        let round = p
+            .get(RETRY_PARAM)
+            .and_then(|r| r.parse::<u32>().ok())
+            .unwrap_or(0);
+        let handshake = match self.find_handshake(authorisation_id, round).await? {
+            Lookup::Found(h) => *h,
+            Lookup::Unknown => {
+                tracing::warn!("unknown authorisation_id");
+                return Ok(Self::refusal_page(HandshakeRefusal::Unknown));
+            }
+            Lookup::Retry { round } => return Ok(Self::retry_page(p, round)),
         };
         if let (Some(b), Some(expected)) = (bank, handshake.bank_id)
             && b != expected
@@ -333,6 +498,9 @@ impl BrowserFlows {
         if h.state == HandshakeState::Completed {
             return Ok(Err(Self::refusal_page(HandshakeRefusal::Completed)));
         }
+        if h.patch_in_progress(Utc::now()) {
+            return Ok(Err(Self::refusal_page(HandshakeRefusal::InProgress)));
+        }
         if h.expires_at <= Utc::now() {
             return Ok(Err(Self::refusal_page(HandshakeRefusal::Expired)));
         }
@@ -393,7 +561,7 @@ impl BrowserFlows {
         let url = self
             .bank
             .authorize_url(
-                &self.callback_url(flow, &req.origin),
+                &Self::callback_url(flow, &req.origin),
                 &format!("{id}.{}", session.bank_state),
                 &Pkce::from_verifier(session.pkce_verifier.clone()),
                 renew.as_deref(),
@@ -444,7 +612,7 @@ impl BrowserFlows {
         let Some(code) = p.get("code").filter(|c| !c.is_empty() && c.len() <= 2048) else {
             return Ok(invalid_link());
         };
-        let callback = self.callback_url(flow, &req.origin);
+        let callback = Self::callback_url(flow, &req.origin);
         let granted = match self
             .bank
             .exchange_code(code, &callback, &session.pkce_verifier)
@@ -564,7 +732,8 @@ impl BrowserFlows {
             .map_err(|e| e.to_string())
     }
 
-    /// Completes the handshake once, PATCHes the outcome, then sends the browser back.
+    /// Claims the handshake, PATCHes the outcome, completes the handshake once the PATCH
+    /// succeeded (spec §4.3 step 3), then sends the browser back.
     async fn report(
         &self,
         flow: Flow,
@@ -573,23 +742,24 @@ impl BrowserFlows {
         status: AuthorisationStatus,
         accounts: Vec<PatchedAccount>,
     ) -> Result<PageOutcome, String> {
-        if let Err(r) = self
+        let back = url::Url::parse(&session.redirect_uri)
+            .map(|u| with_state(&u, &session.client_state))
+            .map_err(|e| e.to_string())?;
+        let claim = match self
             .table
-            .complete_handshake(id, Utc::now())
+            .claim_handshake(id, Utc::now(), PATCH_LEASE)
             .await
             .map_err(|e| e.to_string())?
         {
-            return Ok(Self::refusal_page(r));
-        }
+            Ok(claim) => claim,
+            Err(r) => return Ok(Self::refusal_page(r)),
+        };
         let patch = AuthorisationPatch {
             data: AuthorisationPatchData {
                 status,
                 bank_accounts: accounts,
             },
         };
-        let back = url::Url::parse(&session.redirect_uri)
-            .map(|u| with_state(&u, &session.client_state))
-            .map_err(|e| e.to_string())?;
         let mut attempt = 0;
         loop {
             match self.provider.patch_authorisation(id, &patch).await {
@@ -601,8 +771,10 @@ impl BrowserFlows {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "PATCH authorisation failed");
-                    if let Err(e) = self.table.reopen_handshake(id).await {
-                        tracing::error!(error = %e, "could not reopen the handshake");
+                    match self.table.release_handshake(&claim).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::error!("the claim on the handshake was lost"),
+                        Err(e) => tracing::error!(error = %e, "could not release the handshake"),
                     }
                     return Ok(page(
                         500,
@@ -612,6 +784,14 @@ impl BrowserFlows {
                     ));
                 }
             }
+        }
+        // Banking Service has the outcome: the browser goes back whatever happens here. If the
+        // completion is not written, the claim lapses and a late retry's PATCH is refused by
+        // Banking Service as already completed.
+        match self.table.complete_handshake(&claim).await {
+            Ok(true) => {}
+            Ok(false) => tracing::error!("the claim on the handshake lapsed before completion"),
+            Err(e) => tracing::error!(error = %e, "could not complete the handshake"),
         }
         tracing::info!(?status, "authorisation reported to Banking Service");
         if flow == Flow::AuthRefresh && status == AuthorisationStatus::Success {
@@ -735,16 +915,18 @@ pub async fn serve(
     req: lambda_http::Request,
 ) -> lambda_http::Response<lambda_http::Body> {
     use lambda_http::RequestExt;
-    let headers = req.headers();
-    let host = headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("https");
-    let origin = format!("{scheme}://{host}");
+    let Some(origin) = flows.public_base.origin(&req) else {
+        tracing::error!("no public base URL: API Gateway named no domain for the request");
+        return crate::http::html(
+            500,
+            pages::error_page(
+                "Something went wrong",
+                "Please try again in a moment.",
+                None,
+            ),
+            &flows.pages,
+        );
+    };
     let query: HashMap<String, String> = req
         .query_string_parameters()
         .iter()
@@ -809,11 +991,112 @@ pub async fn serve(
         },
     };
     match outcome {
-        PageOutcome::Page { status, html } => {
-            crate::http::html(status, html, &flows.frame_ancestors)
+        PageOutcome::Page { status, html } => crate::http::html(status, html, &flows.pages),
+        PageOutcome::Redirect { location } => crate::http::see_other(&location, &flows.pages),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events/auth.json` with its `Host` header and API Gateway domain replaced.
+    fn request(host: &str, domain: Option<&str>) -> lambda_http::Request {
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/auth.json")).unwrap();
+        event["headers"]["host"] = host.into();
+        match domain {
+            Some(d) => event["requestContext"]["domainName"] = d.into(),
+            None => {
+                event["requestContext"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("domainName");
+            }
         }
-        PageOutcome::Redirect { location } => {
-            crate::http::see_other(&location, &flows.frame_ancestors)
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_public_base_url_is_configured_or_api_gateways_and_never_the_host_header() {
+        let gateway = "abc123.execute-api.eu-west-1.amazonaws.com";
+        let spoofed = request("evil.example", Some(gateway));
+        assert_eq!(
+            PublicBase::ApiGateway.origin(&spoofed).as_deref(),
+            Some("https://abc123.execute-api.eu-west-1.amazonaws.com")
+        );
+        let custom = PublicBase::Configured("https://connector.examplebank.com".into());
+        assert_eq!(
+            custom.origin(&spoofed).as_deref(),
+            Some("https://connector.examplebank.com")
+        );
+        // No domain from API Gateway, or not a plain host name: no URL at all.
+        assert_eq!(PublicBase::ApiGateway.origin(&request(gateway, None)), None);
+        assert_eq!(
+            PublicBase::ApiGateway.origin(&request(gateway, Some("evil.example/x?"))),
+            None
+        );
+    }
+
+    #[test]
+    fn without_public_base_url_only_lambda_starts_and_the_error_names_the_variable() {
+        let from = |pairs: &[(&str, &str)]| PublicBase::from_env(&Env::from_pairs(pairs));
+        assert_eq!(
+            from(&[("PUBLIC_BASE_URL", "https://connector.examplebank.com/")]),
+            Ok(PublicBase::Configured(
+                "https://connector.examplebank.com".into()
+            ))
+        );
+        assert_eq!(
+            from(&[
+                ("PUBLIC_BASE_URL", "http://127.0.0.1:3000"),
+                ("LAMBDA_TASK_ROOT", "/var/task")
+            ]),
+            Ok(PublicBase::Configured("http://127.0.0.1:3000".into()))
+        );
+        assert_eq!(
+            from(&[("LAMBDA_TASK_ROOT", "/var/task"), ("PUBLIC_BASE_URL", "")]),
+            Ok(PublicBase::ApiGateway)
+        );
+        // Off Lambda (the local stack's runtime sets AWS_LAMBDA_FUNCTION_NAME, not
+        // LAMBDA_TASK_ROOT) there is no API Gateway domain to trust.
+        let missing = from(&[("AWS_LAMBDA_FUNCTION_NAME", "auth")])
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("PUBLIC_BASE_URL"), "{missing}");
+        for bad in [
+            "connector.examplebank.com",
+            "https://c.example/?x=1",
+            "ftp://c.example",
+        ] {
+            let e = from(&[("PUBLIC_BASE_URL", bad), ("LAMBDA_TASK_ROOT", "/var/task")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("PUBLIC_BASE_URL"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_retry_page_reloads_the_same_link_one_round_later() {
+        let params: HashMap<String, String> = [
+            ("bank", "b1"),
+            ("authorisation_id", "a1"),
+            ("redirect_uri", "https://x.sagebankdrive.com/r?q=1"),
+            ("state", "s \"1\""),
+            (RETRY_PARAM, "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let PageOutcome::Page { status, html } = BrowserFlows::retry_page(&params, 3) else {
+            panic!("a page");
+        };
+        assert_eq!(status, 200);
+        assert!(
+            html.contains(
+                "content=\"1;url=?authorisation_id=a1&amp;bank=b1&amp;redirect_uri=https%3A%2F%2Fx.sagebankdrive.com%2Fr%3Fq%3D1&amp;state=s+%221%22&amp;grace_retry=3\""
+            ),
+            "{html}"
+        );
     }
 }

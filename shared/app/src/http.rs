@@ -116,15 +116,36 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// What the headers of the browser pages allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagePolicy {
+    /// CSP `frame-ancestors`: who may frame the pages.
+    pub frame_ancestors: String,
+    /// Forms may also go to plain `http` on loopback (`REDIRECT_ALLOW_HTTP_LOOPBACK`, local runs
+    /// only: the local bank login is there).
+    pub allow_http_loopback: bool,
+}
+
+impl PagePolicy {
+    pub fn content_security_policy(&self) -> String {
+        let loopback = if self.allow_http_loopback {
+            " http://127.0.0.1:* http://localhost:*"
+        } else {
+            ""
+        };
+        format!(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https:{loopback}; base-uri 'none'; frame-ancestors {}",
+            self.frame_ancestors
+        )
+    }
+}
+
 /// An HTML page with the headers of spec §4.3: framed only by the allowed ancestors, never
 /// cached, no referrer, HSTS, and no script or style from anywhere but the page itself.
-pub fn html(status: u16, page: String, frame_ancestors: &str) -> Response<Body> {
+pub fn html(status: u16, page: String, policy: &PagePolicy) -> Response<Body> {
     let mut r = response(status, "text/html; charset=utf-8", page);
-    let csp = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https: http://127.0.0.1:* http://localhost:*; base-uri 'none'; frame-ancestors {frame_ancestors}"
-    );
     let h = r.headers_mut();
-    if let Ok(v) = http::HeaderValue::from_str(&csp) {
+    if let Ok(v) = http::HeaderValue::from_str(&policy.content_security_policy()) {
         h.insert(http::header::CONTENT_SECURITY_POLICY, v);
     }
     h.insert(
@@ -139,8 +160,8 @@ pub fn html(status: u16, page: String, frame_ancestors: &str) -> Response<Body> 
 }
 
 /// A `303 See Other` to `location`, with the page headers (the redirect is still a page load).
-pub fn see_other(location: &str, frame_ancestors: &str) -> Response<Body> {
-    let mut r = html(303, String::new(), frame_ancestors);
+pub fn see_other(location: &str, policy: &PagePolicy) -> Response<Body> {
+    let mut r = html(303, String::new(), policy);
     if let Ok(v) = http::HeaderValue::from_str(location) {
         r.headers_mut().insert(http::header::LOCATION, v);
     }
@@ -178,6 +199,30 @@ mod tests {
         assert_eq!(
             escape_html(r#"<script>alert("x")</script>'&"#),
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#x27;&amp;"
+        );
+    }
+
+    #[test]
+    fn forms_go_to_plain_http_loopback_only_when_it_is_allowed() {
+        let csp = |allow_http_loopback| {
+            let policy = PagePolicy {
+                frame_ancestors: "'self' https://*.sage.com".into(),
+                allow_http_loopback,
+            };
+            let r = html(200, "<p>x</p>".into(), &policy);
+            r.headers()[http::header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        let strict = csp(false);
+        assert!(strict.contains("form-action 'self' https:;"), "{strict}");
+        assert!(!strict.contains("http://"), "{strict}");
+        assert!(strict.ends_with("frame-ancestors 'self' https://*.sage.com"));
+        let local = csp(true);
+        assert!(
+            local.contains("form-action 'self' https: http://127.0.0.1:* http://localhost:*;"),
+            "{local}"
         );
     }
 }

@@ -12,11 +12,31 @@ text-align:center;text-decoration:none;cursor:pointer}.primary{background:#00815
 .secondary{background:#fff;color:#00815d}";
 
 fn layout(title: &str, body: &str) -> String {
+    layout_with(title, "", body)
+}
+
+/// `head` is markup the caller built (and escaped).
+fn layout_with(title: &str, head: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{head}\
 <title>{title}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>",
         title = escape_html(title)
+    )
+}
+
+/// A page that loads `url` (relative to the page) again after `after_s` seconds, without
+/// script (`<meta http-equiv="refresh">`), and offers a link doing the same.
+pub fn retry_page(title: &str, message: &str, url: &str, after_s: u64) -> String {
+    let url = escape_html(url);
+    layout_with(
+        title,
+        &format!("<meta http-equiv=\"refresh\" content=\"{after_s};url={url}\">"),
+        &format!(
+            "<h1>{}</h1><p>{}</p><a class=\"button secondary\" href=\"{url}\">Try again</a>",
+            escape_html(title),
+            escape_html(message)
+        ),
     )
 }
 
@@ -101,5 +121,10 @@ mod tests {
         );
         assert!(!err.contains("<img"));
         assert!(err.contains("href=\"https://a.sagebankdrive.com/?x=&quot;1&quot;\""));
+        let retry = retry_page("Wait", "<b>", "?a=1&b=\"><script>", 1);
+        assert!(!retry.contains("<script>") && !retry.contains("<b>"));
+        assert!(retry.contains(
+            "<meta http-equiv=\"refresh\" content=\"1;url=?a=1&amp;b=&quot;&gt;&lt;script&gt;\">"
+        ));
     }
 }
