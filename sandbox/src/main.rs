@@ -52,9 +52,11 @@ struct ServeArgs {
     /// `aud` of the tokens sent to the connector (its NOTIFICATION_AUDIENCE).
     #[arg(long, env = "SANDBOX_NOTIFICATION_AUDIENCE")]
     notification_audience: Option<String>,
-    /// No statement delays, no rate limit, short notification back-off.
+    /// No statement delays, no rate limit, short notification back-off, instant settlement.
     #[arg(long, env = "SANDBOX_FAST")]
     fast: bool,
+    #[command(flatten)]
+    po: sandbox::payments_out::cli::PoArgs,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +143,11 @@ enum DriverCommand {
         #[arg(long)]
         bank_id: Option<Uuid>,
     },
+    /// Payments Out: the product's side (organisations, subscriptions, batches, messages).
+    Po {
+        #[command(subcommand)]
+        action: sandbox::payments_out::cli::PoCommand,
+    },
 }
 
 fn config(a: &ServeArgs) -> SandboxConfig {
@@ -179,6 +186,7 @@ fn config(a: &ServeArgs) -> SandboxConfig {
     if let Some(v) = &a.notification_audience {
         c.notification_audience = v.clone();
     }
+    a.po.apply(&mut c.payments_out);
     c
 }
 
@@ -294,6 +302,10 @@ async fn drive(url: String, action: DriverCommand) -> ExitCode {
             DriverCommand::Probe { variant, bank_id } => {
                 let v: ProbeVariant = enum_arg("probe variant", &variant)?;
                 print(c.probe_auth(v, bank_id).await)
+            }
+            DriverCommand::Po { action } => {
+                sandbox::payments_out::cli::run(c.base_url().to_string(), action).await?;
+                ExitCode::SUCCESS
             }
         })
     };
