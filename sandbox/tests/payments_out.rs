@@ -1801,3 +1801,51 @@ async fn fault_bank_events_out_of_order() {
     sorted.sort_unstable();
     assert_ne!(seqs, sorted);
 }
+
+// ------------------------------------------------------------------ driver sub-commands
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_po_sub_commands_play_the_product() {
+    let h = start().await;
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .args(["driver", "--sandbox-url", &h.sb.base_url(), "po"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let org = run(vec!["create-organisation".into()]);
+    let org = org["organisationId"].as_str().unwrap().to_string();
+    let sub = run(vec!["subscribe".into(), "--organisation-id".into(), org]);
+    let sub = sub["data"]["subscriptionId"].as_str().unwrap().to_string();
+    for st in ["AwaitingAuthorisation", "Authorised"] {
+        h.api(
+            "PATCH",
+            &format!("{P}/subscriptions/{sub}"),
+            Some(&json!({"data": {"status": st}})),
+        )
+        .await;
+    }
+    let b = run(vec![
+        "submit-batch".into(),
+        "--subscription-id".into(),
+        sub.clone(),
+        "--payments".into(),
+        "3".into(),
+    ]);
+    assert_eq!(b["data"]["paymentCount"], 3);
+    let inbox = run(vec!["inbox".into()]);
+    assert!(
+        inbox
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["type"] == "batchStatus")
+    );
+}

@@ -202,7 +202,7 @@ pub struct PoViolation {
     pub client_id: Option<String>,
 }
 
-/// How late one PATCH came against docs §5 targets.
+/// How late one PATCH came against the targets of docs/payments-out-sandbox.md §5.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LatenessRecord {

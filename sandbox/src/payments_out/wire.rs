@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 // ------------------------------------------------------------------ statuses
 
-/// Subscription statuses (published) and the provider's transitions (docs §3.1).
+/// Subscription statuses (published) and the provider's transitions (docs/payments-out-sandbox.md §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SubscriptionStatus {
     Received,
@@ -41,7 +41,7 @@ impl SubscriptionStatus {
     }
 }
 
-/// Payment statuses (docs §3.2).
+/// Payment statuses (docs/payments-out-sandbox.md §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PaymentStatus {
     Received,
@@ -74,7 +74,7 @@ impl PaymentStatus {
     }
 }
 
-/// Batch statuses (docs §3.2).
+/// Batch statuses (docs/payments-out-sandbox.md §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BatchStatus {
     Received,
@@ -121,7 +121,7 @@ impl BatchStatus {
         })
     }
 
-    /// The final batch value once every payment is terminal (docs §3.2).
+    /// The final batch value once every payment is terminal (docs/payments-out-sandbox.md §3.2).
     pub fn final_for(payments: &[PaymentStatus]) -> BatchStatus {
         let all = |s: PaymentStatus| payments.iter().all(|p| *p == s);
         if payments.is_empty() {
@@ -330,7 +330,7 @@ pub struct NewSubscriptionWire {
     pub additional_data: Option<String>,
 }
 
-/// The supported local instruments and their built-in rules (docs §2.4).
+/// The supported local instruments and their built-in rules (docs/payments-out-sandbox.md §2.4).
 pub fn local_instruments() -> Value {
     serde_json::json!([
         { "localInstrumentId": "ACH", "name": "ACH", "country": "US", "currency": "USD",
@@ -360,7 +360,7 @@ pub fn local_instruments() -> Value {
     ])
 }
 
-/// The provider configuration the sandbox starts with (docs §2.2).
+/// The provider configuration the sandbox starts with (docs/payments-out-sandbox.md §2.2).
 pub fn initial_provider(
     provider_id: Uuid,
     notification_url: Option<&str>,
