@@ -443,6 +443,30 @@ async fn po_tokens_have_their_own_audience() {
 }
 
 #[tokio::test]
+async fn po_token_takes_the_documented_json_body() {
+    let h = start().await;
+    let r = h
+        .http
+        .post(h.sb.token_url())
+        .json(
+            &json!({"grant_type": "client_credential", "client_id": "local-provider",
+            "client_secret": "local-secret", "audience": AUD}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let t = v["access_token"].as_str().unwrap();
+    assert_eq!(
+        h.api_with("GET", &format!("{P}/providers/{PROVIDER}"), None, KEY, t)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
 async fn po_wrong_or_missing_api_key_is_a_gateway_403() {
     let h = start().await;
     for key in ["", "local-api-key", "nope"] {
