@@ -78,6 +78,9 @@ enum ConsentState {
     Active,
     Expired,
     Revoked,
+    /// Held for manual review (payments out); decided by the control API.
+    PendingReview,
+    Rejected,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +114,8 @@ pub struct DemoBank {
     consents: HashMap<String, Consent>,
     codes: HashMap<String, Code>,
     rng: Rng,
+    /// New consents start `pending_review` until approved or refused (payments out).
+    pub review_consents: bool,
 }
 
 const KINDS: [(&str, &str); 6] = [
@@ -139,6 +144,7 @@ impl DemoBank {
             consents: HashMap::new(),
             codes: HashMap::new(),
             rng: Rng::derived(cfg.seed, "demo-bank"),
+            review_consents: false,
         };
         if cfg.demo_customers {
             let _ = b.create_customer("demo", "demo", &["business", "savings", "creditCard"], now);
@@ -300,6 +306,8 @@ impl DemoBank {
             ConsentState::Active => "active",
             ConsentState::Expired => "expired",
             ConsentState::Revoked => "revoked",
+            ConsentState::PendingReview => "pending_review",
+            ConsentState::Rejected => "rejected",
         };
         json!({
             "consentId": c.id, "customerId": c.customer_id, "status": status,
@@ -323,6 +331,100 @@ impl DemoBank {
             .filter(|x| x.customer_id == c.id)
             .map(|x| x.id.clone())
             .collect()
+    }
+
+    /// HTTP Basic (or form) credentials of the connector's client, for the payment rails.
+    pub fn client_authorised(&self, headers: &HeaderMap) -> bool {
+        client_ok(self, client_auth(headers, &[]))
+    }
+
+    /// Currency and balance (the newest transaction's `balanceAfter`, else 0) of an account.
+    pub fn account_money(&self, id: &str) -> Option<(String, Decimal)> {
+        self.accounts.get(id).map(|a| {
+            let bal = a.txns.last().map_or(Decimal::ZERO, |t| t.balance_after);
+            (a.currency.clone(), bal)
+        })
+    }
+
+    /// Sets an account's currency (payments out tests need USD accounts).
+    pub fn set_account_currency(&mut self, id: &str, currency: &str) -> bool {
+        match self.accounts.get_mut(id) {
+            Some(a) => {
+                a.currency = currency.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Books a transaction (negative = debit) now; returns the new balance.
+    pub fn book(
+        &mut self,
+        account_id: &str,
+        amount: Decimal,
+        description: &str,
+        reference: &str,
+        counterparty: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Decimal> {
+        let a = self.accounts.get_mut(account_id)?;
+        let bal = a.txns.last().map_or(Decimal::ZERO, |t| t.balance_after) + amount;
+        a.generated += 1;
+        let id = format!("{}-p{}", a.id, a.generated);
+        let booked_at = a.txns.last().map_or(now, |t| t.booked_at.max(now));
+        a.txns.push(Txn {
+            id,
+            booked_at,
+            amount,
+            kind: if amount.is_sign_negative() {
+                "PAYMENT"
+            } else {
+                "CREDIT"
+            },
+            pending: false,
+            description: description.to_string(),
+            reference: reference.to_string(),
+            counterparty: counterparty.to_string(),
+            balance_after: bal,
+        });
+        Some(bal)
+    }
+
+    /// Whether a consent is active now and covers the account: `Err` names the problem.
+    pub fn consent_covers(
+        &self,
+        consent_id: &str,
+        account_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), &'static str> {
+        let c = self.consents.get(consent_id).ok_or("consent_not_found")?;
+        match Self::consent_state(c, now) {
+            ConsentState::Active => {}
+            ConsentState::Expired => return Err("consent_expired"),
+            ConsentState::Revoked => return Err("consent_revoked"),
+            ConsentState::PendingReview => return Err("consent_pending_review"),
+            ConsentState::Rejected => return Err("consent_rejected"),
+        }
+        if c.account_ids.iter().any(|a| a == account_id) {
+            Ok(())
+        } else {
+            Err("account_not_in_consent")
+        }
+    }
+
+    /// Decides a consent held for review; `false` if unknown or not pending.
+    pub fn decide_consent(&mut self, id: &str, approve: bool) -> bool {
+        match self.consents.get_mut(id) {
+            Some(c) if c.state == ConsentState::PendingReview => {
+                c.state = if approve {
+                    ConsentState::Active
+                } else {
+                    ConsentState::Rejected
+                };
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn expire_consent(&mut self, id: &str, now: DateTime<Utc>) -> bool {
@@ -772,12 +874,17 @@ async fn authorize_submit(State(core): State<Arc<Core>>, body: Bytes) -> Respons
         }
         let id = format!("cns_{}", bank.rng.token(12));
         let ttl = Duration::days(i64::from(bank.consent_ttl_days));
+        let state = if bank.review_consents {
+            ConsentState::PendingReview
+        } else {
+            ConsentState::Active
+        };
         bank.consents.insert(
             id.clone(),
             Consent {
                 id: id.clone(),
                 customer_id: customer.id.clone(),
-                state: ConsentState::Active,
+                state,
                 expires_at: now + ttl,
                 account_ids: picked,
             },
@@ -920,6 +1027,10 @@ fn readable_account<'a>(
     match DemoBank::consent_state(consent, now) {
         ConsentState::Expired => return Err((StatusCode::FORBIDDEN, "consent_expired")),
         ConsentState::Revoked => return Err((StatusCode::FORBIDDEN, "consent_revoked")),
+        ConsentState::PendingReview => {
+            return Err((StatusCode::FORBIDDEN, "consent_pending_review"));
+        }
+        ConsentState::Rejected => return Err((StatusCode::FORBIDDEN, "consent_rejected")),
         ConsentState::Active => {}
     }
     bank.accounts

@@ -19,6 +19,8 @@ pub mod local {
     pub const PRODUCT_SIGNING_KEY: &str = "local-signing-key";
     pub const ORGANISATION_ID: &str = "local-org";
     pub const COMPANY_ID: &str = "local-company";
+    /// Payments Out's Sage ID audience (docs/payments-out-sandbox.md §1).
+    pub const PO_AUDIENCE: &str = crate::payments_out::defaults::AUDIENCE;
 }
 
 /// A Sage ID client and the provider it stands for.
@@ -37,7 +39,7 @@ impl ProviderClient {
         ProviderClient {
             client_id: local::CLIENT_ID.into(),
             client_secret: local::CLIENT_SECRET.into(),
-            allowed_audiences: vec![local::PROVIDER_AUDIENCE.into()],
+            allowed_audiences: vec![local::PROVIDER_AUDIENCE.into(), local::PO_AUDIENCE.into()],
             provider_id: Uuid::parse_str(local::PROVIDER_ID).unwrap_or_default(),
             api_key: local::API_KEY.into(),
         }
@@ -113,6 +115,8 @@ pub struct SandboxConfig {
     pub bank_consent_ttl_days: u32,
     /// Keep at most this many entries in each log (requests, notifications, violations).
     pub log_capacity: usize,
+    /// Payments Out Service and the demo bank's payment rails.
+    pub payments_out: crate::payments_out::PoConfig,
 }
 
 impl Default for SandboxConfig {
@@ -155,6 +159,7 @@ impl Default for SandboxConfig {
             bank_history_days: 120,
             bank_consent_ttl_days: 90,
             log_capacity: 20_000,
+            payments_out: crate::payments_out::PoConfig::default(),
         }
     }
 }
@@ -168,6 +173,7 @@ impl SandboxConfig {
             statement_processing_delay_ms: 0,
             statement_per_txn_us: 0,
             notification_backoff_ms: vec![10, 20, 40],
+            payments_out: crate::payments_out::PoConfig::fast(),
             ..SandboxConfig::default()
         }
     }
@@ -186,5 +192,6 @@ impl SandboxConfig {
     pub fn uses_local_credentials(&self) -> bool {
         self.clients.iter().any(ProviderClient::is_local_default)
             || self.bank_client_secret == local::BANK_CLIENT_SECRET
+            || self.payments_out.uses_local_credentials()
     }
 }

@@ -87,6 +87,7 @@ fn path_uuid(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 async fn reset(State(core): State<Arc<Core>>) -> Response {
     *core.state.lock() = SbState::new(&core.cfg);
     *core.bank.lock() = crate::bank::DemoBank::new(&core.cfg, core.now());
+    crate::payments_out::reset(&core);
     core.clock.reset();
     json_response(StatusCode::OK, &json!({ "reset": true }))
 }

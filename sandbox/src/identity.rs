@@ -91,8 +91,9 @@ fn token_inner(core: &Core, headers: &HeaderMap, body: &[u8]) -> (Response, Opti
                 None,
             );
         }
-        // Sage's pages misspell it; the sandbox accepts both spellings.
-        Some("client_credentials") | Some("client_credentails") => {}
+        // Sage's pages misspell it (Banking Service) or write it in the singular (Payments Out's
+        // JSON body); the sandbox accepts all three spellings.
+        Some("client_credentials") | Some("client_credentails") | Some("client_credential") => {}
         Some(_) => {
             return (
                 oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),

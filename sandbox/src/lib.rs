@@ -22,6 +22,7 @@ mod identity;
 pub mod json;
 pub mod model;
 mod notify;
+pub mod payments_out;
 pub mod product;
 mod provider;
 pub mod sageid;
@@ -90,7 +91,9 @@ impl Sandbox {
             .map_err(|e| SandboxError::Http(e.to_string()))?;
         let (shutdown, rx) = watch::channel(false);
         let clock = util::Clock::default();
-        let bank = bank::DemoBank::new(&config, clock.now());
+        let mut bank = bank::DemoBank::new(&config, clock.now());
+        bank.review_consents = config.payments_out.rails.consent_review;
+        let po = payments_out::PoState::new(&config.payments_out, config.seed);
         let core = Arc::new(state::Core {
             issuer: format!("{base_url}/"),
             base_url,
@@ -101,6 +104,7 @@ impl Sandbox {
             http,
             shutdown,
             bank: Mutex::new(bank),
+            po: Mutex::new(po),
             cfg: config,
         });
         let app = server::router(core.clone());

@@ -62,9 +62,11 @@ struct ServeArgs {
         value_parser = rate
     )]
     omit_optional_rate: f64,
-    /// No statement delays, no rate limit, short notification back-off.
+    /// No statement delays, no rate limit, short notification back-off, instant settlement.
     #[arg(long, env = "SANDBOX_FAST")]
     fast: bool,
+    #[command(flatten)]
+    po: sandbox::payments_out::cli::PoArgs,
 }
 
 fn rate(s: &str) -> Result<f64, String> {
@@ -158,6 +160,11 @@ enum DriverCommand {
         #[arg(long)]
         bank_id: Option<Uuid>,
     },
+    /// Payments Out: the product's side (organisations, subscriptions, batches, messages).
+    Po {
+        #[command(subcommand)]
+        action: sandbox::payments_out::cli::PoCommand,
+    },
 }
 
 fn config(a: &ServeArgs) -> SandboxConfig {
@@ -196,6 +203,7 @@ fn config(a: &ServeArgs) -> SandboxConfig {
     if let Some(v) = &a.notification_audience {
         c.notification_audience = v.clone();
     }
+    a.po.apply(&mut c.payments_out);
     c.omitting_optional_fields(a.omit_optional_rate)
 }
 
@@ -311,6 +319,10 @@ async fn drive(url: String, action: DriverCommand) -> ExitCode {
             DriverCommand::Probe { variant, bank_id } => {
                 let v: ProbeVariant = enum_arg("probe variant", &variant)?;
                 print(c.probe_auth(v, bank_id).await)
+            }
+            DriverCommand::Po { action } => {
+                sandbox::payments_out::cli::run(c.base_url().to_string(), action).await?;
+                ExitCode::SUCCESS
             }
         })
     };

@@ -121,7 +121,7 @@ fn plan_faults(core: &Core, route: &str) -> FaultPlan {
     plan
 }
 
-fn fault_response(status: u16) -> Response {
+pub(crate) fn fault_response(status: u16) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if code == StatusCode::TOO_MANY_REQUESTS {
         ApiError::too_many(1).into_response()
@@ -267,10 +267,20 @@ fn take_token(core: &Core, key: &str) -> Option<u64> {
     if rate <= 0.0 {
         return None;
     }
+    bucket_take(&mut st.buckets, key, rate, burst)
+}
+
+/// One step of a per-key token bucket (shared by every Provider API the sandbox plays):
+/// `Some(retry_after_s)` when the bucket is empty (nothing consumed).
+pub(crate) fn bucket_take(
+    buckets: &mut std::collections::HashMap<String, crate::state::Bucket>,
+    key: &str,
+    rate: f64,
+    burst: u32,
+) -> Option<u64> {
     let burst = f64::from(burst.max(1));
     let now = Instant::now();
-    let bucket = st
-        .buckets
+    let bucket = buckets
         .entry(key.to_string())
         .or_insert(crate::state::Bucket {
             tokens: burst,
@@ -306,46 +316,10 @@ fn authenticate(
         }
         Err(Box::new(ApiError::unauthenticated().into_response()))
     };
-    if bearer.is_empty() {
-        return unauthenticated(core);
-    }
-    let now = core.now().timestamp();
-    let cached = core.state.lock().token_cache.get(bearer).cloned();
-    let verified = match cached {
-        Some(v) if core.keys.read().find(&v.kid).is_some() => v,
-        _ => {
-            let keys = core.keys.read().clone();
-            match verify_access_token(
-                &keys,
-                bearer,
-                &core.issuer,
-                &core.cfg.provider_audience,
-                now,
-            ) {
-                Ok(v) => {
-                    let mut st = core.state.lock();
-                    if st.token_cache.len() > 10_000 {
-                        st.token_cache.clear();
-                    }
-                    st.token_cache.insert(bearer.to_string(), v.clone());
-                    v
-                }
-                Err(_) => return unauthenticated(core),
-            }
-        }
-    };
-    if verified.claims.exp <= now {
-        return unauthenticated(core);
-    }
-    let st = core.state.lock();
-    if st.revoked.contains(&verified.claims.jti) {
-        drop(st);
-        return unauthenticated(core);
-    }
-    let Some(client) = st.clients.get(&verified.claims.azp) else {
-        drop(st);
+    let Some(b) = verify_bearer(core, bearer, &core.cfg.provider_audience) else {
         return unauthenticated(core);
     };
+    let client = b.client;
     if client.provider_id != key_provider {
         return Err(Box::new(gateway(StatusCode::FORBIDDEN, "Forbidden")));
     }
@@ -355,8 +329,49 @@ fn authenticate(
     })
 }
 
+/// A bearer token that passed [`verify_bearer`].
+pub(crate) struct Bearer {
+    pub client: crate::config::ProviderClient,
+    pub jti: String,
+}
+
+/// Signature (verified once, then cached), `iss`, `aud`, unexpired `exp`, no revocation and a
+/// known client; `None` means 401. Shared by every Provider API the sandbox plays.
+pub(crate) fn verify_bearer(core: &Core, bearer: &str, audience: &str) -> Option<Bearer> {
+    if bearer.is_empty() {
+        return None;
+    }
+    let now = core.now().timestamp();
+    let cached = core.state.lock().token_cache.get(bearer).cloned();
+    let verified = match cached {
+        Some(v) if v.claims.aud == audience && core.keys.read().find(&v.kid).is_some() => v,
+        _ => {
+            let keys = core.keys.read().clone();
+            let v = verify_access_token(&keys, bearer, &core.issuer, audience, now).ok()?;
+            let mut st = core.state.lock();
+            if st.token_cache.len() > 10_000 {
+                st.token_cache.clear();
+            }
+            st.token_cache.insert(bearer.to_string(), v.clone());
+            v
+        }
+    };
+    if verified.claims.exp <= now {
+        return None;
+    }
+    let st = core.state.lock();
+    if st.revoked.contains(&verified.claims.jti) {
+        return None;
+    }
+    let client = st.clients.get(&verified.claims.azp)?.clone();
+    Some(Bearer {
+        client,
+        jti: verified.claims.jti,
+    })
+}
+
 /// Request body with the 413 envelope for oversized chunked bodies.
-fn body_text(
+pub(crate) fn body_text(
     core: &Core,
     body: Result<Bytes, BytesRejection>,
     root: &str,

@@ -42,6 +42,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .merge(crate::control::router())
         .merge(crate::product::router())
         .merge(crate::bank::router())
+        .merge(crate::payments_out::router(&core))
         .fallback(provider::not_found)
         .method_not_allowed_fallback(provider::method_not_allowed)
         .layer(DefaultBodyLimit::max(core.cfg.max_body_bytes))
@@ -61,6 +62,7 @@ async fn refuse_oversized(State(core): State<Arc<Core>>, req: Request, next: Nex
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n > core.cfg.max_body_bytes);
     if too_big {
+        crate::payments_out::note_oversized(&core, req.uri().path());
         return ApiError::too_large(core.cfg.max_body_bytes).into_response();
     }
     next.run(req).await

@@ -711,6 +711,8 @@ pub struct Core {
     pub http: reqwest::Client,
     pub shutdown: watch::Sender<bool>,
     pub bank: Mutex<crate::bank::DemoBank>,
+    /// Payments Out Service and the demo bank's payment rails.
+    pub po: Mutex<crate::payments_out::PoState>,
 }
 
 impl Core {

@@ -1,6 +1,7 @@
 //! `sandbox-bench`: sustained Provider API throughput of the sandbox on loopback (server pinned to
 //! one tokio worker thread, rate limiting and statement delays off), the time to process a
-//! 1,000-transaction statement, and peak RSS. Targets from sandbox.md §13.
+//! 1,000-transaction statement, the same throughput on the Payments Out routes
+//! (docs/payments-out-sandbox.md §9), and peak RSS. Targets from sandbox.md §13.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +67,10 @@ fn main() -> Result<(), String> {
         rt.block_on(async move {
             let cfg = SandboxConfig {
                 ratelimit_rate_per_s: 0.0,
+                payments_out: sandbox::payments_out::PoConfig {
+                    rate_per_s: 0.0,
+                    ..sandbox::payments_out::PoConfig::default()
+                },
                 statement_queue_delay_ms: 0,
                 statement_processing_delay_ms: 0,
                 statement_per_txn_us: 0,
@@ -285,6 +290,7 @@ async fn run(base: String, args: Args) -> Result<(), String> {
         "statement_1000_txn: {e2e_ms:.1} ms POST-to-succeeded (POST answered in {post_ms:.1} ms, commit {commit_ms:.2} ms); target {TARGET_1000_MS:.0} ms -> ratio {:.2}",
         e2e_ms / TARGET_1000_MS
     );
+    payments_out(&http, &base, &args).await?;
     match vm_hwm_kib() {
         Some(k) => println!(
             "peak_rss: {:.1} MiB (VmHWM, server and client in one process)",
@@ -292,5 +298,129 @@ async fn run(base: String, args: Args) -> Result<(), String> {
         ),
         None => println!("peak_rss: unavailable"),
     }
+    Ok(())
+}
+
+/// Sustained load on the Payments Out routes: per connection, GET its batch, PATCH it (the same
+/// statuses again: a no-op after the first), and post a provider message.
+async fn payments_out(http: &reqwest::Client, base: &str, args: &Args) -> Result<(), String> {
+    use sandbox::payments_out::client::PoClient;
+    const PO_KEY: &str = "local-pos-api-key";
+    let provider = "7baf4c0d-ce95-4823-bde2-695a7c528ce9";
+    let tok: serde_json::Value = http
+        .post(format!("{base}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "local-provider"),
+            ("client_secret", "local-secret"),
+            ("audience", "payments-out/local-provider"),
+        ])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = tok["access_token"].as_str().ok_or("no token")?.to_string();
+    let po = PoClient::new(base);
+    let org = po.create_organisation("Bench").await?;
+    let sub = po
+        .create_subscription(
+            org,
+            Uuid::parse_str(provider).map_err(|e| e.to_string())?,
+            None,
+        )
+        .await?;
+    let sub = sub["data"]["subscriptionId"]
+        .as_str()
+        .ok_or("no subscription")?
+        .to_string();
+    for status in ["AwaitingAuthorisation", "Authorised"] {
+        let r = http
+            .patch(format!("{base}/api-provider-v1/subscriptions/{sub}"))
+            .header("x-api-key", PO_KEY)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "data": { "status": status } }))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status().as_u16() != 204 {
+            return Err(format!("subscription PATCH: {}", r.status()));
+        }
+    }
+    let sub_id = Uuid::parse_str(&sub).map_err(|e| e.to_string())?;
+    let mut batches = Vec::new();
+    for _ in 0..args.concurrency {
+        let data = sandbox::payments_out::cli::demo_batch(sub_id, 10, "12.50", "dac_bench");
+        let a = po.submit_batch(&data, None, false).await?;
+        let b = a.body["data"]["batchId"]
+            .as_str()
+            .ok_or("no batch")?
+            .to_string();
+        let p = a.body["data"]["payments"][0]["paymentId"]
+            .as_str()
+            .ok_or("no payment")?
+            .to_string();
+        batches.push((b, p));
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.duration_s);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (batch, payment) in batches {
+        let (http, base, token, done, errors, sub) = (
+            http.clone(),
+            base.to_string(),
+            token.clone(),
+            done.clone(),
+            errors.clone(),
+            sub.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let patch = serde_json::json!({ "data": { "defaultStatus": "Processing",
+                "payments": [{ "paymentId": payment, "status": "Processing", "extendedStatus": "Submitted" }] } })
+            .to_string();
+            let msg = serde_json::json!({ "subscriptionId": sub, "correlationId": "bench",
+                "data": { "debtor": { "debtorAccountId": "dac_bench", "status": "Active" } } })
+            .to_string();
+            while Instant::now() < deadline {
+                let reqs = [
+                    http.get(format!("{base}/api-provider-v1/batchpayments/{batch}")),
+                    http.patch(format!("{base}/api-provider-v1/batchpayments/{batch}"))
+                        .header("content-type", "application/json")
+                        .body(patch.clone()),
+                    http.post(format!("{base}/api-provider-msg-v1/debtoraccountputs"))
+                        .header("content-type", "application/json")
+                        .body(msg.clone()),
+                ];
+                for r in reqs {
+                    let r = r.header("x-api-key", PO_KEY).bearer_auth(&token).send().await;
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    let rps = n as f64 / secs;
+    let violations = po.violations().await?;
+    println!(
+        "payments_out_rps: {rps:.0} over {secs:.1}s ({n} answered, {} errors; GET batch of 10 payments, PATCH batch, POST message); target {TARGET_RPS:.0} -> ratio {:.2}; violations {}",
+        errors.load(Ordering::Relaxed),
+        rps / TARGET_RPS,
+        violations.as_array().map_or(0, Vec::len)
+    );
     Ok(())
 }
