@@ -168,7 +168,10 @@ impl LocalStack {
         let environment = resolve_environment(
             &template,
             &options,
-            &api_url,
+            &Registered {
+                api_url: &api_url,
+                bank_id,
+            },
             &sandbox,
             &Aws {
                 endpoints: &aws_endpoints,
@@ -577,10 +580,17 @@ struct Aws<'a> {
     access_key: &'a str,
 }
 
+/// What the bank knows once its stack is up: where the Connector API is, and the `bankId` Bank
+/// Sync gave it.
+struct Registered<'a> {
+    api_url: &'a str,
+    bank_id: Uuid,
+}
+
 fn resolve_environment(
     template: &Template,
     options: &Options,
-    api_url: &str,
+    registered: &Registered<'_>,
     sandbox: &Sandbox,
     aws: &Aws<'_>,
     queue_urls: &BTreeMap<String, String>,
@@ -639,7 +649,9 @@ fn resolve_environment(
         ("ProviderRateLimitRps", format!("{rps}")),
         // The functions never build their URLs from a request's Host header, and off Lambda
         // there is no API Gateway domain: the local API's address is the public base URL.
-        ("PublicBaseUrl", api_url.to_string()),
+        ("PublicBaseUrl", registered.api_url.to_string()),
+        // A single-bank deployment, as the local stack is (tests may set it empty).
+        ("BankingServiceBankId", registered.bank_id.to_string()),
     ] {
         parameters.insert(k.to_string(), v);
     }

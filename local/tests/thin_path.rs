@@ -120,7 +120,7 @@ async fn notification_to_succeeded_statement() {
     // Function output reaches the log files a moment after the invocation answers.
     let started = std::time::Instant::now();
     let metrics = loop {
-        let metrics = emf_points(&stack.log_text());
+        let metrics = common::emf_points(&stack.log_text());
         let missing: Vec<_> = expected
             .iter()
             .filter(|(name, dims)| !has(&metrics, name, dims))
@@ -161,37 +161,4 @@ async fn notification_to_succeeded_statement() {
     );
 
     stack.finish().await;
-}
-
-/// Every Embedded Metric Format document in the functions' logs, each checked for the shape
-/// CloudWatch requires: the metric named in `_aws` is a top-level member, and so is each
-/// dimension.
-fn emf_points(logs: &str) -> Vec<serde_json::Value> {
-    let mut points = Vec::new();
-    for line in logs.lines() {
-        let Some(start) = line.find('{') else {
-            continue;
-        };
-        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&line[start..]) else {
-            continue;
-        };
-        let Some(meta) = doc["_aws"]["CloudWatchMetrics"].get(0) else {
-            continue;
-        };
-        assert_eq!(meta["Namespace"], "SageBankingConnector");
-        for m in meta["Metrics"].as_array().expect("Metrics") {
-            let name = m["Name"].as_str().expect("metric name");
-            assert!(
-                connector_domain::metrics::NAMES.contains(&name),
-                "{name} is emitted but not listed in metrics::NAMES"
-            );
-            assert!(doc[name].is_number(), "{name} has no value in {doc}");
-        }
-        for d in meta["Dimensions"][0].as_array().expect("Dimensions") {
-            let d = d.as_str().expect("dimension name");
-            assert!(doc[d].is_string(), "dimension {d} missing in {doc}");
-        }
-        points.push(doc);
-    }
-    points
 }

@@ -472,10 +472,10 @@ async fn set_faults(State(core): State<Arc<Core>>, body: Bytes) -> Result<Respon
                 "rates must be in [0, 1]",
             )]));
         }
-        if r.error_rate > 0.0 && !matches!(r.error_status, 429 | 500 | 502 | 503 | 504) {
+        if r.error_rate > 0.0 && !matches!(r.error_status, 401 | 403 | 409 | 429 | 500..=504) {
             return Err(ApiError::validation(vec![DetailItem::invalid(
                 "routes.errorStatus",
-                "one of 429, 500, 502, 503, 504",
+                "one of 401, 403, 409, 429, 500, 502, 503, 504",
             )]));
         }
     }

@@ -127,6 +127,11 @@ pub(crate) fn fault_response(status: u16) -> Response {
         ApiError::too_many(1).into_response()
     } else if code == StatusCode::INTERNAL_SERVER_ERROR {
         ApiError::internal("Injected failure").into_response()
+    } else if code == StatusCode::CONFLICT {
+        // As Banking Service refuses a statement for a cancelled account or one in flight.
+        ApiError::conflict("Injected conflict").into_response()
+    } else if code == StatusCode::UNAUTHORIZED {
+        ApiError::unauthenticated().into_response()
     } else {
         gateway(code, "Injected gateway failure")
     }

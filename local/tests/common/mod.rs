@@ -26,6 +26,16 @@ pub fn options(sandbox: SandboxConfig) -> Options {
         );
     }
     let mut o = Options::new(bin_dir);
+    // As Sage runs: its default rate limit (10 requests/s), and notifications that leave out
+    // optional fields now and then (any `additionalData` field may be missing).
+    let mut sandbox = sandbox;
+    if sandbox.ratelimit_rate_per_s == 0.0 {
+        sandbox.ratelimit_rate_per_s = 10.0;
+        sandbox.ratelimit_burst = 10;
+    }
+    if sandbox.notification_omit_optional_rate == 0.0 {
+        sandbox = sandbox.omitting_optional_fields(0.5);
+    }
     o.sandbox = sandbox;
     o.retry_visibility = Some(Duration::from_secs(2));
     o.schedule_every = Some(Duration::from_secs(3600));
@@ -298,4 +308,37 @@ pub async fn pending_at_connector(stack: &LocalStack, id: uuid::Uuid) -> u64 {
     t.count_pending(id, watermark.as_deref())
         .await
         .unwrap_or(u64::MAX)
+}
+
+/// Every Embedded Metric Format document in the functions' logs, each checked for the shape
+/// CloudWatch requires: the metric named in `_aws` is a top-level member, and so is each
+/// dimension.
+pub fn emf_points(logs: &str) -> Vec<serde_json::Value> {
+    let mut points = Vec::new();
+    for line in logs.lines() {
+        let Some(start) = line.find('{') else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&line[start..]) else {
+            continue;
+        };
+        let Some(meta) = doc["_aws"]["CloudWatchMetrics"].get(0) else {
+            continue;
+        };
+        assert_eq!(meta["Namespace"], "SageBankingConnector");
+        for m in meta["Metrics"].as_array().expect("Metrics") {
+            let name = m["Name"].as_str().expect("metric name");
+            assert!(
+                connector_domain::metrics::NAMES.contains(&name),
+                "{name} is emitted but not listed in metrics::NAMES"
+            );
+            assert!(doc[name].is_number(), "{name} has no value in {doc}");
+        }
+        for d in meta["Dimensions"][0].as_array().expect("Dimensions") {
+            let d = d.as_str().expect("dimension name");
+            assert!(doc[d].is_string(), "dimension {d} missing in {doc}");
+        }
+        points.push(doc);
+    }
+    points
 }

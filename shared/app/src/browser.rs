@@ -50,6 +50,9 @@ pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// The query parameter counting the retry page's reloads.
 pub const RETRY_PARAM: &str = "grace_retry";
+/// The longest `Retry-After` a PATCH retry waits for: the customer's browser is waiting, and
+/// the function's timeout (20 s) bounds the whole attempt.
+const MAX_PATCH_WAIT: Duration = Duration::from_secs(5);
 
 /// What `find_handshake` learnt.
 enum Lookup {
@@ -460,6 +463,7 @@ impl BrowserFlows {
             bank_state: random_token(),
             pkce_verifier: Pkce::generate().verifier,
             external_id,
+            bank_id: handshake.bank_id.or(bank),
         };
         match self
             .table
@@ -637,7 +641,8 @@ impl BrowserFlows {
         };
         match flow {
             Flow::Auth => {
-                self.remember(&consent, handshake.bank_id).await?;
+                self.remember(&consent, handshake.bank_id.or(session.bank_id))
+                    .await?;
                 let accounts = patched_accounts(&consent);
                 if accounts.is_empty() {
                     return self
@@ -673,7 +678,8 @@ impl BrowserFlows {
                     .await
                     .map_err(|e| e.to_string())?
                     .and_then(|g| g.bank_id)
-                    .or(handshake.bank_id);
+                    .or(handshake.bank_id)
+                    .or(session.bank_id);
                 self.remember(&consent, bank_id).await?;
                 self.report(flow, id, &session, AuthorisationStatus::Success, Vec::new())
                     .await
@@ -764,10 +770,18 @@ impl BrowserFlows {
         loop {
             match self.provider.patch_authorisation(id, &patch).await {
                 Ok(()) => break,
-                Err(e) if e.is_retryable() && attempt + 1 < self.patch_retries => {
+                Err(e)
+                    if e.is_retryable()
+                        && attempt + 1 < self.patch_retries
+                        && e.retry_after().is_none_or(|w| w <= MAX_PATCH_WAIT) =>
+                {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "PATCH authorisation failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+                    // Banking Service's Retry-After when it names one: the customer waits.
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or(Duration::from_millis(300 * u64::from(attempt)));
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "PATCH authorisation failed");

@@ -36,6 +36,11 @@ pub struct Pipeline {
     pub posting_stale_after: Duration,
     /// The bank this deployment serves, when it serves one (`BANKING_SERVICE_BANK_ID`).
     pub single_bank: Option<uuid::Uuid>,
+    /// The wait before retrying after a configuration error (credentials or API key refused):
+    /// minutes, not the transient back-off, since only an operator can fix it.
+    pub config_retry: Duration,
+    /// 409s on one statement, with the account not confirmed cancelled, before it is parked.
+    pub max_conflicts: u32,
 }
 
 pub(crate) fn retry(e: impl std::fmt::Display) -> MessageError {
@@ -92,6 +97,11 @@ impl Pipeline {
             posting_stale_after: env
                 .duration_secs("POSTING_STALE_AFTER_S", Duration::from_secs(180))?,
             single_bank: env.optional_uuid("BANKING_SERVICE_BANK_ID")?,
+            config_retry: env
+                .duration_secs("CONFIG_RETRY_DELAY_S", Duration::from_secs(300))?
+                // An SQS timer cannot wait longer.
+                .min(Duration::from_secs(900)),
+            max_conflicts: env.parse_or("CONFLICT_MAX_ATTEMPTS", 20u32)?,
         })
     }
 
@@ -243,6 +253,14 @@ impl Pipeline {
             )
             .await
             .map_err(retry)
+    }
+
+    /// Reports a configuration error (alarmed: `ConfigurationErrors`) and returns the slow retry
+    /// delay to use for it.
+    pub fn configuration_error(&self, step: &str, e: &connector_sage::ProviderError) -> Duration {
+        tracing::error!(error = %e, step, "configuration error: check the Sage ID client, audience and API key");
+        crate::metrics::count("ConfigurationErrors", &[("Step", step)]);
+        self.config_retry
     }
 
     /// A back-off delay for attempt `attempt` with fresh jitter.

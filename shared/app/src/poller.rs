@@ -140,6 +140,10 @@ impl StatementPoller {
                     ProviderError::RateLimited {
                         retry_after: Some(d),
                     } => *d,
+                    // Slowly, yet before the watchdog would take the quiet chain over.
+                    e if e.is_configuration() => p
+                        .configuration_error("GetStatement", e)
+                        .min(planned + p.posting_stale_after / 2),
                     _ => p.backoff_delay(attempt.min(6)),
                 };
                 tracing::warn!(error = %e, "poll failed; polling again later");

@@ -12,7 +12,7 @@ use connector_domain::statement::{
     build_statement, ledger_after_batch,
 };
 use connector_domain::transaction::{MAX_AHEAD_OF_CLOCK, Transaction, before_start};
-use connector_sage::{ProviderError, TokenError};
+use connector_sage::ProviderError;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -100,6 +100,7 @@ impl StatementPusher {
             posted_at: None,
             attempt: 0,
             poll_attempt: 0,
+            conflicts: 0,
             transaction_count: 0,
             unique_ids: Vec::new(),
             overdue: false,
@@ -712,6 +713,10 @@ impl StatementPusher {
                         .map_err(retry)?;
                     return Ok(());
                 }
+                claim.conflicts += 1;
+                if claim.conflicts >= p.max_conflicts {
+                    return self.park_conflicted(id, claim, &e).await;
+                }
                 let delay = p.backoff_delay(claim.attempt);
                 tracing::info!(message = e.message.as_deref().unwrap_or(""), "409 on POST");
                 p.retry_later(id, claim, delay, "409 statement in flight")
@@ -748,14 +753,9 @@ impl StatementPusher {
                 )
                 .await
             }
-            Err(
-                e @ (ProviderError::Unauthorized
-                | ProviderError::Forbidden
-                | ProviderError::Token(TokenError::Rejected { .. })),
-            ) => {
-                // Credentials: alert (the log is the alarm's source) and keep trying slowly.
-                tracing::error!(error = %e, "credentials refused: check the Sage ID client and API key");
-                let delay = p.backoff_delay(claim.attempt.max(5));
+            Err(e) if e.is_configuration() => {
+                // Alarmed; retried slowly until an operator puts the right credentials in.
+                let delay = p.configuration_error("PostStatement", &e);
                 p.retry_later(id, claim, delay, "credentials refused").await
             }
             Err(e) => {
@@ -763,6 +763,30 @@ impl StatementPusher {
                 p.retry_later(id, claim, delay, &e.to_string()).await
             }
         }
+    }
+
+    /// A 409 that keeps coming while Banking Service does not report the account cancelled
+    /// (no statement of ours can be in flight that long): park the batch with the reason.
+    async fn park_conflicted(
+        &self,
+        id: Uuid,
+        claim: InFlight,
+        e: &connector_sage::provider::ApiError,
+    ) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let reason = format!(
+            "Conflict: 409 {} times ({})",
+            claim.conflicts,
+            e.message.as_deref().unwrap_or("no message")
+        );
+        tracing::error!(%reason, "Banking Service keeps refusing the statement; parked");
+        p.table
+            .park_transactions(id, &claim.unique_ids, &reason, p.now())
+            .await
+            .map_err(retry)?;
+        crate::metrics::parked(&reason, claim.unique_ids.len());
+        p.release_and_continue(id, &claim.token, &Release::default())
+            .await
     }
 
     async fn cancelled_at_banking_service(&self, account: &Account) -> bool {

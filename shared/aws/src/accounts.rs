@@ -67,6 +67,9 @@ pub struct InFlight {
     /// Failed submissions of this same statement so far.
     #[serde(default)]
     pub attempt: u32,
+    /// 409s answered to this statement with the account not confirmed cancelled.
+    #[serde(default)]
+    pub conflicts: u32,
     /// Polls that found the statement unfinished; guards against a duplicated poll message
     /// forking the poll chain.
     #[serde(default)]

@@ -84,6 +84,10 @@ pub struct BrowserSession {
     pub pkce_verifier: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// The bank the customer picked (`/auth`'s `bank`), recorded with the grant when the
+    /// authorisation notification named none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_id: Option<Uuid>,
 }
 
 /// Why a browser may not use a handshake.

@@ -26,6 +26,7 @@ pub const NAMES: &[&str] = &[
     "PendingMax",
     "OldestInFlightAge",
     "WatchdogTakeovers",
+    "ConfigurationErrors",
 ];
 
 #[derive(Debug, Clone, Copy)]

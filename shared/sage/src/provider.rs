@@ -83,6 +83,15 @@ impl ProviderError {
         )
     }
 
+    /// Only an operator can fix it: Sage ID refused the client (4xx), Banking Service refused
+    /// the API key (403) or a freshly issued token (a second 401 in a row).
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized | Self::Forbidden | Self::Token(TokenError::Rejected { .. })
+        )
+    }
+
     /// The wait Banking Service asked for with a 429, if it named one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
