@@ -499,6 +499,25 @@ async fn a_backfill_of_more_than_1000_goes_in_date_order_one_statement_after_ano
             .windows(2)
             .all(|w| w[0].date_posted <= w[1].date_posted)
     );
+    // Card payments carry the bank's full detail to Banking Service (spec §6.4).
+    let card = stored
+        .iter()
+        .find(|t| t.transaction_type == "POS")
+        .expect("a card payment in the history");
+    assert!(
+        card.coordinates
+            .as_ref()
+            .is_some_and(|c| c["lat"].is_number()),
+        "{card:?}"
+    );
+    assert_eq!(
+        card.category.as_ref().unwrap()["topLevelCategory"],
+        "Business expenses"
+    );
+    assert_eq!(
+        card.provider_additional_fields.as_ref().unwrap()[0],
+        json!({"name": "channel", "value": "card"})
+    );
     // The first poll is timed for the expected processing time: about one poll per statement.
     let polls: u64 = statements.iter().map(|s| s.poll_count).sum();
     assert!(
@@ -699,6 +718,19 @@ async fn records_before_the_start_date_are_parked_and_future_ones_refused() {
         json!({"uniqueId": id, "transactionAmount": "1.00", "transactionType": "CREDIT",
                "datePosted": date, "runningBalance": "1.00"})
     };
+    // Full transaction detail (spec §6.4) goes through `/ingest` to Banking Service.
+    let detail = json!({
+        "coordinates": {"lat": -33.8688, "long": 151.2093},
+        "category": {"topLevelCategory": "Travel", "subCategory": "Rail", "categoryId": 7,
+                     "standardIndustrialCode": "49100"},
+        "providerAdditionalFields": [{"name": "channel", "value": "card"}],
+    });
+    let detailed = |mut r: Value| {
+        r.as_object_mut()
+            .unwrap()
+            .extend(detail.as_object().unwrap().clone());
+        r
+    };
     let future =
         (Utc::now() + TimeDelta::days(3650)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let (status, body) = common::ingest(
@@ -706,7 +738,7 @@ async fn records_before_the_start_date_are_parked_and_future_ones_refused() {
         &json!({"externalId": "acc_EDGE01", "transactions": [
             record("edge-before", "2025-12-31T23:59:59.999Z"),
             record("edge-first-instant", "2026-01-01T00:00:00.000Z"),
-            record("edge-inside", "2026-03-01T12:00:00.000Z"),
+            detailed(record("edge-inside", "2026-03-01T12:00:00.000Z")),
             record("edge-future", &future),
         ]}),
     )
@@ -738,6 +770,12 @@ async fn records_before_the_start_date_are_parked_and_future_ones_refused() {
         .unwrap();
     let held: Vec<&str> = stored.iter().map(|t| t.unique_id.as_str()).collect();
     assert_eq!(held, ["edge-first-instant", "edge-inside"]);
+    assert_eq!(stored[1].coordinates.as_ref(), Some(&detail["coordinates"]));
+    assert_eq!(stored[1].category.as_ref(), Some(&detail["category"]));
+    assert_eq!(
+        stored[1].provider_additional_fields.as_ref(),
+        Some(&detail["providerAdditionalFields"])
+    );
     // A later transaction is not held back by anything sent before.
     let (status, body) = common::ingest(
         &stack,
@@ -757,6 +795,86 @@ async fn records_before_the_start_date_are_parked_and_future_ones_refused() {
             .unwrap()
             .is_empty()
     );
+    stack.finish().await;
+}
+
+/// Whether the functions' logs hold a data point of metric `name` with these dimensions.
+fn logged_metric(stack: &common::TestStack, name: &str, dims: &[(&str, &str)]) -> bool {
+    common::emf_points(&stack.log_text())
+        .iter()
+        .any(|m| m.get(name).is_some_and(Value::is_number) && dims.iter().all(|(k, v)| m[*k] == *v))
+}
+
+fn refuse_statements_with(status: u16) -> FaultSet {
+    FaultSet {
+        routes: vec![RouteFault {
+            route: "POST /v1/statements".into(),
+            error_rate: 1.0,
+            error_status: status,
+            ..RouteFault::default()
+        }],
+        ..FaultSet::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_api_key_alarms_and_waits_and_a_recurring_409_parks() {
+    let mut o = common::options(SandboxConfig::fast());
+    o.env.insert("CONFLICT_MAX_ATTEMPTS".into(), "3".into());
+    let stack = common::start_with(o).await;
+    let ids = create_accounts(&stack, &["acc_CONF01", "acc_CONF02"]).await;
+    let client = stack.sandbox.client();
+    let table = common::table(&stack);
+
+    // 403: the API key is wrong. Alarmed, and retried in minutes, not in the seconds of the
+    // transient back-off (at most RETRY_MAX_DELAY_S = 3 s here); nothing is parked.
+    client
+        .set_faults(&refuse_statements_with(403))
+        .await
+        .unwrap();
+    ingest_all(&stack, "acc_CONF01", &transactions("conf1", 3)).await;
+    common::eventually("the configuration error is reported", LONG, || async {
+        logged_metric(&stack, "ConfigurationErrors", &[("Step", "PostStatement")]).then_some(())
+    })
+    .await;
+    let claim = common::eventually("the claim waits to retry", LONG, || async {
+        let claim = table.get_account(ids[0]).await.ok()??.in_flight?;
+        (claim.phase == connector_aws::accounts::Phase::RetryWait).then_some(claim)
+    })
+    .await;
+    let wait = claim.retry_at.expect("retry_at") - Utc::now();
+    assert!(wait > TimeDelta::minutes(4), "retried after {wait}");
+    assert!(
+        table
+            .parked_records(Some(ids[0]), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // 409 again and again, while the account query says the account is active: parked with
+    // the reason after CONFLICT_MAX_ATTEMPTS, and the account is free for what comes next.
+    client
+        .set_faults(&refuse_statements_with(409))
+        .await
+        .unwrap();
+    ingest_all(&stack, "acc_CONF02", &transactions("conf2", 2)).await;
+    let parked = common::eventually("the conflicted batch is parked", LONG, || async {
+        let p = table.parked_records(Some(ids[1]), 10).await.ok()?;
+        (p.len() == 2).then_some(p)
+    })
+    .await;
+    assert!(
+        parked[0].reason.starts_with("Conflict: 409 3 times"),
+        "{parked:?}"
+    );
+    let account = table.get_account(ids[1]).await.unwrap().unwrap();
+    assert!(account.in_flight.is_none(), "{account:?}");
+    assert!(!logged_metric(
+        &stack,
+        "ConfigurationErrors",
+        &[("Step", "GetStatement")]
+    ));
     stack.finish().await;
 }
 
@@ -921,6 +1039,12 @@ async fn claim_left_behind(
     since: chrono::DateTime<Utc>,
 ) -> (connector_aws::accounts::InFlight, Vec<Value>) {
     let table = common::table(stack);
+    // The account's own backfill (its history at the bank) may still be in flight.
+    common::eventually("the account is idle", LONG, || async {
+        let a = table.get_account(id).await.ok()??;
+        a.in_flight.is_none().then_some(())
+    })
+    .await;
     let retrying = phase == connector_aws::accounts::Phase::RetryWait;
     let mut claim = connector_aws::accounts::InFlight {
         token: Uuid::new_v4().to_string(),
@@ -931,6 +1055,7 @@ async fn claim_left_behind(
         posted_at: None,
         attempt: u32::from(retrying),
         poll_attempt: 0,
+        conflicts: 0,
         transaction_count: 0,
         unique_ids: Vec::new(),
         overdue: false,

@@ -36,6 +36,13 @@ pub struct BankTransaction {
     pub reference: String,
     pub counterparty: String,
     pub balance_after: String,
+    /// Card payments: where the card was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinates: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_fields: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -582,6 +589,9 @@ fn history(seed: u64, account_id: &str, kind: &str, days: u32, now: DateTime<Utc
 }
 
 fn api_txn(t: &Txn, currency: &str) -> BankTransaction {
+    let card = (t.kind == "POS")
+        .then(|| card_detail(&t.counterparty))
+        .flatten();
     BankTransaction {
         transaction_id: t.id.clone(),
         booked_at: fmt_time(t.booked_at),
@@ -597,7 +607,30 @@ fn api_txn(t: &Txn, currency: &str) -> BankTransaction {
         reference: t.reference.clone(),
         counterparty: t.counterparty.clone(),
         balance_after: money(t.balance_after),
+        coordinates: card.map(|(lat, long, _, _)| serde_json::json!({"lat": lat, "long": long})),
+        category: card.map(|(_, _, sub, sic)| {
+            serde_json::json!({"topLevelCategory": "Business expenses", "subCategory": sub,
+                               "categoryId": 40, "standardIndustrialCode": sic})
+        }),
+        additional_fields: card.map(|_| {
+            serde_json::json!([{"name": "channel", "value": "card"},
+                               {"name": "merchant", "value": t.counterparty}])
+        }),
     }
+}
+
+/// Where each demo shop is and how the bank classifies it (latitude, longitude, sub-category,
+/// UK SIC code), so that card payments carry the Provider API's full transaction detail.
+fn card_detail(shop: &str) -> Option<(f64, f64, &'static str, &'static str)> {
+    Some(match shop {
+        "COFFEE CO" => (53.7997, -1.5492, "Food and drink", "56102"),
+        "RAIL TICKETS" => (51.5309, -0.1233, "Travel", "49100"),
+        "OFFICE SUPPLY" => (52.4862, -1.8904, "Office supplies", "47620"),
+        "CLOUD HOSTING" => (53.4808, -2.2426, "Software and IT", "63110"),
+        "FUEL STOP" => (55.8642, -4.2518, "Fuel", "47300"),
+        "PRINT SHOP" => (51.4545, -2.5879, "Printing", "18129"),
+        _ => return None,
+    })
 }
 
 // ---------------------------------------------------------------- HTTP

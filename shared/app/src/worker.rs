@@ -12,7 +12,10 @@ use connector_bank::{BankClient, BankError, BankTransaction};
 use connector_domain::messages::{Kick, KickReason, WorkMessage};
 use connector_domain::notification::{NotificationAction, parse_start_date};
 use connector_domain::statement::Balance;
-use connector_domain::transaction::{Transaction, dated_in_future, truncate_chars};
+use connector_domain::transaction::{
+    Transaction, dated_in_future, read_additional_fields, read_category, read_coordinates,
+    truncate_chars,
+};
 use connector_sage::ProviderApi;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -415,6 +418,32 @@ pub fn from_bank(t: &BankTransaction) -> Transaction {
                 payee_description: Some(truncate_chars(c, 12)),
                 ..Default::default()
             }),
+        coordinates: detail(t, "coordinates", t.coordinates.as_ref(), read_coordinates),
+        category: detail(t, "category", t.category.as_ref(), read_category).flatten(),
+        provider_additional_fields: detail(
+            t,
+            "additionalFields",
+            t.additional_fields.as_ref(),
+            read_additional_fields,
+        )
+        .unwrap_or_default(),
         running_balance: t.balance_after,
+    }
+}
+
+/// An optional detail of a booked transaction: one the bank got wrong is left out (logged),
+/// never a reason to hold the transaction back.
+fn detail<T>(
+    t: &BankTransaction,
+    name: &str,
+    value: Option<&serde_json::Value>,
+    read: fn(&serde_json::Value) -> Result<T, Vec<connector_domain::transaction::RecordProblem>>,
+) -> Option<T> {
+    match read(value?) {
+        Ok(v) => Some(v),
+        Err(problems) => {
+            tracing::warn!(transactionId = %t.transaction_id, field = name, ?problems, "bank detail left out");
+            None
+        }
     }
 }

@@ -521,6 +521,9 @@ mod tests {
             narrative1: None,
             narrative2: None,
             payee: None,
+            coordinates: None,
+            category: None,
+            provider_additional_fields: Vec::new(),
             running_balance: None,
         };
         let a = pending_key(&t, 9);

@@ -118,6 +118,15 @@ pub struct BankTransaction {
     pub counterparty: Option<String>,
     #[serde(default, with = "amount::decimal_string_opt")]
     pub balance_after: Option<Decimal>,
+    /// Where the transaction happened, as the Provider API's `coordinates`.
+    #[serde(default)]
+    pub coordinates: Option<serde_json::Value>,
+    /// The bank's classification, as the Provider API's `category`.
+    #[serde(default)]
+    pub category: Option<serde_json::Value>,
+    /// The bank's own name/value pairs (`providerAdditionalFields` at Banking Service).
+    #[serde(default)]
+    pub additional_fields: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

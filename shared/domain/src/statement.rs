@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::amount::{json_number, json_number_opt};
-use crate::transaction::{Payee, Transaction, format_datetime};
+use crate::transaction::{
+    AdditionalField, Category, Coordinates, Payee, Transaction, format_datetime,
+};
 
 /// Banking Service's limit of transactions per statement (§7.1 rule 1).
 pub const MAX_TRANSACTIONS_PER_STATEMENT: usize = 1000;
@@ -140,6 +142,12 @@ pub struct TransactionDetail {
     pub narrative2: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payee: Option<Payee>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinates: Option<Coordinates>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub provider_additional_fields: Vec<AdditionalField>,
 }
 
 impl TransactionDetail {
@@ -160,6 +168,9 @@ impl TransactionDetail {
             narrative1: t.narrative1.clone(),
             narrative2: t.narrative2.clone(),
             payee: t.payee.clone(),
+            coordinates: t.coordinates.clone(),
+            category: t.category.clone(),
+            provider_additional_fields: t.provider_additional_fields.clone(),
         }
     }
 }
@@ -405,6 +416,9 @@ mod tests {
             narrative1: None,
             narrative2: None,
             payee: None,
+            coordinates: None,
+            category: None,
+            provider_additional_fields: Vec::new(),
             running_balance: None,
         }
     }

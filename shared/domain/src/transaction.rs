@@ -79,6 +79,45 @@ pub struct Payee {
     pub payee_account_id: Option<String>,
 }
 
+/// Where the transaction happened (`coordinates`, spec §6.4). The numbers are kept as the bank
+/// wrote them, so that no digit is lost on the way to Banking Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coordinates {
+    pub lat: serde_json::Number,
+    pub long: serde_json::Number,
+}
+
+/// The bank's classification of the transaction (`category`, spec §6.4); all optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Category {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_level_category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_industrial_code: Option<String>,
+}
+
+/// One of the bank's own name/value pairs (`providerAdditionalFields`, spec §6.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdditionalField {
+    pub name: String,
+    pub value: String,
+}
+
+/// Free-text limit of a category name (spec §6.4 Decision).
+pub const CATEGORY_TEXT_MAX: usize = 128;
+/// Length limits of `standardIndustrialCode`.
+pub const INDUSTRIAL_CODE_LEN: std::ops::RangeInclusive<usize> = 1..=16;
+/// Length limit of an additional field's name and value.
+pub const ADDITIONAL_FIELD_MAX: usize = 50;
+/// Additional fields per transaction (a Decision: Sage names no limit; this keeps a stored
+/// transaction far below DynamoDB's item size whatever a bank sends).
+pub const ADDITIONAL_FIELDS_MAX: usize = 20;
+
 /// A cleared bank transaction, validated and normalised, ready to be stored and sent.
 ///
 /// Field names follow the Provider API's `TransactionDetail` so that a bank's engineers see one
@@ -113,6 +152,12 @@ pub struct Transaction {
     pub narrative2: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payee: Option<Payee>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinates: Option<Coordinates>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provider_additional_fields: Vec<AdditionalField>,
     #[serde(
         default,
         with = "amount::decimal_string_opt",
@@ -192,6 +237,9 @@ struct RawRecord {
     narrative1: Option<Value>,
     narrative2: Option<Value>,
     payee: Option<Value>,
+    coordinates: Option<Value>,
+    category: Option<Value>,
+    provider_additional_fields: Option<Value>,
     running_balance: Option<Box<RawValue>>,
 }
 
@@ -356,6 +404,21 @@ pub fn validate_record(raw: &RawValue) -> Result<Transaction, Vec<RecordProblem>
         }
     };
 
+    let coordinates = nested(
+        &mut p,
+        "coordinates",
+        rec.coordinates.as_ref(),
+        read_coordinates,
+    );
+    let category = nested(&mut p, "category", rec.category.as_ref(), read_category).flatten();
+    let provider_additional_fields = nested(
+        &mut p,
+        "providerAdditionalFields",
+        rec.provider_additional_fields.as_ref(),
+        read_additional_fields,
+    )
+    .unwrap_or_default();
+
     match (unique_id, transaction_amount, transaction_type, date_posted) {
         (Some(unique_id), Some(transaction_amount), Some(transaction_type), Some(date_posted))
             if p.0.is_empty() =>
@@ -374,10 +437,164 @@ pub fn validate_record(raw: &RawValue) -> Result<Transaction, Vec<RecordProblem>
                 narrative1,
                 narrative2,
                 payee,
+                coordinates,
+                category,
+                provider_additional_fields,
                 running_balance,
             })
         }
         _ => Err(p.0),
+    }
+}
+
+/// Reads an optional nested member with `read`, its problems prefixed with the member's name.
+fn nested<T>(
+    problems: &mut Problems,
+    name: &str,
+    value: Option<&Value>,
+    read: fn(&Value) -> Result<T, Vec<RecordProblem>>,
+) -> Option<T> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(v) => match read(v) {
+            Ok(t) => Some(t),
+            Err(found) => {
+                for mut problem in found {
+                    problem.field = if problem.field.is_empty() {
+                        name.to_string()
+                    } else if problem.field.starts_with('[') {
+                        format!("{name}{}", problem.field)
+                    } else {
+                        format!("{name}.{}", problem.field)
+                    };
+                    problems.0.push(problem);
+                }
+                None
+            }
+        },
+    }
+}
+
+/// `{"lat": number, "long": number}` with lat in [-90, 90] and long in [-180, 180].
+pub fn read_coordinates(value: &Value) -> Result<Coordinates, Vec<RecordProblem>> {
+    let Value::Object(obj) = value else {
+        return Err(vec![RecordProblem::invalid("", "must be an object")]);
+    };
+    let mut problems = Vec::new();
+    let mut number = |key: &str, limit: f64| match obj.get(key) {
+        None | Some(Value::Null) => {
+            problems.push(RecordProblem::missing(key));
+            None
+        }
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|v| v.abs() <= limit) => Some(n.clone()),
+        Some(_) => {
+            problems.push(RecordProblem::invalid(
+                key,
+                format!("must be a number in [-{limit}, {limit}]"),
+            ));
+            None
+        }
+    };
+    let (lat, long) = (number("lat", 90.0), number("long", 180.0));
+    match (lat, long) {
+        (Some(lat), Some(long)) => Ok(Coordinates { lat, long }),
+        _ => Err(problems),
+    }
+}
+
+/// A category; `None` when it names nothing. Names are free text (truncated); the id and the
+/// industrial code are codes, refused when malformed.
+pub fn read_category(value: &Value) -> Result<Option<Category>, Vec<RecordProblem>> {
+    let Value::Object(obj) = value else {
+        return Err(vec![RecordProblem::invalid("", "must be an object")]);
+    };
+    let mut p = Problems::default();
+    let category_id = match obj.get("categoryId") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+        Some(_) => {
+            p.0.push(RecordProblem::invalid("categoryId", "must be an integer"));
+            None
+        }
+    };
+    let code = p
+        .str_field(
+            "standardIndustrialCode",
+            obj.get("standardIndustrialCode"),
+            false,
+        )
+        .map(str::to_string);
+    if let Some(c) = &code
+        && !INDUSTRIAL_CODE_LEN.contains(&c.chars().count())
+    {
+        p.0.push(RecordProblem::invalid(
+            "standardIndustrialCode",
+            "must be 1-16 characters",
+        ));
+    }
+    let category = Category {
+        top_level_category: p.text(
+            "topLevelCategory",
+            obj.get("topLevelCategory"),
+            CATEGORY_TEXT_MAX,
+        ),
+        sub_category: p.text("subCategory", obj.get("subCategory"), CATEGORY_TEXT_MAX),
+        category_id,
+        standard_industrial_code: code,
+    };
+    if !p.0.is_empty() {
+        return Err(p.0);
+    }
+    Ok((category != Category::default()).then_some(category))
+}
+
+/// Name/value pairs: a name is 1-50 characters (refused otherwise: it is a key), a value is
+/// free text (truncated to 50), at most [`ADDITIONAL_FIELDS_MAX`] of them.
+pub fn read_additional_fields(value: &Value) -> Result<Vec<AdditionalField>, Vec<RecordProblem>> {
+    let Value::Array(items) = value else {
+        return Err(vec![RecordProblem::invalid("", "must be an array")]);
+    };
+    if items.len() > ADDITIONAL_FIELDS_MAX {
+        return Err(vec![RecordProblem::invalid(
+            "",
+            format!("must have at most {ADDITIONAL_FIELDS_MAX} items"),
+        )]);
+    }
+    let mut problems = Vec::new();
+    let mut fields = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let mut p = Problems::default();
+        let Value::Object(obj) = item else {
+            problems.push(RecordProblem::invalid(
+                &format!("[{i}]"),
+                "must be an object",
+            ));
+            continue;
+        };
+        let name = p.str_field("name", obj.get("name"), true).map(str::trim);
+        if let Some(n) = name
+            && n.chars().count() > ADDITIONAL_FIELD_MAX
+        {
+            p.0.push(RecordProblem::invalid("name", "must be 1-50 characters"));
+        }
+        let value = p
+            .str_field("value", obj.get("value"), true)
+            .map(|v| truncate_chars(v.trim(), ADDITIONAL_FIELD_MAX));
+        match (name, value) {
+            (Some(name), Some(value)) if p.0.is_empty() => fields.push(AdditionalField {
+                name: name.to_string(),
+                value,
+            }),
+            _ => problems.extend(p.0.into_iter().map(|mut problem| {
+                problem.field = format!("[{i}].{}", problem.field);
+                problem
+            })),
+        }
+    }
+    if problems.is_empty() {
+        Ok(fields)
+    } else {
+        Err(problems)
     }
 }
 
@@ -517,5 +734,107 @@ mod tests {
         assert!(stored.contains(r#""transactionAmount":"-42.15""#));
         let back: Transaction = serde_json::from_str(&stored).unwrap();
         assert_eq!(back, t);
+    }
+
+    fn with_detail(detail: serde_json::Value) -> Result<Transaction, Vec<RecordProblem>> {
+        let mut record = good();
+        record
+            .as_object_mut()
+            .unwrap()
+            .extend(detail.as_object().unwrap().clone());
+        validate_record(&raw(&record))
+    }
+
+    #[test]
+    fn full_detail_is_kept_free_text_cut_and_sent_as_given() {
+        let long = "x".repeat(200);
+        let t = with_detail(serde_json::json!({
+            "coordinates": {"lat": 53.7997, "long": -1.5492},
+            "category": {"topLevelCategory": long, "subCategory": "Food", "categoryId": 40,
+                         "standardIndustrialCode": "56102"},
+            "providerAdditionalFields": [{"name": "channel", "value": "y".repeat(60)}],
+        }))
+        .expect("valid");
+        let category = t.category.clone().expect("category");
+        assert_eq!(
+            category.top_level_category.unwrap().len(),
+            CATEGORY_TEXT_MAX
+        );
+        assert_eq!(category.category_id, Some(40));
+        assert_eq!(
+            t.provider_additional_fields[0].value.len(),
+            ADDITIONAL_FIELD_MAX
+        );
+        let detail = serde_json::to_value(crate::statement::TransactionDetail::from_transaction(
+            &t,
+            uuid::Uuid::nil(),
+        ))
+        .unwrap();
+        assert_eq!(
+            detail["coordinates"],
+            serde_json::json!({"lat": 53.7997, "long": -1.5492})
+        );
+        assert_eq!(detail["category"]["standardIndustrialCode"], "56102");
+        assert_eq!(detail["providerAdditionalFields"][0]["name"], "channel");
+        // Stored and read back unchanged.
+        let back: Transaction = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        // Absent detail is absent on the wire.
+        let plain = crate::statement::TransactionDetail::from_transaction(
+            &validate_record(&raw(&good())).unwrap(),
+            uuid::Uuid::nil(),
+        );
+        let plain = serde_json::to_value(plain).unwrap();
+        for key in ["coordinates", "category", "providerAdditionalFields"] {
+            assert!(plain.get(key).is_none(), "{key} sent though absent");
+        }
+    }
+
+    #[test]
+    fn malformed_detail_is_refused_with_its_place() {
+        let fields = |detail| {
+            let mut found: Vec<String> = with_detail(detail)
+                .unwrap_err()
+                .into_iter()
+                .map(|p| p.field)
+                .collect();
+            found.sort();
+            found
+        };
+        assert_eq!(
+            fields(serde_json::json!({"coordinates": {"lat": 91, "long": "0"}})),
+            ["coordinates.lat", "coordinates.long"]
+        );
+        assert_eq!(
+            fields(serde_json::json!({"coordinates": {"lat": 1}})),
+            ["coordinates.long"]
+        );
+        assert_eq!(
+            fields(serde_json::json!({"category": {"categoryId": 1.5,
+                                                   "standardIndustrialCode": "x".repeat(17)}})),
+            ["category.categoryId", "category.standardIndustrialCode"]
+        );
+        assert_eq!(
+            fields(serde_json::json!({"providerAdditionalFields": [
+                {"name": "ok", "value": "v"}, {"name": "n".repeat(51), "value": "v"}, {"value": "v"}
+            ]})),
+            [
+                "providerAdditionalFields[1].name",
+                "providerAdditionalFields[2].name"
+            ]
+        );
+        let many: Vec<_> = (0..21)
+            .map(|i| serde_json::json!({"name": format!("f{i}"), "value": "v"}))
+            .collect();
+        assert_eq!(
+            fields(serde_json::json!({"providerAdditionalFields": many})),
+            ["providerAdditionalFields"]
+        );
+        assert!(
+            with_detail(serde_json::json!({"category": {}}))
+                .unwrap()
+                .category
+                .is_none()
+        );
     }
 }
