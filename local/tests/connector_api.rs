@@ -21,6 +21,49 @@ fn onboarding(stack: &local_stack::LocalStack) -> OnboardOptions {
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// Sage's own example notifications carry only `externalId`: with no `bankId` notified and no
+/// single bank configured, the bank the customer picked at `/auth` is the account's bank, and
+/// its transactions are delivered, never parked as `MissingBankId`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_notified_bank_id_the_customers_pick_at_auth_gives_it() {
+    let mut o = common::options(SandboxConfig::fast().omitting_optional_fields(1.0));
+    o.env
+        .insert("BANKING_SERVICE_BANK_ID".into(), String::new());
+    let stack = common::start_with(o).await;
+    let client = stack.sandbox.client();
+    let onboarded = stack
+        .sandbox
+        .driver()
+        .onboard(OnboardOptions {
+            create: AccountPick::First,
+            ..onboarding(&stack)
+        })
+        .await
+        .expect("onboarding");
+    let id = onboarded.created[0].bank_account_id;
+    common::eventually("the history makes the account active", LONG, || async {
+        (client.account(id).await.ok()?.status == AccountStatus::Active).then_some(())
+    })
+    .await;
+    // The notifications really named no bank.
+    let notified = client.notifications().await.unwrap();
+    let created: Vec<_> = notified
+        .iter()
+        .filter(|n| n.kind == "resourceCreated/bankAccount")
+        .collect();
+    assert!(!created.is_empty());
+    assert!(
+        created
+            .iter()
+            .all(|n| n.omitted.iter().any(|f| f == "bankId")),
+        "{created:?}"
+    );
+    let table = common::table(&stack);
+    assert!(table.parked_records(Some(id), 10).await.unwrap().is_empty());
+    assert!(client.violations().await.unwrap().is_empty());
+    stack.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboarding_offers_every_granted_account_and_creates_pending_accounts() {
     let stack = common::start(SandboxConfig::fast()).await;
