@@ -33,7 +33,18 @@ pub struct BenchReport {
     pub provider_requests: u64,
     pub seconds: f64,
     pub delivered_per_second: f64,
+    /// From the first commit to the last: the pipeline's pace once the first statement is
+    /// through, without the fixed latency of that first round trip.
+    pub sustained_per_second: f64,
+    /// Provider API requests per second over the delivery, against the `rps` allowed.
+    pub provider_rps_used: f64,
     pub bound_per_second: f64,
+    /// `(seconds since release, transactions committed)` every half second.
+    pub samples: Vec<(f64, f64)>,
+    /// Each statement's time from `POST` to its last status change (Banking Service's view).
+    pub statement_seconds: Vec<f64>,
+    /// Where the plots were written.
+    pub plots: Vec<std::path::PathBuf>,
     pub peak_rss_kib: BTreeMap<String, u64>,
     /// The whole run (accounts, notifications, ingest, delivery): AWS requests by operation.
     pub aws: BTreeMap<String, crate::meter::OperationCount>,
@@ -169,6 +180,8 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
     stack.set_source_paused("PushQueue", false)?;
     let started = Instant::now();
 
+    let requests_at_release = provider_requests_so_far(stack).await?;
+    let mut samples: Vec<(f64, f64)> = Vec::new();
     let mut peak: BTreeMap<String, u64> = BTreeMap::new();
     let limit = Duration::from_secs(1800);
     let table = connector_aws::Table::new(stack.dynamodb.clone(), stack.table_name.clone());
@@ -189,6 +202,7 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
                 }
             }
         }
+        samples.push((started.elapsed().as_secs_f64(), held as f64));
         if o.progress {
             print!("\r    delivered {held}/{total}   ");
             use std::io::Write;
@@ -203,6 +217,7 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let delivery_time = started.elapsed().as_secs_f64();
+    let requests_in_delivery = provider_requests_so_far(stack).await? - requests_at_release;
     if o.progress {
         println!();
     }
@@ -280,7 +295,41 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
     .filter_map(|f| lambda.get(*f))
     .map(|u: &LambdaUsage| u.invocations)
     .sum();
-    let bound = 1000.0 * rps / (1.0 + polls_per_statement.max(1.0));
+    // Full statements are the bound's premise; with a partial one, the mean actually sent.
+    let per_statement = (delivered as f64 / statements.len().max(1) as f64).min(1000.0);
+    let bound = per_statement * rps / (1.0 + polls_per_statement.max(1.0));
+    let first_commit = samples.iter().find(|s| s.1 > 0.0).copied();
+    let sustained = match (first_commit, samples.last()) {
+        (Some((t0, n0)), Some(&(t1, n1))) if t1 > t0 => (n1 - n0) / (t1 - t0),
+        _ => per_second,
+    };
+    let statement_seconds: Vec<f64> = statements
+        .iter()
+        .filter_map(|s| {
+            let created = DateTime::parse_from_rfc3339(&s.created_date).ok()?;
+            let done = DateTime::parse_from_rfc3339(&s.status_modified_date).ok()?;
+            Some((done - created).num_milliseconds() as f64 / 1000.0)
+        })
+        .collect();
+    let plot_dir = crate::moto::repo_root().join("target").join("bench");
+    let throughput_svg = plot_dir.join("pipeline-backlog.svg");
+    crate::plot::throughput(
+        &throughput_svg,
+        &format!(
+            "Backlog: {} accounts x {} transactions, sandbox at {rps} requests/s",
+            o.accounts, o.transactions
+        ),
+        "transactions delivered per second",
+        &crate::plot::rates(&samples, 2.0),
+        bound,
+    )?;
+    let latency_svg = plot_dir.join("pipeline-backlog-statements.svg");
+    crate::plot::latency(
+        &latency_svg,
+        "Backlog: seconds from a statement's POST to its final status",
+        &statement_seconds,
+        20,
+    )?;
     Ok(BenchReport {
         rps,
         delivered,
@@ -292,12 +341,33 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
         provider_requests,
         seconds,
         delivered_per_second: per_second,
+        sustained_per_second: sustained,
+        provider_rps_used: requests_in_delivery as f64 / seconds.max(0.001),
         bound_per_second: bound,
+        samples,
+        statement_seconds,
+        plots: vec![throughput_svg, latency_svg],
         peak_rss_kib: peak,
         aws,
         lambda,
         api_requests,
     })
+}
+
+/// Provider API requests Banking Service has answered so far (429s included).
+async fn provider_requests_so_far(stack: &LocalStack) -> Result<u64> {
+    let metrics = stack
+        .sandbox
+        .client()
+        .metrics()
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(metrics
+        .requests
+        .iter()
+        .filter(|r| r.route.contains("/v1/"))
+        .map(|r| r.count)
+        .sum())
 }
 
 pub fn print(r: &BenchReport) {
@@ -329,6 +399,40 @@ pub fn print(r: &BenchReport) {
         r.rps,
         r.polls_per_statement.max(1.0)
     );
+    println!(
+        "  sustained (first to last commit) {:.0} transactions/s = {:.1} % of the bound",
+        r.sustained_per_second,
+        100.0 * r.sustained_per_second / r.bound_per_second
+    );
+    println!(
+        "  Provider API rate used      {:.2} requests/s of the {} allowed ({:.1} %)",
+        r.provider_rps_used,
+        r.rps,
+        100.0 * r.provider_rps_used / r.rps
+    );
+    let mut secs = r.statement_seconds.clone();
+    secs.sort_by(f64::total_cmp);
+    if let (Some(first), Some(last)) = (secs.first(), secs.last()) {
+        println!(
+            "  statement POST -> final     median {:.1} s, min {first:.1} s, max {last:.1} s",
+            secs[secs.len() / 2]
+        );
+    }
+    println!(
+        "  target: >= 90 % of the bound, <= 1.2 polls per statement, 0 x 429, 0 lost: {}",
+        if r.delivered_per_second >= 0.9 * r.bound_per_second
+            && r.polls_per_statement <= 1.2
+            && r.rate_limited == 0
+            && r.lost == 0
+        {
+            "met"
+        } else {
+            "missed"
+        }
+    );
+    for p in &r.plots {
+        println!("  plot: {}", p.display());
+    }
     println!("  peak memory (VmHWM)");
     for (name, kib) in &r.peak_rss_kib {
         println!("    {name:<26} {:>7.1} MiB", *kib as f64 / 1024.0);

@@ -11,6 +11,7 @@ pub mod meter;
 pub mod moto;
 pub mod notification_bench;
 pub mod permissions;
+pub mod plot;
 pub mod process;
 pub mod runtime;
 pub mod soak;
