@@ -407,6 +407,7 @@ async fn provider(config: &Config) -> Result<ProviderApi> {
             client_secret,
             audience: audience.to_string(),
             refresh_margin: Duration::from_secs(300),
+            style: connector_sage::TokenStyle::Form,
         },
         Some(cache),
     ));

@@ -174,6 +174,7 @@ pub async fn provider_from_env(
         client_secret: env.secret("SAGE_ID_CLIENT_SECRET", &secrets).await?,
         audience: env.required("SAGE_ID_AUDIENCE")?,
         refresh_margin: env.duration_secs("SAGE_ID_REFRESH_MARGIN_S", Duration::from_secs(300))?,
+        style: connector_sage::TokenStyle::Form,
     };
     let rps: f64 = env.parse_or("PROVIDER_RATE_LIMIT_RPS", 10.0)?;
     if !(rps.is_finite() && rps > 0.0) {
