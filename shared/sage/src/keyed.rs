@@ -91,10 +91,13 @@ pub fn rate_scope(api_key: &Secret) -> String {
     format!("key-{}", crate::hex(&h.finalize()[..16]))
 }
 
+/// A limiter and the rate it was built for.
+type RatedLimiter = (f64, Arc<dyn RateLimiter>);
+
 /// Rate limiters by API key: callers with one key share one limiter.
 pub struct RateLimiters {
     factory: LimiterFactory,
-    by_scope: Mutex<HashMap<String, (f64, Arc<dyn RateLimiter>)>>,
+    by_scope: Mutex<HashMap<String, RatedLimiter>>,
 }
 
 impl RateLimiters {
