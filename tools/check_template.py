@@ -125,6 +125,12 @@ def evaluate_condition(expr, params: dict, conditions: dict, definitions: dict):
         if fn == "Fn::Equals":
             a, b = (evaluate_condition(x, params, conditions, definitions) for x in arg)
             return str(a) == str(b)
+        if fn == "Fn::Join":
+            # `!Join [",", !Ref SomeList]`: a CommaDelimitedList's value is its text already.
+            sep, items = arg
+            if isinstance(items, list):
+                return sep.join(str(evaluate_condition(x, params, conditions, definitions)) for x in items)
+            return str(evaluate_condition(items, params, conditions, definitions)).replace(",", sep)
         if fn == "Fn::Not":
             return not evaluate_condition(arg[0], params, conditions, definitions)
         if fn == "Fn::And":

@@ -49,6 +49,10 @@ pub struct Options {
     pub schedule_every: Option<Duration>,
     /// Extra environment for every function (tests tune timings this way).
     pub env: BTreeMap<String, String>,
+    /// Banks registered with Bank Sync by other Sage clients (one bank per client, each client
+    /// also in `sandbox.clients`), and configured for the functions through `BANKS_CONFIG`
+    /// (their client id, secret and API key; unless `env` sets `BANKS_CONFIG` itself).
+    pub more_banks: Vec<sandbox::ProviderClient>,
     pub echo_logs: bool,
     pub log_dir: PathBuf,
 }
@@ -65,6 +69,7 @@ impl Options {
             retry_visibility: None,
             schedule_every: None,
             env: BTreeMap::new(),
+            more_banks: Vec::new(),
             echo_logs: false,
             log_dir,
         }
@@ -89,6 +94,8 @@ pub struct LocalStack {
     pub api_url: String,
     pub sandbox: Sandbox,
     pub bank_id: Uuid,
+    /// The banks of `Options::more_banks`, in order.
+    pub more_bank_ids: Vec<Uuid>,
     pub table_name: String,
     /// Queue URLs by the template's logical id.
     pub queue_urls: BTreeMap<String, String>,
@@ -128,7 +135,7 @@ pub async fn sdk_config(endpoint: &str, key: &str) -> aws_config::SdkConfig {
 }
 
 impl LocalStack {
-    pub async fn start(options: Options) -> Result<Self> {
+    pub async fn start(mut options: Options) -> Result<Self> {
         let template = Template::load()?;
         let (moto, dynamodb_endpoint) =
             tokio::try_join!(Moto::start(), crate::dynamodb_local::shared_endpoint())?;
@@ -164,6 +171,26 @@ impl LocalStack {
         .await
         .map_err(|e| anyhow!("starting the sandbox: {e}"))?;
         let bank_id = register_bank(&sandbox, &api_url).await?;
+        let mut more_bank_ids = Vec::new();
+        let mut banks_config = serde_json::Map::new();
+        for client in &options.more_banks {
+            let id = register_bank_as(&sandbox, &api_url, client).await?;
+            more_bank_ids.push(id);
+            banks_config.insert(
+                id.to_string(),
+                serde_json::json!({
+                    "clientId": client.client_id,
+                    "clientSecretRef": client.client_secret,
+                    "apiKeyRef": client.api_key,
+                }),
+            );
+        }
+        if !banks_config.is_empty() {
+            options
+                .env
+                .entry("BANKS_CONFIG".into())
+                .or_insert_with(|| serde_json::Value::Object(banks_config).to_string());
+        }
 
         let environment = resolve_environment(
             &template,
@@ -300,6 +327,7 @@ impl LocalStack {
             api_url,
             sandbox,
             bank_id,
+            more_bank_ids,
             table_name: TABLE_NAME.into(),
             queue_urls,
             aws_endpoint: meter.endpoint.clone(),
@@ -513,13 +541,22 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, template: &Templa
 /// Registers the demo bank with Bank Sync, as the provider's tooling does, with this stack's
 /// Connector API as its callbacks. Returns Banking Service's `bankId`.
 async fn register_bank(sandbox: &Sandbox, api_url: &str) -> Result<Uuid> {
-    let http = reqwest::Client::new();
-    let cfg = sandbox.config();
-    let client = cfg
+    let client = sandbox
+        .config()
         .clients
         .first()
         .cloned()
         .unwrap_or_else(sandbox::ProviderClient::local);
+    register_bank_as(sandbox, api_url, &client).await
+}
+
+/// Registers a bank with Bank Sync as `client`'s provider.
+async fn register_bank_as(
+    sandbox: &Sandbox,
+    api_url: &str,
+    client: &sandbox::ProviderClient,
+) -> Result<Uuid> {
+    let http = reqwest::Client::new();
     let token: serde_json::Value = http
         .post(sandbox.token_url())
         .form(&[

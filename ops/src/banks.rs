@@ -13,7 +13,7 @@ use connector_sage::provider::ApiError;
 use connector_sage::{ProviderApi, ProviderConfig, ProviderError, SageIdConfig, TokenProvider};
 use serde_json::{Map, Value, json};
 
-use crate::config::{Config, require, require_url, resolve_secret};
+use crate::config::{Config, require, resolve_secret};
 use crate::terminal::{confirm, progress};
 use crate::{OpsError, Result, count, print_json};
 
@@ -124,6 +124,10 @@ pub struct BankSyncArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Call with the Provider API settings BANKS_CONFIG gives this bankId (its region, client
+    /// and API key) instead of the defaults: for banks registered by another Sage client.
+    #[arg(long, value_name = "BANK_ID")]
+    pub credentials_of: Option<uuid::Uuid>,
 }
 
 /// The banks of a file: a JSON array, or `{"banks": [...]}`.
@@ -378,39 +382,66 @@ fn describe_api_error(e: &ApiError, op: SyncOp, offset: usize) -> Vec<String> {
     out
 }
 
-async fn provider(config: &Config) -> Result<ProviderApi> {
-    let base_url = require_url(&config.banking_service_url, "BANKING_SERVICE_URL")?;
-    let token_url = require_url(&config.sage_id_token_url, "SAGE_ID_TOKEN_URL")?;
-    let audience = require(&config.sage_id_audience, "SAGE_ID_AUDIENCE")?;
-    let client_id = require(&config.sage_id_client_id, "SAGE_ID_CLIENT_ID")?;
-    require(&config.sage_id_client_secret, "SAGE_ID_CLIENT_SECRET")?;
-    require(&config.provider_api_key, "PROVIDER_API_KEY")?;
+async fn provider(config: &Config, bank: Option<uuid::Uuid>) -> Result<ProviderApi> {
+    let default = crate::banks_config::default_provider(config)?;
     let rps = config.rate_limit_rps()?;
     let (sdk, table) = config.sdk_and_table().await?;
-    let client_secret =
-        resolve_secret(&config.sage_id_client_secret, "SAGE_ID_CLIENT_SECRET", &sdk).await?;
-    let api_key = resolve_secret(&config.provider_api_key, "PROVIDER_API_KEY", &sdk).await?;
+    let (settings, label) = match bank {
+        None => (default, String::new()),
+        Some(bank) => {
+            let banks = crate::banks_config::load(config, &sdk).await?;
+            let Some(o) = banks.banks.get(&bank) else {
+                return Err(OpsError::Usage(format!(
+                    "--credentials-of {bank}: BANKS_CONFIG has no settings for this bank"
+                )));
+            };
+            let s = o
+                .provider(&default, config.connector_environment.as_deref())
+                .map_err(|e| OpsError::Usage(format!("BANKS_CONFIG: bank {bank}: {e}")))?;
+            (s, format!("BANKS_CONFIG (bank {bank}) "))
+        }
+    };
+    let client_secret = resolve_secret(
+        &Some(settings.client_secret.reference().to_string()),
+        &format!("{label}SAGE_ID_CLIENT_SECRET"),
+        &sdk,
+    )
+    .await?;
+    let api_key = resolve_secret(
+        &Some(settings.api_key.reference().to_string()),
+        &format!("{label}PROVIDER_API_KEY"),
+        &sdk,
+    )
+    .await?;
+    let (base_url, token_url, audience, client_id) = (
+        settings.base_url.as_str(),
+        settings.token_url.as_str(),
+        settings.audience.as_str(),
+        settings.client_id.as_str(),
+    );
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("connector-ops/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
-    // The same shared token and rate limit as the functions: the Provider API's limit is per
-    // API key, whoever calls.
-    let cache = Arc::new(DynamoTokenCache::new(table.clone(), client_id));
-    let tokens = Arc::new(TokenProvider::new(
-        http.clone(),
-        SageIdConfig {
-            token_url: token_url.to_string(),
-            client_id: client_id.to_string(),
-            client_secret,
-            audience: audience.to_string(),
-            refresh_margin: Duration::from_secs(300),
-        },
-        Some(cache),
+    // The same shared token and rate limit as the functions: the token is shared per issuer +
+    // client + audience, the Provider API's limit is per API key, whoever calls.
+    let sage_id = SageIdConfig {
+        token_url: token_url.to_string(),
+        client_id: client_id.to_string(),
+        client_secret,
+        audience: audience.to_string(),
+        refresh_margin: Duration::from_secs(300),
+        style: connector_sage::TokenStyle::Form,
+    };
+    let cache = Arc::new(DynamoTokenCache::new(table.clone(), &sage_id.cache_scope()));
+    let tokens = Arc::new(TokenProvider::new(http.clone(), sage_id, Some(cache)));
+    let limiter = Arc::new(DynamoRateLimiter::new(
+        table,
+        connector_sage::rate_scope(&api_key),
+        rps,
     ));
-    let limiter = Arc::new(DynamoRateLimiter::new(table, client_id, rps));
     Ok(ProviderApi::new(
         http,
         ProviderConfig {
@@ -551,7 +582,7 @@ pub async fn bank_sync(config: &Config, args: BankSyncArgs) -> Result<()> {
         return Ok(());
     }
 
-    let provider = provider(config).await?;
+    let provider = provider(config, args.credentials_of).await?;
     let base = require(&config.banking_service_url, "BANKING_SERVICE_URL")?;
     if op != SyncOp::Create {
         confirm(

@@ -73,6 +73,38 @@ pub struct Config {
         value_name = "VALUE|ARN"
     )]
     pub provider_api_key: Option<String>,
+    /// Sage ID issuer (ending with '/'): the default issuer of the notification tokens.
+    #[arg(long, env = "SAGE_ID_ISSUER", global = true, value_name = "URL")]
+    pub sage_id_issuer: Option<String>,
+    /// Audience of the notification tokens (the default of every bank).
+    #[arg(
+        long,
+        env = "NOTIFICATION_AUDIENCE",
+        global = true,
+        value_name = "AUDIENCE"
+    )]
+    pub notification_audience: Option<String>,
+    /// Name of the custom notification header (the default of every bank).
+    #[arg(
+        long,
+        env = "NOTIFICATION_HEADER_NAME",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub notification_header_name: Option<String>,
+    /// Per-bank overrides of the settings above: JSON from bankId to settings, or the ARN of a
+    /// secret holding it (README "Several banks in one deployment").
+    #[arg(
+        long,
+        env = "BANKS_CONFIG",
+        global = true,
+        hide_env_values = true,
+        value_name = "JSON|ARN"
+    )]
+    pub banks_config: Option<String>,
+    /// sandbox or production: places a bank's `region` at Sage's host of that region.
+    #[arg(long, env = "CONNECTOR_ENVIRONMENT", global = true, value_name = "ENV")]
+    pub connector_environment: Option<String>,
     /// The connector's secret at the bank's Bank Data API (an ARN for rotate-secret).
     #[arg(
         long,

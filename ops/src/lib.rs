@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod banks;
+pub mod banks_config;
 pub mod config;
 pub mod redrive;
 pub mod rotate;
@@ -78,6 +79,9 @@ pub enum Command {
     Redrive(redrive::RedriveArgs),
     RotateSecret(rotate::RotateArgs),
     BankSync(banks::BankSyncArgs),
+    /// Show each bank's effective settings from the defaults and BANKS_CONFIG (secrets as ARNs
+    /// or `[value]`), checking them as the functions do at start-up; calls nothing.
+    Banks(banks_config::BanksArgs),
 }
 
 /// Runs one command.
@@ -90,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Redrive(a) => redrive::redrive(&config, a).await,
         Command::RotateSecret(a) => rotate::rotate(&config, a).await,
         Command::BankSync(a) => banks::bank_sync(&config, a).await,
+        Command::Banks(a) => banks_config::show(&config, a).await,
     }
 }
 

@@ -13,7 +13,7 @@ use connector_aws::Table;
 use connector_aws::consents::{ConsentRecord, GrantedAccount};
 use connector_bank::BankClient;
 use connector_domain::transaction::truncate_chars;
-use connector_sage::{AuthFailure, NotificationVerifier};
+use connector_sage::AuthFailure;
 use http::HeaderMap;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -133,7 +133,7 @@ pub fn time_left(req: &lambda_http::Request) -> Duration {
 }
 
 pub struct AvailableAccounts {
-    verifier: NotificationVerifier,
+    verifier: crate::banks::Verifiers,
     table: Table,
     bank: Arc<BankClient>,
 }
@@ -158,7 +158,7 @@ impl AvailableAccounts {
     ) -> Result<Vec<AvailableAccount>, AvailableError> {
         let answer_by = Instant::now() + time_left;
         self.verifier
-            .verify(headers)
+            .verify(headers, None)
             .await
             .map_err(AvailableError::Unauthorised)?;
         let external_id = external_id

@@ -5,17 +5,19 @@
 use connector_aws::{StoreError, Table};
 use uuid::Uuid;
 
-/// The notified `bankId`; else the bank the account was granted through at `/auth` (recorded
-/// with the grant, matched by `externalId`); else the single bank this deployment serves
-/// (`BANKING_SERVICE_BANK_ID`), if one is configured.
+/// The notified `bankId`; else the bank whose settings alone verified the notification (a
+/// deployment serving several banks, `crate::banks::Verifiers`); else the bank the account was
+/// granted through at `/auth` (recorded with the grant, matched by `externalId`); else the
+/// single bank this deployment serves (`BANKING_SERVICE_BANK_ID`), if one is configured.
 pub async fn resolve(
     table: &Table,
     external_id: &str,
     notified: Option<Uuid>,
+    verified: Option<Uuid>,
     single_bank: Option<Uuid>,
 ) -> Result<Option<Uuid>, StoreError> {
-    if notified.is_some() {
-        return Ok(notified);
+    if let Some(bank) = notified.or(verified) {
+        return Ok(Some(bank));
     }
     let granted = table
         .granted_account(external_id)

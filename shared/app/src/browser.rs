@@ -31,7 +31,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds, bank_from_env, http_client, provider_from_env};
+use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
 use crate::pages;
 
 /// How long a claim for the PATCH holds the handshake: longer than the `/auth` and
@@ -109,7 +109,7 @@ fn same_secret(a: &str, b: &str) -> bool {
 pub struct BrowserFlows {
     table: Table,
     queues: Queues,
-    provider: Arc<ProviderApi>,
+    providers: Arc<crate::banks::Providers>,
     bank: Arc<BankClient>,
     allow: RedirectAllowList,
     pub pages: crate::http::PagePolicy,
@@ -233,7 +233,7 @@ impl BrowserFlows {
             reason,
         })?;
         Ok(Self {
-            provider: provider_from_env(env, &platform, &http).await?,
+            providers: Arc::new(crate::banks::Providers::from_env(env, &platform, &http).await?),
             bank: bank_from_env(env, &platform, &http).await?,
             allow,
             pages: crate::http::PagePolicy {
@@ -699,6 +699,21 @@ impl BrowserFlows {
         )
     }
 
+    /// The Provider API client of the authorisation's bank (as its notification named it, or as
+    /// the settings that verified it told); read only when some bank has a client of its own.
+    async fn provider_for_handshake(&self, id: Uuid) -> Result<Arc<ProviderApi>, String> {
+        let bank = if self.providers.per_bank() {
+            self.table
+                .handshake(id)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|h| h.bank_id)
+        } else {
+            None
+        };
+        Ok(self.providers.for_bank(bank).clone())
+    }
+
     /// Records what the bank granted: the consent and, per account, its consent (used by the
     /// backfill, `/availableaccounts` and re-authorisation).
     async fn remember(&self, consent: &Consent, bank_id: Option<Uuid>) -> Result<(), String> {
@@ -766,9 +781,10 @@ impl BrowserFlows {
                 bank_accounts: accounts,
             },
         };
+        let provider = self.provider_for_handshake(id).await?;
         let mut attempt = 0;
         loop {
-            match self.provider.patch_authorisation(id, &patch).await {
+            match provider.patch_authorisation(id, &patch).await {
                 Ok(()) => break,
                 Err(e)
                     if e.is_retryable()

@@ -174,6 +174,12 @@ impl SecretSource {
         Self { sdk }
     }
 
+    /// `value` as a secret: fetched when it is an ARN, else the value itself; `name` (a variable,
+    /// or where in `BANKS_CONFIG`) is what an error names.
+    pub async fn resolve_named(&self, name: &str, value: String) -> Result<Secret, ConfigError> {
+        self.resolve(name, value).await
+    }
+
     async fn resolve(&self, name: &str, value: String) -> Result<Secret, ConfigError> {
         if !value.starts_with("arn:aws:secretsmanager:") {
             return Ok(Secret::new(value));

@@ -5,10 +5,7 @@ use std::time::Duration;
 
 use connector_aws::Table;
 use connector_aws::queues::Queues;
-use connector_aws::rate_limit::DynamoRateLimiter;
-use connector_aws::token_cache::DynamoTokenCache;
 use connector_bank::{BankClient, BankConfig};
-use connector_sage::{ProviderApi, ProviderConfig, SageIdConfig, TokenProvider};
 
 use crate::batch::DeadLetters;
 use crate::config::{ConfigError, Env, SecretSource};
@@ -158,49 +155,6 @@ pub fn outbound_client(roots: rustls::RootCertStore) -> Result<reqwest::Client, 
         ))
         .build()
         .map_err(|e| invalid(e.to_string()))
-}
-
-/// The Provider API client with the shared token cache and the shared rate limiter.
-pub async fn provider_from_env(
-    env: &Env,
-    platform: &Platform,
-    http: &reqwest::Client,
-) -> Result<Arc<ProviderApi>, ConfigError> {
-    let secrets = platform.secrets();
-    let client_id = env.required("SAGE_ID_CLIENT_ID")?;
-    let sage_id = SageIdConfig {
-        token_url: env.url("SAGE_ID_TOKEN_URL")?,
-        client_id: client_id.clone(),
-        client_secret: env.secret("SAGE_ID_CLIENT_SECRET", &secrets).await?,
-        audience: env.required("SAGE_ID_AUDIENCE")?,
-        refresh_margin: env.duration_secs("SAGE_ID_REFRESH_MARGIN_S", Duration::from_secs(300))?,
-    };
-    let rps: f64 = env.parse_or("PROVIDER_RATE_LIMIT_RPS", 10.0)?;
-    if !(rps.is_finite() && rps > 0.0) {
-        return Err(ConfigError::Invalid {
-            name: "PROVIDER_RATE_LIMIT_RPS".into(),
-            reason: "must be a positive number of requests per second".into(),
-        });
-    }
-    let cache = Arc::new(DynamoTokenCache::new(platform.table.clone(), &client_id));
-    let tokens = Arc::new(TokenProvider::new(http.clone(), sage_id, Some(cache)));
-    // The rate is per API key; scope the slots by client id (one key per client in practice).
-    let limiter = Arc::new(DynamoRateLimiter::new(
-        platform.table.clone(),
-        client_id,
-        rps,
-    ));
-    let config = ProviderConfig {
-        base_url: env.url("BANKING_SERVICE_URL")?,
-        api_key: env.secret("PROVIDER_API_KEY", &secrets).await?,
-        max_rate_wait: env.duration_secs("PROVIDER_MAX_RATE_WAIT_S", Duration::from_secs(20))?,
-    };
-    Ok(Arc::new(ProviderApi::new(
-        http.clone(),
-        config,
-        tokens,
-        limiter,
-    )))
 }
 
 /// The Bank Data API client.

@@ -9,10 +9,11 @@ use connector_aws::idempotency::Claim;
 use connector_aws::queues::Queues;
 use connector_domain::messages::WorkMessage;
 use connector_domain::notification::{NotificationError, ParsedNotification, parse_notification};
-use connector_sage::{AuthFailure, NotificationVerifier, Secret, VerifierConfig};
+use connector_sage::AuthFailure;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
+use crate::banks::{Verifiers, named_bank};
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, http_client};
 
@@ -62,64 +63,19 @@ pub enum IntakeError {
 }
 
 pub struct NotificationIntake {
-    verifier: NotificationVerifier,
+    verifier: Verifiers,
     table: Table,
     queues: Queues,
 }
 
-/// The verifier of Banking Service's tokens (shared by `/notification` and `/availableaccounts`).
+/// The verifiers of Banking Service's tokens (shared by `/notification` and
+/// `/availableaccounts`): the default settings and each bank's own (`crate::banks`).
 pub async fn verifier_from_env(
     env: &Env,
     platform: &Platform,
     http: reqwest::Client,
-) -> Result<NotificationVerifier, ConfigError> {
-    let mut issuer = env.url("SAGE_ID_ISSUER")?;
-    if !issuer.ends_with('/') {
-        issuer.push('/');
-    }
-    let header_name = env.optional("NOTIFICATION_HEADER_NAME");
-    let header_value = env
-        .optional_secret("NOTIFICATION_HEADER_VALUE", &platform.secrets())
-        .await?;
-    let custom_header = match (header_name, header_value) {
-        (Some(n), Some(v)) => Some((n, v)),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ConfigError::Missing {
-                name: "NOTIFICATION_HEADER_VALUE".into(),
-                hint: "set together with NOTIFICATION_HEADER_NAME",
-            });
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::Missing {
-                name: "NOTIFICATION_HEADER_NAME".into(),
-                hint: "set together with NOTIFICATION_HEADER_VALUE",
-            });
-        }
-    };
-    let config = VerifierConfig {
-        issuer,
-        audience: env.required("NOTIFICATION_AUDIENCE")?,
-        required_scope: env
-            .optional("NOTIFICATION_SCOPE")
-            .unwrap_or_else(|| "Notification".into()),
-        allowed_azp: env
-            .optional("NOTIFICATION_ALLOWED_AZP")
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        leeway: env.duration_secs("NOTIFICATION_LEEWAY_S", Duration::from_secs(30))?,
-        jwks_ttl: env.duration_secs("JWKS_CACHE_S", Duration::from_secs(3600))?,
-        custom_header: custom_header.map(|(n, v): (String, Secret)| (n, v)),
-    };
-    NotificationVerifier::new(http, config).map_err(|reason| ConfigError::Invalid {
-        name: "NOTIFICATION_HEADER_NAME".into(),
-        reason,
-    })
+) -> Result<Verifiers, ConfigError> {
+    Verifiers::from_env(env, platform, http).await
 }
 
 impl NotificationIntake {
@@ -143,11 +99,19 @@ impl NotificationIntake {
     pub async fn handle(&self, headers: &HeaderMap, body: &[u8]) -> Result<Accepted, IntakeError> {
         // Authenticate before reading the body: nothing from an unauthenticated caller is parsed
         // or stored.
-        let claims = self
+        // With several banks' settings, the `bankId` the body names (if any) chooses whose
+        // settings verify it; nothing of the body is stored or acted on before that.
+        let named = if self.verifier.several() && body.len() <= MAX_BODY {
+            named_bank(body)
+        } else {
+            None
+        };
+        let verified = self
             .verifier
-            .verify(headers)
+            .verify(headers, named)
             .await
             .map_err(IntakeError::Unauthorised)?;
+        let claims = verified.claims;
         if body.len() > MAX_BODY {
             return Err(IntakeError::TooLarge);
         }
@@ -214,6 +178,7 @@ impl NotificationIntake {
             key: key.clone(),
             action,
             received_at: now,
+            verified_bank_id: verified.bank_id,
         };
         if let Err(e) = self.queues.send_work(&message).await {
             // Give the claim up so that Banking Service's retry can enqueue it.

@@ -3,6 +3,7 @@
 
 pub mod available;
 pub mod bank_id;
+pub mod banks;
 pub mod batch;
 pub mod browser;
 pub mod config;

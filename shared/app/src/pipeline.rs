@@ -14,15 +14,17 @@ use connector_domain::statement::BalanceShape;
 use connector_sage::ProviderApi;
 use uuid::Uuid;
 
+use crate::banks::Providers;
 use crate::batch::{DeadLetters, MessageError};
 use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds, http_client, provider_from_env};
+use crate::context::{Platform, QueueNeeds, http_client};
 
 /// Everything the pusher, the poller and the reconciler share.
 pub struct Pipeline {
     pub table: Table,
     pub queues: Queues,
-    pub provider: Arc<ProviderApi>,
+    /// The Provider API client of each bank (`crate::banks`).
+    pub providers: Arc<Providers>,
     pub schedule: PollSchedule,
     pub backoff: Backoff,
     pub shape: BalanceShape,
@@ -70,7 +72,7 @@ impl Pipeline {
         fifo: bool,
     ) -> Result<Self, ConfigError> {
         let http = http_client(env)?;
-        let provider = provider_from_env(env, platform, &http).await?;
+        let providers = Arc::new(Providers::from_env(env, platform, &http).await?);
         let defaults = PollSchedule::default();
         let schedule = PollSchedule {
             base_processing: env.duration_secs("POLL_FIRST_DELAY_S", defaults.base_processing)?,
@@ -88,7 +90,7 @@ impl Pipeline {
             dead_letters: platform.dead_letters(env, fifo)?,
             table: platform.table.clone(),
             queues: platform.queues.clone(),
-            provider,
+            providers,
             schedule,
             backoff,
             shape: env.parse_or("STATEMENT_BALANCE_SHAPE", BalanceShape::Nested)?,
@@ -114,10 +116,25 @@ impl Pipeline {
             &self.table,
             &account.external_id,
             account.bank_id,
+            None,
             self.single_bank,
         )
         .await
         .map_err(retry)
+    }
+
+    /// The Provider API client of the account's bank. Learning the bank costs a read only when
+    /// some bank has a client of its own and the account does not record its bank.
+    pub async fn provider_for(
+        &self,
+        account: &connector_aws::accounts::Account,
+    ) -> Result<Arc<ProviderApi>, MessageError> {
+        let bank = match account.bank_id {
+            Some(b) => Some(b),
+            None if self.providers.per_bank() => self.bank_id_of(account).await?,
+            None => None,
+        };
+        Ok(self.providers.for_bank(bank).clone())
     }
 
     /// Keeps the claim and asks the timer to resubmit the same statement after `delay`.

@@ -126,7 +126,8 @@ impl StatementPoller {
             return Ok(());
         }
         let next = attempt + 1;
-        let resource = match p.provider.get_statement(statement_id).await {
+        let provider = p.provider_for(&account).await?;
+        let resource = match provider.get_statement(statement_id).await {
             Ok(r) => r,
             Err(ProviderError::NotFound(_)) => {
                 // Unknown to Banking Service (never stored, or deleted and forgotten): send
@@ -261,7 +262,7 @@ impl StatementPoller {
                     .await
                     .map_err(retry)?;
                 crate::metrics::parked("TransactionTooOld", too_old.len());
-                self.delete_failed(statement_id).await;
+                self.delete_failed(account, statement_id).await;
                 // Counted with the release: it is conditional on the claim, so exactly once
                 // even when this poll is retried after a crash.
                 let held = Release {
@@ -272,7 +273,7 @@ impl StatementPoller {
             }
             Outcome::AccountCancelled => {
                 tracing::warn!("account cancelled at Banking Service: stopping");
-                self.delete_failed(statement_id).await;
+                self.delete_failed(account, statement_id).await;
                 p.table
                     .cancel_account(id, Some(&account.external_id), now)
                     .await
@@ -308,7 +309,7 @@ impl StatementPoller {
                             .to_string()
                     })
                     .collect();
-                self.delete_failed(statement_id).await;
+                self.delete_failed(account, statement_id).await;
                 // The claim's attempt counter spans resubmissions of this same statement.
                 if account.status == AccountStatus::Cancelled || claim.attempt + 1 >= p.max_attempts
                 {
@@ -367,8 +368,15 @@ impl StatementPoller {
 
     /// Every failed statement is deleted once its details are recorded (spec §7.3); a failure
     /// to delete does not block the account (a failed statement no longer holds the lock).
-    async fn delete_failed(&self, statement_id: &str) {
-        if let Err(e) = self.pipeline.provider.delete_statement(statement_id).await {
+    async fn delete_failed(&self, account: &connector_aws::accounts::Account, statement_id: &str) {
+        let provider = match self.pipeline.provider_for(account).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete the failed statement");
+                return;
+            }
+        };
+        if let Err(e) = provider.delete_statement(statement_id).await {
             tracing::warn!(error = %e, "could not delete the failed statement");
         }
     }

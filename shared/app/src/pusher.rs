@@ -641,7 +641,12 @@ impl StatementPusher {
     ) -> Result<(), MessageError> {
         let p = &self.pipeline;
         let id = account.bank_account_id;
-        match p.provider.post_statement(request).await {
+        match p
+            .providers
+            .for_bank(Some(request.data.bank_id))
+            .post_statement(request)
+            .await
+        {
             Ok(resource) => {
                 let now: DateTime<Utc> = p.now();
                 claim.phase = Phase::Posted;
@@ -795,7 +800,8 @@ impl StatementPusher {
         };
         match self
             .pipeline
-            .provider
+            .providers
+            .for_bank(Some(bank_id))
             .query_account(bank_id, &account.external_id)
             .await
         {

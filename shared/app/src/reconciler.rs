@@ -95,7 +95,12 @@ impl Reconciler {
             let Some(bank_id) = g.bank_id.or(p.single_bank) else {
                 continue;
             };
-            let found = match p.provider.query_account(bank_id, &g.external_id).await {
+            let found = match p
+                .providers
+                .for_bank(Some(bank_id))
+                .query_account(bank_id, &g.external_id)
+                .await
+            {
                 Ok(Some(f)) => f,
                 Ok(None) => continue,
                 Err(e) => {
@@ -125,6 +130,7 @@ impl Reconciler {
                     key: format!("recovered#bankAccount#{}", found.bank_account_id),
                     action,
                     received_at: now,
+                    verified_bank_id: None,
                 })
                 .await
                 .map_err(|e| e.to_string())?;

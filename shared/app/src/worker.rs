@@ -16,13 +16,12 @@ use connector_domain::transaction::{
     Transaction, dated_in_future, read_additional_fields, read_category, read_coordinates,
     truncate_chars,
 };
-use connector_sage::ProviderApi;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::batch::{DeadLetters, MessageError};
 use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds, bank_from_env, http_client, provider_from_env};
+use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
 
 /// Records per backfill page.
 const BACKFILL_PAGE: u32 = 500;
@@ -31,7 +30,7 @@ pub struct NotificationWorker {
     table: Table,
     queues: Queues,
     bank: Arc<BankClient>,
-    provider: Arc<ProviderApi>,
+    providers: Arc<crate::banks::Providers>,
     default_window: Duration,
     /// The bank this deployment serves, when it serves one (`BANKING_SERVICE_BANK_ID`).
     single_bank: Option<Uuid>,
@@ -61,7 +60,7 @@ impl NotificationWorker {
             handshake_ttl: env
                 .duration_secs("AUTH_HANDSHAKE_TTL_S", Duration::from_secs(20 * 60))?,
             bank: bank_from_env(env, &platform, &http).await?,
-            provider: provider_from_env(env, &platform, &http).await?,
+            providers: Arc::new(crate::banks::Providers::from_env(env, &platform, &http).await?),
             default_window: env.duration_secs(
                 "BACKFILL_DEFAULT_DAYS_S",
                 Duration::from_secs(90 * 24 * 3600),
@@ -83,9 +82,12 @@ impl NotificationWorker {
                 key,
                 action,
                 received_at,
+                verified_bank_id,
             } => {
                 let span = tracing::info_span!("notification", notification = %key);
-                self.act(action, received_at).instrument(span).await
+                self.act(action, received_at, verified_bank_id)
+                    .instrument(span)
+                    .await
             }
             WorkMessage::BackfillPage {
                 bank_account_id,
@@ -98,6 +100,7 @@ impl NotificationWorker {
         &self,
         action: NotificationAction,
         received_at: DateTime<Utc>,
+        verified_bank_id: Option<Uuid>,
     ) -> Result<(), MessageError> {
         match action {
             NotificationAction::AuthorisationCreated {
@@ -106,7 +109,12 @@ impl NotificationWorker {
             } => {
                 let new = self
                     .table
-                    .announce_handshake(authorisation_id, bank_id, received_at, self.handshake_ttl)
+                    .announce_handshake(
+                        authorisation_id,
+                        bank_id.or(verified_bank_id),
+                        received_at,
+                        self.handshake_ttl,
+                    )
                     .await
                     .map_err(retry)?;
                 tracing::info!(authorisationId = %authorisation_id, new, "authorisation announced");
@@ -123,8 +131,14 @@ impl NotificationWorker {
                         "bankAccount created without additionalData.externalId".into(),
                     ));
                 };
-                self.account_created(bank_account_id, external_id, requested_start_date, bank_id)
-                    .await
+                self.account_created(
+                    bank_account_id,
+                    external_id,
+                    requested_start_date,
+                    bank_id,
+                    verified_bank_id,
+                )
+                .await
             }
             NotificationAction::BankAccountDeleted {
                 bank_account_id,
@@ -140,10 +154,17 @@ impl NotificationWorker {
         external_id: String,
         requested_start_date: Option<DateTime<Utc>>,
         bank_id: Option<Uuid>,
+        verified_bank_id: Option<Uuid>,
     ) -> Result<(), MessageError> {
-        let bank_id = crate::bank_id::resolve(&self.table, &external_id, bank_id, self.single_bank)
-            .await
-            .map_err(retry)?;
+        let bank_id = crate::bank_id::resolve(
+            &self.table,
+            &external_id,
+            bank_id,
+            verified_bank_id,
+            self.single_bank,
+        )
+        .await
+        .map_err(retry)?;
         let start = match requested_start_date {
             Some(d) => d,
             None => {
@@ -213,7 +234,12 @@ impl NotificationWorker {
         let Some(bank_id) = bank_id else {
             return fallback;
         };
-        match self.provider.query_account(bank_id, external_id).await {
+        match self
+            .providers
+            .for_bank(Some(bank_id))
+            .query_account(bank_id, external_id)
+            .await
+        {
             Ok(Some(found)) => found
                 .requested_start_date
                 .as_deref()

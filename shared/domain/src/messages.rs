@@ -17,6 +17,10 @@ pub enum WorkMessage {
         key: String,
         action: NotificationAction,
         received_at: DateTime<Utc>,
+        /// The bank whose settings alone verified the notification (several banks in one
+        /// deployment), when the notification did not name it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verified_bank_id: Option<Uuid>,
     },
     /// One page of an account's history pull; carries on from `cursor`.
     #[serde(rename_all = "camelCase")]

@@ -1,13 +1,16 @@
 //! Clients of Sage's side of the contract (`../shared/spec/banking-service.md` §3, §6).
 
+pub mod banks;
+pub mod keyed;
 pub mod provider;
 pub mod secret;
 pub mod token;
 pub mod verifier;
 
+pub use keyed::{KeyConflict, RateLimiters, TokenProviders, rate_scope};
 pub use provider::{ProviderApi, ProviderConfig, ProviderError};
 pub use secret::Secret;
-pub use token::{SageIdConfig, TokenError, TokenProvider};
+pub use token::{SageIdConfig, TokenError, TokenProvider, TokenStyle, token_scope};
 pub use verifier::{AuthFailure, NotificationVerifier, VerifierConfig};
 
 /// A reqwest error as a short sentence without the URL's query (which could carry secrets).
@@ -25,4 +28,9 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
         Some(u) => format!("{kind} ({}{})", u.host_str().unwrap_or(""), u.path()),
         None => kind.to_string(),
     }
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

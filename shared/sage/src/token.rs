@@ -1,5 +1,10 @@
 //! Sage ID access tokens for the Provider API (spec §3.1): reused until a margin before expiry,
 //! shared by every Lambda, refreshed single-flight.
+//!
+//! Two token-request styles (docs/configuration.md, "Sage ID token requests"): Banking Service's
+//! form body (`grant_type=client_credentials`) and Payments Out's documented JSON body
+//! (`{"grant_type":"client_credential",...}`). A token's lifetime is `expires_in`, else the
+//! token's own (unverified) `exp`, else 480 minutes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,12 +12,35 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use connector_domain::ports::{CachedToken, SharedTokenCache};
 use serde::Deserialize;
+use sha2::Digest;
 use tokio::sync::Mutex;
 
 use crate::secret::Secret;
 
 /// Assumed lifetime when Sage ID omits `expires_in` (spec §3.1 rule 1).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(480 * 60);
+
+/// How the token request is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenStyle {
+    /// `application/x-www-form-urlencoded`, `grant_type=client_credentials` (Banking Service).
+    #[default]
+    Form,
+    /// `application/json`, `{"grant_type":"client_credential","client_id","client_secret",
+    /// "audience"}`: Payments Out's documented body, sent verbatim.
+    Json,
+}
+
+impl std::str::FromStr for TokenStyle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "form" => Ok(Self::Form),
+            "json" => Ok(Self::Json),
+            other => Err(format!("`{other}` is neither form nor json")),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SageIdConfig {
@@ -22,6 +50,27 @@ pub struct SageIdConfig {
     pub audience: String,
     /// Refresh this long before expiry (default 5 minutes).
     pub refresh_margin: Duration,
+    pub style: TokenStyle,
+}
+
+impl SageIdConfig {
+    /// What a token is shared under: issuer (its token URL) + client + audience. Two
+    /// configurations with the same scope may share one token; any difference gives another
+    /// token (two banks, or Banking Service and Payments Out, never swap tokens).
+    pub fn cache_scope(&self) -> String {
+        token_scope(&self.token_url, &self.client_id, &self.audience)
+    }
+}
+
+/// The key a token of (`token_url`, `client_id`, `audience`) is cached under: a digest, so
+/// that the key has a bounded length and names no audience or client in the table.
+pub fn token_scope(token_url: &str, client_id: &str, audience: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    for part in [token_url, client_id, audience] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    crate::hex(&h.finalize()[..16])
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,6 +117,11 @@ impl TokenProvider {
             shared,
             holder: uuid::Uuid::new_v4().to_string(),
         }
+    }
+
+    /// What this provider asks Sage ID with.
+    pub fn config(&self) -> &SageIdConfig {
+        &self.config
     }
 
     /// Valid for longer than the refresh margin; the margin shrinks to a quarter of the
@@ -148,16 +202,22 @@ impl TokenProvider {
     }
 
     async fn fetch(&self) -> Result<CachedToken, TokenError> {
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", self.config.client_id.as_str()),
-            ("client_secret", self.config.client_secret.expose()),
-            ("audience", self.config.audience.as_str()),
-        ];
-        let response = self
-            .http
-            .post(&self.config.token_url)
-            .form(&form)
+        let request = self.http.post(&self.config.token_url);
+        let request = match self.config.style {
+            TokenStyle::Form => request.form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.config.client_id.as_str()),
+                ("client_secret", self.config.client_secret.expose()),
+                ("audience", self.config.audience.as_str()),
+            ]),
+            TokenStyle::Json => request.json(&serde_json::json!({
+                "grant_type": "client_credential",
+                "client_id": self.config.client_id,
+                "client_secret": self.config.client_secret.expose(),
+                "audience": self.config.audience,
+            })),
+        };
+        let response = request
             .send()
             .await
             .map_err(|e| TokenError::Unavailable(crate::describe_reqwest(&e)))?;
@@ -174,12 +234,13 @@ impl TokenProvider {
         if body.access_token.is_empty() {
             return Err(TokenError::Malformed);
         }
+        let now = Utc::now();
         let lifetime = body
             .expires_in
             .map(Duration::from_secs)
+            .or_else(|| unverified_lifetime(&body.access_token, now))
             .unwrap_or(DEFAULT_LIFETIME);
         tracing::info!(lifetime_s = lifetime.as_secs(), "obtained a Sage ID token");
-        let now = Utc::now();
         Ok(CachedToken {
             access_token: body.access_token,
             token_type: body.token_type.unwrap_or_else(|| "Bearer".into()),
@@ -187,4 +248,22 @@ impl TokenProvider {
             expires_at: now + TimeDelta::from_std(lifetime).unwrap_or(TimeDelta::zero()),
         })
     }
+}
+
+/// What is left of a JWT's life by its own `exp` claim, read without verifying the token (the
+/// connector only presents it; Sage verifies it). `None` when it is not a JWT with an `exp` in
+/// the future.
+fn unverified_lifetime(token: &str, now: chrono::DateTime<Utc>) -> Option<Duration> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    #[derive(Deserialize)]
+    struct Exp {
+        exp: i64,
+    }
+    let Exp { exp } = serde_json::from_slice(&bytes).ok()?;
+    let left = exp.checked_sub(now.timestamp())?;
+    (left > 0).then(|| Duration::from_secs(left as u64))
 }

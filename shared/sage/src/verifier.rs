@@ -20,6 +20,8 @@ pub struct VerifierConfig {
     /// Sage ID issuer, ending with `/`; the JWKS is at `{issuer}.well-known/jwks.json`.
     pub issuer: String,
     pub audience: String,
+    /// The scope the token must carry (`Notification` for Banking Service); empty = not
+    /// checked (Payments Out's default: Sage has not published the scope of its tokens).
     pub required_scope: String,
     /// Sage client ids allowed as `azp`; empty = any.
     pub allowed_azp: Vec<String>,
@@ -56,7 +58,7 @@ pub enum AuthFailure {
     WrongIssuer,
     #[error("audience mismatch")]
     WrongAudience,
-    #[error("scope `Notification` missing")]
+    #[error("required scope missing")]
     MissingScope,
     #[error("azp not allowed")]
     AzpNotAllowed,
@@ -195,13 +197,7 @@ impl NotificationVerifier {
             })?;
         let scopes: ScopeClaims =
             serde_json::from_value(data.claims.clone()).map_err(|_| AuthFailure::Malformed)?;
-        let has_scope = scopes
-            .scope
-            .as_deref()
-            .unwrap_or("")
-            .split_whitespace()
-            .any(|s| s == self.config.required_scope);
-        if !has_scope {
+        if !scope_satisfied(&self.config.required_scope, scopes.scope.as_deref()) {
             return Err(AuthFailure::MissingScope);
         }
         if !self.config.allowed_azp.is_empty()
@@ -286,6 +282,16 @@ impl NotificationVerifier {
         }
         Ok(keys)
     }
+}
+
+/// Whether a token's `scope` claim (space-separated) satisfies `required`; an empty `required`
+/// is satisfied by any token, with or without a scope.
+fn scope_satisfied(required: &str, scope: Option<&str>) -> bool {
+    required.is_empty()
+        || scope
+            .unwrap_or("")
+            .split_whitespace()
+            .any(|s| s == required)
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
