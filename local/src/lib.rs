@@ -2,6 +2,7 @@
 //! and moto (the AWS wire protocol) and the sandbox, wired exactly as `template.yaml` wires them.
 
 pub mod bench;
+pub mod browser;
 pub mod coldstart;
 pub mod demo;
 pub mod dynamodb_local;

@@ -640,6 +640,19 @@ fn resolve_environment(
         // The functions never build their URLs from a request's Host header, and off Lambda
         // there is no API Gateway domain: the local API's address is the public base URL.
         ("PublicBaseUrl", api_url.to_string()),
+        // Sage's hosts, and the sandbox's product pages (`sandbox::ui`, on `localhost`: another
+        // site than the connector on 127.0.0.1), which frame `/auth` as Sage's products do.
+        (
+            "FrameAncestors",
+            format!(
+                "{} {}",
+                parameters
+                    .get("FrameAncestors")
+                    .cloned()
+                    .unwrap_or_else(|| "'self'".into()),
+                sandbox::ui::product_base(&sandbox.base_url())
+            ),
+        ),
     ] {
         parameters.insert(k.to_string(), v);
     }
