@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dynamodb_local;
 pub mod events;
 pub mod gateway;
+pub mod invoke;
 pub mod meter;
 pub mod moto;
 pub mod notification_bench;
