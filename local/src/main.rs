@@ -27,6 +27,9 @@ enum Command {
         #[arg(long)]
         logs: bool,
     },
+    /// Install what the browser tests need when missing (Chromium and ChromeDriver with
+    /// apt-get as root, axe-core with npm) and print where they are.
+    BrowserTools,
     /// Invoke one function once against the stack `up` serves, with the environment that stack
     /// gives it, and print its answer (what `sam local invoke` does with a container engine).
     Invoke {
@@ -172,6 +175,15 @@ async fn main() -> Result<()> {
             local_stack::invoke::forget();
             stack.shutdown().await;
             println!("Stopped.");
+        }
+        Command::BrowserTools => {
+            let t = local_stack::browser::ensure_installed()?;
+            println!(
+                "chromium {}\nchromedriver {}\naxe-core {}",
+                t.chromium.display(),
+                t.chromedriver.display(),
+                t.axe_js.display()
+            );
         }
         Command::Invoke {
             function,

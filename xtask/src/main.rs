@@ -3,10 +3,12 @@
 //! - `cargo xtask demo`: builds the connector and runs the main job locally (moto + sandbox +
 //!   the nine functions), printing what happens.
 //! - `cargo xtask test`: everything CI checks, stage by stage with timings: formatting, clippy,
-//!   unit and integration tests, the template checks (cfn-lint, sam validate --lint, then the
+//!   unit, integration and browser tests (Chromium, ChromeDriver and axe-core installed when
+//!   missing), the template checks (cfn-lint, sam validate --lint, then the
 //!   SAM transform itself: `tools/check_template.py`) and `sam build`.
 //!
 //! Both install what they need themselves (a project-local virtualenv from `tools/`).
+//! - `cargo xtask invoke <function> [event]`: one function once against `cargo xtask up`'s stack.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -146,7 +148,16 @@ fn test() -> ExitCode {
         "cargo build --bins (binaries the local stack runs)",
         &mut || run(cargo().args(["build", "--workspace", "--bins"])),
     ) && stage(
-        "cargo test (unit, property and integration tests)",
+        "browser tools (apt-get chromium chromium-driver as root; npm axe-core)",
+        &mut || {
+            // The browser tests install these themselves too; here the install is seen and timed.
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("target"));
+            run(&mut Command::new(target.join("debug").join("local-stack")).arg("browser-tools"))
+        },
+    ) && stage(
+        "cargo test (unit, property and integration tests, browser tests)",
         &mut || {
             run(cargo()
                 .args(["test", "--workspace", "--no-fail-fast"])
