@@ -154,7 +154,7 @@ fn test() -> ExitCode {
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root().join("target"));
-            run(&mut Command::new(target.join("debug").join("local-stack")).arg("browser-tools"))
+            run(Command::new(target.join("debug").join("local-stack")).arg("browser-tools"))
         },
     ) && stage(
         "cargo test (unit, property and integration tests, browser tests)",
