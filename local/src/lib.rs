@@ -2,11 +2,13 @@
 //! and moto (the AWS wire protocol) and the sandbox, wired exactly as `template.yaml` wires them.
 
 pub mod bench;
+pub mod browser;
 pub mod coldstart;
 pub mod demo;
 pub mod dynamodb_local;
 pub mod events;
 pub mod gateway;
+pub mod invoke;
 pub mod meter;
 pub mod moto;
 pub mod notification_bench;

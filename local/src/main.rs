@@ -27,6 +27,23 @@ enum Command {
         #[arg(long)]
         logs: bool,
     },
+    /// Install what the browser tests need when missing (Chromium and ChromeDriver with
+    /// apt-get as root, axe-core with npm) and print where they are.
+    BrowserTools,
+    /// Invoke one function once against the stack `up` serves, with the environment that stack
+    /// gives it, and print its answer (what `sam local invoke` does with a container engine).
+    Invoke {
+        /// The function (a directory of functions/, e.g. notification).
+        function: String,
+        /// The event (JSON); default: events/<function>.json.
+        event: Option<std::path::PathBuf>,
+        /// Set a variable on top of the stack's environment (NAME=VALUE; repeatable).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// Remove a variable from it, e.g. to see the function's start-up error (repeatable).
+        #[arg(long, value_name = "NAME")]
+        unset: Vec<String>,
+    },
     /// Start the stack, onboard an account, backfill it, push new transactions, watch them
     /// reach the sandbox, then stop.
     Demo {
@@ -146,13 +163,51 @@ async fn main() -> Result<()> {
             println!("Starting the local stack…");
             let stack = LocalStack::start(options).await?;
             print_urls(&stack);
+            if let Err(e) = local_stack::invoke::record(&stack) {
+                eprintln!("note: `cargo xtask invoke` will not find this stack: {e:#}");
+            }
             println!(
                 "Function logs in {}. Ctrl-C stops everything.",
                 Options::new(default_bin_dir()?).log_dir.display()
             );
             interrupt.recv().await;
             println!("Stopping…");
+            local_stack::invoke::forget();
             stack.shutdown().await;
+            println!("Stopped.");
+        }
+        Command::BrowserTools => {
+            let t = local_stack::browser::ensure_installed()?;
+            println!(
+                "chromium {}\nchromedriver {}\naxe-core {}",
+                t.chromium.display(),
+                t.chromedriver.display(),
+                t.axe_js.display()
+            );
+        }
+        Command::Invoke {
+            function,
+            event,
+            set,
+            unset,
+        } => {
+            let answer = local_stack::invoke::invoke(&local_stack::invoke::InvokeOptions {
+                function: function.clone(),
+                event,
+                set,
+                unset,
+                bin_dir: default_bin_dir()?,
+            })
+            .await?;
+            match answer {
+                local_stack::invoke::Answer::Response(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                local_stack::invoke::Answer::FunctionError(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    anyhow::bail!("{function} answered with a function error");
+                }
+            }
         }
         Command::Bench {
             accounts,
@@ -260,6 +315,9 @@ async fn main() -> Result<()> {
             println!("==> Starting the local stack (DynamoDB Local, moto, sandbox, 9 functions)");
             let stack = LocalStack::start(options).await?;
             print_urls(&stack);
+            if let Err(e) = local_stack::invoke::record(&stack) {
+                eprintln!("note: `cargo xtask invoke` will not find this stack: {e:#}");
+            }
             let outcome = tokio::select! {
                 r = local_stack::demo::run(&stack, transactions, true) => Some(r),
                 _ = tokio::signal::ctrl_c() => None,

@@ -1,6 +1,7 @@
 //! The local stack itself behaves like the AWS pieces it stands in for: poison messages go to
 //! the DLQ without blocking their queue; a function with missing configuration refuses to
-//! start and names the variable; Ctrl-C leaves no process behind.
+//! start and names the variable; `invoke` runs one function against `up`'s stack and ends with
+//! a function's start-up error; Ctrl-C leaves no process behind.
 
 mod common;
 
@@ -143,14 +144,16 @@ async fn a_function_without_its_configuration_refuses_to_start_and_names_the_var
 }
 
 #[tokio::test]
-async fn ctrl_c_stops_the_stack_and_leaves_no_process_behind() {
+async fn invoke_runs_a_function_against_up_and_ctrl_c_leaves_no_process_behind() {
     // A whole stack: it takes a slot like the others.
     let _slot = common::slots().acquire_owned().await.unwrap();
     let bin = local_stack::stack::default_bin_dir()
         .unwrap()
         .join("local-stack");
-    let mut child = tokio::process::Command::new(bin)
+    let state = std::env::temp_dir().join(format!("connector-state-{}.json", uuid::Uuid::new_v4()));
+    let mut child = tokio::process::Command::new(&bin)
         .args(["up", "--port", "0"])
+        .env(local_stack::invoke::STATE_VARIABLE, &state)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -201,6 +204,40 @@ async fn ctrl_c_stops_the_stack_and_leaves_no_process_behind() {
             })
             .collect()
     };
+    // `invoke` finds the running stack and prints the function's answer (the reconciler's
+    // report of this empty stack)…
+    let invoke = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.arg("invoke")
+            .args(args)
+            .env(local_stack::invoke::STATE_VARIABLE, &state)
+            .kill_on_drop(true);
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), cmd.output())
+                .await
+                .expect("invoke ends")
+                .expect("run invoke")
+        }
+    };
+    let out = invoke(&["reconciler"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
+    assert_eq!(report["accounts"], json!(0), "{report}");
+    // …and a function missing a variable ends the invocation with its start-up error.
+    let started = std::time::Instant::now();
+    let out = invoke(&["ingest", "--unset", "TABLE_NAME"]).await;
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ingest failed to start") && stderr.contains("TABLE_NAME"),
+        "{stderr}"
+    );
+
     let children = descendants(pid);
     assert!(
         children.len() >= 10,
@@ -215,6 +252,7 @@ async fn ctrl_c_stops_the_stack_and_leaves_no_process_behind() {
         .expect("stopped within 30 s")
         .unwrap();
     assert!(status.success(), "{status}");
+    assert!(!state.exists(), "up forgets its stack when it stops");
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A zombie (state Z) is dead, waiting for init to reap it.
     let alive: Vec<u32> = children

@@ -676,13 +676,22 @@ pub fn router() -> Router<Arc<Core>> {
         .route("/_sandbox/bank/consents/{id}/revoke", post(revoke_consent))
 }
 
+/// The demo bank's look: plain, readable, a visible focus ring for keyboard users.
+const BANK_STYLE: &str = "body{font-family:Georgia,serif;background:#f4f1ea;color:#222;margin:0}\
+main{max-width:30rem;margin:2rem auto;background:#fff;padding:1.5rem;border-top:6px solid #7a1f2b}\
+h1{color:#7a1f2b;margin-top:0}label{display:inline-block;margin:.4rem 0}\
+input{font-size:1rem;padding:.3rem}button{font-size:1rem;padding:.5rem 1.2rem;margin:.8rem .5rem 0 0;\
+border:1px solid #7a1f2b;border-radius:.3rem;background:#7a1f2b;color:#fff}\
+button[value=cancel]{background:#fff;color:#7a1f2b}.error{color:#a00000;font-weight:bold}\
+:focus-visible{outline:3px solid #1a5fb4;outline-offset:2px}";
+
 fn oauth_json(status: StatusCode, error: &str) -> Response {
     (status, axum::Json(json!({ "error": error }))).into_response()
 }
 
 fn error_page(status: StatusCode, message: &str) -> Response {
     let body = format!(
-        "<!doctype html><html><head><title>Demo Bank</title></head><body><h1>Demo Bank</h1><p class=\"error\">{}</p></body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Demo Bank</title><style>{BANK_STYLE}</style></head><body><main><h1>Demo Bank</h1><p class=\"error\">{}</p></main></body></html>",
         html_escape(message)
     );
     (status, Html(body)).into_response()
@@ -801,14 +810,16 @@ fn login_page(core: &Core, bank: &DemoBank, p: &AuthParams, error: Option<&str>)
         "Sign in and choose accounts"
     };
     let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Demo Bank</title></head><body>\n\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{title} — Demo Bank</title><style>{BANK_STYLE}</style></head><body><main>\n\
          <h1>Demo Bank</h1><h2>{title}</h2>{err}\n\
          <form method=\"post\" action=\"{base}/bank/oauth/authorize\" data-bank-login>\n{hidden}\
          <label>Username <input name=\"username\" autocomplete=\"username\"></label><br>\n\
          <label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label><br>\n\
          {accounts}\
          <button type=\"submit\" name=\"action\" value=\"approve\">Approve</button>\n\
-         <button type=\"submit\" name=\"action\" value=\"cancel\">Cancel</button>\n</form></body></html>",
+         <button type=\"submit\" name=\"action\" value=\"cancel\">Cancel</button>\n</form></main></body></html>",
         base = core.base_url,
         hidden = p.hidden_fields(),
     );

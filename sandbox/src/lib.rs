@@ -28,6 +28,7 @@ mod provider;
 pub mod sageid;
 mod server;
 mod state;
+pub mod ui;
 pub mod util;
 pub mod validate;
 

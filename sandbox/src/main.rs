@@ -29,27 +29,40 @@ struct ServeArgs {
     /// Address to listen on (loopback unless real credentials are configured).
     #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Provider API requests per second per API key (0 disables the limit).
+    /// Provider API requests per second per API key (default 10, as Sage; 0 disables the
+    /// limit, as --fast does).
     #[arg(long, env = "SANDBOX_RATE_LIMIT")]
     rate_limit: Option<f64>,
+    /// Requests a key may send at once before the rate limit holds it back (token bucket size;
+    /// default 10).
     #[arg(long, env = "SANDBOX_BURST")]
     burst: Option<u32>,
-    /// Access token lifetime in seconds.
+    /// Access token lifetime in seconds (default 28800: 8 hours).
     #[arg(long, env = "SANDBOX_TOKEN_LIFETIME_S")]
     token_lifetime_s: Option<u64>,
+    /// Milliseconds a statement waits as `queued` before processing starts (default 100;
+    /// --fast: 0).
     #[arg(long, env = "SANDBOX_QUEUE_DELAY_MS")]
     queue_delay_ms: Option<u64>,
+    /// Fixed milliseconds of a statement's processing (default 200; --fast: 0).
     #[arg(long, env = "SANDBOX_PROCESSING_DELAY_MS")]
     processing_delay_ms: Option<u64>,
+    /// Processing microseconds added per transaction of a statement (default 500; --fast: 0).
     #[arg(long, env = "SANDBOX_PER_TXN_US")]
     per_txn_us: Option<u64>,
+    /// Seed of the sandbox's randomness: signing keys, ids, demo data (default 42; the
+    /// same seed gives the same run).
     #[arg(long, env = "SANDBOX_SEED")]
     seed: Option<u64>,
+    /// Name of the custom header sent with every notification, as registered by the bank (default
+    /// none; needs --custom-header-value).
     #[arg(long, env = "SANDBOX_CUSTOM_HEADER_NAME")]
     custom_header_name: Option<String>,
+    /// Its value (the connector's NOTIFICATION_HEADER_VALUE; default none).
     #[arg(long, env = "SANDBOX_CUSTOM_HEADER_VALUE")]
     custom_header_value: Option<String>,
-    /// `aud` of the tokens sent to the connector (its NOTIFICATION_AUDIENCE).
+    /// `aud` of the tokens sent to the connector (its NOTIFICATION_AUDIENCE; default
+    /// local-connector).
     #[arg(long, env = "SANDBOX_NOTIFICATION_AUDIENCE")]
     notification_audience: Option<String>,
     /// Probability (0 to 1) that each optional `additionalData` field (`bankId`,

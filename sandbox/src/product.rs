@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,7 +19,7 @@ use crate::json::{Node, OwnedNode};
 use crate::model::*;
 use crate::notify::{self, Notification, Signing};
 use crate::state::{Authorisation, Candidate, Core};
-use crate::util::{html_escape, parse_time_or_date, pct_encode};
+use crate::util::{parse_time_or_date, pct_encode};
 use crate::validate::ACCOUNT_TYPES;
 
 // ---------------------------------------------------------------- operations
@@ -468,7 +468,6 @@ pub fn router() -> Router<Arc<Core>> {
         )
         .route(&format!("{co}/availablebankaccounts"), get(get_available))
         .route(&format!("{co}/linkavailablebankaccount"), post(post_link))
-        .route("/ui/v1/indirectredirect/{authorisationId}", get(ui_landing))
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -1157,18 +1156,4 @@ async fn post_link(
         StatusCode::CREATED,
         &json!({ "bankAccountId": view.bank_account_id, "status": view.status, "lastTransactionId": view.last_transaction_id }),
     ))
-}
-
-async fn ui_landing(Path(raw): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Response {
-    let state = q
-        .iter()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
-    Html(format!(
-        "<!doctype html><title>Banking Service</title><h1>Authorisation {} finished</h1><p>state: {}</p>",
-        html_escape(&raw),
-        html_escape(state)
-    ))
-    .into_response()
 }

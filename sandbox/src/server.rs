@@ -41,6 +41,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .merge(v1)
         .merge(crate::control::router())
         .merge(crate::product::router())
+        .merge(crate::ui::router())
         .merge(crate::bank::router())
         .merge(crate::payments_out::router(&core))
         .fallback(provider::not_found)

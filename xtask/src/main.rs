@@ -3,10 +3,12 @@
 //! - `cargo xtask demo`: builds the connector and runs the main job locally (moto + sandbox +
 //!   the nine functions), printing what happens.
 //! - `cargo xtask test`: everything CI checks, stage by stage with timings: formatting, clippy,
-//!   unit and integration tests, the template checks (cfn-lint, sam validate --lint, then the
+//!   unit, integration and browser tests (Chromium, ChromeDriver and axe-core installed when
+//!   missing), the template checks (cfn-lint, sam validate --lint, then the
 //!   SAM transform itself: `tools/check_template.py`) and `sam build`.
 //!
 //! Both install what they need themselves (a project-local virtualenv from `tools/`).
+//! - `cargo xtask invoke <function> [event]`: one function once against `cargo xtask up`'s stack.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -146,7 +148,16 @@ fn test() -> ExitCode {
         "cargo build --bins (binaries the local stack runs)",
         &mut || run(cargo().args(["build", "--workspace", "--bins"])),
     ) && stage(
-        "cargo test (unit, property and integration tests)",
+        "browser tools (apt-get chromium chromium-driver as root; npm axe-core)",
+        &mut || {
+            // The browser tests install these themselves too; here the install is seen and timed.
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("target"));
+            run(Command::new(target.join("debug").join("local-stack")).arg("browser-tools"))
+        },
+    ) && stage(
+        "cargo test (unit, property and integration tests, browser tests)",
         &mut || {
             run(cargo()
                 .args(["test", "--workspace", "--no-fail-fast"])
@@ -228,10 +239,27 @@ fn local_stack(command: &str, args: &[String], release: bool) -> ExitCode {
     let profile = if release { "release" } else { "debug" };
     let mut cmd = Command::new(target.join(profile).join("local-stack"));
     cmd.arg(command).args(args).env("CONNECTOR_VENV", venv());
+    // Ctrl-C reaches local-stack too (same process group): it stops every process of the stack,
+    // and this process waits for it instead of returning the prompt first.
+    outlive_interrupt();
     if run(&mut cmd) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+extern "C" fn ignore_interrupt(_: libc::c_int) {}
+
+/// SIGINT no longer ends this process (a handler that does nothing, not SIG_IGN, so that the
+/// children it starts get the default action back at exec).
+fn outlive_interrupt() {
+    // SAFETY: installs an async-signal-safe handler that does nothing.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            ignore_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
 }
 
@@ -378,7 +406,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some(c @ ("demo" | "up" | "bench")) => local_stack(c, &args[1..], false),
+        Some(c @ ("demo" | "up" | "bench" | "invoke")) => local_stack(c, &args[1..], false),
         // Figures of the code itself need the release profile (the one Lambda runs).
         Some(c @ ("bench-notification" | "bench-coldstart" | "soak")) => {
             local_stack(c, &args[1..], true)
@@ -386,7 +414,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (onboard, backfill, ingest, deliver)\n  up     build and serve the local stack until Ctrl-C\n  bench  measure the statement pipeline against the sandbox at 10 requests/s\n  bench-notification  measure /notification validation and a load run (release build)\n  bench-coldstart     cold start and footprint of each function vs hello world (release build)\n  soak   200 accounts x 500 transactions through ingest under faults (release build)\n  fuzz   [--seconds N] [target...] run the libFuzzer targets (default 600 s each)\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
+                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (onboard, backfill, ingest, deliver)\n  up     build and serve the local stack until Ctrl-C\n  invoke <function> [event] [--env NAME=VALUE] [--unset NAME]  run one function once against `up`'s stack and print its answer (default event: events/<function>.json)\n  bench  measure the statement pipeline against the sandbox at 10 requests/s\n  bench-notification  measure /notification validation and a load run (release build)\n  bench-coldstart     cold start and footprint of each function vs hello world (release build)\n  soak   200 accounts x 500 transactions through ingest under faults (release build)\n  fuzz   [--seconds N] [target...] run the libFuzzer targets (default 600 s each)\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
             );
             ExitCode::from(2)
         }
