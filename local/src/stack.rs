@@ -689,7 +689,7 @@ fn resolve_environment(
         ("PublicBaseUrl", registered.api_url.to_string()),
         // A single-bank deployment, as the local stack is (tests may set it empty).
         ("BankingServiceBankId", registered.bank_id.to_string()),
-                // Sage's hosts, and the sandbox's product pages (`sandbox::ui`, on `localhost`: another
+        // Sage's hosts, and the sandbox's product pages (`sandbox::ui`, on `localhost`: another
         // site than the connector on 127.0.0.1), which frame `/auth` as Sage's products do.
         (
             "FrameAncestors",
