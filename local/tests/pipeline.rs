@@ -868,8 +868,12 @@ async fn a_refused_api_key_alarms_and_waits_and_a_recurring_409_parks() {
         parked[0].reason.starts_with("Conflict: 409 3 times"),
         "{parked:?}"
     );
-    let account = table.get_account(ids[1]).await.unwrap().unwrap();
-    assert!(account.in_flight.is_none(), "{account:?}");
+    // Parked first, then released.
+    common::eventually("the account is released", LONG, || async {
+        let account = table.get_account(ids[1]).await.ok()??;
+        account.in_flight.is_none().then_some(())
+    })
+    .await;
     assert!(!logged_metric(
         &stack,
         "ConfigurationErrors",
