@@ -73,7 +73,42 @@ impl SqsSource {
         }
     }
 
-    async fn poll_once(&self) -> anyhow::Result<()> {
+    /// A FIFO queue's mapping: one receiver, whose next long poll starts only once the batch it
+    /// just received is in flight (so that batch's message groups are locked: moto decides which
+    /// groups are busy when a long poll starts, and concurrent long polls could be handed a
+    /// group still being processed, which SQS never does), and up to `concurrency` batches
+    /// invoked at once — as Lambda scales a FIFO mapping's pollers up to its
+    /// `MaximumConcurrency` while honouring the group lock.
+    pub async fn run_dispatching(self: Arc<Self>, stop: Arc<AtomicBool>, concurrency: usize) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        while !stop.load(Ordering::SeqCst) {
+            if self.paused.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            match self.receive().await {
+                Ok(messages) if !messages.is_empty() => {
+                    let source = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = source.handle(messages).await {
+                            tracing::warn!(queue = %source.queue_url, error = %e, "event source batch failed");
+                        }
+                        drop(slot);
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(queue = %self.queue_url, error = %e, "event source poll failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn receive(&self) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
         let out = self
             .client
             .receive_message()
@@ -83,10 +118,19 @@ impl SqsSource {
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
             .await?;
-        let messages = out.messages.unwrap_or_default();
+        Ok(out.messages.unwrap_or_default())
+    }
+
+    async fn poll_once(&self) -> anyhow::Result<()> {
+        let messages = self.receive().await?;
         if messages.is_empty() {
             return Ok(());
         }
+        self.handle(messages).await
+    }
+
+    /// Invokes the function with a batch, deletes what succeeded, lets failures come back.
+    async fn handle(&self, messages: Vec<aws_sdk_sqs::types::Message>) -> anyhow::Result<()> {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .messages

@@ -176,14 +176,20 @@ impl LocalStack {
         for client in &options.more_banks {
             let id = register_bank_as(&sandbox, &api_url, client).await?;
             more_bank_ids.push(id);
-            banks_config.insert(
-                id.to_string(),
-                serde_json::json!({
-                    "clientId": client.client_id,
-                    "clientSecretRef": client.client_secret,
-                    "apiKeyRef": client.api_key,
-                }),
-            );
+            let mut entry = serde_json::json!({
+                "clientId": client.client_id,
+                "clientSecretRef": client.client_secret,
+                "apiKeyRef": client.api_key,
+            });
+            // A provider registered with its own notification settings (docs/configuration.md).
+            if let Some(audience) = &client.notification_audience {
+                entry["notificationAudience"] = audience.clone().into();
+            }
+            if let Some(h) = &client.custom_header {
+                entry["customHeaderName"] = h.name.clone().into();
+                entry["customHeaderValueRef"] = h.value.clone().into();
+            }
+            banks_config.insert(id.to_string(), entry);
         }
         if !banks_config.is_empty() {
             options
@@ -283,22 +289,18 @@ impl LocalStack {
                             stats,
                             paused,
                         });
-                        // One poller on a FIFO queue: moto decides which message groups are
-                        // busy when a long poll starts, so a second poller already waiting
-                        // could be handed the next message of a group still being processed,
-                        // which SQS never does. Lambda's own pollers honour the group lock;
-                        // the single poller does here (groups of a batch still run in
-                        // parallel in the function).
-                        let fifo = template.queue(queue).is_some_and(|q| q.fifo);
-                        let pollers = if fifo {
-                            1
+                        let concurrency = (*max_concurrency as usize)
+                            .min(options.max_consumer_concurrency)
+                            .max(1);
+                        if template.queue(queue).is_some_and(|q| q.fifo) {
+                            // One receiver honouring the group lock, batches run concurrently.
+                            tasks.push(tokio::spawn(
+                                source.clone().run_dispatching(stop.clone(), concurrency),
+                            ));
                         } else {
-                            (*max_concurrency as usize)
-                                .min(options.max_consumer_concurrency)
-                                .max(1)
-                        };
-                        for _ in 0..pollers {
-                            tasks.push(tokio::spawn(source.clone().run(stop.clone())));
+                            for _ in 0..concurrency {
+                                tasks.push(tokio::spawn(source.clone().run(stop.clone())));
+                            }
                         }
                     }
                     EventSpec::Schedule { every_secs } => {

@@ -60,6 +60,8 @@ async fn each_banks_statements_go_out_with_that_banks_client_and_key() {
         allowed_audiences: vec![sandbox::config::local::PROVIDER_AUDIENCE.into()],
         provider_id: Uuid::new_v4(),
         api_key: "second-provider-api-key".into(),
+        notification_audience: None,
+        custom_header: None,
     };
     let mut sandbox = SandboxConfig::fast();
     sandbox.clients.push(second.clone());
@@ -109,5 +111,78 @@ async fn each_banks_statements_go_out_with_that_banks_client_and_key() {
         posts.iter().all(|(_, s)| *s != 404),
         "a statement went out with the other bank's credentials: {posts:?}"
     );
+    stack.finish().await;
+}
+
+/// A bank whose provider was registered with its own notification audience and custom header:
+/// its notifications verify against its own settings only, and when they name no bank (Sage's
+/// own examples carry only `externalId`), the settings that verified one give its bank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notification_naming_no_bank_gets_the_bank_whose_settings_verify_it() {
+    let second = ProviderClient {
+        client_id: "own-settings-provider".into(),
+        client_secret: "own-settings-provider-secret".into(),
+        allowed_audiences: vec![sandbox::config::local::PROVIDER_AUDIENCE.into()],
+        provider_id: Uuid::new_v4(),
+        api_key: "own-settings-provider-api-key".into(),
+        notification_audience: Some("own-settings-notifications".into()),
+        custom_header: Some(sandbox::config::CustomHeader {
+            name: "x-own-settings".into(),
+            value: "own-settings-header-value".into(),
+        }),
+    };
+    // Every optional field left out: no notification names its bank.
+    let mut sandbox = SandboxConfig::fast().omitting_optional_fields(1.0);
+    sandbox.clients.push(second.clone());
+    let mut options = common::options(sandbox);
+    options.more_banks = vec![second];
+    let stack = common::start_with(options).await;
+    let second_bank = stack.more_bank_ids[0];
+
+    let b = account_at(&stack, second_bank, "own-settings-b").await;
+    let client = stack.sandbox.client();
+    let notified: Vec<_> = client
+        .notifications()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.resource_id.as_deref() == Some(b.to_string().as_str()))
+        .collect();
+    assert!(
+        notified
+            .iter()
+            .all(|n| n.omitted.iter().any(|f| f == "bankId")),
+        "{notified:?}"
+    );
+    assert!(
+        notified.iter().any(|n| n.status == Some(200)),
+        "{notified:?}"
+    );
+
+    let tag = "own-settings-b";
+    let (status, body, _) = common::ingest_retrying(
+        &stack,
+        &json!({"externalId": tag, "transactions": records(tag, 2)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    common::wait_held(&stack, b, 2, LONG).await;
+    // Learnt as the second bank: its statements go out with its own client (the deployment's
+    // single bank, the fallback, would have been refused with 404).
+    let posts: Vec<(String, u16)> = client
+        .requests()
+        .await
+        .expect("request log")
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/statements")
+        .map(|r| (r.client_id.unwrap_or_default(), r.status))
+        .collect();
+    assert!(
+        posts
+            .iter()
+            .any(|(c, s)| c == "own-settings-provider" && *s < 300),
+        "{posts:?}"
+    );
+    assert!(posts.iter().all(|(_, s)| *s != 404), "{posts:?}");
     stack.finish().await;
 }

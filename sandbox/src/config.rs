@@ -32,6 +32,14 @@ pub struct ProviderClient {
     pub allowed_audiences: Vec<String>,
     pub provider_id: Uuid,
     pub api_key: String,
+    /// The audience of notifications about this provider's banks, when it is not the
+    /// sandbox's `notification_audience` (a provider registered with its own settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_audience: Option<String>,
+    /// The custom header on notifications about this provider's banks, when it is not the
+    /// sandbox's `custom_header`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_header: Option<CustomHeader>,
 }
 
 impl ProviderClient {
@@ -42,6 +50,8 @@ impl ProviderClient {
             allowed_audiences: vec![local::PROVIDER_AUDIENCE.into(), local::PO_AUDIENCE.into()],
             provider_id: Uuid::parse_str(local::PROVIDER_ID).unwrap_or_default(),
             api_key: local::API_KEY.into(),
+            notification_audience: None,
+            custom_header: None,
         }
     }
 

@@ -47,6 +47,16 @@ impl Notification {
         }
     }
 
+    /// The bank the notification is about (none for a raw body).
+    pub fn bank_id(&self) -> Option<Uuid> {
+        match self {
+            Notification::AuthorisationCreated { bank_id, .. }
+            | Notification::BankAccountCreated { bank_id, .. }
+            | Notification::BankAccountDeleted { bank_id, .. } => Some(*bank_id),
+            Notification::Raw { .. } => None,
+        }
+    }
+
     pub fn resource_id(&self) -> Option<String> {
         match self {
             Notification::AuthorisationCreated {
@@ -186,15 +196,32 @@ pub struct Signing {
     pub header: HeaderVariant,
 }
 
+/// The audience and custom header of notifications about `bank`: its provider's own when that
+/// provider was registered with them, else the sandbox's.
+fn signer(core: &Core, bank: Option<Uuid>) -> (String, Option<crate::config::CustomHeader>) {
+    let provider = bank.and_then(|b| core.state.lock().banks.get(&b).map(|b| b.provider_id));
+    let client = provider.and_then(|p| core.cfg.clients.iter().find(|c| c.provider_id == p));
+    (
+        client
+            .and_then(|c| c.notification_audience.clone())
+            .unwrap_or_else(|| core.cfg.notification_audience.clone()),
+        client
+            .and_then(|c| c.custom_header.clone())
+            .or_else(|| core.cfg.custom_header.clone()),
+    )
+}
+
 fn request(
     core: &Core,
     builder: reqwest::RequestBuilder,
     signing: Signing,
+    bank: Option<Uuid>,
 ) -> Result<reqwest::RequestBuilder, String> {
     let foreign = core.foreign_key().map_err(|e| e.to_string())?;
+    let (audience, custom_header) = signer(core, bank);
     let spec = NotificationTokenSpec {
         issuer: &core.issuer,
-        audience: &core.cfg.notification_audience,
+        audience: &audience,
         azp: &core.cfg.notification_azp,
         scope: &core.cfg.notification_scope,
         now: core.now().timestamp(),
@@ -208,7 +235,7 @@ fn request(
     if let Some(t) = token {
         b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    if let Some(h) = &core.cfg.custom_header {
+    if let Some(h) = &custom_header {
         match signing.header {
             HeaderVariant::Configured => b = b.header(h.name.as_str(), h.value.as_str()),
             HeaderVariant::WrongValue => {
@@ -305,7 +332,7 @@ pub async fn deliver_once(
             .timeout(Duration::from_millis(core.cfg.notification_timeout_ms))
             .header(header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
-        let (status, error, text) = match request(core, builder, signing) {
+        let (status, error, text) = match request(core, builder, signing, n.bank_id()) {
             Err(e) => (None, Some(e), None),
             Ok(b) => match b.send().await {
                 Ok(resp) => {
@@ -435,7 +462,7 @@ pub async fn call_available_accounts(
         .http
         .get(&full)
         .timeout(Duration::from_millis(core.cfg.availableaccounts_timeout_ms));
-    let (status, body, error) = match request(core, builder, signing) {
+    let (status, body, error) = match request(core, builder, signing, None) {
         Err(e) => (None, String::new(), Some(e)),
         Ok(b) => match b.send().await {
             Ok(resp) => {

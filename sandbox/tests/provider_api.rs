@@ -285,6 +285,8 @@ async fn another_providers_key_with_this_token_is_forbidden() {
         allowed_audiences: vec![AUD.into()],
         provider_id: Uuid::new_v4(),
         api_key: "key2".into(),
+        notification_audience: None,
+        custom_header: None,
     };
     h.client
         .load_fixtures(&Fixtures {
@@ -721,6 +723,8 @@ async fn unknown_or_foreign_principal_is_404() {
         allowed_audiences: vec![AUD.into()],
         provider_id: Uuid::new_v4(),
         api_key: "key2".into(),
+        notification_audience: None,
+        custom_header: None,
     };
     h.client
         .load_fixtures(&Fixtures {
