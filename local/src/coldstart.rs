@@ -163,7 +163,7 @@ pub async fn run(
     let baseline = &mut baseline[0];
     for round in 1..=runs {
         for s in functions.iter_mut() {
-            let (hello, ..) = measure_once(
+            let (hello, hello_first, hello_rss, _) = measure_once(
                 &baseline.binary,
                 &baseline.name,
                 &baseline.environment,
@@ -172,6 +172,8 @@ pub async fn run(
             )
             .await?;
             baseline.inits.push(hello);
+            baseline.firsts.push(hello_first);
+            baseline.rss.push(hello_rss);
             baseline.ratios.push(1.0);
             let (i, f, r, o) =
                 measure_once(&s.binary, &s.name, &s.environment, &s.event, &log_dir).await?;

@@ -70,7 +70,7 @@ enum Command {
     /// Cold start and footprint of every function's binary beside a hello-world
     /// `lambda_runtime` binary (run the release build: `cargo xtask bench-coldstart`).
     BenchColdstart {
-        /// Cold starts per function, in rounds over all binaries (medians are reported).
+        /// Rounds: in each, every function starts right after a start of hello-lambda (paired ratios).
         #[arg(long, default_value_t = 15)]
         runs: usize,
     },
