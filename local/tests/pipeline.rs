@@ -1043,10 +1043,12 @@ async fn claim_left_behind(
     since: chrono::DateTime<Utc>,
 ) -> (connector_aws::accounts::InFlight, Vec<Value>) {
     let table = common::table(stack);
-    // The account's own backfill (its history at the bank) may still be in flight.
+    // The account's own backfill (its history at the bank) may still be in flight, and a
+    // late wake-up may still take the account for a moment: wait until nothing is pending.
     common::eventually("the account is idle", LONG, || async {
         let a = table.get_account(id).await.ok()??;
-        a.in_flight.is_none().then_some(())
+        let pending = table.pending_transactions(id, None, 1).await.ok()?;
+        (a.in_flight.is_none() && pending.is_empty()).then_some(())
     })
     .await;
     let retrying = phase == connector_aws::accounts::Phase::RetryWait;
@@ -1070,10 +1072,15 @@ async fn claim_left_behind(
         retry_at: retrying.then_some(since),
         next_poll_at: None,
     };
-    assert!(matches!(
-        table.claim_account(id, &claim).await.unwrap(),
-        connector_aws::accounts::ClaimOutcome::Claimed(_)
-    ));
+    // A wake-up with nothing to send claims and releases at once: try until the claim is ours.
+    common::eventually("the claim is taken by hand", LONG, || async {
+        matches!(
+            table.claim_account(id, &claim).await.ok()?,
+            connector_aws::accounts::ClaimOutcome::Claimed(_)
+        )
+        .then_some(())
+    })
+    .await;
     let records = transactions(tag, 5);
     ingest_all(stack, tag, &records).await;
     let pending = table.pending_transactions(id, None, 10).await.unwrap();
