@@ -457,11 +457,7 @@ impl StatementPusher {
             Err(BuildFailure::Park(reason)) => {
                 // A statement that cannot be built never will be: park it, carry on.
                 tracing::error!(%reason, "statement cannot be built; transactions parked");
-                p.table
-                    .park_transactions(id, &claim.unique_ids, &reason, p.now())
-                    .await
-                    .map_err(retry)?;
-                crate::metrics::parked(&reason, claim.unique_ids.len());
+                self.park_batch(id, &claim, &reason).await?;
                 return p
                     .release_and_continue(id, &claim.token, &Release::default())
                     .await;
@@ -742,11 +738,7 @@ impl StatementPusher {
                     .unwrap_or_else(|| e.code.clone().unwrap_or_default());
                 let reason = format!("Rejected: {}", summary.trim());
                 tracing::error!(%reason, "Banking Service refused the statement; parked");
-                p.table
-                    .park_transactions(id, &claim.unique_ids, &reason, p.now())
-                    .await
-                    .map_err(retry)?;
-                crate::metrics::parked(&reason, claim.unique_ids.len());
+                self.park_batch(id, &claim, &reason).await?;
                 let sent_auth = claim.kind == StatementKind::AuthRequired;
                 p.release_and_continue(
                     id,
@@ -770,6 +762,22 @@ impl StatementPusher {
         }
     }
 
+    /// Parks the claim's transactions with `reason` (alarmed through `RecordsParked`).
+    async fn park_batch(
+        &self,
+        id: Uuid,
+        claim: &InFlight,
+        reason: &str,
+    ) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        p.table
+            .park_transactions(id, &claim.unique_ids, reason, p.now())
+            .await
+            .map_err(retry)?;
+        crate::metrics::parked(reason, claim.unique_ids.len());
+        Ok(())
+    }
+
     /// A 409 that keeps coming while Banking Service does not report the account cancelled
     /// (no statement of ours can be in flight that long): park the batch with the reason.
     async fn park_conflicted(
@@ -785,11 +793,7 @@ impl StatementPusher {
             e.message.as_deref().unwrap_or("no message")
         );
         tracing::error!(%reason, "Banking Service keeps refusing the statement; parked");
-        p.table
-            .park_transactions(id, &claim.unique_ids, &reason, p.now())
-            .await
-            .map_err(retry)?;
-        crate::metrics::parked(&reason, claim.unique_ids.len());
+        self.park_batch(id, &claim, &reason).await?;
         p.release_and_continue(id, &claim.token, &Release::default())
             .await
     }
