@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use connector_aws::accounts::AccountStatus as Ours;
+use connector_domain::account::AccountStatus as Ours;
 use sandbox::SandboxConfig;
 use sandbox::driver::{AccountPick, OnboardOptions, ProbeVariant, ReauthOptions};
 use sandbox::model::AccountStatus;

@@ -46,7 +46,7 @@ async fn account_at(stack: &local_stack::LocalStack, bank: Uuid, external_id: &s
     let table = common::table(stack);
     common::eventually("the connector knows the account", LONG, || async {
         let a = table.get_account(id).await.ok()??;
-        (a.backfill == connector_aws::accounts::BackfillState::Done).then_some(())
+        (a.backfill == connector_domain::account::BackfillState::Done).then_some(())
     })
     .await;
     id

@@ -258,7 +258,7 @@ async fn a_deletion_overtaking_its_creation_leaves_the_account_cancelled() {
     let account = table.get_account(id).await.unwrap().unwrap();
     assert_eq!(
         account.status,
-        connector_aws::accounts::AccountStatus::Cancelled
+        connector_domain::account::AccountStatus::Cancelled
     );
     let links = table.accounts_for_external_id("acc_RACE01").await.unwrap();
     assert!(links.iter().all(|l| l.cancelled), "{links:?}");

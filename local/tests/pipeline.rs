@@ -64,7 +64,7 @@ async fn create_accounts(stack: &local_stack::LocalStack, tags: &[&str]) -> Vec<
     for id in &ids {
         common::eventually("the connector knows the account", LONG, || async {
             let a = table.get_account(*id).await.ok()??;
-            (a.backfill == connector_aws::accounts::BackfillState::Done).then_some(())
+            (a.backfill == connector_domain::account::BackfillState::Done).then_some(())
         })
         .await;
     }
@@ -315,10 +315,10 @@ async fn a_failed_poll_delivered_again_polls_nothing() {
     let table = common::table(&stack);
     let claim = common::eventually("the failed poll moves the counter on", LONG, || async {
         let claim = table.get_account(id).await.ok()??.in_flight?;
-        (claim.poll_attempt >= 1).then_some(claim)
+        (claim.poll_attempt() >= 1).then_some(claim)
     })
     .await;
-    let statement_id = claim.statement_id.clone().expect("posted");
+    let statement_id = claim.statement_id().expect("posted").to_string();
     // The counter moves before the GET is made: wait for the GET in the sandbox's log.
     common::eventually("the failed poll reaches Banking Service", LONG, || async {
         (polls_of(&client, &statement_id).await >= 1).then_some(())
@@ -338,8 +338,8 @@ async fn a_failed_poll_delivered_again_polls_nothing() {
                 statement_id: statement_id.clone(),
                 claim: claim.token.clone(),
                 attempt: 0,
-                posted_at: claim.posted_at.expect("posted"),
-                transaction_count: claim.transaction_count,
+                posted_at: claim.posted().expect("posted").posted_at,
+                transaction_count: claim.transaction_count(),
             },
             Duration::ZERO,
         )
@@ -839,10 +839,17 @@ async fn a_refused_api_key_alarms_and_waits_and_a_recurring_409_parks() {
     .await;
     let claim = common::eventually("the claim waits to retry", LONG, || async {
         let claim = table.get_account(ids[0]).await.ok()??.in_flight?;
-        (claim.phase == connector_aws::accounts::Phase::RetryWait).then_some(claim)
+        matches!(
+            claim.phase,
+            connector_domain::account::ClaimPhase::RetryWait { .. }
+        )
+        .then_some(claim)
     })
     .await;
-    let wait = claim.retry_at.expect("retry_at") - Utc::now();
+    let connector_domain::account::ClaimPhase::RetryWait { retry_at } = claim.phase else {
+        unreachable!("waited for retryWait")
+    };
+    let wait = retry_at - Utc::now();
     assert!(wait > TimeDelta::minutes(4), "retried after {wait}");
     assert!(
         table
@@ -1039,9 +1046,9 @@ async fn claim_left_behind(
     stack: &local_stack::LocalStack,
     id: Uuid,
     tag: &str,
-    phase: connector_aws::accounts::Phase,
+    retrying: bool,
     since: chrono::DateTime<Utc>,
-) -> (connector_aws::accounts::InFlight, Vec<Value>) {
+) -> (connector_domain::account::Claim, Vec<Value>) {
     let table = common::table(stack);
     // The account's own backfill (its history at the bank) may still be in flight, and a
     // late wake-up may still take the account for a moment: wait until nothing is pending.
@@ -1051,32 +1058,15 @@ async fn claim_left_behind(
         (a.in_flight.is_none() && pending.is_empty()).then_some(())
     })
     .await;
-    let retrying = phase == connector_aws::accounts::Phase::RetryWait;
-    let mut claim = connector_aws::accounts::InFlight {
-        token: Uuid::new_v4().to_string(),
-        phase,
-        kind: connector_aws::accounts::StatementKind::Transactions,
-        since,
-        statement_id: None,
-        posted_at: None,
-        attempt: u32::from(retrying),
-        poll_attempt: 0,
-        conflicts: 0,
-        transaction_count: 0,
-        unique_ids: Vec::new(),
-        overdue: false,
-        balance_as_of: None,
-        hi_key: None,
-        newest_date: None,
-        oldest_received_at: None,
-        retry_at: retrying.then_some(since),
-        next_poll_at: None,
-    };
+    let mut claim = connector_domain::account::Claim::new(Uuid::new_v4().to_string(), since);
+    if retrying {
+        claim.wait_for_retry(since);
+    }
     // A wake-up with nothing to send claims and releases at once: try until the claim is ours.
     common::eventually("the claim is taken by hand", LONG, || async {
         matches!(
             table.claim_account(id, &claim).await.ok()?,
-            connector_aws::accounts::ClaimOutcome::Claimed(_)
+            connector_domain::account::ClaimOutcome::Claimed(_)
         )
         .then_some(())
     })
@@ -1085,13 +1075,23 @@ async fn claim_left_behind(
     ingest_all(stack, tag, &records).await;
     let pending = table.pending_transactions(id, None, 10).await.unwrap();
     assert_eq!(pending.len(), 5);
-    claim.unique_ids = pending
+    claim.batch.unique_ids = pending
         .iter()
         .map(|t| t.transaction.unique_id.clone())
         .collect();
-    claim.transaction_count = 5;
-    claim.hi_key = pending.iter().filter_map(|t| t.position.clone()).max();
-    claim.newest_date = pending.iter().map(|t| t.transaction.date_posted).max();
+    claim.batch.span = Some(connector_domain::account::BatchSpan {
+        hi_key: pending
+            .iter()
+            .filter_map(|t| t.position.clone())
+            .max()
+            .unwrap(),
+        newest_date: pending
+            .iter()
+            .map(|t| t.transaction.date_posted)
+            .max()
+            .unwrap(),
+        oldest_received_at: pending.iter().map(|t| t.received_at).min().unwrap(),
+    });
     assert!(table.update_claim(id, &claim.token, &claim).await.unwrap());
     (claim, records)
 }
@@ -1119,14 +1119,7 @@ async fn a_retry_timer_lost_with_its_pusher_is_taken_over_by_the_watchdog() {
     let stack = common::start_with(common::options(SandboxConfig::fast())).await;
     let tag = "acc_LOST1";
     let id = create_accounts(&stack, &[tag]).await[0];
-    let (claim, records) = claim_left_behind(
-        &stack,
-        id,
-        tag,
-        connector_aws::accounts::Phase::RetryWait,
-        Utc::now(),
-    )
-    .await;
+    let (claim, records) = claim_left_behind(&stack, id, tag, true, Utc::now()).await;
     // The watchdog the pusher armed when it took the claim.
     poll_queue(&stack)
         .send_timer(
@@ -1149,14 +1142,7 @@ async fn a_claim_left_posting_without_a_watchdog_is_taken_over() {
     let stack = common::start_with(common::options(SandboxConfig::fast())).await;
     let tag = "acc_LOST3";
     let id = create_accounts(&stack, &[tag]).await[0];
-    let (_, records) = claim_left_behind(
-        &stack,
-        id,
-        tag,
-        connector_aws::accounts::Phase::Posting,
-        Utc::now(),
-    )
-    .await;
+    let (_, records) = claim_left_behind(&stack, id, tag, false, Utc::now()).await;
     assert_posted_once(&stack, id, &records).await;
     stack.finish().await;
 }
@@ -1178,10 +1164,10 @@ async fn a_poll_chain_lost_with_its_poller_is_restarted_by_the_watchdog() {
     ingest_all(&stack, tag, &records).await;
     let claim = common::eventually("the statement is posted", LONG, || async {
         let claim = table.get_account(id).await.ok()??.in_flight?;
-        (claim.phase == connector_aws::accounts::Phase::Posted).then_some(claim)
+        claim.posted().is_some().then_some(claim)
     })
     .await;
-    assert_eq!(claim.poll_attempt, 0);
+    assert_eq!(claim.poll_attempt(), 0);
     assert!(
         table
             .advance_poll(id, &claim.token, 0, false, Utc::now())
@@ -1192,7 +1178,7 @@ async fn a_poll_chain_lost_with_its_poller_is_restarted_by_the_watchdog() {
 
     common::wait_held(&stack, id, 5, TAKEOVER).await;
     assert_delivered_exactly(&stack, id, &records).await;
-    let statement_id = claim.statement_id.expect("posted");
+    let statement_id = claim.statement_id().expect("posted").to_string();
     let polls = polls_of(&client, &statement_id).await;
     assert!(polls >= 1, "the restarted chain polled");
     let violations = client.violations().await.unwrap();
@@ -1224,21 +1210,21 @@ async fn a_poll_delivered_twice_at_once_polls_once() {
         // may move a while before the GET under load): at rest every poll step has its GET.
         let claim = common::eventually("the statement is being polled", LONG, || async {
             let claim = table.get_account(id).await.ok()??.in_flight?;
-            if claim.phase != connector_aws::accounts::Phase::Posted || claim.poll_attempt <= round
-            {
+            if claim.posted().is_none() || claim.poll_attempt() <= round {
                 return None;
             }
-            let statement_id = claim.statement_id.as_deref()?;
-            (polls_of(&client, statement_id).await >= claim.poll_attempt as usize).then_some(claim)
+            let statement_id = claim.statement_id()?;
+            (polls_of(&client, statement_id).await >= claim.poll_attempt() as usize)
+                .then_some(claim)
         })
         .await;
         let copy = connector_domain::messages::TimerMessage::Poll {
             bank_account_id: id,
-            statement_id: claim.statement_id.clone().expect("posted"),
+            statement_id: claim.statement_id().expect("posted").to_string(),
             claim: claim.token.clone(),
-            attempt: claim.poll_attempt,
-            posted_at: claim.posted_at.expect("posted"),
-            transaction_count: claim.transaction_count,
+            attempt: claim.poll_attempt(),
+            posted_at: claim.posted().expect("posted").posted_at,
+            transaction_count: claim.transaction_count(),
         };
         let (a, b) = tokio::join!(
             queue.send_timer(&copy, Duration::from_secs(2)),

@@ -4,8 +4,8 @@
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, TimeZone, Utc};
 use connector_aws::Table;
-use connector_aws::accounts::{Account, CreateOutcome};
 use connector_aws::consents::GrantedAccount;
+use connector_domain::account::{Account, CreateOutcome};
 use local_stack::dynamodb_local;
 use local_stack::stack::{TABLE_NAME, create_table, sdk_config};
 use local_stack::template::Template;

@@ -4,8 +4,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use connector_aws::Table;
-use connector_aws::accounts::{Account, AccountStatus, InFlight};
 use connector_aws::transactions::ParkedRecord;
+use connector_domain::account::{Account, AccountStatus, Claim};
 use connector_domain::messages::{Kick, KickReason};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -152,27 +152,27 @@ fn enum_text(v: serde_json::Result<Value>) -> String {
 }
 
 /// When the claim last moved (as the reconciler measures it).
-fn last_progress(claim: &InFlight) -> DateTime<Utc> {
-    claim.posted_at.unwrap_or(claim.since)
+fn last_progress(claim: &Claim) -> DateTime<Utc> {
+    claim.last_progress()
 }
 
-fn is_stale(claim: &InFlight, config: &Config, now: DateTime<Utc>) -> bool {
+fn is_stale(claim: &Claim, config: &Config, now: DateTime<Utc>) -> bool {
     let stale =
         chrono::TimeDelta::from_std(config.stale_after()).unwrap_or(chrono::TimeDelta::minutes(15));
     now - last_progress(claim) >= stale
 }
 
-fn claim_json(claim: &InFlight, config: &Config, now: DateTime<Utc>) -> Value {
+fn claim_json(claim: &Claim, config: &Config, now: DateTime<Utc>) -> Value {
     json!({
-        "statementId": claim.statement_id,
-        "kind": enum_text(serde_json::to_value(claim.kind)),
-        "phase": enum_text(serde_json::to_value(claim.phase)),
+        "statementId": claim.statement_id(),
+        "kind": claim.kind.name(),
+        "phase": claim.phase.name(),
         "since": claim.since,
-        "postedAt": claim.posted_at,
+        "postedAt": claim.posted().map(|p| p.posted_at),
         "failedSubmissions": claim.attempt,
-        "polls": claim.poll_attempt,
-        "transactionCount": claim.transaction_count,
-        "overdue": claim.overdue,
+        "polls": claim.poll_attempt(),
+        "transactionCount": claim.transaction_count(),
+        "overdue": claim.posted().is_some_and(|p| p.overdue),
         "secondsWithoutProgress": (now - last_progress(claim)).num_seconds(),
         "stale": is_stale(claim, config, now),
     })
@@ -453,9 +453,9 @@ pub async fn repush(config: &Config, args: RepushArgs) -> Result<()> {
         let quiet = (now - last_progress(claim)).num_seconds();
         let about = format!(
             "{} statement {}, phase {}, no progress for {quiet} s",
-            enum_text(serde_json::to_value(claim.kind)),
-            claim.statement_id.as_deref().unwrap_or("not posted yet"),
-            enum_text(serde_json::to_value(claim.phase))
+            claim.kind.name(),
+            claim.statement_id().unwrap_or("not posted yet"),
+            claim.phase.name()
         );
         if args.clear_claim {
             if !stale {

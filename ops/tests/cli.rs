@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use connector_aws::Table;
-use connector_aws::accounts::{BackfillState, ClaimOutcome, InFlight};
+use connector_domain::account::{BackfillState, Claim, ClaimOutcome};
 use local_stack::stack::{LOCAL_INGEST_KEY, binaries_present, default_bin_dir};
 use local_stack::{LocalStack, Options};
 use sandbox::SandboxConfig;
@@ -564,7 +564,7 @@ async fn show_parked_and_repush_an_account() {
 
     // A stale claim: its pusher died long ago, before it armed the claim's watchdog. The push
     // queue's consumer is held back while the operator looks, so that nothing moves meanwhile.
-    let dead_pusher = |token: &str| -> InFlight {
+    let dead_pusher = |token: &str| -> Claim {
         serde_json::from_value(json!({
             "token": token,
             "phase": "posting",
@@ -641,7 +641,7 @@ async fn show_parked_and_repush_an_account() {
 
     // The table only clears the claim exactly as it was seen: one that moved on stays.
     let mut moved_on = stuck.clone();
-    moved_on.poll_attempt = 1;
+    moved_on.attempt = 1;
     assert!(!table.clear_claim(id, &moved_on).await.unwrap());
     assert!(
         table

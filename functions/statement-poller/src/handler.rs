@@ -1,23 +1,21 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use connector_app::batch::{self, parse_body};
+use connector_app::pipeline::Consumer;
 use connector_app::poller::StatementPoller;
 use connector_domain::messages::TimerMessage;
 use lambda_runtime::{Error, LambdaEvent};
 
 pub async fn handle(
-    poller: &StatementPoller,
+    poller: &Consumer<StatementPoller>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    Ok(batch::process(
-        event.payload,
-        &poller.pipeline.dead_letters,
-        10,
-        |m| async move {
+    Ok(
+        batch::process(event.payload, &poller.dead_letters, 10, |m| async move {
             let message: TimerMessage = parse_body(&m)?;
-            poller.handle(message).await
-        },
+            poller.handler.handle(message).await
+        })
+        .await,
     )
-    .await)
 }
 
 #[cfg(test)]

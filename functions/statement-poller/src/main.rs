@@ -3,7 +3,6 @@
 mod handler;
 
 use connector_app::config::Env;
-use connector_app::pipeline::Pipeline;
 use connector_app::poller::StatementPoller;
 use connector_app::telemetry;
 
@@ -12,8 +11,8 @@ use connector_app::telemetry;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
-    let poller = match Pipeline::from_env(&Env::from_process(), false).await {
-        Ok(p) => StatementPoller::new(p),
+    let poller = match StatementPoller::from_env(&Env::from_process()).await {
+        Ok(p) => p,
         Err(e) => telemetry::fail_start("statement-poller", &e),
     };
     let poller = &poller;

@@ -1,23 +1,21 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use connector_app::batch::{self, parse_body};
+use connector_app::pipeline::Consumer;
 use connector_app::pusher::StatementPusher;
 use connector_domain::messages::Kick;
 use lambda_runtime::{Error, LambdaEvent};
 
 pub async fn handle(
-    pusher: &StatementPusher,
+    pusher: &Consumer<StatementPusher>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    Ok(batch::process(
-        event.payload,
-        &pusher.pipeline.dead_letters,
-        10,
-        |m| async move {
+    Ok(
+        batch::process(event.payload, &pusher.dead_letters, 10, |m| async move {
             let kick: Kick = parse_body(&m)?;
-            pusher.handle(kick).await
-        },
+            pusher.handler.handle(kick).await
+        })
+        .await,
     )
-    .await)
 }
 
 #[cfg(test)]

@@ -241,11 +241,11 @@ pub async fn diagnose(stack: &LocalStack) {
                 a.delivered_count,
                 a.ingesting,
                 a.in_flight.map(|c| (
-                    c.phase,
+                    c.phase.name(),
                     c.kind,
-                    c.statement_id,
+                    c.statement_id().map(str::to_string),
                     c.attempt,
-                    c.poll_attempt,
+                    c.poll_attempt(),
                     c.since
                 ))
             );

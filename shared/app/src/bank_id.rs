@@ -2,7 +2,7 @@
 //! any `additionalData` field may be missing (Sage's own example notifications send only
 //! `externalId`), and `POST /v1/accountqueries` cannot help, since it needs the `bankId`.
 
-use connector_aws::{StoreError, Table};
+use connector_domain::ports::{GrantStore, StoreError};
 use uuid::Uuid;
 
 /// The notified `bankId`; else the bank whose settings alone verified the notification (a
@@ -10,7 +10,7 @@ use uuid::Uuid;
 /// granted through at `/auth` (recorded with the grant, matched by `externalId`); else the
 /// single bank this deployment serves (`BANKING_SERVICE_BANK_ID`), if one is configured.
 pub async fn resolve(
-    table: &Table,
+    grants: &dyn GrantStore,
     external_id: &str,
     notified: Option<Uuid>,
     verified: Option<Uuid>,
@@ -19,7 +19,7 @@ pub async fn resolve(
     if let Some(bank) = notified.or(verified) {
         return Ok(Some(bank));
     }
-    let granted = table
+    let granted = grants
         .granted_account(external_id)
         .await?
         .and_then(|g| g.bank_id);

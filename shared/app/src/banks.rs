@@ -458,6 +458,17 @@ pub fn named_bank(body: &[u8]) -> Option<Uuid> {
     Uuid::parse_str(id.as_str()?.trim()).ok()
 }
 
+/// The clients as the pipeline's port.
+impl connector_domain::ports::StatementApis for Providers {
+    fn for_bank(&self, bank: Option<Uuid>) -> Arc<dyn connector_domain::ports::StatementApi> {
+        Providers::for_bank(self, bank).clone()
+    }
+
+    fn per_bank(&self) -> bool {
+        Providers::per_bank(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

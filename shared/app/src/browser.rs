@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use connector_aws::Table;
-use connector_aws::accounts::{AccountStatus, BackfillState};
 use connector_aws::consents::{ConsentRecord, GrantedAccount};
 use connector_aws::handshakes::{
     BrowserSession, Flow, Handshake, HandshakeRefusal, HandshakeState,
 };
 use connector_aws::queues::Queues;
 use connector_bank::{BankClient, Consent, Pkce};
+use connector_domain::account::{AccountStatus, BackfillState};
 use connector_domain::messages::{Kick, KickReason, WorkMessage};
 use connector_domain::redirect::{RedirectAllowList, StartLink, with_state};
 use connector_domain::transaction::truncate_chars;

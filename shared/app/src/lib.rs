@@ -8,6 +8,8 @@ pub mod batch;
 pub mod browser;
 pub mod config;
 pub mod context;
+#[cfg(test)]
+mod fakes;
 pub mod http;
 pub mod ingest;
 pub mod intake;
@@ -17,5 +19,7 @@ pub mod pipeline;
 pub mod poller;
 pub mod pusher;
 pub mod reconciler;
+#[cfg(test)]
+mod state_machines;
 pub mod telemetry;
 pub mod worker;

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use connector_aws::Table;
-use connector_aws::accounts::{InFlight, Phase, Release};
-use connector_aws::queues::Queues;
+use chrono::{DateTime, Utc};
+use connector_domain::account::{Account, Claim, Release};
 use connector_domain::messages::{Kick, KickReason, TimerMessage};
+use connector_domain::ports::{
+    CallError, Clock, PipelineStore, QueueError, StatementApi, StatementApis, StoreError, Timers,
+};
 use connector_domain::schedule::{Backoff, PollSchedule};
 use connector_domain::statement::BalanceShape;
-use connector_sage::ProviderApi;
 use uuid::Uuid;
 
 use crate::banks::Providers;
@@ -19,12 +19,30 @@ use crate::batch::{DeadLetters, MessageError};
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, http_client};
 
-/// Everything the pusher, the poller and the reconciler share.
+/// The clock of a running function.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A consumer of a queue, and where its poison messages go.
+pub struct Consumer<T> {
+    pub handler: T,
+    pub dead_letters: DeadLetters,
+}
+
+/// Everything the pusher, the poller and the reconciler share: their ports and settings.
 pub struct Pipeline {
-    pub table: Table,
-    pub queues: Queues,
+    /// Accounts, their claims and transactions, and the grants (the table).
+    pub store: Arc<dyn PipelineStore>,
+    /// The push, timer and work queues.
+    pub timers: Arc<dyn Timers>,
     /// The Provider API client of each bank (`crate::banks`).
-    pub providers: Arc<Providers>,
+    pub providers: Arc<dyn StatementApis>,
+    pub clock: Arc<dyn Clock>,
     pub schedule: PollSchedule,
     pub backoff: Backoff,
     pub shape: BalanceShape,
@@ -32,8 +50,6 @@ pub struct Pipeline {
     pub max_attempts: u32,
     /// The 2-week rule (spec §7.1 rule 10).
     pub too_old: Duration,
-    /// Where this consumer's poison messages go.
-    pub dead_letters: DeadLetters,
     /// A claim still being posted after this long lost its pusher (longer than any timeout).
     pub posting_stale_after: Duration,
     /// The bank this deployment serves, when it serves one (`BANKING_SERVICE_BANK_ID`).
@@ -45,14 +61,28 @@ pub struct Pipeline {
     pub max_conflicts: u32,
 }
 
-pub(crate) fn retry(e: impl std::fmt::Display) -> MessageError {
-    MessageError::Retry(e.to_string())
+impl From<StoreError> for MessageError {
+    /// A malformed item or a request the table refuses cannot succeed on a retry: the message
+    /// goes to the DLQ with the reason at once. The rest is retried (a configuration error too:
+    /// it is alarmed through the function's errors, and the message waits for the fix).
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(_) | StoreError::Refused(_) => Self::Poison(e.to_string()),
+            _ => Self::Retry(e.to_string()),
+        }
+    }
+}
+
+impl From<QueueError> for MessageError {
+    fn from(e: QueueError) -> Self {
+        Self::Retry(e.to_string())
+    }
 }
 
 impl Pipeline {
-    /// `fifo`: whether the consumer reads the FIFO push queue (for its poison messages).
-    pub async fn from_env(env: &Env, fifo: bool) -> Result<Self, ConfigError> {
-        let platform = Platform::from_env(
+    /// The AWS clients of a pipeline consumer: the table, the push and the poll queues.
+    pub async fn platform_from_env(env: &Env) -> Result<Platform, ConfigError> {
+        Platform::from_env(
             env,
             QueueNeeds {
                 notifications: false,
@@ -60,19 +90,15 @@ impl Pipeline {
                 poll: true,
             },
         )
-        .await?;
-        Self::with_platform(env, &platform, fifo).await
+        .await
     }
 
     /// The pipeline on clients already built (`platform` must have the push and poll queues), so
     /// that a function needing more than the pipeline builds its AWS clients once.
-    pub async fn with_platform(
-        env: &Env,
-        platform: &Platform,
-        fifo: bool,
-    ) -> Result<Self, ConfigError> {
+    pub async fn with_platform(env: &Env, platform: &Platform) -> Result<Self, ConfigError> {
         let http = http_client(env)?;
-        let providers = Arc::new(Providers::from_env(env, platform, &http).await?);
+        let providers: Arc<dyn StatementApis> =
+            Arc::new(Providers::from_env(env, platform, &http).await?);
         let defaults = PollSchedule::default();
         let schedule = PollSchedule {
             base_processing: env.duration_secs("POLL_FIRST_DELAY_S", defaults.base_processing)?,
@@ -87,10 +113,10 @@ impl Pipeline {
             cap: env.duration_secs("RETRY_MAX_DELAY_S", Backoff::default().cap)?,
         };
         Ok(Self {
-            dead_letters: platform.dead_letters(env, fifo)?,
-            table: platform.table.clone(),
-            queues: platform.queues.clone(),
+            store: Arc::new(platform.table.clone()),
+            timers: Arc::new(platform.queues.clone()),
             providers,
+            clock: Arc::new(SystemClock),
             schedule,
             backoff,
             shape: env.parse_or("STATEMENT_BALANCE_SHAPE", BalanceShape::Nested)?,
@@ -108,53 +134,43 @@ impl Pipeline {
     }
 
     /// The account's bank at Banking Service: as notified, else learnt (`bank_id::resolve`).
-    pub async fn bank_id_of(
-        &self,
-        account: &connector_aws::accounts::Account,
-    ) -> Result<Option<Uuid>, MessageError> {
+    pub async fn bank_id_of(&self, account: &Account) -> Result<Option<Uuid>, MessageError> {
         crate::bank_id::resolve(
-            &self.table,
+            &*self.store,
             &account.external_id,
             account.bank_id,
             None,
             self.single_bank,
         )
         .await
-        .map_err(retry)
+        .map_err(MessageError::from)
     }
 
     /// The Provider API client of the account's bank. Learning the bank costs a read only when
     /// some bank has a client of its own and the account does not record its bank.
     pub async fn provider_for(
         &self,
-        account: &connector_aws::accounts::Account,
-    ) -> Result<Arc<ProviderApi>, MessageError> {
+        account: &Account,
+    ) -> Result<Arc<dyn StatementApi>, MessageError> {
         let bank = match account.bank_id {
             Some(b) => Some(b),
             None if self.providers.per_bank() => self.bank_id_of(account).await?,
             None => None,
         };
-        Ok(self.providers.for_bank(bank).clone())
+        Ok(self.providers.for_bank(bank))
     }
 
     /// Keeps the claim and asks the timer to resubmit the same statement after `delay`.
     pub async fn retry_later(
         &self,
         account: Uuid,
-        mut claim: InFlight,
+        mut claim: Claim,
         delay: Duration,
         why: &str,
     ) -> Result<(), MessageError> {
-        claim.phase = Phase::RetryWait;
-        claim.attempt += 1;
-        claim.retry_at = Some(self.now() + chrono::TimeDelta::from_std(delay).unwrap_or_default());
+        claim.wait_for_retry(self.now() + chrono::TimeDelta::from_std(delay).unwrap_or_default());
         let token = claim.token.clone();
-        if !self
-            .table
-            .update_claim(account, &token, &claim)
-            .await
-            .map_err(retry)?
-        {
+        if !self.store.update_claim(account, &token, &claim).await? {
             tracing::warn!(bankAccountId = %account, "claim lost before scheduling a retry");
             return Ok(());
         }
@@ -165,7 +181,7 @@ impl Pipeline {
             why,
             "statement will be resubmitted"
         );
-        self.queues
+        self.timers
             .send_timer(
                 &TimerMessage::RetryPush {
                     bank_account_id: account,
@@ -175,7 +191,7 @@ impl Pipeline {
                 delay,
             )
             .await
-            .map_err(retry)
+            .map_err(MessageError::from)
     }
 
     /// The next step of a statement's poll chain: moves the claim's poll counter on from `seen`
@@ -213,7 +229,7 @@ impl Pipeline {
         overdue: bool,
         delay: Duration,
     ) -> Result<bool, MessageError> {
-        self.table
+        self.store
             .advance_poll(
                 id,
                 token,
@@ -222,7 +238,7 @@ impl Pipeline {
                 self.now() + chrono::TimeDelta::from_std(delay).unwrap_or_default(),
             )
             .await
-            .map_err(retry)
+            .map_err(MessageError::from)
     }
 
     /// Schedules poll `attempt` of a statement (the counter must already say `attempt`).
@@ -237,7 +253,7 @@ impl Pipeline {
         count: u32,
         delay: Duration,
     ) -> Result<(), MessageError> {
-        self.queues
+        self.timers
             .send_timer(
                 &TimerMessage::Poll {
                     bank_account_id: id,
@@ -250,7 +266,7 @@ impl Pipeline {
                 delay,
             )
             .await
-            .map_err(retry)
+            .map_err(MessageError::from)
     }
 
     /// Arms (or re-arms) a claim's watchdog to fire after `delay`, within SQS's 15-minute limit.
@@ -260,7 +276,7 @@ impl Pipeline {
         token: &str,
         delay: Duration,
     ) -> Result<(), MessageError> {
-        self.queues
+        self.timers
             .send_timer(
                 &TimerMessage::Watchdog {
                     bank_account_id: id,
@@ -269,12 +285,12 @@ impl Pipeline {
                 delay.clamp(Duration::from_secs(1), Duration::from_secs(900)),
             )
             .await
-            .map_err(retry)
+            .map_err(MessageError::from)
     }
 
     /// Reports a configuration error (alarmed: `ConfigurationErrors`) and returns the slow retry
     /// delay to use for it.
-    pub fn configuration_error(&self, step: &str, e: &connector_sage::ProviderError) -> Duration {
+    pub fn configuration_error(&self, step: &str, e: &CallError) -> Duration {
         tracing::error!(error = %e, step, "configuration error: check the Sage ID client, audience and API key");
         crate::metrics::count("ConfigurationErrors", &[("Step", step)]);
         self.config_retry
@@ -292,34 +308,84 @@ impl Pipeline {
         token: &str,
         release: &Release,
     ) -> Result<(), MessageError> {
-        let released = self
-            .table
-            .release_account(account, token, release)
-            .await
-            .map_err(retry)?;
+        let released = self.store.release_account(account, token, release).await?;
         if !released {
             // A duplicate message got here first; it looked for work already.
             return Ok(());
         }
-        let Some(state) = self.table.get_account(account).await.map_err(retry)? else {
-            return Ok(());
-        };
-        let more = state.auth_required_owed
-            || state.balance_owed()
-            || !self
-                .table
-                .pending_transactions(account, state.delivered_through.as_deref(), 1)
-                .await
-                .map_err(retry)?
-                .is_empty();
+        // Released: a failure from here on must not lose the wake-up, since a redelivery of
+        // this message finds the claim gone and looks no further. When unsure, kick: a kick
+        // with nothing to do claims and releases at once.
+        let more = self.more_work(account).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not look for more work after a release: kicking");
+            true
+        });
         if more {
-            self.kick(account, KickReason::Poller).await?;
+            self.kick_after_release(account).await?;
         }
         Ok(())
     }
 
+    /// Whether the account owes Banking Service anything (and is still there).
+    async fn more_work(&self, account: Uuid) -> Result<bool, StoreError> {
+        let Some(state) = self.store.get_account(account).await? else {
+            return Ok(false);
+        };
+        Ok(state.auth_required_owed
+            || state.balance_owed()
+            || !self
+                .store
+                .pending_transactions(account, state.delivered_through.as_deref(), 1)
+                .await?
+                .is_empty())
+    }
+
+    /// The wake-up after a release, tried a few times in place: once the claim is released,
+    /// nothing else would send it (the reconciler's sweep is the last resort).
+    async fn kick_after_release(&self, account: Uuid) -> Result<(), MessageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.kick(account, KickReason::Poller).await {
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(error = %e, attempt, "wake-up after a release failed: again");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Banking Service reports the account cancelled: offboard it here too, park what it still
+    /// had pending, and release the claim (nothing is ever sent for it again). Shared by the
+    /// pusher (a 409 that proved to be a cancellation) and the poller (`accountCancelled`).
+    pub async fn shut_down_cancelled(
+        &self,
+        account: &Account,
+        token: &str,
+    ) -> Result<(), MessageError> {
+        let id = account.bank_account_id;
+        let now = self.now();
+        self.store
+            .cancel_account(id, Some(&account.external_id), now)
+            .await?;
+        let parked = self
+            .store
+            .park_all_pending(
+                id,
+                account.delivered_through.as_deref(),
+                "AccountCancelled",
+                now,
+            )
+            .await?;
+        crate::metrics::parked("AccountCancelled", parked);
+        self.store
+            .release_account(id, token, &Release::default())
+            .await?;
+        Ok(())
+    }
+
     pub async fn kick(&self, account: Uuid, reason: KickReason) -> Result<(), MessageError> {
-        self.queues
+        self.timers
             .kick(&Kick {
                 bank_account_id: account,
                 claim: None,
@@ -327,10 +393,10 @@ impl Pipeline {
                 reason,
             })
             .await
-            .map_err(retry)
+            .map_err(MessageError::from)
     }
 
-    pub fn now(&self) -> chrono::DateTime<Utc> {
-        Utc::now()
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 }

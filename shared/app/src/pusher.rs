@@ -2,36 +2,28 @@
 //! transactions, posts it, and hands it to the poller (spec §8.4, invariants 1–3, 5).
 
 use chrono::{DateTime, TimeDelta, Utc};
-use connector_aws::accounts::{
-    Account, AccountStatus, BackfillState, ClaimOutcome, InFlight, Phase, Release, StatementKind,
+use connector_domain::account::{
+    Account, AccountStatus, BackfillState, BatchSpan, Claim, ClaimOutcome, ClaimPhase, Release,
+    StatementKind,
 };
-use connector_aws::transactions::StoredTransaction;
-use connector_domain::messages::{Kick, KickReason, TimerMessage};
+use connector_domain::messages::{Kick, KickReason};
+use connector_domain::ports::{BankCallError, BankReader, CallError};
 use connector_domain::statement::{
     AccountDetailStatus, Balance, MAX_TRANSACTIONS_PER_STATEMENT, StatementInput, StatementRequest,
     build_statement, ledger_after_batch,
 };
+use connector_domain::stored::{StoredTransaction, TransactionState};
 use connector_domain::transaction::{MAX_AHEAD_OF_CLOCK, Transaction, before_start};
-use connector_sage::ProviderError;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::batch::MessageError;
-use crate::pipeline::{Pipeline, retry};
+use crate::pipeline::{Consumer, Pipeline};
 
 pub struct StatementPusher {
     pub pipeline: Pipeline,
     /// The Bank Data API, for an account's balance when no other source has it.
-    pub bank: std::sync::Arc<connector_bank::BankClient>,
-}
-
-/// The `Kind` dimension of statement metrics.
-pub(crate) fn kind_name(kind: StatementKind) -> &'static str {
-    match kind {
-        StatementKind::Transactions => "transactions",
-        StatementKind::AuthRequired => "authRequired",
-        StatementKind::Balances => "balances",
-    }
+    pub bank: std::sync::Arc<dyn BankReader>,
 }
 
 fn delta(d: std::time::Duration) -> TimeDelta {
@@ -55,24 +47,22 @@ enum BuildFailure {
 }
 
 impl StatementPusher {
-    pub fn new(pipeline: Pipeline, bank: std::sync::Arc<connector_bank::BankClient>) -> Self {
+    pub fn new(pipeline: Pipeline, bank: std::sync::Arc<dyn BankReader>) -> Self {
         Self { pipeline, bank }
     }
 
-    pub async fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
-        use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
-        let platform = Platform::from_env(
-            env,
-            QueueNeeds {
-                notifications: false,
-                push: true,
-                poll: true,
-            },
-        )
-        .await?;
-        let pipeline = Pipeline::with_platform(env, &platform, true).await?;
+    /// The pusher and where its poison goes (the FIFO push queue's DLQ).
+    pub async fn from_env(
+        env: &crate::config::Env,
+    ) -> Result<Consumer<Self>, crate::config::ConfigError> {
+        use crate::context::{bank_from_env, http_client};
+        let platform = Pipeline::platform_from_env(env).await?;
+        let pipeline = Pipeline::with_platform(env, &platform).await?;
         let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
-        Ok(Self::new(pipeline, bank))
+        Ok(Consumer {
+            handler: Self::new(pipeline, bank),
+            dead_letters: platform.dead_letters(env, true)?,
+        })
     }
 
     pub async fn handle(&self, kick: Kick) -> Result<(), MessageError> {
@@ -91,27 +81,8 @@ impl StatementPusher {
 
     async fn start(&self, id: Uuid) -> Result<(), MessageError> {
         let p = &self.pipeline;
-        let claim = InFlight {
-            token: Uuid::new_v4().to_string(),
-            phase: Phase::Posting,
-            kind: StatementKind::Transactions,
-            since: p.now(),
-            statement_id: None,
-            posted_at: None,
-            attempt: 0,
-            poll_attempt: 0,
-            conflicts: 0,
-            transaction_count: 0,
-            unique_ids: Vec::new(),
-            overdue: false,
-            balance_as_of: None,
-            hi_key: None,
-            newest_date: None,
-            oldest_received_at: None,
-            retry_at: None,
-            next_poll_at: None,
-        };
-        let account = match p.table.claim_account(id, &claim).await.map_err(retry)? {
+        let claim = Claim::new(Uuid::new_v4().to_string(), p.now());
+        let account = match p.store.claim_account(id, &claim).await? {
             ClaimOutcome::Claimed(a) => {
                 // The watchdog follows the claim until it is released: if this invocation, or
                 // any later step's, dies, it takes the step over (the FIFO redelivery of this
@@ -130,10 +101,9 @@ impl StatementPusher {
         match self.work_for(&account, &claim).await? {
             Work::Nothing(why) => {
                 tracing::debug!(why, "nothing to push");
-                p.table
+                p.store
                     .release_account(id, &claim.token, &Release::default())
-                    .await
-                    .map_err(retry)?;
+                    .await?;
                 Ok(())
             }
             Work::AuthRequired => {
@@ -156,16 +126,14 @@ impl StatementPusher {
                 };
                 // Commit to this batch before anything is posted (see `commit_horizon`).
                 if !p
-                    .table
+                    .store
                     .commit_horizon(id, &claim.token, &hi, account.next_seq)
-                    .await
-                    .map_err(retry)?
+                    .await?
                 {
                     tracing::debug!("an ingest began meanwhile; its completion kicks again");
-                    p.table
+                    p.store
                         .release_account(id, &claim.token, &Release::default())
-                        .await
-                        .map_err(retry)?;
+                        .await?;
                     return Ok(());
                 }
                 // Position order is date order except for stragglers placed after the horizon:
@@ -174,14 +142,23 @@ impl StatementPusher {
                     (a.transaction.date_posted, &a.position)
                         .cmp(&(b.transaction.date_posted, &b.position))
                 });
-                claim.hi_key = Some(hi);
-                claim.newest_date = batch.iter().map(|t| t.transaction.date_posted).max();
-                claim.oldest_received_at = batch.iter().map(|t| t.received_at).min();
-                claim.unique_ids = batch
+                claim.batch.span = Some(BatchSpan {
+                    hi_key: hi,
+                    newest_date: batch
+                        .iter()
+                        .map(|t| t.transaction.date_posted)
+                        .max()
+                        .unwrap_or(claim.since),
+                    oldest_received_at: batch
+                        .iter()
+                        .map(|t| t.received_at)
+                        .min()
+                        .unwrap_or(claim.since),
+                });
+                claim.batch.unique_ids = batch
                     .iter()
                     .map(|t| t.transaction.unique_id.clone())
                     .collect();
-                claim.transaction_count = batch.len() as u32;
                 let transactions: Vec<Transaction> =
                     batch.into_iter().map(|t| t.transaction).collect();
                 self.save_and_post(&account, claim, &transactions, Some(!more))
@@ -190,7 +167,7 @@ impl StatementPusher {
         }
     }
 
-    async fn work_for(&self, account: &Account, claim: &InFlight) -> Result<Work, MessageError> {
+    async fn work_for(&self, account: &Account, claim: &Claim) -> Result<Work, MessageError> {
         let p = &self.pipeline;
         if account.auth_required_owed {
             return Ok(Work::AuthRequired);
@@ -204,10 +181,7 @@ impl StatementPusher {
         // A batch must not skip a transaction still being written: wait for ingests under way
         // (each kicks when done); the fences of ingests that died are cleared.
         if !account.ingesting.is_empty() {
-            p.table
-                .clear_expired_ingests(account, claim.since)
-                .await
-                .map_err(retry)?;
+            p.store.clear_expired_ingests(account, claim.since).await?;
             if account.live_ingests(claim.since) > 0 {
                 return Ok(Work::Nothing("waiting for an ingest to finish"));
             }
@@ -215,14 +189,13 @@ impl StatementPusher {
         loop {
             // One more than a statement holds: tells whether this batch drains the account.
             let mut pending = p
-                .table
+                .store
                 .pending_transactions(
                     account.bank_account_id,
                     account.delivered_through.as_deref(),
                     MAX_TRANSACTIONS_PER_STATEMENT + 1,
                 )
-                .await
-                .map_err(retry)?;
+                .await?;
             let more = pending.len() > MAX_TRANSACTIONS_PER_STATEMENT;
             pending.truncate(MAX_TRANSACTIONS_PER_STATEMENT);
             if pending.is_empty() {
@@ -277,10 +250,9 @@ impl StatementPusher {
             .collect();
         tracing::warn!(count = ids.len(), reason, "transactions parked");
         self.pipeline
-            .table
+            .store
             .park_transactions(account.bank_account_id, &ids, reason, now)
-            .await
-            .map_err(retry)?;
+            .await?;
         crate::metrics::parked(reason, ids.len());
         Ok(())
     }
@@ -291,16 +263,10 @@ impl StatementPusher {
     /// waiting for its retry is the holder's, which kicks again when it finishes (invariant 4).
     async fn busy(&self, id: Uuid) -> Result<(), MessageError> {
         let p = &self.pipeline;
-        let Some(claim) = p
-            .table
-            .get_account(id)
-            .await
-            .map_err(retry)?
-            .and_then(|a| a.in_flight)
-        else {
+        let Some(claim) = p.store.get_account(id).await?.and_then(|a| a.in_flight) else {
             return Ok(());
         };
-        if claim.phase == Phase::Posting {
+        if claim.phase == ClaimPhase::Posting {
             let due = claim.since + delta(p.posting_stale_after);
             p.arm_watchdog(
                 id,
@@ -317,7 +283,7 @@ impl StatementPusher {
     /// Then watch on, until the claim is released.
     async fn watchdog(&self, id: Uuid, token: &str) -> Result<(), MessageError> {
         let p = &self.pipeline;
-        let Some(account) = p.table.get_account(id).await.map_err(retry)? else {
+        let Some(account) = p.store.get_account(id).await? else {
             return Ok(());
         };
         let Some(claim) = account.in_flight.clone() else {
@@ -328,22 +294,15 @@ impl StatementPusher {
         }
         let grace = delta(p.posting_stale_after);
         let now = p.now();
-        let due = match claim.phase {
-            Phase::Posting => claim.since,
-            Phase::RetryWait => claim.retry_at.unwrap_or(claim.since),
-            Phase::Posted => claim
-                .next_poll_at
-                .or(claim.posted_at)
-                .unwrap_or(claim.since),
-        } + grace;
+        let due = claim.watchdog_due(grace);
         if now < due {
             return p
                 .arm_watchdog(id, token, (due - now).to_std().unwrap_or_default())
                 .await;
         }
         let late_s = (now - due + grace).num_seconds();
-        match (claim.phase, claim.statement_id.clone(), claim.posted_at) {
-            (Phase::Posting, _, _) => {
+        match claim.phase.clone() {
+            ClaimPhase::Posting => {
                 tracing::warn!(
                     late_s,
                     "taking over a claim whose pusher died while posting"
@@ -357,22 +316,22 @@ impl StatementPusher {
                 )
                 .await?;
             }
-            (Phase::RetryWait, _, _) => {
+            ClaimPhase::RetryWait { .. } => {
                 tracing::warn!(late_s, "retry timer lost: resubmitting now");
                 crate::metrics::count("WatchdogTakeovers", &[("Step", "retry")]);
                 self.resubmit(id, token, Some(claim.attempt)).await?;
             }
-            (Phase::Posted, Some(statement_id), Some(posted_at)) => {
+            ClaimPhase::Posted(posted) => {
                 // Moving the counter on makes the old chain's messages stale; 5 s later, so as
                 // not to follow a poll that chain may be making right now (1 poll/s per statement).
                 if p.poll_next(
                     id,
-                    &statement_id,
+                    &posted.statement_id,
                     token,
-                    claim.poll_attempt,
-                    claim.overdue,
-                    posted_at,
-                    claim.transaction_count,
+                    posted.poll_attempt,
+                    posted.overdue,
+                    posted.posted_at,
+                    claim.transaction_count(),
                     std::time::Duration::from_secs(5),
                 )
                 .await?
@@ -380,11 +339,6 @@ impl StatementPusher {
                     tracing::warn!(late_s, "poll chain went quiet: restarted");
                     crate::metrics::count("WatchdogTakeovers", &[("Step", "poll")]);
                 }
-            }
-            (Phase::Posted, _, _) => {
-                return Err(MessageError::Poison(
-                    "posted claim without a statement id".into(),
-                ));
             }
         }
         p.arm_watchdog(id, token, p.posting_stale_after).await
@@ -398,16 +352,13 @@ impl StatementPusher {
         attempt: Option<u32>,
     ) -> Result<(), MessageError> {
         let p = &self.pipeline;
-        let Some(account) = p.table.get_account(id).await.map_err(retry)? else {
+        let Some(account) = p.store.get_account(id).await? else {
             return Ok(());
         };
         let Some(mut claim) = account.in_flight.clone() else {
             return Ok(());
         };
-        if claim.token != token
-            || claim.phase != Phase::RetryWait
-            || attempt.is_some_and(|a| a != claim.attempt)
-        {
+        if !claim.awaits_retry(token, attempt) {
             tracing::debug!("stale retry ignored");
             return Ok(());
         }
@@ -415,26 +366,23 @@ impl StatementPusher {
             return p.release_and_continue(id, token, &Release::default()).await;
         }
         // The claim's watchdog (armed when it was taken) watches this attempt too.
-        claim.phase = Phase::Posting;
-        claim.since = p.now();
+        claim.resubmit(p.now());
         let stored = p
-            .table
-            .transactions_by_ids(id, &claim.unique_ids)
-            .await
-            .map_err(retry)?;
+            .store
+            .transactions_by_ids(id, &claim.batch.unique_ids)
+            .await?;
         // Offboarding or parking may have taken some away meanwhile; send what is still pending.
         // Same order as first posted (the claim's order); offboarding or parking may have taken
         // some away meanwhile: send what is still pending.
         let transactions: Vec<Transaction> = stored
             .into_iter()
-            .filter(|t| t.state == connector_aws::transactions::TransactionState::Pending)
+            .filter(|t| t.state == TransactionState::Pending)
             .map(|t| t.transaction)
             .collect();
         if claim.kind == StatementKind::Transactions && transactions.is_empty() {
             return p.release_and_continue(id, token, &Release::default()).await;
         }
-        claim.unique_ids = transactions.iter().map(|t| t.unique_id.clone()).collect();
-        claim.transaction_count = transactions.len() as u32;
+        claim.batch.unique_ids = transactions.iter().map(|t| t.unique_id.clone()).collect();
         self.save_and_post(&account, claim, &transactions, None)
             .await
     }
@@ -442,7 +390,7 @@ impl StatementPusher {
     async fn save_and_post(
         &self,
         account: &Account,
-        mut claim: InFlight,
+        mut claim: Claim,
         transactions: &[Transaction],
         drains_all: Option<bool>,
     ) -> Result<(), MessageError> {
@@ -450,7 +398,7 @@ impl StatementPusher {
         let id = account.bank_account_id;
         let request = match self.build(account, &claim, transactions, drains_all).await {
             Ok((request, balance_as_of)) => {
-                claim.balance_as_of = balance_as_of;
+                claim.batch.balance_as_of = balance_as_of;
                 request
             }
             Err(BuildFailure::Retry(e)) => return Err(e),
@@ -464,12 +412,7 @@ impl StatementPusher {
             }
         };
         // The claim records exactly what is posted, so that a resubmission is identical.
-        if !p
-            .table
-            .update_claim(id, &claim.token, &claim)
-            .await
-            .map_err(retry)?
-        {
+        if !p.store.update_claim(id, &claim.token, &claim).await? {
             tracing::warn!("claim lost while building the statement");
             return Ok(());
         }
@@ -480,7 +423,7 @@ impl StatementPusher {
     async fn build(
         &self,
         account: &Account,
-        claim: &InFlight,
+        claim: &Claim,
         transactions: &[Transaction],
         drains_all: Option<bool>,
     ) -> Result<(StatementRequest, Option<DateTime<Utc>>), BuildFailure> {
@@ -504,22 +447,21 @@ impl StatementPusher {
             StatementKind::Transactions => {
                 // Pending transactions after this batch, if any (the first one tells).
                 let included: std::collections::HashSet<&str> =
-                    claim.unique_ids.iter().map(String::as_str).collect();
-                let not_in_batch = |t: &connector_aws::transactions::StoredTransaction| {
-                    !included.contains(t.transaction.unique_id.as_str())
-                };
+                    claim.batch.unique_ids.iter().map(String::as_str).collect();
+                let not_in_batch =
+                    |t: &StoredTransaction| !included.contains(t.transaction.unique_id.as_str());
                 let drains_all = match drains_all {
                     Some(known) => known,
                     None => {
                         let peek = p
-                            .table
+                            .store
                             .pending_transactions(
                                 account.bank_account_id,
                                 account.delivered_through.as_deref(),
                                 included.len() + 1,
                             )
                             .await
-                            .map_err(|e| BuildFailure::Retry(retry(e)))?;
+                            .map_err(|e| BuildFailure::Retry(e.into()))?;
                         !peek.iter().any(not_in_batch)
                     }
                 };
@@ -527,14 +469,14 @@ impl StatementPusher {
                     .last()
                     .is_some_and(|t| t.running_balance.is_none());
                 let later: Vec<Transaction> = if needs_later && !drains_all {
-                    p.table
+                    p.store
                         .pending_transactions(
                             account.bank_account_id,
                             account.delivered_through.as_deref(),
                             usize::MAX,
                         )
                         .await
-                        .map_err(|e| BuildFailure::Retry(retry(e)))?
+                        .map_err(|e| BuildFailure::Retry(e.into()))?
                         .into_iter()
                         .filter(not_in_batch)
                         .map(|t| t.transaction)
@@ -600,10 +542,10 @@ impl StatementPusher {
         let no_balance = |why: &str| BuildFailure::Park(format!("NoBalance: {why}"));
         let Some(granted) = self
             .pipeline
-            .table
+            .store
             .granted_account(&account.external_id)
             .await
-            .map_err(|e| BuildFailure::Retry(retry(e)))?
+            .map_err(|e| BuildFailure::Retry(e.into()))?
         else {
             return Err(no_balance("none sent, and no consent to read the bank's"));
         };
@@ -622,9 +564,9 @@ impl StatementPusher {
                     as_of: b.as_of,
                 }),
             )),
-            Err(connector_bank::BankError::Unavailable(e)) => Err(BuildFailure::Retry(
-                MessageError::Retry(format!("bank balance read: {e}")),
-            )),
+            Err(BankCallError::Unavailable(e)) => Err(BuildFailure::Retry(MessageError::Retry(
+                format!("bank balance read: {e}"),
+            ))),
             Err(e) => Err(no_balance(&format!("the bank's balance read failed: {e}"))),
         }
     }
@@ -632,149 +574,118 @@ impl StatementPusher {
     async fn post(
         &self,
         account: &Account,
-        mut claim: InFlight,
+        claim: Claim,
         request: &StatementRequest,
     ) -> Result<(), MessageError> {
         let p = &self.pipeline;
         let id = account.bank_account_id;
-        match p
+        let answer = p
             .providers
             .for_bank(Some(request.data.bank_id))
             .post_statement(request)
-            .await
-        {
-            Ok(resource) => {
-                let now: DateTime<Utc> = p.now();
-                claim.phase = Phase::Posted;
-                claim.statement_id = Some(resource.id.clone());
-                claim.posted_at = Some(now);
-                claim.poll_attempt = 0;
-                let delay = p.schedule.first_delay(claim.transaction_count as usize);
-                claim.next_poll_at = Some(now + delta(delay));
-                let token = claim.token.clone();
-                if !p
-                    .table
-                    .update_claim(id, &token, &claim)
-                    .await
-                    .map_err(retry)?
-                {
-                    tracing::error!(statementId = %resource.id, "claim lost after posting");
-                    return Ok(());
-                }
-                tracing::info!(
-                    statementId = %resource.id,
-                    transactions = claim.transaction_count,
-                    kind = ?claim.kind,
-                    "statement posted"
-                );
-                crate::metrics::count("StatementsPosted", &[("Kind", kind_name(claim.kind))]);
-                p.queues
-                    .send_timer(
-                        &TimerMessage::Poll {
-                            bank_account_id: id,
-                            statement_id: resource.id,
-                            claim: token,
-                            attempt: 0,
-                            posted_at: now,
-                            transaction_count: claim.transaction_count,
-                        },
-                        delay,
-                    )
-                    .await
-                    .map_err(retry)
-            }
-            Err(ProviderError::RateLimited { retry_after }) => {
+            .await;
+        match answer {
+            Ok(statement_id) => self.posted(id, claim, statement_id).await,
+            Err(CallError::RateLimited { retry_after }) => {
                 let delay = retry_after.unwrap_or_else(|| p.backoff_delay(claim.attempt));
                 p.retry_later(id, claim, delay, "429").await
             }
-            Err(ProviderError::Conflict(e)) => {
-                // Either a statement is in flight (perhaps ours, whose 201 was lost) or the
-                // account was cancelled: ask Banking Service which (spec §7.3).
-                if self.cancelled_at_banking_service(account).await {
-                    tracing::warn!("Banking Service reports the account cancelled: stopping");
-                    let now = p.now();
-                    p.table
-                        .cancel_account(id, Some(&account.external_id), now)
-                        .await
-                        .map_err(retry)?;
-                    let parked = p
-                        .table
-                        .park_all_pending(
-                            id,
-                            account.delivered_through.as_deref(),
-                            "AccountCancelled",
-                            now,
-                        )
-                        .await
-                        .map_err(retry)?;
-                    crate::metrics::parked("AccountCancelled", parked);
-                    p.table
-                        .release_account(id, &claim.token, &Release::default())
-                        .await
-                        .map_err(retry)?;
-                    return Ok(());
-                }
-                claim.conflicts += 1;
-                if claim.conflicts >= p.max_conflicts {
-                    return self.park_conflicted(id, claim, &e).await;
-                }
-                let delay = p.backoff_delay(claim.attempt);
-                tracing::info!(message = e.message.as_deref().unwrap_or(""), "409 on POST");
-                p.retry_later(id, claim, delay, "409 statement in flight")
-                    .await
+            Err(CallError::Conflict { message }) => self.conflicted(account, claim, &message).await,
+            Err(CallError::Invalid { summary } | CallError::NotFound { summary }) => {
+                self.refused(id, claim, &summary).await
             }
-            Err(ProviderError::Invalid(e)) | Err(ProviderError::NotFound(e)) => {
-                let summary = e
-                    .detail
-                    .as_ref()
-                    .and_then(|d| d.first())
-                    .map(|d| {
-                        format!(
-                            "{} {}",
-                            d.code.as_deref().unwrap_or(""),
-                            d.target.as_deref().unwrap_or("")
-                        )
-                    })
-                    .unwrap_or_else(|| e.code.clone().unwrap_or_default());
-                let reason = format!("Rejected: {}", summary.trim());
-                tracing::error!(%reason, "Banking Service refused the statement; parked");
-                self.park_batch(id, &claim, &reason).await?;
-                let sent_auth = claim.kind == StatementKind::AuthRequired;
-                p.release_and_continue(
-                    id,
-                    &claim.token,
-                    &Release {
-                        auth_required_sent: sent_auth,
-                        ..Default::default()
-                    },
-                )
-                .await
-            }
-            Err(e) if e.is_configuration() => {
+            Err(e @ CallError::Configuration(_)) => {
                 // Alarmed; retried slowly until an operator puts the right credentials in.
                 let delay = p.configuration_error("PostStatement", &e);
                 p.retry_later(id, claim, delay, "credentials refused").await
             }
-            Err(e) => {
+            Err(CallError::Transient(e)) => {
                 let delay = p.backoff_delay(claim.attempt);
-                p.retry_later(id, claim, delay, &e.to_string()).await
+                p.retry_later(id, claim, delay, &e).await
             }
         }
     }
 
-    /// Parks the claim's transactions with `reason` (alarmed through `RecordsParked`).
-    async fn park_batch(
+    /// Banking Service accepted the statement: record it and start its poll chain.
+    async fn posted(
         &self,
         id: Uuid,
-        claim: &InFlight,
-        reason: &str,
+        mut claim: Claim,
+        statement_id: String,
     ) -> Result<(), MessageError> {
         let p = &self.pipeline;
-        p.table
-            .park_transactions(id, &claim.unique_ids, reason, p.now())
+        let now: DateTime<Utc> = p.now();
+        let delay = p.schedule.first_delay(claim.transaction_count() as usize);
+        claim.accept(statement_id.clone(), now, now + delta(delay));
+        let token = claim.token.clone();
+        if !p.store.update_claim(id, &token, &claim).await? {
+            tracing::error!(statementId = %statement_id, "claim lost after posting");
+            return Ok(());
+        }
+        tracing::info!(
+            statementId = %statement_id,
+            transactions = claim.transaction_count(),
+            kind = ?claim.kind,
+            "statement posted"
+        );
+        crate::metrics::count("StatementsPosted", &[("Kind", claim.kind.name())]);
+        p.send_poll(
+            id,
+            &statement_id,
+            &token,
+            0,
+            now,
+            claim.transaction_count(),
+            delay,
+        )
+        .await
+    }
+
+    /// A 409: either a statement is in flight (perhaps ours, whose 201 was lost) or the account
+    /// was cancelled: ask Banking Service which (spec §7.3).
+    async fn conflicted(
+        &self,
+        account: &Account,
+        mut claim: Claim,
+        message: &str,
+    ) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        let id = account.bank_account_id;
+        if self.cancelled_at_banking_service(account).await {
+            tracing::warn!("Banking Service reports the account cancelled: stopping");
+            return p.shut_down_cancelled(account, &claim.token).await;
+        }
+        claim.conflicts += 1;
+        if claim.conflicts >= p.max_conflicts {
+            return self.park_conflicted(id, claim, message).await;
+        }
+        let delay = p.backoff_delay(claim.attempt);
+        tracing::info!(message, "409 on POST");
+        p.retry_later(id, claim, delay, "409 statement in flight")
             .await
-            .map_err(retry)?;
-        crate::metrics::parked(reason, claim.unique_ids.len());
+    }
+
+    /// Banking Service refused the statement (400, 404): it never will accept it; park it.
+    async fn refused(&self, id: Uuid, claim: Claim, summary: &str) -> Result<(), MessageError> {
+        let reason = format!("Rejected: {summary}");
+        tracing::error!(%reason, "Banking Service refused the statement; parked");
+        self.park_batch(id, &claim, &reason).await?;
+        let release = Release {
+            auth_required_sent: claim.kind == StatementKind::AuthRequired,
+            ..Default::default()
+        };
+        self.pipeline
+            .release_and_continue(id, &claim.token, &release)
+            .await
+    }
+
+    /// Parks the claim's transactions with `reason` (alarmed through `RecordsParked`).
+    async fn park_batch(&self, id: Uuid, claim: &Claim, reason: &str) -> Result<(), MessageError> {
+        let p = &self.pipeline;
+        p.store
+            .park_transactions(id, &claim.batch.unique_ids, reason, p.now())
+            .await?;
+        crate::metrics::parked(reason, claim.batch.unique_ids.len());
         Ok(())
     }
 
@@ -783,15 +694,11 @@ impl StatementPusher {
     async fn park_conflicted(
         &self,
         id: Uuid,
-        claim: InFlight,
-        e: &connector_sage::provider::ApiError,
+        claim: Claim,
+        message: &str,
     ) -> Result<(), MessageError> {
         let p = &self.pipeline;
-        let reason = format!(
-            "Conflict: 409 {} times ({})",
-            claim.conflicts,
-            e.message.as_deref().unwrap_or("no message")
-        );
+        let reason = format!("Conflict: 409 {} times ({message})", claim.conflicts);
         tracing::error!(%reason, "Banking Service keeps refusing the statement; parked");
         self.park_batch(id, &claim, &reason).await?;
         p.release_and_continue(id, &claim.token, &Release::default())

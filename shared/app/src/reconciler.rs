@@ -1,21 +1,26 @@
 //! The reconciler, on a schedule: catches what slipped through (invariant 4) — stale claims,
-//! accounts with pending work and no wake-up, overdue statements.
+//! accounts with pending work and no wake-up, overdue statements, expired consents, missed
+//! notifications. Each account is looked at on its own (several at once): one that fails is
+//! reported and the others are still done.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
-use connector_aws::accounts::{AccountStatus, BackfillState, Phase};
+use chrono::{DateTime, TimeDelta};
+use connector_domain::account::{Account, AccountStatus, BackfillState, Claim, ClaimPhase};
 use connector_domain::messages::{KickReason, WorkMessage};
+use connector_domain::ports::BankReader;
+use futures::StreamExt;
 use serde::Serialize;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use connector_bank::{BankClient, BankError};
-
+use crate::batch::MessageError;
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
 use crate::pipeline::Pipeline;
+
+/// Accounts looked at at once.
+const CONCURRENCY: usize = 8;
 
 /// What one run found and did.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -36,13 +41,51 @@ pub struct ReconcileReport {
     pub pending_max: u64,
     /// Age of the oldest in-flight claim, in seconds (0 when none).
     pub oldest_in_flight_s: i64,
+    /// Accounts that could not be looked at this run (logged; the next run tries again).
+    pub failed: usize,
+}
+
+/// What was done for one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Nothing,
+    Kicked,
+    PollResent,
+    RetryResent,
+    BackfillResumed,
+    ConsentExpired,
+}
+
+/// What looking at one account found.
+struct Findings {
+    action: Action,
+    pending: u64,
+    overdue: bool,
+    claim_age_s: Option<i64>,
+}
+
+impl ReconcileReport {
+    fn add(&mut self, f: &Findings) {
+        match f.action {
+            Action::Nothing => {}
+            Action::Kicked => self.kicked += 1,
+            Action::PollResent => self.polls_resent += 1,
+            Action::RetryResent => self.retries_resent += 1,
+            Action::BackfillResumed => self.backfills_resumed += 1,
+            Action::ConsentExpired => self.consents_expired += 1,
+        }
+        self.pending_total += f.pending;
+        self.pending_max = self.pending_max.max(f.pending);
+        self.overdue += usize::from(f.overdue);
+        if let Some(age) = f.claim_age_s {
+            self.oldest_in_flight_s = self.oldest_in_flight_s.max(age);
+        }
+    }
 }
 
 pub struct Reconciler {
     pub pipeline: Pipeline,
-    pub bank: Arc<BankClient>,
-    /// For recovered notifications (the worker acts on them as on Banking Service's).
-    work: connector_aws::queues::Queues,
+    pub bank: Arc<dyn BankReader>,
     /// A claim without progress for this long is considered stuck.
     pub stale_after: Duration,
 }
@@ -50,7 +93,8 @@ pub struct Reconciler {
 impl Reconciler {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         // One set of AWS clients for the pipeline and the reconciler's own work (building the
-        // SDK's clients is a measurable part of a cold start).
+        // SDK's clients is a measurable part of a cold start); the work queue is for recovered
+        // notifications (the worker acts on them as on Banking Service's).
         let platform = Platform::from_env(
             env,
             QueueNeeds {
@@ -60,12 +104,11 @@ impl Reconciler {
             },
         )
         .await?;
-        let pipeline = Pipeline::with_platform(env, &platform, false).await?;
+        let pipeline = Pipeline::with_platform(env, &platform).await?;
         let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
         Ok(Self {
             pipeline,
             bank,
-            work: platform.queues,
             stale_after: env.duration_secs("RECONCILE_STALE_AFTER_S", Duration::from_secs(900))?,
         })
     }
@@ -75,14 +118,14 @@ impl Reconciler {
     /// replayed to the worker (spec §5: recovery through `POST /v1/accountqueries`).
     async fn recover_missed(
         &self,
-        known: &std::collections::HashSet<uuid::Uuid>,
-        live_external: &std::collections::HashSet<String>,
-        now: chrono::DateTime<Utc>,
+        known: &HashSet<uuid::Uuid>,
+        live_external: &HashSet<String>,
+        now: DateTime<chrono::Utc>,
     ) -> Result<usize, String> {
         let p = &self.pipeline;
         let recent = now - TimeDelta::hours(24);
         let candidates: Vec<_> = p
-            .table
+            .store
             .granted_since(recent, now)
             .await
             .map_err(|e| e.to_string())?
@@ -125,7 +168,7 @@ impl Reconciler {
                     .and_then(connector_domain::notification::parse_start_date),
                 bank_id: Some(bank_id),
             };
-            self.work
+            p.timers
                 .send_work(&WorkMessage::Notification {
                     key: format!("recovered#bankAccount#{}", found.bank_account_id),
                     action,
@@ -140,10 +183,9 @@ impl Reconciler {
     }
 
     /// Whether the bank says a consent is over (`None` when the bank cannot tell now).
-    async fn consent_over(&self, consent_id: &str, now: chrono::DateTime<Utc>) -> Option<bool> {
-        match self.bank.consent(consent_id).await {
-            Ok(c) => Some(!c.is_active(now)),
-            Err(BankError::ConsentExpired | BankError::NotFound) => Some(true),
+    async fn consent_over(&self, consent_id: &str, now: DateTime<chrono::Utc>) -> Option<bool> {
+        match self.bank.consent_active(consent_id, now).await {
+            Ok(active) => Some(!active),
             Err(e) => {
                 tracing::warn!(error = %e, "could not check a consent");
                 None
@@ -153,173 +195,64 @@ impl Reconciler {
 
     pub async fn run(&self) -> Result<ReconcileReport, String> {
         let p = &self.pipeline;
-        let now = Utc::now();
-        let stale = TimeDelta::from_std(self.stale_after).unwrap_or(TimeDelta::minutes(15));
-        let accounts = p.table.accounts().await.map_err(|e| e.to_string())?;
+        let now = p.now();
+        let accounts = p.store.accounts().await.map_err(|e| e.to_string())?;
         let mut report = ReconcileReport {
             accounts: accounts.len(),
             ..Default::default()
         };
-        let known: std::collections::HashSet<uuid::Uuid> =
-            accounts.iter().map(|a| a.bank_account_id).collect();
-        let live_external: std::collections::HashSet<String> = accounts
-            .iter()
+        let known: HashSet<uuid::Uuid> = accounts.iter().map(|a| a.bank_account_id).collect();
+        let live: Vec<Account> = accounts
+            .into_iter()
             .filter(|a| a.status != AccountStatus::Cancelled)
-            .map(|a| a.external_id.clone())
             .collect();
-        report.recovered = self.recover_missed(&known, &live_external, now).await?;
-        let mut consents: HashMap<String, Option<bool>> = HashMap::new();
-        for account in accounts {
-            let id = account.bank_account_id;
-            if account.status == AccountStatus::Cancelled {
-                continue;
+        let live_external: HashSet<String> = live.iter().map(|a| a.external_id.clone()).collect();
+        report.recovered = match self.recover_missed(&known, &live_external, now).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "recovering missed notifications failed");
+                report.failed += 1;
+                0
             }
-            self.measure(&account, now, &mut report).await?;
-            // Consent expiry at the bank (spec §8.2 step 1): the account owes Banking Service an
-            // authRequired statement and pauses until re-authorisation.
-            if account.status == AccountStatus::Active
-                && let Some(granted) = p
-                    .table
-                    .granted_account(&account.external_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-            {
-                let over = match consents.get(&granted.consent_id) {
-                    Some(v) => *v,
-                    None => {
-                        let v = self.consent_over(&granted.consent_id, now).await;
-                        consents.insert(granted.consent_id.clone(), v);
-                        v
-                    }
-                };
-                if over == Some(true) {
-                    tracing::warn!(bankAccountId = %id, "consent over: re-authorisation required");
-                    p.table
-                        .set_account_status(id, AccountStatus::AuthRequired)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    p.kick(id, KickReason::Reconciler)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    report.consents_expired += 1;
-                    continue;
-                }
-            }
-            match &account.in_flight {
-                Some(claim) => {
-                    if claim.overdue {
-                        report.overdue += 1;
-                    }
-                    let last_progress = claim.posted_at.unwrap_or(claim.since);
-                    if now - last_progress < stale {
-                        continue;
-                    }
-                    match (claim.phase, &claim.statement_id, claim.posted_at) {
-                        (Phase::Posted, Some(statement_id), Some(posted_at)) => {
-                            // The poll chain may have been lost. Moving the counter on makes
-                            // any message of the old chain stale, so that only the poll sent
-                            // here continues; a second later, so as not to follow a poll the
-                            // old chain has just made.
-                            if !p
-                                .poll_next(
-                                    id,
-                                    statement_id,
-                                    &claim.token,
-                                    claim.poll_attempt,
-                                    claim.overdue,
-                                    posted_at,
-                                    claim.transaction_count,
-                                    Duration::from_secs(1),
-                                )
-                                .await
-                                .map_err(|e| e.to_string())?
-                            {
-                                continue;
-                            }
-                            tracing::warn!(bankAccountId = %id, "re-sent a poll for a quiet statement");
-                            report.polls_resent += 1;
-                        }
-                        _ => {
-                            // Posting crashed midway, or a retry timer was lost: resubmit the
-                            // same statement (duplicates are recognised by Banking Service).
-                            tracing::warn!(bankAccountId = %id, phase = ?claim.phase, "resubmitting a stuck claim");
-                            let mut c = claim.clone();
-                            c.since = now;
-                            p.retry_later(id, c, Duration::ZERO, "reconciler")
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            report.retries_resent += 1;
-                        }
-                    }
-                }
-                None => {
-                    if account.backfill == BackfillState::Pending {
-                        if now - account.created_at > stale {
-                            p.queues
-                                .send_work(&WorkMessage::BackfillPage {
-                                    bank_account_id: id,
-                                    cursor: account.backfill_cursor.clone(),
-                                })
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            report.backfills_resumed += 1;
-                        }
-                        continue;
-                    }
-                    let has_pending = !p
-                        .table
-                        .pending_transactions(id, account.delivered_through.as_deref(), 1)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .is_empty();
-                    if account.auth_required_owed
-                        || (account.status == AccountStatus::Active
-                            && (has_pending || account.balance_owed()))
-                    {
-                        p.kick(id, KickReason::Reconciler)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        report.kicked += 1;
-                    }
+        };
+        // One consent is checked once per run, whichever of its accounts asks first.
+        let consents = Mutex::new(HashMap::new());
+        let consents = &consents;
+        let mut results = futures::stream::iter(live)
+            .map(|account| async move {
+                let id = account.bank_account_id;
+                (id, self.reconcile(&account, now, consents).await)
+            })
+            .buffer_unordered(CONCURRENCY);
+        while let Some((id, result)) = results.next().await {
+            match result {
+                Ok(findings) => report.add(&findings),
+                Err(e) => {
+                    tracing::error!(bankAccountId = %id, error = %e, "account not reconciled");
+                    report.failed += 1;
                 }
             }
         }
-        use crate::metrics::{Unit, emit};
-        emit(
-            "PendingTotal",
-            report.pending_total as f64,
-            Unit::Count,
-            &[],
-        );
-        emit("PendingMax", report.pending_max as f64, Unit::Count, &[]);
-        emit(
-            "OldestInFlightAge",
-            report.oldest_in_flight_s as f64,
-            Unit::Seconds,
-            &[],
-        );
-        emit("StatementsOverdue", report.overdue as f64, Unit::Count, &[]);
+        emit_report(&report);
         tracing::info!(?report, "reconciliation done");
         Ok(report)
     }
 
-    /// Pending depth of one account (a metric point with the account as a property, so that
-    /// Logs Insights finds the deepest ones without a metric per account) and its claim's age.
-    async fn measure(
+    /// Looks at one live account: measures it, then acts on the first thing it needs.
+    async fn reconcile(
         &self,
-        account: &connector_aws::accounts::Account,
-        now: chrono::DateTime<Utc>,
-        report: &mut ReconcileReport,
-    ) -> Result<(), String> {
-        let pending = self
-            .pipeline
-            .table
+        account: &Account,
+        now: DateTime<chrono::Utc>,
+        consents: &Mutex<HashMap<String, Option<bool>>>,
+    ) -> Result<Findings, MessageError> {
+        let p = &self.pipeline;
+        let pending = p
+            .store
             .count_pending(
                 account.bank_account_id,
                 account.delivered_through.as_deref(),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if pending > 0 {
             let id = account.bank_account_id.to_string();
             crate::metrics::emit_with(
@@ -330,13 +263,161 @@ impl Reconciler {
                 &[("bankAccountId", &id)],
             );
         }
-        report.pending_total += pending;
-        report.pending_max = report.pending_max.max(pending);
-        if let Some(claim) = &account.in_flight {
-            report.oldest_in_flight_s = report
-                .oldest_in_flight_s
-                .max((now - claim.since).num_seconds());
-        }
-        Ok(())
+        let claim = account.in_flight.as_ref();
+        let action = if self.consent_expired(account, now, consents).await? {
+            Action::ConsentExpired
+        } else {
+            match claim {
+                Some(claim) => self.unstick(account.bank_account_id, claim, now).await?,
+                None => self.wake_if_idle(account, pending, now).await?,
+            }
+        };
+        Ok(Findings {
+            action,
+            pending,
+            overdue: claim.and_then(Claim::posted).is_some_and(|p| p.overdue),
+            claim_age_s: claim.map(|c| (now - c.since).num_seconds()),
+        })
     }
+
+    /// Consent expiry at the bank (spec §8.2 step 1): the account owes Banking Service an
+    /// `authRequired` statement and pauses until re-authorisation.
+    async fn consent_expired(
+        &self,
+        account: &Account,
+        now: DateTime<chrono::Utc>,
+        consents: &Mutex<HashMap<String, Option<bool>>>,
+    ) -> Result<bool, MessageError> {
+        let p = &self.pipeline;
+        if account.status != AccountStatus::Active {
+            return Ok(false);
+        }
+        let Some(granted) = p.store.granted_account(&account.external_id).await? else {
+            return Ok(false);
+        };
+        let known = consents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&granted.consent_id)
+            .copied();
+        let over = match known {
+            Some(v) => v,
+            None => {
+                let v = self.consent_over(&granted.consent_id, now).await;
+                consents
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(granted.consent_id.clone(), v);
+                v
+            }
+        };
+        if over != Some(true) {
+            return Ok(false);
+        }
+        let id = account.bank_account_id;
+        tracing::warn!(bankAccountId = %id, "consent over: re-authorisation required");
+        p.store
+            .set_account_status(id, AccountStatus::AuthRequired)
+            .await?;
+        p.kick(id, KickReason::Reconciler).await?;
+        Ok(true)
+    }
+
+    /// A claim without progress for `stale_after`: its poll chain or its retry was lost.
+    async fn unstick(
+        &self,
+        id: uuid::Uuid,
+        claim: &Claim,
+        now: DateTime<chrono::Utc>,
+    ) -> Result<Action, MessageError> {
+        let p = &self.pipeline;
+        let stale = TimeDelta::from_std(self.stale_after).unwrap_or(TimeDelta::minutes(15));
+        if now - claim.last_progress() < stale {
+            return Ok(Action::Nothing);
+        }
+        match &claim.phase {
+            ClaimPhase::Posted(posted) => {
+                // Moving the counter on makes any message of the old chain stale, so that only
+                // the poll sent here continues; a second later, so as not to follow a poll the
+                // old chain has just made.
+                let resent = p
+                    .poll_next(
+                        id,
+                        &posted.statement_id,
+                        &claim.token,
+                        posted.poll_attempt,
+                        posted.overdue,
+                        posted.posted_at,
+                        claim.transaction_count(),
+                        Duration::from_secs(1),
+                    )
+                    .await?;
+                if !resent {
+                    return Ok(Action::Nothing);
+                }
+                tracing::warn!(bankAccountId = %id, "re-sent a poll for a quiet statement");
+                Ok(Action::PollResent)
+            }
+            ClaimPhase::Posting | ClaimPhase::RetryWait { .. } => {
+                // Posting crashed midway, or a retry timer was lost: resubmit the same
+                // statement (duplicates are recognised by Banking Service).
+                tracing::warn!(bankAccountId = %id, phase = claim.phase.name(), "resubmitting a stuck claim");
+                let mut c = claim.clone();
+                c.since = now;
+                p.retry_later(id, c, Duration::ZERO, "reconciler").await?;
+                Ok(Action::RetryResent)
+            }
+        }
+    }
+
+    /// An account without a claim: resume a stuck backfill, or wake an account with work owed
+    /// and no wake-up on its way.
+    async fn wake_if_idle(
+        &self,
+        account: &Account,
+        pending: u64,
+        now: DateTime<chrono::Utc>,
+    ) -> Result<Action, MessageError> {
+        let p = &self.pipeline;
+        let id = account.bank_account_id;
+        let stale = TimeDelta::from_std(self.stale_after).unwrap_or(TimeDelta::minutes(15));
+        if account.backfill == BackfillState::Pending {
+            if now - account.created_at <= stale {
+                return Ok(Action::Nothing);
+            }
+            p.timers
+                .send_work(&WorkMessage::BackfillPage {
+                    bank_account_id: id,
+                    cursor: account.backfill_cursor.clone(),
+                })
+                .await?;
+            return Ok(Action::BackfillResumed);
+        }
+        let owed = account.auth_required_owed
+            || (account.status == AccountStatus::Active && (pending > 0 || account.balance_owed()));
+        if !owed {
+            return Ok(Action::Nothing);
+        }
+        p.kick(id, KickReason::Reconciler).await?;
+        Ok(Action::Kicked)
+    }
+}
+
+/// The run's figures as metrics.
+fn emit_report(report: &ReconcileReport) {
+    use crate::metrics::{Unit, emit};
+    emit(
+        "PendingTotal",
+        report.pending_total as f64,
+        Unit::Count,
+        &[],
+    );
+    emit("PendingMax", report.pending_max as f64, Unit::Count, &[]);
+    emit(
+        "OldestInFlightAge",
+        report.oldest_in_flight_s as f64,
+        Unit::Seconds,
+        &[],
+    );
+    emit("StatementsOverdue", report.overdue as f64, Unit::Count, &[]);
 }

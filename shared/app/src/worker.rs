@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use connector_aws::Table;
-use connector_aws::accounts::{Account, AccountStatus, BackfillState, CreateOutcome};
 use connector_aws::queues::Queues;
 use connector_bank::{BankClient, BankError, BankTransaction};
+use connector_domain::account::{Account, AccountStatus, BackfillState, CreateOutcome};
 use connector_domain::messages::{Kick, KickReason, WorkMessage};
 use connector_domain::notification::{NotificationAction, parse_start_date};
 use connector_domain::statement::Balance;

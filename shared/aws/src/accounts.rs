@@ -2,180 +2,15 @@
 //! and its in-flight claim (invariant 1: at most one statement in flight per account).
 
 use chrono::{DateTime, Utc};
+use connector_domain::account::{
+    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, CreateOutcome, IngestFence,
+    IngestStart, Release,
+};
 use connector_domain::statement::Balance;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::table::{Item, StoreError, Table, from_item, n, s, to_item};
-
-/// Where an account stands, for the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum AccountStatus {
-    /// Statements flow.
-    Active,
-    /// The customer's consent ran out: pushes pause until re-authorisation.
-    AuthRequired,
-    /// Offboarded (tombstone): nothing is ever pushed again.
-    Cancelled,
-}
-
-/// Progress of the initial history pull from `requestedStartDate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum BackfillState {
-    Pending,
-    Done,
-}
-
-/// What an in-flight claim is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Phase {
-    /// Claimed; the statement is being built or posted.
-    Posting,
-    /// `POST` answered 201; the poller drives it to a terminal status.
-    Posted,
-    /// The last `POST` failed in a retryable way; a timer message will resubmit it.
-    RetryWait,
-}
-
-/// What an in-flight statement carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum StatementKind {
-    Transactions,
-    /// A 0-transaction statement reporting `authRequired` (spec §8.2).
-    AuthRequired,
-    /// A 0-transaction statement carrying newer balances (spec §8.4 step 3).
-    Balances,
-}
-
-/// The claim that makes an account's statement the only one in flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InFlight {
-    /// Random per claim: every later step is conditional on it.
-    pub token: String,
-    pub phase: Phase,
-    pub kind: StatementKind,
-    pub since: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statement_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub posted_at: Option<DateTime<Utc>>,
-    /// Failed submissions of this same statement so far.
-    #[serde(default)]
-    pub attempt: u32,
-    /// 409s answered to this statement with the account not confirmed cancelled.
-    #[serde(default)]
-    pub conflicts: u32,
-    /// Polls that found the statement unfinished; guards against a duplicated poll message
-    /// forking the poll chain.
-    #[serde(default)]
-    pub poll_attempt: u32,
-    #[serde(default)]
-    pub transaction_count: u32,
-    /// The uniqueIds of the statement, in order, so a resubmission is identical.
-    #[serde(default)]
-    pub unique_ids: Vec<String>,
-    /// Set when the statement exceeded its maximum age (alarmed, still polled).
-    #[serde(default)]
-    pub overdue: bool,
-    /// As-of of the ledger balance the statement carries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub balance_as_of: Option<DateTime<Utc>>,
-    /// Highest statement position in the statement: the watermark after its success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hi_key: Option<String>,
-    /// Newest `datePosted` in the statement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub newest_date: Option<DateTime<Utc>>,
-    /// When the connector received the statement's oldest transaction (ingest-to-succeeded
-    /// latency).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oldest_received_at: Option<DateTime<Utc>>,
-    /// RetryWait: when the retry timer is due (the watchdog resubmits if it never comes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_at: Option<DateTime<Utc>>,
-    /// Posted: when the next poll is due (the watchdog restarts a poll chain that went quiet).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_poll_at: Option<DateTime<Utc>>,
-}
-
-/// The account item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Account {
-    pub bank_account_id: Uuid,
-    pub external_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bank_id: Option<Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_start_date: Option<DateTime<Utc>>,
-    pub status: AccountStatus,
-    pub backfill: BackfillState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backfill_cursor: Option<String>,
-    /// Arrival sequence numbers handed out so far (statement order breaks date ties with it).
-    #[serde(default)]
-    pub next_seq: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ledger: Option<Balance>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub available: Option<Balance>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub in_flight: Option<InFlight>,
-    /// Newest `datePosted` Banking Service holds for this account (the 2-week rule's reference).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub newest_delivered: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_success_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub delivered_count: u64,
-    /// A 0-transaction `authRequired` statement is owed to Banking Service.
-    #[serde(default)]
-    pub auth_required_owed: bool,
-    /// As-of (epoch ms) of the newest ledger balance the bank gave, and of the newest one
-    /// Banking Service holds: when the first is newer, a balance statement is owed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ledger_as_of_ms: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub balance_sent_as_of_ms: Option<i64>,
-    /// Banking Service holds every transaction up to this statement position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivered_through: Option<String>,
-    /// The highest position ever put in a statement. Transactions arriving with an older
-    /// position are placed after it (see `transactions::position_after`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub horizon: Option<String>,
-    /// Ingests being written right now, by token. The pusher starts no batch while one is,
-    /// and commits a batch (`commit_horizon`) only if none began since it looked: so a
-    /// statement never skips a transaction still being written, and every ingest knows the
-    /// horizon its stragglers must go after.
-    #[serde(default)]
-    pub ingesting: std::collections::BTreeMap<String, IngestFence>,
-    pub created_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cancelled_at: Option<DateTime<Utc>>,
-}
-
-/// An unfinished ingest: when its lease ends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IngestFence {
-    pub expires_at_ms: i64,
-}
-
-impl Account {
-    /// Ingests still being written (an expired lease means one died midway).
-    pub fn live_ingests(&self, now: DateTime<Utc>) -> usize {
-        self.ingesting
-            .values()
-            .filter(|f| f.expires_at_ms > now.timestamp_millis())
-            .count()
-    }
-}
 
 #[derive(Serialize, Deserialize)]
 struct AccountItem {
@@ -223,26 +58,6 @@ fn external_pk(external_id: &str) -> String {
     format!("EXT#{external_id}")
 }
 
-/// Result of recording a `bankAccount` created notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreateOutcome {
-    Created,
-    /// A redelivery: the account exists already.
-    AlreadyExists,
-    /// Deleted before it was created (reordered delivery): stays cancelled.
-    Tombstoned,
-}
-
-/// Result of claiming an account for a statement.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClaimOutcome {
-    Claimed(Box<Account>),
-    /// Another statement is in flight (or waiting to be resubmitted).
-    Busy,
-    /// Unknown or cancelled account.
-    Gone,
-}
-
 impl Table {
     pub async fn get_account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
         Ok(self
@@ -266,7 +81,7 @@ impl Table {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         let outcome = match put {
             Ok(_) => CreateOutcome::Created,
             Err(StoreError::ConditionFailed) => {
@@ -329,7 +144,7 @@ impl Table {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(StoreError::from_sdk)?;
+                .map_err(crate::table::from_sdk)?;
             for item in page.items.unwrap_or_default() {
                 let link: ExternalLinkItem = from_item(item)?;
                 out.push(ExternalLink {
@@ -373,7 +188,7 @@ impl Table {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
-            .map_err(StoreError::from_sdk)?;
+            .map_err(crate::table::from_sdk)?;
         let before: Option<Account> = match out.attributes {
             Some(item) if item.contains_key("status") => {
                 Some(from_item::<AccountItem>(item)?.account)
@@ -421,7 +236,7 @@ impl Table {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match out {
             Ok(o) => {
                 let item = o
@@ -465,7 +280,7 @@ impl Table {
             .expression_attribute_values(":seen", n(seen_next_seq))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => {
@@ -508,7 +323,7 @@ impl Table {
             .expression_attribute_names("#token", token)
             .send()
             .await
-            .map_err(StoreError::from_sdk)
+            .map_err(crate::table::from_sdk)
             .map(|_| ())
             .or_else(|e| match e {
                 StoreError::ConditionFailed => Ok(()),
@@ -542,7 +357,7 @@ impl Table {
                 .expression_attribute_values(":ms", n(balance.as_of.timestamp_millis()))
                 .send()
                 .await
-                .map_err(StoreError::from_sdk);
+                .map_err(crate::table::from_sdk);
             match res {
                 Ok(_) | Err(StoreError::ConditionFailed) => {}
                 Err(e) => return Err(e),
@@ -576,7 +391,7 @@ impl Table {
                 .expression_attribute_values(":cursor", s(c)),
             None => req.update_expression("SET backfill = :state REMOVE backfillCursor"),
         };
-        req.send().await.map_err(StoreError::from_sdk)?;
+        req.send().await.map_err(crate::table::from_sdk)?;
         Ok(())
     }
 
@@ -608,7 +423,7 @@ impl Table {
             .expression_attribute_values(":cancelled", s("cancelled"))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
@@ -617,11 +432,7 @@ impl Table {
     }
 
     /// Takes the account's in-flight claim (invariant 1). Only one caller can hold it.
-    pub async fn claim_account(
-        &self,
-        id: Uuid,
-        claim: &InFlight,
-    ) -> Result<ClaimOutcome, StoreError> {
+    pub async fn claim_account(&self, id: Uuid, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         let value = serde_dynamo::to_attribute_value(claim).map_err(StoreError::corrupt)?;
         let res = self
             .client
@@ -638,7 +449,7 @@ impl Table {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(out) => {
                 let item: Item = out
@@ -661,7 +472,7 @@ impl Table {
         &self,
         id: Uuid,
         token: &str,
-        claim: &InFlight,
+        claim: &Claim,
     ) -> Result<bool, StoreError> {
         let value = serde_dynamo::to_attribute_value(claim).map_err(StoreError::corrupt)?;
         let res = self
@@ -676,7 +487,7 @@ impl Table {
             .expression_attribute_values(":token", s(token))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
@@ -716,7 +527,7 @@ impl Table {
             )
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
@@ -777,7 +588,7 @@ impl Table {
             .update_expression(expr)
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
@@ -793,8 +604,8 @@ impl Table {
     /// Afterwards messages still carrying the old token are dropped as stale; the next push
     /// rebuilds the batch from the watermark, and transactions the cleared statement did get
     /// delivered come back as `DuplicateTransaction`, which counts as delivered.
-    pub async fn clear_claim(&self, id: Uuid, seen: &InFlight) -> Result<bool, StoreError> {
-        let phase = serde_dynamo::to_attribute_value(seen.phase).map_err(StoreError::corrupt)?;
+    pub async fn clear_claim(&self, id: Uuid, seen: &Claim) -> Result<bool, StoreError> {
+        let phase = s(seen.phase.name());
         let res = self
             .client
             .update_item()
@@ -812,10 +623,10 @@ impl Table {
             .expression_attribute_values(":token", s(&seen.token))
             .expression_attribute_values(":phase", phase)
             .expression_attribute_values(":attempt", n(seen.attempt))
-            .expression_attribute_values(":poll", n(seen.poll_attempt))
+            .expression_attribute_values(":poll", n(seen.poll_attempt()))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
@@ -840,7 +651,7 @@ impl Table {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(StoreError::from_sdk)?;
+                .map_err(crate::table::from_sdk)?;
             for item in page.items.unwrap_or_default() {
                 ids.push(from_item::<RegistryItem>(item)?.bank_account_id);
             }
@@ -868,7 +679,7 @@ impl Table {
                     .request_items(&self.name, request)
                     .send()
                     .await
-                    .map_err(StoreError::from_sdk)?;
+                    .map_err(crate::table::from_sdk)?;
                 for item in got
                     .responses
                     .and_then(|mut r| r.remove(&self.name))
@@ -889,37 +700,5 @@ impl Table {
             }
         }
         Ok(out)
-    }
-}
-
-/// An ingest under way: its first sequence number, its fence token, and the horizon its
-/// stragglers go after.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngestStart {
-    pub first_seq: u64,
-    pub token: String,
-    pub horizon: Option<String>,
-}
-
-/// What releasing a claim records.
-#[derive(Debug, Clone, Default)]
-pub struct Release {
-    /// The new watermark (a transactions statement succeeded).
-    pub delivered_through: Option<String>,
-    pub newest_delivered: Option<DateTime<Utc>>,
-    pub success_at: Option<DateTime<Utc>>,
-    pub delivered: u64,
-    pub auth_required_sent: bool,
-    pub balance_sent_as_of: Option<DateTime<Utc>>,
-}
-
-impl Account {
-    /// The bank gave a ledger balance newer than any Banking Service holds.
-    pub fn balance_owed(&self) -> bool {
-        match (self.ledger_as_of_ms, self.balance_sent_as_of_ms) {
-            (Some(given), Some(sent)) => given > sent,
-            (Some(_), None) => true,
-            _ => false,
-        }
     }
 }

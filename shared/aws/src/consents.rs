@@ -3,31 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+
+pub use connector_domain::account::GrantedAccount;
 
 use crate::table::{StoreError, Table, epoch, from_item, s};
-
-/// An account a customer granted, as the connector announced it in `PATCH /v1/authorisations`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GrantedAccount {
-    /// Our `bankAccountExternalId`: the bank's stable, opaque account id.
-    pub external_id: String,
-    pub consent_id: String,
-    pub customer_id: String,
-    pub name: String,
-    pub kind: String,
-    pub identifier: String,
-    #[serde(default)]
-    pub branch: Option<String>,
-    #[serde(default)]
-    pub bank_code: Option<String>,
-    /// Banking Service's bank the account was granted through (for account queries).
-    #[serde(default)]
-    pub bank_id: Option<Uuid>,
-    #[serde(default)]
-    pub granted_at: Option<DateTime<Utc>>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -118,7 +97,7 @@ impl Table {
                     .set_exclusive_start_key(start)
                     .send()
                     .await
-                    .map_err(StoreError::from_sdk)?;
+                    .map_err(crate::table::from_sdk)?;
                 for item in page.items.unwrap_or_default() {
                     let g = from_item::<DayItem<GrantedAccount>>(item)?.inner;
                     if g.granted_at.is_none_or(|t| t <= since) {

@@ -148,7 +148,7 @@ impl Table {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
@@ -196,7 +196,7 @@ impl Table {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(out) => {
                 let item = out
@@ -250,7 +250,7 @@ impl Table {
             .expression_attribute_values(":now", crate::table::n(now.timestamp_millis()))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(Ok(PatchClaim {
                 authorisation_id: id,
@@ -288,7 +288,7 @@ impl Table {
             .expression_attribute_values(":token", crate::table::s(claim.token.clone()))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
@@ -340,7 +340,7 @@ impl Table {
                 .expression_attribute_values(":now", crate::table::n(now.timestamp_millis()))
                 .send()
                 .await
-                .map_err(StoreError::from_sdk);
+                .map_err(crate::table::from_sdk);
             match res {
                 Ok(_) => return Ok(Some(GraceSlot { index, token })),
                 Err(StoreError::ConditionFailed) => continue,
@@ -364,7 +364,7 @@ impl Table {
             .expression_attribute_values(":token", crate::table::s(slot.token.clone()))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
             Err(e) => Err(e),

@@ -70,7 +70,7 @@ impl Table {
             .expression_attribute_values(":hash", s(payload_hash))
             .send()
             .await;
-        match put.map_err(StoreError::from_sdk) {
+        match put.map_err(crate::table::from_sdk) {
             Ok(_) => Ok(Claim::New),
             Err(StoreError::ConditionFailed) => {
                 let Some(existing) = self.get_as::<ClaimItem>(pk(key), "IDEM").await? else {
@@ -100,7 +100,7 @@ impl Table {
             .expression_attribute_values(":completed", s("completed"))
             .send()
             .await
-            .map_err(StoreError::from_sdk)?;
+            .map_err(crate::table::from_sdk)?;
         Ok(())
     }
 
@@ -116,7 +116,7 @@ impl Table {
             .expression_attribute_values(":in_progress", s("inProgress"))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
             Err(e) => Err(e),

@@ -4,13 +4,30 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 
-/// SQS refused or could not be reached; the caller retries or fails its own message.
-#[derive(Debug, thiserror::Error)]
-#[error("queue unavailable: {0}")]
-pub struct QueueError(pub String);
+pub use connector_domain::ports::QueueError;
+
+/// An SDK error as the sender must treat it: access or queue missing is configuration, the rest
+/// transient.
+fn from_sdk<E, R>(err: aws_sdk_sqs::error::SdkError<E, R>) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = format!("{}", DisplayErrorContext(&err));
+    match err.code() {
+        Some(
+            "AccessDenied"
+            | "AccessDeniedException"
+            | "AWS.SimpleQueueService.NonExistentQueue"
+            | "QueueDoesNotExist"
+            | "InvalidClientTokenId",
+        ) => QueueError::Configuration(text),
+        _ => QueueError::Unavailable(text),
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Queues {
@@ -62,19 +79,19 @@ impl Queues {
                 .message_group_id(g)
                 .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string());
         }
-        req.send()
-            .await
-            .map_err(|e| QueueError(format!("{}", DisplayErrorContext(&e))))?;
+        req.send().await.map_err(from_sdk)?;
         Ok(())
     }
 
     pub async fn send_work(&self, msg: &WorkMessage) -> Result<(), QueueError> {
-        let body = serde_json::to_string(msg).map_err(|e| QueueError(e.to_string()))?;
+        let body =
+            serde_json::to_string(msg).map_err(|e| QueueError::Unavailable(e.to_string()))?;
         self.send(&self.notifications_url, body, None, None).await
     }
 
     pub async fn kick(&self, kick: &Kick) -> Result<(), QueueError> {
-        let body = serde_json::to_string(kick).map_err(|e| QueueError(e.to_string()))?;
+        let body =
+            serde_json::to_string(kick).map_err(|e| QueueError::Unavailable(e.to_string()))?;
         self.send(
             &self.push_url,
             body,
@@ -85,7 +102,8 @@ impl Queues {
     }
 
     pub async fn send_timer(&self, msg: &TimerMessage, delay: Duration) -> Result<(), QueueError> {
-        let body = serde_json::to_string(msg).map_err(|e| QueueError(e.to_string()))?;
+        let body =
+            serde_json::to_string(msg).map_err(|e| QueueError::Unavailable(e.to_string()))?;
         self.send(&self.poll_url, body, Some(delay), None).await
     }
 }

@@ -53,7 +53,7 @@ impl DynamoRateLimiter {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),

@@ -20,38 +20,33 @@ pub type Item = HashMap<String, AttributeValue>;
 /// Name of the sparse local secondary index over pending transactions.
 pub const PENDING_INDEX: &str = "pending";
 
-/// Why a table operation did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A condition of the write did not hold (someone else got there first).
-    #[error("the item is not in the expected state")]
-    ConditionFailed,
-    /// Throttling, a network fault or a service error: the caller may retry.
-    #[error("the table is unavailable: {0}")]
-    Unavailable(String),
-    /// An item that does not decode: a bug or manual tampering; never retried blindly.
-    #[error("an item is malformed: {0}")]
-    Corrupt(String),
-}
+pub use connector_domain::ports::StoreError;
 
-impl StoreError {
-    pub(crate) fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
-    {
-        match err.code() {
-            Some("ConditionalCheckFailedException") => Self::ConditionFailed,
-            Some(code) => Self::Unavailable(format!("{code}: {}", err.message().unwrap_or(""))),
-            None => Self::Unavailable(format!(
-                "{}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(&err)
-            )),
+/// An SDK error as the store's caller must treat it: a failed condition; a request DynamoDB
+/// refuses whatever the moment (poison); access or table missing (configuration); the rest
+/// transient.
+pub(crate) fn from_sdk<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = |code: &str| format!("{code}: {}", err.message().unwrap_or(""));
+    match err.code() {
+        Some("ConditionalCheckFailedException") => StoreError::ConditionFailed,
+        Some(code @ ("ValidationException" | "SerializationException")) => {
+            StoreError::Refused(text(code))
         }
-    }
-
-    pub(crate) fn corrupt(e: impl std::fmt::Display) -> Self {
-        Self::Corrupt(e.to_string())
+        Some(
+            code @ ("AccessDeniedException"
+            | "ResourceNotFoundException"
+            | "UnrecognizedClientException"
+            | "MissingAuthenticationTokenException"),
+        ) => StoreError::Configuration(text(code)),
+        Some(code) => StoreError::Unavailable(text(code)),
+        None => StoreError::Unavailable(format!(
+            "{}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(&err)
+        )),
     }
 }
 
@@ -91,7 +86,7 @@ impl Table {
             .consistent_read(true)
             .send()
             .await
-            .map_err(StoreError::from_sdk)?;
+            .map_err(crate::table::from_sdk)?;
         Ok(out.item)
     }
 
@@ -103,7 +98,7 @@ impl Table {
             .set_item(Some(to_item(value)?))
             .send()
             .await
-            .map_err(StoreError::from_sdk)?;
+            .map_err(crate::table::from_sdk)?;
         Ok(())
     }
 

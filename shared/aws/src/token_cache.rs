@@ -77,7 +77,7 @@ impl DynamoTokenCache {
             .expression_attribute_values(":ttl", n(token.expires_at.timestamp() + 3600))
             .send()
             .await
-            .map_err(|e| Self::port(StoreError::from_sdk(e)))?;
+            .map_err(|e| Self::port(crate::table::from_sdk(e)))?;
         Ok(())
     }
 
@@ -93,7 +93,7 @@ impl DynamoTokenCache {
             .expression_attribute_values(":t", s(access_token))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
             Err(e) => Err(Self::port(e)),
@@ -120,7 +120,7 @@ impl DynamoTokenCache {
             .expression_attribute_values(":now", n(now.timestamp_millis()))
             .send()
             .await
-            .map_err(StoreError::from_sdk);
+            .map_err(crate::table::from_sdk);
         match res {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),

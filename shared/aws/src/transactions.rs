@@ -1,17 +1,12 @@
-//! Transactions of an account: stored once per `uniqueId` at a *statement position*
-//! (`pendingKey`: `datePosted`, then arrival). The account's watermark (`deliveredThrough`) says
-//! how far Banking Service holds them, so a success is one write on the account, not one per
-//! transaction. Items leave the position order only when parked or found already held.
-//!
-//! A transaction that arrives after the pusher's horizon has passed its natural position (a
-//! straggler, older than what was already batched) is placed just after the horizon, so it is
-//! never skipped by the watermark; statements are sorted by date within themselves.
+//! Transactions of an account in the table (the model and its position rule:
+//! `connector_domain::stored`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, Utc};
+use connector_domain::stored::{StoredTransaction, TransactionState, position_after};
 use connector_domain::transaction::Transaction;
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
@@ -26,29 +21,6 @@ use crate::table::{Item, PENDING_INDEX, StoreError, Table, epoch, from_item, n, 
 const KEEP_TRANSACTIONS: Duration = Duration::from_secs(400 * 24 * 3600);
 /// How long parked records stay listable before they expire.
 const KEEP_PARKED: Duration = Duration::from_secs(180 * 24 * 3600);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum TransactionState {
-    /// In position order: held by Banking Service once the account's watermark passes it.
-    Pending,
-    /// Found already held by Banking Service (`DuplicateTransaction`).
-    Delivered,
-    Parked,
-}
-
-/// A stored transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredTransaction {
-    pub seq: u64,
-    pub state: TransactionState,
-    pub transaction: Transaction,
-    pub statement_id: Option<String>,
-    pub reason: Option<String>,
-    pub received_at: DateTime<Utc>,
-    /// Statement position while in position order.
-    pub position: Option<String>,
-}
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -109,21 +81,6 @@ fn txn_sk(unique_id: &str) -> String {
     format!("U#{unique_id}")
 }
 
-/// Statement order as a sortable key: `datePosted`, then arrival sequence.
-pub fn pending_key(t: &Transaction, seq: u64) -> String {
-    format!("{}#{seq:015}", t.date_posted.format("%Y%m%dT%H%M%S%.3fZ"))
-}
-
-/// The position of a transaction arriving now: its natural one, or — when the pusher's horizon
-/// already passed it — just after the horizon.
-pub fn position_after(t: &Transaction, seq: u64, horizon: Option<&str>) -> String {
-    let natural = pending_key(t, seq);
-    match horizon {
-        Some(h) if natural.as_str() <= h => format!("{h}~{natural}"),
-        _ => natural,
-    }
-}
-
 /// Whether each record was stored now or was there already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -178,7 +135,7 @@ impl Table {
                     .condition_expression("attribute_not_exists(pk)")
                     .send()
                     .await
-                    .map_err(StoreError::from_sdk);
+                    .map_err(crate::table::from_sdk);
                 match res {
                     Ok(_) => Ok((i, PutOutcome::Stored)),
                     Err(StoreError::ConditionFailed) => Ok((i, PutOutcome::Duplicate)),
@@ -213,7 +170,7 @@ impl Table {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(StoreError::from_sdk)?;
+                .map_err(crate::table::from_sdk)?;
             for item in page.items.unwrap_or_default() {
                 let it: TransactionItem = from_item(item)?;
                 // The index is sparse on `pendingKey`; the state check guards a stale projection.
@@ -265,7 +222,7 @@ impl Table {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(StoreError::from_sdk)?;
+                .map_err(crate::table::from_sdk)?;
             total += page.count.max(0) as u64;
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -299,7 +256,7 @@ impl Table {
                     .request_items(&self.name, req)
                     .send()
                     .await
-                    .map_err(StoreError::from_sdk)?;
+                    .map_err(crate::table::from_sdk)?;
                 for item in out
                     .responses
                     .and_then(|mut r| r.remove(&self.name))
@@ -345,7 +302,7 @@ impl Table {
                     .expression_attribute_values(":statement", s(statement_id))
                     .send()
                     .await
-                    .map_err(StoreError::from_sdk);
+                    .map_err(crate::table::from_sdk);
                 match res {
                     Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
                     Err(e) => Err(e),
@@ -382,7 +339,7 @@ impl Table {
                     .set_item(Some(parked))
                     .send()
                     .await
-                    .map_err(StoreError::from_sdk)?;
+                    .map_err(crate::table::from_sdk)?;
                 let res = self
                     .client
                     .update_item()
@@ -399,7 +356,7 @@ impl Table {
                     .expression_attribute_values(":expires", n(expires))
                     .send()
                     .await
-                    .map_err(StoreError::from_sdk);
+                    .map_err(crate::table::from_sdk);
                 match res {
                     Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
                     Err(e) => Err(e),
@@ -453,7 +410,7 @@ impl Table {
                     .expression_attribute_values(":prefix", s(format!("{a}#"))),
                 None => q.key_condition_expression("pk = :pk"),
             };
-            let page = q.send().await.map_err(StoreError::from_sdk)?;
+            let page = q.send().await.map_err(crate::table::from_sdk)?;
             for item in page.items.unwrap_or_default() {
                 out.push(from_item::<ParkedItem>(item)?.record);
                 if out.len() >= limit {
@@ -487,7 +444,7 @@ impl Table {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(StoreError::from_sdk)?;
+                .map_err(crate::table::from_sdk)?;
             for item in page.items.unwrap_or_default() {
                 out.push(from_item::<TransactionItem>(item)?.into_stored()?);
             }
@@ -497,47 +454,5 @@ impl Table {
                 return Ok(out);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use connector_domain::transaction::parse_datetime;
-
-    #[test]
-    fn pending_keys_sort_by_date_then_arrival() {
-        let mut t = Transaction {
-            unique_id: "a".into(),
-            transaction_amount: "1".parse().unwrap(),
-            transaction_type: "OTHER".into(),
-            date_posted: parse_datetime("2025-03-03T09:12:44.5Z").unwrap(),
-            date_user_initiated: None,
-            exchange_currency: None,
-            exchange_amount: None,
-            check_number: None,
-            reference_number: None,
-            description: None,
-            narrative1: None,
-            narrative2: None,
-            payee: None,
-            coordinates: None,
-            category: None,
-            provider_additional_fields: Vec::new(),
-            running_balance: None,
-        };
-        let a = pending_key(&t, 9);
-        let b = pending_key(&t, 10);
-        t.date_posted = parse_datetime("2025-03-03T09:12:45Z").unwrap();
-        let c = pending_key(&t, 1);
-        assert_eq!(a, "20250303T091244.500Z#000000000000009");
-        assert!(a < b && b < c);
-
-        // A straggler (older than the horizon) goes right after the horizon, before anything
-        // that comes naturally later.
-        t.date_posted = parse_datetime("2025-03-01T00:00:00Z").unwrap();
-        let straggler = position_after(&t, 11, Some(&b));
-        assert!(straggler.as_str() > b.as_str() && straggler.as_str() < c.as_str());
-        assert_eq!(position_after(&t, 11, None), pending_key(&t, 11));
     }
 }

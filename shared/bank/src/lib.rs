@@ -342,6 +342,47 @@ fn segment(id: &str) -> String {
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
 
+/// The client as the pipeline's port.
+impl connector_domain::ports::BankReader for BankClient {
+    fn balances<'a>(
+        &'a self,
+        consent_id: &'a str,
+        external_id: &'a str,
+    ) -> connector_domain::ports::BoxFuture<
+        'a,
+        Result<connector_domain::ports::BankBalances, connector_domain::ports::BankCallError>,
+    > {
+        use connector_domain::ports::{BankBalances, BankCallError};
+        Box::pin(async move {
+            match BankClient::balances(self, consent_id, external_id).await {
+                Ok(b) => Ok(BankBalances {
+                    ledger: b.ledger,
+                    available: b.available,
+                    as_of: b.as_of,
+                }),
+                Err(BankError::Unavailable(e)) => Err(BankCallError::Unavailable(e)),
+                Err(e) => Err(BankCallError::Refused(e.to_string())),
+            }
+        })
+    }
+
+    fn consent_active<'a>(
+        &'a self,
+        consent_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> connector_domain::ports::BoxFuture<'a, Result<bool, connector_domain::ports::BankCallError>>
+    {
+        use connector_domain::ports::BankCallError;
+        Box::pin(async move {
+            match self.consent(consent_id).await {
+                Ok(c) => Ok(c.is_active(now)),
+                Err(BankError::ConsentExpired | BankError::NotFound) => Ok(false),
+                Err(e) => Err(BankCallError::Unavailable(e.to_string())),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

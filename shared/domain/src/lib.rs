@@ -1,6 +1,7 @@
 //! The connector's domain: types and rules, no I/O (except metric lines on stdout, which is how
 //! Lambda publishes Embedded Metric Format). Adapters (AWS, HTTP) live in other crates.
 
+pub mod account;
 pub mod amount;
 pub mod fuzzing;
 pub mod ingest;
@@ -11,4 +12,5 @@ pub mod ports;
 pub mod redirect;
 pub mod schedule;
 pub mod statement;
+pub mod stored;
 pub mod transaction;

@@ -38,3 +38,291 @@ pub trait SharedTokenCache: Send + Sync {
     /// Takes a short lease on refreshing, so that one caller refreshes while others wait.
     fn try_lease(&self, holder: &str, ttl: Duration) -> BoxFuture<'_, Result<bool, PortError>>;
 }
+
+// ---- The statement pipeline's ports: what the pusher, the poller and the reconciler need from
+// ---- the table, the queues, Banking Service's Provider API and the bank.
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::account::{Account, AccountStatus, Claim, ClaimOutcome, GrantedAccount, Release};
+use crate::messages::{Kick, TimerMessage, WorkMessage};
+use crate::statement::{StatementRequest, StatementResource};
+use crate::stored::StoredTransaction;
+
+/// A failure of the store, by what the caller should do with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A condition of the write did not hold (someone else got there first).
+    #[error("the item is not in the expected state")]
+    ConditionFailed,
+    /// Throttling, a network fault or a service error: the caller may retry.
+    #[error("the table is unavailable: {0}")]
+    Unavailable(String),
+    /// An item that does not decode: a bug or manual tampering; never retried blindly.
+    #[error("an item is malformed: {0}")]
+    Corrupt(String),
+    /// The store refused the request itself (a validation error): retrying it cannot help.
+    #[error("the table refused the request: {0}")]
+    Refused(String),
+    /// Access denied, or the table does not exist: only an operator can fix it.
+    #[error("the table is misconfigured: {0}")]
+    Configuration(String),
+}
+
+impl StoreError {
+    pub fn corrupt(e: impl std::fmt::Display) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
+/// A failure to send a message, by what the caller should do with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// Access denied, or no such queue: only an operator can fix it.
+    #[error("queue misconfigured: {0}")]
+    Configuration(String),
+}
+
+/// The accounts and their claims (invariant 1: one statement in flight per account). Every
+/// claim write is conditional on the claim's token; `false` means it no longer holds.
+pub trait AccountStore: Send + Sync {
+    fn get_account(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Account>, StoreError>>;
+    /// Every account (for the reconciler).
+    fn accounts(&self) -> BoxFuture<'_, Result<Vec<Account>, StoreError>>;
+    /// Takes the claim if the account exists, is not cancelled and has none.
+    fn claim_account<'a>(
+        &'a self,
+        id: Uuid,
+        claim: &'a Claim,
+    ) -> BoxFuture<'a, Result<ClaimOutcome, StoreError>>;
+    /// Replaces the claim while `token` holds it.
+    fn update_claim<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        claim: &'a Claim,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Moves a posted claim's poll counter from `seen` to `seen + 1`, due at `due`.
+    fn advance_poll<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        seen: u32,
+        overdue: bool,
+        due: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Removes the claim held by `token`, recording `release`.
+    fn release_account<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        release: &'a Release,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Raises the horizon to `hi` for the claim `token`, unless an ingest began since the
+    /// claim saw `seen_next_seq` (then `false`; its completion kicks again).
+    fn commit_horizon<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        hi: &'a str,
+        seen_next_seq: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Lifts the fences of ingests whose lease ran out by `now`.
+    fn clear_expired_ingests<'a>(
+        &'a self,
+        account: &'a Account,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Offboards the account (a tombstone; its `externalId` link goes too).
+    fn cancel_account<'a>(
+        &'a self,
+        id: Uuid,
+        external_id: Option<&'a str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Sets the status (never reviving a cancelled account; `false` then).
+    fn set_account_status(
+        &self,
+        id: Uuid,
+        status: AccountStatus,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+/// The transactions of each account, in statement position order.
+pub trait TransactionStore: Send + Sync {
+    /// Up to `limit` pending transactions after the watermark `after`, in position order.
+    fn pending_transactions<'a>(
+        &'a self,
+        id: Uuid,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredTransaction>, StoreError>>;
+    fn count_pending<'a>(
+        &'a self,
+        id: Uuid,
+        after: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// The stored transactions with these `uniqueId`s, in the order given (missing ones left out).
+    fn transactions_by_ids<'a>(
+        &'a self,
+        id: Uuid,
+        unique_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<StoredTransaction>, StoreError>>;
+    /// Takes pending transactions out of the position order with a reason.
+    fn park_transactions<'a>(
+        &'a self,
+        id: Uuid,
+        unique_ids: &'a [String],
+        reason: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Parks everything pending after `after`; how many.
+    fn park_all_pending<'a>(
+        &'a self,
+        id: Uuid,
+        after: Option<&'a str>,
+        reason: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<usize, StoreError>>;
+    /// Records that Banking Service already holds these (found duplicate by `statement_id`).
+    fn mark_held<'a>(
+        &'a self,
+        id: Uuid,
+        unique_ids: &'a [String],
+        statement_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// The accounts customers granted at `/auth`.
+pub trait GrantStore: Send + Sync {
+    fn granted_account<'a>(
+        &'a self,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GrantedAccount>, StoreError>>;
+    /// Granted in `[from, to]`.
+    fn granted_since(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<GrantedAccount>, StoreError>>;
+}
+
+/// The one store the pipeline works on.
+pub trait PipelineStore: AccountStore + TransactionStore + GrantStore {}
+impl<T: AccountStore + TransactionStore + GrantStore> PipelineStore for T {}
+
+/// The pipeline's queues: the per-account FIFO push queue, the timer queue and the work queue.
+pub trait Timers: Send + Sync {
+    fn kick<'a>(&'a self, kick: &'a Kick) -> BoxFuture<'a, Result<(), QueueError>>;
+    /// Delivers `message` after `delay` (at most 15 minutes).
+    fn send_timer<'a>(
+        &'a self,
+        message: &'a TimerMessage,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), QueueError>>;
+    fn send_work<'a>(&'a self, message: &'a WorkMessage) -> BoxFuture<'a, Result<(), QueueError>>;
+}
+
+/// A failed Provider API call, by what the caller should do (spec §6.2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// 429: wait `Retry-After` (or back off) and retry.
+    #[error("rate limited")]
+    RateLimited { retry_after: Option<Duration> },
+    /// 409 (statement in flight, account cancelled, ...).
+    #[error("conflict: {message}")]
+    Conflict { message: String },
+    /// 400: retrying the request unchanged cannot help. `summary`: the first error's code and
+    /// target.
+    #[error("invalid: {summary}")]
+    Invalid { summary: String },
+    #[error("not found: {summary}")]
+    NotFound { summary: String },
+    /// Credentials, audience or API key refused: alarmed; only an operator can fix it.
+    #[error("configuration: {0}")]
+    Configuration(String),
+    /// 5xx, no answer, no rate-limit slot, Sage ID unavailable: retry with back-off.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+/// The account Banking Service has for an `externalId` (`POST /v1/accountqueries`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundAccount {
+    pub bank_account_id: Uuid,
+    pub status: String,
+    pub requested_start_date: Option<String>,
+}
+
+/// Banking Service's statements and accounts, for one bank.
+pub trait StatementApi: Send + Sync {
+    /// Posts a statement; its id.
+    fn post_statement<'a>(
+        &'a self,
+        request: &'a StatementRequest,
+    ) -> BoxFuture<'a, Result<String, CallError>>;
+    fn get_statement<'a>(
+        &'a self,
+        statement_id: &'a str,
+    ) -> BoxFuture<'a, Result<StatementResource, CallError>>;
+    fn delete_statement<'a>(
+        &'a self,
+        statement_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), CallError>>;
+    fn query_account<'a>(
+        &'a self,
+        bank_id: Uuid,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FoundAccount>, CallError>>;
+}
+
+/// The Provider API client of each bank a deployment serves.
+pub trait StatementApis: Send + Sync {
+    /// The client of `bank` (the default one for `None` or a bank without its own).
+    fn for_bank(&self, bank: Option<Uuid>) -> std::sync::Arc<dyn StatementApi>;
+    /// Whether some bank has a client of its own (only then is an account's bank worth a read).
+    fn per_bank(&self) -> bool;
+}
+
+/// An account's balances as the bank reports them now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankBalances {
+    pub ledger: Decimal,
+    pub available: Option<Decimal>,
+    pub as_of: DateTime<Utc>,
+}
+
+/// A failed bank call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BankCallError {
+    /// Unreachable or failing: try again later.
+    #[error("the bank is unavailable: {0}")]
+    Unavailable(String),
+    /// The bank answered no (consent over, unknown account, ...).
+    #[error("the bank refused: {0}")]
+    Refused(String),
+}
+
+/// What the pipeline reads from the Bank Data API.
+pub trait BankReader: Send + Sync {
+    fn balances<'a>(
+        &'a self,
+        consent_id: &'a str,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<BankBalances, BankCallError>>;
+    /// Whether the customer's consent still holds at `now` (`false`: expired, revoked or
+    /// unknown to the bank).
+    fn consent_active<'a>(
+        &'a self,
+        consent_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, BankCallError>>;
+}
+
+/// The time, injected so that rules about it can be tested.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}

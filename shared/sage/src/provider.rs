@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector_domain::ports::RateLimiter;
+use connector_domain::ports::{BoxFuture, CallError, FoundAccount, RateLimiter, StatementApi};
 use connector_domain::statement::{StatementRequest, StatementResource};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -388,6 +388,84 @@ fn path_segment(id: &str) -> String {
     id.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
+}
+
+impl ApiError {
+    /// The first detail's code and target, else the error's code: what a parked record says.
+    pub fn summary(&self) -> String {
+        self.detail
+            .as_ref()
+            .and_then(|d| d.first())
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d.code.as_deref().unwrap_or(""),
+                    d.target.as_deref().unwrap_or("")
+                )
+            })
+            .unwrap_or_else(|| self.code.clone().unwrap_or_default())
+            .trim()
+            .to_string()
+    }
+}
+
+impl From<ProviderError> for CallError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            ProviderError::Conflict(e) => Self::Conflict {
+                message: e.message.unwrap_or_else(|| "no message".into()),
+            },
+            ProviderError::Invalid(e) => Self::Invalid {
+                summary: e.summary(),
+            },
+            ProviderError::NotFound(e) => Self::NotFound {
+                summary: e.summary(),
+            },
+            e if e.is_configuration() => Self::Configuration(e.to_string()),
+            e => Self::Transient(e.to_string()),
+        }
+    }
+}
+
+/// The client as the pipeline's port.
+impl StatementApi for ProviderApi {
+    fn post_statement<'a>(
+        &'a self,
+        request: &'a StatementRequest,
+    ) -> BoxFuture<'a, Result<String, CallError>> {
+        Box::pin(async move { Ok(ProviderApi::post_statement(self, request).await?.id) })
+    }
+
+    fn get_statement<'a>(
+        &'a self,
+        statement_id: &'a str,
+    ) -> BoxFuture<'a, Result<StatementResource, CallError>> {
+        Box::pin(async move { Ok(ProviderApi::get_statement(self, statement_id).await?) })
+    }
+
+    fn delete_statement<'a>(
+        &'a self,
+        statement_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move { Ok(ProviderApi::delete_statement(self, statement_id).await?) })
+    }
+
+    fn query_account<'a>(
+        &'a self,
+        bank_id: Uuid,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FoundAccount>, CallError>> {
+        Box::pin(async move {
+            Ok(ProviderApi::query_account(self, bank_id, external_id)
+                .await?
+                .map(|f| FoundAccount {
+                    bank_account_id: f.bank_account_id,
+                    status: f.status,
+                    requested_start_date: f.requested_start_date,
+                }))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,909 @@
+//! In-memory implementations of the pipeline's ports, for unit tests of the use cases: the
+//! store keeps the table's conditions (a claim write holds only while its token does), the
+//! queues keep every message with its due time, Banking Service keeps Sage's rules that the
+//! pipeline relies on (one statement in flight per account, `DuplicateTransaction` for a
+//! uniqueId it holds), and the clock moves only when a test moves it. Any call can be made to
+//! fail once, to play a fault or a crash between two writes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use connector_domain::account::{
+    Account, AccountStatus, Claim, ClaimOutcome, ClaimPhase, GrantedAccount, Release,
+};
+use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
+use connector_domain::ports::{
+    AccountStore, BankBalances, BankCallError, BankReader, BoxFuture, CallError, Clock,
+    FoundAccount, GrantStore, QueueError, StatementApi, StatementApis, StoreError, Timers,
+    TransactionStore,
+};
+use connector_domain::statement::{
+    FailureDetail, StatementRequest, StatementResource, StatementStatus,
+};
+use connector_domain::stored::{StoredTransaction, TransactionState};
+use uuid::Uuid;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Lets other tasks run before a fake answers, so that concurrent deliveries interleave at
+/// every port call as they would against a real service.
+async fn interleave() {
+    tokio::task::yield_now().await;
+}
+
+/// A clock that moves only when told.
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self(Mutex::new(start))
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        let mut now = lock(&self.0);
+        *now = (*now).max(at);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.0)
+    }
+}
+
+/// The table.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<StoreState>,
+}
+
+#[derive(Default)]
+struct StoreState {
+    accounts: BTreeMap<Uuid, Account>,
+    transactions: HashMap<Uuid, BTreeMap<String, StoredTransaction>>,
+    grants: HashMap<String, GrantedAccount>,
+    /// The next call of this name fails with this error.
+    faults: HashMap<&'static str, VecDeque<StoreError>>,
+}
+
+impl MemoryStore {
+    pub fn put_account(&self, account: Account) {
+        lock(&self.state)
+            .accounts
+            .insert(account.bank_account_id, account);
+    }
+
+    pub fn put_pending(&self, id: Uuid, transactions: Vec<StoredTransaction>) {
+        let mut s = lock(&self.state);
+        let stored = s.transactions.entry(id).or_default();
+        for t in transactions {
+            stored.insert(t.transaction.unique_id.clone(), t);
+        }
+    }
+
+    pub fn account(&self, id: Uuid) -> Account {
+        lock(&self.state).accounts[&id].clone()
+    }
+
+    pub fn transactions(&self, id: Uuid) -> Vec<StoredTransaction> {
+        lock(&self.state)
+            .transactions
+            .get(&id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The next call to `method` fails with `error`.
+    pub fn fail_next(&self, method: &'static str, error: StoreError) {
+        lock(&self.state)
+            .faults
+            .entry(method)
+            .or_default()
+            .push_back(error);
+    }
+
+    fn fault(&self, method: &'static str) -> Result<(), StoreError> {
+        match lock(&self.state)
+            .faults
+            .get_mut(method)
+            .and_then(VecDeque::pop_front)
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` on the state after letting other tasks run and checking for a planned fault.
+    fn with<'a, T: Send + 'a>(
+        &'a self,
+        method: &'static str,
+        f: impl FnOnce(&mut StoreState) -> T + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        Box::pin(async move {
+            interleave().await;
+            self.fault(method)?;
+            Ok(f(&mut lock(&self.state)))
+        })
+    }
+}
+
+fn holds(account: Option<&Account>, token: &str) -> bool {
+    account
+        .and_then(|a| a.in_flight.as_ref())
+        .is_some_and(|c| c.token == token)
+}
+
+fn pending_after<'a>(
+    s: &'a StoreState,
+    id: Uuid,
+    after: Option<&'a str>,
+) -> impl Iterator<Item = &'a StoredTransaction> + 'a {
+    let mut pending: Vec<&StoredTransaction> = s
+        .transactions
+        .get(&id)
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter(move |t| {
+            t.state == TransactionState::Pending
+                && t.position
+                    .as_deref()
+                    .is_some_and(|p| after.is_none_or(|a| p > a))
+        })
+        .collect();
+    pending.sort_by(|a, b| a.position.cmp(&b.position));
+    pending.into_iter()
+}
+
+impl AccountStore for MemoryStore {
+    fn get_account(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Account>, StoreError>> {
+        self.with("get_account", move |s| s.accounts.get(&id).cloned())
+    }
+
+    fn accounts(&self) -> BoxFuture<'_, Result<Vec<Account>, StoreError>> {
+        self.with("accounts", |s| s.accounts.values().cloned().collect())
+    }
+
+    fn claim_account<'a>(
+        &'a self,
+        id: Uuid,
+        claim: &'a Claim,
+    ) -> BoxFuture<'a, Result<ClaimOutcome, StoreError>> {
+        self.with("claim_account", move |s| match s.accounts.get_mut(&id) {
+            Some(a) if a.status == AccountStatus::Cancelled => ClaimOutcome::Gone,
+            Some(a) if a.in_flight.is_some() => ClaimOutcome::Busy,
+            Some(a) => {
+                a.in_flight = Some(claim.clone());
+                ClaimOutcome::Claimed(Box::new(a.clone()))
+            }
+            None => ClaimOutcome::Gone,
+        })
+    }
+
+    fn update_claim<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        claim: &'a Claim,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.with("update_claim", move |s| match s.accounts.get_mut(&id) {
+            Some(a) if holds(Some(a), token) => {
+                a.in_flight = Some(claim.clone());
+                true
+            }
+            _ => false,
+        })
+    }
+
+    fn advance_poll<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        seen: u32,
+        overdue: bool,
+        due: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.with("advance_poll", move |s| {
+            let Some(claim) = s
+                .accounts
+                .get_mut(&id)
+                .and_then(|a| a.in_flight.as_mut())
+                .filter(|c| c.token == token)
+            else {
+                return false;
+            };
+            match &mut claim.phase {
+                ClaimPhase::Posted(p) if p.poll_attempt == seen => {
+                    p.poll_attempt = seen + 1;
+                    p.overdue = overdue;
+                    p.next_poll_at = due;
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
+    fn release_account<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        release: &'a Release,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.with("release_account", move |s| {
+            if !holds(s.accounts.get(&id), token) {
+                return false;
+            }
+            let Some(a) = s.accounts.get_mut(&id) else {
+                return false;
+            };
+            a.in_flight = None;
+            if let Some(w) = &release.delivered_through {
+                a.delivered_through = Some(w.clone());
+            }
+            if release.newest_delivered.is_some() {
+                a.newest_delivered = release.newest_delivered;
+            }
+            if release.success_at.is_some() {
+                a.last_success_at = release.success_at;
+            }
+            if let Some(as_of) = release.balance_sent_as_of {
+                a.balance_sent_as_of_ms = Some(as_of.timestamp_millis());
+            }
+            if release.auth_required_sent {
+                a.auth_required_owed = false;
+            }
+            a.delivered_count += release.delivered;
+            true
+        })
+    }
+
+    fn commit_horizon<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        hi: &'a str,
+        seen_next_seq: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.with("commit_horizon", move |s| {
+            if !holds(s.accounts.get(&id), token) {
+                return false;
+            }
+            let Some(a) = s.accounts.get_mut(&id) else {
+                return false;
+            };
+            if a.next_seq != seen_next_seq {
+                return false;
+            }
+            match a.horizon.as_deref() {
+                Some(h) if h >= hi => true,
+                _ => {
+                    a.horizon = Some(hi.to_string());
+                    true
+                }
+            }
+        })
+    }
+
+    fn clear_expired_ingests<'a>(
+        &'a self,
+        account: &'a Account,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("clear_expired_ingests", move |s| {
+            if let Some(a) = s.accounts.get_mut(&account.bank_account_id) {
+                a.ingesting
+                    .retain(|_, f| f.expires_at_ms > now.timestamp_millis());
+            }
+        })
+    }
+
+    fn cancel_account<'a>(
+        &'a self,
+        id: Uuid,
+        _external_id: Option<&'a str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("cancel_account", move |s| {
+            if let Some(a) = s.accounts.get_mut(&id) {
+                a.status = AccountStatus::Cancelled;
+                a.cancelled_at.get_or_insert(now);
+            }
+        })
+    }
+
+    fn set_account_status(
+        &self,
+        id: Uuid,
+        status: AccountStatus,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.with("set_account_status", move |s| {
+            match s.accounts.get_mut(&id) {
+                Some(a) if a.status != AccountStatus::Cancelled => {
+                    a.status = status;
+                    a.auth_required_owed = status == AccountStatus::AuthRequired;
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+}
+
+impl TransactionStore for MemoryStore {
+    fn pending_transactions<'a>(
+        &'a self,
+        id: Uuid,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredTransaction>, StoreError>> {
+        self.with("pending_transactions", move |s| {
+            pending_after(s, id, after).take(limit).cloned().collect()
+        })
+    }
+
+    fn count_pending<'a>(
+        &'a self,
+        id: Uuid,
+        after: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.with("count_pending", move |s| {
+            pending_after(s, id, after).count() as u64
+        })
+    }
+
+    fn transactions_by_ids<'a>(
+        &'a self,
+        id: Uuid,
+        unique_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<StoredTransaction>, StoreError>> {
+        self.with("transactions_by_ids", move |s| {
+            let Some(stored) = s.transactions.get(&id) else {
+                return Vec::new();
+            };
+            unique_ids
+                .iter()
+                .filter_map(|u| stored.get(u).cloned())
+                .collect()
+        })
+    }
+
+    fn park_transactions<'a>(
+        &'a self,
+        id: Uuid,
+        unique_ids: &'a [String],
+        reason: &'a str,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("park_transactions", move |s| {
+            let Some(stored) = s.transactions.get_mut(&id) else {
+                return;
+            };
+            for u in unique_ids {
+                if let Some(t) = stored
+                    .get_mut(u)
+                    .filter(|t| t.state != TransactionState::Delivered)
+                {
+                    t.state = TransactionState::Parked;
+                    t.reason = Some(reason.to_string());
+                    t.position = None;
+                }
+            }
+        })
+    }
+
+    fn park_all_pending<'a>(
+        &'a self,
+        id: Uuid,
+        after: Option<&'a str>,
+        reason: &'a str,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        self.with("park_all_pending", move |s| {
+            let ids: Vec<String> = pending_after(s, id, after)
+                .map(|t| t.transaction.unique_id.clone())
+                .collect();
+            let stored = s.transactions.entry(id).or_default();
+            for u in &ids {
+                if let Some(t) = stored.get_mut(u) {
+                    t.state = TransactionState::Parked;
+                    t.reason = Some(reason.to_string());
+                    t.position = None;
+                }
+            }
+            ids.len()
+        })
+    }
+
+    fn mark_held<'a>(
+        &'a self,
+        id: Uuid,
+        unique_ids: &'a [String],
+        statement_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("mark_held", move |s| {
+            let stored = s.transactions.entry(id).or_default();
+            for u in unique_ids {
+                if let Some(t) = stored.get_mut(u) {
+                    t.state = TransactionState::Delivered;
+                    t.statement_id = Some(statement_id.to_string());
+                    t.position = None;
+                }
+            }
+        })
+    }
+}
+
+impl GrantStore for MemoryStore {
+    fn granted_account<'a>(
+        &'a self,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GrantedAccount>, StoreError>> {
+        self.with("granted_account", move |s| {
+            s.grants.get(external_id).cloned()
+        })
+    }
+
+    fn granted_since(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<GrantedAccount>, StoreError>> {
+        self.with("granted_since", move |s| {
+            s.grants
+                .values()
+                .filter(|g| g.granted_at.is_some_and(|at| at >= from && at <= to))
+                .cloned()
+                .collect()
+        })
+    }
+}
+
+/// A message sent to a queue, with when it becomes visible.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sent {
+    Kick(Kick),
+    Timer(TimerMessage),
+    Work(WorkMessage),
+}
+
+/// The queues: every message kept in due order (then sending order).
+pub struct MemoryQueues {
+    clock: Arc<ManualClock>,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    seq: u64,
+    waiting: BTreeMap<(DateTime<Utc>, u64), Sent>,
+    /// What the next sends of each kind ("kick", "timer", "work") do: `false` fails.
+    script: HashMap<&'static str, VecDeque<bool>>,
+}
+
+impl MemoryQueues {
+    pub fn new(clock: Arc<ManualClock>) -> Self {
+        Self {
+            clock,
+            state: Mutex::default(),
+        }
+    }
+
+    /// The next `n` sends of `kind` fail.
+    pub fn fail_next(&self, kind: &'static str, n: usize) {
+        self.script(kind, &vec![false; n]);
+    }
+
+    /// The next sends of `kind` succeed (`true`) or fail (`false`) in this order.
+    pub fn script(&self, kind: &'static str, outcomes: &[bool]) {
+        lock(&self.state)
+            .script
+            .entry(kind)
+            .or_default()
+            .extend(outcomes);
+    }
+
+    /// Puts a message back (a redelivery), visible after `delay`.
+    pub fn redeliver(&self, message: Sent, delay: Duration) {
+        let due = self.clock.now() + TimeDelta::from_std(delay).unwrap_or_default();
+        self.push(message, due);
+    }
+
+    /// Takes the message due first, with its due time.
+    pub fn pop(&self) -> Option<(DateTime<Utc>, Sent)> {
+        let mut s = lock(&self.state);
+        let key = *s.waiting.keys().next()?;
+        s.waiting.remove(&key).map(|m| (key.0, m))
+    }
+
+    pub fn waiting(&self) -> Vec<Sent> {
+        lock(&self.state).waiting.values().cloned().collect()
+    }
+
+    fn push(&self, message: Sent, due: DateTime<Utc>) {
+        let mut s = lock(&self.state);
+        s.seq += 1;
+        let seq = s.seq;
+        s.waiting.insert((due, seq), message);
+    }
+
+    fn send(
+        &self,
+        kind: &'static str,
+        message: Sent,
+        delay: Duration,
+    ) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move {
+            interleave().await;
+            let ok = lock(&self.state)
+                .script
+                .get_mut(kind)
+                .and_then(VecDeque::pop_front)
+                .unwrap_or(true);
+            if !ok {
+                return Err(QueueError::Unavailable(format!("{kind} send failed")));
+            }
+            let delay = delay.min(Duration::from_secs(900));
+            let due = self.clock.now() + TimeDelta::from_std(delay).unwrap_or_default();
+            self.push(message, due);
+            Ok(())
+        })
+    }
+}
+
+impl Timers for MemoryQueues {
+    fn kick<'a>(&'a self, kick: &'a Kick) -> BoxFuture<'a, Result<(), QueueError>> {
+        self.send("kick", Sent::Kick(kick.clone()), Duration::ZERO)
+    }
+
+    fn send_timer<'a>(
+        &'a self,
+        message: &'a TimerMessage,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        self.send("timer", Sent::Timer(message.clone()), delay)
+    }
+
+    fn send_work<'a>(&'a self, message: &'a WorkMessage) -> BoxFuture<'a, Result<(), QueueError>> {
+        self.send("work", Sent::Work(message.clone()), Duration::ZERO)
+    }
+}
+
+/// Banking Service's statements: accepted, processed after a number of polls, and failed with
+/// `DuplicateTransaction` for uniqueIds it already holds, as Sage does. It refuses a second
+/// statement for an account with one still unfinished (409), and records anything the
+/// connector should never do.
+pub struct FakeBankingService {
+    clock: Arc<ManualClock>,
+    state: Mutex<ServiceState>,
+}
+
+#[derive(Default)]
+struct ServiceState {
+    next_id: u32,
+    statements: BTreeMap<String, FakeStatement>,
+    /// uniqueIds held, per account, in the order they were accepted.
+    held: HashMap<Uuid, Vec<String>>,
+    /// GETs a statement takes before it is finished: Sage's processing, as the connector sees
+    /// it. Unpolled, a statement finishes anyway after `PROCESSING_LIMIT`.
+    polls_to_finish: u32,
+    post_faults: VecDeque<CallError>,
+    get_faults: VecDeque<CallError>,
+    /// Terminal results given instead of the natural one, in order.
+    outcomes: VecDeque<(StatementStatus, Vec<FailureDetail>)>,
+    /// Accounts Banking Service reports cancelled.
+    cancelled: Vec<Uuid>,
+    /// GETs under way right now, per statement (a statement polled twice at once is a fault).
+    polling: HashMap<String, u32>,
+    pub violations: Vec<String>,
+}
+
+/// However little it is polled, a statement finishes this long after it was posted.
+const PROCESSING_LIMIT: TimeDelta = TimeDelta::seconds(60);
+
+/// A statement as Banking Service holds it.
+#[derive(Debug, Clone)]
+pub struct FakeStatement {
+    pub account: Uuid,
+    pub posted_at: DateTime<Utc>,
+    pub unique_ids: Vec<String>,
+    pub gets: u32,
+    pub status: StatementStatus,
+    pub details: Vec<FailureDetail>,
+    pub deleted: bool,
+}
+
+impl FakeBankingService {
+    pub fn new(clock: Arc<ManualClock>, polls_to_finish: u32) -> Self {
+        Self {
+            clock,
+            state: Mutex::new(ServiceState {
+                polls_to_finish,
+                ..ServiceState::default()
+            }),
+        }
+    }
+
+    /// Statements past their processing limit finish.
+    fn process(&self, s: &mut ServiceState) {
+        let now = self.clock.now();
+        let due: Vec<String> = s
+            .statements
+            .iter()
+            .filter(|(_, st)| !st.status.is_terminal() && now - st.posted_at >= PROCESSING_LIMIT)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            Self::finish(s, &id);
+        }
+    }
+
+    pub fn fail_next_post(&self, e: CallError) {
+        lock(&self.state).post_faults.push_back(e);
+    }
+
+    pub fn fail_next_get(&self, e: CallError) {
+        lock(&self.state).get_faults.push_back(e);
+    }
+
+    /// The next statement to finish ends with this status and these details.
+    pub fn next_outcome(&self, status: StatementStatus, details: Vec<FailureDetail>) {
+        lock(&self.state).outcomes.push_back((status, details));
+    }
+
+    pub fn cancel(&self, account: Uuid) {
+        lock(&self.state).cancelled.push(account);
+    }
+
+    /// Holds `unique_id` already (a statement the connector lost track of delivered it).
+    pub fn hold(&self, account: Uuid, unique_id: &str) {
+        lock(&self.state)
+            .held
+            .entry(account)
+            .or_default()
+            .push(unique_id.to_string());
+    }
+
+    pub fn statements(&self) -> Vec<FakeStatement> {
+        lock(&self.state).statements.values().cloned().collect()
+    }
+
+    pub fn held(&self, account: Uuid) -> Vec<String> {
+        lock(&self.state)
+            .held
+            .get(&account)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        lock(&self.state).violations.clone()
+    }
+
+    fn post(&self, request: &StatementRequest) -> Result<String, CallError> {
+        let mut s = lock(&self.state);
+        if let Some(e) = s.post_faults.pop_front() {
+            return Err(e);
+        }
+        self.process(&mut s);
+        let account = request.data.account_details[0].bank_account_id;
+        if s.cancelled.contains(&account) {
+            return Err(CallError::Conflict {
+                message: "bank account cancelled".into(),
+            });
+        }
+        let busy = s
+            .statements
+            .values()
+            .any(|st| st.account == account && !st.status.is_terminal());
+        if busy {
+            return Err(CallError::Conflict {
+                message: "a statement is in flight".into(),
+            });
+        }
+        s.next_id += 1;
+        let id = format!("st-{:04}", s.next_id);
+        let unique_ids = request
+            .data
+            .transaction_details
+            .iter()
+            .map(|t| t.unique_id.clone())
+            .collect();
+        s.statements.insert(
+            id.clone(),
+            FakeStatement {
+                account,
+                posted_at: self.clock.now(),
+                unique_ids,
+                gets: 0,
+                status: StatementStatus::Processing,
+                details: Vec::new(),
+                deleted: false,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Processing ends: held uniqueIds fail as duplicates, else the statement succeeds and
+    /// Banking Service holds its transactions.
+    fn finish(s: &mut ServiceState, id: &str) {
+        let Some(st) = s.statements.get(id).cloned() else {
+            return;
+        };
+        let (status, details) = match s.outcomes.pop_front() {
+            Some(o) => o,
+            None => {
+                let held = s.held.get(&st.account).cloned().unwrap_or_default();
+                let dups: Vec<FailureDetail> = st
+                    .unique_ids
+                    .iter()
+                    .filter(|u| held.contains(u))
+                    .map(|u| FailureDetail {
+                        code: "DuplicateTransaction".into(),
+                        target: Some(u.clone()),
+                        message: None,
+                    })
+                    .collect();
+                if dups.is_empty() {
+                    (StatementStatus::Succeeded, Vec::new())
+                } else {
+                    (StatementStatus::Failed, dups)
+                }
+            }
+        };
+        if status == StatementStatus::Succeeded {
+            let held = s.held.entry(st.account).or_default();
+            let twice: Vec<String> = st
+                .unique_ids
+                .iter()
+                .filter(|u| held.contains(u))
+                .map(|u| format!("{u} delivered twice"))
+                .collect();
+            held.extend(st.unique_ids.iter().cloned());
+            s.violations.extend(twice);
+        }
+        if let Some(st) = s.statements.get_mut(id) {
+            st.status = status;
+            st.details = details;
+        }
+    }
+
+    fn begin_get(&self, id: &str) -> Result<(), CallError> {
+        let mut s = lock(&self.state);
+        if let Some(e) = s.get_faults.pop_front() {
+            return Err(e);
+        }
+        let polling = s.polling.entry(id.to_string()).or_default();
+        *polling += 1;
+        if *polling > 1 {
+            s.violations.push(format!("{id} polled twice at once"));
+        }
+        Ok(())
+    }
+
+    fn end_get(&self, id: &str) -> Result<StatementResource, CallError> {
+        let mut s = lock(&self.state);
+        self.process(&mut s);
+        if let Some(n) = s.polling.get_mut(id) {
+            *n -= 1;
+        }
+        let polls_to_finish = s.polls_to_finish;
+        let Some(st) = s.statements.get_mut(id).filter(|st| !st.deleted) else {
+            return Err(CallError::NotFound {
+                summary: "NotFound".into(),
+            });
+        };
+        st.gets += 1;
+        let finishes = st.gets >= polls_to_finish && !st.status.is_terminal();
+        if finishes {
+            Self::finish(&mut s, id);
+        }
+        let st = &s.statements[id];
+        Ok(StatementResource {
+            id: id.to_string(),
+            principal_id: None,
+            status: st.status.clone(),
+            details: (!st.details.is_empty()).then(|| st.details.clone()),
+        })
+    }
+}
+
+impl StatementApi for FakeBankingService {
+    fn post_statement<'a>(
+        &'a self,
+        request: &'a StatementRequest,
+    ) -> BoxFuture<'a, Result<String, CallError>> {
+        Box::pin(async move {
+            interleave().await;
+            self.post(request)
+        })
+    }
+
+    fn get_statement<'a>(
+        &'a self,
+        statement_id: &'a str,
+    ) -> BoxFuture<'a, Result<StatementResource, CallError>> {
+        Box::pin(async move {
+            self.begin_get(statement_id)?;
+            // The GET takes a while: a second delivery polling the same statement meanwhile
+            // would be seen.
+            interleave().await;
+            self.end_get(statement_id)
+        })
+    }
+
+    fn delete_statement<'a>(
+        &'a self,
+        statement_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            interleave().await;
+            let mut s = lock(&self.state);
+            match s.statements.get_mut(statement_id) {
+                Some(st) if st.status == StatementStatus::Failed => {
+                    st.deleted = true;
+                    Ok(())
+                }
+                Some(_) => Err(CallError::Conflict {
+                    message: "only a failed statement can be deleted".into(),
+                }),
+                None => Err(CallError::NotFound {
+                    summary: "NotFound".into(),
+                }),
+            }
+        })
+    }
+
+    fn query_account<'a>(
+        &'a self,
+        _bank_id: Uuid,
+        _external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FoundAccount>, CallError>> {
+        Box::pin(async move {
+            interleave().await;
+            let s = lock(&self.state);
+            Ok(s.cancelled.first().map(|id| FoundAccount {
+                bank_account_id: *id,
+                status: "cancelled".into(),
+                requested_start_date: None,
+            }))
+        })
+    }
+}
+
+/// One Banking Service for every bank.
+pub struct OneService(pub Arc<FakeBankingService>);
+
+impl StatementApis for OneService {
+    fn for_bank(&self, _bank: Option<Uuid>) -> Arc<dyn StatementApi> {
+        self.0.clone()
+    }
+
+    fn per_bank(&self) -> bool {
+        false
+    }
+}
+
+/// A bank whose balance reads fail (the tests give balances with the transactions).
+pub struct NoBank;
+
+impl BankReader for NoBank {
+    fn balances<'a>(
+        &'a self,
+        _consent_id: &'a str,
+        _external_id: &'a str,
+    ) -> BoxFuture<'a, Result<BankBalances, BankCallError>> {
+        Box::pin(async { Err(BankCallError::Unavailable("no bank in this test".into())) })
+    }
+
+    fn consent_active<'a>(
+        &'a self,
+        _consent_id: &'a str,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, BankCallError>> {
+        Box::pin(async { Ok(true) })
+    }
+}

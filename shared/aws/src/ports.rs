@@ -1,0 +1,194 @@
+//! The table and the queues as the pipeline's ports (`connector_domain::ports`). Each method
+//! hands over to the inherent one of the same name.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use connector_domain::account::{
+    Account, AccountStatus, Claim, ClaimOutcome, GrantedAccount, Release,
+};
+use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
+use connector_domain::ports::{
+    AccountStore, BoxFuture, GrantStore, QueueError, StoreError, Timers, TransactionStore,
+};
+use connector_domain::stored::StoredTransaction;
+use uuid::Uuid;
+
+use crate::Table;
+use crate::queues::Queues;
+
+impl AccountStore for Table {
+    fn get_account(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Account>, StoreError>> {
+        Box::pin(Table::get_account(self, id))
+    }
+
+    fn accounts(&self) -> BoxFuture<'_, Result<Vec<Account>, StoreError>> {
+        Box::pin(Table::accounts(self))
+    }
+
+    fn claim_account<'a>(
+        &'a self,
+        id: Uuid,
+        claim: &'a Claim,
+    ) -> BoxFuture<'a, Result<ClaimOutcome, StoreError>> {
+        Box::pin(Table::claim_account(self, id, claim))
+    }
+
+    fn update_claim<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        claim: &'a Claim,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Table::update_claim(self, id, token, claim))
+    }
+
+    fn advance_poll<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        seen: u32,
+        overdue: bool,
+        due: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Table::advance_poll(self, id, token, seen, overdue, due))
+    }
+
+    fn release_account<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        release: &'a Release,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Table::release_account(self, id, token, release))
+    }
+
+    fn commit_horizon<'a>(
+        &'a self,
+        id: Uuid,
+        token: &'a str,
+        hi: &'a str,
+        seen_next_seq: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Table::commit_horizon(self, id, token, hi, seen_next_seq))
+    }
+
+    fn clear_expired_ingests<'a>(
+        &'a self,
+        account: &'a Account,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::clear_expired_ingests(self, account, now))
+    }
+
+    fn cancel_account<'a>(
+        &'a self,
+        id: Uuid,
+        external_id: Option<&'a str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            Table::cancel_account(self, id, external_id, now).await?;
+            Ok(())
+        })
+    }
+
+    fn set_account_status(
+        &self,
+        id: Uuid,
+        status: AccountStatus,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(Table::set_account_status(self, id, status))
+    }
+}
+
+impl TransactionStore for Table {
+    fn pending_transactions<'a>(
+        &'a self,
+        id: Uuid,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredTransaction>, StoreError>> {
+        Box::pin(Table::pending_transactions(self, id, after, limit))
+    }
+
+    fn count_pending<'a>(
+        &'a self,
+        id: Uuid,
+        after: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(Table::count_pending(self, id, after))
+    }
+
+    fn transactions_by_ids<'a>(
+        &'a self,
+        id: Uuid,
+        unique_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<StoredTransaction>, StoreError>> {
+        Box::pin(Table::transactions_by_ids(self, id, unique_ids))
+    }
+
+    fn park_transactions<'a>(
+        &'a self,
+        id: Uuid,
+        unique_ids: &'a [String],
+        reason: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::park_transactions(self, id, unique_ids, reason, now))
+    }
+
+    fn park_all_pending<'a>(
+        &'a self,
+        id: Uuid,
+        after: Option<&'a str>,
+        reason: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(Table::park_all_pending(self, id, after, reason, now))
+    }
+
+    fn mark_held<'a>(
+        &'a self,
+        id: Uuid,
+        unique_ids: &'a [String],
+        statement_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::mark_held(self, id, unique_ids, statement_id))
+    }
+}
+
+impl GrantStore for Table {
+    fn granted_account<'a>(
+        &'a self,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GrantedAccount>, StoreError>> {
+        Box::pin(Table::granted_account(self, external_id))
+    }
+
+    fn granted_since(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<GrantedAccount>, StoreError>> {
+        Box::pin(Table::granted_since(self, from, to))
+    }
+}
+
+impl Timers for Queues {
+    fn kick<'a>(&'a self, kick: &'a Kick) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(Queues::kick(self, kick))
+    }
+
+    fn send_timer<'a>(
+        &'a self,
+        message: &'a TimerMessage,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(Queues::send_timer(self, message, delay))
+    }
+
+    fn send_work<'a>(&'a self, message: &'a WorkMessage) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(Queues::send_work(self, message))
+    }
+}
