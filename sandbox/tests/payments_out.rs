@@ -1515,6 +1515,104 @@ async fn bank_consents_can_be_held_for_review_then_decided() {
     assert_eq!(again.status, 409, "already decided");
 }
 
+/// docs/bank-data-api.yaml, where the payment rails are documented beside the Bank Data API.
+fn bank_doc() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bank-data-api.yaml");
+    serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Checks `v` has every member the document's schema requires, and `status` in its enum.
+fn conforms(doc: &Value, schema: &str, v: &Value) {
+    let s = &doc["components"]["schemas"][schema];
+    for k in s["required"].as_array().unwrap() {
+        let k = k.as_str().unwrap();
+        assert!(v.get(k).is_some(), "{schema}.{k} missing in {v}");
+    }
+    let status = &s["properties"]["status"];
+    let allowed = match status.get("$ref").and_then(Value::as_str) {
+        Some(r) => doc["components"]["schemas"][r.rsplit('/').next().unwrap()]["enum"].clone(),
+        None => status
+            .get("enum")
+            .cloned()
+            .or_else(|| status.get("const").map(|c| json!([c])))
+            .unwrap_or(Value::Null),
+    };
+    if let Some(allowed) = allowed.as_array() {
+        assert!(allowed.contains(&v["status"]), "{schema}.status {v}");
+    }
+}
+
+#[tokio::test]
+async fn bank_payment_rails_answer_as_the_bank_api_document_says() {
+    let doc = bank_doc();
+    let mut c = cfg();
+    c.payments_out.rails.settlement_delay_ms = 400;
+    let h = start_with(c).await;
+    let (_, p) = h.batch(2).await;
+    let (consent, account) = h.consent().await;
+    for (i, id) in p.iter().enumerate() {
+        let body = bank_body(&consent, &account, &format!("D-{i}"), "4.00");
+        let a = h
+            .bank("PUT", &format!("/v1/payments/{id}"), Some(&body))
+            .await;
+        assert_eq!(a.status, 201);
+        conforms(&doc, "PaymentAccepted", &a.body);
+    }
+    let d = h
+        .bank("DELETE", &format!("/v1/payments/{}", p[1]), None)
+        .await;
+    assert_eq!(d.status, 200);
+    conforms(&doc, "PaymentCancelled", &d.body);
+    let settled = h.wait_bank_status(&p[0].to_string(), "settled").await;
+    conforms(&doc, "Payment", &settled.body);
+    let list = h.bank("GET", "/v1/payments?limit=500", None).await;
+    conforms(&doc, "PaymentList", &list.body);
+    for item in list.body["payments"].as_array().unwrap() {
+        conforms(&doc, "Payment", item);
+    }
+    let mut bad = bank_body(&consent, &account, "D-9", "0");
+    bad["currency"] = json!("EUR");
+    let r = h
+        .bank(
+            "PUT",
+            &format!("/v1/payments/{}", Uuid::new_v4()),
+            Some(&bad),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    conforms(&doc, "PaymentRefusal", &r.body);
+    let codes = &doc["components"]["schemas"]["PaymentRefusal"]["properties"]["reasons"]["items"]["properties"]
+        ["code"]["enum"];
+    for reason in r.body["reasons"].as_array().unwrap() {
+        assert!(
+            codes.as_array().unwrap().contains(&reason["code"]),
+            "{reason}"
+        );
+    }
+    // accepted, submitted, settled for the first; accepted, cancelled for the second.
+    for e in h.conn.wait("/bank/payment-events", 5).await {
+        conforms(&doc, "PaymentEvent", &e.body);
+    }
+    let mut knobs =
+        h.po.get("/_sandbox/payments-out/bank/config")
+            .await
+            .unwrap();
+    knobs["consentReview"] = json!(true);
+    h.po.put("/_sandbox/payments-out/bank/config", &knobs)
+        .await
+        .unwrap();
+    let (held, _) = h.consent().await;
+    h.po.post(
+        &format!("/_sandbox/payments-out/bank/consents/{held}/refuse"),
+        &json!({}),
+    )
+    .await
+    .unwrap();
+    for e in h.conn.wait("/bank/consent-events", 1).await {
+        conforms(&doc, "ConsentEvent", &e.body);
+    }
+}
+
 #[tokio::test]
 async fn product_can_ask_for_a_batch_to_be_cancelled() {
     let h = start().await;
