@@ -1924,6 +1924,52 @@ async fn fault_bank_events_out_of_order() {
     assert_ne!(seqs, sorted);
 }
 
+#[tokio::test]
+async fn fault_bank_429_and_503_on_the_payment_rails() {
+    let h = start().await;
+    let (_, p) = h.batch(1).await;
+    let (consent, account) = h.consent().await;
+    let path = format!("/v1/payments/{}", p[0]);
+    let body = bank_body(&consent, &account, "E-1", "1.00");
+    h.faults(json!({"bank": {"errors": {"status": 429, "retryAfterS": 3, "remaining": 1}}}))
+        .await;
+    let a = h.bank("PUT", &path, Some(&body)).await;
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(a.headers["retry-after"], "3");
+    assert_eq!(
+        h.bank("GET", &path, None).await.status,
+        404,
+        "nothing created"
+    );
+    h.faults(json!({"bank": {"errors": {"status": 503, "remaining": 2}}}))
+        .await;
+    let a = h.bank("PUT", &path, Some(&body)).await;
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (503, Some("unavailable"))
+    );
+    let c = h
+        .bank("GET", &format!("/v1/consents/{consent}"), None)
+        .await;
+    assert_eq!(c.status, 200, "only the payment rails");
+    assert_eq!(h.bank("GET", "/v1/payments", None).await.status, 503);
+    assert_eq!(h.bank("PUT", &path, Some(&body)).await.status, 201);
+    assert!(h.violations().await.is_empty());
+    let refused =
+        h.po.call(
+            "PUT",
+            "/_sandbox/payments-out/faults",
+            Some(&json!({"bank": {"errors": {"status": 500}}})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 400, "only 429 and 503");
+}
+
 // ------------------------------------------------------------------ driver sub-commands
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

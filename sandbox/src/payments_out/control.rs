@@ -108,6 +108,14 @@ async fn set_faults(State(core): State<Arc<Core>>, body: Bytes) -> Result<Respon
             "rates must be in [0, 1]",
         )]));
     }
+    if let Some(e) = &f.bank.errors
+        && (!matches!(e.status, 429 | 503) || bad_rate(e.rate))
+    {
+        return Err(ApiError::validation(vec![DetailItem::invalid(
+            "faults.bank.errors",
+            "status must be 429 or 503 and rate in [0, 1]",
+        )]));
+    }
     if f.revoke_tokens {
         let mut st = core.state.lock();
         let all: Vec<String> = st.issued_tokens.keys().cloned().collect();

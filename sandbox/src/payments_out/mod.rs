@@ -284,6 +284,22 @@ pub struct PoBankFaults {
     pub duplicate_event_rate: f64,
     /// Random delay in [0, window) per event: events arrive out of order.
     pub reorder_event_window_ms: u64,
+    /// 429 or 503 answers on the payment rails.
+    pub errors: Option<PoBankErrors>,
+}
+
+/// The bank answers 429 (with `Retry-After`) or 503 before anything changes, so that the
+/// connector's back-off and retry of the same request have something to meet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PoBankErrors {
+    /// 429 or 503.
+    pub status: u16,
+    /// Share of calls answered so (0 = every call while `remaining` lasts).
+    pub rate: f64,
+    /// `Retry-After` of a 429 (at least 1).
+    pub retry_after_s: u64,
+    pub remaining: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -568,7 +584,7 @@ pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
     provider::router(core)
         .merge(product::router())
         .merge(control::router())
-        .merge(rails::router())
+        .merge(rails::router(core))
 }
 
 /// Back to the start state (part of `POST /_sandbox/reset`).
