@@ -272,6 +272,51 @@ impl H {
         id
     }
 
+    /// The sandbox's clock now.
+    async fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let c = self.po.get("/_sandbox/clock").await.unwrap();
+        c["now"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn advance_s(&self, s: u64) {
+        self.po
+            .post("/_sandbox/clock", &json!({"advanceS": s}))
+            .await
+            .unwrap();
+    }
+
+    /// A subscription the provider moved to `AwaitingAuthorisation` with a link that expires in
+    /// `expires_in_s`.
+    async fn awaiting_with_link(&self, expires_in_s: i64) -> Uuid {
+        let org = self.po.create_organisation("Acme").await.unwrap();
+        let s = self
+            .po
+            .create_subscription(org, Uuid::parse_str(PROVIDER).unwrap(), None)
+            .await
+            .unwrap();
+        let id = Uuid::parse_str(s["data"]["subscriptionId"].as_str().unwrap()).unwrap();
+        let now = self.now().await;
+        let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let body = json!({"data": {"status": "AwaitingAuthorisation", "links": {
+            "authorise": "https://po.eb.test/authorise/k3J9", "authoriseIssuedAt": fmt(now),
+            "authoriseExpiresAt": fmt(now + chrono::Duration::seconds(expires_in_s))}}});
+        let a = self
+            .api("PATCH", &format!("{P}/subscriptions/{id}"), Some(&body))
+            .await;
+        assert_eq!(a.status, 204, "{:?}", a.body);
+        id
+    }
+
+    async fn patch_subscription(&self, id: Uuid, status: &str) -> u16 {
+        self.api(
+            "PATCH",
+            &format!("{P}/subscriptions/{id}"),
+            Some(&json!({"data": {"status": status}})),
+        )
+        .await
+        .status
+    }
+
     /// A batch of `n` payments for an authorised subscription: (batchId, paymentIds).
     async fn batch(&self, n: usize) -> (Uuid, Vec<Uuid>) {
         let sub = self.authorised_subscription().await;
@@ -796,6 +841,61 @@ async fn po_subscription_transitions_follow_the_table() {
             .await;
         assert_eq!(a.status, code, "→ {to}");
     }
+}
+
+#[tokio::test]
+async fn po_subscription_link_needs_its_issue_and_expiry_times() {
+    let h = start().await;
+    let id = h.awaiting_with_link(60).await;
+    for links in [
+        json!({"authorise": "https://po.eb.test/authorise/x"}),
+        json!({"authorise": "https://po.eb.test/authorise/x", "authoriseIssuedAt": "2025-03-04T09:00:05Z",
+               "authoriseExpiresAt": "next week"}),
+        json!({"authorise": "https://po.eb.test/authorise/x", "authoriseIssuedAt": "2025-03-04T09:00:05Z",
+               "authoriseExpiresAt": "2025-03-04T09:00:05Z"}),
+    ] {
+        let a = h
+            .api(
+                "PATCH",
+                &format!("{P}/subscriptions/{id}"),
+                Some(&json!({"data": {"links": links}})),
+            )
+            .await;
+        assert_eq!((a.status, a.code()), (400, "ValidationError"), "{links}");
+    }
+}
+
+#[tokio::test]
+async fn link_left_awaiting_authorisation_after_expiry_is_recorded() {
+    let h = start().await;
+    let left = h.awaiting_with_link(60).await;
+    let rejected = h.awaiting_with_link(60).await;
+    h.advance_s(100).await;
+    assert!(h.violations().await.is_empty(), "still within the grace");
+    assert_eq!(h.patch_subscription(rejected, "Rejected").await, 204);
+    h.advance_s(600).await;
+    let v = h.violations().await;
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0]["kind"], "linkExpiryMissed");
+    assert_eq!(v[0]["subscriptionId"], left.to_string());
+    assert_eq!(h.violations().await.len(), 1, "recorded once");
+}
+
+#[tokio::test]
+async fn authorising_through_an_expired_link_is_recorded() {
+    let h = start().await;
+    let in_grace = h.awaiting_with_link(60).await;
+    let late = h.awaiting_with_link(120).await;
+    h.advance_s(100).await;
+    assert_eq!(h.patch_subscription(in_grace, "Authorised").await, 204);
+    assert!(h.violations().await.is_empty(), "a login begun in time");
+    h.advance_s(700).await;
+    assert_eq!(
+        h.patch_subscription(late, "Authorised").await,
+        204,
+        "Sage takes it"
+    );
+    assert_eq!(h.violation_kinds().await, vec!["authorisedAfterLinkExpiry"]);
 }
 
 #[tokio::test]

@@ -52,7 +52,9 @@ struct Since {
 }
 
 async fn violations(State(core): State<Arc<Core>>) -> Response {
-    json_response(StatusCode::OK, &core.po.lock().violations)
+    let mut st = core.po.lock();
+    super::sweep_expired_links(&core, &mut st);
+    json_response(StatusCode::OK, &st.violations)
 }
 
 async fn inbox(State(core): State<Arc<Core>>, Query(q): Query<Since>) -> Response {

@@ -111,6 +111,9 @@ pub struct PoConfig {
     pub outcome_patch_target_ms: u64,
     /// Record a PATCH later than its target as a violation too.
     pub lateness_is_violation: bool,
+    /// How long after `authoriseExpiresAt` a link still counts as live: the connector's
+    /// reconciler runs every 5 minutes, and a customer may finish a bank login begun in time.
+    pub link_expiry_grace_s: u64,
     pub rails: RailsConfig,
 }
 
@@ -140,6 +143,7 @@ impl Default for PoConfig {
             first_patch_target_ms: 30_000,
             outcome_patch_target_ms: 10_000,
             lateness_is_violation: false,
+            link_expiry_grace_s: 600,
             rails: RailsConfig::default(),
         }
     }
@@ -183,6 +187,8 @@ pub enum PoViolationKind {
     WrongFinalBatchStatus,
     PaymentExecutedTwice,
     LatePatch,
+    LinkExpiryMissed,
+    AuthorisedAfterLinkExpiry,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,9 +356,19 @@ pub struct Subscription {
     pub additional_data: Option<String>,
     pub links: Option<wire::AuthoriseLinks>,
     pub application: String,
+    /// `LinkExpiryMissed` was recorded for it (once per subscription).
+    pub expiry_flagged: bool,
 }
 
 impl Subscription {
+    /// When its authorisation link stops counting as live (expiry + grace), if it has one.
+    pub fn link_dead_at(&self, grace_s: u64) -> Option<DateTime<Utc>> {
+        let l = self.links.as_ref()?;
+        l.authorise.as_ref()?;
+        let exp = crate::util::parse_contract_time(l.authorise_expires_at.as_deref()?)?;
+        Some(exp + chrono::Duration::seconds(i64::try_from(grace_s).unwrap_or(i64::MAX)))
+    }
+
     pub fn wire(&self, with_links: bool) -> wire::SubscriptionWire {
         wire::SubscriptionWire {
             subscription_id: self.id,
@@ -554,6 +570,37 @@ pub fn violation(core: &Core, st: &mut PoState, kind: PoViolationKind, message: 
             client_id: w.client_id,
         },
     );
+}
+
+/// A subscription still `AwaitingAuthorisation` once its link is dead: the connector should
+/// have PATCHed it `Rejected` (`AuthorisationExpired`). Checked when violations are read, so
+/// that the virtual clock decides.
+pub fn sweep_expired_links(core: &Core, st: &mut PoState) {
+    let now = core.now();
+    let grace = core.cfg.payments_out.link_expiry_grace_s;
+    let mut missed = Vec::new();
+    for s in st.subscriptions.values_mut() {
+        if s.status == SubscriptionStatus::AwaitingAuthorisation
+            && !s.expiry_flagged
+            && s.link_dead_at(grace).is_some_and(|t| now > t)
+        {
+            s.expiry_flagged = true;
+            missed.push(s.id);
+        }
+    }
+    missed.sort();
+    for id in missed {
+        violation(
+            core,
+            st,
+            PoViolationKind::LinkExpiryMissed,
+            format!("subscription {id} is still AwaitingAuthorisation after its link expired"),
+            Where {
+                subscription_id: Some(id),
+                ..Where::default()
+            },
+        );
+    }
 }
 
 /// Is this path one of Payments Out's (Provider API or messaging)?

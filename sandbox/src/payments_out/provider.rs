@@ -765,6 +765,25 @@ async fn get_subscription(State(core): State<Arc<Core>>, Path(raw): Path<String>
     }
 }
 
+/// A link needs both times, RFC 3339 UTC, expiry after issue: the expiry is what the sandbox
+/// checks the connector against.
+fn link_times_problem(l: &wire::AuthoriseLinks) -> Option<DetailItem> {
+    l.authorise.as_ref()?;
+    let at = |v: &Option<String>| v.as_deref().and_then(parse_contract_time);
+    let target = "SubscriptionRequest.data.links";
+    match (at(&l.authorise_issued_at), at(&l.authorise_expires_at)) {
+        (Some(i), Some(e)) if e > i => None,
+        (Some(_), Some(_)) => Some(DetailItem::invalid(
+            format!("{target}.authoriseExpiresAt"),
+            "must be after authoriseIssuedAt",
+        )),
+        _ => Some(DetailItem::invalid(
+            target,
+            "authorise needs authoriseIssuedAt and authoriseExpiresAt (RFC 3339 UTC)",
+        )),
+    }
+}
+
 async fn patch_subscription(
     State(core): State<Arc<Core>>,
     Extension(ctx): Extension<PoCtx>,
@@ -830,6 +849,39 @@ async fn patch_subscription(
             err,
         );
     }
+    if let Some(l) = &patch.links
+        && let Some(problem) = link_times_problem(l)
+    {
+        return ApiError::validation(vec![problem]).into_response();
+    }
+    let grace = core.cfg.payments_out.link_expiry_grace_s;
+    if sub.status == SubscriptionStatus::AwaitingAuthorisation
+        && matches!(
+            to,
+            SubscriptionStatus::Authorised | SubscriptionStatus::Pending
+        )
+        && sub.link_dead_at(grace).is_some_and(|t| now > t)
+    {
+        // Recorded, not refused: Sage would take it; the connector should have answered 410.
+        let msg = format!(
+            "subscription {id} moved to {} through a link that had expired",
+            wire::status_str(to)
+        );
+        violation(
+            &core,
+            st,
+            PoViolationKind::AuthorisedAfterLinkExpiry,
+            msg,
+            Where {
+                subscription_id: Some(id),
+                client_id: Some(ctx.client_id.clone()),
+                ..Where::default()
+            },
+        );
+    }
+    let Some(sub) = st.subscriptions.get_mut(&id) else {
+        return ApiError::not_found("Subscription").into_response();
+    };
     let changed = sub.status != to || patch.links.is_some() || patch.additional_data.is_some();
     sub.status = to;
     if let Some(l) = patch.links {
