@@ -924,6 +924,127 @@ async fn po_messaging_answers_202_and_reaches_the_product() {
 }
 
 #[tokio::test]
+async fn po_messaging_answers_of_the_wrong_shape_are_recorded() {
+    let h = start().await;
+    let sub = h.authorised_subscription().await;
+    let good = [
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"debtorAccountId": "dac_1", "status": "Active"},
+            "legalEntity": {"name": "Acme"}}),
+        ),
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"debtorAccountId": "dac_2", "status": "Rejected",
+            "statusReason": "AccountNotInConsent"}}),
+        ),
+        (
+            "creditorputs",
+            json!({"creditor": {"creditorId": "cre_1", "status": "PendingAuthorisation"},
+            "links": {"authorise": "https://po.eb.test/payee/1", "authoriseIssuedAt": null, "authoriseExpiresAt": null}}),
+        ),
+        (
+            "debtoraccountlistqueryresponses",
+            json!({"debtor": {"debtorAccountId": "dac_1", "status": "Active"},
+            "query": {"correlationId": "q-1", "index": 0, "total": 1}}),
+        ),
+        (
+            "creditorlistqueryresponses",
+            json!({"creditor": null,
+            "query": {"correlationId": "q-2", "index": 0, "total": 0}}),
+        ),
+        (
+            "creditordeletes",
+            json!({"creditorId": "cre_1", "status": "Deleted"}),
+        ),
+        (
+            "notifications",
+            json!({"resourceType": "payment", "resourceId": "e8d1", "event": "Returned",
+            "status": "Paid", "message": null}),
+        ),
+    ];
+    for (op, data) in &good {
+        let body = json!({"subscriptionId": sub, "correlationId": "c-1", "data": data});
+        let a = h.api("POST", &format!("{M}/{op}"), Some(&body)).await;
+        assert_eq!(a.status, 202);
+    }
+    assert!(
+        h.violations().await.is_empty(),
+        "{:?}",
+        h.violations().await
+    );
+    let bad = [
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"status": "Active"}}),
+            "debtorAccountId",
+        ),
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"debtorAccountId": "d", "status": "active"}}),
+            "status",
+        ),
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"debtorAccountId": "d", "status": "Rejected"}}),
+            "statusReason",
+        ),
+        (
+            "creditorputs",
+            json!({"creditor": {"creditorId": "c", "status": "PendingAuthorisation"}}),
+            "links.authorise",
+        ),
+        (
+            "creditorputs",
+            json!({"name": "Northwind"}),
+            "data.creditor",
+        ),
+        (
+            "creditorlistqueryresponses",
+            json!({"creditor": {"creditorId": "c", "status": "Active"}}),
+            "query",
+        ),
+        (
+            "debtoraccountlistqueryresponses",
+            json!({"debtor": {"debtorAccountId": "d", "status": "Active"},
+            "query": {"correlationId": "q", "index": 0, "total": 0}}),
+            "null when total is 0",
+        ),
+        (
+            "debtoraccountdeletes",
+            json!({"status": "Deleted"}),
+            "debtorAccountId",
+        ),
+        (
+            "notifications",
+            json!({"resourceType": "payment"}),
+            "resourceId",
+        ),
+    ];
+    for (i, (op, data, what)) in bad.iter().enumerate() {
+        let body = json!({"subscriptionId": sub, "correlationId": "c-1", "data": data});
+        let a = h.api("POST", &format!("{M}/{op}"), Some(&body)).await;
+        assert_eq!(a.status, 202, "recorded, not refused");
+        let v = h.violations().await;
+        assert_eq!(v.len(), i + 1, "{op} {data}");
+        assert_eq!(v[i]["kind"], "invalidMessageAnswer");
+        let m = v[i]["message"].as_str().unwrap();
+        assert!(m.starts_with(op) && m.contains(what), "{m}");
+    }
+    let body = json!({"subscriptionId": sub,
+        "data": {"creditor": {"creditorId": "c", "status": "Active"}}});
+    h.api("POST", &format!("{M}/creditorputs"), Some(&body))
+        .await;
+    let v = h.violations().await;
+    assert!(
+        v.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("correlationId")
+    );
+}
+
+#[tokio::test]
 async fn po_rate_limit_is_per_key_over_provider_and_messaging_calls() {
     let mut c = cfg();
     c.payments_out.rate_per_s = 10.0;

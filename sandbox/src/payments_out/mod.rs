@@ -189,6 +189,7 @@ pub enum PoViolationKind {
     LatePatch,
     LinkExpiryMissed,
     AuthorisedAfterLinkExpiry,
+    InvalidMessageAnswer,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -274,6 +274,107 @@ pub struct MessageWire {
     pub data: Value,
 }
 
+/// Debtor account and creditor statuses in the provider's answers.
+pub const PARTY_STATUSES: [&str; 4] = ["Active", "PendingAuthorisation", "Rejected", "Deleted"];
+
+/// What is wrong with a provider messaging answer (docs/payments-out-sandbox.md §2.3); empty
+/// when it is well formed. Sage publishes few of these names, so the sandbox records a
+/// violation rather than refusing the message.
+pub fn message_answer_problems(op: &str, msg: &MessageWire) -> Vec<String> {
+    let mut out = Vec::new();
+    let answers = PROVIDER_MESSAGE_OPS
+        .iter()
+        .any(|(o, asked)| *o == op && asked.is_some());
+    if answers && msg.correlation_id.as_deref().is_none_or(str::is_empty) {
+        out.push("correlationId: an answer echoes the product's".to_string());
+    }
+    let d = &msg.data;
+    match op {
+        "debtoraccountputs" => party(d, "debtor", "debtorAccountId", &mut out),
+        "creditorputs" => party(d, "creditor", "creditorId", &mut out),
+        "debtoraccountlistqueryresponses" => listed(d, "debtor", "debtorAccountId", &mut out),
+        "creditorlistqueryresponses" => listed(d, "creditor", "creditorId", &mut out),
+        "debtoraccountdeletes" => deleted(d, "debtorAccountId", &mut out),
+        "creditordeletes" => deleted(d, "creditorId", &mut out),
+        "notifications" => {
+            for k in ["resourceType", "resourceId", "event", "status"] {
+                if !non_empty(d.get(k)) {
+                    out.push(format!("data.{k}: a non-empty string"));
+                }
+            }
+            if !d
+                .get("message")
+                .is_some_and(|m| m.is_string() || m.is_null())
+            {
+                out.push("data.message: a string or null".to_string());
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn non_empty(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+}
+
+fn status_ok(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str)
+        .is_some_and(|s| PARTY_STATUSES.contains(&s))
+}
+
+/// `data.{key}` with its id and status; `Rejected` names a `statusReason`,
+/// `PendingAuthorisation` comes with `data.links.authorise`.
+fn party(d: &Value, key: &str, id: &str, out: &mut Vec<String>) {
+    let Some(p) = d.get(key).filter(|p| p.is_object()) else {
+        out.push(format!("data.{key}: an object"));
+        return;
+    };
+    if !non_empty(p.get(id)) {
+        out.push(format!("data.{key}.{id}: a non-empty string"));
+    }
+    if !status_ok(p.get("status")) {
+        out.push(format!("data.{key}.status: one of {PARTY_STATUSES:?}"));
+    }
+    match p.get("status").and_then(Value::as_str) {
+        Some("Rejected") if !non_empty(p.get("statusReason")) => {
+            out.push(format!("data.{key}.statusReason: needed when Rejected"));
+        }
+        Some("PendingAuthorisation") if !non_empty(d.pointer("/links/authorise")) => {
+            out.push("data.links.authorise: needed when PendingAuthorisation".to_string());
+        }
+        _ => {}
+    }
+}
+
+/// One list-query answer: `query {correlationId, index, total}` and the item, null only when
+/// nothing matched (`total` 0).
+fn listed(d: &Value, key: &str, id: &str, out: &mut Vec<String>) {
+    let q = d.get("query");
+    let n = |k: &str| q.and_then(|q| q.get(k)).and_then(Value::as_u64);
+    if !non_empty(q.and_then(|q| q.get("correlationId"))) {
+        out.push("data.query.correlationId: a non-empty string".to_string());
+    }
+    match (n("index"), n("total")) {
+        (Some(_), Some(0)) => {
+            if !d.get(key).is_some_and(Value::is_null) {
+                out.push(format!("data.{key}: null when total is 0"));
+            }
+        }
+        (Some(i), Some(t)) if i < t => party(d, key, id, out),
+        _ => out.push("data.query.index, total: integers, index below total".to_string()),
+    }
+}
+
+fn deleted(d: &Value, id: &str, out: &mut Vec<String>) {
+    if !non_empty(d.get(id)) {
+        out.push(format!("data.{id}: a non-empty string"));
+    }
+    if !status_ok(d.get("status")) {
+        out.push(format!("data.status: one of {PARTY_STATUSES:?}"));
+    }
+}
+
 // ------------------------------------------------------------------ POS → connector
 
 /// `POST /notifications` body.
