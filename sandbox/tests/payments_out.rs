@@ -2035,6 +2035,36 @@ async fn fault_429_bursts_and_5xx() {
 }
 
 #[tokio::test]
+async fn fault_numeric_amounts_in_batches() {
+    let h = start().await;
+    let sub = h.authorised_subscription().await;
+    let mut data = sandbox::payments_out::cli::demo_batch(sub, 3, "10.00", "dac_1");
+    let amounts = ["10.00", "0.10", "9999999999999.999"];
+    for (i, a) in amounts.iter().enumerate() {
+        data["payments"][i]["instructedAmount"]["amount"] = json!(a);
+    }
+    let a = h.po.submit_batch(&data, None, true).await.unwrap();
+    let (batch, _) = ids_of(&a.body["data"]);
+    let path = format!("{P}/batchpayments/{batch}");
+    let amount_of =
+        |b: &Value, i: usize| b["data"]["payments"][i]["instructedAmount"]["amount"].clone();
+    h.faults(json!({"numericAmounts": true})).await;
+    let b = h.api("GET", &path, None).await;
+    assert_eq!(amount_of(&b.body, 0), json!(10.0));
+    assert_eq!(amount_of(&b.body, 1), json!(0.1));
+    assert_eq!(
+        amount_of(&b.body, 2),
+        json!("9999999999999.999"),
+        "a float could not carry it"
+    );
+    h.faults(json!({})).await;
+    let b = h.api("GET", &path, None).await;
+    for (i, a) in amounts.iter().enumerate() {
+        assert_eq!(amount_of(&b.body, i), json!(a), "stored as written");
+    }
+}
+
+#[tokio::test]
 async fn fault_patch_applied_but_answered_500() {
     let h = start().await;
     let (batch, _) = h.batch(1).await;

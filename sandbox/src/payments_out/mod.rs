@@ -340,6 +340,8 @@ pub struct PoFaults {
     pub revoke_tokens: bool,
     /// One-shot on apply: rotate Sage ID's signing key.
     pub rotate_keys: bool,
+    /// `GET /batchpayments/{id}` sends amounts as JSON numbers (§9.8: the connector takes both).
+    pub numeric_amounts: bool,
     pub bank: PoBankFaults,
 }
 

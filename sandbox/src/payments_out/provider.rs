@@ -419,11 +419,17 @@ async fn get_batch(State(core): State<Arc<Core>>, Path(raw): Path<String>) -> Re
         .get(&id)
         .filter(|b| b.provider_id == core.cfg.payments_out.provider_id)
     {
-        Some(b) if now - b.notified_at >= hidden_for => ok_envelope(
-            StatusCode::OK,
-            b.wire(&core.cfg.payments_out.provider_prefix),
-            json!({ "self": format!("{}/batchpayments/{id}", core.cfg.payments_out.provider_prefix) }),
-        ),
+        Some(b) if now - b.notified_at >= hidden_for => {
+            let mut view = b.wire(&core.cfg.payments_out.provider_prefix);
+            if st.faults.numeric_amounts {
+                wire::amounts_as_numbers(&mut view);
+            }
+            ok_envelope(
+                StatusCode::OK,
+                view,
+                json!({ "self": format!("{}/batchpayments/{id}", core.cfg.payments_out.provider_prefix) }),
+            )
+        }
         _ => ApiError::not_found("Batch").into_response(),
     }
 }

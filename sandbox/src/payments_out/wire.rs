@@ -375,6 +375,30 @@ fn deleted(d: &Value, id: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The `numericAmounts` fault: each payment's `instructedAmount.amount` decimal string becomes a
+/// JSON number of the same value. One that a binary float cannot carry exactly (more than
+/// about 15 significant digits) stays a string, so that the fault never changes an amount.
+pub fn amounts_as_numbers(batch: &mut Value) {
+    let Some(payments) = batch.get_mut("payments").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for p in payments {
+        let Some(a) = p.pointer_mut("/instructedAmount/amount") else {
+            continue;
+        };
+        let Some(text) = a.as_str() else { continue };
+        let exact: Option<rust_decimal::Decimal> = text.parse().ok();
+        let n = text
+            .parse::<f64>()
+            .ok()
+            .filter(|f| exact.is_some() && f.to_string().parse().ok() == exact)
+            .and_then(serde_json::Number::from_f64);
+        if let Some(n) = n {
+            *a = Value::Number(n);
+        }
+    }
+}
+
 // ------------------------------------------------------------------ POS → connector
 
 /// `POST /notifications` body.
