@@ -252,13 +252,7 @@ impl H {
 
     /// Organisation + subscription moved to `Authorised` by the provider.
     async fn authorised_subscription(&self) -> Uuid {
-        let org = self.po.create_organisation("Acme").await.unwrap();
-        let s = self
-            .po
-            .create_subscription(org, Uuid::parse_str(PROVIDER).unwrap(), None)
-            .await
-            .unwrap();
-        let id = Uuid::parse_str(s["data"]["subscriptionId"].as_str().unwrap()).unwrap();
+        let id = self.received_subscription().await;
         for st in ["AwaitingAuthorisation", "Authorised"] {
             let a = self
                 .api(
@@ -285,16 +279,21 @@ impl H {
             .unwrap();
     }
 
-    /// A subscription the provider moved to `AwaitingAuthorisation` with a link that expires in
-    /// `expires_in_s`.
-    async fn awaiting_with_link(&self, expires_in_s: i64) -> Uuid {
+    /// A new organisation's subscription, `Received`.
+    async fn received_subscription(&self) -> Uuid {
         let org = self.po.create_organisation("Acme").await.unwrap();
         let s = self
             .po
             .create_subscription(org, Uuid::parse_str(PROVIDER).unwrap(), None)
             .await
             .unwrap();
-        let id = Uuid::parse_str(s["data"]["subscriptionId"].as_str().unwrap()).unwrap();
+        Uuid::parse_str(s["data"]["subscriptionId"].as_str().unwrap()).unwrap()
+    }
+
+    /// A subscription the provider moved to `AwaitingAuthorisation` with a link that expires in
+    /// `expires_in_s`.
+    async fn awaiting_with_link(&self, expires_in_s: i64) -> Uuid {
+        let id = self.received_subscription().await;
         let now = self.now().await;
         let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let body = json!({"data": {"status": "AwaitingAuthorisation", "links": {
@@ -358,6 +357,7 @@ impl H {
             )
             .await
             .unwrap();
+        let before = self.consent_ids().await;
         let r = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -383,6 +383,17 @@ impl H {
             .await
             .unwrap();
         assert!(r.status().is_redirection(), "{}", r.status());
+        // The bank lists consents in no particular order: the new one is the one not seen before.
+        let made = self
+            .consent_ids()
+            .await
+            .into_iter()
+            .find(|c| !before.contains(c))
+            .unwrap();
+        (made, account)
+    }
+
+    async fn consent_ids(&self) -> Vec<String> {
         let consents: Value = self
             .http
             .get(self.url("/_sandbox/bank/consents"))
@@ -392,8 +403,12 @@ impl H {
             .json()
             .await
             .unwrap();
-        let c = consents.as_array().unwrap().last().unwrap();
-        (c["consentId"].as_str().unwrap().to_string(), account)
+        consents
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["consentId"].as_str().unwrap().to_string())
+            .collect()
     }
 
     async fn bank(&self, method: &str, path: &str, body: Option<&Value>) -> A {
@@ -707,6 +722,43 @@ async fn po_illegal_transition_refuses_the_whole_patch() {
         h.violation_kinds().await,
         vec!["illegalTransition", "illegalTransition"]
     );
+}
+
+#[tokio::test]
+async fn po_status_flows_are_configurable() {
+    let mut c = cfg();
+    c.payments_out.status_flows = serde_json::from_value(json!({
+        "payment": {"Received": ["Processing", "Failed"], "Processing": ["Paid", "Failed"]},
+        "subscription": {"Received": ["AwaitingAuthorisation", "Authorised"],
+                         "AwaitingAuthorisation": ["Authorised"]}}))
+    .unwrap();
+    let h = start_with(c).await;
+    let (batch, p) = h.batch(2).await;
+    let patch =
+        |pid: Uuid, to: &str| json!({"data": {"payments": [{"paymentId": pid, "status": to}]}});
+    let path = format!("{P}/batchpayments/{batch}");
+    let a = h.api("PATCH", &path, Some(&patch(p[0], "Rejected"))).await;
+    assert_eq!(
+        (a.status, a.code()),
+        (409, "InvalidStatusTransition"),
+        "the built-in table allows it; this one does not"
+    );
+    let a = h.api("PATCH", &path, Some(&patch(p[1], "Failed"))).await;
+    assert_eq!(
+        a.status, 204,
+        "this table allows what the built-in one refuses"
+    );
+    let a = h
+        .api(
+            "PATCH",
+            &path,
+            Some(&json!({"data": {"defaultStatus": "Processing"}})),
+        )
+        .await;
+    assert_eq!(a.status, 204, "batches keep the built-in table");
+    let sub = h.received_subscription().await;
+    assert_eq!(h.patch_subscription(sub, "Rejected").await, 409);
+    assert_eq!(h.patch_subscription(sub, "Authorised").await, 204);
 }
 
 #[tokio::test]
@@ -1209,12 +1261,7 @@ async fn product_idempotency_key_is_kept_two_weeks() {
 #[tokio::test]
 async fn product_batches_need_an_authorised_subscription() {
     let h = start().await;
-    let org = h.po.create_organisation("Acme").await.unwrap();
-    let s =
-        h.po.create_subscription(org, Uuid::parse_str(PROVIDER).unwrap(), None)
-            .await
-            .unwrap();
-    let sub = Uuid::parse_str(s["data"]["subscriptionId"].as_str().unwrap()).unwrap();
+    let sub = h.received_subscription().await;
     let data = sandbox::payments_out::cli::demo_batch(sub, 1, "1.00", "dac_1");
     let a = h.po.submit_batch(&data, None, false).await.unwrap();
     assert_eq!(

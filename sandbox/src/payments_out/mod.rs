@@ -114,6 +114,8 @@ pub struct PoConfig {
     /// How long after `authoriseExpiresAt` a link still counts as live: the connector's
     /// reconciler runs every 5 minutes, and a customer may finish a bank login begun in time.
     pub link_expiry_grace_s: u64,
+    /// Transition tables replacing the built-in ones of docs/payments-out-sandbox.md §3.
+    pub status_flows: wire::StatusFlows,
     pub rails: RailsConfig,
 }
 
@@ -144,6 +146,7 @@ impl Default for PoConfig {
             outcome_patch_target_ms: 10_000,
             lateness_is_violation: false,
             link_expiry_grace_s: 600,
+            status_flows: wire::StatusFlows::default(),
             rails: RailsConfig::default(),
         }
     }

@@ -469,6 +469,7 @@ async fn patch_batch(
     };
     let now = core.now();
     let cfg = &core.cfg.payments_out;
+    let flows = &cfg.status_flows;
     let mut guard = core.po.lock();
     let st = &mut *guard;
     let Some(batch) = st
@@ -552,7 +553,7 @@ async fn patch_batch(
             ));
             break;
         }
-        if !current.status.can_move_to(status) {
+        if !flows.payment(current.status, status) {
             refusal = Some((
                 PoViolationKind::IllegalTransition,
                 w(Some(pp.payment_id.clone())),
@@ -588,7 +589,7 @@ async fn patch_batch(
                     )]),
                 ))
             }
-            Some(s) if !batch.status.can_move_to(s) => {
+            Some(s) if !flows.batch(batch.status, s) => {
                 refusal = Some((
                     PoViolationKind::IllegalTransition,
                     w(None),
@@ -636,7 +637,7 @@ async fn patch_batch(
         batch.status = ds;
         if let Some(ps) = ds.as_payment().filter(|s| *s != PaymentStatus::Paid) {
             for (i, p) in batch.payments.iter_mut().enumerate() {
-                if !listed.contains(&i) && !p.status.is_terminal() && p.status.can_move_to(ps) {
+                if !listed.contains(&i) && !p.status.is_terminal() && flows.payment(p.status, ps) {
                     p.status = ps;
                 }
             }
@@ -837,7 +838,12 @@ async fn patch_subscription(
             }
         },
     };
-    if !sub.status.can_move_to(to) {
+    if !core
+        .cfg
+        .payments_out
+        .status_flows
+        .subscription(sub.status, to)
+    {
         let err = transition_error(format!(
             "subscription {id} cannot move from {} to {}",
             wire::status_str(sub.status),

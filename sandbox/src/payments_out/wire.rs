@@ -6,6 +6,8 @@
 //! product's payment and message `data`) stay `serde_json::Value`; statuses, PATCH bodies,
 //! notifications and the bank's payment rails are typed.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -13,7 +15,7 @@ use uuid::Uuid;
 // ------------------------------------------------------------------ statuses
 
 /// Subscription statuses (published) and the provider's transitions (docs/payments-out-sandbox.md §3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SubscriptionStatus {
     Received,
     AwaitingAuthorisation,
@@ -42,7 +44,7 @@ impl SubscriptionStatus {
 }
 
 /// Payment statuses (docs/payments-out-sandbox.md §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PaymentStatus {
     Received,
     Processing,
@@ -75,7 +77,7 @@ impl PaymentStatus {
 }
 
 /// Batch statuses (docs/payments-out-sandbox.md §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum BatchStatus {
     Received,
     AwaitingAuthorisation,
@@ -138,6 +140,49 @@ impl BatchStatus {
         } else {
             BatchStatus::Failed
         }
+    }
+}
+
+/// Sage speaks of "our status flows" without publishing them: each table here, when set,
+/// replaces the built-in one of that object (from → the statuses it may move to). A repeated
+/// status stays a no-op either way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StatusFlows {
+    pub subscription: Option<BTreeMap<SubscriptionStatus, Vec<SubscriptionStatus>>>,
+    pub payment: Option<BTreeMap<PaymentStatus, Vec<PaymentStatus>>>,
+    pub batch: Option<BTreeMap<BatchStatus, Vec<BatchStatus>>>,
+}
+
+fn allows<S: Ord + Copy>(
+    table: Option<&BTreeMap<S, Vec<S>>>,
+    from: S,
+    to: S,
+    built_in: fn(S, S) -> bool,
+) -> bool {
+    match table {
+        _ if from == to => true,
+        Some(t) => t.get(&from).is_some_and(|v| v.contains(&to)),
+        None => built_in(from, to),
+    }
+}
+
+impl StatusFlows {
+    pub fn subscription(&self, from: SubscriptionStatus, to: SubscriptionStatus) -> bool {
+        allows(
+            self.subscription.as_ref(),
+            from,
+            to,
+            SubscriptionStatus::can_move_to,
+        )
+    }
+
+    pub fn payment(&self, from: PaymentStatus, to: PaymentStatus) -> bool {
+        allows(self.payment.as_ref(), from, to, PaymentStatus::can_move_to)
+    }
+
+    pub fn batch(&self, from: BatchStatus, to: BatchStatus) -> bool {
+        allows(self.batch.as_ref(), from, to, BatchStatus::can_move_to)
     }
 }
 
