@@ -636,14 +636,19 @@ fn card_detail(shop: &str) -> Option<(f64, f64, &'static str, &'static str)> {
 // ---------------------------------------------------------------- HTTP
 
 /// The Bank Data API routes served under `/bank` (method, path); `docs/bank-data-api.yaml` must
-/// list exactly these (tests/bank_openapi.rs).
-pub const ROUTES: [(&str, &str); 6] = [
+/// list exactly these (tests/bank_openapi.rs). The payment rails (the last four) are served by
+/// `payments_out::rails`, as they belong to Payments Out's demo bank.
+pub const ROUTES: [(&str, &str); 10] = [
     ("get", "/oauth/authorize"),
     ("post", "/oauth/authorize"),
     ("post", "/oauth/token"),
     ("get", "/v1/consents/{consentId}"),
     ("get", "/v1/accounts/{accountId}/transactions"),
     ("get", "/v1/accounts/{accountId}/balances"),
+    ("get", "/v1/payments"),
+    ("put", "/v1/payments/{paymentId}"),
+    ("get", "/v1/payments/{paymentId}"),
+    ("delete", "/v1/payments/{paymentId}"),
 ];
 
 pub fn router() -> Router<Arc<Core>> {

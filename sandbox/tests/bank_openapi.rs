@@ -58,6 +58,7 @@ async fn every_spec_route_is_served_and_answers_match_the_schemas() {
             "/bank{}",
             path.replace("{consentId}", "cns_x")
                 .replace("{accountId}", "acc_x")
+                .replace("{paymentId}", "pay_x")
         ));
         let r = h
             .http

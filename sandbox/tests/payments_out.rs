@@ -252,13 +252,7 @@ impl H {
 
     /// Organisation + subscription moved to `Authorised` by the provider.
     async fn authorised_subscription(&self) -> Uuid {
-        let org = self.po.create_organisation("Acme").await.unwrap();
-        let s = self
-            .po
-            .create_subscription(org, Uuid::parse_str(PROVIDER).unwrap(), None)
-            .await
-            .unwrap();
-        let id = Uuid::parse_str(s["data"]["subscriptionId"].as_str().unwrap()).unwrap();
+        let id = self.received_subscription().await;
         for st in ["AwaitingAuthorisation", "Authorised"] {
             let a = self
                 .api(
@@ -270,6 +264,56 @@ impl H {
             assert_eq!(a.status, 204, "{:?}", a.body);
         }
         id
+    }
+
+    /// The sandbox's clock now.
+    async fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let c = self.po.get("/_sandbox/clock").await.unwrap();
+        c["now"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn advance_s(&self, s: u64) {
+        self.po
+            .post("/_sandbox/clock", &json!({"advanceS": s}))
+            .await
+            .unwrap();
+    }
+
+    /// A new organisation's subscription, `Received`.
+    async fn received_subscription(&self) -> Uuid {
+        let org = self.po.create_organisation("Acme").await.unwrap();
+        let s = self
+            .po
+            .create_subscription(org, Uuid::parse_str(PROVIDER).unwrap(), None)
+            .await
+            .unwrap();
+        Uuid::parse_str(s["data"]["subscriptionId"].as_str().unwrap()).unwrap()
+    }
+
+    /// A subscription the provider moved to `AwaitingAuthorisation` with a link that expires in
+    /// `expires_in_s`.
+    async fn awaiting_with_link(&self, expires_in_s: i64) -> Uuid {
+        let id = self.received_subscription().await;
+        let now = self.now().await;
+        let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let body = json!({"data": {"status": "AwaitingAuthorisation", "links": {
+            "authorise": "https://po.eb.test/authorise/k3J9", "authoriseIssuedAt": fmt(now),
+            "authoriseExpiresAt": fmt(now + chrono::Duration::seconds(expires_in_s))}}});
+        let a = self
+            .api("PATCH", &format!("{P}/subscriptions/{id}"), Some(&body))
+            .await;
+        assert_eq!(a.status, 204, "{:?}", a.body);
+        id
+    }
+
+    async fn patch_subscription(&self, id: Uuid, status: &str) -> u16 {
+        self.api(
+            "PATCH",
+            &format!("{P}/subscriptions/{id}"),
+            Some(&json!({"data": {"status": status}})),
+        )
+        .await
+        .status
     }
 
     /// A batch of `n` payments for an authorised subscription: (batchId, paymentIds).
@@ -313,6 +357,7 @@ impl H {
             )
             .await
             .unwrap();
+        let before = self.consent_ids().await;
         let r = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -338,6 +383,17 @@ impl H {
             .await
             .unwrap();
         assert!(r.status().is_redirection(), "{}", r.status());
+        // The bank lists consents in no particular order: the new one is the one not seen before.
+        let made = self
+            .consent_ids()
+            .await
+            .into_iter()
+            .find(|c| !before.contains(c))
+            .unwrap();
+        (made, account)
+    }
+
+    async fn consent_ids(&self) -> Vec<String> {
         let consents: Value = self
             .http
             .get(self.url("/_sandbox/bank/consents"))
@@ -347,8 +403,12 @@ impl H {
             .json()
             .await
             .unwrap();
-        let c = consents.as_array().unwrap().last().unwrap();
-        (c["consentId"].as_str().unwrap().to_string(), account)
+        consents
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["consentId"].as_str().unwrap().to_string())
+            .collect()
     }
 
     async fn bank(&self, method: &str, path: &str, body: Option<&Value>) -> A {
@@ -665,6 +725,43 @@ async fn po_illegal_transition_refuses_the_whole_patch() {
 }
 
 #[tokio::test]
+async fn po_status_flows_are_configurable() {
+    let mut c = cfg();
+    c.payments_out.status_flows = serde_json::from_value(json!({
+        "payment": {"Received": ["Processing", "Failed"], "Processing": ["Paid", "Failed"]},
+        "subscription": {"Received": ["AwaitingAuthorisation", "Authorised"],
+                         "AwaitingAuthorisation": ["Authorised"]}}))
+    .unwrap();
+    let h = start_with(c).await;
+    let (batch, p) = h.batch(2).await;
+    let patch =
+        |pid: Uuid, to: &str| json!({"data": {"payments": [{"paymentId": pid, "status": to}]}});
+    let path = format!("{P}/batchpayments/{batch}");
+    let a = h.api("PATCH", &path, Some(&patch(p[0], "Rejected"))).await;
+    assert_eq!(
+        (a.status, a.code()),
+        (409, "InvalidStatusTransition"),
+        "the built-in table allows it; this one does not"
+    );
+    let a = h.api("PATCH", &path, Some(&patch(p[1], "Failed"))).await;
+    assert_eq!(
+        a.status, 204,
+        "this table allows what the built-in one refuses"
+    );
+    let a = h
+        .api(
+            "PATCH",
+            &path,
+            Some(&json!({"data": {"defaultStatus": "Processing"}})),
+        )
+        .await;
+    assert_eq!(a.status, 204, "batches keep the built-in table");
+    let sub = h.received_subscription().await;
+    assert_eq!(h.patch_subscription(sub, "Rejected").await, 409);
+    assert_eq!(h.patch_subscription(sub, "Authorised").await, 204);
+}
+
+#[tokio::test]
 async fn po_repeated_status_is_a_no_op() {
     let h = start().await;
     let (batch, p) = h.batch(1).await;
@@ -799,6 +896,61 @@ async fn po_subscription_transitions_follow_the_table() {
 }
 
 #[tokio::test]
+async fn po_subscription_link_needs_its_issue_and_expiry_times() {
+    let h = start().await;
+    let id = h.awaiting_with_link(60).await;
+    for links in [
+        json!({"authorise": "https://po.eb.test/authorise/x"}),
+        json!({"authorise": "https://po.eb.test/authorise/x", "authoriseIssuedAt": "2025-03-04T09:00:05Z",
+               "authoriseExpiresAt": "next week"}),
+        json!({"authorise": "https://po.eb.test/authorise/x", "authoriseIssuedAt": "2025-03-04T09:00:05Z",
+               "authoriseExpiresAt": "2025-03-04T09:00:05Z"}),
+    ] {
+        let a = h
+            .api(
+                "PATCH",
+                &format!("{P}/subscriptions/{id}"),
+                Some(&json!({"data": {"links": links}})),
+            )
+            .await;
+        assert_eq!((a.status, a.code()), (400, "ValidationError"), "{links}");
+    }
+}
+
+#[tokio::test]
+async fn link_left_awaiting_authorisation_after_expiry_is_recorded() {
+    let h = start().await;
+    let left = h.awaiting_with_link(60).await;
+    let rejected = h.awaiting_with_link(60).await;
+    h.advance_s(100).await;
+    assert!(h.violations().await.is_empty(), "still within the grace");
+    assert_eq!(h.patch_subscription(rejected, "Rejected").await, 204);
+    h.advance_s(600).await;
+    let v = h.violations().await;
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0]["kind"], "linkExpiryMissed");
+    assert_eq!(v[0]["subscriptionId"], left.to_string());
+    assert_eq!(h.violations().await.len(), 1, "recorded once");
+}
+
+#[tokio::test]
+async fn authorising_through_an_expired_link_is_recorded() {
+    let h = start().await;
+    let in_grace = h.awaiting_with_link(60).await;
+    let late = h.awaiting_with_link(120).await;
+    h.advance_s(100).await;
+    assert_eq!(h.patch_subscription(in_grace, "Authorised").await, 204);
+    assert!(h.violations().await.is_empty(), "a login begun in time");
+    h.advance_s(700).await;
+    assert_eq!(
+        h.patch_subscription(late, "Authorised").await,
+        204,
+        "Sage takes it"
+    );
+    assert_eq!(h.violation_kinds().await, vec!["authorisedAfterLinkExpiry"]);
+}
+
+#[tokio::test]
 async fn po_messaging_answers_202_and_reaches_the_product() {
     let h = start().await;
     let sub = h.authorised_subscription().await;
@@ -820,6 +972,127 @@ async fn po_messaging_answers_202_and_reaches_the_product() {
             .await
             .status,
         404
+    );
+}
+
+#[tokio::test]
+async fn po_messaging_answers_of_the_wrong_shape_are_recorded() {
+    let h = start().await;
+    let sub = h.authorised_subscription().await;
+    let good = [
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"debtorAccountId": "dac_1", "status": "Active"},
+            "legalEntity": {"name": "Acme"}}),
+        ),
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"debtorAccountId": "dac_2", "status": "Rejected",
+            "statusReason": "AccountNotInConsent"}}),
+        ),
+        (
+            "creditorputs",
+            json!({"creditor": {"creditorId": "cre_1", "status": "PendingAuthorisation"},
+            "links": {"authorise": "https://po.eb.test/payee/1", "authoriseIssuedAt": null, "authoriseExpiresAt": null}}),
+        ),
+        (
+            "debtoraccountlistqueryresponses",
+            json!({"debtor": {"debtorAccountId": "dac_1", "status": "Active"},
+            "query": {"correlationId": "q-1", "index": 0, "total": 1}}),
+        ),
+        (
+            "creditorlistqueryresponses",
+            json!({"creditor": null,
+            "query": {"correlationId": "q-2", "index": 0, "total": 0}}),
+        ),
+        (
+            "creditordeletes",
+            json!({"creditorId": "cre_1", "status": "Deleted"}),
+        ),
+        (
+            "notifications",
+            json!({"resourceType": "payment", "resourceId": "e8d1", "event": "Returned",
+            "status": "Paid", "message": null}),
+        ),
+    ];
+    for (op, data) in &good {
+        let body = json!({"subscriptionId": sub, "correlationId": "c-1", "data": data});
+        let a = h.api("POST", &format!("{M}/{op}"), Some(&body)).await;
+        assert_eq!(a.status, 202);
+    }
+    assert!(
+        h.violations().await.is_empty(),
+        "{:?}",
+        h.violations().await
+    );
+    let bad = [
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"status": "Active"}}),
+            "debtorAccountId",
+        ),
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"debtorAccountId": "d", "status": "active"}}),
+            "status",
+        ),
+        (
+            "debtoraccountputs",
+            json!({"debtor": {"debtorAccountId": "d", "status": "Rejected"}}),
+            "statusReason",
+        ),
+        (
+            "creditorputs",
+            json!({"creditor": {"creditorId": "c", "status": "PendingAuthorisation"}}),
+            "links.authorise",
+        ),
+        (
+            "creditorputs",
+            json!({"name": "Northwind"}),
+            "data.creditor",
+        ),
+        (
+            "creditorlistqueryresponses",
+            json!({"creditor": {"creditorId": "c", "status": "Active"}}),
+            "query",
+        ),
+        (
+            "debtoraccountlistqueryresponses",
+            json!({"debtor": {"debtorAccountId": "d", "status": "Active"},
+            "query": {"correlationId": "q", "index": 0, "total": 0}}),
+            "null when total is 0",
+        ),
+        (
+            "debtoraccountdeletes",
+            json!({"status": "Deleted"}),
+            "debtorAccountId",
+        ),
+        (
+            "notifications",
+            json!({"resourceType": "payment"}),
+            "resourceId",
+        ),
+    ];
+    for (i, (op, data, what)) in bad.iter().enumerate() {
+        let body = json!({"subscriptionId": sub, "correlationId": "c-1", "data": data});
+        let a = h.api("POST", &format!("{M}/{op}"), Some(&body)).await;
+        assert_eq!(a.status, 202, "recorded, not refused");
+        let v = h.violations().await;
+        assert_eq!(v.len(), i + 1, "{op} {data}");
+        assert_eq!(v[i]["kind"], "invalidMessageAnswer");
+        let m = v[i]["message"].as_str().unwrap();
+        assert!(m.starts_with(op) && m.contains(what), "{m}");
+    }
+    let body = json!({"subscriptionId": sub,
+        "data": {"creditor": {"creditorId": "c", "status": "Active"}}});
+    h.api("POST", &format!("{M}/creditorputs"), Some(&body))
+        .await;
+    let v = h.violations().await;
+    assert!(
+        v.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("correlationId")
     );
 }
 
@@ -988,12 +1261,7 @@ async fn product_idempotency_key_is_kept_two_weeks() {
 #[tokio::test]
 async fn product_batches_need_an_authorised_subscription() {
     let h = start().await;
-    let org = h.po.create_organisation("Acme").await.unwrap();
-    let s =
-        h.po.create_subscription(org, Uuid::parse_str(PROVIDER).unwrap(), None)
-            .await
-            .unwrap();
-    let sub = Uuid::parse_str(s["data"]["subscriptionId"].as_str().unwrap()).unwrap();
+    let sub = h.received_subscription().await;
     let data = sandbox::payments_out::cli::demo_batch(sub, 1, "1.00", "dac_1");
     let a = h.po.submit_batch(&data, None, false).await.unwrap();
     assert_eq!(
@@ -1515,6 +1783,104 @@ async fn bank_consents_can_be_held_for_review_then_decided() {
     assert_eq!(again.status, 409, "already decided");
 }
 
+/// docs/bank-data-api.yaml, where the payment rails are documented beside the Bank Data API.
+fn bank_doc() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bank-data-api.yaml");
+    serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Checks `v` has every member the document's schema requires, and `status` in its enum.
+fn conforms(doc: &Value, schema: &str, v: &Value) {
+    let s = &doc["components"]["schemas"][schema];
+    for k in s["required"].as_array().unwrap() {
+        let k = k.as_str().unwrap();
+        assert!(v.get(k).is_some(), "{schema}.{k} missing in {v}");
+    }
+    let status = &s["properties"]["status"];
+    let allowed = match status.get("$ref").and_then(Value::as_str) {
+        Some(r) => doc["components"]["schemas"][r.rsplit('/').next().unwrap()]["enum"].clone(),
+        None => status
+            .get("enum")
+            .cloned()
+            .or_else(|| status.get("const").map(|c| json!([c])))
+            .unwrap_or(Value::Null),
+    };
+    if let Some(allowed) = allowed.as_array() {
+        assert!(allowed.contains(&v["status"]), "{schema}.status {v}");
+    }
+}
+
+#[tokio::test]
+async fn bank_payment_rails_answer_as_the_bank_api_document_says() {
+    let doc = bank_doc();
+    let mut c = cfg();
+    c.payments_out.rails.settlement_delay_ms = 400;
+    let h = start_with(c).await;
+    let (_, p) = h.batch(2).await;
+    let (consent, account) = h.consent().await;
+    for (i, id) in p.iter().enumerate() {
+        let body = bank_body(&consent, &account, &format!("D-{i}"), "4.00");
+        let a = h
+            .bank("PUT", &format!("/v1/payments/{id}"), Some(&body))
+            .await;
+        assert_eq!(a.status, 201);
+        conforms(&doc, "PaymentAccepted", &a.body);
+    }
+    let d = h
+        .bank("DELETE", &format!("/v1/payments/{}", p[1]), None)
+        .await;
+    assert_eq!(d.status, 200);
+    conforms(&doc, "PaymentCancelled", &d.body);
+    let settled = h.wait_bank_status(&p[0].to_string(), "settled").await;
+    conforms(&doc, "Payment", &settled.body);
+    let list = h.bank("GET", "/v1/payments?limit=500", None).await;
+    conforms(&doc, "PaymentList", &list.body);
+    for item in list.body["payments"].as_array().unwrap() {
+        conforms(&doc, "Payment", item);
+    }
+    let mut bad = bank_body(&consent, &account, "D-9", "0");
+    bad["currency"] = json!("EUR");
+    let r = h
+        .bank(
+            "PUT",
+            &format!("/v1/payments/{}", Uuid::new_v4()),
+            Some(&bad),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    conforms(&doc, "PaymentRefusal", &r.body);
+    let codes = &doc["components"]["schemas"]["PaymentRefusal"]["properties"]["reasons"]["items"]["properties"]
+        ["code"]["enum"];
+    for reason in r.body["reasons"].as_array().unwrap() {
+        assert!(
+            codes.as_array().unwrap().contains(&reason["code"]),
+            "{reason}"
+        );
+    }
+    // accepted, submitted, settled for the first; accepted, cancelled for the second.
+    for e in h.conn.wait("/bank/payment-events", 5).await {
+        conforms(&doc, "PaymentEvent", &e.body);
+    }
+    let mut knobs =
+        h.po.get("/_sandbox/payments-out/bank/config")
+            .await
+            .unwrap();
+    knobs["consentReview"] = json!(true);
+    h.po.put("/_sandbox/payments-out/bank/config", &knobs)
+        .await
+        .unwrap();
+    let (held, _) = h.consent().await;
+    h.po.post(
+        &format!("/_sandbox/payments-out/bank/consents/{held}/refuse"),
+        &json!({}),
+    )
+    .await
+    .unwrap();
+    for e in h.conn.wait("/bank/consent-events", 1).await {
+        conforms(&doc, "ConsentEvent", &e.body);
+    }
+}
+
 #[tokio::test]
 async fn product_can_ask_for_a_batch_to_be_cancelled() {
     let h = start().await;
@@ -1716,6 +2082,36 @@ async fn fault_429_bursts_and_5xx() {
 }
 
 #[tokio::test]
+async fn fault_numeric_amounts_in_batches() {
+    let h = start().await;
+    let sub = h.authorised_subscription().await;
+    let mut data = sandbox::payments_out::cli::demo_batch(sub, 3, "10.00", "dac_1");
+    let amounts = ["10.00", "0.10", "9999999999999.999"];
+    for (i, a) in amounts.iter().enumerate() {
+        data["payments"][i]["instructedAmount"]["amount"] = json!(a);
+    }
+    let a = h.po.submit_batch(&data, None, true).await.unwrap();
+    let (batch, _) = ids_of(&a.body["data"]);
+    let path = format!("{P}/batchpayments/{batch}");
+    let amount_of =
+        |b: &Value, i: usize| b["data"]["payments"][i]["instructedAmount"]["amount"].clone();
+    h.faults(json!({"numericAmounts": true})).await;
+    let b = h.api("GET", &path, None).await;
+    assert_eq!(amount_of(&b.body, 0), json!(10.0));
+    assert_eq!(amount_of(&b.body, 1), json!(0.1));
+    assert_eq!(
+        amount_of(&b.body, 2),
+        json!("9999999999999.999"),
+        "a float could not carry it"
+    );
+    h.faults(json!({})).await;
+    let b = h.api("GET", &path, None).await;
+    for (i, a) in amounts.iter().enumerate() {
+        assert_eq!(amount_of(&b.body, i), json!(a), "stored as written");
+    }
+}
+
+#[tokio::test]
 async fn fault_patch_applied_but_answered_500() {
     let h = start().await;
     let (batch, _) = h.batch(1).await;
@@ -1824,6 +2220,52 @@ async fn fault_bank_events_out_of_order() {
     let mut sorted = seqs.clone();
     sorted.sort_unstable();
     assert_ne!(seqs, sorted);
+}
+
+#[tokio::test]
+async fn fault_bank_429_and_503_on_the_payment_rails() {
+    let h = start().await;
+    let (_, p) = h.batch(1).await;
+    let (consent, account) = h.consent().await;
+    let path = format!("/v1/payments/{}", p[0]);
+    let body = bank_body(&consent, &account, "E-1", "1.00");
+    h.faults(json!({"bank": {"errors": {"status": 429, "retryAfterS": 3, "remaining": 1}}}))
+        .await;
+    let a = h.bank("PUT", &path, Some(&body)).await;
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(a.headers["retry-after"], "3");
+    assert_eq!(
+        h.bank("GET", &path, None).await.status,
+        404,
+        "nothing created"
+    );
+    h.faults(json!({"bank": {"errors": {"status": 503, "remaining": 2}}}))
+        .await;
+    let a = h.bank("PUT", &path, Some(&body)).await;
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (503, Some("unavailable"))
+    );
+    let c = h
+        .bank("GET", &format!("/v1/consents/{consent}"), None)
+        .await;
+    assert_eq!(c.status, 200, "only the payment rails");
+    assert_eq!(h.bank("GET", "/v1/payments", None).await.status, 503);
+    assert_eq!(h.bank("PUT", &path, Some(&body)).await.status, 201);
+    assert!(h.violations().await.is_empty());
+    let refused =
+        h.po.call(
+            "PUT",
+            "/_sandbox/payments-out/faults",
+            Some(&json!({"bank": {"errors": {"status": 500}}})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 400, "only 429 and 503");
 }
 
 // ------------------------------------------------------------------ driver sub-commands

@@ -52,7 +52,9 @@ struct Since {
 }
 
 async fn violations(State(core): State<Arc<Core>>) -> Response {
-    json_response(StatusCode::OK, &core.po.lock().violations)
+    let mut st = core.po.lock();
+    super::sweep_expired_links(&core, &mut st);
+    json_response(StatusCode::OK, &st.violations)
 }
 
 async fn inbox(State(core): State<Arc<Core>>, Query(q): Query<Since>) -> Response {
@@ -106,6 +108,14 @@ async fn set_faults(State(core): State<Arc<Core>>, body: Bytes) -> Result<Respon
         return Err(ApiError::validation(vec![DetailItem::invalid(
             "faults",
             "rates must be in [0, 1]",
+        )]));
+    }
+    if let Some(e) = &f.bank.errors
+        && (!matches!(e.status, 429 | 503) || bad_rate(e.rate))
+    {
+        return Err(ApiError::validation(vec![DetailItem::invalid(
+            "faults.bank.errors",
+            "status must be 429 or 503 and rate in [0, 1]",
         )]));
     }
     if f.revoke_tokens {

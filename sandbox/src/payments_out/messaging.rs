@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::provider::request_data;
-use super::wire::{MessageWire, PROVIDER_MESSAGE_OPS};
+use super::wire::{MessageWire, PROVIDER_MESSAGE_OPS, message_answer_problems};
+use super::{PoViolationKind, Where, violation};
 use crate::envelope::{ApiError, DetailItem};
 use crate::state::Core;
 
@@ -54,6 +55,19 @@ pub async fn post_message(
         .is_none_or(|s| !ours(s))
     {
         return ApiError::not_found("Subscription").into_response();
+    }
+    let problems = message_answer_problems(&op, &msg);
+    if !problems.is_empty() {
+        violation(
+            &core,
+            &mut st,
+            PoViolationKind::InvalidMessageAnswer,
+            format!("{op}: {}", problems.join("; ")),
+            Where {
+                subscription_id: Some(msg.subscription_id),
+                ..Where::default()
+            },
+        );
     }
     st.inbox_push(
         core.cfg.log_capacity,

@@ -111,6 +111,11 @@ pub struct PoConfig {
     pub outcome_patch_target_ms: u64,
     /// Record a PATCH later than its target as a violation too.
     pub lateness_is_violation: bool,
+    /// How long after `authoriseExpiresAt` a link still counts as live: the connector's
+    /// reconciler runs every 5 minutes, and a customer may finish a bank login begun in time.
+    pub link_expiry_grace_s: u64,
+    /// Transition tables replacing the built-in ones of docs/payments-out-sandbox.md §3.
+    pub status_flows: wire::StatusFlows,
     pub rails: RailsConfig,
 }
 
@@ -140,6 +145,8 @@ impl Default for PoConfig {
             first_patch_target_ms: 30_000,
             outcome_patch_target_ms: 10_000,
             lateness_is_violation: false,
+            link_expiry_grace_s: 600,
+            status_flows: wire::StatusFlows::default(),
             rails: RailsConfig::default(),
         }
     }
@@ -183,6 +190,9 @@ pub enum PoViolationKind {
     WrongFinalBatchStatus,
     PaymentExecutedTwice,
     LatePatch,
+    LinkExpiryMissed,
+    AuthorisedAfterLinkExpiry,
+    InvalidMessageAnswer,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,6 +294,22 @@ pub struct PoBankFaults {
     pub duplicate_event_rate: f64,
     /// Random delay in [0, window) per event: events arrive out of order.
     pub reorder_event_window_ms: u64,
+    /// 429 or 503 answers on the payment rails.
+    pub errors: Option<PoBankErrors>,
+}
+
+/// The bank answers 429 (with `Retry-After`) or 503 before anything changes, so that the
+/// connector's back-off and retry of the same request have something to meet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PoBankErrors {
+    /// 429 or 503.
+    pub status: u16,
+    /// Share of calls answered so (0 = every call while `remaining` lasts).
+    pub rate: f64,
+    /// `Retry-After` of a 429 (at least 1).
+    pub retry_after_s: u64,
+    pub remaining: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -317,6 +343,8 @@ pub struct PoFaults {
     pub revoke_tokens: bool,
     /// One-shot on apply: rotate Sage ID's signing key.
     pub rotate_keys: bool,
+    /// `GET /batchpayments/{id}` sends amounts as JSON numbers (§9.8: the connector takes both).
+    pub numeric_amounts: bool,
     pub bank: PoBankFaults,
 }
 
@@ -334,9 +362,19 @@ pub struct Subscription {
     pub additional_data: Option<String>,
     pub links: Option<wire::AuthoriseLinks>,
     pub application: String,
+    /// `LinkExpiryMissed` was recorded for it (once per subscription).
+    pub expiry_flagged: bool,
 }
 
 impl Subscription {
+    /// When its authorisation link stops counting as live (expiry + grace), if it has one.
+    pub fn link_dead_at(&self, grace_s: u64) -> Option<DateTime<Utc>> {
+        let l = self.links.as_ref()?;
+        l.authorise.as_ref()?;
+        let exp = crate::util::parse_contract_time(l.authorise_expires_at.as_deref()?)?;
+        Some(exp + chrono::Duration::seconds(i64::try_from(grace_s).unwrap_or(i64::MAX)))
+    }
+
     pub fn wire(&self, with_links: bool) -> wire::SubscriptionWire {
         wire::SubscriptionWire {
             subscription_id: self.id,
@@ -540,6 +578,37 @@ pub fn violation(core: &Core, st: &mut PoState, kind: PoViolationKind, message: 
     );
 }
 
+/// A subscription still `AwaitingAuthorisation` once its link is dead: the connector should
+/// have PATCHed it `Rejected` (`AuthorisationExpired`). Checked when violations are read, so
+/// that the virtual clock decides.
+pub fn sweep_expired_links(core: &Core, st: &mut PoState) {
+    let now = core.now();
+    let grace = core.cfg.payments_out.link_expiry_grace_s;
+    let mut missed = Vec::new();
+    for s in st.subscriptions.values_mut() {
+        if s.status == SubscriptionStatus::AwaitingAuthorisation
+            && !s.expiry_flagged
+            && s.link_dead_at(grace).is_some_and(|t| now > t)
+        {
+            s.expiry_flagged = true;
+            missed.push(s.id);
+        }
+    }
+    missed.sort();
+    for id in missed {
+        violation(
+            core,
+            st,
+            PoViolationKind::LinkExpiryMissed,
+            format!("subscription {id} is still AwaitingAuthorisation after its link expired"),
+            Where {
+                subscription_id: Some(id),
+                ..Where::default()
+            },
+        );
+    }
+}
+
 /// Is this path one of Payments Out's (Provider API or messaging)?
 pub fn is_provider_path(cfg: &PoConfig, path: &str) -> bool {
     path.starts_with(&format!("{}/", cfg.provider_prefix))
@@ -568,7 +637,7 @@ pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
     provider::router(core)
         .merge(product::router())
         .merge(control::router())
-        .merge(rails::router())
+        .merge(rails::router(core))
 }
 
 /// Back to the start state (part of `POST /_sandbox/reset`).

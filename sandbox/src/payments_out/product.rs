@@ -241,6 +241,7 @@ async fn create_subscription(
             additional_data: req.additional_data,
             links: None,
             application: app.clone(),
+            expiry_flagged: false,
         };
         let view = s.wire(true);
         st.subscriptions.insert(id, s);

@@ -419,11 +419,17 @@ async fn get_batch(State(core): State<Arc<Core>>, Path(raw): Path<String>) -> Re
         .get(&id)
         .filter(|b| b.provider_id == core.cfg.payments_out.provider_id)
     {
-        Some(b) if now - b.notified_at >= hidden_for => ok_envelope(
-            StatusCode::OK,
-            b.wire(&core.cfg.payments_out.provider_prefix),
-            json!({ "self": format!("{}/batchpayments/{id}", core.cfg.payments_out.provider_prefix) }),
-        ),
+        Some(b) if now - b.notified_at >= hidden_for => {
+            let mut view = b.wire(&core.cfg.payments_out.provider_prefix);
+            if st.faults.numeric_amounts {
+                wire::amounts_as_numbers(&mut view);
+            }
+            ok_envelope(
+                StatusCode::OK,
+                view,
+                json!({ "self": format!("{}/batchpayments/{id}", core.cfg.payments_out.provider_prefix) }),
+            )
+        }
         _ => ApiError::not_found("Batch").into_response(),
     }
 }
@@ -463,6 +469,7 @@ async fn patch_batch(
     };
     let now = core.now();
     let cfg = &core.cfg.payments_out;
+    let flows = &cfg.status_flows;
     let mut guard = core.po.lock();
     let st = &mut *guard;
     let Some(batch) = st
@@ -546,7 +553,7 @@ async fn patch_batch(
             ));
             break;
         }
-        if !current.status.can_move_to(status) {
+        if !flows.payment(current.status, status) {
             refusal = Some((
                 PoViolationKind::IllegalTransition,
                 w(Some(pp.payment_id.clone())),
@@ -582,7 +589,7 @@ async fn patch_batch(
                     )]),
                 ))
             }
-            Some(s) if !batch.status.can_move_to(s) => {
+            Some(s) if !flows.batch(batch.status, s) => {
                 refusal = Some((
                     PoViolationKind::IllegalTransition,
                     w(None),
@@ -630,7 +637,7 @@ async fn patch_batch(
         batch.status = ds;
         if let Some(ps) = ds.as_payment().filter(|s| *s != PaymentStatus::Paid) {
             for (i, p) in batch.payments.iter_mut().enumerate() {
-                if !listed.contains(&i) && !p.status.is_terminal() && p.status.can_move_to(ps) {
+                if !listed.contains(&i) && !p.status.is_terminal() && flows.payment(p.status, ps) {
                     p.status = ps;
                 }
             }
@@ -765,6 +772,25 @@ async fn get_subscription(State(core): State<Arc<Core>>, Path(raw): Path<String>
     }
 }
 
+/// A link needs both times, RFC 3339 UTC, expiry after issue: the expiry is what the sandbox
+/// checks the connector against.
+fn link_times_problem(l: &wire::AuthoriseLinks) -> Option<DetailItem> {
+    l.authorise.as_ref()?;
+    let at = |v: &Option<String>| v.as_deref().and_then(parse_contract_time);
+    let target = "SubscriptionRequest.data.links";
+    match (at(&l.authorise_issued_at), at(&l.authorise_expires_at)) {
+        (Some(i), Some(e)) if e > i => None,
+        (Some(_), Some(_)) => Some(DetailItem::invalid(
+            format!("{target}.authoriseExpiresAt"),
+            "must be after authoriseIssuedAt",
+        )),
+        _ => Some(DetailItem::invalid(
+            target,
+            "authorise needs authoriseIssuedAt and authoriseExpiresAt (RFC 3339 UTC)",
+        )),
+    }
+}
+
 async fn patch_subscription(
     State(core): State<Arc<Core>>,
     Extension(ctx): Extension<PoCtx>,
@@ -812,7 +838,12 @@ async fn patch_subscription(
             }
         },
     };
-    if !sub.status.can_move_to(to) {
+    if !core
+        .cfg
+        .payments_out
+        .status_flows
+        .subscription(sub.status, to)
+    {
         let err = transition_error(format!(
             "subscription {id} cannot move from {} to {}",
             wire::status_str(sub.status),
@@ -830,6 +861,39 @@ async fn patch_subscription(
             err,
         );
     }
+    if let Some(l) = &patch.links
+        && let Some(problem) = link_times_problem(l)
+    {
+        return ApiError::validation(vec![problem]).into_response();
+    }
+    let grace = core.cfg.payments_out.link_expiry_grace_s;
+    if sub.status == SubscriptionStatus::AwaitingAuthorisation
+        && matches!(
+            to,
+            SubscriptionStatus::Authorised | SubscriptionStatus::Pending
+        )
+        && sub.link_dead_at(grace).is_some_and(|t| now > t)
+    {
+        // Recorded, not refused: Sage would take it; the connector should have answered 410.
+        let msg = format!(
+            "subscription {id} moved to {} through a link that had expired",
+            wire::status_str(to)
+        );
+        violation(
+            &core,
+            st,
+            PoViolationKind::AuthorisedAfterLinkExpiry,
+            msg,
+            Where {
+                subscription_id: Some(id),
+                client_id: Some(ctx.client_id.clone()),
+                ..Where::default()
+            },
+        );
+    }
+    let Some(sub) = st.subscriptions.get_mut(&id) else {
+        return ApiError::not_found("Subscription").into_response();
+    };
     let changed = sub.status != to || patch.links.is_some() || patch.additional_data.is_some();
     sub.status = to;
     if let Some(l) = patch.links {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Router};
@@ -137,13 +138,17 @@ impl Rails {
     }
 }
 
-pub fn router() -> Router<Arc<Core>> {
+pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
     Router::new()
         .route("/bank/v1/payments", get(list_payments))
         .route(
             "/bank/v1/payments/{paymentId}",
             put(put_payment).get(get_payment).delete(delete_payment),
         )
+        .route_layer(middleware::from_fn_with_state(
+            core.clone(),
+            injected_errors,
+        ))
         .route("/_sandbox/payments-out/bank/ledger", get(ledger))
         .route("/_sandbox/payments-out/bank/events", get(events))
         .route(
@@ -158,6 +163,34 @@ pub fn router() -> Router<Arc<Core>> {
             "/_sandbox/payments-out/bank/consents/{consentId}/{decision}",
             post(decide_consent),
         )
+}
+
+/// The `bank.errors` fault: 429 + `Retry-After` or 503 before the handler, nothing changed.
+async fn injected_errors(State(core): State<Arc<Core>>, req: Request, next: Next) -> Response {
+    let hit = {
+        let mut guard = core.po.lock();
+        let st = &mut *guard;
+        match st.faults.bank.errors.as_mut() {
+            Some(f) if f.remaining != Some(0) => {
+                let roll = f.rate <= 0.0 || st.rng.unit() < f.rate;
+                if roll && let Some(r) = f.remaining.as_mut() {
+                    *r -= 1;
+                }
+                roll.then_some((f.status, f.retry_after_s.max(1)))
+            }
+            _ => None,
+        }
+    };
+    match hit {
+        Some((429, retry)) => {
+            let mut r = err(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+            r
+        }
+        Some(_) => err(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        None => next.run(req).await,
+    }
 }
 
 fn err(status: StatusCode, error: &str) -> Response {

@@ -6,6 +6,8 @@
 //! product's payment and message `data`) stay `serde_json::Value`; statuses, PATCH bodies,
 //! notifications and the bank's payment rails are typed.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -13,7 +15,7 @@ use uuid::Uuid;
 // ------------------------------------------------------------------ statuses
 
 /// Subscription statuses (published) and the provider's transitions (docs/payments-out-sandbox.md §3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SubscriptionStatus {
     Received,
     AwaitingAuthorisation,
@@ -42,7 +44,7 @@ impl SubscriptionStatus {
 }
 
 /// Payment statuses (docs/payments-out-sandbox.md §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PaymentStatus {
     Received,
     Processing,
@@ -75,7 +77,7 @@ impl PaymentStatus {
 }
 
 /// Batch statuses (docs/payments-out-sandbox.md §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum BatchStatus {
     Received,
     AwaitingAuthorisation,
@@ -138,6 +140,49 @@ impl BatchStatus {
         } else {
             BatchStatus::Failed
         }
+    }
+}
+
+/// Sage speaks of "our status flows" without publishing them: each table here, when set,
+/// replaces the built-in one of that object (from → the statuses it may move to). A repeated
+/// status stays a no-op either way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StatusFlows {
+    pub subscription: Option<BTreeMap<SubscriptionStatus, Vec<SubscriptionStatus>>>,
+    pub payment: Option<BTreeMap<PaymentStatus, Vec<PaymentStatus>>>,
+    pub batch: Option<BTreeMap<BatchStatus, Vec<BatchStatus>>>,
+}
+
+fn allows<S: Ord + Copy>(
+    table: Option<&BTreeMap<S, Vec<S>>>,
+    from: S,
+    to: S,
+    built_in: fn(S, S) -> bool,
+) -> bool {
+    match table {
+        _ if from == to => true,
+        Some(t) => t.get(&from).is_some_and(|v| v.contains(&to)),
+        None => built_in(from, to),
+    }
+}
+
+impl StatusFlows {
+    pub fn subscription(&self, from: SubscriptionStatus, to: SubscriptionStatus) -> bool {
+        allows(
+            self.subscription.as_ref(),
+            from,
+            to,
+            SubscriptionStatus::can_move_to,
+        )
+    }
+
+    pub fn payment(&self, from: PaymentStatus, to: PaymentStatus) -> bool {
+        allows(self.payment.as_ref(), from, to, PaymentStatus::can_move_to)
+    }
+
+    pub fn batch(&self, from: BatchStatus, to: BatchStatus) -> bool {
+        allows(self.batch.as_ref(), from, to, BatchStatus::can_move_to)
     }
 }
 
@@ -272,6 +317,131 @@ pub struct MessageWire {
     pub correlation_id: Option<String>,
     #[serde(default)]
     pub data: Value,
+}
+
+/// Debtor account and creditor statuses in the provider's answers.
+pub const PARTY_STATUSES: [&str; 4] = ["Active", "PendingAuthorisation", "Rejected", "Deleted"];
+
+/// What is wrong with a provider messaging answer (docs/payments-out-sandbox.md §2.3); empty
+/// when it is well formed. Sage publishes few of these names, so the sandbox records a
+/// violation rather than refusing the message.
+pub fn message_answer_problems(op: &str, msg: &MessageWire) -> Vec<String> {
+    let mut out = Vec::new();
+    let answers = PROVIDER_MESSAGE_OPS
+        .iter()
+        .any(|(o, asked)| *o == op && asked.is_some());
+    if answers && msg.correlation_id.as_deref().is_none_or(str::is_empty) {
+        out.push("correlationId: an answer echoes the product's".to_string());
+    }
+    let d = &msg.data;
+    match op {
+        "debtoraccountputs" => party(d, "debtor", "debtorAccountId", &mut out),
+        "creditorputs" => party(d, "creditor", "creditorId", &mut out),
+        "debtoraccountlistqueryresponses" => listed(d, "debtor", "debtorAccountId", &mut out),
+        "creditorlistqueryresponses" => listed(d, "creditor", "creditorId", &mut out),
+        "debtoraccountdeletes" => deleted(d, "debtorAccountId", &mut out),
+        "creditordeletes" => deleted(d, "creditorId", &mut out),
+        "notifications" => {
+            for k in ["resourceType", "resourceId", "event", "status"] {
+                if !non_empty(d.get(k)) {
+                    out.push(format!("data.{k}: a non-empty string"));
+                }
+            }
+            if !d
+                .get("message")
+                .is_some_and(|m| m.is_string() || m.is_null())
+            {
+                out.push("data.message: a string or null".to_string());
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn non_empty(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+}
+
+fn status_ok(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str)
+        .is_some_and(|s| PARTY_STATUSES.contains(&s))
+}
+
+/// `data.{key}` with its id and status; `Rejected` names a `statusReason`,
+/// `PendingAuthorisation` comes with `data.links.authorise`.
+fn party(d: &Value, key: &str, id: &str, out: &mut Vec<String>) {
+    let Some(p) = d.get(key).filter(|p| p.is_object()) else {
+        out.push(format!("data.{key}: an object"));
+        return;
+    };
+    if !non_empty(p.get(id)) {
+        out.push(format!("data.{key}.{id}: a non-empty string"));
+    }
+    if !status_ok(p.get("status")) {
+        out.push(format!("data.{key}.status: one of {PARTY_STATUSES:?}"));
+    }
+    match p.get("status").and_then(Value::as_str) {
+        Some("Rejected") if !non_empty(p.get("statusReason")) => {
+            out.push(format!("data.{key}.statusReason: needed when Rejected"));
+        }
+        Some("PendingAuthorisation") if !non_empty(d.pointer("/links/authorise")) => {
+            out.push("data.links.authorise: needed when PendingAuthorisation".to_string());
+        }
+        _ => {}
+    }
+}
+
+/// One list-query answer: `query {correlationId, index, total}` and the item, null only when
+/// nothing matched (`total` 0).
+fn listed(d: &Value, key: &str, id: &str, out: &mut Vec<String>) {
+    let q = d.get("query");
+    let n = |k: &str| q.and_then(|q| q.get(k)).and_then(Value::as_u64);
+    if !non_empty(q.and_then(|q| q.get("correlationId"))) {
+        out.push("data.query.correlationId: a non-empty string".to_string());
+    }
+    match (n("index"), n("total")) {
+        (Some(_), Some(0)) => {
+            if !d.get(key).is_some_and(Value::is_null) {
+                out.push(format!("data.{key}: null when total is 0"));
+            }
+        }
+        (Some(i), Some(t)) if i < t => party(d, key, id, out),
+        _ => out.push("data.query.index, total: integers, index below total".to_string()),
+    }
+}
+
+fn deleted(d: &Value, id: &str, out: &mut Vec<String>) {
+    if !non_empty(d.get(id)) {
+        out.push(format!("data.{id}: a non-empty string"));
+    }
+    if !status_ok(d.get("status")) {
+        out.push(format!("data.status: one of {PARTY_STATUSES:?}"));
+    }
+}
+
+/// The `numericAmounts` fault: each payment's `instructedAmount.amount` decimal string becomes a
+/// JSON number of the same value. One that a binary float cannot carry exactly (more than
+/// about 15 significant digits) stays a string, so that the fault never changes an amount.
+pub fn amounts_as_numbers(batch: &mut Value) {
+    let Some(payments) = batch.get_mut("payments").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for p in payments {
+        let Some(a) = p.pointer_mut("/instructedAmount/amount") else {
+            continue;
+        };
+        let Some(text) = a.as_str() else { continue };
+        let exact: Option<rust_decimal::Decimal> = text.parse().ok();
+        let n = text
+            .parse::<f64>()
+            .ok()
+            .filter(|f| exact.is_some() && f.to_string().parse().ok() == exact)
+            .and_then(serde_json::Number::from_f64);
+        if let Some(n) = n {
+            *a = Value::Number(n);
+        }
+    }
 }
 
 // ------------------------------------------------------------------ POS → connector
