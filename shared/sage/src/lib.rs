@@ -2,12 +2,15 @@
 
 pub mod banks;
 pub mod keyed;
+pub mod payouts;
+pub mod payouts_wire;
 pub mod provider;
 pub mod secret;
 pub mod token;
 pub mod verifier;
 
 pub use keyed::{KeyConflict, RateLimiters, TokenProviders, rate_scope};
+pub use payouts::{PayoutsApi, PayoutsPaths};
 pub use provider::{ProviderApi, ProviderConfig, ProviderError};
 pub use secret::Secret;
 pub use token::{SageIdConfig, TokenError, TokenProvider, TokenStyle, token_scope};

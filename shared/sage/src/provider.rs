@@ -55,6 +55,9 @@ pub enum ProviderError {
     /// 400: the request is invalid; retrying it unchanged cannot help.
     #[error("rejected as invalid: {0:?}")]
     Invalid(ApiError),
+    /// 413: the body is over the service's limit; it must be split.
+    #[error("the request body is too large")]
+    TooLarge,
     /// 5xx: retry with back-off.
     #[error("Banking Service failed with HTTP {status}")]
     Server { status: u16 },
@@ -111,10 +114,10 @@ pub struct ProviderConfig {
 }
 
 #[derive(Deserialize)]
-struct Envelope<T> {
-    data: Option<T>,
+pub(crate) struct Envelope<T> {
+    pub(crate) data: Option<T>,
     #[serde(default)]
-    error: Option<ApiError>,
+    pub(crate) error: Option<ApiError>,
 }
 
 /// `PATCH /v1/authorisations/{id}` body (spec §6.3).
@@ -193,6 +196,17 @@ impl ProviderApi {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), ProviderError> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// `send` with more headers (Payments Out's `x-application`, `x-fapi-interaction-id`).
+    pub(crate) async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, String)],
+    ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), ProviderError> {
         let mut refreshed = false;
         loop {
             let token = self.tokens.token().await?;
@@ -212,6 +226,9 @@ impl ProviderApi {
                     "authorization",
                     format!("{} {}", token.token_type, token.access_token),
                 );
+            for (name, value) in headers {
+                req = req.header(*name, value);
+            }
             if let Some(b) = body {
                 req = req
                     .header("content-type", "application/json")
@@ -245,7 +262,11 @@ impl ProviderApi {
         }
     }
 
-    fn error_of(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> ProviderError {
+    pub(crate) fn error_of(
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+    ) -> ProviderError {
         let api_error = || {
             serde_json::from_slice::<Envelope<serde_json::Value>>(body)
                 .ok()
@@ -258,6 +279,7 @@ impl ProviderApi {
             403 => ProviderError::Forbidden,
             404 => ProviderError::NotFound(api_error()),
             409 => ProviderError::Conflict(api_error()),
+            413 => ProviderError::TooLarge,
             429 => ProviderError::RateLimited { retry_after },
             s if s >= 500 => ProviderError::Server { status: s },
             s => ProviderError::Unexpected(format!("HTTP {s}")),
@@ -384,7 +406,7 @@ pub fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Du
 }
 
 /// Ids come from Banking Service's answers; keep them from changing the path.
-fn path_segment(id: &str) -> String {
+pub(crate) fn path_segment(id: &str) -> String {
     id.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()

@@ -1,0 +1,178 @@
+//! The Payments Out Service client: the Provider API (provider configuration, batches,
+//! subscriptions) and the provider messaging API. Every call goes through the Banking Service
+//! client's sending path (`ProviderApi::send_with`: the shared rate slot, `x-api-key`, the Sage ID
+//! token, one refresh on a 401) and adds Payments Out's headers: `x-application` (the product that
+//! introduced the batch or subscription) and a fresh `x-fapi-interaction-id`, which is logged.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::payouts_wire::{Batch, BatchPatch, Message, Subscription, SubscriptionPatch};
+use crate::provider::{Envelope, ProviderApi, ProviderError};
+
+/// Where Payments Out's two APIs live under its base URL.
+#[derive(Debug, Clone)]
+pub struct PayoutsPaths {
+    /// `POS_PROVIDER_PREFIX`: `/api-provider-v1`.
+    pub provider: String,
+    /// `POS_MSG_PREFIX`: `/api-provider-msg-v1`.
+    pub messaging: String,
+    /// `x-application` when no notification named the product (`POS_APPLICATION_DEFAULT`).
+    pub application_default: String,
+}
+
+impl Default for PayoutsPaths {
+    fn default() -> Self {
+        Self {
+            provider: "/api-provider-v1".into(),
+            messaging: "/api-provider-msg-v1".into(),
+            application_default: "sage.provider".into(),
+        }
+    }
+}
+
+pub struct PayoutsApi {
+    /// The sending path, configured with Payments Out's base URL and API key.
+    core: ProviderApi,
+    paths: PayoutsPaths,
+}
+
+impl PayoutsApi {
+    pub fn new(core: ProviderApi, paths: PayoutsPaths) -> Self {
+        Self { core, paths }
+    }
+
+    /// One call; `Ok(None)` for a success without a body (204, 202).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        application: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, ProviderError> {
+        let interaction = Uuid::new_v4().to_string();
+        let application = application.unwrap_or(&self.paths.application_default);
+        tracing::debug!(%method, path, interaction_id = %interaction, "Payments Out call");
+        let headers = [
+            ("x-application", application.to_string()),
+            ("x-fapi-interaction-id", interaction.clone()),
+        ];
+        let (status, retry_after, bytes) =
+            self.core.send_with(method, path, body, &headers).await?;
+        if !status.is_success() {
+            tracing::warn!(path, interaction_id = %interaction, status = status.as_u16(), "Payments Out refused the call");
+            return Err(ProviderApi::error_of(status, retry_after, &bytes));
+        }
+        Ok((status != StatusCode::NO_CONTENT
+            && status != StatusCode::ACCEPTED
+            && !bytes.is_empty())
+        .then_some(bytes))
+    }
+
+    async fn get_data<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        application: Option<&str>,
+    ) -> Result<T, ProviderError> {
+        let bytes = self
+            .call(Method::GET, path, application, None)
+            .await?
+            .ok_or_else(|| ProviderError::Unexpected("an empty answer to a GET".into()))?;
+        let envelope: Envelope<T> = serde_json::from_slice(&bytes)
+            .map_err(|e| ProviderError::Unexpected(format!("undecodable body: {e}")))?;
+        envelope
+            .data
+            .ok_or_else(|| ProviderError::Unexpected("no data in the answer".into()))
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        application: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> Result<(), ProviderError> {
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| ProviderError::Unexpected(e.to_string()))?;
+        self.call(method, path, application, Some(&bytes)).await?;
+        Ok(())
+    }
+
+    /// The provider configuration, whole (unknown members included, so that a PATCH, which
+    /// replaces it, keeps them).
+    pub async fn get_provider(&self, provider_id: Uuid) -> Result<Value, ProviderError> {
+        let path = format!("{}/providers/{provider_id}", self.paths.provider);
+        self.get_data(&path, None).await
+    }
+
+    /// Replaces the provider configuration (omitted members are removed).
+    pub async fn patch_provider(
+        &self,
+        provider_id: Uuid,
+        configuration: &Value,
+    ) -> Result<(), ProviderError> {
+        let path = format!("{}/providers/{provider_id}", self.paths.provider);
+        let body = serde_json::json!({ "data": configuration });
+        self.send_body(Method::PATCH, &path, None, &body).await
+    }
+
+    pub async fn get_batch(
+        &self,
+        batch_id: Uuid,
+        application: Option<&str>,
+    ) -> Result<Batch, ProviderError> {
+        let path = format!("{}/batchpayments/{batch_id}", self.paths.provider);
+        self.get_data(&path, application).await
+    }
+
+    /// Moves the batch and the payments listed (atomic at Sage: an illegal transition is a 409
+    /// and nothing is applied).
+    pub async fn patch_batch(
+        &self,
+        batch_id: Uuid,
+        application: Option<&str>,
+        patch: &BatchPatch,
+    ) -> Result<(), ProviderError> {
+        let path = format!("{}/batchpayments/{batch_id}", self.paths.provider);
+        self.send_body(Method::PATCH, &path, application, patch)
+            .await
+    }
+
+    pub async fn get_subscription(
+        &self,
+        subscription_id: Uuid,
+        application: Option<&str>,
+    ) -> Result<Subscription, ProviderError> {
+        let path = format!("{}/subscriptions/{subscription_id}", self.paths.provider);
+        self.get_data(&path, application).await
+    }
+
+    pub async fn patch_subscription(
+        &self,
+        subscription_id: Uuid,
+        application: Option<&str>,
+        patch: &SubscriptionPatch,
+    ) -> Result<(), ProviderError> {
+        let path = format!("{}/subscriptions/{subscription_id}", self.paths.provider);
+        self.send_body(Method::PATCH, &path, application, patch)
+            .await
+    }
+
+    /// Posts a message to the product (`op`: `creditorputs`, `debtoraccountputs`, ...); Sage
+    /// answers 202 without a body.
+    pub async fn post_message(
+        &self,
+        op: &str,
+        application: Option<&str>,
+        message: &Message,
+    ) -> Result<(), ProviderError> {
+        let path = format!(
+            "{}/{}",
+            self.paths.messaging,
+            crate::provider::path_segment(op)
+        );
+        self.send_body(Method::POST, &path, application, message)
+            .await
+    }
+}
