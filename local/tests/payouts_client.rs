@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 use connector_domain::ports::{BoxFuture, PortError, RateLimiter};
 use connector_sage::payouts_wire::{
-    Amount, AuthoriseLinks, BatchPatch, BatchPatchData, Message, PaymentPatch, PaymentStatus,
-    SubscriptionPatch, SubscriptionPatchData, SubscriptionStatus,
+    Amount, AuthoriseLinks, BatchPatch, BatchPatchData, BatchStatus, Message, PaymentPatch,
+    PaymentStatus, SubscriptionPatch, SubscriptionPatchData, SubscriptionStatus,
 };
 use connector_sage::{
     PayoutsApi, PayoutsPaths, ProviderApi, ProviderConfig, ProviderError, SageIdConfig, Secret,
@@ -142,7 +142,7 @@ impl H {
 fn processing(payments: &[Uuid]) -> BatchPatch {
     BatchPatch {
         data: BatchPatchData {
-            default_status: PaymentStatus::Processing,
+            default_status: BatchStatus::Processing,
             extended_status: Some("Submitted to ACH".into()),
             payments: payments
                 .iter()
@@ -168,15 +168,13 @@ async fn a_batch_is_read_exactly_and_moved_by_patches_refused_whole_when_illegal
         .await
         .unwrap();
     assert_eq!(batch.batch_id, batch_id);
-    assert_eq!(batch.status, PaymentStatus::Received);
+    assert_eq!(batch.status, BatchStatus::Received);
     assert_eq!(batch.payments.len(), 3);
     for p in &batch.payments {
         assert_eq!(p.status, PaymentStatus::Received);
         assert_eq!(p.instructed_amount.currency, "USD");
-        assert_eq!(
-            p.instructed_amount.amount,
-            Amount::Exact("1250.10".parse().unwrap())
-        );
+        assert_eq!(p.instructed_amount.amount, Amount::from_literal("1250.10"));
+        assert_eq!(p.instructed_amount.amount.literal, "1250.10");
     }
     let ids: Vec<Uuid> = batch.payments.iter().map(|p| p.payment_id).collect();
     h.api
@@ -192,7 +190,7 @@ async fn a_batch_is_read_exactly_and_moved_by_patches_refused_whole_when_illegal
     );
     // Back to Received is illegal: a 409, and nothing applied.
     let mut back = processing(&ids);
-    back.data.default_status = PaymentStatus::Received;
+    back.data.default_status = BatchStatus::Received;
     back.data.payments[0].status = PaymentStatus::Received;
     let refused = h.api.patch_batch(batch_id, None, &back).await;
     assert!(
@@ -225,10 +223,9 @@ async fn amounts_sent_as_json_numbers_are_still_read_exactly() {
     .await
     .unwrap();
     let batch = h.api.get_batch(batch_id, None).await.unwrap();
-    assert_eq!(
-        batch.payments[0].instructed_amount.amount,
-        Amount::Exact("1250.10".parse().unwrap())
-    );
+    let amount = &batch.payments[0].instructed_amount.amount;
+    assert_eq!(amount.value, Some("1250.10".parse().unwrap()));
+    assert_ne!(amount.literal, "1250.10", "the fault sends a number");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod messages;
 pub mod metrics;
 pub mod notification;
+pub mod payouts;
 pub mod ports;
 pub mod redirect;
 pub mod schedule;

@@ -4,39 +4,13 @@
 //! provider configuration) stays `serde_json::Value`.
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-/// Payment and batch statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PaymentStatus {
-    Received,
-    Processing,
-    Paid,
-    Failed,
-    Rejected,
-    Cancelled,
-    /// A status this connector does not know yet.
-    #[serde(other)]
-    Unknown,
-}
-
-/// Subscription statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SubscriptionStatus {
-    Received,
-    AwaitingAuthorisation,
-    Authorised,
-    Cancelled,
-    Rejected,
-    Suspended,
-    Pending,
-    #[serde(other)]
-    Unknown,
-}
+pub use connector_domain::payouts::checks::Amount;
+pub use connector_domain::payouts::status::{BatchStatus, PaymentStatus, SubscriptionStatus};
 
 /// `GET /batchpayments/{batchId}` → `data`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -48,7 +22,7 @@ pub struct Batch {
     #[serde(default)]
     pub provider_id: Option<Uuid>,
     pub subscription_id: Uuid,
-    pub status: PaymentStatus,
+    pub status: BatchStatus,
     #[serde(default)]
     pub extended_status: Option<String>,
     #[serde(default)]
@@ -76,15 +50,6 @@ pub struct Payment {
     pub remittance_information: Value,
 }
 
-/// An amount as sent: the exact decimal of its literal JSON text, string or number (a number is
-/// never read through a float), or the text when it is not one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Amount {
-    Exact(Decimal),
-    /// Not a decimal: the batch check rejects the payment with this text in its reason.
-    Invalid(String),
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct InstructedAmount {
     #[serde(deserialize_with = "literal_amount")]
@@ -99,10 +64,7 @@ fn literal_amount<'de, D: Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
         Ok(s) => s,
         Err(_) => text.to_string(),
     };
-    Ok(match literal.parse::<Decimal>() {
-        Ok(d) if !literal.contains(['e', 'E']) => Amount::Exact(d),
-        _ => Amount::Invalid(literal),
-    })
+    Ok(Amount::from_literal(&literal))
 }
 
 /// `PATCH /batchpayments/{batchId}` body.
@@ -115,7 +77,7 @@ pub struct BatchPatch {
 #[serde(rename_all = "camelCase")]
 pub struct BatchPatchData {
     /// The batch status.
-    pub default_status: PaymentStatus,
+    pub default_status: BatchStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extended_status: Option<String>,
     pub payments: Vec<PaymentPatch>,
@@ -195,20 +157,19 @@ mod tests {
         v.amount
     }
 
+    fn exact(text: &str) -> Option<rust_decimal::Decimal> {
+        Some(text.parse().unwrap())
+    }
+
     #[test]
     fn amounts_are_read_exactly_from_their_literal_text() {
-        assert_eq!(
-            amount(r#""1250.00""#),
-            Amount::Exact("1250.00".parse().unwrap())
-        );
-        // A number is read from its text, not through a float: every digit is kept.
-        assert_eq!(
-            amount("9007199254740993"),
-            Amount::Exact("9007199254740993".parse().unwrap())
-        );
-        assert_eq!(amount("12.5"), Amount::Exact("12.5".parse().unwrap()));
-        assert_eq!(amount("1e3"), Amount::Invalid("1e3".into()));
-        assert_eq!(amount(r#""ten""#), Amount::Invalid("ten".into()));
+        assert_eq!(amount(r#""1250.00""#).value, exact("1250.00"));
+        // A number is read from its text, not through a float: 2^53 + 1 stays odd.
+        assert_eq!(amount("9007199254740993").value, exact("9007199254740993"));
+        assert_eq!(amount("12.5").literal, "12.5");
+        assert_eq!(amount("1e3").value, None);
+        assert_eq!(amount(r#""ten""#).literal, "ten");
+        assert_eq!(amount(r#""ten""#).value, None);
     }
 
     #[test]
@@ -216,7 +177,7 @@ mod tests {
         let id = Uuid::nil();
         let patch = BatchPatch {
             data: BatchPatchData {
-                default_status: PaymentStatus::Processing,
+                default_status: BatchStatus::Processing,
                 extended_status: None,
                 payments: vec![PaymentPatch {
                     payment_id: id,

@@ -1,0 +1,5 @@
+//! Payments Out: the statuses and their moves, and the checks the connector makes on a batch
+//! before anything reaches the bank (docs/payments-out.md). No I/O.
+
+pub mod checks;
+pub mod status;
