@@ -9,7 +9,8 @@ the repository says the stack has:
 
 - parameter sets: each `[<env>.deploy.parameters]` of samconfig.toml (placeholders filled in),
   for each partition the secret ARN parameters accept, with each optional parameter (default "")
-  empty and set to the example of its Description, so that every Condition is seen both ways;
+  empty and set to the example of its Description, so that every Condition is seen both ways
+  (parameters a Rule ties together are set together);
 - functions: one per directory under functions/ (`Metadata.BuildProperties.Binary`);
 - queues and their DLQs: the template's own `AWS::SQS::Queue`s and their `RedrivePolicy`;
 - event source mappings, routes and schedules: each function's `Events`, and the trigger of its
@@ -393,6 +394,42 @@ def in_partition(value: str, partition: str, home_region: str) -> str:
     )
 
 
+def refs_in(node) -> set[str]:
+    """Every name a `Ref` in this expression names."""
+    if isinstance(node, dict):
+        found = set()
+        for k, v in node.items():
+            if k == "Ref" and isinstance(v, str):
+                found.add(v)
+            found |= refs_in(v)
+        return found
+    if isinstance(node, list):
+        return set().union(*(refs_in(v) for v in node)) if node else set()
+    return set()
+
+
+def toggle_groups(src: dict, optional: list[str]) -> list[list[str]]:
+    """The optional parameters, grouped where a Rule ties them together (a header's name and
+    value, a feature's settings): set one without the others and CloudFormation refuses the
+    stack, so each group is toggled as one. Every Condition is still seen both ways, and the
+    product stays 2^groups, not 2^parameters."""
+    parent = {name: name for name in optional}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for rule in src.get("Rules", {}).values():
+        tied = [n for n in sorted(refs_in(rule)) if n in parent]
+        for other in tied[1:]:
+            parent[root(other)] = root(tied[0])
+    groups: dict[str, list[str]] = {}
+    for name in optional:
+        groups.setdefault(root(name), []).append(name)
+    return list(groups.values())
+
+
 def parameter_sets(src: dict, failures: Failures) -> list[dict]:
     envs = documented_environments(src, failures)
     partitions = supported_partitions(src, failures)
@@ -411,20 +448,25 @@ def parameter_sets(src: dict, failures: Failures) -> list[dict]:
             failures.add(name, f"the Description's example is refused: {why}")
             continue
         examples[name] = ex
+    groups = toggle_groups(src, list(examples))
     sets = []
     for env, config in envs.items():
         for partition in partitions:
-            for on in itertools.product([False, True], repeat=len(examples)):
+            for on_groups in itertools.product([False, True], repeat=len(groups)):
+                on = [
+                    enabled for group, enabled in zip(groups, on_groups) for _ in group
+                ]
+                names = [name for group in groups for name in group]
                 values = {
                     n: str(d["Default"]) for n, d in definitions.items() if "Default" in d
                 }
                 values.update(config["values"])
-                for name, enabled in zip(examples, on):
+                for name, enabled in zip(names, on):
                     values[name] = examples[name] if enabled else ""
                 values = {
                     k: in_partition(v, partition, config["region"]) for k, v in values.items()
                 }
-                given = [n for n, e in zip(examples, on) if e]
+                given = [n for n, e in zip(names, on) if e]
                 label = f"{env}/{partition}, set: {', '.join(given) or 'none'}"
                 sets.append(
                     {

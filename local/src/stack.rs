@@ -171,6 +171,7 @@ impl LocalStack {
         .await
         .map_err(|e| anyhow!("starting the sandbox: {e}"))?;
         let bank_id = register_bank(&sandbox, &api_url).await?;
+        register_payments_out(&sandbox, &api_url).await?;
         let mut more_bank_ids = Vec::new();
         let mut banks_config = serde_json::Map::new();
         for client in &options.more_banks {
@@ -559,30 +560,19 @@ async fn register_bank_as(
     client: &sandbox::ProviderClient,
 ) -> Result<Uuid> {
     let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(sandbox.token_url())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client.client_id.as_str()),
-            ("client_secret", client.client_secret.as_str()),
-            (
-                "audience",
-                client
-                    .allowed_audiences
-                    .first()
-                    .map(String::as_str)
-                    .unwrap_or(""),
-            ),
-        ])
-        .send()
-        .await?
-        .error_for_status()
-        .context("Sage ID token for Bank Sync")?
-        .json()
-        .await?;
-    let access = token["access_token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no access_token"))?;
+    let audience = client
+        .allowed_audiences
+        .first()
+        .map(String::as_str)
+        .unwrap_or("");
+    let access = sandbox_token(
+        &http,
+        sandbox,
+        (&client.client_id, &client.client_secret),
+        audience,
+    )
+    .await
+    .context("Sage ID token for Bank Sync")?;
     let body = serde_json::json!({"data": {"toCreate": [{
         "name": "Demo Bank",
         "countryCode": "GB",
@@ -599,7 +589,7 @@ async fn register_bank_as(
     let answer: serde_json::Value = http
         .post(format!("{}/v1/banks", sandbox.base_url()))
         .header("x-api-key", &client.api_key)
-        .bearer_auth(access)
+        .bearer_auth(&access)
         .json(&body)
         .send()
         .await?
@@ -611,6 +601,78 @@ async fn register_bank_as(
         .as_str()
         .ok_or_else(|| anyhow!("Bank Sync answered without a principalId: {answer}"))?;
     Ok(Uuid::parse_str(id)?)
+}
+
+/// A client-credentials token from the sandbox's Sage ID.
+async fn sandbox_token(
+    http: &reqwest::Client,
+    sandbox: &Sandbox,
+    (client_id, client_secret): (&str, &str),
+    audience: &str,
+) -> Result<String> {
+    let token: serde_json::Value = http
+        .post(sandbox.token_url())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("audience", audience),
+        ])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    token["access_token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no access_token"))
+}
+
+/// Registers the connector with the sandbox's Payments Out as a bank does at set-up: its
+/// provider configuration names `/notifications`, `/subscription` and the custom header. The
+/// configuration is replaced whole by a PATCH, so it is read, edited and sent back.
+async fn register_payments_out(sandbox: &Sandbox, api_url: &str) -> Result<()> {
+    use sandbox::payments_out::defaults;
+    let http = reqwest::Client::new();
+    let client = (
+        sandbox::config::local::CLIENT_ID,
+        sandbox::config::local::CLIENT_SECRET,
+    );
+    let access = sandbox_token(&http, sandbox, client, defaults::AUDIENCE)
+        .await
+        .context("Sage ID token for Payments Out")?;
+    let cfg = sandbox.config();
+    let url = format!(
+        "{}{}/providers/{}",
+        sandbox.base_url(),
+        cfg.payments_out.provider_prefix,
+        cfg.payments_out.provider_id
+    );
+    let call = |method: reqwest::Method| {
+        http.request(method, &url)
+            .header("x-api-key", defaults::API_KEY)
+            .header("x-application", defaults::APPLICATION)
+            .bearer_auth(&access)
+    };
+    let current: serde_json::Value = call(reqwest::Method::GET)
+        .send()
+        .await?
+        .error_for_status()
+        .context("reading the Payments Out provider configuration")?
+        .json()
+        .await?;
+    let mut data = current["data"].clone();
+    data["notificationUrl"] = format!("{api_url}/notifications").into();
+    data["subscriptionUrl"] = format!("{api_url}/subscription").into();
+    data["providerHeaderKeyName"] = defaults::HEADER_NAME.into();
+    call(reqwest::Method::PATCH)
+        .json(&serde_json::json!({ "data": data }))
+        .send()
+        .await?
+        .error_for_status()
+        .context("registering the connector with Payments Out")?;
+    Ok(())
 }
 
 /// Where each function reaches AWS, and with which key.
@@ -682,6 +744,20 @@ fn resolve_environment(
             "NotificationHeaderValueArn",
             header.as_ref().map(|h| h.value.clone()).unwrap_or_default(),
         ),
+        // Payments Out as the sandbox plays it (`sandbox::payments_out`): its notification
+        // audience, and the custom header registered as the provider's `providerHeaderKeyName`.
+        (
+            "PaymentsOutNotificationAudience",
+            cfg.payments_out.notification_audience.clone(),
+        ),
+        (
+            "PaymentsOutHeaderName",
+            sandbox::payments_out::defaults::HEADER_NAME.to_string(),
+        ),
+        (
+            "PaymentsOutHeaderValueArn",
+            cfg.payments_out.header_value.clone(),
+        ),
         ("BankApiUrl", sandbox.bank_api_url()),
         ("BankClientId", cfg.bank_client_id.clone()),
         ("BankClientSecretArn", cfg.bank_client_secret.clone()),
@@ -719,7 +795,13 @@ fn resolve_environment(
             arn.rsplit(':').next().unwrap_or_default().to_string(),
         );
     }
-    let conditions = BTreeMap::from([("HasNotificationHeader".to_string(), header.is_some())]);
+    let conditions = BTreeMap::from([
+        ("HasNotificationHeader".to_string(), header.is_some()),
+        (
+            "HasPaymentsOutHeader".to_string(),
+            !cfg.payments_out.header_value.is_empty(),
+        ),
+    ]);
     let resolver = Resolver {
         parameters: &parameters,
         refs: &refs,

@@ -433,6 +433,7 @@ mod tests {
             "statement-pusher",
             "statement-poller",
             "reconciler",
+            "po-intake",
         ] {
             assert!(
                 binaries.contains(&expected),

@@ -309,15 +309,7 @@ impl Verifiers {
         let required_scope = env
             .optional("NOTIFICATION_SCOPE")
             .unwrap_or_else(|| "Notification".into());
-        let allowed_azp: Vec<String> = env
-            .optional("NOTIFICATION_ALLOWED_AZP")
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let allowed_azp = env.list("NOTIFICATION_ALLOWED_AZP");
         let leeway = env.duration_secs("NOTIFICATION_LEEWAY_S", Duration::from_secs(30))?;
         let jwks_ttl = env.duration_secs("JWKS_CACHE_S", Duration::from_secs(3600))?;
 

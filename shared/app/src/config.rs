@@ -93,6 +93,18 @@ impl Env {
         }
     }
 
+    /// A comma-separated list (empty entries dropped); empty when unset.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.optional(name)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// An optional UUID (e.g. `BANKING_SERVICE_BANK_ID`); malformed is an error.
     pub fn optional_uuid(&self, name: &str) -> Result<Option<uuid::Uuid>, ConfigError> {
         self.optional(name)

@@ -16,8 +16,8 @@ use connector_domain::account::{
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::ports::{
     AccountStore, BankBalances, BankCallError, BankReader, BoxFuture, CallError, Clock,
-    FoundAccount, GrantStore, QueueError, StatementApi, StatementApis, StoreError, Timers,
-    TransactionStore,
+    FoundAccount, GrantStore, Once, OnceClaims, QueueError, StatementApi, StatementApis,
+    StoreError, Timers, TransactionStore,
 };
 use connector_domain::statement::{
     FailureDetail, StatementRequest, StatementResource, StatementStatus,
@@ -68,6 +68,8 @@ struct StoreState {
     grants: HashMap<String, GrantedAccount>,
     /// The next call of this name fails with this error.
     faults: HashMap<&'static str, VecDeque<StoreError>>,
+    /// Do-once claims: key -> (payload hash, completed).
+    once: HashMap<String, (String, bool)>,
 }
 
 impl MemoryStore {
@@ -905,5 +907,41 @@ impl BankReader for NoBank {
         _now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<bool, BankCallError>> {
         Box::pin(async { Ok(true) })
+    }
+}
+
+impl OnceClaims for MemoryStore {
+    fn claim_once<'a>(
+        &'a self,
+        key: &'a str,
+        payload_hash: &'a str,
+        _lease: Duration,
+        _keep: Duration,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Once, StoreError>> {
+        self.with("claim_once", move |s| match s.once.get(key) {
+            Some((hash, _)) if hash != payload_hash => Once::Conflict,
+            Some((_, true)) => Once::Completed,
+            Some((_, false)) => Once::InProgress,
+            None => {
+                s.once
+                    .insert(key.to_string(), (payload_hash.to_string(), false));
+                Once::New
+            }
+        })
+    }
+
+    fn complete_claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("complete_claim", move |s| {
+            if let Some(claim) = s.once.get_mut(key) {
+                claim.1 = true;
+            }
+        })
+    }
+
+    fn abandon_claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("abandon_claim", move |s| {
+            s.once.remove(key);
+        })
     }
 }

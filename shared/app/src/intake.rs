@@ -1,29 +1,21 @@
 //! `POST /notification` (spec §4.5, invariant 6): verify, validate, de-duplicate, enqueue,
 //! answer — no Provider API call on the request path.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use connector_aws::Table;
-use connector_aws::idempotency::Claim;
 use connector_aws::queues::Queues;
 use connector_domain::messages::WorkMessage;
 use connector_domain::notification::{NotificationError, ParsedNotification, parse_notification};
 use connector_sage::AuthFailure;
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
 
 use crate::banks::{Verifiers, named_bank};
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, http_client};
+use crate::once::Stored;
 
 /// Bodies above this are refused before parsing (real notifications are a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
-
-/// How long a notification's idempotency record is kept (Banking Service retries for ~30 s).
-const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How long one delivery may hold the claim before another may take it over.
-const LEASE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Accepted {
@@ -149,52 +141,28 @@ impl NotificationIntake {
             }
         };
         tracing::info!(notification = %key, jti = claims.jti.as_deref().unwrap_or(""), "notification verified");
-        let hash = hex(&Sha256::digest(
-            serde_json::to_vec(&action).map_err(|e| IntakeError::Unavailable(e.to_string()))?,
-        ));
-        let now = Utc::now();
-        let claim = self
-            .table
-            .claim_once(&key, &hash, LEASE, KEEP, now)
-            .await
-            .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
-        match claim {
-            Claim::Completed => return Ok(Accepted::Duplicate(action.kind())),
-            Claim::Conflict => {
-                // Same resource, different details: the first one stands; answer 200 so that it
-                // is not redelivered forever.
-                tracing::warn!(notification = %key, "redelivery with different content ignored");
-                return Ok(Accepted::Duplicate(action.kind()));
-            }
-            Claim::InProgress => {
-                return Err(IntakeError::Unavailable(
-                    "the same notification is being stored right now".into(),
-                ));
-            }
-            Claim::New => {}
-        }
+        let payload =
+            serde_json::to_vec(&action).map_err(|e| IntakeError::Unavailable(e.to_string()))?;
         let kind = action.kind();
+        let now = Utc::now();
         let message = WorkMessage::Notification {
             key: key.clone(),
             action,
             received_at: now,
             verified_bank_id: verified.bank_id,
         };
-        if let Err(e) = self.queues.send_work(&message).await {
-            // Give the claim up so that Banking Service's retry can enqueue it.
-            if let Err(e2) = self.table.abandon_claim(&key).await {
-                tracing::error!(error = %e2, "could not abandon the notification claim");
-            }
-            return Err(IntakeError::Unavailable(e.to_string()));
-        }
-        self.table
-            .complete_claim(&key)
-            .await
-            .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
-        Ok(Accepted::Enqueued(kind))
+        let stored = crate::once::once(
+            &self.table,
+            &key,
+            &payload,
+            now,
+            self.queues.send_work(&message),
+        )
+        .await
+        .map_err(IntakeError::Unavailable)?;
+        Ok(match stored {
+            Stored::New => Accepted::Enqueued(kind),
+            Stored::Duplicate => Accepted::Duplicate(kind),
+        })
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

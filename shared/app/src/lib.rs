@@ -13,6 +13,8 @@ mod fakes;
 pub mod http;
 pub mod ingest;
 pub mod intake;
+pub mod once;
+pub mod payouts_intake;
 pub use connector_domain::metrics;
 pub mod pages;
 pub mod pipeline;

@@ -8,8 +8,10 @@ use connector_domain::account::{
     Account, AccountStatus, Claim, ClaimOutcome, GrantedAccount, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
+use connector_domain::payouts::notification::PayoutsWork;
 use connector_domain::ports::{
-    AccountStore, BoxFuture, GrantStore, QueueError, StoreError, Timers, TransactionStore,
+    AccountStore, BoxFuture, GrantStore, Once, OnceClaims, PayoutsQueue, QueueError, StoreError,
+    Timers, TransactionStore,
 };
 use connector_domain::stored::StoredTransaction;
 use uuid::Uuid;
@@ -190,5 +192,45 @@ impl Timers for Queues {
 
     fn send_work<'a>(&'a self, message: &'a WorkMessage) -> BoxFuture<'a, Result<(), QueueError>> {
         Box::pin(Queues::send_work(self, message))
+    }
+}
+
+impl OnceClaims for Table {
+    fn claim_once<'a>(
+        &'a self,
+        key: &'a str,
+        payload_hash: &'a str,
+        lease: Duration,
+        keep: Duration,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Once, StoreError>> {
+        Box::pin(async move {
+            Ok(
+                match Table::claim_once(self, key, payload_hash, lease, keep, now).await? {
+                    crate::idempotency::Claim::New => Once::New,
+                    crate::idempotency::Claim::Completed => Once::Completed,
+                    crate::idempotency::Claim::InProgress => Once::InProgress,
+                    crate::idempotency::Claim::Conflict => Once::Conflict,
+                },
+            )
+        })
+    }
+
+    fn complete_claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::complete_claim(self, key))
+    }
+
+    fn abandon_claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::abandon_claim(self, key))
+    }
+}
+
+impl PayoutsQueue for crate::queues::WorkQueue {
+    fn send<'a>(&'a self, work: &'a PayoutsWork) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            let body =
+                serde_json::to_string(work).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+            self.send_body(body).await
+        })
     }
 }

@@ -107,3 +107,27 @@ impl Queues {
         self.send(&self.poll_url, body, Some(delay), None).await
     }
 }
+
+/// A standard queue carrying one kind of JSON work message (Payments Out's work queue).
+#[derive(Clone, Debug)]
+pub struct WorkQueue {
+    client: Client,
+    url: String,
+}
+
+impl WorkQueue {
+    pub fn new(client: Client, url: String) -> Self {
+        Self { client, url }
+    }
+
+    pub async fn send_body(&self, body: String) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(())
+    }
+}

@@ -326,3 +326,60 @@ pub trait BankReader: Send + Sync {
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
 }
+
+// ---- Deliveries from Sage (Payments Out's intake).
+
+use crate::payouts::notification::PayoutsWork;
+
+/// What a do-once claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Once {
+    /// First time (or an earlier attempt's lease ran out): go ahead, then complete it.
+    New,
+    /// Done before: do nothing and answer as if done now.
+    Completed,
+    /// Another attempt holds the lease right now: try again later.
+    InProgress,
+    /// The same key came with a different payload.
+    Conflict,
+}
+
+/// Do-once claims: one effect per key, however often a delivery is repeated.
+pub trait OnceClaims: Send + Sync {
+    /// Claims `key` for `lease`; the record is kept for `keep`.
+    fn claim_once<'a>(
+        &'a self,
+        key: &'a str,
+        payload_hash: &'a str,
+        lease: Duration,
+        keep: Duration,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Once, StoreError>>;
+    fn complete_claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Gives the claim up so that a retry of the delivery may take it.
+    fn abandon_claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// The Payments Out worker's queue.
+pub trait PayoutsQueue: Send + Sync {
+    fn send<'a>(&'a self, work: &'a PayoutsWork) -> BoxFuture<'a, Result<(), QueueError>>;
+}
+
+/// Why a delivery's credentials were not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthRejection {
+    /// The caller's fault (which check failed is logged, never the token): 401.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The keys to check it could not be fetched: 503, so that the caller retries.
+    #[error("cannot check now: {0}")]
+    Unavailable(String),
+}
+
+/// Checks a delivery's custom header and Sage ID token.
+pub trait DeliveryAuth: Send + Sync {
+    fn verify<'a>(
+        &'a self,
+        headers: &'a http::HeaderMap,
+    ) -> BoxFuture<'a, Result<(), AuthRejection>>;
+}

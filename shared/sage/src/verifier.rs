@@ -301,3 +301,24 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
+
+/// The verifier as a port: which check failed is logged here, never the token.
+impl connector_domain::ports::DeliveryAuth for NotificationVerifier {
+    fn verify<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> connector_domain::ports::BoxFuture<'a, Result<(), connector_domain::ports::AuthRejection>>
+    {
+        use connector_domain::ports::AuthRejection;
+        Box::pin(async move {
+            match NotificationVerifier::verify(self, headers).await {
+                Ok(_) => Ok(()),
+                Err(AuthFailure::KeysUnavailable(e)) => Err(AuthRejection::Unavailable(e)),
+                Err(e) => {
+                    tracing::warn!(check = %e, "delivery refused");
+                    Err(AuthRejection::Refused(e.to_string()))
+                }
+            }
+        })
+    }
+}

@@ -2,4 +2,5 @@
 //! before anything reaches the bank (docs/payments-out.md). No I/O.
 
 pub mod checks;
+pub mod notification;
 pub mod status;

@@ -1,0 +1,24 @@
+//! `POST /notifications` and `POST /subscription`: Payments Out's deliveries, verified, stored
+//! once and queued for the worker (docs/payments-out.md §5).
+
+mod handler;
+
+use connector_app::config::Env;
+use connector_app::payouts_intake::PayoutsIntake;
+use connector_app::telemetry;
+
+// One thread: at 256 MB Lambda gives a fraction of a vCPU, so worker threads would only add
+// start-up time (docs/architecture.md, "Cold start").
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let intake = match PayoutsIntake::from_env(&Env::from_process()).await {
+        Ok(i) => i,
+        Err(e) => telemetry::fail_start("po-intake", &e),
+    };
+    let intake = &intake;
+    lambda_http::run(lambda_http::service_fn(move |req| {
+        handler::handle(intake, req)
+    }))
+    .await
+}
