@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use chrono::{DateTime, Utc};
 use connector_domain::stored::{StoredTransaction, TransactionState, position_after};
 use connector_domain::transaction::Transaction;
@@ -161,29 +161,27 @@ impl Table {
         limit: usize,
     ) -> Result<Vec<StoredTransaction>, StoreError> {
         let mut out = Vec::new();
-        let mut start = None;
-        while out.len() < limit {
-            let page = self
-                .position_query(account, after)
-                .consistent_read(true)
-                .limit((limit - out.len()).min(1000) as i32)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(crate::table::from_sdk)?;
-            for item in page.items.unwrap_or_default() {
-                let it: TransactionItem = from_item(item)?;
-                // The index is sparse on `pendingKey`; the state check guards a stale projection.
-                if it.state == TransactionState::Pending {
-                    out.push(it.into_stored()?);
+        if limit == 0 {
+            return Ok(out);
+        }
+        // Pages of at most `limit`; no further page is asked for once `limit` are found.
+        let mut items = self
+            .position_query(account, after)
+            .consistent_read(true)
+            .into_paginator()
+            .page_size(limit.min(1000) as i32)
+            .items()
+            .send();
+        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
+            let it: TransactionItem = from_item(item)?;
+            // The index is sparse on `pendingKey`; the state check guards a stale projection.
+            if it.state == TransactionState::Pending {
+                out.push(it.into_stored()?);
+                if out.len() == limit {
+                    break;
                 }
             }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
         }
-        out.truncate(limit);
         Ok(out)
     }
 
@@ -212,23 +210,17 @@ impl Table {
         account: Uuid,
         after: Option<&str>,
     ) -> Result<u64, StoreError> {
+        let mut pages = self
+            .position_query(account, after)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
         let mut total = 0u64;
-        let mut start = None;
-        loop {
-            let page = self
-                .position_query(account, after)
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(crate::table::from_sdk)?;
+        while let Some(page) = pages.try_next().await.map_err(crate::table::from_sdk)? {
             total += page.count.max(0) as u64;
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(total);
-            }
         }
+        Ok(total)
     }
 
     /// The transactions with these uniqueIds, in the order given (missing ones are skipped).
@@ -395,33 +387,26 @@ impl Table {
         if limit == 0 {
             return Ok(out);
         }
-        let mut start = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .expression_attribute_values(":pk", s("PARKED"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start);
-            q = match account {
-                Some(a) => q
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                    .expression_attribute_values(":prefix", s(format!("{a}#"))),
-                None => q.key_condition_expression("pk = :pk"),
-            };
-            let page = q.send().await.map_err(crate::table::from_sdk)?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item::<ParkedItem>(item)?.record);
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
+        let q = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .expression_attribute_values(":pk", s("PARKED"))
+            .consistent_read(true);
+        let q = match account {
+            Some(a) => q
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s(format!("{a}#"))),
+            None => q.key_condition_expression("pk = :pk"),
+        };
+        let mut items = q.into_paginator().items().send();
+        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
+            out.push(from_item::<ParkedItem>(item)?.record);
+            if out.len() >= limit {
+                break;
             }
         }
+        Ok(out)
     }
 
     /// Every transaction stored for an account with its state, in key order (operator tooling
@@ -430,29 +415,22 @@ impl Table {
         &self,
         account: Uuid,
     ) -> Result<Vec<StoredTransaction>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :u)")
+            .expression_attribute_values(":pk", s(account_pk(account)))
+            .expression_attribute_values(":u", s("U#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :u)")
-                .expression_attribute_values(":pk", s(account_pk(account)))
-                .expression_attribute_values(":u", s("U#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(crate::table::from_sdk)?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item::<TransactionItem>(item)?.into_stored()?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                out.sort_by_key(|t| t.seq);
-                return Ok(out);
-            }
+        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
+            out.push(from_item::<TransactionItem>(item)?.into_stored()?);
         }
+        out.sort_by_key(|t| t.seq);
+        Ok(out)
     }
 }
