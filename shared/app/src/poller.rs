@@ -214,6 +214,19 @@ impl StatementPoller {
                     kind = ?claim.kind,
                     "statement succeeded"
                 );
+                if account.status == AccountStatus::Cancelled {
+                    // Offboarding parks what is pending, this batch included while it is in
+                    // flight; it was delivered, so no parked record may say otherwise. Before
+                    // the release, so that a crash in between comes back here.
+                    self.pipeline
+                        .store
+                        .mark_held(
+                            account.bank_account_id,
+                            &claim.batch.unique_ids,
+                            statement_id,
+                        )
+                        .await?;
+                }
                 let release = claim.success(account.newest_delivered, now);
                 self.pipeline
                     .release_and_continue(account.bank_account_id, &claim.token, &release)

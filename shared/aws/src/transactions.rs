@@ -81,6 +81,13 @@ fn txn_sk(unique_id: &str) -> String {
     format!("U#{unique_id}")
 }
 
+/// The partition of every parked record, so that an operator lists them in one query.
+const PARKED_PK: &str = "PARKED";
+
+fn parked_sk(account: Uuid, unique_id: &str) -> String {
+    format!("{account}#{unique_id}")
+}
+
 /// Whether each record was stored now or was there already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -270,8 +277,16 @@ impl Table {
             .collect())
     }
 
-    /// Takes transactions Banking Service turned out to hold already (`DuplicateTransaction`)
-    /// out of the position order. Idempotent.
+    /// Takes transactions Banking Service turned out to hold already (`DuplicateTransaction`, or
+    /// a statement that succeeded while offboarding parked its batch) out of the position order,
+    /// and drops any parked record of theirs. Idempotent.
+    ///
+    /// Write order, so that no parked record outlives a delivered transaction: the record goes
+    /// first, then the transaction becomes delivered, then the record goes again. A crash after
+    /// the first delete leaves a parked or pending transaction without a record (true enough
+    /// until the retried step marks it delivered: the caller still holds the claim, so its
+    /// message comes back). The second delete removes a record that a concurrent
+    /// [`Table::park_transactions`] wrote after the first one (see there).
     pub async fn mark_held(
         &self,
         account: Uuid,
@@ -280,6 +295,7 @@ impl Table {
     ) -> Result<(), StoreError> {
         stream::iter(unique_ids.iter().map(Ok::<_, StoreError>))
             .try_for_each_concurrent(16, |id| async move {
+                self.delete_parked(account, id).await?;
                 let res = self
                     .client
                     .update_item()
@@ -296,14 +312,25 @@ impl Table {
                     .await
                     .map_err(crate::table::from_sdk);
                 match res {
-                    Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-                    Err(e) => Err(e),
+                    Ok(_) | Err(StoreError::ConditionFailed) => {}
+                    Err(e) => return Err(e),
                 }
+                self.delete_parked(account, id).await
             })
             .await
     }
 
-    /// Parks transactions with a reason an operator can list; they leave the pending order.
+    /// Parks transactions with a reason an operator can list; they leave the pending order. A
+    /// transaction already delivered is left alone and keeps no parked record.
+    ///
+    /// Write order, so that no parked record outlives a delivered transaction: the transaction
+    /// first (conditional on it not being delivered), its record second, then a look at the
+    /// transaction again. A crash between the writes leaves a parked transaction without its
+    /// record, which the retried step writes (the caller still holds the claim, or the
+    /// notification comes back); the reverse order could leave a record for a transaction that
+    /// the pipeline goes on to deliver. The last look catches a [`Table::mark_held`] that
+    /// delivered the transaction between the two writes and deleted the record before it was
+    /// written.
     pub async fn park_transactions(
         &self,
         account: Uuid,
@@ -314,24 +341,6 @@ impl Table {
         let expires = epoch(now) + KEEP_PARKED.as_secs() as i64;
         stream::iter(unique_ids.iter().map(Ok::<_, StoreError>))
             .try_for_each_concurrent(16, |id| async move {
-                let parked = to_item(&ParkedItem {
-                    pk: "PARKED".into(),
-                    sk: format!("{account}#{id}"),
-                    record: ParkedRecord {
-                        bank_account_id: account,
-                        unique_id: id.clone(),
-                        reason: reason.to_string(),
-                        parked_at: now,
-                    },
-                    expires_at: expires,
-                })?;
-                self.client
-                    .put_item()
-                    .table_name(&self.name)
-                    .set_item(Some(parked))
-                    .send()
-                    .await
-                    .map_err(crate::table::from_sdk)?;
                 let res = self
                     .client
                     .update_item()
@@ -350,11 +359,44 @@ impl Table {
                     .await
                     .map_err(crate::table::from_sdk);
                 match res {
-                    Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-                    Err(e) => Err(e),
+                    Ok(_) => {}
+                    // Delivered (or expired): nothing to park, and no record may say otherwise.
+                    Err(StoreError::ConditionFailed) => return self.delete_parked(account, id).await,
+                    Err(e) => return Err(e),
                 }
+                self.put_as(&ParkedItem {
+                    pk: PARKED_PK.into(),
+                    sk: parked_sk(account, id),
+                    record: ParkedRecord {
+                        bank_account_id: account,
+                        unique_id: id.clone(),
+                        reason: reason.to_string(),
+                        parked_at: now,
+                    },
+                    expires_at: expires,
+                })
+                .await?;
+                let state = self
+                    .get_as::<TransactionItem>(account_pk(account), &txn_sk(id))
+                    .await?
+                    .map(|t| t.state);
+                if state != Some(TransactionState::Parked) {
+                    self.delete_parked(account, id).await?;
+                }
+                Ok(())
             })
             .await
+    }
+
+    async fn delete_parked(&self, account: Uuid, unique_id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(PARKED_PK, parked_sk(account, unique_id))))
+            .send()
+            .await
+            .map_err(crate::table::from_sdk)?;
+        Ok(())
     }
 
     /// Parks every transaction after the watermark `after` (offboarding).
@@ -391,7 +433,7 @@ impl Table {
             .client
             .query()
             .table_name(&self.name)
-            .expression_attribute_values(":pk", s("PARKED"))
+            .expression_attribute_values(":pk", s(PARKED_PK))
             .consistent_read(true);
         let q = match account {
             Some(a) => q
