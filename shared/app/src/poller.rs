@@ -122,9 +122,10 @@ impl StatementPoller {
         }
         // Take this poll step before calling Banking Service: of two deliveries of one poll
         // message at the same moment (SQS is at-least-once) only one moves the counter on, so a
-        // statement is never polled twice at once (at most once a second, sandbox.md), and a
-        // delivery that comes back later (its consumer killed) is stale. If this invocation dies
-        // before it schedules the next poll, the claim's watchdog restarts the chain.
+        // statement is never polled twice at once (the sandbox records polling one statement more
+        // than once a second as a contract violation: sandbox spec §5), and a delivery that comes
+        // back later (its consumer killed) is stale. If this invocation dies before it schedules
+        // the next poll, the claim's watchdog restarts the chain.
         let age = (p.now() - posted_at).to_std().unwrap_or_default();
         let step = Step {
             id,
