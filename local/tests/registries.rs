@@ -302,9 +302,10 @@ async fn a_parked_record_never_outlives_a_delivered_transaction() {
 
     // Parking a delivered transaction writes no record, and drops one left behind (here by
     // hand, as the earlier write order left it when it crashed after the record).
-    let record = |u: &str| {
+    // A parked record written by hand, as a crash or a race could leave it.
+    let put_record = |u: &'static str| {
         let sv = |v: String| aws_sdk_dynamodb::types::AttributeValue::S(v);
-        std::collections::HashMap::from([
+        let item = std::collections::HashMap::from([
             ("pk".to_string(), sv("PARKED".into())),
             ("sk".to_string(), sv(format!("{id}#{u}"))),
             ("bankAccountId".to_string(), sv(id.to_string())),
@@ -315,15 +316,14 @@ async fn a_parked_record_never_outlives_a_delivered_transaction() {
                 "expiresAt".to_string(),
                 aws_sdk_dynamodb::types::AttributeValue::N("4102444800".into()),
             ),
-        ])
+        ]);
+        let put = client
+            .put_item()
+            .table_name(TABLE_NAME)
+            .set_item(Some(item));
+        async move { put.send().await.unwrap() }
     };
-    client
-        .put_item()
-        .table_name(TABLE_NAME)
-        .set_item(Some(record("uid-00000")))
-        .send()
-        .await
-        .unwrap();
+    put_record("uid-00000").await;
     assert_eq!(records().await, unique_ids(0..2));
     table
         .park_transactions(id, &unique_ids(0..1), "AccountCancelled", now)
@@ -334,13 +334,7 @@ async fn a_parked_record_never_outlives_a_delivered_transaction() {
 
     // A record a concurrent park wrote for a transaction being marked delivered (the old order,
     // or a park racing the poller): marking it delivered again removes it.
-    client
-        .put_item()
-        .table_name(TABLE_NAME)
-        .set_item(Some(record("uid-00003")))
-        .send()
-        .await
-        .unwrap();
+    put_record("uid-00003").await;
     table
         .mark_held(id, &unique_ids(3..4), "statement-2")
         .await
