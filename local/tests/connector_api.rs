@@ -1,4 +1,4 @@
-//! The spec's flows end to end (banking-service.md §8, test plan §9) against the local stack,
+//! The spec's flows end to end (spec §8, test plan §9) against the local stack,
 //! driven by the sandbox playing Banking Service and a customer's browser.
 
 mod common;

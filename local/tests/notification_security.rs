@@ -254,7 +254,20 @@ async fn a_deletion_overtaking_its_creation_leaves_the_account_cancelled() {
             .unwrap();
         assert_eq!(created.final_status, Some(200));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Evidence that the worker handled the creation (the repeat is a duplicate at intake),
+    // before asserting that it changed nothing.
+    common::eventually(
+        "the late creation handled by the worker",
+        Duration::from_secs(20),
+        || async {
+            stack
+                .log_text()
+                .lines()
+                .any(|l| l.contains("bank account created") && l.contains(&id.to_string()))
+                .then_some(())
+        },
+    )
+    .await;
     let account = table.get_account(id).await.unwrap().unwrap();
     assert_eq!(
         account.status,

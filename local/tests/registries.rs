@@ -1,11 +1,16 @@
-//! What the reconciler reads on every run, read without scanning the table (which holds every
-//! transaction for 400 days): accounts from their registry, recent grants from their day.
+//! The table's adapter on DynamoDB Local, without the rest of the stack. What the reconciler
+//! reads on every run, read without scanning the table (which holds every transaction for 400
+//! days): accounts from their registry, recent grants from their day. Listings longer than one
+//! page, read through the SDK's paginators. Parking and delivery, whose two writes leave no
+//! parked record for a delivered transaction whatever step a crash interrupts.
 
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, TimeZone, Utc};
 use connector_aws::Table;
 use connector_aws::consents::GrantedAccount;
 use connector_domain::account::{Account, CreateOutcome};
+use connector_domain::stored::TransactionState;
+use connector_domain::transaction::Transaction;
 use local_stack::dynamodb_local;
 use local_stack::stack::{TABLE_NAME, create_table, sdk_config};
 use local_stack::template::Template;
@@ -162,4 +167,209 @@ async fn recent_grants_are_read_by_day_across_midnight() {
             .unwrap()
             .is_some()
     );
+}
+
+/// `n` transactions a second apart, each with a long description so that the listings need
+/// more than one page of DynamoDB's 1 MB.
+fn transactions(n: usize) -> Vec<Transaction> {
+    let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+    (0..n)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "uniqueId": format!("uid-{i:05}"),
+                "transactionAmount": "-1.00",
+                "transactionType": "DEBIT",
+                "datePosted": start + chrono::TimeDelta::seconds(i as i64),
+                "description": "x".repeat(1000),
+            }))
+            .expect("transaction")
+        })
+        .collect()
+}
+
+fn unique_ids(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("uid-{i:05}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_longer_than_a_page_are_read_whole_and_stop_at_their_limit() {
+    let ((), _client, table) = table().await;
+    let id = Uuid::new_v4();
+    table
+        .create_account(&account(id, "ext-pages"))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    // About 1.3 KB each: 1,200 of them are more than one page for every listing below.
+    let n = 1200;
+    table
+        .put_transactions(id, &transactions(n), 1, None, now)
+        .await
+        .unwrap();
+
+    let pending = |after: Option<String>, limit| {
+        let table = table.clone();
+        async move {
+            let got = table
+                .pending_transactions(id, after.as_deref(), limit)
+                .await
+                .unwrap();
+            got.into_iter()
+                .map(|t| t.transaction.unique_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(pending(None, 1100).await, unique_ids(0..1100));
+    assert_eq!(pending(None, 7).await, unique_ids(0..7));
+    assert_eq!(pending(None, 0).await, Vec::<String>::new());
+    assert_eq!(pending(None, 5000).await, unique_ids(0..n));
+    assert_eq!(table.count_pending(id, None).await.unwrap(), n as u64);
+    let all = table.all_transactions(id).await.unwrap();
+    assert_eq!(all.len(), n);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    // Offboarding parks all of it, a page of pending transactions at a time.
+    let watermark = table.pending_transactions(id, None, 200).await.unwrap()[199]
+        .position
+        .clone();
+    let parked = table
+        .park_all_pending(id, watermark.as_deref(), "AccountCancelled", now)
+        .await
+        .unwrap();
+    assert_eq!(parked, n - 200);
+    assert_eq!(
+        table.count_pending(id, watermark.as_deref()).await.unwrap(),
+        0
+    );
+    assert_eq!(table.parked_records(Some(id), 10).await.unwrap().len(), 10);
+    let records = table.parked_records(Some(id), 5000).await.unwrap();
+    let mut listed: Vec<String> = records.into_iter().map(|r| r.unique_id).collect();
+    listed.sort();
+    assert_eq!(listed, unique_ids(200..n));
+    assert!(table.parked_records(Some(id), 0).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_record_never_outlives_a_delivered_transaction() {
+    let ((), client, table) = table().await;
+    let id = Uuid::new_v4();
+    table
+        .create_account(&account(id, "ext-park"))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    table
+        .put_transactions(id, &transactions(4), 1, None, now)
+        .await
+        .unwrap();
+    let records = || async {
+        let mut v: Vec<String> = table
+            .parked_records(Some(id), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unique_id)
+            .collect();
+        v.sort();
+        v
+    };
+    let state = |u: &'static str| {
+        let table = table.clone();
+        async move {
+            table
+                .transactions_by_ids(id, &[u.to_string()])
+                .await
+                .unwrap()
+                .remove(0)
+                .state
+        }
+    };
+
+    table
+        .park_transactions(id, &unique_ids(0..2), "Rejected: x", now)
+        .await
+        .unwrap();
+    assert_eq!(records().await, unique_ids(0..2));
+    assert_eq!(state("uid-00000").await, TransactionState::Parked);
+
+    // Found delivered after all: its record goes with it.
+    table
+        .mark_held(id, &unique_ids(0..1), "statement-1")
+        .await
+        .unwrap();
+    assert_eq!(state("uid-00000").await, TransactionState::Delivered);
+    assert_eq!(records().await, unique_ids(1..2));
+
+    // Parking a delivered transaction writes no record, and drops one left behind (here by
+    // hand, as the earlier write order left it when it crashed after the record).
+    // A parked record written by hand, as a crash or a race could leave it.
+    let put_record = |u: &'static str| {
+        let sv = |v: String| aws_sdk_dynamodb::types::AttributeValue::S(v);
+        let item = std::collections::HashMap::from([
+            ("pk".to_string(), sv("PARKED".into())),
+            ("sk".to_string(), sv(format!("{id}#{u}"))),
+            ("bankAccountId".to_string(), sv(id.to_string())),
+            ("uniqueId".to_string(), sv(u.into())),
+            ("reason".to_string(), sv("AccountCancelled".into())),
+            ("parkedAt".to_string(), sv(now.to_rfc3339())),
+            (
+                "expiresAt".to_string(),
+                aws_sdk_dynamodb::types::AttributeValue::N("4102444800".into()),
+            ),
+        ]);
+        let put = client
+            .put_item()
+            .table_name(TABLE_NAME)
+            .set_item(Some(item));
+        async move { put.send().await.unwrap() }
+    };
+    put_record("uid-00000").await;
+    assert_eq!(records().await, unique_ids(0..2));
+    table
+        .park_transactions(id, &unique_ids(0..1), "AccountCancelled", now)
+        .await
+        .unwrap();
+    assert_eq!(state("uid-00000").await, TransactionState::Delivered);
+    assert_eq!(records().await, unique_ids(1..2));
+
+    // A record a concurrent park wrote for a transaction being marked delivered (the old order,
+    // or a park racing the poller): marking it delivered again removes it.
+    put_record("uid-00003").await;
+    table
+        .mark_held(id, &unique_ids(3..4), "statement-2")
+        .await
+        .unwrap();
+    assert_eq!(state("uid-00003").await, TransactionState::Delivered);
+    assert_eq!(records().await, unique_ids(1..2));
+
+    // A park that died between its two writes (the transaction parked, no record yet): the
+    // transaction is out of the pending order and listed by nobody until the retried step
+    // writes the record.
+    client
+        .update_item()
+        .table_name(TABLE_NAME)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("ACCT#{id}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("U#uid-00002".into()),
+        )
+        .update_expression("SET #state = :parked REMOVE pendingKey")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(
+            ":parked",
+            aws_sdk_dynamodb::types::AttributeValue::S("parked".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(records().await, unique_ids(1..2));
+    table
+        .park_transactions(id, &unique_ids(2..3), "Rejected: x", now)
+        .await
+        .unwrap();
+    assert_eq!(records().await, unique_ids(1..3));
+    assert_eq!(table.count_pending(id, None).await.unwrap(), 0);
 }

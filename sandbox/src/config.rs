@@ -1,9 +1,9 @@
-//! Every knob of sandbox.md §2, with its default.
+//! Every knob of sandbox spec §2, with its default.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The well-known local credentials (sandbox.md §3). Obviously fake; refused off loopback.
+/// The well-known local credentials (sandbox spec §3). Obviously fake; refused off loopback.
 pub mod local {
     pub const CLIENT_ID: &str = "local-provider";
     pub const CLIENT_SECRET: &str = "local-secret";

@@ -1,4 +1,4 @@
-//! Control, faults and inspection API under `/_sandbox/` (sandbox.md §9, §10).
+//! Control, faults and inspection API under `/_sandbox/` (sandbox spec §9, §10).
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The statement engine (sandbox.md §5): queued → processing → succeeded | failed, on tokio timers,
+//! The statement engine (sandbox spec §5): queued → processing → succeeded | failed, on tokio timers,
 //! evaluating every rule and committing in one step.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! The Provider API envelope (banking-service.md §6.1) and error answers.
+//! The Provider API envelope (spec §6.1) and error answers.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,4 @@
-//! Sage ID HTTP endpoints: `POST /oauth/token` and `GET /.well-known/jwks.json` (sandbox.md §3).
+//! Sage ID HTTP endpoints: `POST /oauth/token` and `GET /.well-known/jwks.json` (sandbox spec §3).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! A faithful local simulator of Sage Banking Service, Sage ID and a demo bank
-//! (`shared/spec/sandbox.md`), embeddable in tests and runnable as the `sandbox` binary.
+//! (the sandbox spec: docs/spec-references.md), embeddable in tests and runnable as the `sandbox` binary.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sandbox::SandboxError> {

@@ -152,7 +152,7 @@ pub struct StoredTransaction {
     pub category: Option<serde_json::Value>,
     #[serde(default)]
     pub provider_additional_fields: Option<serde_json::Value>,
-    /// Product view only (sandbox.md §8).
+    /// Product view only (sandbox spec §8).
     #[serde(default)]
     pub transaction_narrative: Option<String>,
 }
@@ -214,7 +214,7 @@ pub enum AuthorisationStatus {
     Expired,
 }
 
-/// An account as PATCHed by the connector (banking-service.md §6.3).
+/// An account as PATCHed by the connector (spec §6.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PatchedAccount {
@@ -438,7 +438,7 @@ impl MetricsView {
     }
 }
 
-/// Fault knobs (sandbox.md §10). `PUT /_sandbox/faults` replaces the whole set.
+/// Fault knobs (sandbox spec §10). `PUT /_sandbox/faults` replaces the whole set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct FaultSet {

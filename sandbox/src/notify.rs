@@ -1,4 +1,4 @@
-//! Outbound calls to the connector: notifications with retries (sandbox.md §7) and
+//! Outbound calls to the connector: notifications with retries (sandbox spec §7) and
 //! `/availableaccounts`, both signed with a Sage ID notification token.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use crate::sageid::{NotificationTokenSpec, TokenVariant, mint_notification_token
 use crate::state::{Core, push_capped};
 use crate::util::{Rng, fmt_time, parse_time_or_date, pct_encode};
 
-/// The notifications of banking-service.md §5, or a raw body for negative tests.
+/// The notifications of spec §5, or a raw body for negative tests.
 #[derive(Debug, Clone)]
 pub enum Notification {
     AuthorisationCreated {

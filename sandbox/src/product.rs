@@ -1,4 +1,4 @@
-//! What a Sage product sees (sandbox.md §8), and the product-side operations the driver and the
+//! What a Sage product sees (sandbox spec §8), and the product-side operations the driver and the
 //! control API share: create, link and delete bank accounts, start (re-)authorisations.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Provider API (`/v1/...`): the request pipeline of sandbox.md §4 and its handlers.
+//! Provider API (`/v1/...`): the request pipeline of sandbox spec §4 and its handlers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

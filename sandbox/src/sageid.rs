@@ -1,4 +1,4 @@
-//! Sage ID emulation: RSA signing keys, JWKS, access and notification tokens (sandbox.md §3).
+//! Sage ID emulation: RSA signing keys, JWKS, access and notification tokens (sandbox spec §3).
 
 use std::sync::Arc;
 

@@ -202,7 +202,7 @@ impl Statement {
         }
     }
 
-    /// The Provider API resource (banking-service.md §6.4/§6.5).
+    /// The Provider API resource (spec §6.4/§6.5).
     pub fn resource(&self) -> StatementResource {
         StatementResource {
             id: self.id,

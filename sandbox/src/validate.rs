@@ -1,5 +1,5 @@
 //! Synchronous validation of Provider API bodies, collecting every failing item with its exact
-//! `detail.target` (banking-service.md §6.3, §6.4, §6.7, §6.8).
+//! `detail.target` (spec §6.3, §6.4, §6.7, §6.8).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

@@ -1,4 +1,4 @@
-//! One test per rule of sandbox.md §3–§6 for Sage ID and the Provider API.
+//! One test per rule of sandbox spec §3–§6 for Sage ID and the Provider API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

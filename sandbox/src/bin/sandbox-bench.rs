@@ -1,7 +1,7 @@
 //! `sandbox-bench`: sustained Provider API throughput of the sandbox on loopback (server pinned to
 //! one tokio worker thread, rate limiting and statement delays off), the time to process a
 //! 1,000-transaction statement, the same throughput on the Payments Out routes
-//! (docs/payments-out-sandbox.md §9), and peak RSS. Targets from sandbox.md §13.
+//! (docs/payments-out-sandbox.md §9), and peak RSS. Targets from sandbox spec §13.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

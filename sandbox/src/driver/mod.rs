@@ -1,4 +1,4 @@
-//! The driver: Banking Service's outbound side (sandbox.md §11). It announces authorisations,
+//! The driver: Banking Service's outbound side (sandbox spec §11). It announces authorisations,
 //! drives the connector's `/auth` and `/authrefresh` pages as a browser, creates, links and deletes
 //! accounts as the product would, and sends notifications (including negative variants).
 
@@ -235,7 +235,7 @@ impl ProbeVariant {
         ProbeVariant::MissingState,
     ];
 
-    /// The documented status (banking-service.md §4.3), `None` for the positive variants.
+    /// The documented status (spec §4.3), `None` for the positive variants.
     pub fn expected_status(self) -> Option<&'static [u16]> {
         match self {
             ProbeVariant::UnknownAuthorisationId | ProbeVariant::BankMismatch => Some(&[403]),

@@ -321,7 +321,7 @@ fn see_other(to: &str) -> Response {
     r
 }
 
-/// Verifies a Sage ID notification JWT like the connector must (banking-service.md §3.3).
+/// Verifies a Sage ID notification JWT like the connector must (spec §3.3).
 pub async fn verify_jwt(state: &ConnState, headers: &HeaderMap) -> Result<(), String> {
     if let Some((name, value)) = &state.custom_header {
         let got = headers

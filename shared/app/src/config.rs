@@ -42,6 +42,10 @@ fn hint(name: &str) -> &'static str {
     }
 }
 
+/// The longest duration a variable may configure: far beyond any sensible timer or window, and
+/// short enough that adding it to a date or to another duration can never overflow.
+pub const MAX_CONFIGURED_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Reads variables from a source (the process environment, or a map in tests).
@@ -132,15 +136,35 @@ impl Env {
         Ok(v)
     }
 
+    /// A duration given in seconds (fractions allowed). Negative, not a number, or longer than
+    /// [`MAX_CONFIGURED_DURATION`] is a configuration error naming the variable, never a panic.
     pub fn duration_secs(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
         let secs: f64 = self.parse_or(name, default.as_secs_f64())?;
-        if !(secs.is_finite() && secs >= 0.0) {
-            return Err(ConfigError::Invalid {
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| *d <= MAX_CONFIGURED_DURATION)
+            .ok_or_else(|| ConfigError::Invalid {
                 name: name.into(),
-                reason: "must be a non-negative number of seconds".into(),
-            });
-        }
-        Ok(Duration::from_secs_f64(secs))
+                reason: format!(
+                    "`{secs}` is not a number of seconds between 0 and {}",
+                    MAX_CONFIGURED_DURATION.as_secs()
+                ),
+            })
+    }
+
+    /// A duration given in whole days, with the same bounds as [`Env::duration_secs`].
+    pub fn duration_days(&self, name: &str, default_days: u64) -> Result<Duration, ConfigError> {
+        let days: u64 = self.parse_or(name, default_days)?;
+        days.checked_mul(24 * 3600)
+            .map(Duration::from_secs)
+            .filter(|d| *d <= MAX_CONFIGURED_DURATION)
+            .ok_or_else(|| ConfigError::Invalid {
+                name: name.into(),
+                reason: format!(
+                    "`{days}` days is longer than {} days",
+                    MAX_CONFIGURED_DURATION.as_secs() / (24 * 3600)
+                ),
+            })
     }
 
     pub fn flag(&self, name: &str) -> Result<bool, ConfigError> {
@@ -240,6 +264,58 @@ mod tests {
         assert!(bad.contains("PROVIDER_RATE_LIMIT_RPS"), "{bad}");
         let url = env.url("BANK_API_URL").unwrap_err().to_string();
         assert!(url.contains("BANK_API_URL"), "{url}");
+    }
+
+    #[test]
+    fn durations_out_of_range_are_errors_naming_the_variable() {
+        for bad in ["-1", "NaN", "inf", "-inf", "1e30", "3155760001", "soon"] {
+            let env = Env::from_pairs(&[("POLL_MAX_DELAY_S", bad)]);
+            match env.duration_secs("POLL_MAX_DELAY_S", Duration::from_secs(15)) {
+                Err(e @ ConfigError::Invalid { .. }) => {
+                    assert!(e.to_string().contains("POLL_MAX_DELAY_S"), "{bad}: {e}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        for bad in ["-1", "213503982334601", "18446744073709551615", "1.5"] {
+            let env = Env::from_pairs(&[("TOO_OLD_DAYS", bad)]);
+            match env.duration_days("TOO_OLD_DAYS", 14) {
+                Err(e @ ConfigError::Invalid { .. }) => {
+                    assert!(e.to_string().contains("TOO_OLD_DAYS"), "{bad}: {e}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn durations_in_range_and_defaults() {
+        let env = Env::from_pairs(&[
+            ("POLL_MAX_DELAY_S", "0.25"),
+            ("RETRY_BASE_DELAY_S", "0"),
+            ("TOO_OLD_DAYS", "7"),
+        ]);
+        let d = |name| env.duration_secs(name, Duration::from_secs(15)).unwrap();
+        assert_eq!(d("POLL_MAX_DELAY_S"), Duration::from_millis(250));
+        assert_eq!(d("RETRY_BASE_DELAY_S"), Duration::ZERO);
+        assert_eq!(d("PARKED_POLL_S"), Duration::from_secs(15));
+        assert_eq!(
+            env.duration_days("TOO_OLD_DAYS", 14).unwrap(),
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(
+            Env::from_pairs(&[])
+                .duration_days("TOO_OLD_DAYS", 14)
+                .unwrap(),
+            Duration::from_secs(14 * 24 * 3600)
+        );
+        let max = MAX_CONFIGURED_DURATION.as_secs().to_string();
+        let env = Env::from_pairs(&[("STATEMENT_MAX_AGE_S", max.as_str())]);
+        assert_eq!(
+            env.duration_secs("STATEMENT_MAX_AGE_S", Duration::ZERO)
+                .unwrap(),
+            MAX_CONFIGURED_DURATION
+        );
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl Pipeline {
             backoff,
             shape: env.parse_or("STATEMENT_BALANCE_SHAPE", BalanceShape::Nested)?,
             max_attempts: env.parse_or("STATEMENT_MAX_ATTEMPTS", 5u32)?,
-            too_old: Duration::from_secs(env.parse_or("TOO_OLD_DAYS", 14u64)? * 24 * 3600),
+            too_old: env.duration_days("TOO_OLD_DAYS", 14)?,
             posting_stale_after: env
                 .duration_secs("POSTING_STALE_AFTER_S", Duration::from_secs(180))?,
             single_bank: env.optional_uuid("BANKING_SERVICE_BANK_ID")?,

@@ -122,9 +122,10 @@ impl StatementPoller {
         }
         // Take this poll step before calling Banking Service: of two deliveries of one poll
         // message at the same moment (SQS is at-least-once) only one moves the counter on, so a
-        // statement is never polled twice at once (at most once a second, sandbox.md), and a
-        // delivery that comes back later (its consumer killed) is stale. If this invocation dies
-        // before it schedules the next poll, the claim's watchdog restarts the chain.
+        // statement is never polled twice at once (the sandbox records polling one statement more
+        // than once a second as a contract violation: sandbox spec §5), and a delivery that comes
+        // back later (its consumer killed) is stale. If this invocation dies before it schedules
+        // the next poll, the claim's watchdog restarts the chain.
         let age = (p.now() - posted_at).to_std().unwrap_or_default();
         let step = Step {
             id,
@@ -214,6 +215,19 @@ impl StatementPoller {
                     kind = ?claim.kind,
                     "statement succeeded"
                 );
+                if account.status == AccountStatus::Cancelled {
+                    // Offboarding parks what is pending, this batch included while it is in
+                    // flight; it was delivered, so no parked record may say otherwise. Before
+                    // the release, so that a crash in between comes back here.
+                    self.pipeline
+                        .store
+                        .mark_held(
+                            account.bank_account_id,
+                            &claim.batch.unique_ids,
+                            statement_id,
+                        )
+                        .await?;
+                }
                 let release = claim.success(account.newest_delivered, now);
                 self.pipeline
                     .release_and_continue(account.bank_account_id, &claim.token, &release)

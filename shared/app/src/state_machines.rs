@@ -445,6 +445,36 @@ async fn a_409_from_a_cancelled_account_offboards_it_and_parks_what_is_pending()
 }
 
 #[tokio::test]
+async fn a_batch_parked_by_offboarding_while_in_flight_ends_delivered_when_it_succeeds() {
+    use connector_domain::ports::{AccountStore, TransactionStore};
+    let mut h = Harness::new(1).with_backlog(3);
+    h.kick();
+    // The statement is posted; before its poll, the account is deleted and offboarding parks
+    // everything above the watermark, the batch in flight included (as the worker does).
+    assert!(h.step(false).await);
+    assert!(h.account().in_flight.is_some());
+    h.store
+        .cancel_account(ACCOUNT, None, start())
+        .await
+        .unwrap();
+    let parked = h
+        .store
+        .park_all_pending(ACCOUNT, None, "AccountCancelled", start())
+        .await
+        .unwrap();
+    assert_eq!(parked, 3);
+    h.run().await;
+    // The statement had succeeded: delivered, not parked.
+    assert_eq!(h.service.held(ACCOUNT), ids(0..3));
+    for id in ids(0..3) {
+        assert_eq!(h.state_of(&id).0, TransactionState::Delivered, "{id}");
+    }
+    let account = h.account();
+    assert_eq!(account.in_flight, None);
+    assert_eq!(account.delivered_count, 3);
+}
+
+#[tokio::test]
 async fn refused_credentials_wait_the_configuration_delay_then_deliver() {
     let mut h = Harness::new(1).with_backlog(2);
     h.service

@@ -28,11 +28,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Names read through `Env` (`env.required("X")`, ...), `std::env::var("X")`, the platform's
 /// `url(needs, "X")`, or a `const NAME: &str = "X"` passed to them.
 fn names_read(source: &str) -> BTreeSet<String> {
-    const CALLS: [&str; 11] = [
+    const CALLS: [&str; 12] = [
         ".required(",
         ".optional(",
         ".url(",
         ".duration_secs(",
+        ".duration_days(",
         ".parse_or(",
         ".flag(",
         ".secret(",

@@ -130,33 +130,26 @@ impl Table {
         &self,
         external_id: &str,
     ) -> Result<Vec<ExternalLink>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :acct)")
+            .expression_attribute_values(":pk", s(external_pk(external_id)))
+            .expression_attribute_values(":acct", s("ACCT#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :acct)")
-                .expression_attribute_values(":pk", s(external_pk(external_id)))
-                .expression_attribute_values(":acct", s("ACCT#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(crate::table::from_sdk)?;
-            for item in page.items.unwrap_or_default() {
-                let link: ExternalLinkItem = from_item(item)?;
-                out.push(ExternalLink {
-                    bank_account_id: link.bank_account_id,
-                    cancelled: link.cancelled,
-                });
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
+        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
+            let link: ExternalLinkItem = from_item(item)?;
+            out.push(ExternalLink {
+                bank_account_id: link.bank_account_id,
+                cancelled: link.cancelled,
+            });
         }
+        Ok(out)
     }
 
     /// Offboarding (invariant 8): the account becomes a permanent tombstone. Works whether or not
@@ -638,27 +631,19 @@ impl Table {
     /// a request. Reads account items only — a scan would read every transaction of the table
     /// on every run (they are kept 400 days), and pay for all of them.
     pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(REGISTRY_PK))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut ids = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(REGISTRY_PK))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(crate::table::from_sdk)?;
-            for item in page.items.unwrap_or_default() {
-                ids.push(from_item::<RegistryItem>(item)?.bank_account_id);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
+        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
+            ids.push(from_item::<RegistryItem>(item)?.bank_account_id);
         }
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(100) {

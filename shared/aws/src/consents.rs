@@ -85,34 +85,26 @@ impl Table {
         let mut newest: std::collections::BTreeMap<String, GrantedAccount> = Default::default();
         let mut day = since.date_naive();
         while day <= now.date_naive() {
-            let mut start = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.name)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", s(grants_pk(day)))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(crate::table::from_sdk)?;
-                for item in page.items.unwrap_or_default() {
-                    let g = from_item::<DayItem<GrantedAccount>>(item)?.inner;
-                    if g.granted_at.is_none_or(|t| t <= since) {
-                        continue;
-                    }
-                    let keep = newest
-                        .get(&g.external_id)
-                        .is_none_or(|old| old.granted_at < g.granted_at);
-                    if keep {
-                        newest.insert(g.external_id.clone(), g);
-                    }
+            let mut items = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(grants_pk(day)))
+                .consistent_read(true)
+                .into_paginator()
+                .items()
+                .send();
+            while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
+                let g = from_item::<DayItem<GrantedAccount>>(item)?.inner;
+                if g.granted_at.is_none_or(|t| t <= since) {
+                    continue;
                 }
-                start = page.last_evaluated_key;
-                if start.is_none() {
-                    break;
+                let keep = newest
+                    .get(&g.external_id)
+                    .is_none_or(|old| old.granted_at < g.granted_at);
+                if keep {
+                    newest.insert(g.external_id.clone(), g);
                 }
             }
             let Some(next) = day.succ_opt() else { break };

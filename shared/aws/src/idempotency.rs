@@ -1,7 +1,8 @@
 //! Do-once claims: a conditional write with a lease and a payload hash.
 //!
-//! Used by `/notification` (one enqueue per notification, however often it is redelivered) and by
-//! queue consumers whose effect is not naturally idempotent.
+//! Used by `/notification` (one enqueue per notification, however often it is redelivered);
+//! the queue consumers use none, their steps being idempotent or conditional on the account's
+//! claim instead.
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use crate::table::{StoreError, Table, epoch, n, s, to_item};
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// First time (or an earlier attempt's lease ran out): go ahead, then `complete`.
+    /// First time (or an earlier attempt with the same payload let its lease run out): go ahead,
+    /// then [`Table::complete_claim`] (or [`Table::abandon_claim`] after a failure).
     New,
     /// Done before: do nothing and answer as if done now.
     Completed,
@@ -74,7 +76,8 @@ impl Table {
             Ok(_) => Ok(Claim::New),
             Err(StoreError::ConditionFailed) => {
                 let Some(existing) = self.get_as::<ClaimItem>(pk(key), "IDEM").await? else {
-                    // Deleted between the two calls by `abandon`: let the caller retry.
+                    // Gone between the two calls (`abandon_claim`, or its TTL): let the caller
+                    // retry.
                     return Ok(Claim::InProgress);
                 };
                 Ok(if existing.payload_hash != payload_hash {

@@ -1,13 +1,17 @@
 //! The one DynamoDB table and what is shared by every kind of item in it.
 //!
 //! Key design (all items): `pk` / `sk` strings; `expiresAt` (epoch seconds) is the TTL attribute.
-//! The local secondary index `pending` (`pk`, `pendingKey`) is sparse: only transactions still to
-//! be delivered carry `pendingKey`, so a strongly consistent query on it returns an account's
-//! pending transactions in statement order.
+//! The local secondary index `pending` (`pk`, `pendingKey`) is sparse: only transactions in the
+//! account's position order carry `pendingKey` (a parked transaction, or one found already held
+//! by Banking Service, loses it); those at or below the account's watermark are delivered, so a
+//! strongly consistent query on it for keys above the watermark returns the account's pending
+//! transactions in statement order.
 //!
 //! What the reconciler lists on every run has its own partition, so that it never scans a table
-//! holding every transaction: `ACCOUNTS` (one item per account, written with it) and
-//! `GRANTED#<day>` (the grants of that UTC day, expiring after 3 days).
+//! holding every transaction: `ACCOUNTS` (one item per account, written right after the account;
+//! a creation that died in between is completed when it is redelivered) and `GRANTED#<day>` (the
+//! grants of that UTC day, expiring after 3 days). The operator's listing of parked transactions
+//! reads the `PARKED` partition.
 
 use std::collections::HashMap;
 

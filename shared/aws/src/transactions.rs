@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use chrono::{DateTime, Utc};
 use connector_domain::stored::{StoredTransaction, TransactionState, position_after};
 use connector_domain::transaction::Transaction;
@@ -79,6 +79,13 @@ struct ParkedItem {
 
 fn txn_sk(unique_id: &str) -> String {
     format!("U#{unique_id}")
+}
+
+/// The partition of every parked record, so that an operator lists them in one query.
+const PARKED_PK: &str = "PARKED";
+
+fn parked_sk(account: Uuid, unique_id: &str) -> String {
+    format!("{account}#{unique_id}")
 }
 
 /// Whether each record was stored now or was there already.
@@ -161,29 +168,27 @@ impl Table {
         limit: usize,
     ) -> Result<Vec<StoredTransaction>, StoreError> {
         let mut out = Vec::new();
-        let mut start = None;
-        while out.len() < limit {
-            let page = self
-                .position_query(account, after)
-                .consistent_read(true)
-                .limit((limit - out.len()).min(1000) as i32)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(crate::table::from_sdk)?;
-            for item in page.items.unwrap_or_default() {
-                let it: TransactionItem = from_item(item)?;
-                // The index is sparse on `pendingKey`; the state check guards a stale projection.
-                if it.state == TransactionState::Pending {
-                    out.push(it.into_stored()?);
+        if limit == 0 {
+            return Ok(out);
+        }
+        // Pages of at most `limit`; no further page is asked for once `limit` are found.
+        let mut items = self
+            .position_query(account, after)
+            .consistent_read(true)
+            .into_paginator()
+            .page_size(limit.min(1000) as i32)
+            .items()
+            .send();
+        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
+            let it: TransactionItem = from_item(item)?;
+            // The index is sparse on `pendingKey`; the state check guards a stale projection.
+            if it.state == TransactionState::Pending {
+                out.push(it.into_stored()?);
+                if out.len() == limit {
+                    break;
                 }
             }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
         }
-        out.truncate(limit);
         Ok(out)
     }
 
@@ -212,23 +217,17 @@ impl Table {
         account: Uuid,
         after: Option<&str>,
     ) -> Result<u64, StoreError> {
+        let mut pages = self
+            .position_query(account, after)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
         let mut total = 0u64;
-        let mut start = None;
-        loop {
-            let page = self
-                .position_query(account, after)
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(crate::table::from_sdk)?;
+        while let Some(page) = pages.try_next().await.map_err(crate::table::from_sdk)? {
             total += page.count.max(0) as u64;
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(total);
-            }
         }
+        Ok(total)
     }
 
     /// The transactions with these uniqueIds, in the order given (missing ones are skipped).
@@ -278,8 +277,16 @@ impl Table {
             .collect())
     }
 
-    /// Takes transactions Banking Service turned out to hold already (`DuplicateTransaction`)
-    /// out of the position order. Idempotent.
+    /// Takes transactions Banking Service turned out to hold already (`DuplicateTransaction`, or
+    /// a statement that succeeded while offboarding parked its batch) out of the position order,
+    /// and drops any parked record of theirs. Idempotent.
+    ///
+    /// Write order, so that no parked record outlives a delivered transaction: the record goes
+    /// first, then the transaction becomes delivered, then the record goes again. A crash after
+    /// the first delete leaves a parked or pending transaction without a record (true enough
+    /// until the retried step marks it delivered: the caller still holds the claim, so its
+    /// message comes back). The second delete removes a record that a concurrent
+    /// [`Table::park_transactions`] wrote after the first one (see there).
     pub async fn mark_held(
         &self,
         account: Uuid,
@@ -288,6 +295,7 @@ impl Table {
     ) -> Result<(), StoreError> {
         stream::iter(unique_ids.iter().map(Ok::<_, StoreError>))
             .try_for_each_concurrent(16, |id| async move {
+                self.delete_parked(account, id).await?;
                 let res = self
                     .client
                     .update_item()
@@ -304,14 +312,25 @@ impl Table {
                     .await
                     .map_err(crate::table::from_sdk);
                 match res {
-                    Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-                    Err(e) => Err(e),
+                    Ok(_) | Err(StoreError::ConditionFailed) => {}
+                    Err(e) => return Err(e),
                 }
+                self.delete_parked(account, id).await
             })
             .await
     }
 
-    /// Parks transactions with a reason an operator can list; they leave the pending order.
+    /// Parks transactions with a reason an operator can list; they leave the pending order. A
+    /// transaction already delivered is left alone and keeps no parked record.
+    ///
+    /// Write order, so that no parked record outlives a delivered transaction: the transaction
+    /// first (conditional on it not being delivered), its record second, then a look at the
+    /// transaction again. A crash between the writes leaves a parked transaction without its
+    /// record, which the retried step writes (the caller still holds the claim, or the
+    /// notification comes back); the reverse order could leave a record for a transaction that
+    /// the pipeline goes on to deliver. The last look catches a [`Table::mark_held`] that
+    /// delivered the transaction between the two writes and deleted the record before it was
+    /// written.
     pub async fn park_transactions(
         &self,
         account: Uuid,
@@ -322,24 +341,6 @@ impl Table {
         let expires = epoch(now) + KEEP_PARKED.as_secs() as i64;
         stream::iter(unique_ids.iter().map(Ok::<_, StoreError>))
             .try_for_each_concurrent(16, |id| async move {
-                let parked = to_item(&ParkedItem {
-                    pk: "PARKED".into(),
-                    sk: format!("{account}#{id}"),
-                    record: ParkedRecord {
-                        bank_account_id: account,
-                        unique_id: id.clone(),
-                        reason: reason.to_string(),
-                        parked_at: now,
-                    },
-                    expires_at: expires,
-                })?;
-                self.client
-                    .put_item()
-                    .table_name(&self.name)
-                    .set_item(Some(parked))
-                    .send()
-                    .await
-                    .map_err(crate::table::from_sdk)?;
                 let res = self
                     .client
                     .update_item()
@@ -358,11 +359,44 @@ impl Table {
                     .await
                     .map_err(crate::table::from_sdk);
                 match res {
-                    Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-                    Err(e) => Err(e),
+                    Ok(_) => {}
+                    // Delivered (or expired): nothing to park, and no record may say otherwise.
+                    Err(StoreError::ConditionFailed) => return self.delete_parked(account, id).await,
+                    Err(e) => return Err(e),
                 }
+                self.put_as(&ParkedItem {
+                    pk: PARKED_PK.into(),
+                    sk: parked_sk(account, id),
+                    record: ParkedRecord {
+                        bank_account_id: account,
+                        unique_id: id.clone(),
+                        reason: reason.to_string(),
+                        parked_at: now,
+                    },
+                    expires_at: expires,
+                })
+                .await?;
+                let state = self
+                    .get_as::<TransactionItem>(account_pk(account), &txn_sk(id))
+                    .await?
+                    .map(|t| t.state);
+                if state != Some(TransactionState::Parked) {
+                    self.delete_parked(account, id).await?;
+                }
+                Ok(())
             })
             .await
+    }
+
+    async fn delete_parked(&self, account: Uuid, unique_id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(PARKED_PK, parked_sk(account, unique_id))))
+            .send()
+            .await
+            .map_err(crate::table::from_sdk)?;
+        Ok(())
     }
 
     /// Parks every transaction after the watermark `after` (offboarding).
@@ -395,33 +429,26 @@ impl Table {
         if limit == 0 {
             return Ok(out);
         }
-        let mut start = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .expression_attribute_values(":pk", s("PARKED"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start);
-            q = match account {
-                Some(a) => q
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                    .expression_attribute_values(":prefix", s(format!("{a}#"))),
-                None => q.key_condition_expression("pk = :pk"),
-            };
-            let page = q.send().await.map_err(crate::table::from_sdk)?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item::<ParkedItem>(item)?.record);
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
+        let q = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .expression_attribute_values(":pk", s(PARKED_PK))
+            .consistent_read(true);
+        let q = match account {
+            Some(a) => q
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s(format!("{a}#"))),
+            None => q.key_condition_expression("pk = :pk"),
+        };
+        let mut items = q.into_paginator().items().send();
+        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
+            out.push(from_item::<ParkedItem>(item)?.record);
+            if out.len() >= limit {
+                break;
             }
         }
+        Ok(out)
     }
 
     /// Every transaction stored for an account with its state, in key order (operator tooling
@@ -430,29 +457,22 @@ impl Table {
         &self,
         account: Uuid,
     ) -> Result<Vec<StoredTransaction>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :u)")
+            .expression_attribute_values(":pk", s(account_pk(account)))
+            .expression_attribute_values(":u", s("U#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :u)")
-                .expression_attribute_values(":pk", s(account_pk(account)))
-                .expression_attribute_values(":u", s("U#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(crate::table::from_sdk)?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item::<TransactionItem>(item)?.into_stored()?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                out.sort_by_key(|t| t.seq);
-                return Ok(out);
-            }
+        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
+            out.push(from_item::<TransactionItem>(item)?.into_stored()?);
         }
+        out.sort_by_key(|t| t.seq);
+        Ok(out)
     }
 }

@@ -388,12 +388,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pkce_challenge_is_the_s256_of_the_verifier() {
+    fn pkce_challenge_is_rfc_7636_s256() {
+        // RFC 7636, Appendix B: the example verifier and its S256 challenge.
+        let p = Pkce::from_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into());
+        assert_eq!(p.challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    }
+
+    #[test]
+    fn generated_verifiers_are_fresh_43_character_base64url() {
         let p = Pkce::generate();
+        // 32 random bytes, base64url without padding: the 43 characters RFC 7636 §4.1 asks for
+        // at least, from its unreserved set.
         assert_eq!(p.verifier.len(), 43);
+        assert!(
+            p.verifier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{}",
+            p.verifier
+        );
         assert_eq!(
             p.challenge,
-            URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.as_bytes()))
+            Pkce::from_verifier(p.verifier.clone()).challenge
         );
         assert_ne!(Pkce::generate().verifier, p.verifier);
     }

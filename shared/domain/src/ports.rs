@@ -1,5 +1,8 @@
-//! Interfaces the Provider API client needs from the platform, implemented by adapters
-//! (DynamoDB in production and locally, in memory in unit tests).
+//! The ports: what the Provider API client (rate limiter, shared token cache) and the statement
+//! pipeline's use cases (the table, the queues, Banking Service's Provider API, the bank) need
+//! from outside the domain. Implemented by `connector_aws` (DynamoDB and SQS, in production and
+//! locally), `connector_sage` and `connector_bank`, and by the in-memory fakes of the use cases'
+//! unit tests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +12,8 @@ use chrono::{DateTime, Utc};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A failure of the platform behind a port; the caller retries later.
+/// A failure of the rate limiter or the shared token cache; the caller retries later (the
+/// pipeline's own ports say more: [`StoreError`], [`QueueError`], [`CallError`]).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct PortError(pub String);
@@ -136,7 +140,8 @@ pub trait AccountStore: Send + Sync {
         account: &'a Account,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Offboards the account (a tombstone; its `externalId` link goes too).
+    /// Offboards the account: a tombstone (created if the account was never seen), and its
+    /// `externalId` link kept but marked cancelled.
     fn cancel_account<'a>(
         &'a self,
         id: Uuid,
@@ -202,7 +207,8 @@ pub trait GrantStore: Send + Sync {
         &'a self,
         external_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<GrantedAccount>, StoreError>>;
-    /// Granted in `[from, to]`.
+    /// The newest grant of each `externalId` granted after `from` (never more than a few days
+    /// back: grants are listed by day for that long), up to `to`.
     fn granted_since(
         &self,
         from: DateTime<Utc>,

@@ -1,4 +1,4 @@
-//! Clients of Sage's side of the contract (`../shared/spec/banking-service.md` §3, §6).
+//! Clients of Sage's side of the contract (spec §3, §6: see docs/spec-references.md).
 
 pub mod banks;
 pub mod keyed;
