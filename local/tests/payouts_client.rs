@@ -3,36 +3,20 @@
 //! subscriptions moved with their authorisation link, messages reaching the product, and a
 //! revoked token refreshed once.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
 use chrono::Utc;
-use connector_domain::ports::{BoxFuture, PortError, RateLimiter};
 use connector_sage::payouts_wire::{
     Amount, AuthoriseLinks, BatchPatch, BatchPatchData, BatchStatus, Message, PaymentPatch,
     PaymentStatus, SubscriptionPatch, SubscriptionPatchData, SubscriptionStatus,
 };
-use connector_sage::{
-    PayoutsApi, PayoutsPaths, ProviderApi, ProviderConfig, ProviderError, SageIdConfig, Secret,
-    TokenProvider, TokenStyle,
-};
+use connector_sage::{PayoutsApi, ProviderError};
 use sandbox::payments_out::client::PoClient;
 use sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const KEY: &str = "local-pos-api-key";
-const AUD: &str = "payments-out/local-provider";
 const PROVIDER: &str = "7baf4c0d-ce95-4823-bde2-695a7c528ce9";
-
-/// Every call gets a slot (the shared limiter is tested with the Banking Service client).
-struct Free;
-
-impl RateLimiter for Free {
-    fn acquire(&self, _: Duration) -> BoxFuture<'_, Result<bool, PortError>> {
-        Box::pin(async { Ok(true) })
-    }
-}
 
 struct H {
     _sandbox: Sandbox,
@@ -44,32 +28,9 @@ async fn start() -> H {
     let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxConfig::fast())
         .await
         .unwrap();
-    let http = reqwest::Client::new();
-    let tokens = Arc::new(TokenProvider::new(
-        http.clone(),
-        SageIdConfig {
-            token_url: sandbox.token_url(),
-            client_id: "local-provider".into(),
-            client_secret: Secret::new("local-secret"),
-            audience: AUD.into(),
-            refresh_margin: Duration::from_secs(300),
-            style: TokenStyle::Form,
-        },
-        None,
-    ));
-    let core = ProviderApi::new(
-        http,
-        ProviderConfig {
-            base_url: sandbox.base_url(),
-            api_key: Secret::new(KEY),
-            max_rate_wait: Duration::from_secs(5),
-        },
-        tokens,
-        Arc::new(Free),
-    );
     H {
         po: PoClient::new(sandbox.base_url()),
-        api: PayoutsApi::new(core, PayoutsPaths::default()),
+        api: common::payouts_api(&sandbox, "https://po.eb.test"),
         _sandbox: sandbox,
     }
 }

@@ -342,3 +342,58 @@ pub fn emf_points(logs: &str) -> Vec<serde_json::Value> {
     }
     points
 }
+
+/// Every call gets a rate slot (the shared limiter is tested with the Banking Service client).
+pub struct FreeLimiter;
+
+impl connector_domain::ports::RateLimiter for FreeLimiter {
+    fn acquire(
+        &self,
+        _: Duration,
+    ) -> connector_domain::ports::BoxFuture<'_, Result<bool, connector_domain::ports::PortError>>
+    {
+        Box::pin(async { Ok(true) })
+    }
+}
+
+/// The Payments Out client of the sandbox's local provider (its Sage ID client and API key).
+pub fn payouts_api(
+    sandbox: &sandbox::Sandbox,
+    public_base_url: &str,
+) -> connector_sage::PayoutsApi {
+    use connector_sage::{
+        PayoutsApi, PayoutsPaths, ProviderApi, ProviderConfig, SageIdConfig, Secret, TokenProvider,
+        TokenStyle,
+    };
+    let defaults = &sandbox::payments_out::defaults::API_KEY;
+    let http = reqwest::Client::new();
+    let tokens = Arc::new(TokenProvider::new(
+        http.clone(),
+        SageIdConfig {
+            token_url: sandbox.token_url(),
+            client_id: sandbox::config::local::CLIENT_ID.into(),
+            client_secret: Secret::new(sandbox::config::local::CLIENT_SECRET),
+            audience: sandbox::payments_out::defaults::AUDIENCE.into(),
+            refresh_margin: Duration::from_secs(300),
+            style: TokenStyle::Form,
+        },
+        None,
+    ));
+    let core = ProviderApi::new(
+        http,
+        ProviderConfig {
+            base_url: sandbox.base_url(),
+            api_key: Secret::new(*defaults),
+            max_rate_wait: Duration::from_secs(5),
+        },
+        tokens,
+        Arc::new(FreeLimiter),
+    );
+    PayoutsApi::new(
+        core,
+        PayoutsPaths {
+            public_base_url: public_base_url.to_string(),
+            ..PayoutsPaths::default()
+        },
+    )
+}

@@ -14,9 +14,10 @@ use connector_domain::account::{
     Account, AccountStatus, Claim, ClaimOutcome, ClaimPhase, GrantedAccount, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
+use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::ports::{
     AccountStore, BankBalances, BankCallError, BankReader, BoxFuture, CallError, Clock,
-    FoundAccount, GrantStore, Once, OnceClaims, QueueError, StatementApi, StatementApis,
+    FoundAccount, GrantStore, LinkStore, Once, OnceClaims, QueueError, StatementApi, StatementApis,
     StoreError, Timers, TransactionStore,
 };
 use connector_domain::statement::{
@@ -70,6 +71,8 @@ struct StoreState {
     faults: HashMap<&'static str, VecDeque<StoreError>>,
     /// Do-once claims: key -> (payload hash, completed).
     once: HashMap<String, (String, bool)>,
+    /// Authorisation links by subscription.
+    links: HashMap<Uuid, AuthLink>,
 }
 
 impl MemoryStore {
@@ -942,6 +945,33 @@ impl OnceClaims for MemoryStore {
     fn abandon_claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with("abandon_claim", move |s| {
             s.once.remove(key);
+        })
+    }
+}
+
+impl LinkStore for MemoryStore {
+    fn link_for(
+        &self,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<AuthLink>, StoreError>> {
+        self.with("link_for", move |s| s.links.get(&subscription_id).cloned())
+    }
+
+    fn record_link<'a>(
+        &'a self,
+        link: &'a AuthLink,
+    ) -> BoxFuture<'a, Result<AuthLink, StoreError>> {
+        self.with("record_link", move |s| {
+            s.links
+                .entry(link.subscription_id)
+                .or_insert_with(|| link.clone())
+                .clone()
+        })
+    }
+
+    fn link<'a>(&'a self, link_id: &'a str) -> BoxFuture<'a, Result<Option<AuthLink>, StoreError>> {
+        self.with("link", move |s| {
+            s.links.values().find(|l| l.link_id == link_id).cloned()
         })
     }
 }

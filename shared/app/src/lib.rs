@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod intake;
 pub mod once;
 pub mod payouts_intake;
+pub mod payouts_onboarding;
 pub use connector_domain::metrics;
 pub mod pages;
 pub mod pipeline;

@@ -10,7 +10,7 @@ use connector_domain::statement::Balance;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::table::{Item, StoreError, Table, from_item, n, s, to_item};
+use crate::table::{Item, StoreError, Table, from_item, n, s};
 
 #[derive(Serialize, Deserialize)]
 struct AccountItem {
@@ -68,30 +68,21 @@ impl Table {
 
     /// Records a new account; a redelivery or a reordered delivery changes nothing.
     pub async fn create_account(&self, account: &Account) -> Result<CreateOutcome, StoreError> {
-        let item = to_item(&AccountItem {
-            pk: account_pk(account.bank_account_id),
-            sk: ACCOUNT_SK.into(),
-            account: account.clone(),
-        })?;
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        let outcome = match put {
-            Ok(_) => CreateOutcome::Created,
-            Err(StoreError::ConditionFailed) => {
-                let existing = self.get_account(account.bank_account_id).await?;
-                match existing.map(|a| a.status) {
-                    Some(AccountStatus::Cancelled) => return Ok(CreateOutcome::Tombstoned),
-                    _ => CreateOutcome::AlreadyExists,
-                }
+        let created = self
+            .put_new(&AccountItem {
+                pk: account_pk(account.bank_account_id),
+                sk: ACCOUNT_SK.into(),
+                account: account.clone(),
+            })
+            .await?;
+        let outcome = if created {
+            CreateOutcome::Created
+        } else {
+            let existing = self.get_account(account.bank_account_id).await?;
+            match existing.map(|a| a.status) {
+                Some(AccountStatus::Cancelled) => return Ok(CreateOutcome::Tombstoned),
+                _ => CreateOutcome::AlreadyExists,
             }
-            Err(e) => return Err(e),
         };
         // Also when the account existed: a creation that died after its first write is
         // completed by the redelivery (both puts are idempotent).

@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::table::{StoreError, Table, epoch, to_item};
+use crate::table::{StoreError, Table, epoch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -126,7 +126,7 @@ impl Table {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let expires_at = received_at + TimeDelta::from_std(ttl).unwrap_or(TimeDelta::minutes(20));
-        let item = to_item(&HandshakeItem {
+        self.put_new(&HandshakeItem {
             pk: pk(id),
             sk: "AUTH".into(),
             handshake: Handshake {
@@ -139,21 +139,8 @@ impl Table {
                 patch_lease_until: None,
             },
             expires_at: epoch(expires_at) + 86_400,
-        })?;
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        match res {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        })
+        .await
     }
 
     pub async fn handshake(&self, id: Uuid) -> Result<Option<Handshake>, StoreError> {

@@ -9,9 +9,10 @@ use connector_domain::account::{
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::notification::PayoutsWork;
+use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::ports::{
-    AccountStore, BoxFuture, GrantStore, Once, OnceClaims, PayoutsQueue, QueueError, StoreError,
-    Timers, TransactionStore,
+    AccountStore, BoxFuture, GrantStore, LinkStore, Once, OnceClaims, PayoutsQueue, QueueError,
+    StoreError, Timers, TransactionStore,
 };
 use connector_domain::stored::StoredTransaction;
 use uuid::Uuid;
@@ -232,5 +233,25 @@ impl PayoutsQueue for crate::queues::WorkQueue {
                 serde_json::to_string(work).map_err(|e| QueueError::Unavailable(e.to_string()))?;
             self.send_body(body).await
         })
+    }
+}
+
+impl LinkStore for Table {
+    fn link_for(
+        &self,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<AuthLink>, StoreError>> {
+        Box::pin(Table::link_for(self, subscription_id))
+    }
+
+    fn record_link<'a>(
+        &'a self,
+        link: &'a AuthLink,
+    ) -> BoxFuture<'a, Result<AuthLink, StoreError>> {
+        Box::pin(Table::record_link(self, link))
+    }
+
+    fn link<'a>(&'a self, link_id: &'a str) -> BoxFuture<'a, Result<Option<AuthLink>, StoreError>> {
+        Box::pin(Table::link(self, link_id))
     }
 }

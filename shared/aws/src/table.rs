@@ -94,6 +94,25 @@ impl Table {
         Ok(out.item)
     }
 
+    /// Writes `value` as a whole item unless one with its key exists: `true` when it was
+    /// written, `false` when the item was there already.
+    pub(crate) async fn put_new<T: serde::Serialize>(&self, value: &T) -> Result<bool, StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(to_item(value)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(from_sdk);
+        match put {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes `value` as a whole item, unconditionally (it carries its own `pk` and `sk`).
     pub(crate) async fn put_as<T: serde::Serialize>(&self, value: &T) -> Result<(), StoreError> {
         self.client

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::accounts::account_pk;
-use crate::table::{Item, PENDING_INDEX, StoreError, Table, epoch, from_item, n, s, to_item};
+use crate::table::{Item, PENDING_INDEX, StoreError, Table, epoch, from_item, n, s};
 
 /// How long a transaction is kept after it arrived (then it expires by TTL). Long past the
 /// 2-week rule, so it can no longer be sent anyway; a redelivery after that is still safe:
@@ -121,7 +121,7 @@ impl Table {
             .map(|i| async move {
                 let t = &transactions[i];
                 let seq = first_seq + i as u64;
-                let item = to_item(&TransactionItem {
+                let item = TransactionItem {
                     pk: account_pk(account),
                     sk: txn_sk(&t.unique_id),
                     unique_id: t.unique_id.clone(),
@@ -133,21 +133,15 @@ impl Table {
                     statement_id: None,
                     reason: None,
                     expires_at: Some(expires),
-                })?;
-                let res = self
-                    .client
-                    .put_item()
-                    .table_name(&self.name)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .send()
-                    .await
-                    .map_err(crate::table::from_sdk);
-                match res {
-                    Ok(_) => Ok((i, PutOutcome::Stored)),
-                    Err(StoreError::ConditionFailed) => Ok((i, PutOutcome::Duplicate)),
-                    Err(e) => Err(e),
-                }
+                };
+                Ok((
+                    i,
+                    if self.put_new(&item).await? {
+                        PutOutcome::Stored
+                    } else {
+                        PutOutcome::Duplicate
+                    },
+                ))
             })
             .buffer_unordered(16)
             .try_collect()

@@ -389,3 +389,39 @@ pub trait DeliveryAuth: Send + Sync {
         headers: &'a http::HeaderMap,
     ) -> BoxFuture<'a, Result<(), AuthRejection>>;
 }
+
+// ---- Payments Out's Provider API and the connector's subscription records.
+
+use crate::payouts::onboarding::{AuthLink, SubscriptionChange, SubscriptionView};
+
+/// What the Payments Out use cases need from Payments Out's Provider API.
+pub trait PayoutsApiPort: Send + Sync {
+    /// `application`: the product that introduced it (its `x-application`).
+    fn get_subscription<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        application: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SubscriptionView, CallError>>;
+    fn patch_subscription<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        application: Option<&'a str>,
+        change: &'a SubscriptionChange,
+    ) -> BoxFuture<'a, Result<(), CallError>>;
+    /// The provider configuration, whole.
+    fn provider_configuration(&self) -> BoxFuture<'_, Result<serde_json::Value, CallError>>;
+}
+
+/// The authorisation links minted for subscriptions.
+pub trait LinkStore: Send + Sync {
+    /// The link minted for `subscription_id`, if one was.
+    fn link_for(
+        &self,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<AuthLink>, StoreError>>;
+    /// Records `link` as the subscription's, unless it has one already: the one it has (so that
+    /// two attempts of the same onboarding end with one link).
+    fn record_link<'a>(&'a self, link: &'a AuthLink)
+    -> BoxFuture<'a, Result<AuthLink, StoreError>>;
+    fn link<'a>(&'a self, link_id: &'a str) -> BoxFuture<'a, Result<Option<AuthLink>, StoreError>>;
+}

@@ -8,7 +8,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::payouts_wire::{Batch, BatchPatch, Message, Subscription, SubscriptionPatch};
+use connector_domain::payouts::onboarding::{SubscriptionChange, SubscriptionView};
+use connector_domain::ports::{BoxFuture, CallError};
+
+use crate::payouts_wire::{
+    AuthoriseLinks, Batch, BatchPatch, Message, Subscription, SubscriptionPatch,
+    SubscriptionPatchData,
+};
 use crate::provider::{Envelope, ProviderApi, ProviderError};
 
 /// Where Payments Out's two APIs live under its base URL.
@@ -20,6 +26,8 @@ pub struct PayoutsPaths {
     pub messaging: String,
     /// `x-application` when no notification named the product (`POS_APPLICATION_DEFAULT`).
     pub application_default: String,
+    /// The connector's public base URL: authorisation links are `{it}/authorise/{linkId}`.
+    pub public_base_url: String,
 }
 
 impl Default for PayoutsPaths {
@@ -28,6 +36,7 @@ impl Default for PayoutsPaths {
             provider: "/api-provider-v1".into(),
             messaging: "/api-provider-msg-v1".into(),
             application_default: "sage.provider".into(),
+            public_base_url: String::new(),
         }
     }
 }
@@ -35,7 +44,7 @@ impl Default for PayoutsPaths {
 pub struct PayoutsApi {
     /// The sending path, configured with Payments Out's base URL and API key.
     core: ProviderApi,
-    paths: PayoutsPaths,
+    pub paths: PayoutsPaths,
 }
 
 impl PayoutsApi {
@@ -175,4 +184,67 @@ impl PayoutsApi {
         self.send_body(Method::POST, &path, application, message)
             .await
     }
+}
+
+/// The client for one provider, as the Payments Out use cases' port.
+pub struct ProviderPayouts {
+    pub api: PayoutsApi,
+    pub provider_id: Uuid,
+}
+
+impl connector_domain::ports::PayoutsApiPort for ProviderPayouts {
+    fn get_subscription<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        application: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SubscriptionView, CallError>> {
+        Box::pin(async move {
+            let s = self
+                .api
+                .get_subscription(subscription_id, application)
+                .await?;
+            Ok(SubscriptionView {
+                subscription_id: s.subscription_id,
+                status: s.status,
+                additional_data: s.additional_data,
+            })
+        })
+    }
+
+    fn patch_subscription<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        application: Option<&'a str>,
+        change: &'a SubscriptionChange,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            let patch = SubscriptionPatch {
+                data: SubscriptionPatchData {
+                    status: change.status,
+                    links: change.link.as_ref().map(|l| AuthoriseLinks {
+                        authorise: l.url(&self.api.paths.public_base_url),
+                        authorise_issued_at: l.issued_at,
+                        authorise_expires_at: l.expires_at,
+                    }),
+                    additional_data: change
+                        .reason
+                        .as_ref()
+                        .map(|r| serde_json::json!({ "reason": sanitise(r) }).to_string()),
+                },
+            };
+            Ok(self
+                .api
+                .patch_subscription(subscription_id, application, &patch)
+                .await?)
+        })
+    }
+
+    fn provider_configuration(&self) -> BoxFuture<'_, Result<Value, CallError>> {
+        Box::pin(async move { Ok(self.api.get_provider(self.provider_id).await?) })
+    }
+}
+
+/// Free text sent to Payments Out never holds `"` (Sage refuses it everywhere).
+pub fn sanitise(text: &str) -> String {
+    text.replace('"', "'")
 }

@@ -289,6 +289,18 @@ impl RuleSet {
         Self { rules }
     }
 
+    /// The provider's rules, from its configuration's `accountType.validationRules`.
+    pub fn from_provider_config(configuration: &Value) -> Result<Self, InvalidRule> {
+        let rules = configuration["accountType"]["validationRules"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| Rule::from_config(r, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { rules })
+    }
+
     /// The first rule for `api_path` (and the local instrument's) that `document` breaks.
     pub fn check(
         &self,

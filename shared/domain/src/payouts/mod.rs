@@ -3,4 +3,5 @@
 
 pub mod checks;
 pub mod notification;
+pub mod onboarding;
 pub mod status;
