@@ -536,10 +536,10 @@ mod tests {
             assert!(watched(&f.logical_id), "no alarm watches {}", f.logical_id);
         }
         for (id, p) in &alarms {
-            if text(p, "Namespace").as_deref() == Some(connector_domain::metrics::NAMESPACE) {
+            if text(p, "Namespace").as_deref() == Some(connector_metrics::NAMESPACE) {
                 let name = text(p, "MetricName").unwrap();
                 assert!(
-                    connector_domain::metrics::NAMES.contains(&name.as_str()),
+                    connector_metrics::NAMES.contains(&name.as_str()),
                     "{id} watches {name}, which nothing emits"
                 );
             }
@@ -591,10 +591,10 @@ mod tests {
         }
         for w in widgets.iter().filter(|w| w["type"] == "metric") {
             for m in w["properties"]["metrics"].as_array().unwrap() {
-                if m[0] == connector_domain::metrics::NAMESPACE {
+                if m[0] == connector_metrics::NAMESPACE {
                     let name = m[1].as_str().unwrap();
                     assert!(
-                        connector_domain::metrics::NAMES.contains(&name),
+                        connector_metrics::NAMES.contains(&name),
                         "the dashboard graphs {name}, which nothing emits"
                     );
                 }

@@ -329,7 +329,7 @@ pub fn emf_points(logs: &str) -> Vec<serde_json::Value> {
         for m in meta["Metrics"].as_array().expect("Metrics") {
             let name = m["Name"].as_str().expect("metric name");
             assert!(
-                connector_domain::metrics::NAMES.contains(&name),
+                connector_metrics::NAMES.contains(&name),
                 "{name} is emitted but not listed in metrics::NAMES"
             );
             assert!(doc[name].is_number(), "{name} has no value in {doc}");

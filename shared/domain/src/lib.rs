@@ -6,7 +6,6 @@ pub mod amount;
 pub mod fuzzing;
 pub mod ingest;
 pub mod messages;
-pub mod metrics;
 pub mod notification;
 pub mod payouts;
 pub mod ports;

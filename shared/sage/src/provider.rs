@@ -249,11 +249,11 @@ impl ProviderApi {
                 .await
                 .map_err(|e| ProviderError::Transport(crate::describe_reqwest(&e)))?;
             if status == StatusCode::TOO_MANY_REQUESTS {
-                connector_domain::metrics::count("RateLimited", &[]);
+                connector_metrics::count("RateLimited", &[]);
             }
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 tracing::warn!(path, "Provider API answered 401: refreshing the token once");
-                connector_domain::metrics::count("TokenRefreshes", &[("Cause", "401")]);
+                connector_metrics::count("TokenRefreshes", &[("Cause", "401")]);
                 self.tokens.invalidate(&token.access_token).await;
                 refreshed = true;
                 continue;
