@@ -758,6 +758,16 @@ fn resolve_environment(
             "PaymentsOutHeaderValueArn",
             cfg.payments_out.header_value.clone(),
         ),
+        ("PaymentsOutUrl", sandbox.base_url()),
+        (
+            "PaymentsOutAudience",
+            sandbox::payments_out::defaults::AUDIENCE.to_string(),
+        ),
+        (
+            "PaymentsOutProviderId",
+            cfg.payments_out.provider_id.to_string(),
+        ),
+        ("PaymentsOutApiKeyArn", cfg.payments_out.api_key.clone()),
         ("BankApiUrl", sandbox.bank_api_url()),
         ("BankClientId", cfg.bank_client_id.clone()),
         ("BankClientSecretArn", cfg.bank_client_secret.clone()),
@@ -786,6 +796,8 @@ fn resolve_environment(
     let mut refs: BTreeMap<String, String> = queue_urls.clone();
     refs.insert(template.table.logical_id.clone(), TABLE_NAME.into());
     refs.insert("AWS::Region".into(), "eu-west-1".into());
+    // Only in API Gateway's own domain name, which PUBLIC_BASE_URL (the local API) overrides.
+    refs.insert("ConnectorApi".into(), "local".into());
     refs.insert("AWS::URLSuffix".into(), "amazonaws.com".into());
     let mut attributes = BTreeMap::new();
     for (id, arn) in queue_arns {
@@ -800,6 +812,10 @@ fn resolve_environment(
         (
             "HasPaymentsOutHeader".to_string(),
             !cfg.payments_out.header_value.is_empty(),
+        ),
+        (
+            "HasPaymentsOutApiKey".to_string(),
+            !cfg.payments_out.api_key.is_empty(),
         ),
     ]);
     let resolver = Resolver {

@@ -434,6 +434,7 @@ mod tests {
             "statement-poller",
             "reconciler",
             "po-intake",
+            "po-worker",
         ] {
             assert!(
                 binaries.contains(&expected),

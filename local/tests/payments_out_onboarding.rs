@@ -23,6 +23,8 @@ const PROVIDER: &str = "7baf4c0d-ce95-4823-bde2-695a7c528ce9";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_are_onboarded_or_rejected_by_the_providers_rule() {
     let stack = common::start(SandboxConfig::fast()).await;
+    // The worker is held back: onboarding runs here, on its adapters.
+    stack.set_source_paused("PayoutsQueue", true).unwrap();
     let po = PoClient::new(stack.sandbox.base_url());
     let provider = Uuid::parse_str(PROVIDER).unwrap();
     // The operator's client (provider configuration) and the onboarding's own.
@@ -37,20 +39,18 @@ async fn subscriptions_are_onboarded_or_rejected_by_the_providers_rule() {
         link_ttl: TimeDelta::days(7),
     };
     let org = po.create_organisation("Acme").await.unwrap();
-    let subscribe = |data: &str| {
-        let po = &po;
-        let data = data.to_string();
-        async move {
-            let s = po
-                .create_subscription(org, provider, Some(&data))
-                .await
-                .unwrap();
-            Uuid::parse_str(s["data"]["subscriptionId"].as_str().unwrap()).unwrap()
-        }
-    };
-
-    let good = subscribe(r#"{"legalName":"Acme Holdings LLC","taxId":"12-3456789"}"#).await;
-    let bad = subscribe(r#"{"legalName":"Acme Holdings LLC","taxId":"123"}"#).await;
+    let good = common::po_subscription(
+        &po,
+        org,
+        Some(r#"{"legalName":"Acme Holdings LLC","taxId":"12-3456789"}"#),
+    )
+    .await;
+    let bad = common::po_subscription(
+        &po,
+        org,
+        Some(r#"{"legalName":"Acme Holdings LLC","taxId":"123"}"#),
+    )
+    .await;
     // Then the provider tightens its rules: a US tax id in the subscription's additionalData
     // (Sage checks new subscriptions against it; these two came before).
     let mut configuration = operator.get_provider(provider).await.unwrap();
@@ -107,5 +107,33 @@ async fn subscriptions_are_onboarded_or_rejected_by_the_providers_rule() {
         json!([]),
         "Sage saw the connector break no rule"
     );
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscription_goes_from_sage_through_the_intake_and_the_worker_to_its_link() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let org = po.create_organisation("Acme").await.unwrap();
+    let sub = common::po_subscription(&po, org, None).await.to_string();
+    let at_sage = common::eventually(
+        "the subscription awaits authorisation",
+        std::time::Duration::from_secs(60),
+        || async {
+            let all = po.get("/_sandbox/payments-out/subscriptions").await.ok()?;
+            all.as_array()?
+                .iter()
+                .find(|s| {
+                    s["subscriptionId"] == sub.as_str() && s["status"] == "AwaitingAuthorisation"
+                })
+                .cloned()
+        },
+    )
+    .await;
+    let link = format!("{}/authorise/", stack.api_url);
+    assert!(at_sage.to_string().contains(&link), "{at_sage}");
+    let id = Uuid::parse_str(&sub).unwrap();
+    assert!(common::table(&stack).link_for(id).await.unwrap().is_some());
+    assert_eq!(po.violations().await.unwrap(), json!([]));
     stack.finish().await;
 }

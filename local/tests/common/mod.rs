@@ -397,3 +397,18 @@ pub fn payouts_api(
         },
     )
 }
+
+/// A product's new subscription at the sandbox's Payments Out (Sage then delivers it to the
+/// connector): its id.
+pub async fn po_subscription(
+    po: &sandbox::payments_out::client::PoClient,
+    organisation: uuid::Uuid,
+    additional_data: Option<&str>,
+) -> uuid::Uuid {
+    let provider = uuid::Uuid::parse_str(sandbox::config::local::PROVIDER_ID).unwrap();
+    let created = po
+        .create_subscription(organisation, provider, additional_data)
+        .await
+        .expect("the product subscribes");
+    uuid::Uuid::parse_str(created["data"]["subscriptionId"].as_str().unwrap()).unwrap()
+}

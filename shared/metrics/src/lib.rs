@@ -11,6 +11,7 @@ pub const NAMESPACE: &str = "SageBankingConnector";
 pub const NAMES: &[&str] = &[
     "Notifications",
     "PayoutsDeliveries",
+    "PayoutsSubscriptions",
     "StatementsPosted",
     "StatementsSucceeded",
     "StatementsFailed",

@@ -1,0 +1,169 @@
+//! The Payments Out worker: consumes what `po-intake` queued. Subscriptions are onboarded
+//! (`payouts_onboarding`); the other deliveries (batches, the product's messages, cancellations)
+//! are not handled yet and go to the DLQ at once with that reason, to be redriven once they are
+//! (redriving is safe: every delivery is keyed and its work idempotent).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use connector_aws::rate_limit::DynamoRateLimiter;
+use connector_aws::token_cache::DynamoTokenCache;
+use connector_domain::payouts::notification::PayoutsWork;
+use connector_domain::ports::SharedTokenCache;
+use connector_sage::payouts::ProviderPayouts;
+use connector_sage::{
+    PayoutsApi, PayoutsPaths, ProviderApi, ProviderConfig, SageIdConfig, TokenProvider, TokenStyle,
+    rate_scope,
+};
+
+use crate::batch::{DeadLetters, MessageError};
+use crate::config::{ConfigError, Env};
+use crate::context::{Platform, QueueNeeds, http_client};
+use crate::payouts_onboarding::{Onboarded, Onboarding};
+use crate::pipeline::{Consumer, SystemClock};
+
+pub struct PayoutsWorker {
+    pub onboarding: Onboarding,
+}
+
+impl PayoutsWorker {
+    pub async fn handle(&self, work: PayoutsWork) -> Result<(), MessageError> {
+        match work {
+            PayoutsWork::Subscription {
+                subscription_id, ..
+            } => self.onboard(subscription_id, None).await,
+            PayoutsWork::Notification {
+                kind,
+                subscription_id: Some(subscription_id),
+                application,
+                ..
+            } if kind == "subscriptions" => {
+                self.onboard(subscription_id, application.as_deref()).await
+            }
+            PayoutsWork::Notification { kind, key, .. } => Err(MessageError::Poison(format!(
+                "NotYetHandled: {kind} ({key}); redrive once the worker handles it"
+            ))),
+        }
+    }
+
+    async fn onboard(
+        &self,
+        subscription_id: uuid::Uuid,
+        application: Option<&str>,
+    ) -> Result<(), MessageError> {
+        let outcome = self
+            .onboarding
+            .onboard(subscription_id, application)
+            .await?;
+        let name = match outcome {
+            Onboarded::AwaitingAuthorisation(_) => "awaitingAuthorisation",
+            Onboarded::Rejected(_) => "rejected",
+            Onboarded::Already(_) => "already",
+        };
+        crate::metrics::count("PayoutsSubscriptions", &[("Outcome", name)]);
+        Ok(())
+    }
+
+    /// The worker on real clients, and where its poison goes.
+    pub async fn from_env(env: &Env) -> Result<Consumer<Self>, ConfigError> {
+        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+        let api = payouts_from_env(env, &platform).await?;
+        let ttl = env.duration_secs("AUTH_LINK_TTL_S", Duration::from_secs(7 * 24 * 3600))?;
+        let onboarding = Onboarding {
+            api: Arc::new(api),
+            links: Arc::new(platform.table.clone()),
+            clock: Arc::new(SystemClock),
+            link_ttl: TimeDelta::from_std(ttl).unwrap_or(TimeDelta::days(7)),
+        };
+        let dead_letters: DeadLetters = platform.dead_letters(env, false)?;
+        Ok(Consumer {
+            handler: Self { onboarding },
+            dead_letters,
+        })
+    }
+}
+
+/// Payments Out's client from the configuration contract (`POS_*`): its own Sage ID audience
+/// (the token cache is keyed by issuer, client and audience, so it never swaps tokens with
+/// Banking Service), the Sage ID client shared with Banking Service unless
+/// `POS_SAGE_ID_CLIENT_ID`/`_SECRET` are set, and a rate limit keyed by its API key.
+pub async fn payouts_from_env(
+    env: &Env,
+    platform: &Platform,
+) -> Result<ProviderPayouts, ConfigError> {
+    let secrets = platform.secrets();
+    let http = http_client(env)?;
+    let (client_id, client_secret) = match env.optional("POS_SAGE_ID_CLIENT_ID") {
+        Some(id) => (id, env.secret("POS_SAGE_ID_CLIENT_SECRET", &secrets).await?),
+        None => (
+            env.required("SAGE_ID_CLIENT_ID")?,
+            env.secret("SAGE_ID_CLIENT_SECRET", &secrets).await?,
+        ),
+    };
+    let style = match env.optional("POS_SAGE_ID_TOKEN_STYLE").as_deref() {
+        None | Some("form") => TokenStyle::Form,
+        Some("json") => TokenStyle::Json,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                name: "POS_SAGE_ID_TOKEN_STYLE".into(),
+                reason: format!("`{other}` is neither form nor json"),
+            });
+        }
+    };
+    let sage_id = SageIdConfig {
+        token_url: env.url("SAGE_ID_TOKEN_URL")?,
+        client_id,
+        client_secret,
+        audience: env.required("POS_SAGE_ID_AUDIENCE")?,
+        refresh_margin: env.duration_secs("SAGE_ID_REFRESH_MARGIN_S", Duration::from_secs(300))?,
+        style,
+    };
+    let cache: Arc<dyn SharedTokenCache> = Arc::new(DynamoTokenCache::new(
+        platform.table.clone(),
+        &sage_id.cache_scope(),
+    ));
+    let tokens = Arc::new(TokenProvider::new(http.clone(), sage_id, Some(cache)));
+    let api_key = env.secret("POS_API_KEY", &secrets).await?;
+    let rps: f64 = env.parse_or("POS_RATE_LIMIT_RPS", 10.0)?;
+    let limiter = Arc::new(DynamoRateLimiter::new(
+        platform.table.clone(),
+        rate_scope(&api_key),
+        rps,
+    ));
+    let defaults = PayoutsPaths::default();
+    let core = ProviderApi::new(
+        http,
+        ProviderConfig {
+            base_url: env.url("POS_BASE_URL")?,
+            api_key,
+            max_rate_wait: env
+                .duration_secs("PROVIDER_MAX_RATE_WAIT_S", Duration::from_secs(20))?,
+        },
+        tokens,
+        limiter,
+    );
+    let public_base_url = match env.optional("PUBLIC_BASE_URL") {
+        Some(_) => env.url("PUBLIC_BASE_URL")?,
+        None => env.url("AUTHORISE_BASE_URL")?,
+    };
+    let paths = PayoutsPaths {
+        provider: env
+            .optional("POS_PROVIDER_PREFIX")
+            .unwrap_or(defaults.provider),
+        messaging: env.optional("POS_MSG_PREFIX").unwrap_or(defaults.messaging),
+        application_default: env
+            .optional("POS_APPLICATION_DEFAULT")
+            .unwrap_or(defaults.application_default),
+        public_base_url,
+    };
+    Ok(ProviderPayouts {
+        api: PayoutsApi::new(core, paths),
+        provider_id: env
+            .optional_uuid("POS_PROVIDER_ID")?
+            .ok_or_else(|| ConfigError::Missing {
+                name: "POS_PROVIDER_ID".into(),
+                hint: "the providerId Payments Out gave the provider",
+            })?,
+    })
+}
