@@ -524,6 +524,11 @@ impl MemoryQueues {
         s.waiting.remove(&key).map(|m| (key.0, m))
     }
 
+    /// Loses every waiting message (a consumer dying with them, a purge).
+    pub fn lose_all(&self) {
+        lock(&self.state).waiting.clear();
+    }
+
     pub fn waiting(&self) -> Vec<Sent> {
         lock(&self.state).waiting.values().cloned().collect()
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use connector_domain::account::{Account, AccountStatus, BackfillState, ClaimPhase};
 use connector_domain::messages::{Kick, KickReason, TimerMessage};
-use connector_domain::ports::{CallError, StoreError};
+use connector_domain::ports::{CallError, Clock, StoreError};
 use connector_domain::schedule::{Backoff, PollSchedule};
 use connector_domain::statement::{BalanceShape, FailureDetail, StatementStatus};
 use connector_domain::stored::{StoredTransaction, TransactionState, pending_key};
@@ -25,6 +25,7 @@ use crate::fakes::{
 use crate::pipeline::Pipeline;
 use crate::poller::StatementPoller;
 use crate::pusher::StatementPusher;
+use crate::reconciler::Reconciler;
 
 const BANK: Uuid = Uuid::from_u128(0xb4c);
 const ACCOUNT: Uuid = Uuid::from_u128(0xacc);
@@ -40,6 +41,7 @@ struct Harness {
     service: Arc<FakeBankingService>,
     pusher: StatementPusher,
     poller: StatementPoller,
+    reconciler: Reconciler,
     /// Messages sent to the DLQ, with the reason.
     poisoned: Vec<String>,
     /// Deliveries made.
@@ -70,6 +72,11 @@ impl Harness {
         Self {
             pusher: StatementPusher::new(pipeline(), Arc::new(NoBank)),
             poller: StatementPoller::new(pipeline()),
+            reconciler: Reconciler {
+                pipeline: pipeline(),
+                bank: Arc::new(NoBank),
+                stale_after: Duration::from_secs(900),
+            },
             clock,
             store,
             queues,
@@ -82,10 +89,16 @@ impl Harness {
     /// An active account with `n` pending transactions, a day apart from `n` days ago, each with
     /// its running balance; `uid-00000` first.
     fn with_backlog(self, n: usize) -> Self {
+        self.add_account(ACCOUNT, n);
+        self
+    }
+
+    /// An active account `id` with `n` pending transactions (see `with_backlog`).
+    fn add_account(&self, id: Uuid, n: usize) {
         let now = start();
         self.store.put_account(Account {
-            bank_account_id: ACCOUNT,
-            external_id: "ext-1".into(),
+            bank_account_id: id,
+            external_id: format!("ext-{id}"),
             bank_id: Some(BANK),
             requested_start_date: None,
             status: AccountStatus::Active,
@@ -122,8 +135,7 @@ impl Harness {
                 }
             })
             .collect();
-        self.store.put_pending(ACCOUNT, stored);
-        self
+        self.store.put_pending(id, stored);
     }
 
     fn kick(&self) {
@@ -190,6 +202,20 @@ impl Harness {
 
     async fn run(&mut self) {
         self.run_with(|_| false).await;
+    }
+
+    /// Runs the reconciler every 5 minutes of the manual clock (past its staleness limit) until
+    /// it finds nothing to do.
+    async fn settle_with_reconciler(&mut self, mut duplicate: impl FnMut(usize) -> bool) {
+        for _ in 0..10 {
+            self.clock.set(self.clock.now() + TimeDelta::minutes(20));
+            let report = self.reconciler.run().await.expect("the reconciler runs");
+            if report.kicked + report.polls_resent + report.retries_resent == 0 {
+                return;
+            }
+            self.run_with(&mut duplicate).await;
+        }
+        panic!("the reconciler keeps finding work");
     }
 
     fn account(&self) -> Account {
@@ -703,8 +729,61 @@ proptest! {
             }
             h.kick();
             h.run_with(|n| doubled[n % doubled.len()]).await;
+            // What the faults left behind (a wake-up lost after every in-place retry) the
+            // reconciler picks up on its schedule, as on AWS.
+            h.settle_with_reconciler(|n| doubled[n % doubled.len()]).await;
             h.assert_all_delivered(1_100);
             Ok::<(), TestCaseError>(())
         })?;
     }
+}
+
+#[tokio::test]
+async fn the_reconciler_wakes_an_account_whose_wake_up_was_lost() {
+    // Transactions stored, and the kick that should have followed them lost.
+    let mut h = Harness::new(1).with_backlog(5);
+    let report = h.reconciler.run().await.unwrap();
+    assert_eq!(report.kicked, 1);
+    assert_eq!(report.pending_total, 5);
+    h.run().await;
+    h.assert_all_delivered(5);
+    let report = h.reconciler.run().await.unwrap();
+    assert_eq!((report.kicked, report.pending_total), (0, 0));
+}
+
+#[tokio::test]
+async fn a_quiet_statement_gets_its_poll_resent_by_the_reconciler() {
+    let mut h = Harness::new(1).with_backlog(3);
+    h.kick();
+    while h
+        .account()
+        .in_flight
+        .as_ref()
+        .and_then(|c| c.posted())
+        .is_none()
+    {
+        assert!(h.step(false).await);
+    }
+    // The poll chain and the watchdog are lost with their queue messages.
+    h.queues.lose_all();
+    h.clock.set(start() + TimeDelta::minutes(20));
+    let report = h.reconciler.run().await.unwrap();
+    assert_eq!(report.polls_resent, 1);
+    h.run().await;
+    h.assert_all_delivered(3);
+}
+
+#[tokio::test]
+async fn one_account_failing_does_not_stop_the_reconciler() {
+    let h = Harness::new(1).with_backlog(2);
+    h.add_account(Uuid::from_u128(0xacc2), 2);
+    h.store
+        .fail_next("count_pending", StoreError::Unavailable("throttled".into()));
+    let report = h.reconciler.run().await.unwrap();
+    assert_eq!(report.accounts, 2);
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(
+        report.kicked, 1,
+        "the other account was still woken: {report:?}"
+    );
 }
