@@ -90,6 +90,9 @@ impl SqsSource {
                 return;
             };
             match self.receive().await {
+                Ok(messages) if !messages.is_empty() && self.paused.load(Ordering::SeqCst) => {
+                    self.put_back(&messages).await;
+                }
                 Ok(messages) if !messages.is_empty() => {
                     let source = self.clone();
                     tokio::spawn(async move {
@@ -126,7 +129,26 @@ impl SqsSource {
         if messages.is_empty() {
             return Ok(());
         }
+        if self.paused.load(Ordering::SeqCst) {
+            self.put_back(&messages).await;
+            return Ok(());
+        }
         self.handle(messages).await
+    }
+
+    /// Messages a long poll received after the mapping was paused go back, visible at once, as
+    /// a disabled mapping leaves them on the queue.
+    async fn put_back(&self, messages: &[aws_sdk_sqs::types::Message]) {
+        for handle in messages.iter().filter_map(|m| m.receipt_handle()) {
+            let _ = self
+                .client
+                .change_message_visibility()
+                .queue_url(&self.queue_url)
+                .receipt_handle(handle)
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
     }
 
     /// Invokes the function with a batch, deletes what succeeded, lets failures come back.
