@@ -96,30 +96,16 @@ impl Harness {
     /// An active account `id` with `n` pending transactions (see `with_backlog`).
     fn add_account(&self, id: Uuid, n: usize) {
         let now = start();
-        self.store.put_account(Account {
-            bank_account_id: id,
-            external_id: format!("ext-{id}"),
-            bank_id: Some(BANK),
-            requested_start_date: None,
-            status: AccountStatus::Active,
-            backfill: BackfillState::Done,
-            backfill_cursor: None,
-            next_seq: n as u64,
-            ledger: None,
-            available: None,
-            in_flight: None,
-            newest_delivered: None,
-            last_success_at: None,
-            delivered_count: 0,
-            auth_required_owed: false,
-            ledger_as_of_ms: None,
-            balance_sent_as_of_ms: None,
-            delivered_through: None,
-            horizon: None,
-            ingesting: Default::default(),
-            created_at: now - TimeDelta::days(30),
-            cancelled_at: None,
-        });
+        let mut account = Account::new(
+            id,
+            format!("ext-{id}"),
+            Some(BANK),
+            None,
+            now - TimeDelta::days(30),
+        );
+        account.backfill = BackfillState::Done;
+        account.next_seq = n as u64;
+        self.store.put_account(account);
         let first = now - TimeDelta::minutes(n as i64 + 1);
         let stored = (0..n)
             .map(|i| {
@@ -191,6 +177,19 @@ impl Harness {
             self.settle(message, result);
         }
         true
+    }
+
+    /// Delivers until the account's statement is posted (its first poll then waits).
+    async fn step_until_posted(&mut self) {
+        while self
+            .account()
+            .in_flight
+            .as_ref()
+            .and_then(|c| c.posted())
+            .is_none()
+        {
+            assert!(self.step(false).await, "the statement was never posted");
+        }
     }
 
     /// Delivers until nothing is left; `duplicate(n)` says whether delivery `n` is doubled.
@@ -331,15 +330,7 @@ async fn a_stale_poll_is_ignored_without_calling_banking_service() {
     let mut h = Harness::new(3).with_backlog(5);
     h.kick();
     // Claim, post: the first poll is queued.
-    while h
-        .account()
-        .in_flight
-        .as_ref()
-        .and_then(|c| c.posted())
-        .is_none()
-    {
-        assert!(h.step(false).await);
-    }
+    h.step_until_posted().await;
     let claim = h.account().in_flight.unwrap();
     let posted = claim.posted().unwrap().clone();
     let stale = TimerMessage::Poll {
@@ -755,15 +746,7 @@ async fn the_reconciler_wakes_an_account_whose_wake_up_was_lost() {
 async fn a_quiet_statement_gets_its_poll_resent_by_the_reconciler() {
     let mut h = Harness::new(1).with_backlog(3);
     h.kick();
-    while h
-        .account()
-        .in_flight
-        .as_ref()
-        .and_then(|c| c.posted())
-        .is_none()
-    {
-        assert!(h.step(false).await);
-    }
+    h.step_until_posted().await;
     // The poll chain and the watchdog are lost with their queue messages.
     h.queues.lose_all();
     h.clock.set(start() + TimeDelta::minutes(20));

@@ -172,30 +172,7 @@ impl NotificationWorker {
                     .await
             }
         };
-        let account = Account {
-            bank_account_id: id,
-            external_id: external_id.clone(),
-            bank_id,
-            requested_start_date: Some(start),
-            status: AccountStatus::Active,
-            backfill: BackfillState::Pending,
-            backfill_cursor: None,
-            next_seq: 0,
-            ledger: None,
-            available: None,
-            in_flight: None,
-            newest_delivered: None,
-            last_success_at: None,
-            delivered_count: 0,
-            auth_required_owed: false,
-            ledger_as_of_ms: None,
-            balance_sent_as_of_ms: None,
-            delivered_through: None,
-            horizon: None,
-            ingesting: Default::default(),
-            created_at: Utc::now(),
-            cancelled_at: None,
-        };
+        let account = Account::new(id, external_id.clone(), bank_id, Some(start), Utc::now());
         let outcome = self.table.create_account(&account).await.map_err(retry)?;
         tracing::info!(bankAccountId = %id, externalId = %external_id, ?outcome, "bank account created");
         let resume_cursor = match outcome {

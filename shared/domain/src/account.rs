@@ -442,6 +442,40 @@ pub struct IngestFence {
 }
 
 impl Account {
+    /// A newly notified account: active, its backfill still to do, nothing delivered yet.
+    pub fn new(
+        bank_account_id: Uuid,
+        external_id: String,
+        bank_id: Option<Uuid>,
+        requested_start_date: Option<DateTime<Utc>>,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            bank_account_id,
+            external_id,
+            bank_id,
+            requested_start_date,
+            status: AccountStatus::Active,
+            backfill: BackfillState::Pending,
+            backfill_cursor: None,
+            next_seq: 0,
+            ledger: None,
+            available: None,
+            in_flight: None,
+            newest_delivered: None,
+            last_success_at: None,
+            delivered_count: 0,
+            auth_required_owed: false,
+            ledger_as_of_ms: None,
+            balance_sent_as_of_ms: None,
+            delivered_through: None,
+            horizon: None,
+            ingesting: BTreeMap::new(),
+            created_at,
+            cancelled_at: None,
+        }
+    }
+
     /// Ingests still being written (an expired lease means one died midway).
     pub fn live_ingests(&self, now: DateTime<Utc>) -> usize {
         self.ingesting
