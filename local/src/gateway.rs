@@ -28,6 +28,52 @@ pub struct Gateway {
     pub routes: Vec<Route>,
 }
 
+/// The values of a template path's `{name}` segments in `path`, if it matches.
+fn path_match(template: &str, path: &str) -> Option<BTreeMap<String, String>> {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    let mut parameters = BTreeMap::new();
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(parameters),
+            (Some(ts), Some(ps)) => match ts.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
+                Some(name) if !ps.is_empty() => {
+                    let value = percent_decode(ps)?;
+                    parameters.insert(name.to_string(), value);
+                }
+                Some(_) => return None,
+                None if ts == ps => {}
+                None => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+fn percent_decode(segment: &str) -> Option<String> {
+    url::form_urlencoded::parse(format!("v={}", segment.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+}
+
+impl Gateway {
+    /// The route for a request, as API Gateway chooses it: a literal path before one with
+    /// `{name}` segments.
+    fn route(&self, method: &str, path: &str) -> Option<(&Route, BTreeMap<String, String>)> {
+        let methods = |r: &&Route| r.method == method || r.method == "ANY";
+        self.routes
+            .iter()
+            .filter(methods)
+            .find(|r| r.path == path)
+            .map(|r| (r, BTreeMap::new()))
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .filter(methods)
+                    .find_map(|r| path_match(&r.path, path).map(|params| (r, params)))
+            })
+    }
+}
+
 fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -205,18 +251,14 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(route) = gateway
-        .routes
-        .iter()
-        .find(|r| r.path == uri.path() && (r.method == method.as_str() || r.method == "ANY"))
-    else {
+    let Some((route, parameters)) = gateway.route(method.as_str(), uri.path()) else {
         return not_found();
     };
     if body.len() > MAX_BODY {
         return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
     }
     let route_key = format!("{} {}", route.method, route.path);
-    let event = http_event(
+    let mut event = http_event(
         &method,
         &uri,
         &headers,
@@ -224,6 +266,9 @@ pub async fn handle(
         &peer.ip().to_string(),
         &route_key,
     );
+    if !parameters.is_empty() {
+        event["pathParameters"] = json!(parameters);
+    }
     let payload = match serde_json::to_vec(&event) {
         Ok(p) => p,
         Err(_) => return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
@@ -242,4 +287,30 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
         .fallback(handle)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY + 1))
         .with_state(gateway)
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn template_paths_match_with_their_parameters_and_literals_only_exactly() {
+        let m = |t: &str, p: &str| path_match(t, p);
+        assert_eq!(
+            m("/authorise/{linkId}", "/authorise/k3J9-_x"),
+            Some(BTreeMap::from([(
+                "linkId".to_string(),
+                "k3J9-_x".to_string()
+            )]))
+        );
+        assert_eq!(
+            m("/authorise/{linkId}", "/authorise/a%20b"),
+            Some(BTreeMap::from([("linkId".to_string(), "a b".to_string())]))
+        );
+        assert_eq!(m("/authorise/{linkId}", "/authorise/"), None);
+        assert_eq!(m("/authorise/{linkId}", "/authorise/a/b"), None);
+        assert_eq!(m("/authorise/{linkId}", "/authorised/a"), None);
+        assert_eq!(m("/auth", "/auth"), Some(BTreeMap::new()));
+        assert_eq!(m("/auth", "/auth/x"), None);
+    }
 }

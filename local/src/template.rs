@@ -435,6 +435,7 @@ mod tests {
             "reconciler",
             "po-intake",
             "po-worker",
+            "po-authorise",
         ] {
             assert!(
                 binaries.contains(&expected),

@@ -355,6 +355,8 @@ impl From<ApiError> for DriverError {
 /// The connector's final redirect, intercepted.
 struct FinalRedirect {
     location: String,
+    /// The page the walk ended on, when it may end on one (status, body).
+    page: Option<(u16, String)>,
 }
 
 /// Request the browser is about to send.
@@ -379,6 +381,8 @@ struct Browser {
     steps: Vec<BrowserStep>,
     connector_origin: String,
     target_prefix: String,
+    /// Whether a page with nothing to submit or follow ends the walk (else it is an error).
+    accept_final_page: bool,
 }
 
 fn origin(u: &url::Url) -> String {
@@ -405,6 +409,7 @@ impl Browser {
             steps: Vec::new(),
             connector_origin,
             target_prefix: format!("{}/ui/v1/indirectredirect/", core.base_url),
+            accept_final_page: false,
         }
     }
 
@@ -650,6 +655,12 @@ impl Browser {
             }
             step.action = "stop".into();
             self.steps.push(step);
+            if self.accept_final_page && is_html {
+                return Ok(FinalRedirect {
+                    location: nav.url.clone(),
+                    page: Some((status, body)),
+                });
+            }
             return Err(DriverError::PageStopped {
                 method: nav.method.to_string(),
                 url: nav.url.clone(),
@@ -677,12 +688,68 @@ impl Browser {
     fn intercept(&self, next: &url::Url) -> Result<Option<FinalRedirect>, DriverError> {
         if next.as_str().starts_with(&self.target_prefix) {
             return Ok(Some(FinalRedirect {
+                page: None,
                 location: next.to_string(),
             }));
         }
         self.check_follow(next)?;
         Ok(None)
     }
+}
+
+/// Where a customer's walk through a Payments Out authorisation link ended.
+#[derive(Debug, Clone)]
+pub struct AuthorisationWalk {
+    /// The connector's last page (status and its text), or `None` when it redirected to the
+    /// product's return address.
+    pub page: Option<(u16, String)>,
+    /// The last URL: the page's, or the return address with its query.
+    pub location: String,
+    pub steps: Vec<BrowserStep>,
+}
+
+/// Payments Out: the customer opens `link_url` (the connector's authorisation page), submits
+/// its form (continue), logs in at the demo bank as `username` with `password` and consents to the accounts
+/// `consent` keeps — or cancels there — and ends on the connector's last page, or on a
+/// redirect to `return_prefix`. The connector's HTML pages must carry `frame-ancestors`.
+pub async fn walk_authorisation(
+    link_url: &str,
+    (username, password): (&str, &str),
+    consent: AccountPick,
+    cancel: bool,
+    return_prefix: Option<&str>,
+) -> Result<AuthorisationWalk, DriverError> {
+    let connector_origin = url::Url::parse(link_url)
+        .map(|u| origin(&u))
+        .map_err(|e| DriverError::Invalid(format!("link URL: {e}")))?;
+    // The browser follows redirects itself, one step at a time.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| DriverError::Invalid(e.to_string()))?;
+    let mut browser = Browser {
+        http,
+        jar: HashMap::new(),
+        steps: Vec::new(),
+        connector_origin,
+        // Nothing matches an empty prefix's stand-in: the walk ends on a page.
+        target_prefix: return_prefix.unwrap_or("\u{0}").to_string(),
+        accept_final_page: true,
+    };
+    let script = LoginScript {
+        username: username.to_string(),
+        password: password.to_string(),
+        consent,
+        cancel,
+    };
+    let fin = browser.run(link_url.to_string(), &script).await?;
+    Ok(AuthorisationWalk {
+        page: fin
+            .page
+            .map(|(status, body)| (status, html::text_excerpt(&body, 2000))),
+        location: fin.location,
+        steps: browser.steps,
+    })
 }
 
 fn fill_login(form: &html::Form, script: &LoginScript) -> Vec<(String, String)> {

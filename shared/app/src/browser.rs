@@ -99,7 +99,7 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn same_secret(a: &str, b: &str) -> bool {
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     use sha2::Digest;
     let da = sha2::Sha256::digest(a.as_bytes());
     let db = sha2::Sha256::digest(b.as_bytes());

@@ -14,16 +14,18 @@ use connector_domain::account::{
     Account, AccountStatus, Claim, ClaimOutcome, ClaimPhase, GrantedAccount, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
-use connector_domain::payouts::onboarding::AuthLink;
+use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
+use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, SubscriptionView};
 use connector_domain::ports::{
-    AccountStore, BankBalances, BankCallError, BankReader, BoxFuture, CallError, Clock,
-    FoundAccount, GrantStore, LinkStore, Once, OnceClaims, QueueError, StatementApi, StatementApis,
-    StoreError, Timers, TransactionStore,
+    AccountStore, BankBalances, BankCallError, BankReader, BindingStore, BoxFuture, CallError,
+    Clock, FoundAccount, GrantStore, LinkStore, Once, OnceClaims, PayoutsApiPort, QueueError,
+    StatementApi, StatementApis, StoreError, Timers, TransactionStore,
 };
 use connector_domain::statement::{
     FailureDetail, StatementRequest, StatementResource, StatementStatus,
 };
 use connector_domain::stored::{StoredTransaction, TransactionState};
+use serde_json::Value;
 use uuid::Uuid;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,7 +75,12 @@ struct StoreState {
     once: HashMap<String, (String, bool)>,
     /// Authorisation links by subscription.
     links: HashMap<Uuid, AuthLink>,
+    /// Each link's login session, completion and whether it was PATCHed, by link id.
+    link_states: HashMap<String, LinkState>,
+    bindings: HashMap<Uuid, Binding>,
 }
+
+type LinkState = (Option<LoginSession>, Option<Completion>, bool);
 
 impl MemoryStore {
     pub fn put_account(&self, account: Account) {
@@ -978,5 +985,135 @@ impl LinkStore for MemoryStore {
         self.with("link", move |s| {
             s.links.values().find(|l| l.link_id == link_id).cloned()
         })
+    }
+
+    fn link_record<'a>(
+        &'a self,
+        link_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LinkRecord>, StoreError>> {
+        self.with("link_record", move |s| {
+            let link = s.links.values().find(|l| l.link_id == link_id).cloned()?;
+            let (session, completion, patched) =
+                s.link_states.get(link_id).cloned().unwrap_or_default();
+            Some(LinkRecord {
+                link,
+                session,
+                completion,
+                patched,
+            })
+        })
+    }
+
+    fn begin_login<'a>(
+        &'a self,
+        link_id: &'a str,
+        session: &'a LoginSession,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.with("begin_login", move |s| {
+            if !s.links.values().any(|l| l.link_id == link_id) {
+                return false;
+            }
+            let state = s.link_states.entry(link_id.to_string()).or_default();
+            if state.1.is_some() {
+                return false;
+            }
+            state.0 = Some(session.clone());
+            true
+        })
+    }
+
+    fn complete_link<'a>(
+        &'a self,
+        link_id: &'a str,
+        completion: &'a Completion,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.with("complete_link", move |s| {
+            if !s.links.values().any(|l| l.link_id == link_id) {
+                return false;
+            }
+            let state = s.link_states.entry(link_id.to_string()).or_default();
+            if state.1.is_some() {
+                return false;
+            }
+            state.1 = Some(completion.clone());
+            true
+        })
+    }
+
+    fn mark_patched<'a>(&'a self, link_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("mark_patched", move |s| {
+            s.link_states.entry(link_id.to_string()).or_default().2 = true;
+        })
+    }
+}
+
+impl BindingStore for MemoryStore {
+    fn bind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("bind", move |s| {
+            s.bindings.insert(binding.subscription_id, binding.clone());
+        })
+    }
+
+    fn binding(&self, subscription_id: Uuid) -> BoxFuture<'_, Result<Option<Binding>, StoreError>> {
+        self.with("binding", move |s| {
+            s.bindings.get(&subscription_id).cloned()
+        })
+    }
+}
+
+/// Payments Out's subscriptions, with Sage's transition table enforced (a 409 otherwise).
+#[derive(Default)]
+pub struct FakePayouts {
+    pub subscriptions: Mutex<HashMap<Uuid, SubscriptionView>>,
+    pub patches: Mutex<Vec<SubscriptionChange>>,
+    pub configuration: Mutex<Value>,
+    /// The next PATCHes fail with these, in order.
+    pub fail_patches: Mutex<VecDeque<CallError>>,
+}
+
+impl PayoutsApiPort for FakePayouts {
+    fn get_subscription<'a>(
+        &'a self,
+        id: Uuid,
+        _: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SubscriptionView, CallError>> {
+        let found = lock(&self.subscriptions).get(&id).cloned();
+        Box::pin(async move {
+            found.ok_or(CallError::NotFound {
+                summary: "NotFound".into(),
+            })
+        })
+    }
+
+    fn patch_subscription<'a>(
+        &'a self,
+        id: Uuid,
+        _: Option<&'a str>,
+        change: &'a SubscriptionChange,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            if let Some(e) = lock(&self.fail_patches).pop_front() {
+                return Err(e);
+            }
+            let mut subs = lock(&self.subscriptions);
+            let Some(s) = subs.get_mut(&id) else {
+                return Err(CallError::NotFound {
+                    summary: "NotFound".into(),
+                });
+            };
+            if !s.status.can_move_to(change.status) {
+                return Err(CallError::Conflict {
+                    message: "InvalidStatusTransition".into(),
+                });
+            }
+            s.status = change.status;
+            lock(&self.patches).push(change.clone());
+            Ok(())
+        })
+    }
+
+    fn provider_configuration(&self) -> BoxFuture<'_, Result<Value, CallError>> {
+        let c = lock(&self.configuration).clone();
+        Box::pin(async move { Ok(c) })
     }
 }

@@ -14,6 +14,7 @@ pub mod http;
 pub mod ingest;
 pub mod intake;
 pub mod once;
+pub mod payouts_authorise;
 pub mod payouts_intake;
 pub mod payouts_onboarding;
 pub mod payouts_worker;

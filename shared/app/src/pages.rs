@@ -83,6 +83,34 @@ pub fn consent_page(
     )
 }
 
+/// The Payments Out authorisation page: what the customer agrees to, then continue to the bank
+/// or cancel. `hidden` are the product's `returnUrl` and `state`, carried to the next step.
+pub fn authorise_page(action: &str, bank_name: &str, hidden: &[(&str, &str)]) -> String {
+    let bank = escape_html(bank_name);
+    let fields: String = hidden
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                escape_html(name),
+                escape_html(value)
+            )
+        })
+        .collect();
+    layout(
+        "Authorise payments",
+        &format!(
+            "<h1>Authorise payments</h1><p>Your Sage product will send payments to {bank} for you \
+to approve in Sage. You will sign in at {bank} and choose the accounts payments may be made from.</p>\
+<form method=\"post\" action=\"{action}\">{fields}\
+<button class=\"primary\" type=\"submit\" name=\"action\" value=\"continue\">Continue to {bank}</button>\
+<button class=\"secondary\" type=\"submit\" name=\"action\" value=\"cancel\">Cancel</button>\
+</form>",
+            action = escape_html(action),
+        ),
+    )
+}
+
 /// A plain error page; `back` offers a way back to Sage when it is a trusted URL.
 pub fn error_page(title: &str, message: &str, back: Option<&str>) -> String {
     let link = back
@@ -121,6 +149,20 @@ mod tests {
         );
         assert!(!err.contains("<img"));
         assert!(err.contains("href=\"https://a.sagebankdrive.com/?x=&quot;1&quot;\""));
+        let authorise = authorise_page(
+            "/authorise/x\"",
+            "<i>Bank</i>",
+            &[
+                ("returnUrl", "https://a.intacct.com/?q=\"><script>"),
+                ("state", "<s>"),
+            ],
+        );
+        assert!(
+            !authorise.contains("<script>")
+                && !authorise.contains("<i>")
+                && !authorise.contains("<s>")
+        );
+        assert!(authorise.contains("action=\"/authorise/x&quot;\""));
         let retry = retry_page("Wait", "<b>", "?a=1&b=\"><script>", 1);
         assert!(!retry.contains("<script>") && !retry.contains("<b>"));
         assert!(retry.contains(

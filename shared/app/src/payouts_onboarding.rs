@@ -24,6 +24,9 @@ pub enum Onboarded {
     Rejected(String),
     /// Already past `Received` (a redelivery after the PATCH): nothing to do.
     Already(SubscriptionStatus),
+    /// The customer's decision at the authorisation page, PATCHed here because the page's
+    /// own PATCH failed.
+    Decided(SubscriptionStatus),
 }
 
 pub struct Onboarding {
@@ -56,6 +59,12 @@ impl Onboarding {
             .await
             .map_err(|e| failed("GET subscription", e))?;
         if view.status != SubscriptionStatus::Received {
+            if let Some(decided) = self
+                .finish_decision(subscription_id, view.status, application)
+                .await?
+            {
+                return Ok(Onboarded::Decided(decided));
+            }
             tracing::info!(%subscription_id, status = ?view.status, "subscription already onboarded");
             return Ok(Onboarded::Already(view.status));
         }
@@ -79,6 +88,35 @@ impl Onboarding {
         self.patch(subscription_id, application, &change).await?;
         tracing::info!(%subscription_id, "subscription awaiting authorisation");
         Ok(Onboarded::AwaitingAuthorisation(link))
+    }
+
+    /// The customer's decision at the authorisation page, when Payments Out does not have it
+    /// yet (the page's PATCH failed): PATCHed now.
+    async fn finish_decision(
+        &self,
+        subscription_id: Uuid,
+        at_sage: SubscriptionStatus,
+        application: Option<&str>,
+    ) -> Result<Option<SubscriptionStatus>, MessageError> {
+        let Some(link) = self.links.link_for(subscription_id).await? else {
+            return Ok(None);
+        };
+        let Some(record) = self.links.link_record(&link.link_id).await? else {
+            return Ok(None);
+        };
+        let Some(completion) = record.completion.filter(|_| !record.patched) else {
+            return Ok(None);
+        };
+        if at_sage != completion.status {
+            if !at_sage.can_move_to(completion.status) {
+                tracing::warn!(%subscription_id, ?at_sage, decided = ?completion.status, "Payments Out moved the subscription on: the decision is not sent");
+                return Ok(None);
+            }
+            let change = crate::payouts_authorise::decision_change(&completion);
+            self.patch(subscription_id, application, &change).await?;
+        }
+        self.links.mark_patched(&link.link_id).await?;
+        Ok(Some(completion.status))
     }
 
     /// The provider's rules, read now (an operator may change them at any time). A rule that
@@ -125,71 +163,15 @@ impl Onboarding {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
     use chrono::{DateTime, Utc};
     use connector_domain::payouts::onboarding::SubscriptionView;
-    use connector_domain::ports::BoxFuture;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
-    use crate::fakes::{ManualClock, MemoryStore};
+    use crate::fakes::{FakePayouts, ManualClock, MemoryStore};
 
-    /// Payments Out's subscriptions, with Sage's transition table enforced (a 409 otherwise).
-    #[derive(Default)]
-    struct Payouts {
-        subscriptions: Mutex<HashMap<Uuid, SubscriptionView>>,
-        patches: Mutex<Vec<SubscriptionChange>>,
-        configuration: Mutex<Value>,
-        fail_next_patch: Mutex<Option<CallError>>,
-    }
-
-    impl PayoutsApiPort for Payouts {
-        fn get_subscription<'a>(
-            &'a self,
-            id: Uuid,
-            _: Option<&'a str>,
-        ) -> BoxFuture<'a, Result<SubscriptionView, CallError>> {
-            let found = self.subscriptions.lock().unwrap().get(&id).cloned();
-            Box::pin(async move {
-                found.ok_or(CallError::NotFound {
-                    summary: "NotFound".into(),
-                })
-            })
-        }
-
-        fn patch_subscription<'a>(
-            &'a self,
-            id: Uuid,
-            _: Option<&'a str>,
-            change: &'a SubscriptionChange,
-        ) -> BoxFuture<'a, Result<(), CallError>> {
-            Box::pin(async move {
-                if let Some(e) = self.fail_next_patch.lock().unwrap().take() {
-                    return Err(e);
-                }
-                let mut subs = self.subscriptions.lock().unwrap();
-                let s = subs.get_mut(&id).expect("known");
-                if !s.status.can_move_to(change.status) {
-                    return Err(CallError::Conflict {
-                        message: "InvalidStatusTransition".into(),
-                    });
-                }
-                s.status = change.status;
-                self.patches.lock().unwrap().push(change.clone());
-                Ok(())
-            })
-        }
-
-        fn provider_configuration(&self) -> BoxFuture<'_, Result<Value, CallError>> {
-            let c = self.configuration.lock().unwrap().clone();
-            Box::pin(async move { Ok(c) })
-        }
-    }
-
-    fn setup(additional_data: Option<&str>) -> (Onboarding, Arc<Payouts>, Uuid) {
-        let payouts = Arc::new(Payouts::default());
+    fn setup(additional_data: Option<&str>) -> (Onboarding, Arc<FakePayouts>, Uuid) {
+        let payouts = Arc::new(FakePayouts::default());
         let id = Uuid::new_v4();
         payouts.subscriptions.lock().unwrap().insert(
             id,
@@ -235,7 +217,11 @@ mod tests {
     #[tokio::test]
     async fn a_patch_that_failed_is_retried_with_the_same_link() {
         let (o, payouts, id) = setup(Some(r#"{"taxId":"12-3456789"}"#));
-        *payouts.fail_next_patch.lock().unwrap() = Some(CallError::Transient("502".into()));
+        payouts
+            .fail_patches
+            .lock()
+            .unwrap()
+            .push_back(CallError::Transient("502".into()));
         assert!(matches!(
             o.onboard(id, None).await,
             Err(MessageError::Retry(_))
@@ -278,9 +264,13 @@ mod tests {
             o.onboard(Uuid::new_v4(), None).await,
             Err(MessageError::Retry(_))
         ));
-        *payouts.fail_next_patch.lock().unwrap() = Some(CallError::Invalid {
-            summary: "ValidationError links".into(),
-        });
+        payouts
+            .fail_patches
+            .lock()
+            .unwrap()
+            .push_back(CallError::Invalid {
+                summary: "ValidationError links".into(),
+            });
         assert!(matches!(
             o.onboard(id, None).await,
             Err(MessageError::Poison(_))

@@ -60,6 +60,7 @@ impl PayoutsWorker {
             Onboarded::AwaitingAuthorisation(_) => "awaitingAuthorisation",
             Onboarded::Rejected(_) => "rejected",
             Onboarded::Already(_) => "already",
+            Onboarded::Decided(_) => "decided",
         };
         crate::metrics::count("PayoutsSubscriptions", &[("Outcome", name)]);
         Ok(())
@@ -68,7 +69,11 @@ impl PayoutsWorker {
     /// The worker on real clients, and where its poison goes.
     pub async fn from_env(env: &Env) -> Result<Consumer<Self>, ConfigError> {
         let platform = Platform::from_env(env, QueueNeeds::default()).await?;
-        let api = payouts_from_env(env, &platform).await?;
+        let links_base = match env.optional("PUBLIC_BASE_URL") {
+            Some(_) => env.url("PUBLIC_BASE_URL")?,
+            None => env.url("AUTHORISE_BASE_URL")?,
+        };
+        let api = payouts_from_env(env, &platform, links_base).await?;
         let ttl = env.duration_secs("AUTH_LINK_TTL_S", Duration::from_secs(7 * 24 * 3600))?;
         let onboarding = Onboarding {
             api: Arc::new(api),
@@ -88,9 +93,11 @@ impl PayoutsWorker {
 /// (the token cache is keyed by issuer, client and audience, so it never swaps tokens with
 /// Banking Service), the Sage ID client shared with Banking Service unless
 /// `POS_SAGE_ID_CLIENT_ID`/`_SECRET` are set, and a rate limit keyed by its API key.
+/// `links_base` starts the authorisation links it PATCHes into subscriptions.
 pub async fn payouts_from_env(
     env: &Env,
     platform: &Platform,
+    links_base: String,
 ) -> Result<ProviderPayouts, ConfigError> {
     let secrets = platform.secrets();
     let http = http_client(env)?;
@@ -143,10 +150,6 @@ pub async fn payouts_from_env(
         tokens,
         limiter,
     );
-    let public_base_url = match env.optional("PUBLIC_BASE_URL") {
-        Some(_) => env.url("PUBLIC_BASE_URL")?,
-        None => env.url("AUTHORISE_BASE_URL")?,
-    };
     let paths = PayoutsPaths {
         provider: env
             .optional("POS_PROVIDER_PREFIX")
@@ -155,7 +158,7 @@ pub async fn payouts_from_env(
         application_default: env
             .optional("POS_APPLICATION_DEFAULT")
             .unwrap_or(defaults.application_default),
-        public_base_url,
+        public_base_url: links_base,
     };
     Ok(ProviderPayouts {
         api: PayoutsApi::new(core, paths),

@@ -1,13 +1,16 @@
 //! Payments Out's records in the table: each subscription's authorisation link, under the
 //! subscription (`PO#SUB#{subscriptionId}`, written first and conditionally, so that one link is
 //! ever minted per subscription) and under the link (`PO#LINK#{linkId}`, for the authorisation
-//! page to find its subscription).
+//! page to find its subscription, with the customer's login session and, once used, its
+//! completion); and who each authorised subscription pays from (`PO#SUB#…` / `BINDING`, and
+//! `PO#CONSENT#{consentId}` for the bank's consent events).
 
+use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
 use connector_domain::payouts::onboarding::AuthLink;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::table::{StoreError, Table};
+use crate::table::{StoreError, Table, from_sdk};
 
 const SK: &str = "LINK";
 
@@ -19,12 +22,45 @@ fn by_link(link_id: &str) -> String {
     format!("PO#LINK#{link_id}")
 }
 
+const BINDING_SK: &str = "BINDING";
+
+fn by_consent(consent_id: &str) -> String {
+    format!("PO#CONSENT#{consent_id}")
+}
+
 #[derive(Serialize, Deserialize)]
 struct LinkItem {
     pk: String,
     sk: String,
     #[serde(flatten)]
     link: AuthLink,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<LoginSession>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completion: Option<Completion>,
+    #[serde(default)]
+    patched: bool,
+}
+
+impl LinkItem {
+    fn new(pk: String, link: AuthLink) -> Self {
+        Self {
+            pk,
+            sk: SK.into(),
+            link,
+            session: None,
+            completion: None,
+            patched: false,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct BindingItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    binding: Binding,
 }
 
 impl Table {
@@ -45,11 +81,7 @@ impl Table {
     /// Records the link under the subscription unless one is there, then under the link id
     /// (a crash between the two leaves the second for the retry, which finds the first).
     pub async fn record_link(&self, link: &AuthLink) -> Result<AuthLink, StoreError> {
-        let new = LinkItem {
-            pk: by_subscription(link.subscription_id),
-            sk: SK.into(),
-            link: link.clone(),
-        };
+        let new = LinkItem::new(by_subscription(link.subscription_id), link.clone());
         let recorded = if self.put_new(&new).await? {
             link.clone()
         } else {
@@ -57,12 +89,115 @@ impl Table {
                 .await?
                 .ok_or_else(|| StoreError::corrupt("a link vanished after it was refused"))?
         };
-        self.put_as(&LinkItem {
-            pk: by_link(&recorded.link_id),
-            sk: SK.into(),
-            link: recorded.clone(),
+        // Only if absent: a retry must not wipe a login or completion recorded meanwhile.
+        self.put_new(&LinkItem::new(by_link(&recorded.link_id), recorded.clone()))
+            .await?;
+        Ok(recorded)
+    }
+
+    pub async fn link_record(&self, link_id: &str) -> Result<Option<LinkRecord>, StoreError> {
+        Ok(self
+            .get_as::<LinkItem>(by_link(link_id), SK)
+            .await?
+            .map(|i| LinkRecord {
+                link: i.link,
+                session: i.session,
+                completion: i.completion,
+                patched: i.patched,
+            }))
+    }
+
+    /// Sets one member of an unused link's record; `false` when the link is used or unknown.
+    async fn set_on_open_link(
+        &self,
+        link_id: &str,
+        name: &str,
+        value: aws_sdk_dynamodb::types::AttributeValue,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(by_link(link_id), SK)))
+            .update_expression("SET #member = :value")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(completion)")
+            .expression_attribute_names("#member", name)
+            .expression_attribute_values(":value", value)
+            .send()
+            .await;
+        match result.map_err(from_sdk) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn begin_login(
+        &self,
+        link_id: &str,
+        session: &LoginSession,
+    ) -> Result<bool, StoreError> {
+        let value = serde_dynamo::to_attribute_value(session).map_err(StoreError::corrupt)?;
+        self.set_on_open_link(link_id, "session", value).await
+    }
+
+    pub async fn complete_link(
+        &self,
+        link_id: &str,
+        completion: &Completion,
+    ) -> Result<bool, StoreError> {
+        let value = serde_dynamo::to_attribute_value(completion).map_err(StoreError::corrupt)?;
+        self.set_on_open_link(link_id, "completion", value).await
+    }
+
+    pub async fn mark_patched(&self, link_id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(by_link(link_id), SK)))
+            .update_expression("SET patched = :yes")
+            .condition_expression("attribute_exists(completion)")
+            .expression_attribute_values(
+                ":yes",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+            )
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(())
+    }
+
+    /// Under the consent first: a crash before the second write leaves the subscription
+    /// unbound, which the page's retry (or the worker) writes again.
+    pub async fn bind(&self, binding: &Binding) -> Result<(), StoreError> {
+        self.put_as(&BindingItem {
+            pk: by_consent(&binding.consent_id),
+            sk: BINDING_SK.into(),
+            binding: binding.clone(),
         })
         .await?;
-        Ok(recorded)
+        self.put_as(&BindingItem {
+            pk: by_subscription(binding.subscription_id),
+            sk: BINDING_SK.into(),
+            binding: binding.clone(),
+        })
+        .await
+    }
+
+    pub async fn binding(&self, subscription_id: Uuid) -> Result<Option<Binding>, StoreError> {
+        Ok(self
+            .get_as::<BindingItem>(by_subscription(subscription_id), BINDING_SK)
+            .await?
+            .map(|i| i.binding))
+    }
+
+    pub async fn binding_by_consent(
+        &self,
+        consent_id: &str,
+    ) -> Result<Option<Binding>, StoreError> {
+        Ok(self
+            .get_as::<BindingItem>(by_consent(consent_id), BINDING_SK)
+            .await?
+            .map(|i| i.binding))
     }
 }

@@ -8,11 +8,12 @@ use connector_domain::account::{
     Account, AccountStatus, Claim, ClaimOutcome, GrantedAccount, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
+use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
 use connector_domain::payouts::notification::PayoutsWork;
 use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::ports::{
-    AccountStore, BoxFuture, GrantStore, LinkStore, Once, OnceClaims, PayoutsQueue, QueueError,
-    StoreError, Timers, TransactionStore,
+    AccountStore, BindingStore, BoxFuture, GrantStore, LinkStore, Once, OnceClaims, PayoutsQueue,
+    QueueError, StoreError, Timers, TransactionStore,
 };
 use connector_domain::stored::StoredTransaction;
 use uuid::Uuid;
@@ -253,5 +254,42 @@ impl LinkStore for Table {
 
     fn link<'a>(&'a self, link_id: &'a str) -> BoxFuture<'a, Result<Option<AuthLink>, StoreError>> {
         Box::pin(Table::link(self, link_id))
+    }
+
+    fn link_record<'a>(
+        &'a self,
+        link_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LinkRecord>, StoreError>> {
+        Box::pin(Table::link_record(self, link_id))
+    }
+
+    fn begin_login<'a>(
+        &'a self,
+        link_id: &'a str,
+        session: &'a LoginSession,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Table::begin_login(self, link_id, session))
+    }
+
+    fn complete_link<'a>(
+        &'a self,
+        link_id: &'a str,
+        completion: &'a Completion,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Table::complete_link(self, link_id, completion))
+    }
+
+    fn mark_patched<'a>(&'a self, link_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::mark_patched(self, link_id))
+    }
+}
+
+impl BindingStore for Table {
+    fn bind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::bind(self, binding))
+    }
+
+    fn binding(&self, subscription_id: Uuid) -> BoxFuture<'_, Result<Option<Binding>, StoreError>> {
+        Box::pin(Table::binding(self, subscription_id))
     }
 }

@@ -4,6 +4,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, NaiveDate, Utc};
 use connector_domain::amount;
+use connector_domain::payouts::authorise::ConsentView;
+use connector_domain::ports::{BoxFuture, LoginError};
 use connector_sage::Secret;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -177,6 +179,24 @@ impl BankClient {
         pkce: &Pkce,
         renew_consent: Option<&str>,
     ) -> Result<url::Url, BankError> {
+        self.authorize_url_for(
+            redirect_uri,
+            state,
+            &pkce.challenge,
+            "openid accounts transactions",
+            renew_consent,
+        )
+    }
+
+    /// As [`Self::authorize_url`], for `scope` (Payments Out asks for payments too).
+    pub fn authorize_url_for(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        challenge: &str,
+        scope: &str,
+        renew_consent: Option<&str>,
+    ) -> Result<url::Url, BankError> {
         let mut url = url::Url::parse(&self.url("/oauth/authorize"))
             .map_err(|e| BankError::Unexpected(format!("BANK_API_URL: {e}")))?;
         {
@@ -185,9 +205,9 @@ impl BankClient {
                 .append_pair("client_id", &self.config.client_id)
                 .append_pair("redirect_uri", redirect_uri)
                 .append_pair("state", state)
-                .append_pair("code_challenge", &pkce.challenge)
+                .append_pair("code_challenge", challenge)
                 .append_pair("code_challenge_method", "S256")
-                .append_pair("scope", "openid accounts transactions");
+                .append_pair("scope", scope);
             if let Some(c) = renew_consent {
                 q.append_pair("consent_id", c);
             }
@@ -380,6 +400,64 @@ impl connector_domain::ports::BankReader for BankClient {
                 Err(e) => Err(BankCallError::Unavailable(e.to_string())),
             }
         })
+    }
+}
+
+/// The client as the authorisation page's port.
+impl connector_domain::ports::BankLogin for BankClient {
+    fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        challenge: &str,
+        scope: &str,
+    ) -> Result<String, LoginError> {
+        self.authorize_url_for(redirect_uri, state, challenge, scope, None)
+            .map(String::from)
+            .map_err(|e| LoginError::Configuration(e.to_string()))
+    }
+
+    fn exchange_code<'a>(
+        &'a self,
+        code: &'a str,
+        redirect_uri: &'a str,
+        verifier: &'a str,
+    ) -> BoxFuture<'a, Result<(String, String), LoginError>> {
+        Box::pin(async move {
+            BankClient::exchange_code(self, code, redirect_uri, verifier)
+                .await
+                .map(|g| (g.customer_id, g.consent_id))
+                .map_err(login_error)
+        })
+    }
+
+    fn consent<'a>(
+        &'a self,
+        consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
+        Box::pin(async move {
+            let c = BankClient::consent(self, consent_id)
+                .await
+                .map_err(login_error)?;
+            Ok(ConsentView {
+                account_count: c.accounts.len(),
+                consent_id: c.consent_id,
+                customer_id: c.customer_id,
+                status: c.status,
+                expires_at: c.expires_at,
+            })
+        })
+    }
+}
+
+fn login_error(e: BankError) -> LoginError {
+    match e {
+        BankError::InvalidGrant => LoginError::InvalidGrant,
+        BankError::ConsentExpired | BankError::NotFound => LoginError::Consent(e.to_string()),
+        BankError::Unauthorized | BankError::Unexpected(_) => {
+            LoginError::Configuration(e.to_string())
+        }
+        BankError::Unavailable(e) => LoginError::Unavailable(e),
     }
 }
 

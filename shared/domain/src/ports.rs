@@ -424,4 +424,73 @@ pub trait LinkStore: Send + Sync {
     fn record_link<'a>(&'a self, link: &'a AuthLink)
     -> BoxFuture<'a, Result<AuthLink, StoreError>>;
     fn link<'a>(&'a self, link_id: &'a str) -> BoxFuture<'a, Result<Option<AuthLink>, StoreError>>;
+    /// The link with its login session and completion, as the page reads it.
+    fn link_record<'a>(
+        &'a self,
+        link_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LinkRecord>, StoreError>>;
+    /// Records a bank login begun from the link (replacing an earlier one); `false` when the
+    /// link is used or unknown.
+    fn begin_login<'a>(
+        &'a self,
+        link_id: &'a str,
+        session: &'a LoginSession,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Uses the link up with `completion`; `false` when it was used already (single use).
+    fn complete_link<'a>(
+        &'a self,
+        link_id: &'a str,
+        completion: &'a Completion,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Notes that Payments Out has the completion's status.
+    fn mark_patched<'a>(&'a self, link_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+use crate::payouts::authorise::{Binding, Completion, ConsentView, LinkRecord, LoginSession};
+
+/// Who each authorised subscription pays from.
+pub trait BindingStore: Send + Sync {
+    /// Records the binding under the subscription and under the consent (for the bank's
+    /// consent events); a repeat overwrites it with the same.
+    fn bind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn binding(&self, subscription_id: Uuid) -> BoxFuture<'_, Result<Option<Binding>, StoreError>>;
+}
+
+/// A failed step of the customer's bank login.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// The code, verifier or redirect did not match (or the code was used): the customer
+    /// starts again.
+    #[error("the bank refused the grant")]
+    InvalidGrant,
+    /// The consent is unknown or over.
+    #[error("the consent is not usable: {0}")]
+    Consent(String),
+    /// The connector's own credentials or URL: an operator must act.
+    #[error("bank configuration: {0}")]
+    Configuration(String),
+    #[error("the bank is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The customer's login at the bank (OIDC authorisation code with PKCE) and the consent it
+/// gives.
+pub trait BankLogin: Send + Sync {
+    /// Where to send the browser; `challenge` is the PKCE S256 challenge.
+    fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        challenge: &str,
+        scope: &str,
+    ) -> Result<String, LoginError>;
+    /// The code and verifier for the customer id and consent id.
+    fn exchange_code<'a>(
+        &'a self,
+        code: &'a str,
+        redirect_uri: &'a str,
+        verifier: &'a str,
+    ) -> BoxFuture<'a, Result<(String, String), LoginError>>;
+    fn consent<'a>(&'a self, consent_id: &'a str)
+    -> BoxFuture<'a, Result<ConsentView, LoginError>>;
 }

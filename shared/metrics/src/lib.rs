@@ -10,6 +10,7 @@ pub const NAMESPACE: &str = "SageBankingConnector";
 /// in template.yaml may only name these: a test holds them to it.
 pub const NAMES: &[&str] = &[
     "Notifications",
+    "PayoutsAuthorisations",
     "PayoutsDeliveries",
     "PayoutsSubscriptions",
     "StatementsPosted",
