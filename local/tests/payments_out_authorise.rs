@@ -7,40 +7,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use sandbox::SandboxConfig;
 use sandbox::driver::{AccountPick, walk_authorisation};
 use sandbox::payments_out::client::PoClient;
-use serde_json::{Value, json};
-use uuid::Uuid;
-
-/// The subscription at Sage once it has `status`.
-async fn at_sage(po: &PoClient, id: Uuid, status: &str) -> Value {
-    common::eventually(
-        &format!("the subscription is {status} at Sage"),
-        Duration::from_secs(60),
-        || async {
-            let all = po.get("/_sandbox/payments-out/subscriptions").await.ok()?;
-            all.as_array()?
-                .iter()
-                .find(|s| s["subscriptionId"] == id.to_string() && s["status"] == status)
-                .cloned()
-        },
-    )
-    .await
-}
-
-/// A new subscription's authorisation link, once the worker has PATCHed it into Sage.
-async fn new_link(po: &PoClient, org: Uuid) -> (Uuid, String) {
-    let id = common::po_subscription(po, org, None).await;
-    let sub = at_sage(po, id, "AwaitingAuthorisation").await;
-    let link = sub["links"]["authorise"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a link: {sub}"))
-        .to_string();
-    (id, link)
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_authorises_payments_at_the_bank_through_the_link() {
@@ -50,7 +20,7 @@ async fn a_customer_authorises_payments_at_the_bank_through_the_link() {
     let org = po.create_organisation("Acme").await.unwrap();
 
     // Consents: Authorised, and the consent bound to the subscription.
-    let (id, link) = new_link(&po, org).await;
+    let (id, link) = common::po_new_link(&po, org).await;
     assert!(link.starts_with(&format!("{}/authorise/", stack.api_url)));
     let walk = walk_authorisation(&link, ("demo", "demo"), AccountPick::All, false, None)
         .await
@@ -58,7 +28,7 @@ async fn a_customer_authorises_payments_at_the_bank_through_the_link() {
     let (status, text) = walk.page.clone().expect("ends on the connector's page");
     assert_eq!(status, 200, "{walk:?}");
     assert!(text.contains("Payments authorised"), "{text}");
-    let sub = at_sage(&po, id, "Authorised").await;
+    let sub = common::po_at_sage(&po, id, "Authorised").await;
     assert!(sub["links"]["authorise"].is_string(), "{sub}");
     let binding = common::table(&stack).binding(id).await.unwrap();
     let binding = binding.expect("the consent is bound to the subscription");
@@ -70,13 +40,13 @@ async fn a_customer_authorises_payments_at_the_bank_through_the_link() {
     assert!(csp.contains("frame-ancestors"), "{csp}");
 
     // Cancels at the bank: Rejected, nothing bound.
-    let (id, link) = new_link(&po, org).await;
+    let (id, link) = common::po_new_link(&po, org).await;
     let walk = walk_authorisation(&link, ("demo", "demo"), AccountPick::All, true, None)
         .await
         .unwrap();
     let (_, text) = walk.page.expect("ends on the connector's page");
     assert!(text.contains("cancelled"), "{text}");
-    let sub = at_sage(&po, id, "Rejected").await;
+    let sub = common::po_at_sage(&po, id, "Rejected").await;
     assert!(
         sub.to_string().contains("CustomerCancelled"),
         "the reason goes with it: {sub}"
@@ -85,7 +55,7 @@ async fn a_customer_authorises_payments_at_the_bank_through_the_link() {
 
     // The product's return address (loopback is allowed locally) gets the customer back with
     // its state; a return address off the allow-list is refused before anything happens.
-    let (id, link) = new_link(&po, org).await;
+    let (id, link) = common::po_new_link(&po, org).await;
     let back = "http://127.0.0.1:9/payments/back";
     let refused = http
         .get(format!(
@@ -107,7 +77,7 @@ async fn a_customer_authorises_payments_at_the_bank_through_the_link() {
     .unwrap();
     assert!(walk.page.is_none(), "{walk:?}");
     assert_eq!(walk.location, format!("{back}?state=prod+7"));
-    at_sage(&po, id, "Authorised").await;
+    common::po_at_sage(&po, id, "Authorised").await;
 
     assert_eq!(po.violations().await.unwrap(), json!([]));
     stack.finish().await;

@@ -412,3 +412,58 @@ pub async fn po_subscription(
         .expect("the product subscribes");
     uuid::Uuid::parse_str(created["data"]["subscriptionId"].as_str().unwrap()).unwrap()
 }
+
+/// The subscription at Sage once it has `status`.
+pub async fn po_at_sage(
+    po: &sandbox::payments_out::client::PoClient,
+    id: uuid::Uuid,
+    status: &str,
+) -> serde_json::Value {
+    eventually(
+        &format!("the subscription is {status} at Sage"),
+        std::time::Duration::from_secs(60),
+        || async {
+            let all = po.get("/_sandbox/payments-out/subscriptions").await.ok()?;
+            all.as_array()?
+                .iter()
+                .find(|s| s["subscriptionId"] == id.to_string() && s["status"] == status)
+                .cloned()
+        },
+    )
+    .await
+}
+
+/// A new subscription's authorisation link, once the worker has PATCHed it into Sage.
+pub async fn po_new_link(
+    po: &sandbox::payments_out::client::PoClient,
+    org: uuid::Uuid,
+) -> (uuid::Uuid, String) {
+    let id = po_subscription(po, org, None).await;
+    let sub = po_at_sage(po, id, "AwaitingAuthorisation").await;
+    let link = sub["links"]["authorise"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a link: {sub}"))
+        .to_string();
+    (id, link)
+}
+
+/// A subscription the customer `demo` has authorised at the demo bank, through the link.
+pub async fn po_authorised(
+    stack: &LocalStack,
+    po: &sandbox::payments_out::client::PoClient,
+    org: uuid::Uuid,
+) -> (uuid::Uuid, connector_domain::payouts::authorise::Binding) {
+    let (id, link) = po_new_link(po, org).await;
+    sandbox::driver::walk_authorisation(
+        &link,
+        ("demo", "demo"),
+        sandbox::driver::AccountPick::All,
+        false,
+        None,
+    )
+    .await
+    .expect("the customer authorises");
+    po_at_sage(po, id, "Authorised").await;
+    let binding = table(stack).binding(id).await.unwrap().expect("bound");
+    (id, binding)
+}

@@ -16,10 +16,11 @@ use connector_domain::account::{
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
 use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, SubscriptionView};
+use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
     AccountStore, BankBalances, BankCallError, BankReader, BindingStore, BoxFuture, CallError,
-    Clock, FoundAccount, GrantStore, LinkStore, Once, OnceClaims, PayoutsApiPort, QueueError,
-    StatementApi, StatementApis, StoreError, Timers, TransactionStore,
+    Clock, FoundAccount, GrantStore, LinkStore, Once, OnceClaims, PartyStore, PayoutsApiPort,
+    QueueError, StatementApi, StatementApis, StoreError, Timers, TransactionStore,
 };
 use connector_domain::statement::{
     FailureDetail, StatementRequest, StatementResource, StatementStatus,
@@ -78,6 +79,7 @@ struct StoreState {
     /// Each link's login session, completion and whether it was PATCHed, by link id.
     link_states: HashMap<String, LinkState>,
     bindings: HashMap<Uuid, Binding>,
+    debtors: BTreeMap<(Uuid, String), DebtorAccount>,
 }
 
 type LinkState = (Option<LoginSession>, Option<Completion>, bool);
@@ -1047,6 +1049,45 @@ impl LinkStore for MemoryStore {
     }
 }
 
+impl PartyStore for MemoryStore {
+    fn put_debtor<'a>(
+        &'a self,
+        account: &'a DebtorAccount,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("put_debtor", move |s| {
+            s.debtors.insert(
+                (account.subscription_id, account.debtor_account_id.clone()),
+                account.clone(),
+            );
+        })
+    }
+
+    fn debtor<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        debtor_account_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DebtorAccount>, StoreError>> {
+        self.with("debtor", move |s| {
+            s.debtors
+                .get(&(subscription_id, debtor_account_id.to_string()))
+                .cloned()
+        })
+    }
+
+    fn debtors(
+        &self,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<DebtorAccount>, StoreError>> {
+        self.with("debtors", move |s| {
+            s.debtors
+                .range((subscription_id, String::new())..)
+                .take_while(|((sub, _), _)| *sub == subscription_id)
+                .map(|(_, a)| a.clone())
+                .collect()
+        })
+    }
+}
+
 impl BindingStore for MemoryStore {
     fn bind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with("bind", move |s| {
@@ -1069,7 +1110,11 @@ pub struct FakePayouts {
     pub configuration: Mutex<Value>,
     /// The next PATCHes fail with these, in order.
     pub fail_patches: Mutex<VecDeque<CallError>>,
+    /// Messages posted: (op, subscription, correlation id, data).
+    pub messages: Mutex<Vec<PostedMessage>>,
 }
+
+pub type PostedMessage = (String, Uuid, Option<String>, Value);
 
 impl PayoutsApiPort for FakePayouts {
     fn get_subscription<'a>(
@@ -1110,6 +1155,23 @@ impl PayoutsApiPort for FakePayouts {
             lock(&self.patches).push(change.clone());
             Ok(())
         })
+    }
+
+    fn post_message<'a>(
+        &'a self,
+        op: &'a str,
+        subscription_id: Uuid,
+        correlation_id: Option<&'a str>,
+        data: &'a Value,
+        _: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        lock(&self.messages).push((
+            op.to_string(),
+            subscription_id,
+            correlation_id.map(str::to_string),
+            data.clone(),
+        ));
+        Box::pin(async { Ok(()) })
     }
 
     fn provider_configuration(&self) -> BoxFuture<'_, Result<Value, CallError>> {

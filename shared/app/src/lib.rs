@@ -16,6 +16,7 @@ pub mod intake;
 pub mod once;
 pub mod payouts_authorise;
 pub mod payouts_intake;
+pub mod payouts_messages;
 pub mod payouts_onboarding;
 pub mod payouts_worker;
 pub use connector_metrics as metrics;

@@ -562,7 +562,7 @@ mod tests {
     use std::sync::Mutex;
 
     use chrono::{DateTime, TimeDelta, Utc};
-    use connector_domain::payouts::authorise::ConsentView;
+    use connector_domain::payouts::authorise::{ConsentAccount, ConsentView};
     use connector_domain::payouts::onboarding::{AuthLink, SubscriptionView};
     use connector_domain::ports::{BoxFuture, CallError, QueueError};
     use uuid::Uuid;
@@ -622,7 +622,14 @@ mod tests {
                     customer_id: "cust-1".into(),
                     status,
                     expires_at: "2030-01-01T00:00:00Z".parse().unwrap(),
-                    account_count: self.accounts,
+                    accounts: (0..self.accounts)
+                        .map(|i| ConsentAccount {
+                            account_id: format!("acc_{i}"),
+                            identifier: format!("4000{i}"),
+                            bank_code: None,
+                            currency: Some("USD".into()),
+                        })
+                        .collect(),
                 })
             })
         }

@@ -40,7 +40,7 @@ pub struct Onboarding {
 /// A failed Payments Out call as a message outcome: a request Payments Out refuses as invalid
 /// can never succeed (DLQ with the reason); everything else is tried again (a 409 re-reads the
 /// subscription on the retry, a refused credential is alarmed by the provider client).
-fn failed(step: &str, e: CallError) -> MessageError {
+pub(crate) fn failed(step: &str, e: CallError) -> MessageError {
     match e {
         CallError::Invalid { summary } => MessageError::Poison(format!("{step}: {summary}")),
         e => MessageError::Retry(format!("{step}: {e}")),

@@ -1,7 +1,8 @@
 //! The Payments Out worker: consumes what `po-intake` queued. Subscriptions are onboarded
-//! (`payouts_onboarding`); the other deliveries (batches, the product's messages, cancellations)
-//! are not handled yet and go to the DLQ at once with that reason, to be redriven once they are
-//! (redriving is safe: every delivery is keyed and its work idempotent).
+//! (`payouts_onboarding`) and the product's debtor account messages answered
+//! (`payouts_messages`); the other deliveries (batches, creditors, cancellations) are not handled
+//! yet and go to the DLQ at once with that reason, to be redriven once they are (redriving is
+//! safe: every delivery is keyed and its work idempotent).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,13 @@ use connector_sage::{
 use crate::batch::{DeadLetters, MessageError};
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, http_client};
+use crate::payouts_messages::{Answered, DEBTOR_KINDS, Messages, ProductMessage};
 use crate::payouts_onboarding::{Onboarded, Onboarding};
 use crate::pipeline::{Consumer, SystemClock};
 
 pub struct PayoutsWorker {
     pub onboarding: Onboarding,
+    pub messages: Messages,
 }
 
 impl PayoutsWorker {
@@ -40,6 +43,35 @@ impl PayoutsWorker {
                 ..
             } if kind == "subscriptions" => {
                 self.onboard(subscription_id, application.as_deref()).await
+            }
+            PayoutsWork::Notification {
+                kind,
+                subscription_id: Some(subscription_id),
+                correlation_id,
+                data,
+                application,
+                ..
+            } if DEBTOR_KINDS.contains(&kind.as_str()) => {
+                let answered = self
+                    .messages
+                    .handle(ProductMessage {
+                        kind: &kind,
+                        subscription_id,
+                        correlation_id: correlation_id.as_deref(),
+                        data: &data,
+                        application: application.as_deref(),
+                    })
+                    .await?;
+                let outcome = match answered {
+                    Answered::Put(status) => status.as_str(),
+                    Answered::Listed(_) => "listed",
+                    Answered::Deleted { .. } => "deleted",
+                };
+                crate::metrics::count(
+                    "PayoutsMessages",
+                    &[("Type", kind.as_str()), ("Outcome", outcome)],
+                );
+                Ok(())
             }
             PayoutsWork::Notification { kind, key, .. } => Err(MessageError::Poison(format!(
                 "NotYetHandled: {kind} ({key}); redrive once the worker handles it"
@@ -75,15 +107,33 @@ impl PayoutsWorker {
         };
         let api = payouts_from_env(env, &platform, links_base).await?;
         let ttl = env.duration_secs("AUTH_LINK_TTL_S", Duration::from_secs(7 * 24 * 3600))?;
+        let api = Arc::new(api);
+        let messages = Messages {
+            api: api.clone(),
+            bindings: Arc::new(platform.table.clone()),
+            bank: crate::context::bank_from_env(env, &platform, &http_client(env)?).await?,
+            parties: Arc::new(platform.table.clone()),
+            clock: Arc::new(SystemClock),
+            supported_currencies: env
+                .optional("SUPPORTED_CURRENCIES")
+                .unwrap_or_else(|| "USD".into())
+                .split(',')
+                .map(|c| c.trim().to_ascii_uppercase())
+                .filter(|c| !c.is_empty())
+                .collect(),
+        };
         let onboarding = Onboarding {
-            api: Arc::new(api),
+            api,
             links: Arc::new(platform.table.clone()),
             clock: Arc::new(SystemClock),
             link_ttl: TimeDelta::from_std(ttl).unwrap_or(TimeDelta::days(7)),
         };
         let dead_letters: DeadLetters = platform.dead_letters(env, false)?;
         Ok(Consumer {
-            handler: Self { onboarding },
+            handler: Self {
+                onboarding,
+                messages,
+            },
             dead_letters,
         })
     }

@@ -7,6 +7,7 @@
 
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
 use connector_domain::payouts::onboarding::AuthLink;
+use connector_domain::payouts::parties::DebtorAccount;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -199,5 +200,69 @@ impl Table {
             .get_as::<BindingItem>(by_consent(consent_id), BINDING_SK)
             .await?
             .map(|i| i.binding))
+    }
+}
+
+fn debtor_sk(debtor_account_id: &str) -> String {
+    format!("DEBT#{debtor_account_id}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct DebtorItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    account: DebtorAccount,
+}
+
+impl Table {
+    /// Under the subscription (`PO#SUB#…` / `DEBT#{debtorAccountId}`), so that a list query is
+    /// one query of the subscription's partition.
+    pub async fn put_debtor(&self, account: &DebtorAccount) -> Result<(), StoreError> {
+        self.put_as(&DebtorItem {
+            pk: by_subscription(account.subscription_id),
+            sk: debtor_sk(&account.debtor_account_id),
+            account: account.clone(),
+        })
+        .await
+    }
+
+    pub async fn debtor(
+        &self,
+        subscription_id: Uuid,
+        debtor_account_id: &str,
+    ) -> Result<Option<DebtorAccount>, StoreError> {
+        Ok(self
+            .get_as::<DebtorItem>(
+                by_subscription(subscription_id),
+                &debtor_sk(debtor_account_id),
+            )
+            .await?
+            .map(|i| i.account))
+    }
+
+    pub async fn debtors(&self, subscription_id: Uuid) -> Result<Vec<DebtorAccount>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :debt)")
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(by_subscription(subscription_id)),
+            )
+            .expression_attribute_values(
+                ":debt",
+                aws_sdk_dynamodb::types::AttributeValue::S("DEBT#".into()),
+            )
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
+            out.push(crate::table::from_item::<DebtorItem>(item)?.account);
+        }
+        Ok(out)
     }
 }

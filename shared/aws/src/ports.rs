@@ -11,9 +11,10 @@ use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
 use connector_domain::payouts::notification::PayoutsWork;
 use connector_domain::payouts::onboarding::AuthLink;
+use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
-    AccountStore, BindingStore, BoxFuture, GrantStore, LinkStore, Once, OnceClaims, PayoutsQueue,
-    QueueError, StoreError, Timers, TransactionStore,
+    AccountStore, BindingStore, BoxFuture, GrantStore, LinkStore, Once, OnceClaims, PartyStore,
+    PayoutsQueue, QueueError, StoreError, Timers, TransactionStore,
 };
 use connector_domain::stored::StoredTransaction;
 use uuid::Uuid;
@@ -281,6 +282,30 @@ impl LinkStore for Table {
 
     fn mark_patched<'a>(&'a self, link_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Table::mark_patched(self, link_id))
+    }
+}
+
+impl PartyStore for Table {
+    fn put_debtor<'a>(
+        &'a self,
+        account: &'a DebtorAccount,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::put_debtor(self, account))
+    }
+
+    fn debtor<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        debtor_account_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DebtorAccount>, StoreError>> {
+        Box::pin(Table::debtor(self, subscription_id, debtor_account_id))
+    }
+
+    fn debtors(
+        &self,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<DebtorAccount>, StoreError>> {
+        Box::pin(Table::debtors(self, subscription_id))
     }
 }
 

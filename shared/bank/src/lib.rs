@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, NaiveDate, Utc};
 use connector_domain::amount;
-use connector_domain::payouts::authorise::ConsentView;
+use connector_domain::payouts::authorise::{ConsentAccount, ConsentView};
 use connector_domain::ports::{BoxFuture, LoginError};
 use connector_sage::Secret;
 use rust_decimal::Decimal;
@@ -440,7 +440,16 @@ impl connector_domain::ports::BankLogin for BankClient {
                 .await
                 .map_err(login_error)?;
             Ok(ConsentView {
-                account_count: c.accounts.len(),
+                accounts: c
+                    .accounts
+                    .into_iter()
+                    .map(|a| ConsentAccount {
+                        account_id: a.account_id,
+                        identifier: a.identifier,
+                        bank_code: a.bank_code,
+                        currency: a.currency,
+                    })
+                    .collect(),
                 consent_id: c.consent_id,
                 customer_id: c.customer_id,
                 status: c.status,

@@ -410,6 +410,35 @@ pub trait PayoutsApiPort: Send + Sync {
     ) -> BoxFuture<'a, Result<(), CallError>>;
     /// The provider configuration, whole.
     fn provider_configuration(&self) -> BoxFuture<'_, Result<serde_json::Value, CallError>>;
+    /// A provider message (`debtoraccountputs`, ...) to the product of `subscription_id`.
+    fn post_message<'a>(
+        &'a self,
+        op: &'a str,
+        subscription_id: Uuid,
+        correlation_id: Option<&'a str>,
+        data: &'a serde_json::Value,
+        application: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), CallError>>;
+}
+
+use crate::payouts::parties::DebtorAccount;
+
+/// The debtor accounts of each subscription.
+pub trait PartyStore: Send + Sync {
+    fn put_debtor<'a>(
+        &'a self,
+        account: &'a DebtorAccount,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn debtor<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        debtor_account_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DebtorAccount>, StoreError>>;
+    /// Every debtor account of the subscription, deleted ones included.
+    fn debtors(
+        &self,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<DebtorAccount>, StoreError>>;
 }
 
 /// The authorisation links minted for subscriptions.

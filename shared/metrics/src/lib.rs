@@ -12,6 +12,7 @@ pub const NAMES: &[&str] = &[
     "Notifications",
     "PayoutsAuthorisations",
     "PayoutsDeliveries",
+    "PayoutsMessages",
     "PayoutsSubscriptions",
     "StatementsPosted",
     "StatementsSucceeded",

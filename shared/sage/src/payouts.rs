@@ -239,6 +239,24 @@ impl connector_domain::ports::PayoutsApiPort for ProviderPayouts {
         })
     }
 
+    fn post_message<'a>(
+        &'a self,
+        op: &'a str,
+        subscription_id: Uuid,
+        correlation_id: Option<&'a str>,
+        data: &'a Value,
+        application: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            let message = Message {
+                subscription_id,
+                correlation_id: correlation_id.map(str::to_string),
+                data: data.clone(),
+            };
+            Ok(self.api.post_message(op, application, &message).await?)
+        })
+    }
+
     fn provider_configuration(&self) -> BoxFuture<'_, Result<Value, CallError>> {
         Box::pin(async move { Ok(self.api.get_provider(self.provider_id).await?) })
     }

@@ -114,14 +114,26 @@ pub struct ConsentView {
     /// The bank's status: `active`, `pending_review`, `rejected`, `revoked`, ...
     pub status: String,
     pub expires_at: DateTime<Utc>,
-    pub account_count: usize,
+    pub accounts: Vec<ConsentAccount>,
+}
+
+/// An account the customer shared in the consent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentAccount {
+    /// The bank's id of the account (what payments name).
+    pub account_id: String,
+    /// The account number.
+    pub identifier: String,
+    /// The bank's code of the account (a routing number or sort code, where it has one).
+    pub bank_code: Option<String>,
+    pub currency: Option<String>,
 }
 
 /// The subscription status a consent decides, with the reason of a rejection.
 pub fn decide(consent: &ConsentView, now: DateTime<Utc>) -> Completion {
     let (status, reason) = match consent.status.as_str() {
         _ if consent.expires_at <= now => (SubscriptionStatus::Rejected, Some("ConsentExpired")),
-        "active" if consent.account_count == 0 => {
+        "active" if consent.accounts.is_empty() => {
             (SubscriptionStatus::Rejected, Some("NoAccountsShared"))
         }
         "active" => (SubscriptionStatus::Authorised, None),
@@ -226,7 +238,14 @@ mod tests {
             customer_id: "u".into(),
             status: status.into(),
             expires_at: at(expires),
-            account_count: accounts,
+            accounts: (0..accounts)
+                .map(|i| ConsentAccount {
+                    account_id: format!("acc_{i}"),
+                    identifier: format!("4000{i}"),
+                    bank_code: None,
+                    currency: Some("USD".into()),
+                })
+                .collect(),
         };
         let d = |c: ConsentView| {
             let c = decide(&c, now);

@@ -5,4 +5,5 @@ pub mod authorise;
 pub mod checks;
 pub mod notification;
 pub mod onboarding;
+pub mod parties;
 pub mod status;

@@ -1,0 +1,138 @@
+//! Debtor accounts end to end: once the customer has authorised the subscription at the bank,
+//! the product's `debtoraccountputs` (through Sage's consumer messaging, `po-intake` and
+//! `po-worker`) is answered `Active` for an account in the consent in USD — with the connector's
+//! `debtorAccountId` and the product's `correlationId` — and `Rejected` with the reason for one
+//! outside it or in another currency; list queries and deletes are answered from what the
+//! connector keeps. Sage records no contract violation.
+
+mod common;
+
+use std::time::Duration;
+
+use sandbox::SandboxConfig;
+use sandbox::payments_out::client::PoClient;
+use serde_json::{Value, json};
+
+/// The product's inbox entries answering `correlation_id`, once there are `n`.
+async fn answers(po: &PoClient, correlation_id: &str, n: usize) -> Vec<Value> {
+    common::eventually(
+        &format!("{n} answer(s) to {correlation_id}"),
+        Duration::from_secs(60),
+        || async {
+            let inbox = po.inbox().await.ok()?;
+            let found: Vec<Value> = inbox
+                .as_array()?
+                .iter()
+                .filter(|m| m["correlationId"] == correlation_id)
+                .cloned()
+                .collect();
+            (found.len() >= n).then_some(found)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_registers_lists_and_deletes_debtor_accounts_of_the_consent() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let org = po.create_organisation("Acme").await.unwrap();
+    let (sub, binding) = common::po_authorised(&stack, &po, org).await;
+
+    // The consent's accounts, as the bank shows them to the connector; the first in USD.
+    let consent: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/consents/{}",
+            stack.sandbox.bank_api_url(),
+            binding.consent_id
+        ))
+        .basic_auth(
+            sandbox::config::local::BANK_CLIENT_ID,
+            Some(sandbox::config::local::BANK_CLIENT_SECRET),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let accounts = consent["accounts"].as_array().unwrap();
+    assert!(accounts.len() >= 2, "{consent}");
+    let usd = accounts[0]["accountId"].as_str().unwrap();
+    let other = accounts[1]["identifier"].as_str().unwrap();
+    po.put(
+        &format!("/_sandbox/payments-out/bank/accounts/{usd}"),
+        &json!({"currency": "USD", "credit": "100000.00"}),
+    )
+    .await
+    .unwrap();
+    let number = accounts[0]["identifier"].as_str().unwrap();
+
+    let put = |corr: &'static str, number: &str| {
+        let data = json!({"debtor": {"externalId": corr, "name": "Operating account",
+            "bankAccount": {"accountNumber": number}, "currency": "USD"},
+            "legalEntity": {"name": "Acme Holdings LLC"}});
+        let po = &po;
+        async move {
+            let sent = po
+                .message("debtoraccountputs", sub, corr, &data)
+                .await
+                .unwrap();
+            assert_eq!(sent.status, 202, "{sent:?}");
+        }
+    };
+    put("put-usd", number).await;
+    put("put-gbp", other).await;
+    put("put-unknown", "40000000").await;
+    let usd_answer = &answers(&po, "put-usd", 1).await[0];
+    assert_eq!(usd_answer["type"], "debtoraccountputs", "{usd_answer}");
+    let debtor = &usd_answer["data"]["debtor"];
+    assert_eq!(debtor["status"], "Active", "{usd_answer}");
+    assert_eq!(debtor["externalId"], "put-usd");
+    let id = debtor["debtorAccountId"].as_str().unwrap().to_string();
+    let gbp = &answers(&po, "put-gbp", 1).await[0]["data"]["debtor"];
+    assert_eq!(
+        (gbp["status"].as_str(), gbp["statusReason"].as_str()),
+        (Some("Rejected"), Some("CurrencyNotSupported")),
+        "{gbp}"
+    );
+    let unknown = &answers(&po, "put-unknown", 1).await[0]["data"]["debtor"];
+    assert_eq!(unknown["statusReason"], "AccountNotInConsent", "{unknown}");
+
+    // Listed: the three answered puts (rejected ones included), one message each.
+    po.message("debtoraccountlistqueries", sub, "list-1", &json!({}))
+        .await
+        .unwrap();
+    let listed = answers(&po, "list-1", 3).await;
+    assert!(
+        listed.iter().all(|m| m["data"]["query"]["total"] == 3),
+        "{listed:?}"
+    );
+    // Deleted, then listed by id as deleted.
+    po.message(
+        "debtoraccountdeletes",
+        sub,
+        "del-1",
+        &json!({"debtorAccountId": id}),
+    )
+    .await
+    .unwrap();
+    let deleted = &answers(&po, "del-1", 1).await[0];
+    assert_eq!(
+        deleted["data"],
+        json!({"debtorAccountId": id, "status": "Deleted"})
+    );
+    po.message(
+        "debtoraccountlistqueries",
+        sub,
+        "list-2",
+        &json!({"debtorAccountIds": [id]}),
+    )
+    .await
+    .unwrap();
+    let listed = &answers(&po, "list-2", 1).await[0]["data"];
+    assert_eq!(listed["debtor"]["status"], "Deleted", "{listed}");
+
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}

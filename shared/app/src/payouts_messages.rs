@@ -1,0 +1,397 @@
+//! The product's messages about debtor accounts (docs/payments-out.md §8), answered through
+//! Payments Out's provider messaging API: a `debtoraccountputs` is decided against the consent
+//! bound to the subscription and kept; a list query is answered from what is kept, one message
+//! per account; a delete keeps a tombstone. Each answer repeats the product's `correlationId`,
+//! and a retried message gives the same answer (ids are derived, not drawn).
+
+use std::sync::Arc;
+
+use connector_domain::payouts::authorise::ConsentAccount;
+use connector_domain::payouts::checks::RuleSet;
+use connector_domain::payouts::parties::{
+    DebtorAccount, DebtorContext, DebtorDecision, PartyStatus, decide_debtor, list_answers,
+    put_answer, queried_ids,
+};
+use connector_domain::ports::{
+    BankLogin, BindingStore, Clock, LoginError, PartyStore, PayoutsApiPort,
+};
+use serde_json::{Value, json};
+use sha2::Digest;
+use uuid::Uuid;
+
+use crate::batch::MessageError;
+use crate::payouts_onboarding::failed;
+
+/// A product's message, as the intake queued it.
+#[derive(Debug, Clone)]
+pub struct ProductMessage<'a> {
+    pub kind: &'a str,
+    pub subscription_id: Uuid,
+    pub correlation_id: Option<&'a str>,
+    pub data: &'a Value,
+    pub application: Option<&'a str>,
+}
+
+/// What was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answered {
+    Put(PartyStatus),
+    Listed(usize),
+    Deleted { found: bool },
+}
+
+pub struct Messages {
+    pub api: Arc<dyn PayoutsApiPort>,
+    pub bindings: Arc<dyn BindingStore>,
+    pub bank: Arc<dyn BankLogin>,
+    pub parties: Arc<dyn PartyStore>,
+    pub clock: Arc<dyn Clock>,
+    /// `SUPPORTED_CURRENCIES` (`USD`).
+    pub supported_currencies: Vec<String>,
+}
+
+/// The message kinds handled here.
+pub const DEBTOR_KINDS: [&str; 3] = [
+    "debtoraccountputs",
+    "debtoraccountlistqueries",
+    "debtoraccountdeletes",
+];
+
+/// A stable id for a debtor account of a subscription: the same put gives the same id.
+fn debtor_account_id(subscription_id: Uuid, key: &str) -> String {
+    let digest = sha2::Sha256::digest(format!("{subscription_id}|{key}").as_bytes());
+    let hex: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+    format!("dac_{hex}")
+}
+
+impl Messages {
+    pub async fn handle(&self, m: ProductMessage<'_>) -> Result<Answered, MessageError> {
+        match m.kind {
+            "debtoraccountputs" => self.put_debtor(&m).await,
+            "debtoraccountlistqueries" => self.list_debtors(&m).await,
+            "debtoraccountdeletes" => self.delete_debtor(&m).await,
+            other => Err(MessageError::Poison(format!(
+                "NotYetHandled: {other}; redrive once the worker handles it"
+            ))),
+        }
+    }
+
+    /// The accounts of the consent bound to the subscription, while it is active (`None`: no
+    /// binding, or the consent is not active).
+    async fn consent_accounts(
+        &self,
+        subscription_id: Uuid,
+    ) -> Result<Option<Vec<ConsentAccount>>, MessageError> {
+        let Some(binding) = self.bindings.binding(subscription_id).await? else {
+            return Ok(None);
+        };
+        match self.bank.consent(&binding.consent_id).await {
+            Ok(c) if c.status == "active" && c.expires_at > self.clock.now() => {
+                Ok(Some(c.accounts))
+            }
+            Ok(_) | Err(LoginError::Consent(_)) => Ok(None),
+            Err(e @ LoginError::Unavailable(_)) => Err(MessageError::Retry(e.to_string())),
+            Err(e) => {
+                tracing::error!(error = %e, "configuration error: the bank refused the connector");
+                Err(MessageError::Retry(e.to_string()))
+            }
+        }
+    }
+
+    /// The provider's `DebtorAccountPut` rules, read now.
+    async fn rules(&self) -> Result<RuleSet, MessageError> {
+        let configuration = self
+            .api
+            .provider_configuration()
+            .await
+            .map_err(|e| failed("GET provider", e))?;
+        RuleSet::from_provider_config(&configuration).map_err(|e| {
+            tracing::error!(error = %e, "configuration error: the provider configuration has an unusable rule");
+            MessageError::Retry(e.to_string())
+        })
+    }
+
+    async fn answer(
+        &self,
+        op: &str,
+        m: &ProductMessage<'_>,
+        data: &Value,
+    ) -> Result<(), MessageError> {
+        self.api
+            .post_message(op, m.subscription_id, m.correlation_id, data, m.application)
+            .await
+            .map_err(|e| failed(op, e))
+    }
+
+    async fn put_debtor(&self, m: &ProductMessage<'_>) -> Result<Answered, MessageError> {
+        let accounts = self.consent_accounts(m.subscription_id).await?;
+        let rules = self.rules().await?;
+        let decision = decide_debtor(
+            m.data,
+            &DebtorContext {
+                consent_accounts: accounts.as_deref(),
+                supported_currencies: &self.supported_currencies,
+                rules: &rules,
+            },
+        );
+        let debtor = m.data["debtor"].clone();
+        let (status, reason, bank_account_id, currency, key) = match decision {
+            DebtorDecision::Active {
+                bank_account_id,
+                currency,
+            } => (
+                PartyStatus::Active,
+                None,
+                Some(bank_account_id.clone()),
+                Some(currency),
+                bank_account_id,
+            ),
+            DebtorDecision::Rejected(reason) => (
+                PartyStatus::Rejected,
+                Some(reason),
+                None,
+                None,
+                debtor["bankAccount"].to_string(),
+            ),
+        };
+        let account = DebtorAccount {
+            subscription_id: m.subscription_id,
+            debtor_account_id: debtor_account_id(m.subscription_id, &key),
+            status,
+            status_reason: reason,
+            bank_account_id,
+            currency,
+            debtor,
+            legal_entity: m.data.get("legalEntity").cloned(),
+            updated_at: self.clock.now(),
+        };
+        self.parties.put_debtor(&account).await?;
+        self.answer("debtoraccountputs", m, &put_answer(&account))
+            .await?;
+        tracing::info!(subscription_id = %m.subscription_id, debtor_account_id = %account.debtor_account_id, ?status, reason = ?account.status_reason, "debtor account answered");
+        Ok(Answered::Put(status))
+    }
+
+    async fn list_debtors(&self, m: &ProductMessage<'_>) -> Result<Answered, MessageError> {
+        let all = self.parties.debtors(m.subscription_id).await?;
+        let chosen: Vec<DebtorAccount> = match queried_ids(m.data) {
+            Some(ids) => all
+                .into_iter()
+                .filter(|a| ids.contains(&a.debtor_account_id))
+                .collect(),
+            None => all
+                .into_iter()
+                .filter(|a| a.status != PartyStatus::Deleted)
+                .collect(),
+        };
+        for data in list_answers(&chosen, m.correlation_id) {
+            self.answer("debtoraccountlistqueryresponses", m, &data)
+                .await?;
+        }
+        Ok(Answered::Listed(chosen.len()))
+    }
+
+    async fn delete_debtor(&self, m: &ProductMessage<'_>) -> Result<Answered, MessageError> {
+        let Some(id) = m.data["debtorAccountId"].as_str() else {
+            return Err(MessageError::Poison(
+                "debtoraccountdeletes without data.debtorAccountId".into(),
+            ));
+        };
+        let found = self.parties.debtor(m.subscription_id, id).await?;
+        let answer = match found {
+            Some(mut account) => {
+                account.status = PartyStatus::Deleted;
+                account.status_reason = None;
+                account.updated_at = self.clock.now();
+                self.parties.put_debtor(&account).await?;
+                json!({ "debtorAccountId": id, "status": "Deleted" })
+            }
+            None => {
+                json!({ "debtorAccountId": id, "status": "Rejected", "statusReason": "NotFound" })
+            }
+        };
+        self.answer("debtoraccountdeletes", m, &answer).await?;
+        Ok(Answered::Deleted {
+            found: answer["status"] == "Deleted",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use connector_domain::payouts::authorise::{Binding, ConsentView};
+    use connector_domain::ports::BoxFuture;
+
+    use super::*;
+    use crate::fakes::{FakePayouts, ManualClock, MemoryStore};
+
+    struct Bank(String);
+
+    impl BankLogin for Bank {
+        fn authorize_url(&self, _: &str, _: &str, _: &str, _: &str) -> Result<String, LoginError> {
+            unreachable!("no login here")
+        }
+
+        fn exchange_code<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<(String, String), LoginError>> {
+            unreachable!("no login here")
+        }
+
+        fn consent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
+            let status = self.0.clone();
+            Box::pin(async move {
+                Ok(ConsentView {
+                    consent_id: id.into(),
+                    customer_id: "cust-1".into(),
+                    status,
+                    expires_at: "2030-01-01T00:00:00Z".parse().unwrap(),
+                    accounts: vec![ConsentAccount {
+                        account_id: "acc_1".into(),
+                        identifier: "40001".into(),
+                        bank_code: None,
+                        currency: Some("USD".into()),
+                    }],
+                })
+            })
+        }
+    }
+
+    async fn setup(consent: &str, bound: bool) -> (Messages, Arc<FakePayouts>, Uuid) {
+        let store = Arc::new(MemoryStore::default());
+        let sub = Uuid::new_v4();
+        let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        if bound {
+            store
+                .bind(&Binding {
+                    subscription_id: sub,
+                    customer_id: "cust-1".into(),
+                    consent_id: "cns-1".into(),
+                    bound_at: now,
+                })
+                .await
+                .unwrap();
+        }
+        let payouts = Arc::new(FakePayouts::default());
+        *payouts.configuration.lock().unwrap() = json!({});
+        let messages = Messages {
+            api: payouts.clone(),
+            bindings: store.clone(),
+            bank: Arc::new(Bank(consent.into())),
+            parties: store,
+            clock: Arc::new(ManualClock::new(now)),
+            supported_currencies: vec!["USD".into()],
+        };
+        (messages, payouts, sub)
+    }
+
+    fn message<'a>(kind: &'a str, sub: Uuid, data: &'a Value) -> ProductMessage<'a> {
+        ProductMessage {
+            kind,
+            subscription_id: sub,
+            correlation_id: Some("corr-1"),
+            data,
+            application: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_consented_account_becomes_a_debtor_account_listed_and_deleted_with_the_same_id() {
+        let (m, payouts, sub) = setup("active", true).await;
+        let put =
+            json!({"debtor": {"externalId": "D-1", "bankAccount": {"accountNumber": "40001"}}});
+        assert_eq!(
+            m.handle(message("debtoraccountputs", sub, &put))
+                .await
+                .unwrap(),
+            Answered::Put(PartyStatus::Active)
+        );
+        // A retried put answers the same id.
+        m.handle(message("debtoraccountputs", sub, &put))
+            .await
+            .unwrap();
+        let sent = payouts.messages.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        let (op, to, corr, data) = &sent[0];
+        assert_eq!(
+            (op.as_str(), *to, corr.as_deref()),
+            ("debtoraccountputs", sub, Some("corr-1"))
+        );
+        let id = data["debtor"]["debtorAccountId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(id.starts_with("dac_"));
+        assert_eq!(sent[1].3, *data);
+        assert_eq!(data["debtor"]["status"], "Active");
+        assert_eq!(data["debtor"]["externalId"], "D-1");
+
+        let list = json!({});
+        assert_eq!(
+            m.handle(message("debtoraccountlistqueries", sub, &list))
+                .await
+                .unwrap(),
+            Answered::Listed(1)
+        );
+        let del = json!({"debtorAccountId": id});
+        assert_eq!(
+            m.handle(message("debtoraccountdeletes", sub, &del))
+                .await
+                .unwrap(),
+            Answered::Deleted { found: true }
+        );
+        assert_eq!(
+            m.handle(message("debtoraccountlistqueries", sub, &list))
+                .await
+                .unwrap(),
+            Answered::Listed(0),
+            "a deleted account is listed only when asked for by id"
+        );
+        let by_id = json!({"debtorAccountIds": [id]});
+        assert_eq!(
+            m.handle(message("debtoraccountlistqueries", sub, &by_id))
+                .await
+                .unwrap(),
+            Answered::Listed(1)
+        );
+        let sent = payouts.messages.lock().unwrap().clone();
+        let last = &sent.last().unwrap().3;
+        assert_eq!(last["debtor"]["status"], "Deleted");
+        assert_eq!(last["query"]["total"], 1);
+        let unknown = json!({"debtorAccountId": "dac_nope"});
+        assert_eq!(
+            m.handle(message("debtoraccountdeletes", sub, &unknown))
+                .await
+                .unwrap(),
+            Answered::Deleted { found: false }
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_active_consent_or_with_an_unknown_account_the_put_is_rejected() {
+        for (consent, bound, number, reason) in [
+            ("active", false, "40001", "SubscriptionNotAuthorised"),
+            ("pending_review", true, "40001", "SubscriptionNotAuthorised"),
+            ("active", true, "49999", "AccountNotInConsent"),
+        ] {
+            let (m, payouts, sub) = setup(consent, bound).await;
+            let put = json!({"debtor": {"bankAccount": {"accountNumber": number}}});
+            assert_eq!(
+                m.handle(message("debtoraccountputs", sub, &put))
+                    .await
+                    .unwrap(),
+                Answered::Put(PartyStatus::Rejected)
+            );
+            let data = payouts.messages.lock().unwrap()[0].3.clone();
+            assert_eq!(
+                data["debtor"]["statusReason"], reason,
+                "{consent} {bound} {number}"
+            );
+            assert!(data["debtor"]["debtorAccountId"].is_string());
+        }
+    }
+}
