@@ -672,6 +672,26 @@ async fn register_payments_out(sandbox: &Sandbox, api_url: &str) -> Result<()> {
         .await?
         .error_for_status()
         .context("registering the connector with Payments Out")?;
+    // The demo bank pushes payment outcomes and consent decisions to the connector, with the
+    // key the connector's bank routes take locally (IAM on AWS).
+    let rails = format!("{}/_sandbox/payments-out/bank/config", sandbox.base_url());
+    let mut config: serde_json::Value = http
+        .get(&rails)
+        .send()
+        .await?
+        .error_for_status()
+        .context("reading the demo bank's configuration")?
+        .json()
+        .await?;
+    config["eventsUrl"] = format!("{api_url}/bank/payment-events").into();
+    config["consentEventsUrl"] = format!("{api_url}/bank/consent-events").into();
+    config["eventsApiKey"] = LOCAL_INGEST_KEY.into();
+    http.put(&rails)
+        .json(&config)
+        .send()
+        .await?
+        .error_for_status()
+        .context("registering the connector's bank event routes with the demo bank")?;
     Ok(())
 }
 

@@ -436,6 +436,7 @@ mod tests {
             "po-intake",
             "po-worker",
             "po-authorise",
+            "po-bank-events",
         ] {
             assert!(
                 binaries.contains(&expected),

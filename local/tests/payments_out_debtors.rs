@@ -7,30 +7,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use sandbox::SandboxConfig;
 use sandbox::payments_out::client::PoClient;
 use serde_json::{Value, json};
-
-/// The product's inbox entries answering `correlation_id`, once there are `n`.
-async fn answers(po: &PoClient, correlation_id: &str, n: usize) -> Vec<Value> {
-    common::eventually(
-        &format!("{n} answer(s) to {correlation_id}"),
-        Duration::from_secs(60),
-        || async {
-            let inbox = po.inbox().await.ok()?;
-            let found: Vec<Value> = inbox
-                .as_array()?
-                .iter()
-                .filter(|m| m["correlationId"] == correlation_id)
-                .cloned()
-                .collect();
-            (found.len() >= n).then_some(found)
-        },
-    )
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_product_registers_lists_and_deletes_debtor_accounts_of_the_consent() {
@@ -84,26 +63,26 @@ async fn a_product_registers_lists_and_deletes_debtor_accounts_of_the_consent() 
     put("put-usd", number).await;
     put("put-gbp", other).await;
     put("put-unknown", "40000000").await;
-    let usd_answer = &answers(&po, "put-usd", 1).await[0];
+    let usd_answer = &common::po_answers(&po, "put-usd", 1).await[0];
     assert_eq!(usd_answer["type"], "debtoraccountputs", "{usd_answer}");
     let debtor = &usd_answer["data"]["debtor"];
     assert_eq!(debtor["status"], "Active", "{usd_answer}");
     assert_eq!(debtor["externalId"], "put-usd");
     let id = debtor["debtorAccountId"].as_str().unwrap().to_string();
-    let gbp = &answers(&po, "put-gbp", 1).await[0]["data"]["debtor"];
+    let gbp = &common::po_answers(&po, "put-gbp", 1).await[0]["data"]["debtor"];
     assert_eq!(
         (gbp["status"].as_str(), gbp["statusReason"].as_str()),
         (Some("Rejected"), Some("CurrencyNotSupported")),
         "{gbp}"
     );
-    let unknown = &answers(&po, "put-unknown", 1).await[0]["data"]["debtor"];
+    let unknown = &common::po_answers(&po, "put-unknown", 1).await[0]["data"]["debtor"];
     assert_eq!(unknown["statusReason"], "AccountNotInConsent", "{unknown}");
 
     // Listed: the three answered puts (rejected ones included), one message each.
     po.message("debtoraccountlistqueries", sub, "list-1", &json!({}))
         .await
         .unwrap();
-    let listed = answers(&po, "list-1", 3).await;
+    let listed = common::po_answers(&po, "list-1", 3).await;
     assert!(
         listed.iter().all(|m| m["data"]["query"]["total"] == 3),
         "{listed:?}"
@@ -117,7 +96,7 @@ async fn a_product_registers_lists_and_deletes_debtor_accounts_of_the_consent() 
     )
     .await
     .unwrap();
-    let deleted = &answers(&po, "del-1", 1).await[0];
+    let deleted = &common::po_answers(&po, "del-1", 1).await[0];
     assert_eq!(
         deleted["data"],
         json!({"debtorAccountId": id, "status": "Deleted"})
@@ -130,7 +109,7 @@ async fn a_product_registers_lists_and_deletes_debtor_accounts_of_the_consent() 
     )
     .await
     .unwrap();
-    let listed = &answers(&po, "list-2", 1).await[0]["data"];
+    let listed = &common::po_answers(&po, "list-2", 1).await[0]["data"];
     assert_eq!(listed["debtor"]["status"], "Deleted", "{listed}");
 
     assert_eq!(po.violations().await.unwrap(), json!([]));

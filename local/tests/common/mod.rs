@@ -467,3 +467,70 @@ pub async fn po_authorised(
     let binding = table(stack).binding(id).await.unwrap().expect("bound");
     (id, binding)
 }
+
+/// The product's inbox entries answering `correlation_id`, once there are `n`.
+pub async fn po_answers(
+    po: &sandbox::payments_out::client::PoClient,
+    correlation_id: &str,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    eventually(
+        &format!("{n} answer(s) to {correlation_id}"),
+        std::time::Duration::from_secs(60),
+        || async {
+            let inbox = po.inbox().await.ok()?;
+            let found: Vec<serde_json::Value> = inbox
+                .as_array()?
+                .iter()
+                .filter(|m| m["correlationId"] == correlation_id)
+                .cloned()
+                .collect();
+            (found.len() >= n).then_some(found)
+        },
+    )
+    .await
+}
+
+/// An authorised subscription with one `Active` debtor account of the consent in USD, funded:
+/// the subscription and the `debtorAccountId`.
+pub async fn po_payer(
+    stack: &LocalStack,
+    po: &sandbox::payments_out::client::PoClient,
+) -> (uuid::Uuid, String) {
+    let org = po.create_organisation("Acme").await.unwrap();
+    let (sub, binding) = po_authorised(stack, po, org).await;
+    let consent: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/consents/{}",
+            stack.sandbox.bank_api_url(),
+            binding.consent_id
+        ))
+        .basic_auth(
+            sandbox::config::local::BANK_CLIENT_ID,
+            Some(sandbox::config::local::BANK_CLIENT_SECRET),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = &consent["accounts"][0];
+    po.put(
+        &format!(
+            "/_sandbox/payments-out/bank/accounts/{}",
+            account["accountId"].as_str().unwrap()
+        ),
+        &serde_json::json!({"currency": "USD", "credit": "100000.00"}),
+    )
+    .await
+    .unwrap();
+    let data = serde_json::json!({"debtor": {"externalId": "OPS", "name": "Operating account",
+        "bankAccount": {"accountNumber": account["identifier"]}, "currency": "USD"}});
+    po.message("debtoraccountputs", sub, "payer-put", &data)
+        .await
+        .unwrap();
+    let answer = &po_answers(po, "payer-put", 1).await[0]["data"]["debtor"];
+    assert_eq!(answer["status"], "Active", "{answer}");
+    (sub, answer["debtorAccountId"].as_str().unwrap().to_string())
+}

@@ -15,12 +15,14 @@ use connector_domain::account::{
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
+use connector_domain::payouts::batches::{BatchRecord, BatchView, PaymentRecord};
 use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, SubscriptionView};
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
-    AccountStore, BankBalances, BankCallError, BankReader, BindingStore, BoxFuture, CallError,
-    Clock, FoundAccount, GrantStore, LinkStore, Once, OnceClaims, PartyStore, PayoutsApiPort,
-    QueueError, StatementApi, StatementApis, StoreError, Timers, TransactionStore,
+    AccountStore, BankBalances, BankCallError, BankReader, BatchApi, BatchChange, BatchStore,
+    BindingStore, BoxFuture, CallError, Clock, FoundAccount, GrantStore, LinkStore, Once,
+    OnceClaims, PartyStore, PayoutsApiPort, QueueError, StatementApi, StatementApis, StoreError,
+    Timers, TransactionStore,
 };
 use connector_domain::statement::{
     FailureDetail, StatementRequest, StatementResource, StatementStatus,
@@ -80,6 +82,9 @@ struct StoreState {
     link_states: HashMap<String, LinkState>,
     bindings: HashMap<Uuid, Binding>,
     debtors: BTreeMap<(Uuid, String), DebtorAccount>,
+    batches: HashMap<Uuid, BatchRecord>,
+    /// By payment id (ordered, so that listings are stable).
+    payments: BTreeMap<Uuid, PaymentRecord>,
 }
 
 type LinkState = (Option<LoginSession>, Option<Completion>, bool);
@@ -1088,6 +1093,59 @@ impl PartyStore for MemoryStore {
     }
 }
 
+impl BatchStore for MemoryStore {
+    fn record_batch<'a>(
+        &'a self,
+        batch: &'a BatchRecord,
+        payments: &'a [PaymentRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("record_batch", move |s| {
+            for p in payments {
+                s.payments.insert(p.payment_id, p.clone());
+            }
+            s.batches.insert(batch.batch_id, batch.clone());
+        })
+    }
+
+    fn batch(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Option<BatchRecord>, StoreError>> {
+        self.with("batch", move |s| s.batches.get(&batch_id).cloned())
+    }
+
+    fn payments(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>> {
+        self.with("payments", move |s| {
+            s.payments
+                .values()
+                .filter(|p| p.batch_id == batch_id)
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn payment(
+        &self,
+        payment_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<PaymentRecord>, StoreError>> {
+        self.with("payment", move |s| s.payments.get(&payment_id).cloned())
+    }
+
+    fn save_payment<'a>(
+        &'a self,
+        record: &'a PaymentRecord,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            interleave().await;
+            self.fault("save_payment")?;
+            let mut s = lock(&self.state);
+            let current = s.payments.get(&record.payment_id).map(|p| p.version);
+            if current != Some(record.version.saturating_sub(1)) {
+                return Err(StoreError::ConditionFailed);
+            }
+            s.payments.insert(record.payment_id, record.clone());
+            Ok(())
+        })
+    }
+}
+
 impl BindingStore for MemoryStore {
     fn bind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with("bind", move |s| {
@@ -1098,6 +1156,18 @@ impl BindingStore for MemoryStore {
     fn binding(&self, subscription_id: Uuid) -> BoxFuture<'_, Result<Option<Binding>, StoreError>> {
         self.with("binding", move |s| {
             s.bindings.get(&subscription_id).cloned()
+        })
+    }
+
+    fn binding_by_consent<'a>(
+        &'a self,
+        consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Binding>, StoreError>> {
+        self.with("binding_by_consent", move |s| {
+            s.bindings
+                .values()
+                .find(|b| b.consent_id == consent_id)
+                .cloned()
         })
     }
 }
@@ -1112,6 +1182,65 @@ pub struct FakePayouts {
     pub fail_patches: Mutex<VecDeque<CallError>>,
     /// Messages posted: (op, subscription, correlation id, data).
     pub messages: Mutex<Vec<PostedMessage>>,
+    pub batches: Mutex<HashMap<Uuid, BatchView>>,
+    pub batch_patches: Mutex<Vec<BatchChange>>,
+}
+
+/// Payments Out's batches: PATCHes applied as Sage applies them (atomic; an illegal payment
+/// move is a 409 and nothing changes).
+impl BatchApi for FakePayouts {
+    fn get_batch<'a>(
+        &'a self,
+        batch_id: Uuid,
+        _: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<BatchView, CallError>> {
+        let found = lock(&self.batches).get(&batch_id).cloned();
+        Box::pin(async move {
+            found.ok_or(CallError::NotFound {
+                summary: "NotFound".into(),
+            })
+        })
+    }
+
+    fn patch_batch<'a>(
+        &'a self,
+        batch_id: Uuid,
+        _: Option<&'a str>,
+        change: &'a BatchChange,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            let mut batches = lock(&self.batches);
+            let Some(batch) = batches.get_mut(&batch_id) else {
+                return Err(CallError::NotFound {
+                    summary: "NotFound".into(),
+                });
+            };
+            let legal = change.payments.iter().all(|c| {
+                batch
+                    .payments
+                    .iter()
+                    .find(|p| p.payment_id == c.payment_id)
+                    .is_some_and(|p| p.status.can_move_to(c.status))
+            });
+            if !legal {
+                return Err(CallError::Conflict {
+                    message: "InvalidStatusTransition".into(),
+                });
+            }
+            for c in &change.payments {
+                if let Some(p) = batch
+                    .payments
+                    .iter_mut()
+                    .find(|p| p.payment_id == c.payment_id)
+                {
+                    p.status = c.status;
+                }
+            }
+            batch.status = change.status;
+            lock(&self.batch_patches).push(change.clone());
+            Ok(())
+        })
+    }
 }
 
 pub type PostedMessage = (String, Uuid, Option<String>, Value);

@@ -15,6 +15,8 @@ pub mod ingest;
 pub mod intake;
 pub mod once;
 pub mod payouts_authorise;
+pub mod payouts_bank_events;
+pub mod payouts_batches;
 pub mod payouts_intake;
 pub mod payouts_messages;
 pub mod payouts_onboarding;

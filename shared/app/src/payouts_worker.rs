@@ -1,7 +1,7 @@
 //! The Payments Out worker: consumes what `po-intake` queued. Subscriptions are onboarded
-//! (`payouts_onboarding`) and the product's debtor account messages answered
-//! (`payouts_messages`); the other deliveries (batches, creditors, cancellations) are not handled
-//! yet and go to the DLQ at once with that reason, to be redriven once they are (redriving is
+//! (`payouts_onboarding`), the product's debtor account messages answered (`payouts_messages`)
+//! and batches checked and submitted to the bank (`payouts_batches`); the other deliveries
+//! (creditors, cancellations) are not handled yet and go to the DLQ at once with that reason, to be redriven once they are (redriving is
 //! safe: every delivery is keyed and its work idempotent).
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use chrono::TimeDelta;
 use connector_aws::rate_limit::DynamoRateLimiter;
 use connector_aws::token_cache::DynamoTokenCache;
 use connector_domain::payouts::notification::PayoutsWork;
+use connector_domain::payouts::status::BatchStatus;
 use connector_domain::ports::SharedTokenCache;
 use connector_sage::payouts::ProviderPayouts;
 use connector_sage::{
@@ -21,6 +22,7 @@ use connector_sage::{
 use crate::batch::{DeadLetters, MessageError};
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, http_client};
+use crate::payouts_batches::{Batches, Taken};
 use crate::payouts_messages::{Answered, DEBTOR_KINDS, Messages, ProductMessage};
 use crate::payouts_onboarding::{Onboarded, Onboarding};
 use crate::pipeline::{Consumer, SystemClock};
@@ -28,6 +30,7 @@ use crate::pipeline::{Consumer, SystemClock};
 pub struct PayoutsWorker {
     pub onboarding: Onboarding,
     pub messages: Messages,
+    pub batches: Batches,
 }
 
 impl PayoutsWorker {
@@ -46,37 +49,67 @@ impl PayoutsWorker {
             }
             PayoutsWork::Notification {
                 kind,
+                data,
+                application,
+                ..
+            } if kind == "batchpayments" => self.batch(&data, application.as_deref()).await,
+            PayoutsWork::Notification {
+                kind,
                 subscription_id: Some(subscription_id),
                 correlation_id,
                 data,
                 application,
                 ..
             } if DEBTOR_KINDS.contains(&kind.as_str()) => {
-                let answered = self
-                    .messages
-                    .handle(ProductMessage {
-                        kind: &kind,
-                        subscription_id,
-                        correlation_id: correlation_id.as_deref(),
-                        data: &data,
-                        application: application.as_deref(),
-                    })
-                    .await?;
-                let outcome = match answered {
-                    Answered::Put(status) => status.as_str(),
-                    Answered::Listed(_) => "listed",
-                    Answered::Deleted { .. } => "deleted",
+                let message = ProductMessage {
+                    kind: &kind,
+                    subscription_id,
+                    correlation_id: correlation_id.as_deref(),
+                    data: &data,
+                    application: application.as_deref(),
                 };
-                crate::metrics::count(
-                    "PayoutsMessages",
-                    &[("Type", kind.as_str()), ("Outcome", outcome)],
-                );
-                Ok(())
+                self.answer(message).await
             }
             PayoutsWork::Notification { kind, key, .. } => Err(MessageError::Poison(format!(
                 "NotYetHandled: {kind} ({key}); redrive once the worker handles it"
             ))),
         }
+    }
+
+    async fn answer(&self, message: ProductMessage<'_>) -> Result<(), MessageError> {
+        let kind = message.kind;
+        let outcome = match self.messages.handle(message.clone()).await? {
+            Answered::Put(status) => status.as_str(),
+            Answered::Listed(_) => "listed",
+            Answered::Deleted { .. } => "deleted",
+        };
+        crate::metrics::count("PayoutsMessages", &[("Type", kind), ("Outcome", outcome)]);
+        Ok(())
+    }
+
+    async fn batch(
+        &self,
+        data: &serde_json::Value,
+        application: Option<&str>,
+    ) -> Result<(), MessageError> {
+        let Some(batch_id) = data["batchId"]
+            .as_str()
+            .and_then(|b| uuid::Uuid::parse_str(b).ok())
+        else {
+            return Err(MessageError::Poison(
+                "batchpayments without a batchId".into(),
+            ));
+        };
+        let outcome = match self.batches.take(batch_id, application).await? {
+            Taken::Worked {
+                status: BatchStatus::Rejected,
+                ..
+            } => "rejected",
+            Taken::Worked { .. } => "processing",
+            Taken::NotOurs(_) => "notOurs",
+        };
+        crate::metrics::count("PayoutsBatches", &[("Outcome", outcome)]);
+        Ok(())
     }
 
     async fn onboard(
@@ -108,20 +141,17 @@ impl PayoutsWorker {
         let api = payouts_from_env(env, &platform, links_base).await?;
         let ttl = env.duration_secs("AUTH_LINK_TTL_S", Duration::from_secs(7 * 24 * 3600))?;
         let api = Arc::new(api);
+        let bank = crate::context::bank_from_env(env, &platform, &http_client(env)?).await?;
+        let table = Arc::new(platform.table.clone());
         let messages = Messages {
             api: api.clone(),
-            bindings: Arc::new(platform.table.clone()),
-            bank: crate::context::bank_from_env(env, &platform, &http_client(env)?).await?,
-            parties: Arc::new(platform.table.clone()),
+            bindings: table.clone(),
+            bank: bank.clone(),
+            parties: table,
             clock: Arc::new(SystemClock),
-            supported_currencies: env
-                .optional("SUPPORTED_CURRENCIES")
-                .unwrap_or_else(|| "USD".into())
-                .split(',')
-                .map(|c| c.trim().to_ascii_uppercase())
-                .filter(|c| !c.is_empty())
-                .collect(),
+            supported_currencies: supported_currencies(env),
         };
+        let batches = batches_from_env(env, &platform, api.clone(), bank)?;
         let onboarding = Onboarding {
             api,
             links: Arc::new(platform.table.clone()),
@@ -133,10 +163,43 @@ impl PayoutsWorker {
             handler: Self {
                 onboarding,
                 messages,
+                batches,
             },
             dead_letters,
         })
     }
+}
+
+/// `SUPPORTED_CURRENCIES` (`USD`).
+pub fn supported_currencies(env: &Env) -> Vec<String> {
+    env.optional("SUPPORTED_CURRENCIES")
+        .unwrap_or_else(|| "USD".into())
+        .split(',')
+        .map(|c| c.trim().to_ascii_uppercase())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// The batches' use cases on the table, Payments Out's client and the bank's.
+pub fn batches_from_env(
+    env: &Env,
+    platform: &Platform,
+    api: Arc<ProviderPayouts>,
+    bank: Arc<connector_bank::BankClient>,
+) -> Result<Batches, ConfigError> {
+    let table = Arc::new(platform.table.clone());
+    Ok(Batches {
+        api: api.clone(),
+        batches: api,
+        store: table.clone(),
+        parties: table.clone(),
+        bindings: table,
+        consents: bank.clone(),
+        bank,
+        clock: Arc::new(SystemClock),
+        supported_currencies: supported_currencies(env),
+        bank_concurrency: env.parse_or("BANK_CONCURRENCY", 8usize)?,
+    })
 }
 
 /// Payments Out's client from the configuration contract (`POS_*`): its own Sage ID audience

@@ -6,6 +6,7 @@
 //! `PO#CONSENT#{consentId}` for the bank's consent events).
 
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
+use connector_domain::payouts::batches::{BatchRecord, PaymentRecord};
 use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
 use serde::{Deserialize, Serialize};
@@ -264,5 +265,179 @@ impl Table {
             out.push(crate::table::from_item::<DebtorItem>(item)?.account);
         }
         Ok(out)
+    }
+}
+
+fn batch_pk(batch_id: Uuid) -> String {
+    format!("PO#BATCH#{batch_id}")
+}
+
+fn payment_sk(payment_id: Uuid) -> String {
+    format!("PAY#{payment_id}")
+}
+
+fn payment_lookup_pk(payment_id: Uuid) -> String {
+    format!("PO#PAY#{payment_id}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct BatchItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    batch: BatchRecord,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PaymentItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    payment: PaymentRecord,
+}
+
+/// Where a bank event finds its payment's batch.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentLookup {
+    pk: String,
+    sk: String,
+    batch_id: Uuid,
+}
+
+impl Table {
+    /// The payments (each under its batch, and its batch under its id), then the batch.
+    pub async fn record_batch(
+        &self,
+        batch: &BatchRecord,
+        payments: &[PaymentRecord],
+    ) -> Result<(), StoreError> {
+        let mut items = Vec::with_capacity(payments.len() * 2);
+        for p in payments {
+            items.push(crate::table::to_item(&PaymentItem {
+                pk: batch_pk(p.batch_id),
+                sk: payment_sk(p.payment_id),
+                payment: p.clone(),
+            })?);
+            items.push(crate::table::to_item(&PaymentLookup {
+                pk: payment_lookup_pk(p.payment_id),
+                sk: "PAY".into(),
+                batch_id: p.batch_id,
+            })?);
+        }
+        self.write_all(items).await?;
+        self.put_as(&BatchItem {
+            pk: batch_pk(batch.batch_id),
+            sk: "BATCH".into(),
+            batch: batch.clone(),
+        })
+        .await
+    }
+
+    /// BatchWriteItem in slices of 25, writing again what DynamoDB left unprocessed.
+    async fn write_all(&self, items: Vec<crate::table::Item>) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        for chunk in items.chunks(25) {
+            let mut requests = chunk
+                .iter()
+                .map(|item| {
+                    PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map_err(|e| StoreError::Refused(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for attempt in 0u32.. {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.name, requests)
+                    .send()
+                    .await
+                    .map_err(from_sdk)?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.name))
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt >= 8 {
+                    return Err(StoreError::Unavailable(
+                        "DynamoDB left writes unprocessed".into(),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn batch_record(&self, batch_id: Uuid) -> Result<Option<BatchRecord>, StoreError> {
+        Ok(self
+            .get_as::<BatchItem>(batch_pk(batch_id), "BATCH")
+            .await?
+            .map(|i| i.batch))
+    }
+
+    pub async fn batch_payments(&self, batch_id: Uuid) -> Result<Vec<PaymentRecord>, StoreError> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :pay)")
+            .expression_attribute_values(":pk", AttributeValue::S(batch_pk(batch_id)))
+            .expression_attribute_values(":pay", AttributeValue::S("PAY#".into()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
+            out.push(crate::table::from_item::<PaymentItem>(item)?.payment);
+        }
+        Ok(out)
+    }
+
+    pub async fn payment_record(
+        &self,
+        payment_id: Uuid,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let Some(lookup) = self
+            .get_as::<PaymentLookup>(payment_lookup_pk(payment_id), "PAY")
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .get_as::<PaymentItem>(batch_pk(lookup.batch_id), &payment_sk(payment_id))
+            .await?
+            .map(|i| i.payment))
+    }
+
+    /// Writes the record if the stored one is the version before it.
+    pub async fn save_payment(&self, record: &PaymentRecord) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let item = crate::table::to_item(&PaymentItem {
+            pk: batch_pk(record.batch_id),
+            sk: payment_sk(record.payment_id),
+            payment: record.clone(),
+        })?;
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .condition_expression("#version = :previous")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(
+                ":previous",
+                AttributeValue::N(record.version.saturating_sub(1).to_string()),
+            )
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(())
     }
 }

@@ -9,12 +9,13 @@ use connector_domain::account::{
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
+use connector_domain::payouts::batches::{BatchRecord, PaymentRecord};
 use connector_domain::payouts::notification::PayoutsWork;
 use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
-    AccountStore, BindingStore, BoxFuture, GrantStore, LinkStore, Once, OnceClaims, PartyStore,
-    PayoutsQueue, QueueError, StoreError, Timers, TransactionStore,
+    AccountStore, BatchStore, BindingStore, BoxFuture, GrantStore, LinkStore, Once, OnceClaims,
+    PartyStore, PayoutsQueue, QueueError, StoreError, Timers, TransactionStore,
 };
 use connector_domain::stored::StoredTransaction;
 use uuid::Uuid;
@@ -309,6 +310,38 @@ impl PartyStore for Table {
     }
 }
 
+impl BatchStore for Table {
+    fn record_batch<'a>(
+        &'a self,
+        batch: &'a BatchRecord,
+        payments: &'a [PaymentRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::record_batch(self, batch, payments))
+    }
+
+    fn batch(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Option<BatchRecord>, StoreError>> {
+        Box::pin(Table::batch_record(self, batch_id))
+    }
+
+    fn payments(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>> {
+        Box::pin(Table::batch_payments(self, batch_id))
+    }
+
+    fn payment(
+        &self,
+        payment_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<PaymentRecord>, StoreError>> {
+        Box::pin(Table::payment_record(self, payment_id))
+    }
+
+    fn save_payment<'a>(
+        &'a self,
+        record: &'a PaymentRecord,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::save_payment(self, record))
+    }
+}
+
 impl BindingStore for Table {
     fn bind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Table::bind(self, binding))
@@ -316,5 +349,12 @@ impl BindingStore for Table {
 
     fn binding(&self, subscription_id: Uuid) -> BoxFuture<'_, Result<Option<Binding>, StoreError>> {
         Box::pin(Table::binding(self, subscription_id))
+    }
+
+    fn binding_by_consent<'a>(
+        &'a self,
+        consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Binding>, StoreError>> {
+        Box::pin(Table::binding_by_consent(self, consent_id))
     }
 }

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, NaiveDate, Utc};
 use connector_domain::amount;
 use connector_domain::payouts::authorise::{ConsentAccount, ConsentView};
-use connector_domain::ports::{BoxFuture, LoginError};
+use connector_domain::ports::{BoxFuture, LoginError, SubmitError, Submitted};
 use connector_sage::Secret;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -398,6 +398,49 @@ impl connector_domain::ports::BankReader for BankClient {
                 Ok(c) => Ok(c.is_active(now)),
                 Err(BankError::ConsentExpired | BankError::NotFound) => Ok(false),
                 Err(e) => Err(BankCallError::Unavailable(e.to_string())),
+            }
+        })
+    }
+}
+
+/// The bank's payment rails (docs/bank-data-api.md §4) as the batches' port.
+impl connector_domain::ports::BankPayments for BankClient {
+    fn submit<'a>(
+        &'a self,
+        payment_id: uuid::Uuid,
+        body: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<Submitted, SubmitError>> {
+        Box::pin(async move {
+            let response = self
+                .http
+                .put(self.url(&format!("/v1/payments/{payment_id}")))
+                .basic_auth(
+                    &self.config.client_id,
+                    Some(self.config.client_secret.expose()),
+                )
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| SubmitError::Unavailable(Self::transport(e).to_string()))?;
+            match response.status().as_u16() {
+                200 | 201 => Ok(Submitted::Accepted),
+                422 => {
+                    let refusal: serde_json::Value = response.json().await.unwrap_or_default();
+                    let reasons = refusal["reasons"]
+                        .as_array()
+                        .map(|rs| {
+                            rs.iter()
+                                .filter_map(|r| r["code"].as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or_else(|| "invalid_payment".into());
+                    Ok(Submitted::Refused(reasons))
+                }
+                409 => Err(SubmitError::Conflict),
+                401 | 403 => Err(SubmitError::Configuration),
+                s => Err(SubmitError::Unavailable(format!("HTTP {s}"))),
             }
         })
     }

@@ -421,7 +421,92 @@ pub trait PayoutsApiPort: Send + Sync {
     ) -> BoxFuture<'a, Result<(), CallError>>;
 }
 
+use crate::payouts::batches::{BatchRecord, BatchView, PaymentRecord};
 use crate::payouts::parties::DebtorAccount;
+use crate::payouts::status::BatchStatus;
+
+/// One payment's part of a batch PATCH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentChange {
+    pub payment_id: Uuid,
+    pub status: crate::payouts::status::PaymentStatus,
+    pub reason: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A batch PATCH: the batch's status and the payments it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchChange {
+    pub status: BatchStatus,
+    pub reason: Option<String>,
+    pub payments: Vec<PaymentChange>,
+}
+
+/// Payments Out's batches.
+pub trait BatchApi: Send + Sync {
+    fn get_batch<'a>(
+        &'a self,
+        batch_id: Uuid,
+        application: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<BatchView, CallError>>;
+    fn patch_batch<'a>(
+        &'a self,
+        batch_id: Uuid,
+        application: Option<&'a str>,
+        change: &'a BatchChange,
+    ) -> BoxFuture<'a, Result<(), CallError>>;
+}
+
+/// The connector's records of batches and their payments.
+pub trait BatchStore: Send + Sync {
+    /// Records a checked batch's payments, then the batch (the batch's record marks the
+    /// checks done).
+    fn record_batch<'a>(
+        &'a self,
+        batch: &'a BatchRecord,
+        payments: &'a [PaymentRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn batch(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Option<BatchRecord>, StoreError>>;
+    fn payments(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>>;
+    fn payment(&self, payment_id: Uuid)
+    -> BoxFuture<'_, Result<Option<PaymentRecord>, StoreError>>;
+    /// Writes `record` (its version one above what was read) if the stored one still has
+    /// `record.version - 1`: `ConditionFailed` otherwise.
+    fn save_payment<'a>(
+        &'a self,
+        record: &'a PaymentRecord,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// What the bank answered a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// Created, or an identical replay.
+    Accepted,
+    /// Refused, nothing created (422): the reasons.
+    Refused(String),
+}
+
+/// A failed submission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The same payment id with another body: never paid twice, an operator must look.
+    #[error("the bank holds this payment with another body")]
+    Conflict,
+    #[error("the bank refused the connector's credentials")]
+    Configuration,
+    #[error("the bank is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The bank's payment rails.
+pub trait BankPayments: Send + Sync {
+    fn submit<'a>(
+        &'a self,
+        payment_id: Uuid,
+        body: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<Submitted, SubmitError>>;
+}
 
 /// The debtor accounts of each subscription.
 pub trait PartyStore: Send + Sync {
@@ -483,6 +568,10 @@ pub trait BindingStore: Send + Sync {
     /// consent events); a repeat overwrites it with the same.
     fn bind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<(), StoreError>>;
     fn binding(&self, subscription_id: Uuid) -> BoxFuture<'_, Result<Option<Binding>, StoreError>>;
+    fn binding_by_consent<'a>(
+        &'a self,
+        consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Binding>, StoreError>>;
 }
 
 /// A failed step of the customer's bank login.

@@ -11,6 +11,8 @@ pub const NAMESPACE: &str = "SageBankingConnector";
 pub const NAMES: &[&str] = &[
     "Notifications",
     "PayoutsAuthorisations",
+    "PayoutsBankEvents",
+    "PayoutsBatches",
     "PayoutsDeliveries",
     "PayoutsMessages",
     "PayoutsSubscriptions",

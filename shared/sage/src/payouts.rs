@@ -8,12 +8,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
+use connector_domain::payouts::batches::{BatchView, PaymentView};
 use connector_domain::payouts::onboarding::{SubscriptionChange, SubscriptionView};
-use connector_domain::ports::{BoxFuture, CallError};
+use connector_domain::ports::{BatchChange, BoxFuture, CallError};
 
 use crate::payouts_wire::{
-    AuthoriseLinks, Batch, BatchPatch, Message, Subscription, SubscriptionPatch,
-    SubscriptionPatchData,
+    AuthoriseLinks, Batch, BatchPatch, BatchPatchData, Message, PaymentPatch, Subscription,
+    SubscriptionPatch, SubscriptionPatchData,
 };
 use crate::provider::{Envelope, ProviderApi, ProviderError};
 
@@ -79,20 +80,23 @@ impl PayoutsApi {
         .then_some(bytes))
     }
 
+    async fn get_bytes(
+        &self,
+        path: &str,
+        application: Option<&str>,
+    ) -> Result<Vec<u8>, ProviderError> {
+        self.call(Method::GET, path, application, None)
+            .await?
+            .ok_or_else(|| ProviderError::Unexpected("an empty answer to a GET".into()))
+    }
+
     async fn get_data<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         application: Option<&str>,
     ) -> Result<T, ProviderError> {
-        let bytes = self
-            .call(Method::GET, path, application, None)
-            .await?
-            .ok_or_else(|| ProviderError::Unexpected("an empty answer to a GET".into()))?;
-        let envelope: Envelope<T> = serde_json::from_slice(&bytes)
-            .map_err(|e| ProviderError::Unexpected(format!("undecodable body: {e}")))?;
-        envelope
-            .data
-            .ok_or_else(|| ProviderError::Unexpected("no data in the answer".into()))
+        let bytes = self.get_bytes(path, application).await?;
+        data_of(&bytes)
     }
 
     async fn send_body(
@@ -186,6 +190,31 @@ impl PayoutsApi {
     }
 }
 
+fn data_of<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ProviderError> {
+    let envelope: Envelope<T> = serde_json::from_slice(bytes)
+        .map_err(|e| ProviderError::Unexpected(format!("undecodable body: {e}")))?;
+    envelope
+        .data
+        .ok_or_else(|| ProviderError::Unexpected("no data in the answer".into()))
+}
+
+impl PayoutsApi {
+    /// The batch, and each payment as sent (for the rules and the bank): one GET, read twice
+    /// (typed, with amounts from their literal text, and whole).
+    pub async fn get_batch_with_documents(
+        &self,
+        batch_id: Uuid,
+        application: Option<&str>,
+    ) -> Result<(Batch, Vec<Value>), ProviderError> {
+        let path = format!("{}/batchpayments/{batch_id}", self.paths.provider);
+        let bytes = self.get_bytes(&path, application).await?;
+        let batch: Batch = data_of(&bytes)?;
+        let whole: Value = data_of(&bytes)?;
+        let documents = whole["payments"].as_array().cloned().unwrap_or_default();
+        Ok((batch, documents))
+    }
+}
+
 /// The client for one provider, as the Payments Out use cases' port.
 pub struct ProviderPayouts {
     pub api: PayoutsApi,
@@ -265,4 +294,67 @@ impl connector_domain::ports::PayoutsApiPort for ProviderPayouts {
 /// Free text sent to Payments Out never holds `"` (Sage refuses it everywhere).
 pub fn sanitise(text: &str) -> String {
     text.replace('"', "'")
+}
+
+impl connector_domain::ports::BatchApi for ProviderPayouts {
+    fn get_batch<'a>(
+        &'a self,
+        batch_id: Uuid,
+        application: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<BatchView, CallError>> {
+        Box::pin(async move {
+            let (batch, documents) = self
+                .api
+                .get_batch_with_documents(batch_id, application)
+                .await?;
+            let payments = batch
+                .payments
+                .into_iter()
+                .zip(documents.into_iter().chain(std::iter::repeat(Value::Null)))
+                .map(|(p, document)| PaymentView {
+                    payment_id: p.payment_id,
+                    status: p.status,
+                    amount: p.instructed_amount.amount,
+                    currency: p.instructed_amount.currency,
+                    local_instrument: p.local_instrument,
+                    requested_execution_date: p.requested_execution_date,
+                    document,
+                })
+                .collect();
+            Ok(BatchView {
+                batch_id: batch.batch_id,
+                subscription_id: Some(batch.subscription_id),
+                status: batch.status,
+                payments,
+            })
+        })
+    }
+
+    fn patch_batch<'a>(
+        &'a self,
+        batch_id: Uuid,
+        application: Option<&'a str>,
+        change: &'a BatchChange,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            let patch = BatchPatch {
+                data: BatchPatchData {
+                    default_status: change.status,
+                    extended_status: change.reason.as_deref().map(sanitise),
+                    payments: change
+                        .payments
+                        .iter()
+                        .map(|p| PaymentPatch {
+                            payment_id: p.payment_id,
+                            status: p.status,
+                            extended_status: p.reason.as_deref().map(sanitise),
+                            payment_completed_date: p.completed_at,
+                            additional_data: None,
+                        })
+                        .collect(),
+                },
+            };
+            Ok(self.api.patch_batch(batch_id, application, &patch).await?)
+        })
+    }
 }

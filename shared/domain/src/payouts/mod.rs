@@ -2,6 +2,7 @@
 //! before anything reaches the bank (docs/payments-out.md). No I/O.
 
 pub mod authorise;
+pub mod batches;
 pub mod checks;
 pub mod notification;
 pub mod onboarding;

@@ -1,0 +1,96 @@
+//! A batch end to end: the product pays two suppliers and sends one payment Sage's checks would
+//! refuse (let through with the sandbox's `x-sim-skip-validation`); Payments Out notifies the
+//! connector; `po-worker` reads and checks the batch, PATCHes it `Processing` with the bad
+//! payment `Rejected` (the check named), and submits the two good ones to the demo bank; the
+//! bank's events reach `po-bank-events`, which PATCHes them `Paid` with their completion date and
+//! the batch `PartiallyPaid`. Each payment left the account exactly once; Sage records no
+//! contract violation.
+
+mod common;
+
+use std::time::Duration;
+
+use sandbox::SandboxConfig;
+use sandbox::payments_out::client::PoClient;
+use serde_json::{Value, json};
+
+fn payment(reference: &str, amount: &str, debtor: &str, date: &str) -> Value {
+    json!({
+        "externalId": reference, "localInstrument": "ACH", "requestedExecutionDate": date,
+        "instructedAmount": { "amount": amount, "currency": "USD" },
+        "debtor": { "debtorAccountId": debtor, "remittanceEmail": "ap@acme.test" },
+        "creditor": { "creditorId": null, "name": "Northwind Supplies", "creditorType": "Organisation",
+          "postalAddress": { "addressLine1": "1 Main St", "townName": "Austin", "countrySubdivision": "TX",
+                             "postCode": "73301", "country": "US" },
+          "bankAccount": { "routingNumber": "021000021", "accountNumber": "000123456789" } },
+        "remittanceInformation": { "reference": reference }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let (sub, debtor) = common::po_payer(&stack, &po).await;
+    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let batch = json!({ "externalId": "AP-RUN-1", "subscriptionId": sub, "payments": [
+        payment("BILL-1", "1250.00", &debtor, &tomorrow),
+        payment("BILL-2", "0", &debtor, &tomorrow),
+        payment("BILL-3", "20.5", &debtor, &tomorrow),
+    ]});
+    let submitted = po.submit_batch(&batch, Some("run-1"), true).await.unwrap();
+    assert_eq!(submitted.status, 201, "{submitted:?}");
+    let batch_id = submitted.body["data"]["batchId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let done = common::eventually(
+        "the batch's outcome at Sage",
+        Duration::from_secs(60),
+        || async {
+            let b = po
+                .get(&format!("/_sandbox/payments-out/batches/{batch_id}"))
+                .await
+                .ok()?;
+            let b = if b.get("data").is_some() {
+                b["data"].clone()
+            } else {
+                b
+            };
+            (b["status"] == "PartiallyPaid").then_some(b)
+        },
+    )
+    .await;
+    let payments = done["payments"].as_array().unwrap();
+    let by_ref = |r: &str| {
+        payments
+            .iter()
+            .find(|p| p["externalId"] == r)
+            .cloned()
+            .unwrap_or_else(|| panic!("{r} in {done}"))
+    };
+    for r in ["BILL-1", "BILL-3"] {
+        let p = by_ref(r);
+        assert_eq!(p["status"], "Paid", "{p}");
+        assert!(p["paymentCompletedDate"].is_string(), "{p}");
+    }
+    let bad = by_ref("BILL-2");
+    assert_eq!(bad["status"], "Rejected", "{bad}");
+    assert_eq!(bad["extendedStatus"], "ValidationFailed: amount", "{bad}");
+
+    // The bank: the two good payments, each executed once.
+    let ledger = po.get("/_sandbox/payments-out/bank/ledger").await.unwrap();
+    let entries = ledger.as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{ledger}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["executions"] == 1 && e["executionsOfSamePayment"] == 1),
+        "{ledger}"
+    );
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}

@@ -1,0 +1,132 @@
+//! The bank's pushes to the connector (docs/bank-data-api.md §4.4, §4.5): payment events move
+//! payments to their outcome at Payments Out (`payouts_batches`); consent decisions move a
+//! subscription held `Pending` for the bank's review to `Authorised` or `Rejected`. Both are
+//! idempotent: an event changes only what it moves forward.
+
+use std::sync::Arc;
+
+use connector_domain::payouts::batches::BankEvent;
+use connector_domain::payouts::onboarding::SubscriptionChange;
+use connector_domain::payouts::status::SubscriptionStatus;
+use connector_domain::ports::{BindingStore, PayoutsApiPort};
+use serde::Deserialize;
+
+use crate::batch::MessageError;
+use crate::config::{ConfigError, Env};
+use crate::payouts_batches::{Batches, EventOutcome};
+use crate::payouts_onboarding::failed;
+
+/// A consent decision (docs/bank-data-api.md §4.5).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentEvent {
+    pub event_id: String,
+    pub consent_id: String,
+    pub status: String,
+}
+
+/// What a consent event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentOutcome {
+    Decided(SubscriptionStatus),
+    /// Not pending at Payments Out, or no subscription is bound to the consent.
+    Ignored,
+}
+
+pub struct BankEvents {
+    pub batches: Batches,
+    pub api: Arc<dyn PayoutsApiPort>,
+    pub bindings: Arc<dyn BindingStore>,
+    /// `INGEST_API_KEY`: the key the bank presents (on AWS the route is IAM-authorised).
+    pub api_key: Option<connector_sage::Secret>,
+}
+
+impl BankEvents {
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
+        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+        // Events PATCH batches, never links: no links base.
+        let api =
+            Arc::new(crate::payouts_worker::payouts_from_env(env, &platform, String::new()).await?);
+        let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
+        let batches = crate::payouts_worker::batches_from_env(env, &platform, api.clone(), bank)?;
+        let api_key = env
+            .optional_secret("INGEST_API_KEY", &platform.secrets())
+            .await?;
+        Ok(Self {
+            batches,
+            api,
+            bindings: Arc::new(platform.table.clone()),
+            api_key,
+        })
+    }
+
+    /// Whether the presented key is the bank's (compared in constant time); always when no key
+    /// is configured (IAM decided already).
+    pub fn authorised(&self, presented: Option<&str>) -> bool {
+        self.api_key
+            .as_ref()
+            .is_none_or(|k| crate::browser::same_secret(k.expose(), presented.unwrap_or("")))
+    }
+
+    pub async fn payment(&self, event: &BankEvent) -> Result<EventOutcome, MessageError> {
+        let outcome = self.batches.on_event(event).await?;
+        let name = match outcome {
+            EventOutcome::Applied(_) => "applied",
+            EventOutcome::Ignored => "ignored",
+            EventOutcome::UnknownPayment => "unknownPayment",
+        };
+        crate::metrics::count(
+            "PayoutsBankEvents",
+            &[("Kind", "payment"), ("Outcome", name)],
+        );
+        Ok(outcome)
+    }
+
+    pub async fn consent(&self, event: &ConsentEvent) -> Result<ConsentOutcome, MessageError> {
+        let outcome = self.decide_consent(event).await?;
+        let name = match outcome {
+            ConsentOutcome::Decided(_) => "applied",
+            ConsentOutcome::Ignored => "ignored",
+        };
+        crate::metrics::count(
+            "PayoutsBankEvents",
+            &[("Kind", "consent"), ("Outcome", name)],
+        );
+        Ok(outcome)
+    }
+
+    async fn decide_consent(&self, event: &ConsentEvent) -> Result<ConsentOutcome, MessageError> {
+        let Some(binding) = self.bindings.binding_by_consent(&event.consent_id).await? else {
+            tracing::warn!(consent_id = %event.consent_id, "a consent event for no subscription");
+            return Ok(ConsentOutcome::Ignored);
+        };
+        let subscription_id = binding.subscription_id;
+        let view = self
+            .api
+            .get_subscription(subscription_id, None)
+            .await
+            .map_err(|e| failed("GET subscription", e))?;
+        if view.status != SubscriptionStatus::Pending {
+            return Ok(ConsentOutcome::Ignored);
+        }
+        let (status, reason) = match event.status.as_str() {
+            "active" => (SubscriptionStatus::Authorised, None),
+            _ => (
+                SubscriptionStatus::Rejected,
+                Some("ConsentRefused".to_string()),
+            ),
+        };
+        let change = SubscriptionChange {
+            status,
+            link: None,
+            reason,
+        };
+        self.api
+            .patch_subscription(subscription_id, None, &change)
+            .await
+            .map_err(|e| failed("PATCH subscription", e))?;
+        tracing::info!(%subscription_id, ?status, event_id = %event.event_id, "the bank decided the consent under review");
+        Ok(ConsentOutcome::Decided(status))
+    }
+}

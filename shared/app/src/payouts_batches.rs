@@ -1,0 +1,647 @@
+//! Batches from `Received` to their outcome (docs/payments-out.md §9). A batch notification
+//! reads the batch, checks it and each payment, records the decisions (once: a redelivery
+//! resumes from them), PATCHes them in one call (`Processing`, or `Rejected` with the check),
+//! submits each valid payment to the bank (idempotent by `paymentId`, the same body every
+//! time), and PATCHes what the bank refused. The bank's events then move payments to their
+//! outcome; every PATCH carries all the changes Sage lacks (so outcomes coalesce) and, once
+//! every payment is terminal, the batch's final status.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use connector_domain::payouts::batches::{
+    BankEvent, BatchContext, BatchRecord, PaymentRecord, apply_event, decide, refused_by_bank,
+};
+use connector_domain::payouts::checks::RuleSet;
+use connector_domain::payouts::status::{
+    BatchStatus, PaymentStatus, SubscriptionStatus, final_batch_status,
+};
+use connector_domain::ports::{
+    BankLogin, BankPayments, BatchApi, BatchChange, BatchStore, BindingStore, CallError, Clock,
+    LoginError, PartyStore, PaymentChange, PayoutsApiPort, StoreError, SubmitError, Submitted,
+};
+use futures::StreamExt;
+use uuid::Uuid;
+
+use crate::batch::MessageError;
+use crate::payouts_onboarding::failed;
+
+pub struct Batches {
+    /// The provider configuration (rules, `maximumPaymentCount`).
+    pub api: Arc<dyn PayoutsApiPort>,
+    pub batches: Arc<dyn BatchApi>,
+    pub store: Arc<dyn BatchStore>,
+    pub parties: Arc<dyn PartyStore>,
+    pub bindings: Arc<dyn BindingStore>,
+    pub consents: Arc<dyn BankLogin>,
+    pub bank: Arc<dyn BankPayments>,
+    pub clock: Arc<dyn Clock>,
+    pub supported_currencies: Vec<String>,
+    /// Submissions in flight per batch (`BANK_CONCURRENCY`, 8).
+    pub bank_concurrency: usize,
+}
+
+/// What taking a batch notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Checked now, or earlier (a redelivery): its status, and payments sent to the bank.
+    Worked {
+        status: BatchStatus,
+        submitted: usize,
+    },
+    /// Payments Out has it past `Received` and the connector has no record: not ours to move.
+    NotOurs(BatchStatus),
+}
+
+/// What a bank event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// The payment moved (and Payments Out was told).
+    Applied(PaymentStatus),
+    /// Old, repeated, or no change at Sage.
+    Ignored,
+    /// No such payment at the connector.
+    UnknownPayment,
+}
+
+/// How many times a record is read again when another writer changed it meanwhile.
+const CAS_ATTEMPTS: usize = 5;
+
+impl Batches {
+    /// A `batchpayments` notification.
+    pub async fn take(
+        &self,
+        batch_id: Uuid,
+        application: Option<&str>,
+    ) -> Result<Taken, MessageError> {
+        let record = match self.store.batch(batch_id).await? {
+            Some(r) => r,
+            None => match self.check(batch_id, application).await? {
+                Ok(r) => r,
+                Err(status) => return Ok(Taken::NotOurs(status)),
+            },
+        };
+        self.sync(&record).await?;
+        let submitted = self.submit_all(&record).await?;
+        self.sync(&record).await?;
+        Ok(Taken::Worked {
+            status: record.status,
+            submitted,
+        })
+    }
+
+    /// Reads and checks the batch, and records the decisions; `Err(status)` when Payments Out
+    /// has it past `Received`.
+    async fn check(
+        &self,
+        batch_id: Uuid,
+        application: Option<&str>,
+    ) -> Result<Result<BatchRecord, BatchStatus>, MessageError> {
+        let view = self
+            .batches
+            .get_batch(batch_id, application)
+            .await
+            .map_err(|e| match e {
+                // Sage may answer the notification before the batch is readable.
+                CallError::NotFound { .. } => {
+                    MessageError::Retry("the batch is not readable yet".into())
+                }
+                e => failed("GET batch", e),
+            })?;
+        if !matches!(
+            view.status,
+            BatchStatus::Received | BatchStatus::AwaitingAuthorisation
+        ) {
+            tracing::warn!(%batch_id, status = ?view.status, "a batch past Received that the connector never checked");
+            return Ok(Err(view.status));
+        }
+        let (subscription, consent_id) = match view.subscription_id {
+            Some(s) => self.subscription_state(s).await?,
+            None => (None, None),
+        };
+        let debtors = match view.subscription_id {
+            Some(s) => self
+                .parties
+                .debtors(s)
+                .await?
+                .into_iter()
+                .map(|d| (d.debtor_account_id.clone(), d))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let configuration = self
+            .api
+            .provider_configuration()
+            .await
+            .map_err(|e| failed("GET provider", e))?;
+        let rules = RuleSet::from_provider_config(&configuration).map_err(|e| {
+            tracing::error!(error = %e, "configuration error: the provider configuration has an unusable rule");
+            MessageError::Retry(e.to_string())
+        })?;
+        let now = self.clock.now();
+        let mut decided = decide(
+            &view,
+            &BatchContext {
+                subscription,
+                consent_id: consent_id.as_deref(),
+                maximum_payment_count: configuration["maximumPaymentCount"]
+                    .as_u64()
+                    .map(|m| m as usize),
+                supported_currencies: &self.supported_currencies,
+                debtors: &debtors,
+                today: now.date_naive(),
+                rules: &rules,
+                now,
+            },
+        );
+        decided.batch.application = application.map(str::to_string);
+        self.store
+            .record_batch(&decided.batch, &decided.payments)
+            .await?;
+        tracing::info!(%batch_id, status = ?decided.batch.status, payments = decided.payments.len(), "batch checked");
+        Ok(Ok(decided.batch))
+    }
+
+    /// `Authorised` with the consent when one is bound and active at the bank now; otherwise
+    /// `Received` (not authorised for batches).
+    async fn subscription_state(
+        &self,
+        subscription_id: Uuid,
+    ) -> Result<(Option<SubscriptionStatus>, Option<String>), MessageError> {
+        let Some(binding) = self.bindings.binding(subscription_id).await? else {
+            return Ok((Some(SubscriptionStatus::Received), None));
+        };
+        match self.consents.consent(&binding.consent_id).await {
+            Ok(c) if c.status == "active" && c.expires_at > self.clock.now() => Ok((
+                Some(SubscriptionStatus::Authorised),
+                Some(binding.consent_id),
+            )),
+            Ok(_) | Err(LoginError::Consent(_)) => Ok((Some(SubscriptionStatus::Received), None)),
+            Err(e) => Err(MessageError::Retry(e.to_string())),
+        }
+    }
+
+    /// One PATCH with every payment whose status Payments Out lacks, and the batch's status
+    /// (its final one once every payment is terminal); those payments are then noted as sent.
+    /// `false` when there was nothing to send.
+    pub async fn sync(&self, record: &BatchRecord) -> Result<bool, MessageError> {
+        let payments = self.store.payments(record.batch_id).await?;
+        let pending: Vec<&PaymentRecord> = payments.iter().filter(|p| !p.patched).collect();
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        let statuses: Vec<PaymentStatus> = payments.iter().map(|p| p.status).collect();
+        let status = match record.status {
+            BatchStatus::Rejected => BatchStatus::Rejected,
+            _ => final_batch_status(&statuses).unwrap_or(BatchStatus::Processing),
+        };
+        let change = BatchChange {
+            status,
+            reason: record.reason.clone(),
+            payments: pending
+                .iter()
+                .map(|p| PaymentChange {
+                    payment_id: p.payment_id,
+                    status: p.status,
+                    reason: p.reason.clone(),
+                    completed_at: p.completed_at,
+                })
+                .collect(),
+        };
+        self.batches
+            .patch_batch(record.batch_id, record.application.as_deref(), &change)
+            .await
+            .map_err(|e| failed("PATCH batch", e))?;
+        tracing::info!(batch_id = %record.batch_id, ?status, payments = pending.len(), "batch PATCHed");
+        for p in pending {
+            let mut sent = p.clone();
+            sent.patched = true;
+            sent.version += 1;
+            match self.store.save_payment(&sent).await {
+                // Changed meanwhile: the newer change is unsent, and the next PATCH carries it.
+                Ok(()) | Err(StoreError::ConditionFailed) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Submits every valid payment the bank has not taken yet, a few at a time.
+    async fn submit_all(&self, record: &BatchRecord) -> Result<usize, MessageError> {
+        let payments = self.store.payments(record.batch_id).await?;
+        let todo: Vec<PaymentRecord> = payments
+            .into_iter()
+            .filter(|p| p.status == PaymentStatus::Processing && !p.submitted)
+            .collect();
+        let count = todo.len();
+        let results: Vec<Result<(), MessageError>> = futures::stream::iter(todo)
+            .map(|p| self.submit_one(p))
+            .buffer_unordered(self.bank_concurrency.max(1))
+            .collect()
+            .await;
+        // A conflict is the worst outcome (an operator must look); otherwise any retry.
+        let mut worst = None;
+        for r in results {
+            match r {
+                Err(e @ MessageError::Poison(_)) => worst = Some(e),
+                Err(e) if worst.is_none() => worst = Some(e),
+                _ => {}
+            }
+        }
+        worst.map_or(Ok(count), Err)
+    }
+
+    async fn submit_one(&self, p: PaymentRecord) -> Result<(), MessageError> {
+        let Some(body) = &p.submission else {
+            return Err(MessageError::Poison(format!(
+                "payment {} is Processing without a bank body",
+                p.payment_id
+            )));
+        };
+        let answer = self.bank.submit(p.payment_id, body).await;
+        let payment_id = p.payment_id;
+        let outcome = match answer {
+            Ok(o) => o,
+            Err(SubmitError::Conflict) => {
+                tracing::error!(%payment_id, "the bank holds this payment id with another body: not submitted again");
+                return Err(MessageError::Poison(format!(
+                    "IdempotencyConflict: payment {payment_id}"
+                )));
+            }
+            Err(e) => return Err(MessageError::Retry(format!("bank: {e}"))),
+        };
+        self.update(payment_id, |current| {
+            if current.submitted || current.status != PaymentStatus::Processing {
+                return None;
+            }
+            Some(match &outcome {
+                Submitted::Accepted => {
+                    let mut next = current.clone();
+                    next.submitted = true;
+                    next
+                }
+                Submitted::Refused(reasons) => refused_by_bank(current, reasons),
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Reads the payment, and writes what `change` makes of it (nothing for `None`), again if
+    /// another writer changed it meanwhile. The record written, if any.
+    async fn update(
+        &self,
+        payment_id: Uuid,
+        change: impl Fn(&PaymentRecord) -> Option<PaymentRecord>,
+    ) -> Result<Option<PaymentRecord>, MessageError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(current) = self.store.payment(payment_id).await? else {
+                return Ok(None);
+            };
+            let Some(mut next) = change(&current) else {
+                return Ok(None);
+            };
+            next.version = current.version + 1;
+            match self.store.save_payment(&next).await {
+                Ok(()) => return Ok(Some(next)),
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MessageError::Retry(format!(
+            "payment {payment_id} kept changing while being written"
+        )))
+    }
+
+    /// A bank event: the payment's record moves, and Payments Out is told (with anything else
+    /// of the batch it lacks).
+    pub async fn on_event(&self, event: &BankEvent) -> Result<EventOutcome, MessageError> {
+        let Some(current) = self.store.payment(event.payment_id).await? else {
+            tracing::warn!(payment_id = %event.payment_id, "a bank event for a payment the connector does not know");
+            return Ok(EventOutcome::UnknownPayment);
+        };
+        let written = self
+            .update(event.payment_id, |record| apply_event(record, event))
+            .await?;
+        let Some(batch) = self.store.batch(current.batch_id).await? else {
+            return Err(MessageError::Poison(format!(
+                "payment {} has no batch record",
+                current.payment_id
+            )));
+        };
+        // Also when this event changed nothing: an earlier PATCH may have failed.
+        self.sync(&batch).await?;
+        Ok(match written {
+            Some(r) => EventOutcome::Applied(r.status),
+            None => EventOutcome::Ignored,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use chrono::{DateTime, Utc};
+    use connector_domain::payouts::authorise::{Binding, ConsentAccount, ConsentView};
+    use connector_domain::payouts::batches::{BatchView, PaymentView};
+    use connector_domain::payouts::checks::Amount;
+    use connector_domain::payouts::parties::{DebtorAccount, PartyStatus};
+    use connector_domain::ports::BoxFuture;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::fakes::{FakePayouts, ManualClock, MemoryStore};
+
+    struct Consents;
+
+    impl BankLogin for Consents {
+        fn authorize_url(&self, _: &str, _: &str, _: &str, _: &str) -> Result<String, LoginError> {
+            unreachable!()
+        }
+
+        fn exchange_code<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<(String, String), LoginError>> {
+            unreachable!()
+        }
+
+        fn consent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
+            Box::pin(async move {
+                Ok(ConsentView {
+                    consent_id: id.into(),
+                    customer_id: "cust-1".into(),
+                    status: "active".into(),
+                    expires_at: "2030-01-01T00:00:00Z".parse().unwrap(),
+                    accounts: vec![ConsentAccount {
+                        account_id: "acc_1".into(),
+                        identifier: "40001".into(),
+                        bank_code: None,
+                        currency: Some("USD".into()),
+                    }],
+                })
+            })
+        }
+    }
+
+    /// The bank: counts submissions per payment; refuses or conflicts on the payments named.
+    #[derive(Default)]
+    struct Bank {
+        submissions: Mutex<HashMap<Uuid, usize>>,
+        refuse: Mutex<HashSet<Uuid>>,
+        conflict: Mutex<HashSet<Uuid>>,
+        down: Mutex<bool>,
+    }
+
+    impl BankPayments for Bank {
+        fn submit<'a>(
+            &'a self,
+            payment_id: Uuid,
+            body: &'a Value,
+        ) -> BoxFuture<'a, Result<Submitted, SubmitError>> {
+            Box::pin(async move {
+                assert_eq!(body["consentId"], "cns-1");
+                if *self.down.lock().unwrap() {
+                    return Err(SubmitError::Unavailable("503".into()));
+                }
+                if self.conflict.lock().unwrap().contains(&payment_id) {
+                    return Err(SubmitError::Conflict);
+                }
+                *self
+                    .submissions
+                    .lock()
+                    .unwrap()
+                    .entry(payment_id)
+                    .or_default() += 1;
+                if self.refuse.lock().unwrap().contains(&payment_id) {
+                    return Ok(Submitted::Refused("unknown_account".into()));
+                }
+                Ok(Submitted::Accepted)
+            })
+        }
+    }
+
+    struct World {
+        batches: Batches,
+        payouts: Arc<FakePayouts>,
+        bank: Arc<Bank>,
+        batch_id: Uuid,
+        payment_ids: Vec<Uuid>,
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-03-01T09:00:00Z".parse().unwrap()
+    }
+
+    fn payment(amount: &str) -> PaymentView {
+        PaymentView {
+            payment_id: Uuid::new_v4(),
+            status: PaymentStatus::Received,
+            amount: Amount::from_literal(amount),
+            currency: "USD".into(),
+            local_instrument: Some("ACH".into()),
+            requested_execution_date: Some("2026-03-02".into()),
+            document: json!({"debtor": {"debtorAccountId": "dac_1"},
+                "creditor": {"creditorId": null, "name": "Northwind"},
+                "remittanceInformation": {"reference": "BILL-1"}}),
+        }
+    }
+
+    async fn world(amounts: &[&str]) -> World {
+        let store = Arc::new(MemoryStore::default());
+        let payouts = Arc::new(FakePayouts::default());
+        *payouts.configuration.lock().unwrap() = json!({"maximumPaymentCount": 1000});
+        let sub = Uuid::new_v4();
+        store
+            .bind(&Binding {
+                subscription_id: sub,
+                customer_id: "cust-1".into(),
+                consent_id: "cns-1".into(),
+                bound_at: now(),
+            })
+            .await
+            .unwrap();
+        store
+            .put_debtor(&DebtorAccount {
+                subscription_id: sub,
+                debtor_account_id: "dac_1".into(),
+                status: PartyStatus::Active,
+                status_reason: None,
+                bank_account_id: Some("acc_1".into()),
+                currency: Some("USD".into()),
+                debtor: json!({}),
+                legal_entity: None,
+                updated_at: now(),
+            })
+            .await
+            .unwrap();
+        let payments: Vec<PaymentView> = amounts.iter().map(|a| payment(a)).collect();
+        let payment_ids = payments.iter().map(|p| p.payment_id).collect();
+        let batch_id = Uuid::new_v4();
+        payouts.batches.lock().unwrap().insert(
+            batch_id,
+            BatchView {
+                batch_id,
+                subscription_id: Some(sub),
+                status: BatchStatus::Received,
+                payments,
+            },
+        );
+        let bank = Arc::new(Bank::default());
+        let batches = Batches {
+            api: payouts.clone(),
+            batches: payouts.clone(),
+            store: store.clone(),
+            parties: store.clone(),
+            bindings: store,
+            consents: Arc::new(Consents),
+            bank: bank.clone(),
+            clock: Arc::new(ManualClock::new(now())),
+            supported_currencies: vec!["USD".into()],
+            bank_concurrency: 2,
+        };
+        World {
+            batches,
+            payouts,
+            bank,
+            batch_id,
+            payment_ids,
+        }
+    }
+
+    fn at_sage(w: &World) -> (BatchStatus, Vec<PaymentStatus>) {
+        let b = w.payouts.batches.lock().unwrap()[&w.batch_id].clone();
+        (b.status, b.payments.iter().map(|p| p.status).collect())
+    }
+
+    fn event(payment_id: Uuid, seq: u64, status: &str) -> BankEvent {
+        BankEvent {
+            event_id: format!("{payment_id}-{seq}"),
+            payment_id,
+            status: status.into(),
+            event_seq: seq,
+            completed_at: Some(now()),
+            reason_code: None,
+            reason_message: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_processing_in_one_patch_to_the_bank_once_and_to_its_outcome() {
+        let w = world(&["10.00", "0", "20"]).await;
+        let taken = w
+            .batches
+            .take(w.batch_id, Some("sage.intacct"))
+            .await
+            .unwrap();
+        assert_eq!(
+            taken,
+            Taken::Worked {
+                status: BatchStatus::Processing,
+                submitted: 2
+            }
+        );
+        use PaymentStatus::*;
+        assert_eq!(
+            at_sage(&w),
+            (
+                BatchStatus::Processing,
+                vec![Processing, Rejected, Processing]
+            )
+        );
+        assert_eq!(
+            w.payouts.batch_patches.lock().unwrap().len(),
+            1,
+            "one PATCH"
+        );
+        // Redelivered: nothing sent again.
+        w.batches.take(w.batch_id, None).await.unwrap();
+        assert_eq!(w.payouts.batch_patches.lock().unwrap().len(), 1);
+        assert!(w.bank.submissions.lock().unwrap().values().all(|n| *n == 1));
+
+        let (a, c) = (w.payment_ids[0], w.payment_ids[2]);
+        assert_eq!(
+            w.batches.on_event(&event(a, 2, "settled")).await.unwrap(),
+            EventOutcome::Applied(Paid)
+        );
+        assert_eq!(
+            at_sage(&w),
+            (BatchStatus::Processing, vec![Paid, Rejected, Processing])
+        );
+        // Repeated and older events change nothing.
+        assert_eq!(
+            w.batches.on_event(&event(a, 2, "settled")).await.unwrap(),
+            EventOutcome::Ignored
+        );
+        assert_eq!(
+            w.batches.on_event(&event(a, 1, "submitted")).await.unwrap(),
+            EventOutcome::Ignored
+        );
+        w.batches.on_event(&event(c, 3, "settled")).await.unwrap();
+        assert_eq!(
+            at_sage(&w),
+            (BatchStatus::PartiallyPaid, vec![Paid, Rejected, Paid])
+        );
+        let last = w
+            .payouts
+            .batch_patches
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap();
+        assert_eq!(last.payments.len(), 1);
+        assert_eq!(last.payments[0].completed_at, Some(now()));
+        assert_eq!(
+            w.batches
+                .on_event(&event(Uuid::new_v4(), 1, "settled"))
+                .await
+                .unwrap(),
+            EventOutcome::UnknownPayment
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_by_the_bank_is_patched_rejected_and_a_conflict_is_never_resubmitted() {
+        let w = world(&["10", "20"]).await;
+        w.bank.refuse.lock().unwrap().insert(w.payment_ids[0]);
+        w.bank.conflict.lock().unwrap().insert(w.payment_ids[1]);
+        let err = w.batches.take(w.batch_id, None).await.unwrap_err();
+        assert!(
+            matches!(err, MessageError::Poison(ref r) if r.contains("IdempotencyConflict")),
+            "{err:?}"
+        );
+        use PaymentStatus::*;
+        assert_eq!(at_sage(&w).1, vec![Processing, Processing]);
+        // The refusal was recorded; the next attempt PATCHes it (the conflict stays unsent).
+        w.bank.conflict.lock().unwrap().clear();
+        w.batches.take(w.batch_id, None).await.unwrap();
+        assert_eq!(at_sage(&w).1, vec![Rejected, Processing]);
+        let patches = w.payouts.batch_patches.lock().unwrap().clone();
+        assert_eq!(
+            patches.last().unwrap().payments[0].reason.as_deref(),
+            Some("BankRejected: unknown_account")
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_retried_without_paying_twice() {
+        let w = world(&["10", "20"]).await;
+        *w.bank.down.lock().unwrap() = true;
+        assert!(matches!(
+            w.batches.take(w.batch_id, None).await,
+            Err(MessageError::Retry(_))
+        ));
+        assert!(w.bank.submissions.lock().unwrap().is_empty());
+        *w.bank.down.lock().unwrap() = false;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let submissions = w.bank.submissions.lock().unwrap().clone();
+        assert_eq!(submissions.len(), 2);
+        assert!(submissions.values().all(|n| *n == 1), "{submissions:?}");
+    }
+}

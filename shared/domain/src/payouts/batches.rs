@@ -1,0 +1,452 @@
+//! Batches of payments (docs/payments-out.md §9): what a batch decides once checked, each
+//! payment's record at the connector (what Sage should show, what went to the bank), the bank's
+//! submission body, and what a bank event changes.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::checks::{Amount, PaymentContext, PaymentInput, RuleSet, check_batch, check_payment};
+use super::parties::DebtorAccount;
+use super::status::{BankOutcome, BatchStatus, PaymentStatus, SubscriptionStatus};
+
+/// A payment as Payments Out holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentView {
+    pub payment_id: Uuid,
+    pub status: PaymentStatus,
+    pub amount: Amount,
+    pub currency: String,
+    pub local_instrument: Option<String>,
+    pub requested_execution_date: Option<String>,
+    /// The payment as sent (rules, the `"` rule, the bank's body).
+    pub document: Value,
+}
+
+/// A batch as Payments Out holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchView {
+    pub batch_id: Uuid,
+    pub subscription_id: Option<Uuid>,
+    pub status: BatchStatus,
+    pub payments: Vec<PaymentView>,
+}
+
+/// The connector's record of a payment: the status it decided (what Sage should show) and what
+/// it sent the bank.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRecord {
+    pub payment_id: Uuid,
+    pub batch_id: Uuid,
+    pub status: PaymentStatus,
+    /// Its `extendedStatus`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The bank's `PUT /v1/payments/{paymentId}` body, for a payment to submit (the same body
+    /// on every retry: the bank answers an identical replay with the same payment).
+    #[serde(default)]
+    pub submission: Option<Value>,
+    #[serde(default)]
+    pub submitted: bool,
+    /// The last bank event applied (events may come twice or out of order).
+    #[serde(default)]
+    pub event_seq: u64,
+    /// Whether Payments Out has `status`.
+    #[serde(default)]
+    pub patched: bool,
+    /// Counts the record's writes: each write expects the version it read.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// The connector's record of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchRecord {
+    pub batch_id: Uuid,
+    pub subscription_id: Option<Uuid>,
+    /// The product that sent it (the `x-application` of every call about it).
+    #[serde(default)]
+    pub application: Option<String>,
+    /// The status the connector decided for it.
+    pub status: BatchStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub payment_count: usize,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// What a batch is checked against besides itself.
+pub struct BatchContext<'a> {
+    /// The subscription's status for batches: `Authorised` when a consent is bound and active.
+    pub subscription: Option<SubscriptionStatus>,
+    pub consent_id: Option<&'a str>,
+    pub maximum_payment_count: Option<usize>,
+    pub supported_currencies: &'a [String],
+    /// The subscription's debtor accounts by id.
+    pub debtors: &'a HashMap<String, DebtorAccount>,
+    pub today: NaiveDate,
+    pub rules: &'a RuleSet,
+    pub now: DateTime<Utc>,
+}
+
+/// A checked batch: its record and one record per payment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub batch: BatchRecord,
+    pub payments: Vec<PaymentRecord>,
+}
+
+/// Checks the batch and each payment (docs/payments-out.md §4): valid payments go
+/// `Processing` with their bank body, the others `Rejected` with the check that failed; a
+/// failed batch check, or no valid payment, rejects the batch and every payment.
+pub fn decide(batch: &BatchView, ctx: &BatchContext) -> Decided {
+    let record = |status, reason: Option<String>| BatchRecord {
+        batch_id: batch.batch_id,
+        subscription_id: batch.subscription_id,
+        application: None,
+        status,
+        reason,
+        payment_count: batch.payments.len(),
+        checked_at: ctx.now,
+    };
+    let reject_all = |reason: String| Decided {
+        batch: record(BatchStatus::Rejected, Some(reason.clone())),
+        payments: batch
+            .payments
+            .iter()
+            .map(|p| payment_record(batch.batch_id, p.payment_id, Err(reason.clone())))
+            .collect(),
+    };
+    if let Err(e) = check_batch(
+        batch.payments.len(),
+        ctx.maximum_payment_count,
+        ctx.subscription,
+    ) {
+        return reject_all(e.to_string());
+    }
+    let payments: Vec<PaymentRecord> = batch
+        .payments
+        .iter()
+        .map(|p| {
+            let outcome =
+                check_one(p, ctx).map(|debtor| submission(batch.batch_id, p, debtor, ctx));
+            payment_record(batch.batch_id, p.payment_id, outcome)
+        })
+        .collect();
+    if payments.iter().all(|p| p.status == PaymentStatus::Rejected) {
+        return reject_all("ValidationFailed: NoValidPayment".into());
+    }
+    Decided {
+        batch: record(BatchStatus::Processing, None),
+        payments,
+    }
+}
+
+fn payment_record(
+    batch_id: Uuid,
+    payment_id: Uuid,
+    outcome: Result<Value, String>,
+) -> PaymentRecord {
+    let (status, reason, submission) = match outcome {
+        Ok(body) => (PaymentStatus::Processing, None, Some(body)),
+        Err(reason) => (PaymentStatus::Rejected, Some(reason), None),
+    };
+    PaymentRecord {
+        payment_id,
+        batch_id,
+        status,
+        reason,
+        completed_at: None,
+        submission,
+        submitted: false,
+        event_seq: 0,
+        patched: false,
+        version: 0,
+    }
+}
+
+/// The payment's checks; its debtor account when they pass.
+fn check_one<'a>(p: &PaymentView, ctx: &'a BatchContext) -> Result<&'a DebtorAccount, String> {
+    let debtor = p.document["debtor"]["debtorAccountId"]
+        .as_str()
+        .and_then(|id| ctx.debtors.get(id));
+    let active_creditor = p.document["creditor"]["creditorId"].is_null();
+    let input = PaymentInput {
+        amount: &p.amount,
+        currency: &p.currency,
+        requested_execution_date: p.requested_execution_date.as_deref(),
+        local_instrument: p.local_instrument.as_deref(),
+        document: &p.document,
+    };
+    let context = PaymentContext {
+        supported_currencies: ctx.supported_currencies,
+        debtor_currency: debtor.and_then(DebtorAccount::pays_in),
+        creditor_active: active_creditor,
+        today: ctx.today,
+        rules: ctx.rules,
+    };
+    check_payment(&input, &context)?;
+    debtor.ok_or_else(|| "ValidationFailed: DebtorAccountNotActive".to_string())
+}
+
+/// The bank's `PUT /v1/payments/{paymentId}` body (docs/bank-data-api.md §4.1).
+fn submission(
+    batch_id: Uuid,
+    p: &PaymentView,
+    debtor: &DebtorAccount,
+    ctx: &BatchContext,
+) -> Value {
+    let mut amount = p.amount.value.unwrap_or_default();
+    amount.rescale(2);
+    let creditor = &p.document["creditor"];
+    json!({
+        "debtorAccountId": debtor.bank_account_id,
+        "consentId": ctx.consent_id,
+        "amount": amount.to_string(),
+        "currency": p.currency,
+        "localInstrument": p.local_instrument,
+        "requestedExecutionDate": p.requested_execution_date,
+        "reference": p.document["remittanceInformation"]["reference"],
+        "batchRef": batch_id,
+        "creditor": {
+            "name": creditor["name"],
+            "bankAccount": creditor["bankAccount"],
+            "postalAddress": creditor["postalAddress"],
+        },
+        "remittanceEmail": p.document["debtor"]["remittanceEmail"],
+    })
+}
+
+/// A payment event from the bank (docs/bank-data-api.md §4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BankEvent {
+    pub event_id: String,
+    pub payment_id: Uuid,
+    pub status: String,
+    pub event_seq: u64,
+    #[serde(default)]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub reason_code: Option<String>,
+    #[serde(default)]
+    pub reason_message: Option<String>,
+}
+
+/// The record after `event`, if the event changes what Sage should show: a newer event of a
+/// payment not yet terminal, leading to another status.
+pub fn apply_event(record: &PaymentRecord, event: &BankEvent) -> Option<PaymentRecord> {
+    if event.event_seq <= record.event_seq || record.status.is_terminal() {
+        return None;
+    }
+    let outcome = BankOutcome::of(&event.status);
+    let status = outcome.status()?;
+    if status == record.status || !record.status.can_move_to(status) {
+        return None;
+    }
+    let mut next = record.clone();
+    next.event_seq = event.event_seq;
+    next.status = status;
+    next.patched = false;
+    match outcome {
+        BankOutcome::Settled | BankOutcome::Returned => {
+            next.completed_at = Some(event.completed_at.unwrap_or_else(Utc::now));
+        }
+        BankOutcome::Ended(_) => {
+            next.reason = Some(
+                [
+                    event.reason_code.as_deref(),
+                    event.reason_message.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": "),
+            )
+            .filter(|r| !r.is_empty());
+        }
+        _ => {}
+    }
+    Some(next)
+}
+
+/// The bank refused a submission (422): the payment is `Rejected` with the bank's reasons.
+pub fn refused_by_bank(record: &PaymentRecord, reasons: &str) -> PaymentRecord {
+    let mut next = record.clone();
+    next.status = PaymentStatus::Rejected;
+    next.reason = Some(format!("BankRejected: {reasons}"));
+    next.submitted = true;
+    next.patched = false;
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payouts::parties::PartyStatus;
+
+    fn now() -> DateTime<Utc> {
+        "2026-03-01T09:00:00Z".parse().unwrap()
+    }
+
+    fn payment(amount: &str, debtor: &str) -> PaymentView {
+        PaymentView {
+            payment_id: Uuid::new_v4(),
+            status: PaymentStatus::Received,
+            amount: Amount::from_literal(amount),
+            currency: "USD".into(),
+            local_instrument: Some("ACH".into()),
+            requested_execution_date: Some("2026-03-02".into()),
+            document: json!({"debtor": {"debtorAccountId": debtor, "remittanceEmail": "ap@acme.test"},
+                "creditor": {"creditorId": null, "name": "Northwind",
+                    "bankAccount": {"routingNumber": "021000021", "accountNumber": "000123456789"}},
+                "remittanceInformation": {"reference": "BILL-1"}}),
+        }
+    }
+
+    fn debtors() -> HashMap<String, DebtorAccount> {
+        let account = DebtorAccount {
+            subscription_id: Uuid::nil(),
+            debtor_account_id: "dac_1".into(),
+            status: PartyStatus::Active,
+            status_reason: None,
+            bank_account_id: Some("acc_1".into()),
+            currency: Some("USD".into()),
+            debtor: json!({}),
+            legal_entity: None,
+            updated_at: now(),
+        };
+        HashMap::from([("dac_1".to_string(), account)])
+    }
+
+    fn decide_with(
+        payments: Vec<PaymentView>,
+        subscription: Option<SubscriptionStatus>,
+    ) -> Decided {
+        let debtors = debtors();
+        let usd = ["USD".to_string()];
+        let rules = RuleSet::new(vec![]);
+        decide(
+            &BatchView {
+                batch_id: Uuid::nil(),
+                subscription_id: Some(Uuid::nil()),
+                status: BatchStatus::Received,
+                payments,
+            },
+            &BatchContext {
+                subscription,
+                consent_id: Some("cns-1"),
+                maximum_payment_count: Some(1000),
+                supported_currencies: &usd,
+                debtors: &debtors,
+                today: now().date_naive(),
+                rules: &rules,
+                now: now(),
+            },
+        )
+    }
+
+    #[test]
+    fn valid_payments_process_with_their_bank_body_and_the_others_are_rejected_with_the_check() {
+        let good = payment("1250.5", "dac_1");
+        let d = decide_with(
+            vec![
+                good.clone(),
+                payment("0", "dac_1"),
+                payment("10", "dac_unknown"),
+            ],
+            Some(SubscriptionStatus::Authorised),
+        );
+        assert_eq!(d.batch.status, BatchStatus::Processing);
+        let statuses: Vec<_> = d
+            .payments
+            .iter()
+            .map(|p| (p.status, p.reason.clone()))
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                (PaymentStatus::Processing, None),
+                (
+                    PaymentStatus::Rejected,
+                    Some("ValidationFailed: amount".into())
+                ),
+                (
+                    PaymentStatus::Rejected,
+                    Some("ValidationFailed: DebtorAccountNotActive".into())
+                ),
+            ]
+        );
+        let body = d.payments[0].submission.clone().unwrap();
+        assert_eq!(body["amount"], "1250.50");
+        assert_eq!(body["debtorAccountId"], "acc_1");
+        assert_eq!(body["consentId"], "cns-1");
+        assert_eq!(body["reference"], "BILL-1");
+        assert_eq!(
+            body["creditor"]["bankAccount"]["routingNumber"],
+            "021000021"
+        );
+        assert!(d.payments[1].submission.is_none());
+    }
+
+    #[test]
+    fn a_batch_check_or_no_valid_payment_rejects_everything() {
+        let d = decide_with(vec![payment("1", "dac_1")], None);
+        assert_eq!(d.batch.status, BatchStatus::Rejected);
+        assert_eq!(d.batch.reason.as_deref(), Some("SubscriptionRequired"));
+        assert!(
+            d.payments
+                .iter()
+                .all(|p| p.status == PaymentStatus::Rejected)
+        );
+        let d = decide_with(
+            vec![payment("-1", "dac_1")],
+            Some(SubscriptionStatus::Authorised),
+        );
+        assert_eq!(d.batch.status, BatchStatus::Rejected);
+        assert_eq!(
+            d.payments[0].reason.as_deref(),
+            Some("ValidationFailed: NoValidPayment")
+        );
+    }
+
+    #[test]
+    fn bank_events_move_a_payment_forward_once_and_in_order() {
+        let d = decide_with(
+            vec![payment("5", "dac_1")],
+            Some(SubscriptionStatus::Authorised),
+        );
+        let record = d.payments[0].clone();
+        let event = |seq, status: &str| BankEvent {
+            event_id: format!("e{seq}"),
+            payment_id: record.payment_id,
+            status: status.into(),
+            event_seq: seq,
+            completed_at: Some(now()),
+            reason_code: Some("AM04".into()),
+            reason_message: Some("Insufficient funds".into()),
+        };
+        assert_eq!(
+            apply_event(&record, &event(1, "accepted")),
+            None,
+            "still Processing"
+        );
+        let paid = apply_event(&record, &event(3, "settled")).unwrap();
+        assert_eq!(
+            (paid.status, paid.completed_at, paid.event_seq),
+            (PaymentStatus::Paid, Some(now()), 3)
+        );
+        assert_eq!(apply_event(&paid, &event(4, "returned")), None, "terminal");
+        assert_eq!(apply_event(&paid, &event(2, "failed")), None, "older");
+        let failed = apply_event(&record, &event(3, "failed")).unwrap();
+        assert_eq!(failed.reason.as_deref(), Some("AM04: Insufficient funds"));
+        assert_eq!(apply_event(&record, &event(5, "no-such-status")), None);
+    }
+}
