@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod meter;
 pub mod moto;
 pub mod notification_bench;
+pub mod payments_out;
 pub mod permissions;
 pub mod plot;
 pub mod process;

@@ -128,11 +128,16 @@ fn print_urls(stack: &LocalStack) {
         "/authrefresh",
         "/availableaccounts",
         "/ingest",
+        "/notifications (Payments Out)",
+        "/subscription (Payments Out)",
+        "/authorise/{linkId} (Payments Out)",
+        "/bank/payment-events (Payments Out)",
+        "/bank/consent-events (Payments Out)",
     ] {
         println!("  {}{path}", stack.api_url);
     }
     println!(
-        "Sandbox (Banking Service, Sage ID) {}",
+        "Sandbox (Banking Service, Payments Out, Sage ID) {}",
         stack.sandbox.base_url()
     );
     println!(
@@ -312,25 +317,34 @@ async fn main() -> Result<()> {
         }
         Command::Demo { transactions } => {
             options.api_port = 0;
-            println!("==> Starting the local stack (DynamoDB Local, moto, sandbox, 9 functions)");
+            println!(
+                "==> Starting the local stack (DynamoDB Local, moto, sandbox, every function of template.yaml)"
+            );
             let stack = LocalStack::start(options).await?;
             print_urls(&stack);
             if let Err(e) = local_stack::invoke::record(&stack) {
                 eprintln!("note: `cargo xtask invoke` will not find this stack: {e:#}");
             }
+            let both = async {
+                let banking = local_stack::demo::run(&stack, transactions, true).await?;
+                let payouts = local_stack::demo::payments_out(&stack, 5, true).await?;
+                anyhow::Ok((banking, payouts))
+            };
             let outcome = tokio::select! {
-                r = local_stack::demo::run(&stack, transactions, true) => Some(r),
+                r = both => Some(r),
                 _ = tokio::signal::ctrl_c() => None,
             };
             stack.shutdown().await;
             match outcome {
-                Some(Ok(report))
+                Some(Ok((report, payouts)))
                     if report.violations == 0
-                        && report.delivered == report.backfilled + report.pushed =>
+                        && report.delivered == report.backfilled + report.pushed
+                        && payouts.violations == 0
+                        && payouts.batch_status == "Paid" =>
                 {
                     println!("==> Demo succeeded.");
                 }
-                Some(Ok(report)) => anyhow::bail!("demo finished with problems: {report:?}"),
+                Some(Ok(reports)) => anyhow::bail!("demo finished with problems: {reports:?}"),
                 Some(Err(e)) => return Err(e),
                 None => println!("Interrupted."),
             }

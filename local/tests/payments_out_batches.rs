@@ -8,24 +8,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use sandbox::SandboxConfig;
 use sandbox::payments_out::client::PoClient;
-use serde_json::{Value, json};
-
-fn payment(reference: &str, amount: &str, debtor: &str, date: &str) -> Value {
-    json!({
-        "externalId": reference, "localInstrument": "ACH", "requestedExecutionDate": date,
-        "instructedAmount": { "amount": amount, "currency": "USD" },
-        "debtor": { "debtorAccountId": debtor, "remittanceEmail": "ap@acme.test" },
-        "creditor": { "creditorId": null, "name": "Northwind Supplies", "creditorType": "Organisation",
-          "postalAddress": { "addressLine1": "1 Main St", "townName": "Austin", "countrySubdivision": "TX",
-                             "postCode": "73301", "country": "US" },
-          "bankAccount": { "routingNumber": "021000021", "accountNumber": "000123456789" } },
-        "remittanceInformation": { "reference": reference }
-    })
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage() {
@@ -36,9 +21,9 @@ async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage()
         .format("%Y-%m-%d")
         .to_string();
     let batch = json!({ "externalId": "AP-RUN-1", "subscriptionId": sub, "payments": [
-        payment("BILL-1", "1250.00", &debtor, &tomorrow),
-        payment("BILL-2", "0", &debtor, &tomorrow),
-        payment("BILL-3", "20.5", &debtor, &tomorrow),
+        local_stack::payments_out::payment("BILL-1", "1250.00", &debtor, &tomorrow),
+        local_stack::payments_out::payment("BILL-2", "0", &debtor, &tomorrow),
+        local_stack::payments_out::payment("BILL-3", "20.5", &debtor, &tomorrow),
     ]});
     let submitted = po.submit_batch(&batch, Some("run-1"), true).await.unwrap();
     assert_eq!(submitted.status, 201, "{submitted:?}");
@@ -47,23 +32,9 @@ async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage()
         .unwrap()
         .to_string();
 
-    let done = common::eventually(
-        "the batch's outcome at Sage",
-        Duration::from_secs(60),
-        || async {
-            let b = po
-                .get(&format!("/_sandbox/payments-out/batches/{batch_id}"))
-                .await
-                .ok()?;
-            let b = if b.get("data").is_some() {
-                b["data"].clone()
-            } else {
-                b
-            };
-            (b["status"] == "PartiallyPaid").then_some(b)
-        },
-    )
-    .await;
+    let done = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["PartiallyPaid"])
+        .await
+        .unwrap();
     let payments = done["payments"].as_array().unwrap();
     let by_ref = |r: &str| {
         payments
@@ -92,5 +63,17 @@ async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage()
         "{ledger}"
     );
     assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}
+
+/// The demo's Payments Out part (`cargo xtask demo`) stays runnable: a clean batch ends `Paid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_pays_a_clean_batch_in_full() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let report = local_stack::demo::payments_out(&stack, 3, false)
+        .await
+        .unwrap();
+    assert_eq!(report.batch_status, "Paid", "{report:?}");
+    assert_eq!((report.paid, report.violations), (3, 0), "{report:?}");
     stack.finish().await;
 }

@@ -9,7 +9,7 @@ mod common;
 
 use sandbox::SandboxConfig;
 use sandbox::payments_out::client::PoClient;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_product_registers_lists_and_deletes_debtor_accounts_of_the_consent() {
@@ -19,24 +19,10 @@ async fn a_product_registers_lists_and_deletes_debtor_accounts_of_the_consent() 
     let (sub, binding) = common::po_authorised(&stack, &po, org).await;
 
     // The consent's accounts, as the bank shows them to the connector; the first in USD.
-    let consent: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/consents/{}",
-            stack.sandbox.bank_api_url(),
-            binding.consent_id
-        ))
-        .basic_auth(
-            sandbox::config::local::BANK_CLIENT_ID,
-            Some(sandbox::config::local::BANK_CLIENT_SECRET),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let accounts = local_stack::payments_out::consent_accounts(&stack, &binding.consent_id)
         .await
         .unwrap();
-    let accounts = consent["accounts"].as_array().unwrap();
-    assert!(accounts.len() >= 2, "{consent}");
+    assert!(accounts.len() >= 2, "{accounts:?}");
     let usd = accounts[0]["accountId"].as_str().unwrap();
     let other = accounts[1]["identifier"].as_str().unwrap();
     po.put(

@@ -405,12 +405,9 @@ pub async fn po_subscription(
     organisation: uuid::Uuid,
     additional_data: Option<&str>,
 ) -> uuid::Uuid {
-    let provider = uuid::Uuid::parse_str(sandbox::config::local::PROVIDER_ID).unwrap();
-    let created = po
-        .create_subscription(organisation, provider, additional_data)
+    local_stack::payments_out::new_subscription(po, organisation, additional_data)
         .await
-        .expect("the product subscribes");
-    uuid::Uuid::parse_str(created["data"]["subscriptionId"].as_str().unwrap()).unwrap()
+        .unwrap()
 }
 
 /// The subscription at Sage once it has `status`.
@@ -419,18 +416,9 @@ pub async fn po_at_sage(
     id: uuid::Uuid,
     status: &str,
 ) -> serde_json::Value {
-    eventually(
-        &format!("the subscription is {status} at Sage"),
-        std::time::Duration::from_secs(60),
-        || async {
-            let all = po.get("/_sandbox/payments-out/subscriptions").await.ok()?;
-            all.as_array()?
-                .iter()
-                .find(|s| s["subscriptionId"] == id.to_string() && s["status"] == status)
-                .cloned()
-        },
-    )
-    .await
+    local_stack::payments_out::subscription_at_sage(po, id, status)
+        .await
+        .unwrap()
 }
 
 /// A new subscription's authorisation link, once the worker has PATCHed it into Sage.
@@ -438,13 +426,7 @@ pub async fn po_new_link(
     po: &sandbox::payments_out::client::PoClient,
     org: uuid::Uuid,
 ) -> (uuid::Uuid, String) {
-    let id = po_subscription(po, org, None).await;
-    let sub = po_at_sage(po, id, "AwaitingAuthorisation").await;
-    let link = sub["links"]["authorise"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a link: {sub}"))
-        .to_string();
-    (id, link)
+    local_stack::payments_out::new_link(po, org).await.unwrap()
 }
 
 /// A subscription the customer `demo` has authorised at the demo bank, through the link.
@@ -453,19 +435,9 @@ pub async fn po_authorised(
     po: &sandbox::payments_out::client::PoClient,
     org: uuid::Uuid,
 ) -> (uuid::Uuid, connector_domain::payouts::authorise::Binding) {
-    let (id, link) = po_new_link(po, org).await;
-    sandbox::driver::walk_authorisation(
-        &link,
-        ("demo", "demo"),
-        sandbox::driver::AccountPick::All,
-        false,
-        None,
-    )
-    .await
-    .expect("the customer authorises");
-    po_at_sage(po, id, "Authorised").await;
-    let binding = table(stack).binding(id).await.unwrap().expect("bound");
-    (id, binding)
+    local_stack::payments_out::authorised(stack, po, org)
+        .await
+        .unwrap()
 }
 
 /// The product's inbox entries answering `correlation_id`, once there are `n`.
@@ -474,21 +446,9 @@ pub async fn po_answers(
     correlation_id: &str,
     n: usize,
 ) -> Vec<serde_json::Value> {
-    eventually(
-        &format!("{n} answer(s) to {correlation_id}"),
-        std::time::Duration::from_secs(60),
-        || async {
-            let inbox = po.inbox().await.ok()?;
-            let found: Vec<serde_json::Value> = inbox
-                .as_array()?
-                .iter()
-                .filter(|m| m["correlationId"] == correlation_id)
-                .cloned()
-                .collect();
-            (found.len() >= n).then_some(found)
-        },
-    )
-    .await
+    local_stack::payments_out::answers(po, correlation_id, n)
+        .await
+        .unwrap()
 }
 
 /// An authorised subscription with one `Active` debtor account of the consent in USD, funded:
@@ -497,40 +457,5 @@ pub async fn po_payer(
     stack: &LocalStack,
     po: &sandbox::payments_out::client::PoClient,
 ) -> (uuid::Uuid, String) {
-    let org = po.create_organisation("Acme").await.unwrap();
-    let (sub, binding) = po_authorised(stack, po, org).await;
-    let consent: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/consents/{}",
-            stack.sandbox.bank_api_url(),
-            binding.consent_id
-        ))
-        .basic_auth(
-            sandbox::config::local::BANK_CLIENT_ID,
-            Some(sandbox::config::local::BANK_CLIENT_SECRET),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let account = &consent["accounts"][0];
-    po.put(
-        &format!(
-            "/_sandbox/payments-out/bank/accounts/{}",
-            account["accountId"].as_str().unwrap()
-        ),
-        &serde_json::json!({"currency": "USD", "credit": "100000.00"}),
-    )
-    .await
-    .unwrap();
-    let data = serde_json::json!({"debtor": {"externalId": "OPS", "name": "Operating account",
-        "bankAccount": {"accountNumber": account["identifier"]}, "currency": "USD"}});
-    po.message("debtoraccountputs", sub, "payer-put", &data)
-        .await
-        .unwrap();
-    let answer = &po_answers(po, "payer-put", 1).await[0]["data"]["debtor"];
-    assert_eq!(answer["status"], "Active", "{answer}");
-    (sub, answer["debtorAccountId"].as_str().unwrap().to_string())
+    local_stack::payments_out::payer(stack, po).await.unwrap()
 }
