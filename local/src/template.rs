@@ -437,6 +437,7 @@ mod tests {
             "po-worker",
             "po-authorise",
             "po-bank-events",
+            "po-reconciler",
         ] {
             assert!(
                 binaries.contains(&expected),

@@ -77,3 +77,50 @@ async fn the_demo_pays_a_clean_batch_in_full() {
     assert_eq!((report.paid, report.violations), (3, 0), "{report:?}");
     stack.finish().await;
 }
+
+/// Outcomes the bank never pushes (its events switched off) are read at the bank by
+/// `po-reconciler` once the batch is stuck, and reach Sage all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_reads_outcomes_the_bank_never_pushed() {
+    let mut options = common::options(SandboxConfig::fast());
+    options.schedule_every = Some(std::time::Duration::from_secs(1));
+    options.env.insert("STUCK_AFTER_S".into(), "1".into());
+    let stack = common::start_with(options).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let (sub, debtor) = common::po_payer(&stack, &po).await;
+    let mut rails = po.get("/_sandbox/payments-out/bank/config").await.unwrap();
+    rails["eventsUrl"] = serde_json::Value::Null;
+    po.put("/_sandbox/payments-out/bank/config", &rails)
+        .await
+        .unwrap();
+    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let batch = json!({ "externalId": "AP-RUN-2", "subscriptionId": sub, "payments": [
+        local_stack::payments_out::payment("BILL-1", "10.00", &debtor, &tomorrow),
+        local_stack::payments_out::payment("BILL-2", "20.00", &debtor, &tomorrow),
+    ]});
+    let submitted = po.submit_batch(&batch, None, false).await.unwrap();
+    let batch_id = submitted.body["data"]["batchId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["Paid"])
+        .await
+        .unwrap();
+    assert!(
+        done["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["status"] == "Paid" && p["paymentCompletedDate"].is_string()),
+        "{done}"
+    );
+    let events = po.get("/_sandbox/payments-out/bank/events").await.unwrap();
+    assert!(
+        !events["payments"].as_array().unwrap().is_empty(),
+        "the bank had outcomes: {events}"
+    );
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}

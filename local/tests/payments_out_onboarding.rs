@@ -37,6 +37,7 @@ async fn subscriptions_are_onboarded_or_rejected_by_the_providers_rule() {
         links: Arc::new(common::table(&stack)),
         clock: Arc::new(SystemClock),
         link_ttl: TimeDelta::days(7),
+        open: Arc::new(common::table(&stack)),
     };
     let org = po.create_organisation("Acme").await.unwrap();
     let good = common::po_subscription(

@@ -21,8 +21,8 @@ use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
     AccountStore, BankBalances, BankCallError, BankReader, BatchApi, BatchChange, BatchStore,
     BindingStore, BoxFuture, CallError, Clock, FoundAccount, GrantStore, LinkStore, Once,
-    OnceClaims, PartyStore, PayoutsApiPort, QueueError, StatementApi, StatementApis, StoreError,
-    Timers, TransactionStore,
+    OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore, PayoutsApiPort, QueueError, StatementApi,
+    StatementApis, StoreError, Timers, TransactionStore,
 };
 use connector_domain::statement::{
     FailureDetail, StatementRequest, StatementResource, StatementStatus,
@@ -85,6 +85,7 @@ struct StoreState {
     batches: HashMap<Uuid, BatchRecord>,
     /// By payment id (ordered, so that listings are stable).
     payments: BTreeMap<Uuid, PaymentRecord>,
+    open: BTreeMap<(u8, String), OpenItem>,
 }
 
 type LinkState = (Option<LoginSession>, Option<Completion>, bool);
@@ -1142,6 +1143,31 @@ impl BatchStore for MemoryStore {
             }
             s.payments.insert(record.payment_id, record.clone());
             Ok(())
+        })
+    }
+}
+
+impl OpenWork for MemoryStore {
+    fn open<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("open", move |s| {
+            s.open
+                .insert((item.kind as u8, item.id.clone()), item.clone());
+        })
+    }
+
+    fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("close", move |s| {
+            s.open.remove(&(kind as u8, id.to_string()));
+        })
+    }
+
+    fn due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<OpenItem>, StoreError>> {
+        self.with("due", move |s| {
+            s.open
+                .values()
+                .filter(|i| i.due_at <= now)
+                .cloned()
+                .collect()
         })
     }
 }

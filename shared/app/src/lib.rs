@@ -20,6 +20,7 @@ pub mod payouts_batches;
 pub mod payouts_intake;
 pub mod payouts_messages;
 pub mod payouts_onboarding;
+pub mod payouts_reconciler;
 pub mod payouts_worker;
 pub use connector_metrics as metrics;
 pub mod pages;

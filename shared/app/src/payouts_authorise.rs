@@ -19,7 +19,8 @@ use connector_domain::payouts::notification::PayoutsWork;
 use connector_domain::payouts::onboarding::SubscriptionChange;
 use connector_domain::payouts::status::SubscriptionStatus;
 use connector_domain::ports::{
-    BankLogin, BindingStore, Clock, LinkStore, LoginError, PayoutsApiPort, PayoutsQueue, StoreError,
+    BankLogin, BindingStore, Clock, LinkStore, LoginError, OpenItem, OpenKind, OpenWork,
+    PayoutsApiPort, PayoutsQueue, StoreError,
 };
 use connector_domain::redirect::{RedirectAllowList, with_state};
 use sha2::Digest;
@@ -42,6 +43,10 @@ pub struct Authorise {
     /// Attempts of the PATCH while the customer waits, and the pause between them.
     pub patch_attempts: u32,
     pub patch_pause: Duration,
+    /// Where the reconciler finds a `Pending` decision to look at again.
+    pub open: Arc<dyn OpenWork>,
+    /// How soon the reconciler re-reads a consent under the bank's review (`STUCK_AFTER_S`).
+    pub stuck_after: chrono::TimeDelta,
 }
 
 /// Why a step ended on an error page (logged; the customer sees only the page).
@@ -352,6 +357,16 @@ impl Authorise {
             "PayoutsAuthorisations",
             &[("Outcome", status_name(completion.status))],
         );
+        if completion.status == SubscriptionStatus::Pending {
+            let watch = OpenItem {
+                kind: OpenKind::Link,
+                id: link_id.to_string(),
+                due_at: self.clock.now() + self.stuck_after,
+            };
+            if let Err(e) = self.open.open(&watch).await {
+                tracing::warn!(error = %e, "the reconciler will look at this Pending decision at the link's expiry");
+            }
+        }
         self.tell_payments_out(subscription_id, link_id, &completion)
             .await;
         if let Some(url) = &back.url {
@@ -447,6 +462,8 @@ impl AuthorisePage {
                 .unwrap_or_else(|| "your bank".into()),
             patch_attempts: 3,
             patch_pause: Duration::from_millis(300),
+            open: Arc::new(platform.table.clone()),
+            stuck_after: crate::payouts_worker::stuck_after(env)?,
         };
         let pages = crate::http::PagePolicy {
             frame_ancestors: env
@@ -693,6 +710,8 @@ mod tests {
             bank_name: "Example Bank".into(),
             patch_attempts: 2,
             patch_pause: Duration::ZERO,
+            open: store.clone(),
+            stuck_after: TimeDelta::minutes(15),
         };
         World {
             page,
@@ -993,6 +1012,7 @@ mod tests {
             links: w.store.clone(),
             clock: w.clock.clone(),
             link_ttl: TimeDelta::days(7),
+            open: w.store.clone(),
         };
         assert_eq!(
             worker.onboard(w.link.subscription_id, None).await.unwrap(),

@@ -18,7 +18,8 @@ use connector_domain::payouts::status::{
 };
 use connector_domain::ports::{
     BankLogin, BankPayments, BatchApi, BatchChange, BatchStore, BindingStore, CallError, Clock,
-    LoginError, PartyStore, PaymentChange, PayoutsApiPort, StoreError, SubmitError, Submitted,
+    LoginError, OpenItem, OpenKind, OpenWork, PartyStore, PaymentChange, PayoutsApiPort,
+    StoreError, SubmitError, Submitted,
 };
 use futures::StreamExt;
 use uuid::Uuid;
@@ -39,6 +40,10 @@ pub struct Batches {
     pub supported_currencies: Vec<String>,
     /// Submissions in flight per batch (`BANK_CONCURRENCY`, 8).
     pub bank_concurrency: usize,
+    /// Where the reconciler finds batches that stopped moving.
+    pub open: Arc<dyn OpenWork>,
+    /// How long a batch may go without an outcome before the reconciler looks (`STUCK_AFTER_S`).
+    pub stuck_after: chrono::TimeDelta,
 }
 
 /// What taking a batch notification did.
@@ -74,6 +79,7 @@ impl Batches {
         batch_id: Uuid,
         application: Option<&str>,
     ) -> Result<Taken, MessageError> {
+        self.watch(batch_id).await?;
         let record = match self.store.batch(batch_id).await? {
             Some(r) => r,
             None => match self.check(batch_id, application).await? {
@@ -88,6 +94,16 @@ impl Batches {
             status: record.status,
             submitted,
         })
+    }
+
+    /// Lets the reconciler look at the batch after `stuck_after` (again after each look).
+    pub async fn watch(&self, batch_id: Uuid) -> Result<(), MessageError> {
+        let item = OpenItem {
+            kind: OpenKind::Batch,
+            id: batch_id.to_string(),
+            due_at: self.clock.now() + self.stuck_after,
+        };
+        Ok(self.open.open(&item).await?)
     }
 
     /// Reads and checks the batch, and records the decisions; `Err(status)` when Payments Out
@@ -395,6 +411,8 @@ mod tests {
         refuse: Mutex<HashSet<Uuid>>,
         conflict: Mutex<HashSet<Uuid>>,
         down: Mutex<bool>,
+        /// What a read of a payment answers.
+        states: Mutex<HashMap<Uuid, BankEvent>>,
     }
 
     impl BankPayments for Bank {
@@ -423,12 +441,19 @@ mod tests {
                 Ok(Submitted::Accepted)
             })
         }
+
+        fn state(&self, payment_id: Uuid) -> BoxFuture<'_, Result<Option<BankEvent>, SubmitError>> {
+            let found = self.states.lock().unwrap().get(&payment_id).cloned();
+            Box::pin(async move { Ok(found) })
+        }
     }
 
     struct World {
         batches: Batches,
         payouts: Arc<FakePayouts>,
         bank: Arc<Bank>,
+        store: Arc<MemoryStore>,
+        clock: Arc<ManualClock>,
         batch_id: Uuid,
         payment_ids: Vec<Uuid>,
     }
@@ -492,22 +517,27 @@ mod tests {
             },
         );
         let bank = Arc::new(Bank::default());
+        let clock = Arc::new(ManualClock::new(now()));
         let batches = Batches {
             api: payouts.clone(),
             batches: payouts.clone(),
             store: store.clone(),
             parties: store.clone(),
-            bindings: store,
+            bindings: store.clone(),
             consents: Arc::new(Consents),
             bank: bank.clone(),
-            clock: Arc::new(ManualClock::new(now())),
+            clock: clock.clone(),
             supported_currencies: vec!["USD".into()],
             bank_concurrency: 2,
+            open: store.clone(),
+            stuck_after: chrono::TimeDelta::minutes(15),
         };
         World {
             batches,
             payouts,
             bank,
+            store,
+            clock,
             batch_id,
             payment_ids,
         }
@@ -643,5 +673,116 @@ mod tests {
         let submissions = w.bank.submissions.lock().unwrap().clone();
         assert_eq!(submissions.len(), 2);
         assert!(submissions.values().all(|n| *n == 1), "{submissions:?}");
+    }
+
+    /// The reconciler of a world: its batches' use cases again, on the same fakes.
+    fn reconciler(w: &World) -> crate::payouts_reconciler::PayoutsReconciler {
+        let batches = Batches {
+            api: w.payouts.clone(),
+            batches: w.payouts.clone(),
+            store: w.store.clone(),
+            parties: w.store.clone(),
+            bindings: w.store.clone(),
+            consents: Arc::new(Consents),
+            bank: w.bank.clone(),
+            clock: w.clock.clone(),
+            supported_currencies: vec!["USD".into()],
+            bank_concurrency: 2,
+            open: w.store.clone(),
+            stuck_after: chrono::TimeDelta::minutes(15),
+        };
+        crate::payouts_reconciler::PayoutsReconciler {
+            open: w.store.clone(),
+            batches,
+            onboarding: crate::payouts_onboarding::Onboarding {
+                api: w.payouts.clone(),
+                links: w.store.clone(),
+                clock: w.clock.clone(),
+                link_ttl: chrono::TimeDelta::days(7),
+                open: w.store.clone(),
+            },
+            links: w.store.clone(),
+            api: w.payouts.clone(),
+            bindings: w.store.clone(),
+            consents: Arc::new(Consents),
+            clock: w.clock.clone(),
+            stuck_after: chrono::TimeDelta::minutes(15),
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_the_bank_never_pushed_are_read_by_the_reconciler_once_the_batch_is_stuck() {
+        let w = world(&["10", "20"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        for (i, id) in w.payment_ids.iter().enumerate() {
+            w.bank.states.lock().unwrap().insert(
+                *id,
+                event(*id, 3, if i == 0 { "settled" } else { "submitted" }),
+            );
+        }
+        let r = reconciler(&w);
+        assert_eq!(r.run().await.unwrap().looked_at, 0, "not stuck yet");
+        w.clock.set(now() + chrono::TimeDelta::minutes(16));
+        let report = r.run().await.unwrap();
+        assert_eq!((report.looked_at, report.closed, report.failed), (1, 0, 0));
+        use PaymentStatus::*;
+        assert_eq!(
+            at_sage(&w),
+            (BatchStatus::Processing, vec![Paid, Processing])
+        );
+        w.bank
+            .states
+            .lock()
+            .unwrap()
+            .insert(w.payment_ids[1], event(w.payment_ids[1], 4, "settled"));
+        w.clock.set(now() + chrono::TimeDelta::minutes(32));
+        let report = r.run().await.unwrap();
+        assert_eq!((report.looked_at, report.closed), (1, 1));
+        assert_eq!(at_sage(&w), (BatchStatus::Paid, vec![Paid, Paid]));
+        w.clock.set(now() + chrono::TimeDelta::hours(2));
+        assert_eq!(
+            r.run().await.unwrap().looked_at,
+            0,
+            "closed: no longer watched"
+        );
+        assert!(w.bank.submissions.lock().unwrap().values().all(|n| *n == 1));
+    }
+
+    #[tokio::test]
+    async fn an_unused_link_past_its_expiry_rejects_the_subscription_and_is_used_up() {
+        use connector_domain::payouts::onboarding::SubscriptionView;
+        use connector_domain::ports::LinkStore;
+        let w = world(&["10"]).await;
+        let sub = Uuid::new_v4();
+        w.payouts.subscriptions.lock().unwrap().insert(
+            sub,
+            SubscriptionView {
+                subscription_id: sub,
+                status: SubscriptionStatus::Received,
+                additional_data: None,
+            },
+        );
+        *w.payouts.configuration.lock().unwrap() = json!({});
+        let r = reconciler(&w);
+        let onboarded = r.onboarding.onboard(sub, None).await.unwrap();
+        let crate::payouts_onboarding::Onboarded::AwaitingAuthorisation(link) = onboarded else {
+            panic!("{onboarded:?}")
+        };
+        w.clock.set(link.expires_at + chrono::TimeDelta::minutes(5));
+        assert_eq!(
+            r.run().await.unwrap().looked_at,
+            0,
+            "the login grace is not over"
+        );
+        w.clock
+            .set(link.expires_at + chrono::TimeDelta::minutes(11));
+        let report = r.run().await.unwrap();
+        assert_eq!((report.looked_at, report.closed), (1, 1), "{report:?}");
+        let at_sage = w.payouts.subscriptions.lock().unwrap()[&sub].status;
+        assert_eq!(at_sage, SubscriptionStatus::Rejected);
+        let last = w.payouts.patches.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last.reason.as_deref(), Some("AuthorisationExpired"));
+        let record = w.store.link_record(&link.link_id).await.unwrap().unwrap();
+        assert!(record.completion.is_some() && record.patched);
     }
 }

@@ -8,10 +8,13 @@
 use std::sync::Arc;
 
 use chrono::TimeDelta;
+use connector_domain::payouts::authorise::LOGIN_GRACE;
 use connector_domain::payouts::checks::RuleSet;
 use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, check_subscription};
 use connector_domain::payouts::status::SubscriptionStatus;
-use connector_domain::ports::{CallError, Clock, LinkStore, PayoutsApiPort};
+use connector_domain::ports::{
+    CallError, Clock, LinkStore, OpenItem, OpenKind, OpenWork, PayoutsApiPort,
+};
 use uuid::Uuid;
 
 use crate::batch::MessageError;
@@ -35,6 +38,8 @@ pub struct Onboarding {
     pub clock: Arc<dyn Clock>,
     /// How long a link lives (`AUTH_LINK_TTL_S`, 7 days).
     pub link_ttl: TimeDelta,
+    /// Where the reconciler finds links to expire.
+    pub open: Arc<dyn OpenWork>,
 }
 
 /// A failed Payments Out call as a message outcome: a request Payments Out refuses as invalid
@@ -136,16 +141,26 @@ impl Onboarding {
 
     /// The subscription's link: the one an earlier attempt recorded, or a new one.
     async fn link(&self, subscription_id: Uuid) -> Result<AuthLink, MessageError> {
-        if let Some(link) = self.links.link_for(subscription_id).await? {
-            return Ok(link);
-        }
-        let fresh = AuthLink::new(
-            rand::random(),
-            subscription_id,
-            self.clock.now(),
-            self.link_ttl,
-        );
-        Ok(self.links.record_link(&fresh).await?)
+        let link = match self.links.link_for(subscription_id).await? {
+            Some(link) => link,
+            None => {
+                let fresh = AuthLink::new(
+                    rand::random(),
+                    subscription_id,
+                    self.clock.now(),
+                    self.link_ttl,
+                );
+                self.links.record_link(&fresh).await?
+            }
+        };
+        // Before the PATCH: a link Sage shows is always one the reconciler will expire.
+        let watch = OpenItem {
+            kind: OpenKind::Link,
+            id: link.link_id.clone(),
+            due_at: link.expires_at + LOGIN_GRACE,
+        };
+        self.open.open(&watch).await?;
+        Ok(link)
     }
 
     async fn patch(
@@ -191,6 +206,7 @@ mod tests {
             links: Arc::new(MemoryStore::default()),
             clock: Arc::new(ManualClock::new(start)),
             link_ttl: TimeDelta::days(7),
+            open: Arc::new(MemoryStore::default()),
         };
         (onboarding, payouts, id)
     }

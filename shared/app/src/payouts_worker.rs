@@ -157,6 +157,7 @@ impl PayoutsWorker {
             links: Arc::new(platform.table.clone()),
             clock: Arc::new(SystemClock),
             link_ttl: TimeDelta::from_std(ttl).unwrap_or(TimeDelta::days(7)),
+            open: Arc::new(platform.table.clone()),
         };
         let dead_letters: DeadLetters = platform.dead_letters(env, false)?;
         Ok(Consumer {
@@ -199,6 +200,18 @@ pub fn batches_from_env(
         clock: Arc::new(SystemClock),
         supported_currencies: supported_currencies(env),
         bank_concurrency: env.parse_or("BANK_CONCURRENCY", 8usize)?,
+        open: Arc::new(platform.table.clone()),
+        stuck_after: stuck_after(env)?,
+    })
+}
+
+/// `STUCK_AFTER_S` (900): how long Payments Out work may go without progress before the
+/// reconciler looks at it.
+pub fn stuck_after(env: &Env) -> Result<TimeDelta, ConfigError> {
+    let d = env.duration_secs("STUCK_AFTER_S", Duration::from_secs(900))?;
+    TimeDelta::from_std(d).map_err(|e| ConfigError::Invalid {
+        name: "STUCK_AFTER_S".into(),
+        reason: e.to_string(),
     })
 }
 

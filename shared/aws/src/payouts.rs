@@ -9,6 +9,7 @@ use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, Logi
 use connector_domain::payouts::batches::{BatchRecord, PaymentRecord};
 use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
+use connector_domain::ports::{OpenItem, OpenKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -439,5 +440,67 @@ impl Table {
             .await
             .map_err(from_sdk)?;
         Ok(())
+    }
+}
+
+/// The Payments Out reconciler's open work, in one partition it reads whole.
+const OPEN_PK: &str = "PO#OPEN";
+
+fn open_sk(kind: OpenKind, id: &str) -> String {
+    format!("{kind:?}#{id}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct OpenRecord {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    item: OpenItem,
+}
+
+impl Table {
+    pub async fn open_work(&self, item: &OpenItem) -> Result<(), StoreError> {
+        self.put_as(&OpenRecord {
+            pk: OPEN_PK.into(),
+            sk: open_sk(item.kind, &item.id),
+            item: item.clone(),
+        })
+        .await
+    }
+
+    pub async fn close_work(&self, kind: OpenKind, id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(OPEN_PK, open_sk(kind, id))))
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(())
+    }
+
+    pub async fn due_work(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<OpenItem>, StoreError> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(OPEN_PK.into()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
+            let open = crate::table::from_item::<OpenRecord>(item)?.item;
+            if open.due_at <= now {
+                out.push(open);
+            }
+        }
+        Ok(out)
     }
 }

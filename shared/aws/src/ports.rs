@@ -15,7 +15,8 @@ use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
     AccountStore, BatchStore, BindingStore, BoxFuture, GrantStore, LinkStore, Once, OnceClaims,
-    PartyStore, PayoutsQueue, QueueError, StoreError, Timers, TransactionStore,
+    OpenItem, OpenKind, OpenWork, PartyStore, PayoutsQueue, QueueError, StoreError, Timers,
+    TransactionStore,
 };
 use connector_domain::stored::StoredTransaction;
 use uuid::Uuid;
@@ -339,6 +340,20 @@ impl BatchStore for Table {
         record: &'a PaymentRecord,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Table::save_payment(self, record))
+    }
+}
+
+impl OpenWork for Table {
+    fn open<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::open_work(self, item))
+    }
+
+    fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::close_work(self, kind, id))
+    }
+
+    fn due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<OpenItem>, StoreError>> {
+        Box::pin(Table::due_work(self, now))
     }
 }
 

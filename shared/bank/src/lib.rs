@@ -5,6 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, NaiveDate, Utc};
 use connector_domain::amount;
 use connector_domain::payouts::authorise::{ConsentAccount, ConsentView};
+use connector_domain::payouts::batches::BankEvent;
 use connector_domain::ports::{BoxFuture, LoginError, SubmitError, Submitted};
 use connector_sage::Secret;
 use rust_decimal::Decimal;
@@ -442,6 +443,39 @@ impl connector_domain::ports::BankPayments for BankClient {
                 401 | 403 => Err(SubmitError::Configuration),
                 s => Err(SubmitError::Unavailable(format!("HTTP {s}"))),
             }
+        })
+    }
+
+    fn state(
+        &self,
+        payment_id: uuid::Uuid,
+    ) -> BoxFuture<'_, Result<Option<BankEvent>, SubmitError>> {
+        Box::pin(async move {
+            let response = self
+                .http
+                .get(self.url(&format!("/v1/payments/{payment_id}")))
+                .basic_auth(
+                    &self.config.client_id,
+                    Some(self.config.client_secret.expose()),
+                )
+                .send()
+                .await
+                .map_err(|e| SubmitError::Unavailable(Self::transport(e).to_string()))?;
+            match response.status().as_u16() {
+                200 => {}
+                404 => return Ok(None),
+                401 | 403 => return Err(SubmitError::Configuration),
+                s => return Err(SubmitError::Unavailable(format!("HTTP {s}"))),
+            }
+            let mut state: serde_json::Value = response
+                .json()
+                .await
+                .map_err(|e| SubmitError::Unavailable(format!("payment state: {e}")))?;
+            // The state read as the event that would have told it.
+            state["eventId"] = format!("read-{payment_id}-{}", state["eventSeq"]).into();
+            serde_json::from_value(state)
+                .map(Some)
+                .map_err(|e| SubmitError::Unavailable(format!("payment state: {e}")))
         })
     }
 }

@@ -506,6 +506,41 @@ pub trait BankPayments: Send + Sync {
         payment_id: Uuid,
         body: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<Submitted, SubmitError>>;
+    /// The payment's state at the bank now, as the event that would have told it (`None`:
+    /// unknown to the bank).
+    fn state(
+        &self,
+        payment_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<crate::payouts::batches::BankEvent>, SubmitError>>;
+}
+
+/// Work the Payments Out reconciler watches until it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OpenKind {
+    /// A batch not yet final at Sage (id: the batch id).
+    Batch,
+    /// An authorisation link not yet used (id: the link id).
+    Link,
+    /// A subscription `Pending` while the bank reviews its consent (id: the subscription id).
+    Pending,
+}
+
+/// One piece of open work, looked at from `due_at`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenItem {
+    pub kind: OpenKind,
+    pub id: String,
+    pub due_at: DateTime<Utc>,
+}
+
+/// The reconciler's list of open work.
+pub trait OpenWork: Send + Sync {
+    /// Adds the item, or moves its due time.
+    fn open<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Every item due at `now`.
+    fn due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<OpenItem>, StoreError>>;
 }
 
 /// The debtor accounts of each subscription.

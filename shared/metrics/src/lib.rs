@@ -15,6 +15,7 @@ pub const NAMES: &[&str] = &[
     "PayoutsBatches",
     "PayoutsDeliveries",
     "PayoutsMessages",
+    "PayoutsReconciled",
     "PayoutsSubscriptions",
     "StatementsPosted",
     "StatementsSucceeded",

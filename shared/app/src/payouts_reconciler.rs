@@ -1,0 +1,273 @@
+//! The Payments Out reconciler (docs/payments-out.md §11), on a schedule: whatever stopped
+//! moving is moved on from the records and a fresh read of the bank.
+//!
+//! - A batch not final at Sage after `STUCK_AFTER_S`: each payment the bank has but whose
+//!   outcome never arrived is read at the bank and applied as its event would have been; what
+//!   was never submitted is submitted; what Sage lacks is PATCHed. Watched until final.
+//! - An authorisation link: past its expiry (and the login grace) unused, its subscription is
+//!   `Rejected` (`AuthorisationExpired`); used but not PATCHed, the decision is sent; decided
+//!   `Pending`, the consent is read again and the subscription moved when the bank has decided.
+//!
+//! Each item is worked on its own (8 at once): one failing is counted and looked at again on
+//! the next run.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use connector_domain::payouts::authorise::{Completion, LinkRecord};
+use connector_domain::payouts::onboarding::SubscriptionChange;
+use connector_domain::payouts::status::{PaymentStatus, SubscriptionStatus};
+use connector_domain::ports::{
+    BankLogin, BindingStore, Clock, LinkStore, LoginError, OpenItem, OpenKind, OpenWork,
+    PayoutsApiPort,
+};
+use futures::StreamExt;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::batch::MessageError;
+use crate::payouts_batches::Batches;
+use crate::payouts_onboarding::{Onboarding, failed};
+
+pub struct PayoutsReconciler {
+    pub open: Arc<dyn OpenWork>,
+    pub batches: Batches,
+    pub onboarding: Onboarding,
+    pub links: Arc<dyn LinkStore>,
+    pub api: Arc<dyn PayoutsApiPort>,
+    pub bindings: Arc<dyn BindingStore>,
+    pub consents: Arc<dyn BankLogin>,
+    pub clock: Arc<dyn Clock>,
+    pub stuck_after: TimeDelta,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutsReport {
+    pub looked_at: usize,
+    /// Done with: final batches, expired or decided links.
+    pub closed: usize,
+    pub failed: usize,
+}
+
+/// What looking at one item concluded.
+enum Look {
+    /// Done: no longer watched.
+    Closed,
+    /// Look again later.
+    Later,
+}
+
+impl PayoutsReconciler {
+    pub async fn run(&self) -> Result<PayoutsReport, MessageError> {
+        let due = self.open.due(self.clock.now()).await?;
+        let looks: Vec<(OpenItem, Result<Look, MessageError>)> = futures::stream::iter(due)
+            .map(|item| async move {
+                let look = self.look(&item).await;
+                (item, look)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut report = PayoutsReport {
+            looked_at: looks.len(),
+            ..PayoutsReport::default()
+        };
+        for (item, look) in looks {
+            match look {
+                Ok(Look::Closed) => {
+                    self.open.close(item.kind, &item.id).await?;
+                    report.closed += 1;
+                }
+                Ok(Look::Later) => self.later(&item).await?,
+                Err(e) => {
+                    tracing::warn!(kind = ?item.kind, id = %item.id, error = %e, "Payments Out reconciliation failed for this item; next run");
+                    report.failed += 1;
+                    self.later(&item).await?;
+                }
+            }
+        }
+        crate::metrics::emit(
+            "PayoutsReconciled",
+            report.closed as f64,
+            crate::metrics::Unit::Count,
+            &[],
+        );
+        Ok(report)
+    }
+
+    async fn later(&self, item: &OpenItem) -> Result<(), MessageError> {
+        let next = OpenItem {
+            due_at: self.clock.now() + self.stuck_after,
+            ..item.clone()
+        };
+        Ok(self.open.open(&next).await?)
+    }
+
+    async fn look(&self, item: &OpenItem) -> Result<Look, MessageError> {
+        match item.kind {
+            OpenKind::Batch => {
+                let id = Uuid::parse_str(&item.id)
+                    .map_err(|e| MessageError::Poison(format!("batch id {}: {e}", item.id)))?;
+                self.batch(id).await
+            }
+            OpenKind::Link | OpenKind::Pending => self.link(&item.id).await,
+        }
+    }
+
+    /// Applies the bank's state of every submitted open payment, then works the batch on.
+    async fn batch(&self, batch_id: Uuid) -> Result<Look, MessageError> {
+        let Some(record) = self.batches.store.batch(batch_id).await? else {
+            return Ok(Look::Closed);
+        };
+        for p in self.batches.store.payments(batch_id).await? {
+            if !p.submitted || p.status.is_terminal() {
+                continue;
+            }
+            let state = self
+                .batches
+                .bank
+                .state(p.payment_id)
+                .await
+                .map_err(|e| MessageError::Retry(format!("bank: {e}")))?;
+            if let Some(event) = state {
+                self.batches.on_event(&event).await?;
+            }
+        }
+        self.batches
+            .take(batch_id, record.application.as_deref())
+            .await?;
+        let payments = self.batches.store.payments(batch_id).await?;
+        let settled = payments
+            .iter()
+            .all(|p| p.patched && (p.status.is_terminal() || p.status == PaymentStatus::Received));
+        Ok(if settled { Look::Closed } else { Look::Later })
+    }
+
+    async fn link(&self, link_id: &str) -> Result<Look, MessageError> {
+        let Some(record) = self.links.link_record(link_id).await? else {
+            return Ok(Look::Closed);
+        };
+        let subscription_id = record.link.subscription_id;
+        match &record.completion {
+            None if record.login_may_finish(self.clock.now()) => Ok(Look::Later),
+            None if record.link.expired(self.clock.now()) => self.expire(&record).await,
+            None => Ok(Look::Later),
+            // The page's PATCH failed: the worker's path sends the recorded decision.
+            Some(_) if !record.patched => {
+                self.onboarding.onboard(subscription_id, None).await?;
+                Ok(Look::Later)
+            }
+            Some(c) if c.status == SubscriptionStatus::Pending => {
+                self.pending(subscription_id).await
+            }
+            Some(_) => Ok(Look::Closed),
+        }
+    }
+
+    /// An unused link past its expiry: the subscription is `Rejected` if Sage still waits.
+    async fn expire(&self, record: &LinkRecord) -> Result<Look, MessageError> {
+        let subscription_id = record.link.subscription_id;
+        let completion = Completion {
+            status: SubscriptionStatus::Rejected,
+            reason: Some("AuthorisationExpired".into()),
+            completed_at: self.clock.now(),
+        };
+        // Used up first: a customer arriving now gets the 409 page, not a login.
+        if !self
+            .links
+            .complete_link(&record.link.link_id, &completion)
+            .await?
+        {
+            return Ok(Look::Later);
+        }
+        let view = self
+            .api
+            .get_subscription(subscription_id, None)
+            .await
+            .map_err(|e| failed("GET subscription", e))?;
+        if view.status == SubscriptionStatus::AwaitingAuthorisation {
+            let change = SubscriptionChange {
+                status: SubscriptionStatus::Rejected,
+                link: None,
+                reason: completion.reason.clone(),
+            };
+            self.api
+                .patch_subscription(subscription_id, None, &change)
+                .await
+                .map_err(|e| failed("PATCH subscription", e))?;
+            tracing::info!(%subscription_id, "authorisation link expired unused: subscription rejected");
+        }
+        self.links.mark_patched(&record.link.link_id).await?;
+        Ok(Look::Closed)
+    }
+
+    /// A subscription `Pending` on the bank's review: moved once the bank has decided.
+    async fn pending(&self, subscription_id: Uuid) -> Result<Look, MessageError> {
+        let Some(binding) = self.bindings.binding(subscription_id).await? else {
+            return Ok(Look::Closed);
+        };
+        let status = match self.consents.consent(&binding.consent_id).await {
+            Ok(c) => c.status,
+            Err(LoginError::Consent(_)) => "rejected".into(),
+            Err(e) => return Err(MessageError::Retry(e.to_string())),
+        };
+        let (to, reason) = match status.as_str() {
+            "pending_review" => return Ok(Look::Later),
+            "active" => (SubscriptionStatus::Authorised, None),
+            _ => (
+                SubscriptionStatus::Rejected,
+                Some("ConsentRefused".to_string()),
+            ),
+        };
+        let view = self
+            .api
+            .get_subscription(subscription_id, None)
+            .await
+            .map_err(|e| failed("GET subscription", e))?;
+        if view.status == SubscriptionStatus::Pending {
+            let change = SubscriptionChange {
+                status: to,
+                link: None,
+                reason,
+            };
+            self.api
+                .patch_subscription(subscription_id, None, &change)
+                .await
+                .map_err(|e| failed("PATCH subscription", e))?;
+        }
+        Ok(Look::Closed)
+    }
+}
+
+impl PayoutsReconciler {
+    /// The reconciler on real clients (the worker's, and the table's open work).
+    pub async fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
+        use crate::payouts_worker::{batches_from_env, payouts_from_env, stuck_after};
+        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+        // The reconciler PATCHes statuses, never links: no links base.
+        let api = Arc::new(payouts_from_env(env, &platform, String::new()).await?);
+        let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
+        let table = Arc::new(platform.table.clone());
+        let clock: Arc<dyn Clock> = Arc::new(crate::pipeline::SystemClock);
+        Ok(Self {
+            open: table.clone(),
+            batches: batches_from_env(env, &platform, api.clone(), bank.clone())?,
+            onboarding: Onboarding {
+                api: api.clone(),
+                links: table.clone(),
+                clock: clock.clone(),
+                link_ttl: TimeDelta::days(7),
+                open: table.clone(),
+            },
+            links: table.clone(),
+            api,
+            bindings: table,
+            consents: bank,
+            clock,
+            stuck_after: stuck_after(env)?,
+        })
+    }
+}
