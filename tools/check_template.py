@@ -882,10 +882,16 @@ def granted_actions(stack: Stack, role_id: str, where: str, f: Failures) -> tupl
                     f.add(where, f"{role_id} allows {sorted(actions)} on NotResource")
                     continue
                 tokens = {resource_token(r) for r in as_list(st.get("Resource", []))}
-                if any(a.startswith("kms:") for a in actions) and "kms:ViaService" not in json.dumps(
-                    st.get("Condition", {})
+                # A key is used through a service (Secrets Manager), or directly for one purpose
+                # named by the encryption context; never unconditionally.
+                condition = json.dumps(st.get("Condition", {}))
+                if any(a.startswith("kms:") for a in actions) and not (
+                    "kms:ViaService" in condition or "kms:EncryptionContext:" in condition
                 ):
-                    f.add(where, f"{role_id} allows {sorted(actions)} without a kms:ViaService condition")
+                    f.add(
+                        where,
+                        f"{role_id} allows {sorted(actions)} without a kms:ViaService or kms:EncryptionContext condition",
+                    )
                 for a in actions:
                     allowed.setdefault(a, set()).update(tokens)
             elif "NotResource" in st:

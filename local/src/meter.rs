@@ -54,6 +54,7 @@ pub fn operation_of(target: Option<&str>) -> String {
     match target.and_then(|t| t.split_once('.')) {
         Some((service, op)) if service.starts_with("DynamoDB") => format!("DynamoDB.{op}"),
         Some((service, op)) if service.contains("SQS") => format!("SQS.{op}"),
+        Some(("TrentService", op)) => format!("KMS.{op}"),
         Some((service, op)) if service.starts_with("secretsmanager") => {
             format!("SecretsManager.{op}")
         }

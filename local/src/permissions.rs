@@ -26,6 +26,7 @@ pub fn iam_action(operation: &str) -> String {
         "DynamoDB" => "dynamodb",
         "SQS" => "sqs",
         "SecretsManager" => "secretsmanager",
+        "KMS" => "kms",
         other => return format!("{}:{action}", other.to_lowercase()),
     };
     let action = match (prefix, action) {

@@ -155,7 +155,25 @@ impl LocalStack {
             source_sqs.insert(f.binary.clone(), aws_sdk_sqs::Client::new(&sdk));
         }
 
-        let (queue_urls, queue_arns) = create_queues(&sqs, &template).await?;
+        let (queue_urls, mut queue_arns) = create_queues(&sqs, &template).await?;
+        // KMS keys in moto: `!Ref` gives the key id, `!GetAtt .Arn` its ARN.
+        let kms = aws_sdk_kms::Client::new(&sdk_config(&moto.endpoint, &key).await);
+        let mut refs_extra = BTreeMap::new();
+        for id in &template.kms_keys {
+            let made = kms
+                .create_key()
+                .description(format!("local {id}"))
+                .send()
+                .await
+                .with_context(|| format!("creating the KMS key {id} in moto"))?;
+            let meta = made
+                .key_metadata
+                .ok_or_else(|| anyhow!("moto created {id} without metadata"))?;
+            refs_extra.insert(id.clone(), meta.key_id.clone());
+            queue_arns.insert(id.clone(), meta.arn.unwrap_or_default());
+        }
+        let mut ref_values = queue_urls.clone();
+        ref_values.extend(refs_extra);
         create_table(&dynamodb, &template).await?;
 
         let listener =
@@ -211,7 +229,7 @@ impl LocalStack {
                 endpoints: &aws_endpoints,
                 access_key: &key,
             },
-            &queue_urls,
+            &ref_values,
             &queue_arns,
         )?;
         let mut functions = BTreeMap::new();

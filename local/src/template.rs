@@ -68,6 +68,8 @@ pub struct Template {
     pub table: TableSpec,
     pub queues: Vec<QueueSpec>,
     pub functions: Vec<FunctionSpec>,
+    /// Logical ids of the template's KMS keys.
+    pub kms_keys: Vec<String>,
 }
 
 fn tagless(v: &Value) -> &Value {
@@ -150,6 +152,7 @@ impl Template {
         let mut table = None;
         let mut queues = Vec::new();
         let mut functions = Vec::new();
+        let mut kms_keys = Vec::new();
         for (id, res) in resources {
             let id = id.as_str().unwrap_or_default().to_string();
             let kind = text(res, "Type").unwrap_or_default();
@@ -157,6 +160,7 @@ impl Template {
             match kind.as_str() {
                 "AWS::DynamoDB::Table" => table = Some(parse_table(&id, &props)?),
                 "AWS::SQS::Queue" => queues.push(parse_queue(&id, &props)?),
+                "AWS::KMS::Key" => kms_keys.push(id.clone()),
                 "AWS::Serverless::Function" => {
                     functions.push(parse_function(&id, res, &props, globals)?)
                 }
@@ -168,6 +172,7 @@ impl Template {
             table: table.ok_or_else(|| anyhow!("template has no DynamoDB table"))?,
             queues,
             functions,
+            kms_keys,
         })
     }
 

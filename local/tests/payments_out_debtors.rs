@@ -101,3 +101,47 @@ async fn a_product_registers_lists_and_deletes_debtor_accounts_of_the_consent() 
     assert_eq!(po.violations().await.unwrap(), json!([]));
     stack.finish().await;
 }
+
+/// Creditors: a put is answered `Active` with the connector's `creditorId` and the bank
+/// account as sent; the table holds the bank account sealed by the creditor key (KMS, moto
+/// here), and a list query opens it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_registers_a_creditor_whose_bank_details_are_sealed_at_rest() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let org = po.create_organisation("Acme").await.unwrap();
+    let (sub, _) = common::po_authorised(&stack, &po, org).await;
+    let creditor = json!({"creditor": {"externalId": "V-2001", "name": "Northwind Supplies",
+        "creditorType": "Organisation",
+        "postalAddress": {"addressLine1": "1 Main St", "townName": "Austin",
+            "countrySubdivision": "TX", "postCode": "73301", "country": "US"},
+        "bankAccount": {"routingNumber": "021000021", "accountNumber": "000123456789"}}});
+    po.message("creditorputs", sub, "cred-1", &creditor)
+        .await
+        .unwrap();
+    let answer = &common::po_answers(&po, "cred-1", 1).await[0]["data"]["creditor"];
+    assert_eq!(answer["status"], "Active", "{answer}");
+    assert_eq!(answer["bankAccount"]["accountNumber"], "000123456789");
+    let id = answer["creditorId"].as_str().unwrap().to_string();
+
+    let kept = common::table(&stack)
+        .creditor(sub, &id)
+        .await
+        .unwrap()
+        .expect("kept");
+    let at_rest = serde_json::to_string(&kept).unwrap();
+    assert!(kept.sealed_bank_account.is_some());
+    assert!(!at_rest.contains("000123456789"), "sealed: {at_rest}");
+
+    po.message("creditorlistqueries", sub, "cred-list", &json!({}))
+        .await
+        .unwrap();
+    let listed = &common::po_answers(&po, "cred-list", 1).await[0]["data"];
+    assert_eq!(
+        listed["creditor"]["bankAccount"]["accountNumber"],
+        "000123456789"
+    );
+    assert_eq!(listed["query"]["total"], 1);
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}

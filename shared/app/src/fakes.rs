@@ -16,6 +16,7 @@ use connector_domain::account::{
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
 use connector_domain::payouts::batches::{BatchRecord, BatchView, PaymentRecord};
+use connector_domain::payouts::creditors::Creditor;
 use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, SubscriptionView};
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
@@ -82,6 +83,7 @@ struct StoreState {
     link_states: HashMap<String, LinkState>,
     bindings: HashMap<Uuid, Binding>,
     debtors: BTreeMap<(Uuid, String), DebtorAccount>,
+    creditors: BTreeMap<(Uuid, String), Creditor>,
     batches: HashMap<Uuid, BatchRecord>,
     /// By payment id (ordered, so that listings are stable).
     payments: BTreeMap<Uuid, PaymentRecord>,
@@ -1056,6 +1058,37 @@ impl LinkStore for MemoryStore {
 }
 
 impl PartyStore for MemoryStore {
+    fn put_creditor<'a>(&'a self, creditor: &'a Creditor) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("put_creditor", move |s| {
+            s.creditors.insert(
+                (creditor.subscription_id, creditor.creditor_id.clone()),
+                creditor.clone(),
+            );
+        })
+    }
+
+    fn creditor<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        creditor_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Creditor>, StoreError>> {
+        self.with("creditor", move |s| {
+            s.creditors
+                .get(&(subscription_id, creditor_id.to_string()))
+                .cloned()
+        })
+    }
+
+    fn creditors(&self, subscription_id: Uuid) -> BoxFuture<'_, Result<Vec<Creditor>, StoreError>> {
+        self.with("creditors", move |s| {
+            s.creditors
+                .range((subscription_id, String::new())..)
+                .take_while(|((sub, _), _)| *sub == subscription_id)
+                .map(|(_, c)| c.clone())
+                .collect()
+        })
+    }
+
     fn put_debtor<'a>(
         &'a self,
         account: &'a DebtorAccount,
@@ -1332,5 +1365,33 @@ impl PayoutsApiPort for FakePayouts {
     fn provider_configuration(&self) -> BoxFuture<'_, Result<Value, CallError>> {
         let c = lock(&self.configuration).clone();
         Box::pin(async move { Ok(c) })
+    }
+}
+
+/// A stand-in for KMS in unit tests: reversible, and visibly not the plaintext.
+#[derive(Default)]
+pub struct FakeSealer;
+
+impl connector_domain::ports::Sealer for FakeSealer {
+    fn seal<'a>(
+        &'a self,
+        plaintext: &'a [u8],
+    ) -> BoxFuture<'a, Result<String, connector_domain::ports::SealError>> {
+        let hex: String = plaintext.iter().rev().map(|b| format!("{b:02x}")).collect();
+        Box::pin(async move { Ok(format!("sealed:{hex}")) })
+    }
+
+    fn open<'a>(
+        &'a self,
+        sealed: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, connector_domain::ports::SealError>> {
+        Box::pin(async move {
+            let hex = sealed.strip_prefix("sealed:").unwrap_or_default();
+            let mut bytes: Vec<u8> = (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            bytes.reverse();
+            Ok(bytes)
+        })
     }
 }

@@ -145,6 +145,16 @@ impl Batches {
                 .collect(),
             None => HashMap::new(),
         };
+        let creditors = match view.subscription_id {
+            Some(s) => self
+                .parties
+                .creditors(s)
+                .await?
+                .into_iter()
+                .map(|c| (c.creditor_id.clone(), c))
+                .collect(),
+            None => HashMap::new(),
+        };
         let configuration = self
             .api
             .provider_configuration()
@@ -165,6 +175,7 @@ impl Batches {
                     .map(|m| m as usize),
                 supported_currencies: &self.supported_currencies,
                 debtors: &debtors,
+                creditors: &creditors,
                 today: now.date_naive(),
                 rules: &rules,
                 now,

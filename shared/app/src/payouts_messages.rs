@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use connector_domain::payouts::authorise::ConsentAccount;
 use connector_domain::payouts::checks::RuleSet;
+use connector_domain::payouts::creditors::{self, Creditor};
 use connector_domain::payouts::parties::{
     DebtorAccount, DebtorContext, DebtorDecision, PartyStatus, decide_debtor, list_answers,
     put_answer, queried_ids,
 };
 use connector_domain::ports::{
-    BankLogin, BindingStore, Clock, LoginError, PartyStore, PayoutsApiPort,
+    BankLogin, BindingStore, Clock, LoginError, PartyStore, PayoutsApiPort, SealError, Sealer,
 };
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -48,20 +49,33 @@ pub struct Messages {
     pub clock: Arc<dyn Clock>,
     /// `SUPPORTED_CURRENCIES` (`USD`).
     pub supported_currencies: Vec<String>,
+    /// Seals creditors' bank details (KMS).
+    pub sealer: Arc<dyn Sealer>,
 }
 
 /// The message kinds handled here.
-pub const DEBTOR_KINDS: [&str; 3] = [
+pub const MESSAGE_KINDS: [&str; 6] = [
     "debtoraccountputs",
     "debtoraccountlistqueries",
     "debtoraccountdeletes",
+    "creditorputs",
+    "creditorlistqueries",
+    "creditordeletes",
 ];
 
-/// A stable id for a debtor account of a subscription: the same put gives the same id.
-fn debtor_account_id(subscription_id: Uuid, key: &str) -> String {
+/// A stable id for a debtor account or creditor of a subscription: the same put gives the
+/// same id.
+fn derived_id(prefix: &str, subscription_id: Uuid, key: &str) -> String {
     let digest = sha2::Sha256::digest(format!("{subscription_id}|{key}").as_bytes());
     let hex: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
-    format!("dac_{hex}")
+    format!("{prefix}_{hex}")
+}
+
+fn sealing(e: SealError) -> MessageError {
+    if let SealError::Configuration(reason) = &e {
+        tracing::error!(%reason, "configuration error: the creditor key cannot be used");
+    }
+    MessageError::Retry(e.to_string())
 }
 
 impl Messages {
@@ -70,6 +84,9 @@ impl Messages {
             "debtoraccountputs" => self.put_debtor(&m).await,
             "debtoraccountlistqueries" => self.list_debtors(&m).await,
             "debtoraccountdeletes" => self.delete_debtor(&m).await,
+            "creditorputs" => self.put_creditor(&m).await,
+            "creditorlistqueries" => self.list_creditors(&m).await,
+            "creditordeletes" => self.delete_creditor(&m).await,
             other => Err(MessageError::Poison(format!(
                 "NotYetHandled: {other}; redrive once the worker handles it"
             ))),
@@ -156,7 +173,7 @@ impl Messages {
         };
         let account = DebtorAccount {
             subscription_id: m.subscription_id,
-            debtor_account_id: debtor_account_id(m.subscription_id, &key),
+            debtor_account_id: derived_id("dac", m.subscription_id, &key),
             status,
             status_reason: reason,
             bank_account_id,
@@ -174,7 +191,7 @@ impl Messages {
 
     async fn list_debtors(&self, m: &ProductMessage<'_>) -> Result<Answered, MessageError> {
         let all = self.parties.debtors(m.subscription_id).await?;
-        let chosen: Vec<DebtorAccount> = match queried_ids(m.data) {
+        let chosen: Vec<DebtorAccount> = match queried_ids(m.data, "debtorAccountIds") {
             Some(ids) => all
                 .into_iter()
                 .filter(|a| ids.contains(&a.debtor_account_id))
@@ -215,6 +232,101 @@ impl Messages {
             found: answer["status"] == "Deleted",
         })
     }
+
+    async fn put_creditor(&self, m: &ProductMessage<'_>) -> Result<Answered, MessageError> {
+        let authorised = self.consent_accounts(m.subscription_id).await?.is_some();
+        let rules = self.rules().await?;
+        let (status, reason) = match creditors::decide_creditor(m.data, authorised, &rules) {
+            Ok(()) => (PartyStatus::Active, None),
+            Err(reason) => (PartyStatus::Rejected, Some(reason)),
+        };
+        let (clear, bank_account) = creditors::split_bank_account(&m.data["creditor"]);
+        let key = clear["externalId"]
+            .as_str()
+            .map_or_else(|| m.data["creditor"].to_string(), str::to_string);
+        let sealed = match &bank_account {
+            Some(account) => Some(
+                self.sealer
+                    .seal(account.to_string().as_bytes())
+                    .await
+                    .map_err(sealing)?,
+            ),
+            None => None,
+        };
+        let creditor = Creditor {
+            subscription_id: m.subscription_id,
+            creditor_id: derived_id("cre", m.subscription_id, &key),
+            status,
+            status_reason: reason,
+            creditor: clear,
+            sealed_bank_account: sealed,
+            updated_at: self.clock.now(),
+        };
+        self.parties.put_creditor(&creditor).await?;
+        let answer = creditors::put_answer(&creditor, bank_account);
+        self.answer("creditorputs", m, &answer).await?;
+        tracing::info!(subscription_id = %m.subscription_id, creditor_id = %creditor.creditor_id, ?status, reason = ?creditor.status_reason, "creditor answered");
+        Ok(Answered::Put(status))
+    }
+
+    /// The creditor's bank account, opened.
+    async fn bank_account(&self, creditor: &Creditor) -> Result<Option<Value>, MessageError> {
+        let Some(sealed) = &creditor.sealed_bank_account else {
+            return Ok(None);
+        };
+        let plain = self.sealer.open(sealed).await.map_err(sealing)?;
+        serde_json::from_slice(&plain).map(Some).map_err(|e| {
+            MessageError::Poison(format!("a sealed bank account that is no JSON: {e}"))
+        })
+    }
+
+    async fn list_creditors(&self, m: &ProductMessage<'_>) -> Result<Answered, MessageError> {
+        let all = self.parties.creditors(m.subscription_id).await?;
+        let chosen: Vec<Creditor> = match queried_ids(m.data, "creditorIds") {
+            Some(ids) => all
+                .into_iter()
+                .filter(|c| ids.contains(&c.creditor_id))
+                .collect(),
+            None => all
+                .into_iter()
+                .filter(|c| c.status != PartyStatus::Deleted)
+                .collect(),
+        };
+        let count = chosen.len();
+        let mut opened = Vec::with_capacity(count);
+        for c in chosen {
+            let account = self.bank_account(&c).await?;
+            opened.push((c, account));
+        }
+        for data in creditors::list_answers(opened, m.correlation_id) {
+            self.answer("creditorlistqueryresponses", m, &data).await?;
+        }
+        Ok(Answered::Listed(count))
+    }
+
+    async fn delete_creditor(&self, m: &ProductMessage<'_>) -> Result<Answered, MessageError> {
+        let Some(id) = m.data["creditorId"].as_str() else {
+            return Err(MessageError::Poison(
+                "creditordeletes without data.creditorId".into(),
+            ));
+        };
+        let answer = match self.parties.creditor(m.subscription_id, id).await? {
+            Some(mut creditor) => {
+                // A deleted creditor's bank details are not kept.
+                creditor.status = PartyStatus::Deleted;
+                creditor.status_reason = None;
+                creditor.sealed_bank_account = None;
+                creditor.updated_at = self.clock.now();
+                self.parties.put_creditor(&creditor).await?;
+                json!({ "creditorId": id, "status": "Deleted" })
+            }
+            None => json!({ "creditorId": id, "status": "Rejected", "statusReason": "NotFound" }),
+        };
+        self.answer("creditordeletes", m, &answer).await?;
+        Ok(Answered::Deleted {
+            found: answer["status"] == "Deleted",
+        })
+    }
 }
 
 #[cfg(test)]
@@ -224,7 +336,7 @@ mod tests {
     use connector_domain::ports::BoxFuture;
 
     use super::*;
-    use crate::fakes::{FakePayouts, ManualClock, MemoryStore};
+    use crate::fakes::{FakePayouts, FakeSealer, ManualClock, MemoryStore};
 
     struct Bank(String);
 
@@ -285,6 +397,7 @@ mod tests {
             parties: store,
             clock: Arc::new(ManualClock::new(now)),
             supported_currencies: vec!["USD".into()],
+            sealer: Arc::new(FakeSealer),
         };
         (messages, payouts, sub)
     }
@@ -393,5 +506,63 @@ mod tests {
             );
             assert!(data["debtor"]["debtorAccountId"].is_string());
         }
+    }
+
+    #[tokio::test]
+    async fn a_creditor_is_kept_with_its_bank_account_sealed_and_answered_whole() {
+        let (m, payouts, sub) = setup("active", true).await;
+        let creditor = json!({"creditor": {"externalId": "V-1", "name": "Northwind",
+            "creditorType": "Organisation",
+            "bankAccount": {"routingNumber": "021000021", "accountNumber": "000123456789"}}});
+        assert_eq!(
+            m.handle(message("creditorputs", sub, &creditor))
+                .await
+                .unwrap(),
+            Answered::Put(PartyStatus::Active)
+        );
+        let sent = payouts.messages.lock().unwrap().clone();
+        let answer = &sent[0].3["creditor"];
+        assert_eq!(answer["status"], "Active");
+        assert_eq!(answer["bankAccount"]["accountNumber"], "000123456789");
+        let id = answer["creditorId"].as_str().unwrap().to_string();
+        let kept = m.parties.creditor(sub, &id).await.unwrap().unwrap();
+        let stored = serde_json::to_string(&kept).unwrap();
+        assert!(!stored.contains("000123456789"), "sealed at rest: {stored}");
+
+        m.handle(message("creditorlistqueries", sub, &json!({})))
+            .await
+            .unwrap();
+        let listed = payouts.messages.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(listed.0, "creditorlistqueryresponses");
+        assert_eq!(
+            listed.3["creditor"]["bankAccount"]["accountNumber"],
+            "000123456789"
+        );
+
+        let del = json!({"creditorId": id});
+        assert_eq!(
+            m.handle(message("creditordeletes", sub, &del))
+                .await
+                .unwrap(),
+            Answered::Deleted { found: true }
+        );
+        let gone = m.parties.creditor(sub, &id).await.unwrap().unwrap();
+        assert_eq!(gone.status, PartyStatus::Deleted);
+        assert!(
+            gone.sealed_bank_account.is_none(),
+            "a deleted creditor's details are dropped"
+        );
+
+        let bad = json!({"creditor": {"externalId": "V-2", "name": "X",
+            "bankAccount": {"routingNumber": "021000022", "accountNumber": "1234"}}});
+        assert_eq!(
+            m.handle(message("creditorputs", sub, &bad)).await.unwrap(),
+            Answered::Put(PartyStatus::Rejected)
+        );
+        let rejected = payouts.messages.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            rejected.3["creditor"]["statusReason"],
+            "ValidationFailed: routingNumber"
+        );
     }
 }

@@ -23,7 +23,7 @@ use crate::batch::{DeadLetters, MessageError};
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, http_client};
 use crate::payouts_batches::{Batches, Taken};
-use crate::payouts_messages::{Answered, DEBTOR_KINDS, Messages, ProductMessage};
+use crate::payouts_messages::{Answered, MESSAGE_KINDS, Messages, ProductMessage};
 use crate::payouts_onboarding::{Onboarded, Onboarding};
 use crate::pipeline::{Consumer, SystemClock};
 
@@ -60,7 +60,7 @@ impl PayoutsWorker {
                 data,
                 application,
                 ..
-            } if DEBTOR_KINDS.contains(&kind.as_str()) => {
+            } if MESSAGE_KINDS.contains(&kind.as_str()) => {
                 let message = ProductMessage {
                     kind: &kind,
                     subscription_id,
@@ -150,6 +150,10 @@ impl PayoutsWorker {
             parties: table,
             clock: Arc::new(SystemClock),
             supported_currencies: supported_currencies(env),
+            sealer: Arc::new(connector_aws::kms::KmsSealer::new(
+                aws_sdk_kms::Client::new(&platform.sdk),
+                env.required("CREDITOR_KEY_ID")?,
+            )),
         };
         let batches = batches_from_env(env, &platform, api.clone(), bank)?;
         let onboarding = Onboarding {

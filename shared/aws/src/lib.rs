@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod consents;
 pub mod handshakes;
 pub mod idempotency;
+pub mod kms;
 pub mod payouts;
 pub mod ports;
 pub mod queues;

@@ -7,6 +7,7 @@
 
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
 use connector_domain::payouts::batches::{BatchRecord, PaymentRecord};
+use connector_domain::payouts::creditors::Creditor;
 use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{OpenItem, OpenKind};
@@ -500,6 +501,61 @@ impl Table {
             if open.due_at <= now {
                 out.push(open);
             }
+        }
+        Ok(out)
+    }
+}
+
+fn creditor_sk(creditor_id: &str) -> String {
+    format!("CRED#{creditor_id}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct CreditorItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    creditor: Creditor,
+}
+
+impl Table {
+    /// Under the subscription (`PO#SUB#…` / `CRED#{creditorId}`), its bank account sealed.
+    pub async fn put_creditor(&self, creditor: &Creditor) -> Result<(), StoreError> {
+        self.put_as(&CreditorItem {
+            pk: by_subscription(creditor.subscription_id),
+            sk: creditor_sk(&creditor.creditor_id),
+            creditor: creditor.clone(),
+        })
+        .await
+    }
+
+    pub async fn creditor(
+        &self,
+        subscription_id: Uuid,
+        creditor_id: &str,
+    ) -> Result<Option<Creditor>, StoreError> {
+        Ok(self
+            .get_as::<CreditorItem>(by_subscription(subscription_id), &creditor_sk(creditor_id))
+            .await?
+            .map(|i| i.creditor))
+    }
+
+    pub async fn creditors(&self, subscription_id: Uuid) -> Result<Vec<Creditor>, StoreError> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :cred)")
+            .expression_attribute_values(":pk", AttributeValue::S(by_subscription(subscription_id)))
+            .expression_attribute_values(":cred", AttributeValue::S("CRED#".into()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
+            out.push(crate::table::from_item::<CreditorItem>(item)?.creditor);
         }
         Ok(out)
     }

@@ -10,6 +10,7 @@ use connector_domain::account::{
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
 use connector_domain::payouts::batches::{BatchRecord, PaymentRecord};
+use connector_domain::payouts::creditors::Creditor;
 use connector_domain::payouts::notification::PayoutsWork;
 use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
@@ -288,6 +289,22 @@ impl LinkStore for Table {
 }
 
 impl PartyStore for Table {
+    fn put_creditor<'a>(&'a self, creditor: &'a Creditor) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::put_creditor(self, creditor))
+    }
+
+    fn creditor<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        creditor_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Creditor>, StoreError>> {
+        Box::pin(Table::creditor(self, subscription_id, creditor_id))
+    }
+
+    fn creditors(&self, subscription_id: Uuid) -> BoxFuture<'_, Result<Vec<Creditor>, StoreError>> {
+        Box::pin(Table::creditors(self, subscription_id))
+    }
+
     fn put_debtor<'a>(
         &'a self,
         account: &'a DebtorAccount,

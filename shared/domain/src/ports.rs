@@ -543,8 +543,39 @@ pub trait OpenWork: Send + Sync {
     fn due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<OpenItem>, StoreError>>;
 }
 
-/// The debtor accounts of each subscription.
+/// A failed encryption or decryption.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("the key service is unavailable: {0}")]
+    Unavailable(String),
+    /// The key, or the right to use it, is missing: an operator must act.
+    #[error("key configuration: {0}")]
+    Configuration(String),
+}
+
+/// Encrypts what the connector keeps of a creditor's bank details (KMS on AWS).
+pub trait Sealer: Send + Sync {
+    /// The sealed form of `plaintext`, as text.
+    fn seal<'a>(&'a self, plaintext: &'a [u8]) -> BoxFuture<'a, Result<String, SealError>>;
+    fn open<'a>(&'a self, sealed: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SealError>>;
+}
+
+/// The debtor accounts and creditors of each subscription.
 pub trait PartyStore: Send + Sync {
+    fn put_creditor<'a>(
+        &'a self,
+        creditor: &'a crate::payouts::creditors::Creditor,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn creditor<'a>(
+        &'a self,
+        subscription_id: Uuid,
+        creditor_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::payouts::creditors::Creditor>, StoreError>>;
+    /// Every creditor of the subscription, deleted ones included.
+    fn creditors(
+        &self,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<crate::payouts::creditors::Creditor>, StoreError>>;
     fn put_debtor<'a>(
         &'a self,
         account: &'a DebtorAccount,

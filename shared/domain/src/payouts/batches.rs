@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::checks::{Amount, PaymentContext, PaymentInput, RuleSet, check_batch, check_payment};
+use super::creditors::Creditor;
 use super::parties::DebtorAccount;
 use super::status::{BankOutcome, BatchStatus, PaymentStatus, SubscriptionStatus};
 
@@ -91,6 +92,8 @@ pub struct BatchContext<'a> {
     pub supported_currencies: &'a [String],
     /// The subscription's debtor accounts by id.
     pub debtors: &'a HashMap<String, DebtorAccount>,
+    /// The subscription's creditors by id (a payment naming one needs it active).
+    pub creditors: &'a HashMap<String, Creditor>,
     pub today: NaiveDate,
     pub rules: &'a RuleSet,
     pub now: DateTime<Utc>,
@@ -177,7 +180,10 @@ fn check_one<'a>(p: &PaymentView, ctx: &'a BatchContext) -> Result<&'a DebtorAcc
     let debtor = p.document["debtor"]["debtorAccountId"]
         .as_str()
         .and_then(|id| ctx.debtors.get(id));
-    let active_creditor = p.document["creditor"]["creditorId"].is_null();
+    let active_creditor = match p.document["creditor"]["creditorId"].as_str() {
+        Some(id) => ctx.creditors.get(id).is_some_and(Creditor::is_active),
+        None => true,
+    };
     let input = PaymentInput {
         amount: &p.amount,
         currency: &p.currency,
@@ -346,6 +352,7 @@ mod tests {
                 maximum_payment_count: Some(1000),
                 supported_currencies: &usd,
                 debtors: &debtors,
+                creditors: &HashMap::new(),
                 today: now().date_naive(),
                 rules: &rules,
                 now: now(),

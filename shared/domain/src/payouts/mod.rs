@@ -4,6 +4,7 @@
 pub mod authorise;
 pub mod batches;
 pub mod checks;
+pub mod creditors;
 pub mod notification;
 pub mod onboarding;
 pub mod parties;

@@ -135,18 +135,56 @@ pub fn decide_debtor(data: &Value, ctx: &DebtorContext) -> DebtorDecision {
     }
 }
 
-/// The product's debtor with the connector's id, status and reason added.
-fn debtor_view(account: &DebtorAccount) -> Value {
-    let mut debtor = match &account.debtor {
+/// The product's item (`debtor`, `creditor`) with the connector's id (under `id_key`), status
+/// and reason added.
+pub fn connector_view(
+    item: &Value,
+    id_key: &str,
+    id: &str,
+    status: PartyStatus,
+    reason: Option<&str>,
+) -> Value {
+    let mut view = match item {
         Value::Object(m) => Value::Object(m.clone()),
         _ => json!({}),
     };
-    debtor["debtorAccountId"] = json!(account.debtor_account_id);
-    debtor["status"] = json!(account.status.as_str());
-    if let Some(reason) = &account.status_reason {
-        debtor["statusReason"] = json!(reason);
+    view[id_key] = json!(id);
+    view["status"] = json!(status.as_str());
+    if let Some(reason) = reason {
+        view["statusReason"] = json!(reason);
     }
-    debtor
+    view
+}
+
+/// The list responses answering `correlation_id`: each message (`{debtor, …}`) with its
+/// `query {correlationId, index, total}`, or `none` (the message with a null item) with
+/// `total` 0.
+pub fn list_messages(items: Vec<Value>, none: Value, correlation_id: Option<&str>) -> Vec<Value> {
+    let total = items.len();
+    if total == 0 {
+        let mut only = none;
+        only["query"] = json!({ "correlationId": correlation_id, "index": 0, "total": 0 });
+        return vec![only];
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut message)| {
+            message["query"] =
+                json!({ "correlationId": correlation_id, "index": index, "total": total });
+            message
+        })
+        .collect()
+}
+
+fn debtor_view(account: &DebtorAccount) -> Value {
+    connector_view(
+        &account.debtor,
+        "debtorAccountId",
+        &account.debtor_account_id,
+        account.status,
+        account.status_reason.as_deref(),
+    )
 }
 
 /// The `data` of the `debtoraccountputs` answer.
@@ -157,24 +195,20 @@ pub fn put_answer(account: &DebtorAccount) -> Value {
 /// The `data` of each `debtoraccountlistqueryresponses` message answering `correlation_id`:
 /// one per account, or one with `total` 0 and a null debtor.
 pub fn list_answers(accounts: &[DebtorAccount], correlation_id: Option<&str>) -> Vec<Value> {
-    let total = accounts.len();
-    if total == 0 {
-        return vec![json!({ "debtor": null, "legalEntity": null,
-            "query": { "correlationId": correlation_id, "index": 0, "total": 0 } })];
-    }
-    accounts
+    let items = accounts
         .iter()
-        .enumerate()
-        .map(|(index, a)| {
-            json!({ "debtor": debtor_view(a), "legalEntity": a.legal_entity,
-                "query": { "correlationId": correlation_id, "index": index, "total": total } })
-        })
-        .collect()
+        .map(|a| json!({ "debtor": debtor_view(a), "legalEntity": a.legal_entity }))
+        .collect();
+    list_messages(
+        items,
+        json!({ "debtor": null, "legalEntity": null }),
+        correlation_id,
+    )
 }
 
-/// The ids a list query asks for (`None`: all).
-pub fn queried_ids(data: &Value) -> Option<Vec<String>> {
-    data["debtorAccountIds"].as_array().map(|ids| {
+/// The ids a list query asks for under `key` (`debtorAccountIds`, `creditorIds`; `None`: all).
+pub fn queried_ids(data: &Value, key: &str) -> Option<Vec<String>> {
+    data[key].as_array().map(|ids| {
         ids.iter()
             .filter_map(|i| i.as_str().map(str::to_string))
             .collect()
@@ -319,9 +353,9 @@ mod tests {
                 "query": {"correlationId": "q-2", "index": 0, "total": 0}})]
         );
         assert_eq!(
-            queried_ids(&json!({"debtorAccountIds": ["a", "b"]})),
+            queried_ids(&json!({"debtorAccountIds": ["a", "b"]}), "debtorAccountIds"),
             Some(vec!["a".into(), "b".into()])
         );
-        assert_eq!(queried_ids(&json!({})), None);
+        assert_eq!(queried_ids(&json!({}), "debtorAccountIds"), None);
     }
 }
