@@ -18,6 +18,7 @@ use local_stack::stack::{LOCAL_INGEST_KEY, binaries_present, default_bin_dir};
 use local_stack::{LocalStack, Options};
 use sandbox::SandboxConfig;
 use sandbox::model::CreateAccountRequest;
+use sandbox::payments_out::client::PoClient;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -1037,6 +1038,167 @@ async fn redrive_bank_sync_and_rotate_secret() {
     assert!(!not_arn.all().contains("a-plain-key"));
 
     let _ = std::fs::remove_dir_all(&dir);
+    stack.finish().await;
+}
+
+/// Payments Out as the operator sees it: a subscription authorised through its link with one
+/// debtor account, and a batch of one good payment and one Sage's checks would refuse (let
+/// through with the sandbox's `x-sim-skip-validation`), paid through to `PartiallyPaid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_subscription_and_batch() {
+    let stack = TestStack::start().await;
+    let env = stack.env();
+    let po = PoClient::new(stack.sandbox.base_url());
+    let (sub, debtor) = local_stack::payments_out::payer(&stack, &po)
+        .await
+        .expect("an authorised subscription with a debtor account");
+    let binding = stack.table().binding(sub).await.unwrap().expect("bound");
+
+    // ---- payouts subscription: the used link and its decision, the binding, the account.
+    let shown = ops(
+        &env,
+        &["payouts", "subscription", &sub.to_string(), "--json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(shown["subscriptionId"], json!(sub.to_string()), "{shown}");
+    let link = &shown["link"];
+    assert_eq!(link["state"], "used", "{shown}");
+    assert_eq!(link["used"], true, "{shown}");
+    assert!(
+        link["linkId"].is_string() && link["expiresAt"].is_string(),
+        "{shown}"
+    );
+    assert_eq!(link["decision"]["status"], "Authorised", "{shown}");
+    assert_eq!(link["paymentsOutHasDecision"], true, "{shown}");
+    assert_eq!(
+        shown["binding"]["consentId"],
+        json!(binding.consent_id),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["binding"]["customerId"],
+        json!(binding.customer_id),
+        "{shown}"
+    );
+    let accounts = shown["debtorAccounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 1, "{shown}");
+    assert_eq!(accounts[0]["debtorAccountId"], json!(debtor), "{shown}");
+    assert_eq!(accounts[0]["status"], "Active", "{shown}");
+    assert_eq!(accounts[0]["currency"], "USD", "{shown}");
+
+    let text = ops(&env, &["payouts", "subscription", &sub.to_string()])
+        .await
+        .ok()
+        .stdout;
+    for expected in [
+        sub.to_string().as_str(),
+        "used",
+        "Authorised",
+        "yes (PATCHed)",
+        binding.consent_id.as_str(),
+        debtor.as_str(),
+        "Active",
+        "USD",
+    ] {
+        assert!(text.contains(expected), "`{expected}` not in:\n{text}");
+    }
+
+    // ---- a batch: one payment paid, one rejected by the connector's checks.
+    let tomorrow = (Utc::now() + TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let batch = json!({ "externalId": "OPS-RUN-1", "subscriptionId": sub, "payments": [
+        local_stack::payments_out::payment("OPS-BILL-1", "12.50", &debtor, &tomorrow),
+        local_stack::payments_out::payment("OPS-BILL-2", "0", &debtor, &tomorrow),
+    ]});
+    let submitted = po
+        .submit_batch(&batch, Some("ops-run-1"), true)
+        .await
+        .unwrap();
+    assert_eq!(submitted.status, 201, "{submitted:?}");
+    let batch_id = submitted.body["data"]["batchId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    local_stack::payments_out::batch_at_sage(&po, &batch_id, &["PartiallyPaid"])
+        .await
+        .unwrap();
+
+    // The table notes that Payments Out has each status just after the PATCH Sage shows.
+    let shown = eventually(
+        "every payment recorded as at Payments Out",
+        LONG,
+        || async {
+            let v = ops(&env, &["payouts", "batch", &batch_id, "--json"])
+                .await
+                .ok()
+                .json();
+            (v["paymentsPatched"] == 2).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(shown["batchId"], json!(batch_id), "{shown}");
+    assert_eq!(shown["status"], "Processing", "{shown}");
+    assert_eq!(shown["finalStatus"], "PartiallyPaid", "{shown}");
+    assert_eq!(shown["paymentCount"], 2, "{shown}");
+    assert_eq!(shown["subscriptionId"], json!(sub.to_string()), "{shown}");
+    assert!(shown["checkedAt"].is_string(), "{shown}");
+    // The reconciler (on an hourly schedule here) has not closed it yet.
+    assert_eq!(shown["reconciler"]["watched"], true, "{shown}");
+    assert!(shown["reconciler"]["dueAt"].is_string(), "{shown}");
+    let payments = shown["payments"].as_array().unwrap();
+    assert_eq!(payments.len(), 2, "{shown}");
+    let paid = payments
+        .iter()
+        .find(|p| p["status"] == "Paid")
+        .expect("a Paid payment");
+    assert_eq!(paid["submitted"], true, "{shown}");
+    assert!(paid["completedAt"].is_string(), "{shown}");
+    assert!(paid["eventSeq"].as_u64().is_some_and(|s| s > 0), "{shown}");
+    let rejected = payments
+        .iter()
+        .find(|p| p["status"] == "Rejected")
+        .expect("a Rejected payment");
+    assert_eq!(rejected["reason"], "ValidationFailed: amount", "{shown}");
+    assert_eq!(rejected["submitted"], false, "{shown}");
+
+    let text = ops(&env, &["payouts", "batch", &batch_id])
+        .await
+        .ok()
+        .stdout;
+    for expected in [
+        batch_id.as_str(),
+        "Processing (as checked)",
+        "PartiallyPaid",
+        "Paid",
+        "Rejected",
+        "ValidationFailed: amount",
+        "watched by po-reconciler",
+        paid["paymentId"].as_str().unwrap(),
+    ] {
+        assert!(text.contains(expected), "`{expected}` not in:\n{text}");
+    }
+
+    // ---- unknown ids: a clear message and exit code 1; not a UUID: exit code 2.
+    for what in ["subscription", "batch"] {
+        let unknown = Uuid::new_v4().to_string();
+        let run = ops(&env, &["payouts", what, &unknown]).await;
+        assert_eq!(run.code, 1, "{what}: {}", run.all());
+        assert!(
+            run.stderr
+                .contains(&format!("no Payments Out {what} {unknown}")),
+            "{what}: {}",
+            run.all()
+        );
+        assert!(run.stdout.is_empty(), "{what}: {}", run.all());
+        let run = ops(&env, &["payouts", what, "not-a-uuid", "--json"]).await;
+        assert_eq!(run.code, 2, "{what}: {}", run.all());
+        assert!(run.stderr.contains("not a"), "{what}: {}", run.all());
+    }
+
+    assert_eq!(po.violations().await.unwrap(), json!([]));
     stack.finish().await;
 }
 
