@@ -14,6 +14,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use connector_aws::Table;
 use connector_domain::account::{BackfillState, Claim, ClaimOutcome};
+use connector_domain::payouts::notification::PayoutsWork;
 use local_stack::stack::{LOCAL_INGEST_KEY, binaries_present, default_bin_dir};
 use local_stack::{LocalStack, Options};
 use sandbox::SandboxConfig;
@@ -129,6 +130,8 @@ impl TestStack {
             ("NOTIFICATIONS_DLQ_URL", self.queue("NotificationsDLQ")),
             ("PUSH_DLQ_URL", self.queue("PushDLQ")),
             ("POLL_DLQ_URL", self.queue("PollDLQ")),
+            ("PAYOUTS_QUEUE_URL", self.queue("PayoutsQueue")),
+            ("PAYOUTS_DLQ_URL", self.queue("PayoutsDLQ")),
             ("BANKING_SERVICE_URL", self.sandbox.base_url()),
             ("SAGE_ID_TOKEN_URL", self.sandbox.token_url()),
             (
@@ -785,6 +788,101 @@ async fn redrive_bank_sync_and_rotate_secret() {
     );
     stack.set_source_paused("PushQueue", false).unwrap();
 
+    // ---- redrive payouts: a delivery po-worker does not handle yet goes back to its queue
+    // (standard, as the notifications queue), held back from po-worker while we look.
+    let payouts = stack.queue("PayoutsQueue");
+    let payouts_dlq = stack.queue("PayoutsDLQ");
+    stack.set_source_paused("PayoutsQueue", true).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let work = PayoutsWork::Notification {
+        key: "creditorputs#ops-creditor-1".into(),
+        kind: "creditorputs".into(),
+        id: "ops-creditor-1".into(),
+        subscription_id: Some(Uuid::new_v4()),
+        organisation_id: None,
+        application: Some("sage.intacct".into()),
+        correlation_id: Some("ops-corr-1".into()),
+        data: json!({"creditor": {"name": "Northwind Supplies"}}),
+        received_at: Utc::now(),
+    };
+    let body = serde_json::to_string(&work).unwrap();
+    let reason = "NotYetHandled: creditorputs (creditorputs#ops-creditor-1); redrive once the worker handles it";
+    stack
+        .sqs
+        .send_message()
+        .queue_url(&payouts_dlq)
+        .message_body(&body)
+        .message_attributes(
+            "poisonReason",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(reason)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("put a message into the payouts DLQ");
+
+    let dry = ops(&env, &["redrive", "payouts", "--dry-run", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(dry["queue"], "payouts", "{dry}");
+    assert_eq!(dry["source"], json!(payouts), "{dry}");
+    assert_eq!(dry["wouldMove"], 1, "{dry}");
+    let listed = &dry["messages"][0];
+    assert!(
+        listed["group"].is_null(),
+        "a standard queue has no group: {dry}"
+    );
+    assert_eq!(listed["poisonReason"], reason, "{dry}");
+    assert!(
+        body.starts_with(listed["body"].as_str().unwrap().trim_end_matches('…')),
+        "{dry}"
+    );
+    let text = ops(&env, &["redrive", "payouts", "--dry-run"])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("nothing moved") && text.contains("NotYetHandled: creditorputs"),
+        "{text}"
+    );
+    assert_eq!(
+        dlq_depth(&stack, &payouts_dlq).await,
+        1,
+        "a dry run moved it"
+    );
+    assert_eq!(dlq_depth(&stack, &payouts).await, 0, "a dry run moved it");
+
+    let refused = ops(&env, &["redrive", "payouts"]).await;
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert_eq!(dlq_depth(&stack, &payouts_dlq).await, 1);
+
+    let moved = ops(&env, &["redrive", "payouts", "--yes"]).await.ok();
+    assert!(
+        moved
+            .stdout
+            .contains("Moved 1 message from the payouts DLQ"),
+        "{}",
+        moved.all()
+    );
+    assert_eq!(dlq_depth(&stack, &payouts_dlq).await, 0);
+    let back = drain(&stack, &payouts).await;
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].body(), Some(body.as_str()));
+    let redelivered: PayoutsWork = serde_json::from_str(back[0].body().unwrap()).unwrap();
+    assert_eq!(redelivered, work);
+    assert!(
+        back[0]
+            .message_attributes()
+            .is_none_or(|a| !a.contains_key("poisonReason")),
+        "{:?}",
+        back[0]
+    );
+    stack.set_source_paused("PayoutsQueue", false).unwrap();
+
     // ---- secrets in moto's Secrets Manager.
     let secrets = stack.secrets().await;
     let create = |name: &str, value: &str| {
@@ -1209,7 +1307,7 @@ async fn missing_configuration_and_no_terminal_are_refused_with_exit_code_2() {
     // Nothing listens on port 9 of loopback: any network call would fail, not succeed.
     let aws = aws_env("http://127.0.0.1:9", "local");
 
-    let cases: [(&[&str], BTreeMap<String, String>, &str); 4] = [
+    let cases: [(&[&str], BTreeMap<String, String>, &str); 6] = [
         (&["show", "acc_X"], BTreeMap::new(), "TABLE_NAME"),
         (
             &["repush", "6269cfb9-922c-4023-833d-97586646fad1"],
@@ -1220,6 +1318,16 @@ async fn missing_configuration_and_no_terminal_are_refused_with_exit_code_2() {
             &["redrive", "poll", "--dry-run"],
             aws.clone(),
             "POLL_QUEUE_URL",
+        ),
+        (
+            &["redrive", "payouts", "--dry-run"],
+            aws.clone(),
+            "PAYOUTS_QUEUE_URL",
+        ),
+        (
+            &["payouts", "batch", "6269cfb9-922c-4023-833d-97586646fad1"],
+            aws.clone(),
+            "TABLE_NAME",
         ),
         (
             &["rotate-secret", "sage-id-client-secret", "--value-stdin"],
