@@ -143,7 +143,7 @@ pub async fn resolve(table: &Table, arg: &str) -> Result<Vec<Account>> {
 }
 
 /// The serialised name of an enum value (`authRequired`, `posting`, ...).
-fn enum_text(v: serde_json::Result<Value>) -> String {
+pub(crate) fn enum_text(v: serde_json::Result<Value>) -> String {
     match v {
         Ok(Value::String(s)) => s,
         Ok(other) => other.to_string(),
@@ -231,7 +231,7 @@ async fn account_view(
     }))
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -239,7 +239,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn ago(now: DateTime<Utc>, v: &Value) -> String {
+pub(crate) fn ago(now: DateTime<Utc>, v: &Value) -> String {
     let Some(t) = v
         .as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())

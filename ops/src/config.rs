@@ -34,6 +34,9 @@ pub struct Config {
     /// Poll queue (standard, delayed messages).
     #[arg(long, env = "POLL_QUEUE_URL", global = true, value_name = "URL")]
     pub poll_queue_url: Option<String>,
+    /// Payments Out's work queue (standard; stack output PayoutsQueueUrl).
+    #[arg(long, env = "PAYOUTS_QUEUE_URL", global = true, value_name = "URL")]
+    pub payouts_queue_url: Option<String>,
     /// DLQ of the notifications queue (stack output NotificationsDlqUrl).
     #[arg(long, env = "NOTIFICATIONS_DLQ_URL", global = true, value_name = "URL")]
     pub notifications_dlq_url: Option<String>,
@@ -43,6 +46,9 @@ pub struct Config {
     /// DLQ of the poll queue (stack output PollDlqUrl).
     #[arg(long, env = "POLL_DLQ_URL", global = true, value_name = "URL")]
     pub poll_dlq_url: Option<String>,
+    /// DLQ of Payments Out's work queue (stack output PayoutsDlqUrl).
+    #[arg(long, env = "PAYOUTS_DLQ_URL", global = true, value_name = "URL")]
+    pub payouts_dlq_url: Option<String>,
     /// Provider API base URL (paths start with /v1).
     #[arg(long, env = "BANKING_SERVICE_URL", global = true, value_name = "URL")]
     pub banking_service_url: Option<String>,
@@ -155,10 +161,10 @@ fn flag_of(var: &str) -> String {
 fn hint(var: &str) -> &'static str {
     match var {
         "TABLE_NAME" => "the DynamoDB table's name (stack output TableName)",
-        "NOTIFICATIONS_QUEUE_URL" | "PUSH_QUEUE_URL" | "POLL_QUEUE_URL" => {
+        "NOTIFICATIONS_QUEUE_URL" | "PUSH_QUEUE_URL" | "POLL_QUEUE_URL" | "PAYOUTS_QUEUE_URL" => {
             "an SQS queue URL (stack outputs *QueueUrl)"
         }
-        "NOTIFICATIONS_DLQ_URL" | "PUSH_DLQ_URL" | "POLL_DLQ_URL" => {
+        "NOTIFICATIONS_DLQ_URL" | "PUSH_DLQ_URL" | "POLL_DLQ_URL" | "PAYOUTS_DLQ_URL" => {
             "an SQS DLQ URL (stack outputs *DlqUrl)"
         }
         "BANKING_SERVICE_URL" => "the Provider API base URL",

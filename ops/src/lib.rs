@@ -10,6 +10,7 @@ pub mod account;
 pub mod banks;
 pub mod banks_config;
 pub mod config;
+pub mod payouts;
 pub mod redrive;
 pub mod rotate;
 pub mod terminal;
@@ -76,6 +77,7 @@ pub enum Command {
     Show(account::ShowArgs),
     Parked(account::ParkedArgs),
     Repush(account::RepushArgs),
+    Payouts(payouts::PayoutsArgs),
     Redrive(redrive::RedriveArgs),
     RotateSecret(rotate::RotateArgs),
     BankSync(banks::BankSyncArgs),
@@ -91,6 +93,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Show(a) => account::show(&config, a).await,
         Command::Parked(a) => account::parked(&config, a).await,
         Command::Repush(a) => account::repush(&config, a).await,
+        Command::Payouts(a) => payouts::payouts(&config, a).await,
         Command::Redrive(a) => redrive::redrive(&config, a).await,
         Command::RotateSecret(a) => rotate::rotate(&config, a).await,
         Command::BankSync(a) => banks::bank_sync(&config, a).await,

@@ -32,17 +32,23 @@ pub enum QueueName {
     Push,
     /// Poll queue (standard) ← POLL_DLQ_URL.
     Poll,
+    /// Payments Out's work queue (standard) ← PAYOUTS_DLQ_URL.
+    Payouts,
 }
 
 const ABOUT: &str = "Move messages from a queue's DLQ back to the queue";
 const LONG: &str = "\
 Move messages from a queue's dead-letter queue back to the queue, so that its consumer handles
 them again (after the cause was fixed: a deployment, a configuration change, Banking Service
-back up).
+back up). A Payments Out message whose poisonReason is `IdempotencyConflict: payment …` comes
+straight back: the bank holds that payment id with another body, and the connector only ever
+sends the one it recorded; ask the bank which body it holds first (docs/operations.md).
 
   notifications  NOTIFICATIONS_DLQ_URL → NOTIFICATIONS_QUEUE_URL (notification worker)
   push           PUSH_DLQ_URL → PUSH_QUEUE_URL (statement pusher; FIFO)
   poll           POLL_DLQ_URL → POLL_QUEUE_URL (statement poller)
+  payouts        PAYOUTS_DLQ_URL → PAYOUTS_QUEUE_URL (po-worker: Payments Out's subscriptions,
+                 batches and the product's messages)
 
 --dry-run lists what would move — the DLQ's approximate depth, then per message its id, FIFO
 group, poison reason (the `poisonReason` attribute a consumer sets when it moves a malformed
@@ -57,7 +63,8 @@ queue does not drop them as duplicates of the originals. Message attributes are 
 `poisonReason`. --max caps how many move.
 
 Example: connector-ops redrive push --dry-run
-         connector-ops redrive notifications --yes --max 100";
+         connector-ops redrive notifications --yes --max 100
+         connector-ops redrive payouts --dry-run --json";
 
 #[derive(Debug, Args)]
 #[command(about = ABOUT, long_about = LONG)]
@@ -85,6 +92,7 @@ impl QueueName {
             QueueName::Notifications => "notifications",
             QueueName::Push => "push",
             QueueName::Poll => "poll",
+            QueueName::Payouts => "payouts",
         }
     }
 
@@ -108,6 +116,12 @@ impl QueueName {
                 "POLL_QUEUE_URL",
                 &config.poll_dlq_url,
                 "POLL_DLQ_URL",
+            ),
+            QueueName::Payouts => (
+                &config.payouts_queue_url,
+                "PAYOUTS_QUEUE_URL",
+                &config.payouts_dlq_url,
+                "PAYOUTS_DLQ_URL",
             ),
         };
         Ok((

@@ -14,10 +14,12 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use connector_aws::Table;
 use connector_domain::account::{BackfillState, Claim, ClaimOutcome};
+use connector_domain::payouts::notification::PayoutsWork;
 use local_stack::stack::{LOCAL_INGEST_KEY, binaries_present, default_bin_dir};
 use local_stack::{LocalStack, Options};
 use sandbox::SandboxConfig;
 use sandbox::model::CreateAccountRequest;
+use sandbox::payments_out::client::PoClient;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -128,6 +130,8 @@ impl TestStack {
             ("NOTIFICATIONS_DLQ_URL", self.queue("NotificationsDLQ")),
             ("PUSH_DLQ_URL", self.queue("PushDLQ")),
             ("POLL_DLQ_URL", self.queue("PollDLQ")),
+            ("PAYOUTS_QUEUE_URL", self.queue("PayoutsQueue")),
+            ("PAYOUTS_DLQ_URL", self.queue("PayoutsDLQ")),
             ("BANKING_SERVICE_URL", self.sandbox.base_url()),
             ("SAGE_ID_TOKEN_URL", self.sandbox.token_url()),
             (
@@ -784,6 +788,101 @@ async fn redrive_bank_sync_and_rotate_secret() {
     );
     stack.set_source_paused("PushQueue", false).unwrap();
 
+    // ---- redrive payouts: a delivery po-worker does not handle yet goes back to its queue
+    // (standard, as the notifications queue), held back from po-worker while we look.
+    let payouts = stack.queue("PayoutsQueue");
+    let payouts_dlq = stack.queue("PayoutsDLQ");
+    stack.set_source_paused("PayoutsQueue", true).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let work = PayoutsWork::Notification {
+        key: "creditorputs#ops-creditor-1".into(),
+        kind: "creditorputs".into(),
+        id: "ops-creditor-1".into(),
+        subscription_id: Some(Uuid::new_v4()),
+        organisation_id: None,
+        application: Some("sage.intacct".into()),
+        correlation_id: Some("ops-corr-1".into()),
+        data: json!({"creditor": {"name": "Northwind Supplies"}}),
+        received_at: Utc::now(),
+    };
+    let body = serde_json::to_string(&work).unwrap();
+    let reason = "NotYetHandled: creditorputs (creditorputs#ops-creditor-1); redrive once the worker handles it";
+    stack
+        .sqs
+        .send_message()
+        .queue_url(&payouts_dlq)
+        .message_body(&body)
+        .message_attributes(
+            "poisonReason",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(reason)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("put a message into the payouts DLQ");
+
+    let dry = ops(&env, &["redrive", "payouts", "--dry-run", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(dry["queue"], "payouts", "{dry}");
+    assert_eq!(dry["source"], json!(payouts), "{dry}");
+    assert_eq!(dry["wouldMove"], 1, "{dry}");
+    let listed = &dry["messages"][0];
+    assert!(
+        listed["group"].is_null(),
+        "a standard queue has no group: {dry}"
+    );
+    assert_eq!(listed["poisonReason"], reason, "{dry}");
+    assert!(
+        body.starts_with(listed["body"].as_str().unwrap().trim_end_matches('…')),
+        "{dry}"
+    );
+    let text = ops(&env, &["redrive", "payouts", "--dry-run"])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("nothing moved") && text.contains("NotYetHandled: creditorputs"),
+        "{text}"
+    );
+    assert_eq!(
+        dlq_depth(&stack, &payouts_dlq).await,
+        1,
+        "a dry run moved it"
+    );
+    assert_eq!(dlq_depth(&stack, &payouts).await, 0, "a dry run moved it");
+
+    let refused = ops(&env, &["redrive", "payouts"]).await;
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert_eq!(dlq_depth(&stack, &payouts_dlq).await, 1);
+
+    let moved = ops(&env, &["redrive", "payouts", "--yes"]).await.ok();
+    assert!(
+        moved
+            .stdout
+            .contains("Moved 1 message from the payouts DLQ"),
+        "{}",
+        moved.all()
+    );
+    assert_eq!(dlq_depth(&stack, &payouts_dlq).await, 0);
+    let back = drain(&stack, &payouts).await;
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].body(), Some(body.as_str()));
+    let redelivered: PayoutsWork = serde_json::from_str(back[0].body().unwrap()).unwrap();
+    assert_eq!(redelivered, work);
+    assert!(
+        back[0]
+            .message_attributes()
+            .is_none_or(|a| !a.contains_key("poisonReason")),
+        "{:?}",
+        back[0]
+    );
+    stack.set_source_paused("PayoutsQueue", false).unwrap();
+
     // ---- secrets in moto's Secrets Manager.
     let secrets = stack.secrets().await;
     let create = |name: &str, value: &str| {
@@ -1040,6 +1139,167 @@ async fn redrive_bank_sync_and_rotate_secret() {
     stack.finish().await;
 }
 
+/// Payments Out as the operator sees it: a subscription authorised through its link with one
+/// debtor account, and a batch of one good payment and one Sage's checks would refuse (let
+/// through with the sandbox's `x-sim-skip-validation`), paid through to `PartiallyPaid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_subscription_and_batch() {
+    let stack = TestStack::start().await;
+    let env = stack.env();
+    let po = PoClient::new(stack.sandbox.base_url());
+    let (sub, debtor) = local_stack::payments_out::payer(&stack, &po)
+        .await
+        .expect("an authorised subscription with a debtor account");
+    let binding = stack.table().binding(sub).await.unwrap().expect("bound");
+
+    // ---- payouts subscription: the used link and its decision, the binding, the account.
+    let shown = ops(
+        &env,
+        &["payouts", "subscription", &sub.to_string(), "--json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(shown["subscriptionId"], json!(sub.to_string()), "{shown}");
+    let link = &shown["link"];
+    assert_eq!(link["state"], "used", "{shown}");
+    assert_eq!(link["used"], true, "{shown}");
+    assert!(
+        link["linkId"].is_string() && link["expiresAt"].is_string(),
+        "{shown}"
+    );
+    assert_eq!(link["decision"]["status"], "Authorised", "{shown}");
+    assert_eq!(link["paymentsOutHasDecision"], true, "{shown}");
+    assert_eq!(
+        shown["binding"]["consentId"],
+        json!(binding.consent_id),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["binding"]["customerId"],
+        json!(binding.customer_id),
+        "{shown}"
+    );
+    let accounts = shown["debtorAccounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 1, "{shown}");
+    assert_eq!(accounts[0]["debtorAccountId"], json!(debtor), "{shown}");
+    assert_eq!(accounts[0]["status"], "Active", "{shown}");
+    assert_eq!(accounts[0]["currency"], "USD", "{shown}");
+
+    let text = ops(&env, &["payouts", "subscription", &sub.to_string()])
+        .await
+        .ok()
+        .stdout;
+    for expected in [
+        sub.to_string().as_str(),
+        "used",
+        "Authorised",
+        "yes (PATCHed)",
+        binding.consent_id.as_str(),
+        debtor.as_str(),
+        "Active",
+        "USD",
+    ] {
+        assert!(text.contains(expected), "`{expected}` not in:\n{text}");
+    }
+
+    // ---- a batch: one payment paid, one rejected by the connector's checks.
+    let tomorrow = (Utc::now() + TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let batch = json!({ "externalId": "OPS-RUN-1", "subscriptionId": sub, "payments": [
+        local_stack::payments_out::payment("OPS-BILL-1", "12.50", &debtor, &tomorrow),
+        local_stack::payments_out::payment("OPS-BILL-2", "0", &debtor, &tomorrow),
+    ]});
+    let submitted = po
+        .submit_batch(&batch, Some("ops-run-1"), true)
+        .await
+        .unwrap();
+    assert_eq!(submitted.status, 201, "{submitted:?}");
+    let batch_id = submitted.body["data"]["batchId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    local_stack::payments_out::batch_at_sage(&po, &batch_id, &["PartiallyPaid"])
+        .await
+        .unwrap();
+
+    // The table notes that Payments Out has each status just after the PATCH Sage shows.
+    let shown = eventually(
+        "every payment recorded as at Payments Out",
+        LONG,
+        || async {
+            let v = ops(&env, &["payouts", "batch", &batch_id, "--json"])
+                .await
+                .ok()
+                .json();
+            (v["paymentsPatched"] == 2).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(shown["batchId"], json!(batch_id), "{shown}");
+    assert_eq!(shown["status"], "Processing", "{shown}");
+    assert_eq!(shown["finalStatus"], "PartiallyPaid", "{shown}");
+    assert_eq!(shown["paymentCount"], 2, "{shown}");
+    assert_eq!(shown["subscriptionId"], json!(sub.to_string()), "{shown}");
+    assert!(shown["checkedAt"].is_string(), "{shown}");
+    // The reconciler (on an hourly schedule here) has not closed it yet.
+    assert_eq!(shown["reconciler"]["watched"], true, "{shown}");
+    assert!(shown["reconciler"]["dueAt"].is_string(), "{shown}");
+    let payments = shown["payments"].as_array().unwrap();
+    assert_eq!(payments.len(), 2, "{shown}");
+    let paid = payments
+        .iter()
+        .find(|p| p["status"] == "Paid")
+        .expect("a Paid payment");
+    assert_eq!(paid["submitted"], true, "{shown}");
+    assert!(paid["completedAt"].is_string(), "{shown}");
+    assert!(paid["eventSeq"].as_u64().is_some_and(|s| s > 0), "{shown}");
+    let rejected = payments
+        .iter()
+        .find(|p| p["status"] == "Rejected")
+        .expect("a Rejected payment");
+    assert_eq!(rejected["reason"], "ValidationFailed: amount", "{shown}");
+    assert_eq!(rejected["submitted"], false, "{shown}");
+
+    let text = ops(&env, &["payouts", "batch", &batch_id])
+        .await
+        .ok()
+        .stdout;
+    for expected in [
+        batch_id.as_str(),
+        "Processing (as checked)",
+        "PartiallyPaid",
+        "Paid",
+        "Rejected",
+        "ValidationFailed: amount",
+        "watched by po-reconciler",
+        paid["paymentId"].as_str().unwrap(),
+    ] {
+        assert!(text.contains(expected), "`{expected}` not in:\n{text}");
+    }
+
+    // ---- unknown ids: a clear message and exit code 1; not a UUID: exit code 2.
+    for what in ["subscription", "batch"] {
+        let unknown = Uuid::new_v4().to_string();
+        let run = ops(&env, &["payouts", what, &unknown]).await;
+        assert_eq!(run.code, 1, "{what}: {}", run.all());
+        assert!(
+            run.stderr
+                .contains(&format!("no Payments Out {what} {unknown}")),
+            "{what}: {}",
+            run.all()
+        );
+        assert!(run.stdout.is_empty(), "{what}: {}", run.all());
+        let run = ops(&env, &["payouts", what, "not-a-uuid", "--json"]).await;
+        assert_eq!(run.code, 2, "{what}: {}", run.all());
+        assert!(run.stderr.contains("not a"), "{what}: {}", run.all());
+    }
+
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}
+
 /// Without a stack: configuration errors and refusals happen before anything is contacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_configuration_and_no_terminal_are_refused_with_exit_code_2() {
@@ -1047,7 +1307,7 @@ async fn missing_configuration_and_no_terminal_are_refused_with_exit_code_2() {
     // Nothing listens on port 9 of loopback: any network call would fail, not succeed.
     let aws = aws_env("http://127.0.0.1:9", "local");
 
-    let cases: [(&[&str], BTreeMap<String, String>, &str); 4] = [
+    let cases: [(&[&str], BTreeMap<String, String>, &str); 6] = [
         (&["show", "acc_X"], BTreeMap::new(), "TABLE_NAME"),
         (
             &["repush", "6269cfb9-922c-4023-833d-97586646fad1"],
@@ -1058,6 +1318,16 @@ async fn missing_configuration_and_no_terminal_are_refused_with_exit_code_2() {
             &["redrive", "poll", "--dry-run"],
             aws.clone(),
             "POLL_QUEUE_URL",
+        ),
+        (
+            &["redrive", "payouts", "--dry-run"],
+            aws.clone(),
+            "PAYOUTS_QUEUE_URL",
+        ),
+        (
+            &["payouts", "batch", "6269cfb9-922c-4023-833d-97586646fad1"],
+            aws.clone(),
+            "TABLE_NAME",
         ),
         (
             &["rotate-secret", "sage-id-client-secret", "--value-stdin"],

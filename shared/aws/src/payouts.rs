@@ -480,6 +480,19 @@ impl Table {
         Ok(())
     }
 
+    /// One item of open work, due or not (the operator tool asks whether the reconciler still
+    /// watches a batch or a link).
+    pub async fn open_item(
+        &self,
+        kind: OpenKind,
+        id: &str,
+    ) -> Result<Option<OpenItem>, StoreError> {
+        Ok(self
+            .get_as::<OpenRecord>(OPEN_PK.into(), &open_sk(kind, id))
+            .await?
+            .map(|r| r.item))
+    }
+
     pub async fn due_work(
         &self,
         now: chrono::DateTime<chrono::Utc>,
