@@ -13,6 +13,7 @@ pub mod meter;
 pub mod moto;
 pub mod notification_bench;
 pub mod payments_out;
+pub mod payouts_bench;
 pub mod permissions;
 pub mod plot;
 pub mod process;

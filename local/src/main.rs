@@ -99,6 +99,15 @@ enum Command {
         #[arg(long, default_value_t = 180)]
         limit_min: u64,
     },
+    /// Payments Out figures: batches of many payments through the stack at Sage's rate limit
+    /// (acknowledgement, first PATCH, outcome latencies; Provider API calls per batch).
+    BenchPayouts {
+        #[arg(long, default_value_t = 3)]
+        batches: usize,
+        /// Payments per batch (Sage's largest: 2,000).
+        #[arg(long, default_value_t = 2000)]
+        payments: usize,
+    },
     /// Measure /notification: validation per request on one core (use a release build), then
     /// a load run against the local stack at increasing rates.
     BenchNotification {
@@ -213,6 +222,24 @@ async fn main() -> Result<()> {
                     anyhow::bail!("{function} answered with a function error");
                 }
             }
+        }
+        Command::BenchPayouts { batches, payments } => {
+            options.max_consumer_concurrency = 8;
+            // The bank pushes an event per payment step: Lambda would scale out for them.
+            options.http_instances = 8;
+            println!("==> Starting the local stack");
+            let stack = LocalStack::start(options).await?;
+            let report = local_stack::payouts_bench::run(
+                &stack,
+                &local_stack::payouts_bench::PayoutsBenchOptions {
+                    batches,
+                    payments,
+                    progress: true,
+                },
+            )
+            .await;
+            stack.shutdown().await;
+            local_stack::payouts_bench::print(&report?);
         }
         Command::Bench {
             accounts,

@@ -153,10 +153,12 @@ async fn batches(State(core): State<Arc<Core>>) -> Response {
 async fn batch(State(core): State<Arc<Core>>, Path(id): Path<Uuid>) -> Response {
     let st = core.po.lock();
     match st.batches.get(&id) {
-        Some(b) => json_response(
-            StatusCode::OK,
-            &b.wire(&core.cfg.payments_out.provider_prefix),
-        ),
+        Some(b) => {
+            // The Provider API's view, and what the batch cost in Provider API calls.
+            let mut view = b.wire(&core.cfg.payments_out.provider_prefix);
+            view["calls"] = serde_json::json!({ "gets": b.gets, "patches": b.patches });
+            json_response(StatusCode::OK, &view)
+        }
         None => ApiError::not_found("Batch").into_response(),
     }
 }

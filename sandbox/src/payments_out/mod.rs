@@ -438,6 +438,8 @@ pub struct Batch {
     /// When its notification went out (lateness of the first PATCH, 404 fault window).
     pub notified_at: DateTime<Utc>,
     pub patches: u64,
+    /// Provider API reads of the batch (answered or not): with `patches`, the calls it cost.
+    pub gets: u64,
 }
 
 impl Batch {

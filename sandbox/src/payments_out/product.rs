@@ -474,6 +474,7 @@ async fn submit_batch(State(core): State<Arc<Core>>, headers: HeaderMap, body: B
             created: now,
             notified_at: now,
             patches: 0,
+            gets: 0,
         };
         let view = batch.wire(&cfg.provider_prefix);
         st.batches.insert(id, batch);

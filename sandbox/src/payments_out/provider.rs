@@ -412,7 +412,10 @@ async fn get_batch(State(core): State<Arc<Core>>, Path(raw): Path<String>) -> Re
         Err(r) => return *r,
     };
     let now = core.now();
-    let st = core.po.lock();
+    let mut st = core.po.lock();
+    if let Some(b) = st.batches.get_mut(&id) {
+        b.gets += 1;
+    }
     let hidden_for = chrono::Duration::seconds(st.faults.batch_not_found_for_s as i64);
     match st
         .batches

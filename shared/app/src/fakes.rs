@@ -88,6 +88,7 @@ struct StoreState {
     /// By payment id (ordered, so that listings are stable).
     payments: BTreeMap<Uuid, PaymentRecord>,
     open: BTreeMap<(u8, String), OpenItem>,
+    sync_leases: HashMap<Uuid, DateTime<Utc>>,
 }
 
 type LinkState = (Option<LoginSession>, Option<Completion>, bool);
@@ -1176,6 +1177,27 @@ impl BatchStore for MemoryStore {
             }
             s.payments.insert(record.payment_id, record.clone());
             Ok(())
+        })
+    }
+
+    fn lease_sync(
+        &self,
+        batch_id: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.with("lease_sync", move |s| {
+            let held = s.sync_leases.get(&batch_id).is_some_and(|u| *u >= now);
+            if !held {
+                s.sync_leases.insert(batch_id, until);
+            }
+            !held
+        })
+    }
+
+    fn release_sync(&self, batch_id: Uuid) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.with("release_sync", move |s| {
+            s.sync_leases.remove(&batch_id);
         })
     }
 }

@@ -44,6 +44,9 @@ pub struct Batches {
     pub open: Arc<dyn OpenWork>,
     /// How long a batch may go without an outcome before the reconciler looks (`STUCK_AFTER_S`).
     pub stuck_after: chrono::TimeDelta,
+    /// How long the holder of a batch's outcome lease gathers changes before its PATCH
+    /// (`OUTCOME_WINDOW_S`, 1): outcomes arriving together go in one call.
+    pub outcome_window: std::time::Duration,
 }
 
 /// What taking a batch notification did.
@@ -253,6 +256,31 @@ impl Batches {
         Ok(true)
     }
 
+    /// Outcomes coalesced: whoever holds the batch's lease gathers changes for the window, then
+    /// PATCHes them all; an event arriving meanwhile only records its change and returns (its
+    /// change was written before it tried the lease, so the holder, which looks again after
+    /// releasing, sends it). Bounded, so that a Lambda never outlives its timeout on a batch
+    /// whose outcomes keep coming: the next event's handler, or the reconciler, carries on.
+    async fn sync_coalesced(&self, record: &BatchRecord) -> Result<(), MessageError> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(20) {
+            let now = self.clock.now();
+            let until = now + chrono::TimeDelta::seconds(30);
+            if !self.store.lease_sync(record.batch_id, until, now).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(self.outcome_window).await;
+            let sent = self.sync(record).await;
+            self.store.release_sync(record.batch_id).await?;
+            sent?;
+            let pending = self.store.payments(record.batch_id).await?;
+            if pending.iter().all(|p| p.patched) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// Submits every valid payment the bank has not taken yet, a few at a time.
     async fn submit_all(&self, record: &BatchRecord) -> Result<usize, MessageError> {
         let payments = self.store.payments(record.batch_id).await?;
@@ -357,7 +385,7 @@ impl Batches {
             )));
         };
         // Also when this event changed nothing: an earlier PATCH may have failed.
-        self.sync(&batch).await?;
+        self.sync_coalesced(&batch).await?;
         Ok(match written {
             Some(r) => EventOutcome::Applied(r.status),
             None => EventOutcome::Ignored,
@@ -542,6 +570,7 @@ mod tests {
             bank_concurrency: 2,
             open: store.clone(),
             stuck_after: chrono::TimeDelta::minutes(15),
+            outcome_window: std::time::Duration::ZERO,
         };
         World {
             batches,
@@ -701,6 +730,7 @@ mod tests {
             bank_concurrency: 2,
             open: w.store.clone(),
             stuck_after: chrono::TimeDelta::minutes(15),
+            outcome_window: std::time::Duration::ZERO,
         };
         crate::payouts_reconciler::PayoutsReconciler {
             open: w.store.clone(),

@@ -206,6 +206,7 @@ pub fn batches_from_env(
         bank_concurrency: env.parse_or("BANK_CONCURRENCY", 8usize)?,
         open: Arc::new(platform.table.clone()),
         stuck_after: stuck_after(env)?,
+        outcome_window: env.duration_secs("OUTCOME_WINDOW_S", Duration::from_secs(1))?,
     })
 }
 

@@ -419,6 +419,53 @@ impl Table {
             .map(|i| i.payment))
     }
 
+    /// The batch's outcome-PATCH lease (`syncLease`, epoch milliseconds).
+    pub async fn lease_sync(
+        &self,
+        batch_id: Uuid,
+        until: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(batch_pk(batch_id), "BATCH")))
+            .update_expression("SET syncLease = :until")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(syncLease) OR syncLease < :now)",
+            )
+            .expression_attribute_values(
+                ":until",
+                AttributeValue::N(until.timestamp_millis().to_string()),
+            )
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(now.timestamp_millis().to_string()),
+            )
+            .send()
+            .await;
+        match result.map_err(from_sdk) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn release_sync(&self, batch_id: Uuid) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(batch_pk(batch_id), "BATCH")))
+            .update_expression("REMOVE syncLease")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(())
+    }
+
     /// Writes the record if the stored one is the version before it.
     pub async fn save_payment(&self, record: &PaymentRecord) -> Result<(), StoreError> {
         use aws_sdk_dynamodb::types::AttributeValue;

@@ -358,6 +358,19 @@ impl BatchStore for Table {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Table::save_payment(self, record))
     }
+
+    fn lease_sync(
+        &self,
+        batch_id: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(Table::lease_sync(self, batch_id, until, now))
+    }
+
+    fn release_sync(&self, batch_id: Uuid) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(Table::release_sync(self, batch_id))
+    }
 }
 
 impl OpenWork for Table {

@@ -476,6 +476,15 @@ pub trait BatchStore: Send + Sync {
         &'a self,
         record: &'a PaymentRecord,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Takes the batch's outcome-PATCH lease until `until` unless another holder's runs past
+    /// `now`: whether it was taken.
+    fn lease_sync(
+        &self,
+        batch_id: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    fn release_sync(&self, batch_id: Uuid) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// What the bank answered a submission.

@@ -1,0 +1,228 @@
+//! Payments Out figures (issue targets, not timed tests): batches of many payments through the
+//! local stack and the sandbox at Sage's rate limit, with what Sage saw — how fast deliveries
+//! were acknowledged, how long after its notification each batch got its first PATCH, how
+//! long after the bank's event each outcome reached Sage, and how many Provider API calls each
+//! batch cost.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use sandbox::payments_out::client::PoClient;
+use serde_json::{Value, json};
+
+use crate::payments_out as po_flow;
+use crate::stack::LocalStack;
+
+pub struct PayoutsBenchOptions {
+    pub batches: usize,
+    pub payments: usize,
+    pub progress: bool,
+}
+
+/// Percentiles of a set of milliseconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spread {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Spread {
+    fn of(mut ms: Vec<f64>) -> Self {
+        ms.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            if ms.is_empty() {
+                0.0
+            } else {
+                ms[((ms.len() as f64 - 1.0) * p).round() as usize]
+            }
+        };
+        Self {
+            count: ms.len(),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: ms.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PayoutsBenchReport {
+    pub batches: usize,
+    pub payments_per_batch: usize,
+    pub paid: usize,
+    /// `/notifications` and `/subscription` answered, as Sage timed them.
+    pub ack: Spread,
+    /// From the batch notification to the first PATCH.
+    pub first_patch: Spread,
+    /// From the bank's event to the PATCH carrying the outcome.
+    pub outcome: Spread,
+    /// Provider API calls per batch: (reads, PATCHes).
+    pub calls: Vec<(u64, u64)>,
+    pub elapsed: Duration,
+    pub violations: usize,
+}
+
+/// Sends `batches` batches of `payments` payments from one payer and waits for every outcome.
+pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsBenchReport> {
+    let po = PoClient::new(stack.sandbox.base_url());
+    if o.progress {
+        println!("==> A subscription authorised at the bank, one funded debtor account");
+    }
+    let (subscription, debtor) = po_flow::payer(stack, &po).await?;
+    let date = (chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for b in 0..o.batches {
+        let payments: Vec<Value> = (0..o.payments)
+            .map(|i| po_flow::payment(&format!("B{b}-{i}"), "1.00", &debtor, &date))
+            .collect();
+        let batch = json!({"externalId": format!("BENCH-{b}"), "subscriptionId": subscription,
+            "payments": payments});
+        let answer = po
+            .submit_batch(&batch, None, false)
+            .await
+            .map_err(|e| anyhow!("batch {b}: {e}"))?;
+        if answer.status != 201 {
+            bail!(
+                "batch {b} refused by Sage: {} {}",
+                answer.status,
+                answer.body
+            );
+        }
+        let id = answer.body["data"]["batchId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no batchId"))?
+            .to_string();
+        if o.progress {
+            println!("==> Batch {b} ({} payments) sent: {id}", o.payments);
+        }
+        ids.push(id);
+    }
+    let mut calls = Vec::new();
+    let mut paid = 0;
+    for id in &ids {
+        let done = po_flow::batch_at_sage(&po, id, &["Paid", "PartiallyPaid", "Failed"]).await?;
+        paid += done["payments"]
+            .as_array()
+            .map_or(0, |p| p.iter().filter(|p| p["status"] == "Paid").count());
+        calls.push((
+            done["calls"]["gets"].as_u64().unwrap_or(0),
+            done["calls"]["patches"].as_u64().unwrap_or(0),
+        ));
+        if o.progress {
+            println!(
+                "    {id}: {} after {:.1} s",
+                done["status"],
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+    let ms = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let deliveries = po
+        .get("/_sandbox/payments-out/deliveries")
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let ack = Spread::of(
+        deliveries
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            // Sage's deliveries only (the demo bank's event pushes are logged beside them).
+            .filter(|d| !d["kind"].as_str().unwrap_or_default().starts_with("bank"))
+            .filter(|d| {
+                d["status"]
+                    .as_u64()
+                    .is_some_and(|s| (200..300).contains(&s))
+            })
+            .map(|d| ms(&d["latencyMs"]))
+            .collect(),
+    );
+    let lateness = po
+        .get("/_sandbox/payments-out/lateness")
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let of_kind = |kind: &str| {
+        Spread::of(
+            lateness["records"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r["kind"] == kind)
+                .map(|r| ms(&r["elapsedMs"]))
+                .collect(),
+        )
+    };
+    let violations = po.violations().await.map_err(|e| anyhow!(e))?;
+    Ok(PayoutsBenchReport {
+        batches: o.batches,
+        payments_per_batch: o.payments,
+        paid,
+        ack,
+        first_patch: of_kind("firstPatch"),
+        outcome: of_kind("outcome"),
+        calls,
+        elapsed,
+        violations: violations.as_array().map_or(0, Vec::len),
+    })
+}
+
+/// The figures against the targets.
+pub fn print(r: &PayoutsBenchReport) {
+    let line = |what: &str, s: &Spread, target_ms: f64| {
+        println!(
+            "{what:<42} {:>6} {:>9.0} {:>9.0} {:>9.0}   ≤ {target_ms:.0} ms: {}",
+            s.count,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            if s.p99_ms <= target_ms {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+    };
+    println!(
+        "\nPayments Out: {} batch(es) of {} payments, {} Paid, {:.1} s, {} Sage violation(s)\n",
+        r.batches,
+        r.payments_per_batch,
+        r.paid,
+        r.elapsed.as_secs_f64(),
+        r.violations
+    );
+    println!(
+        "{:<42} {:>6} {:>9} {:>9} {:>9}",
+        "", "count", "p50 ms", "p99 ms", "max ms"
+    );
+    line("notification acknowledged (Sage's timing)", &r.ack, 1_000.0);
+    line(
+        "first PATCH after the batch notification",
+        &r.first_patch,
+        30_000.0,
+    );
+    line(
+        "outcome PATCHed after the bank's event",
+        &r.outcome,
+        10_000.0,
+    );
+    for (i, (gets, patches)) in r.calls.iter().enumerate() {
+        // One GET, one Processing PATCH, then one PATCH per outcome window.
+        let windows = patches.saturating_sub(1);
+        println!(
+            "batch {i}: Provider API calls {} = {gets} GET + {patches} PATCH ({windows} outcome window(s)); target ≤ 2 + windows: {}",
+            gets + patches,
+            if gets + patches <= 2 + windows {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+    }
+}
