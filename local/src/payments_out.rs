@@ -189,11 +189,21 @@ pub fn payment(reference: &str, amount: &str, debtor: &str, date: &str) -> Value
     })
 }
 
-/// The batch at Sage once its status is one of `statuses`.
+/// The batch at Sage once its status is one of `statuses` (within 2 minutes).
 pub async fn batch_at_sage(po: &PoClient, batch_id: &str, statuses: &[&str]) -> Result<Value> {
+    batch_at_sage_within(po, batch_id, statuses, Duration::from_secs(120)).await
+}
+
+/// The batch at Sage once its status is one of `statuses`, within `limit`.
+pub async fn batch_at_sage_within(
+    po: &PoClient,
+    batch_id: &str,
+    statuses: &[&str],
+    limit: Duration,
+) -> Result<Value> {
     wait_for(
         &format!("the batch is {statuses:?} at Sage"),
-        Duration::from_secs(120),
+        limit,
         || async {
             let b = po
                 .get(&format!("/_sandbox/payments-out/batches/{batch_id}"))

@@ -105,7 +105,13 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
     let mut calls = Vec::new();
     let mut paid = 0;
     for id in &ids {
-        let done = po_flow::batch_at_sage(&po, id, &["Paid", "PartiallyPaid", "Failed"]).await?;
+        let done = po_flow::batch_at_sage_within(
+            &po,
+            id,
+            &["Paid", "PartiallyPaid", "Failed", "Rejected", "Cancelled"],
+            Duration::from_secs(1800),
+        )
+        .await?;
         paid += done["payments"]
             .as_array()
             .map_or(0, |p| p.iter().filter(|p| p["status"] == "Paid").count());

@@ -13,13 +13,14 @@ use connector_domain::payouts::batches::{
     BankEvent, BatchContext, BatchRecord, PaymentRecord, apply_event, decide, refused_by_bank,
 };
 use connector_domain::payouts::checks::RuleSet;
+use connector_domain::payouts::notification::PayoutsWork;
 use connector_domain::payouts::status::{
     BatchStatus, PaymentStatus, SubscriptionStatus, final_batch_status,
 };
 use connector_domain::ports::{
     BankLogin, BankPayments, BatchApi, BatchChange, BatchStore, BindingStore, CallError, Clock,
     LoginError, OpenItem, OpenKind, OpenWork, PartyStore, PaymentChange, PayoutsApiPort,
-    StoreError, SubmitError, Submitted,
+    PayoutsQueue, StoreError, SubmitError, Submitted,
 };
 use futures::StreamExt;
 use uuid::Uuid;
@@ -47,6 +48,12 @@ pub struct Batches {
     /// How long the holder of a batch's outcome lease gathers changes before its PATCH
     /// (`OUTCOME_WINDOW_S`, 1): outcomes arriving together go in one call.
     pub outcome_window: std::time::Duration,
+    /// How long one invocation submits before it hands the rest of the batch on
+    /// (`SUBMIT_BUDGET_S`, 30; well inside the worker's timeout).
+    pub submit_budget: std::time::Duration,
+    /// Where the rest of a batch goes when the budget runs out (the worker's own queue; `None`:
+    /// left to the next delivery or the reconciler).
+    pub requeue: Option<Arc<dyn PayoutsQueue>>,
 }
 
 /// What taking a batch notification did.
@@ -91,8 +98,11 @@ impl Batches {
             },
         };
         self.sync(&record).await?;
-        let submitted = self.submit_all(&record).await?;
+        let (submitted, done) = self.submit_all(&record).await?;
         self.sync(&record).await?;
+        if !done {
+            self.hand_on(&record).await?;
+        }
         Ok(Taken::Worked {
             status: record.status,
             submitted,
@@ -282,18 +292,27 @@ impl Batches {
     }
 
     /// Submits every valid payment the bank has not taken yet, a few at a time.
-    async fn submit_all(&self, record: &BatchRecord) -> Result<usize, MessageError> {
+    /// Submits within the budget: how many, and whether none is left.
+    async fn submit_all(&self, record: &BatchRecord) -> Result<(usize, bool), MessageError> {
         let payments = self.store.payments(record.batch_id).await?;
         let todo: Vec<PaymentRecord> = payments
             .into_iter()
             .filter(|p| p.status == PaymentStatus::Processing && !p.submitted)
             .collect();
-        let count = todo.len();
+        let started = std::time::Instant::now();
+        let total = todo.len();
+        // Submissions start only within the budget; those started finish.
+        let within = |_: &PaymentRecord| {
+            let go = started.elapsed() < self.submit_budget;
+            async move { go }
+        };
         let results: Vec<Result<(), MessageError>> = futures::stream::iter(todo)
+            .take_while(within)
             .map(|p| self.submit_one(p))
             .buffer_unordered(self.bank_concurrency.max(1))
             .collect()
             .await;
+        let count = results.len();
         // A conflict is the worst outcome (an operator must look); otherwise any retry.
         let mut worst = None;
         for r in results {
@@ -303,7 +322,29 @@ impl Batches {
                 _ => {}
             }
         }
-        worst.map_or(Ok(count), Err)
+        worst.map_or(Ok((count, count == total)), Err)
+    }
+
+    /// The budget ran out: the batch's notification goes back on the worker's queue, so the
+    /// next invocation submits the rest at once (not after the message's visibility timeout).
+    async fn hand_on(&self, record: &BatchRecord) -> Result<(), MessageError> {
+        let Some(queue) = &self.requeue else {
+            return Ok(());
+        };
+        let work = PayoutsWork::Notification {
+            key: format!("batchpayments#{}", record.batch_id),
+            kind: "batchpayments".into(),
+            id: format!("continue-{}", record.batch_id),
+            subscription_id: record.subscription_id,
+            organisation_id: None,
+            application: record.application.clone(),
+            correlation_id: None,
+            data: serde_json::json!({ "batchId": record.batch_id }),
+            received_at: self.clock.now(),
+        };
+        queue.send(&work).await?;
+        tracing::info!(batch_id = %record.batch_id, "submission budget spent: the rest of the batch is queued");
+        Ok(())
     }
 
     async fn submit_one(&self, p: PaymentRecord) -> Result<(), MessageError> {
@@ -571,6 +612,8 @@ mod tests {
             open: store.clone(),
             stuck_after: chrono::TimeDelta::minutes(15),
             outcome_window: std::time::Duration::ZERO,
+            submit_budget: std::time::Duration::from_secs(30),
+            requeue: None,
         };
         World {
             batches,
@@ -731,6 +774,8 @@ mod tests {
             open: w.store.clone(),
             stuck_after: chrono::TimeDelta::minutes(15),
             outcome_window: std::time::Duration::ZERO,
+            submit_budget: std::time::Duration::from_secs(30),
+            requeue: None,
         };
         crate::payouts_reconciler::PayoutsReconciler {
             open: w.store.clone(),
@@ -825,5 +870,60 @@ mod tests {
         assert_eq!(last.reason.as_deref(), Some("AuthorisationExpired"));
         let record = w.store.link_record(&link.link_id).await.unwrap().unwrap();
         assert!(record.completion.is_some() && record.patched);
+    }
+
+    #[derive(Default)]
+    struct Requeue(Mutex<Vec<PayoutsWork>>);
+
+    impl PayoutsQueue for Requeue {
+        fn send<'a>(
+            &'a self,
+            work: &'a PayoutsWork,
+        ) -> BoxFuture<'a, Result<(), connector_domain::ports::QueueError>> {
+            self.0.lock().unwrap().push(work.clone());
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_invocation_s_budget_is_handed_on_and_finished_by_the_next() {
+        let mut w = world(&["10", "20", "30"]).await;
+        let queue = Arc::new(Requeue::default());
+        w.batches.requeue = Some(queue.clone());
+        w.batches.submit_budget = std::time::Duration::ZERO;
+        let first = w
+            .batches
+            .take(w.batch_id, Some("sage.intacct"))
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            Taken::Worked {
+                status: BatchStatus::Processing,
+                submitted: 0
+            }
+        );
+        let handed = queue.0.lock().unwrap().clone();
+        assert!(matches!(
+            handed.as_slice(),
+            [PayoutsWork::Notification { kind, application, data, .. }]
+                if kind == "batchpayments" && application.as_deref() == Some("sage.intacct")
+                    && data["batchId"] == w.batch_id.to_string()
+        ));
+        w.batches.submit_budget = std::time::Duration::from_secs(30);
+        let next = w.batches.take(w.batch_id, None).await.unwrap();
+        assert_eq!(
+            next,
+            Taken::Worked {
+                status: BatchStatus::Processing,
+                submitted: 3
+            }
+        );
+        assert_eq!(
+            queue.0.lock().unwrap().len(),
+            1,
+            "done: nothing more handed on"
+        );
+        assert!(w.bank.submissions.lock().unwrap().values().all(|n| *n == 1));
     }
 }
