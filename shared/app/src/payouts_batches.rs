@@ -253,15 +253,23 @@ impl Batches {
             .await
             .map_err(|e| failed("PATCH batch", e))?;
         tracing::info!(batch_id = %record.batch_id, ?status, payments = pending.len(), "batch PATCHed");
-        for p in pending {
-            let mut sent = p.clone();
-            sent.patched = true;
-            sent.version += 1;
-            match self.store.save_payment(&sent).await {
-                // Changed meanwhile: the newer change is unsent, and the next PATCH carries it.
-                Ok(()) | Err(StoreError::ConditionFailed) => {}
-                Err(e) => return Err(e.into()),
-            }
+        // Noted concurrently: a 2,000-payment PATCH is followed by 2,000 writes.
+        let sent: Vec<PaymentRecord> = pending.into_iter().cloned().collect();
+        let notes: Vec<Result<(), StoreError>> = futures::stream::iter(sent)
+            .map(|mut sent| async move {
+                sent.patched = true;
+                sent.version += 1;
+                match self.store.save_payment(&sent).await {
+                    // Changed meanwhile: the newer change is unsent, and the next PATCH carries it.
+                    Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for note in notes {
+            note?;
         }
         Ok(true)
     }
