@@ -121,26 +121,16 @@ impl Table {
         &self,
         external_id: &str,
     ) -> Result<Vec<ExternalLink>, StoreError> {
-        let mut items = self
-            .client
-            .query()
-            .table_name(&self.name)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :acct)")
-            .expression_attribute_values(":pk", s(external_pk(external_id)))
-            .expression_attribute_values(":acct", s("ACCT#"))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        let mut out = Vec::new();
-        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
-            let link: ExternalLinkItem = from_item(item)?;
-            out.push(ExternalLink {
+        let links: Vec<ExternalLinkItem> = self
+            .query_as(external_pk(external_id), Some("ACCT#"))
+            .await?;
+        Ok(links
+            .into_iter()
+            .map(|link| ExternalLink {
                 bank_account_id: link.bank_account_id,
                 cancelled: link.cancelled,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     /// Offboarding (invariant 8): the account becomes a permanent tombstone. Works whether or not

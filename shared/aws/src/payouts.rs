@@ -245,28 +245,10 @@ impl Table {
     }
 
     pub async fn debtors(&self, subscription_id: Uuid) -> Result<Vec<DebtorAccount>, StoreError> {
-        let mut items = self
-            .client
-            .query()
-            .table_name(&self.name)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :debt)")
-            .expression_attribute_values(
-                ":pk",
-                aws_sdk_dynamodb::types::AttributeValue::S(by_subscription(subscription_id)),
-            )
-            .expression_attribute_values(
-                ":debt",
-                aws_sdk_dynamodb::types::AttributeValue::S("DEBT#".into()),
-            )
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        let mut out = Vec::new();
-        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
-            out.push(crate::table::from_item::<DebtorItem>(item)?.account);
-        }
-        Ok(out)
+        let items: Vec<DebtorItem> = self
+            .query_as(by_subscription(subscription_id), Some("DEBT#"))
+            .await?;
+        Ok(items.into_iter().map(|i| i.account).collect())
     }
 }
 
@@ -384,23 +366,8 @@ impl Table {
     }
 
     pub async fn batch_payments(&self, batch_id: Uuid) -> Result<Vec<PaymentRecord>, StoreError> {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        let mut items = self
-            .client
-            .query()
-            .table_name(&self.name)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :pay)")
-            .expression_attribute_values(":pk", AttributeValue::S(batch_pk(batch_id)))
-            .expression_attribute_values(":pay", AttributeValue::S("PAY#".into()))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        let mut out = Vec::new();
-        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
-            out.push(crate::table::from_item::<PaymentItem>(item)?.payment);
-        }
-        Ok(out)
+        let items: Vec<PaymentItem> = self.query_as(batch_pk(batch_id), Some("PAY#")).await?;
+        Ok(items.into_iter().map(|i| i.payment).collect())
     }
 
     pub async fn payment_record(
@@ -544,25 +511,12 @@ impl Table {
         &self,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<OpenItem>, StoreError> {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        let mut items = self
-            .client
-            .query()
-            .table_name(&self.name)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(OPEN_PK.into()))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        let mut out = Vec::new();
-        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
-            let open = crate::table::from_item::<OpenRecord>(item)?.item;
-            if open.due_at <= now {
-                out.push(open);
-            }
-        }
-        Ok(out)
+        let items: Vec<OpenRecord> = self.query_as(OPEN_PK.into(), None).await?;
+        Ok(items
+            .into_iter()
+            .map(|r| r.item)
+            .filter(|open| open.due_at <= now)
+            .collect())
     }
 }
 
@@ -601,22 +555,9 @@ impl Table {
     }
 
     pub async fn creditors(&self, subscription_id: Uuid) -> Result<Vec<Creditor>, StoreError> {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        let mut items = self
-            .client
-            .query()
-            .table_name(&self.name)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :cred)")
-            .expression_attribute_values(":pk", AttributeValue::S(by_subscription(subscription_id)))
-            .expression_attribute_values(":cred", AttributeValue::S("CRED#".into()))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        let mut out = Vec::new();
-        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
-            out.push(crate::table::from_item::<CreditorItem>(item)?.creditor);
-        }
-        Ok(out)
+        let items: Vec<CreditorItem> = self
+            .query_as(by_subscription(subscription_id), Some("CRED#"))
+            .await?;
+        Ok(items.into_iter().map(|i| i.creditor).collect())
     }
 }

@@ -125,6 +125,33 @@ impl Table {
         Ok(())
     }
 
+    /// Every item of partition `pk` (whose `sk` starts with `sk_prefix`, if given), read
+    /// strongly consistent through the SDK's paginator.
+    pub(crate) async fn query_as<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: String,
+        sk_prefix: Option<&str>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true);
+        query = match sk_prefix {
+            Some(prefix) => query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix)),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let mut items = query.into_paginator().items().send();
+        let mut out = Vec::new();
+        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
+            out.push(from_item(item)?);
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn get_as<T: serde::de::DeserializeOwned>(
         &self,
         pk: String,
