@@ -124,3 +124,105 @@ async fn the_reconciler_reads_outcomes_the_bank_never_pushed() {
     assert_eq!(po.violations().await.unwrap(), json!([]));
     stack.finish().await;
 }
+
+/// The product cancels one payment of a batch, then the rest (`batchpaymentcancellations`,
+/// forwarded by Payments Out): each is cancelled at the bank before settlement and Sage shows
+/// `Cancelled`; nothing leaves the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_cancelled_on_request_are_cancelled_at_the_bank_and_at_sage() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let (sub, debtor) = common::po_payer(&stack, &po).await;
+    // Settlement far off: the payments wait at the bank, cancellable.
+    let mut rails = po.get("/_sandbox/payments-out/bank/config").await.unwrap();
+    rails["settlementDelayMs"] = json!(600_000);
+    po.put("/_sandbox/payments-out/bank/config", &rails)
+        .await
+        .unwrap();
+    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let batch = json!({ "externalId": "AP-RUN-3", "subscriptionId": sub, "payments": [
+        local_stack::payments_out::payment("BILL-1", "10.00", &debtor, &tomorrow),
+        local_stack::payments_out::payment("BILL-2", "20.00", &debtor, &tomorrow),
+    ]});
+    let submitted = po.submit_batch(&batch, None, false).await.unwrap();
+    let batch_id = submitted.body["data"]["batchId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let processing = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["Processing"])
+        .await
+        .unwrap();
+    let first = processing["payments"][0]["paymentId"].clone();
+
+    let asked = po
+        .message(
+            "batchpaymentcancellations",
+            sub,
+            "cancel-1",
+            &json!({"batchId": batch_id, "paymentIds": [first]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(asked.status, 202, "{asked:?}");
+    let one = local_stack::payments_out::wait_for(
+        "the first payment Cancelled at Sage",
+        std::time::Duration::from_secs(60),
+        || async {
+            let b = po
+                .get(&format!("/_sandbox/payments-out/batches/{batch_id}"))
+                .await
+                .ok()?;
+            let b = if b.get("data").is_some() {
+                b["data"].clone()
+            } else {
+                b
+            };
+            (b["payments"][0]["status"] == "Cancelled").then_some(b)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(one["status"], "Processing", "{one}");
+    assert_eq!(one["payments"][1]["status"], "Processing", "{one}");
+
+    po.message(
+        "batchpaymentcancellations",
+        sub,
+        "cancel-2",
+        &json!({"batchId": batch_id}),
+    )
+    .await
+    .unwrap();
+    let done = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["Cancelled"])
+        .await
+        .unwrap();
+    assert!(
+        done["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["status"] == "Cancelled"),
+        "{done}"
+    );
+    let events = po.get("/_sandbox/payments-out/bank/events").await.unwrap();
+    let cancelled = events["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "cancelled")
+        .count();
+    assert_eq!(cancelled, 2, "both cancelled at the bank: {events}");
+    let ledger = po.get("/_sandbox/payments-out/bank/ledger").await.unwrap();
+    assert!(
+        ledger
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["executions"] == 0),
+        "nothing left the account: {ledger}"
+    );
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}

@@ -18,9 +18,9 @@ use connector_domain::payouts::status::{
     BatchStatus, PaymentStatus, SubscriptionStatus, final_batch_status,
 };
 use connector_domain::ports::{
-    BankLogin, BankPayments, BatchApi, BatchChange, BatchStore, BindingStore, CallError, Clock,
-    LoginError, OpenItem, OpenKind, OpenWork, PartyStore, PaymentChange, PayoutsApiPort,
-    PayoutsQueue, StoreError, SubmitError, Submitted,
+    BankLogin, BankPayments, BatchApi, BatchChange, BatchStore, BindingStore, CallError,
+    Cancelled as BankCancel, Clock, LoginError, OpenItem, OpenKind, OpenWork, PartyStore,
+    PaymentChange, PayoutsApiPort, PayoutsQueue, StoreError, SubmitError, Submitted,
 };
 use futures::StreamExt;
 use uuid::Uuid;
@@ -77,6 +77,17 @@ pub enum EventOutcome {
     Ignored,
     /// No such payment at the connector.
     UnknownPayment,
+}
+
+/// What a cancellation request did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cancellation {
+    /// Cancelled at the bank (now `Cancelled` at Sage).
+    pub cancelled: usize,
+    /// The bank has executed them, or is executing them: they run on to their outcome.
+    pub too_late: usize,
+    /// Named by the request but not payments of the batch, or already final.
+    pub ignored: usize,
 }
 
 /// How many times a record is read again when another writer changed it meanwhile.
@@ -417,6 +428,80 @@ impl Batches {
         )))
     }
 
+    /// A `batchpaymentcancellations` request: each named payment (all when `only` is `None`)
+    /// that is not final is cancelled at the bank, and takes the bank's word: `Cancelled` when
+    /// the bank cancelled it, unchanged when it is too late. The batch is first worked as its
+    /// own notification would (checked, every valid payment submitted): a payment is cancelled
+    /// only once the bank holds it, so a submission still under way elsewhere can never put a
+    /// payment at the bank after its cancellation was decided.
+    pub async fn cancel(
+        &self,
+        batch_id: Uuid,
+        only: Option<&[Uuid]>,
+        application: Option<&str>,
+    ) -> Result<Cancellation, MessageError> {
+        if let Taken::NotOurs(status) = self.take(batch_id, application).await? {
+            tracing::warn!(%batch_id, ?status, "a cancellation for a batch the connector never checked");
+            return Ok(Cancellation::default());
+        }
+        let payments = self.store.payments(batch_id).await?;
+        let named = |p: &PaymentRecord| only.is_none_or(|ids| ids.contains(&p.payment_id));
+        let targets: Vec<PaymentRecord> = payments
+            .iter()
+            .filter(|p| named(p) && !p.status.is_terminal())
+            .cloned()
+            .collect();
+        if targets.iter().any(|p| !p.submitted) {
+            return Err(MessageError::Retry(
+                "the batch is still being submitted: cancelled once the bank holds it".into(),
+            ));
+        }
+        let mut report = Cancellation {
+            ignored: only.map_or(0, |ids| ids.len().saturating_sub(targets.len())),
+            ..Cancellation::default()
+        };
+        let answers: Vec<Result<bool, MessageError>> = futures::stream::iter(targets)
+            .map(|p| self.cancel_one(p.payment_id))
+            .buffer_unordered(self.bank_concurrency.max(1))
+            .collect()
+            .await;
+        for answer in answers {
+            if answer? {
+                report.cancelled += 1;
+            } else {
+                report.too_late += 1;
+            }
+        }
+        if let Some(record) = self.store.batch(batch_id).await? {
+            self.sync_coalesced(&record).await?;
+        }
+        tracing::info!(%batch_id, ?report, "cancellation requested");
+        Ok(report)
+    }
+
+    /// Cancels one submitted payment at the bank and applies the bank's state: whether the
+    /// bank cancelled it.
+    async fn cancel_one(&self, payment_id: Uuid) -> Result<bool, MessageError> {
+        let bank = |e: SubmitError| MessageError::Retry(format!("bank: {e}"));
+        match self.bank.cancel(payment_id).await.map_err(bank)? {
+            BankCancel::Cancelled => {}
+            BankCancel::NotCancellable => return Ok(false),
+            BankCancel::Unknown => {
+                tracing::error!(%payment_id, "the bank does not know a payment it accepted");
+                return Ok(false);
+            }
+        }
+        // The bank's own record (with its event sequence), as its event would tell it.
+        let Some(state) = self.bank.state(payment_id).await.map_err(bank)? else {
+            return Err(MessageError::Retry(format!(
+                "payment {payment_id}: cancelled, then not found at the bank"
+            )));
+        };
+        self.update(payment_id, |record| apply_event(record, &state))
+            .await?;
+        Ok(state.status == "cancelled")
+    }
+
     /// A bank event: the payment's record moves, and Payments Out is told (with anything else
     /// of the batch it lacks).
     pub async fn on_event(&self, event: &BankEvent) -> Result<EventOutcome, MessageError> {
@@ -501,6 +586,8 @@ mod tests {
         down: Mutex<bool>,
         /// What a read of a payment answers.
         states: Mutex<HashMap<Uuid, BankEvent>>,
+        /// Payments too far along to cancel.
+        executing: Mutex<HashSet<Uuid>>,
     }
 
     impl BankPayments for Bank {
@@ -533,6 +620,24 @@ mod tests {
         fn state(&self, payment_id: Uuid) -> BoxFuture<'_, Result<Option<BankEvent>, SubmitError>> {
             let found = self.states.lock().unwrap().get(&payment_id).cloned();
             Box::pin(async move { Ok(found) })
+        }
+
+        /// Cancels what it holds and is not executing; the cancellation is the payment's next
+        /// event.
+        fn cancel(&self, payment_id: Uuid) -> BoxFuture<'_, Result<BankCancel, SubmitError>> {
+            let answer = if !self.submissions.lock().unwrap().contains_key(&payment_id) {
+                BankCancel::Unknown
+            } else if self.executing.lock().unwrap().contains(&payment_id) {
+                BankCancel::NotCancellable
+            } else {
+                let mut states = self.states.lock().unwrap();
+                let seq = states.get(&payment_id).map_or(1, |e| e.event_seq) + 1;
+                let mut cancelled = event(payment_id, seq, "cancelled");
+                cancelled.reason_code = Some("CANC".into());
+                states.insert(payment_id, cancelled);
+                BankCancel::Cancelled
+            };
+            Box::pin(async move { Ok(answer) })
         }
     }
 
@@ -933,5 +1038,103 @@ mod tests {
             "done: nothing more handed on"
         );
         assert!(w.bank.submissions.lock().unwrap().values().all(|n| *n == 1));
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_cancels_at_the_bank_what_it_names_and_sage_follows_the_bank() {
+        let w = world(&["10", "20", "30"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let (a, b, c) = (w.payment_ids[0], w.payment_ids[1], w.payment_ids[2]);
+        w.bank.executing.lock().unwrap().insert(c);
+        let stranger = Uuid::new_v4();
+        let report = w
+            .batches
+            .cancel(w.batch_id, Some(&[a, stranger]), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            Cancellation {
+                cancelled: 1,
+                too_late: 0,
+                ignored: 1
+            }
+        );
+        use PaymentStatus::*;
+        assert_eq!(
+            at_sage(&w),
+            (
+                BatchStatus::Processing,
+                vec![Cancelled, Processing, Processing]
+            )
+        );
+        let patch = w
+            .payouts
+            .batch_patches
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap();
+        assert_eq!(patch.payments[0].reason.as_deref(), Some("CANC"));
+        // All the rest: one is cancelled, the other is too far along and runs on to its outcome.
+        let report = w.batches.cancel(w.batch_id, None, None).await.unwrap();
+        assert_eq!((report.cancelled, report.too_late), (1, 1));
+        assert_eq!(
+            at_sage(&w),
+            (
+                BatchStatus::Processing,
+                vec![Cancelled, Cancelled, Processing]
+            )
+        );
+        w.batches.on_event(&event(c, 5, "settled")).await.unwrap();
+        assert_eq!(
+            at_sage(&w),
+            (BatchStatus::PartiallyPaid, vec![Cancelled, Cancelled, Paid])
+        );
+        // Once final, a cancellation asks the bank nothing.
+        let report = w.batches.cancel(w.batch_id, None, None).await.unwrap();
+        assert_eq!(report, Cancellation::default());
+        assert!(w.bank.submissions.lock().unwrap().values().all(|n| *n == 1));
+        // The bank's own cancellation event, arriving late, changes nothing.
+        assert_eq!(
+            w.batches.on_event(&event(a, 2, "cancelled")).await.unwrap(),
+            EventOutcome::Ignored
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_before_the_batch_notification_checks_and_submits_first() {
+        let w = world(&["10", "0"]).await;
+        let report = w.batches.cancel(w.batch_id, None, None).await.unwrap();
+        assert_eq!(
+            report.cancelled, 1,
+            "the valid payment, once the bank held it"
+        );
+        use PaymentStatus::*;
+        assert_eq!(
+            at_sage(&w),
+            (BatchStatus::Failed, vec![Cancelled, Rejected])
+        );
+        assert_eq!(w.bank.submissions.lock().unwrap().len(), 1);
+        // Its notification, arriving now, changes nothing.
+        w.batches.take(w.batch_id, None).await.unwrap();
+        assert_eq!(
+            w.bank.submissions.lock().unwrap().values().sum::<usize>(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_waits_while_the_batch_is_still_being_submitted() {
+        let mut w = world(&["10", "20"]).await;
+        w.batches.submit_budget = std::time::Duration::ZERO;
+        let err = w.batches.cancel(w.batch_id, None, None).await.unwrap_err();
+        assert!(matches!(err, MessageError::Retry(_)), "{err:?}");
+        assert!(w.bank.submissions.lock().unwrap().is_empty());
+        w.batches.submit_budget = std::time::Duration::from_secs(30);
+        let report = w.batches.cancel(w.batch_id, None, None).await.unwrap();
+        assert_eq!(report.cancelled, 2);
+        assert_eq!(at_sage(&w).0, BatchStatus::Cancelled);
     }
 }

@@ -1,8 +1,8 @@
 //! The Payments Out worker: consumes what `po-intake` queued. Subscriptions are onboarded
 //! (`payouts_onboarding`), the product's debtor account messages answered (`payouts_messages`)
-//! and batches checked and submitted to the bank (`payouts_batches`); the other deliveries
-//! (creditors, cancellations) are not handled yet and go to the DLQ at once with that reason, to be redriven once they are (redriving is
-//! safe: every delivery is keyed and its work idempotent).
+//! and batches checked, submitted to the bank and cancelled on request (`payouts_batches`); a
+//! delivery of another kind goes to the DLQ at once with that reason, to be redriven once it is
+//! handled (redriving is safe: every delivery is keyed and its work idempotent).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,25 @@ pub struct PayoutsWorker {
     pub batches: Batches,
 }
 
+/// A cancellation request's `{batchId, paymentIds?}`; a malformed one is poison, with why.
+fn cancellation_of(
+    data: &serde_json::Value,
+) -> Result<(uuid::Uuid, Option<Vec<uuid::Uuid>>), String> {
+    let uuid = |v: &serde_json::Value| v.as_str().and_then(|s| uuid::Uuid::parse_str(s).ok());
+    let batch_id =
+        uuid(&data["batchId"]).ok_or("batchpaymentcancellations without a batchId (a UUID)")?;
+    let only = match &data["paymentIds"] {
+        serde_json::Value::Null => None,
+        serde_json::Value::Array(ids) => Some(
+            ids.iter()
+                .map(|id| uuid(id).ok_or("paymentIds: every item a UUID"))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        _ => return Err("paymentIds: an array of UUIDs".into()),
+    };
+    Ok((batch_id, only))
+}
+
 impl PayoutsWorker {
     pub async fn handle(&self, work: PayoutsWork) -> Result<(), MessageError> {
         match work {
@@ -53,6 +72,14 @@ impl PayoutsWorker {
                 application,
                 ..
             } if kind == "batchpayments" => self.batch(&data, application.as_deref()).await,
+            PayoutsWork::Notification {
+                kind,
+                data,
+                application,
+                ..
+            } if kind == "batchpaymentcancellations" => {
+                self.cancel(&data, application.as_deref()).await
+            }
             PayoutsWork::Notification {
                 kind,
                 subscription_id: Some(subscription_id),
@@ -109,6 +136,32 @@ impl PayoutsWorker {
             Taken::NotOurs(_) => "notOurs",
         };
         crate::metrics::count("PayoutsBatches", &[("Outcome", outcome)]);
+        Ok(())
+    }
+
+    async fn cancel(
+        &self,
+        data: &serde_json::Value,
+        application: Option<&str>,
+    ) -> Result<(), MessageError> {
+        let (batch_id, only) = cancellation_of(data).map_err(MessageError::Poison)?;
+        let report = self
+            .batches
+            .cancel(batch_id, only.as_deref(), application)
+            .await?;
+        for (outcome, n) in [
+            ("cancelled", report.cancelled),
+            ("tooLate", report.too_late),
+        ] {
+            if n > 0 {
+                crate::metrics::emit(
+                    "PayoutsCancellations",
+                    n as f64,
+                    crate::metrics::Unit::Count,
+                    &[("Outcome", outcome)],
+                );
+            }
+        }
         Ok(())
     }
 
@@ -308,4 +361,33 @@ pub async fn payouts_from_env(
                 hint: "the providerId Payments Out gave the provider",
             })?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::cancellation_of;
+
+    #[test]
+    fn a_cancellation_names_its_batch_and_optionally_its_payments() {
+        let batch = uuid::Uuid::new_v4();
+        let p = uuid::Uuid::new_v4();
+        assert_eq!(
+            cancellation_of(&json!({"batchId": batch})),
+            Ok((batch, None))
+        );
+        assert_eq!(
+            cancellation_of(&json!({"batchId": batch, "paymentIds": [p]})),
+            Ok((batch, Some(vec![p])))
+        );
+        for bad in [
+            json!({}),
+            json!({"batchId": "b-1"}),
+            json!({"batchId": batch, "paymentIds": ["x"]}),
+            json!({"batchId": batch, "paymentIds": p}),
+        ] {
+            assert!(cancellation_of(&bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -478,6 +478,32 @@ impl connector_domain::ports::BankPayments for BankClient {
                 .map_err(|e| SubmitError::Unavailable(format!("payment state: {e}")))
         })
     }
+
+    fn cancel(
+        &self,
+        payment_id: uuid::Uuid,
+    ) -> BoxFuture<'_, Result<connector_domain::ports::Cancelled, SubmitError>> {
+        use connector_domain::ports::Cancelled;
+        Box::pin(async move {
+            let response = self
+                .http
+                .delete(self.url(&format!("/v1/payments/{payment_id}")))
+                .basic_auth(
+                    &self.config.client_id,
+                    Some(self.config.client_secret.expose()),
+                )
+                .send()
+                .await
+                .map_err(|e| SubmitError::Unavailable(Self::transport(e).to_string()))?;
+            match response.status().as_u16() {
+                200 | 204 => Ok(Cancelled::Cancelled),
+                409 => Ok(Cancelled::NotCancellable),
+                404 => Ok(Cancelled::Unknown),
+                401 | 403 => Err(SubmitError::Configuration),
+                s => Err(SubmitError::Unavailable(format!("HTTP {s}"))),
+            }
+        })
+    }
 }
 
 /// The client as the authorisation page's port.

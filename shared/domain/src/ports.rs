@@ -496,6 +496,17 @@ pub enum Submitted {
     Refused(String),
 }
 
+/// What the bank answered a cancellation (`DELETE /v1/payments/{paymentId}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// Cancelled now, or before.
+    Cancelled,
+    /// Too late: the bank has executed it or is executing it (409).
+    NotCancellable,
+    /// The bank has no such payment (404).
+    Unknown,
+}
+
 /// A failed submission.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -521,6 +532,8 @@ pub trait BankPayments: Send + Sync {
         &self,
         payment_id: Uuid,
     ) -> BoxFuture<'_, Result<Option<crate::payouts::batches::BankEvent>, SubmitError>>;
+    /// Asks the bank to cancel the payment.
+    fn cancel(&self, payment_id: Uuid) -> BoxFuture<'_, Result<Cancelled, SubmitError>>;
 }
 
 /// Work the Payments Out reconciler watches until it is done.
