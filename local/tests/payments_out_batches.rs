@@ -226,3 +226,88 @@ async fn payments_cancelled_on_request_are_cancelled_at_the_bank_and_at_sage() {
     assert_eq!(po.violations().await.unwrap(), json!([]));
     stack.finish().await;
 }
+
+/// The bank settles a payment and then returns it: Sage keeps it `Paid` and the product hears of
+/// the return by a `notifications` message, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_returned_after_settling_is_told_to_the_product() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let (sub, debtor) = common::po_payer(&stack, &po).await;
+    let mut rails = po.get("/_sandbox/payments-out/bank/config").await.unwrap();
+    rails["returnRate"] = json!(1.0);
+    rails["returnDelayMs"] = json!(200);
+    po.put("/_sandbox/payments-out/bank/config", &rails)
+        .await
+        .unwrap();
+    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let batch = json!({ "externalId": "AP-RUN-4", "subscriptionId": sub, "payments": [
+        local_stack::payments_out::payment("BILL-1", "10.00", &debtor, &tomorrow),
+    ]});
+    let submitted = po.submit_batch(&batch, None, false).await.unwrap();
+    let batch_id = submitted.body["data"]["batchId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let paid = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["Paid"])
+        .await
+        .unwrap();
+    let payment_id = paid["payments"][0]["paymentId"].clone();
+    let told = local_stack::payments_out::wait_for(
+        "the product told of the return",
+        std::time::Duration::from_secs(60),
+        || async {
+            let inbox = po.inbox().await.ok()?;
+            let told: Vec<serde_json::Value> = inbox
+                .as_array()?
+                .iter()
+                .filter(|m| m["type"] == "notifications")
+                .cloned()
+                .collect();
+            (!told.is_empty()).then_some(told)
+        },
+    )
+    .await
+    .unwrap();
+    let data = &told[0]["data"];
+    assert_eq!(told[0]["subscriptionId"], json!(sub), "{told:?}");
+    assert_eq!(
+        (
+            &data["resourceType"],
+            &data["resourceId"],
+            &data["event"],
+            &data["status"]
+        ),
+        (
+            &json!("payment"),
+            &payment_id,
+            &json!("Returned"),
+            &json!("Paid")
+        ),
+        "{data}"
+    );
+    let events = po.get("/_sandbox/payments-out/bank/events").await.unwrap();
+    assert!(
+        events["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["status"] == "returned"),
+        "{events}"
+    );
+    let again = po
+        .get(&format!("/_sandbox/payments-out/batches/{batch_id}"))
+        .await
+        .unwrap();
+    let again = if again.get("data").is_some() {
+        again["data"].clone()
+    } else {
+        again
+    };
+    assert_eq!(again["payments"][0]["status"], "Paid", "{again}");
+    assert_eq!(told.len(), 1, "told once: {told:?}");
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use connector_domain::payouts::batches::{
     BankEvent, BatchContext, BatchRecord, PaymentRecord, apply_event, decide, refused_by_bank,
+    return_notice,
 };
 use connector_domain::payouts::checks::RuleSet;
 use connector_domain::payouts::notification::PayoutsWork;
@@ -299,11 +300,15 @@ impl Batches {
                 return Ok(());
             }
             tokio::time::sleep(self.outcome_window).await;
-            let sent = self.sync(record).await;
+            let sent = match self.sync(record).await {
+                Ok(_) => self.tell_returns(record).await,
+                Err(e) => Err(e),
+            };
             self.store.release_sync(record.batch_id).await?;
             sent?;
             let pending = self.store.payments(record.batch_id).await?;
-            if pending.iter().all(|p| p.patched) {
+            let told = |p: &PaymentRecord| p.returned.is_none() || p.return_told;
+            if pending.iter().all(|p| p.patched && told(p)) {
                 return Ok(());
             }
         }
@@ -426,6 +431,44 @@ impl Batches {
         Err(MessageError::Retry(format!(
             "payment {payment_id} kept changing while being written"
         )))
+    }
+
+    /// Tells the product of each payment of the batch the bank returned after settling it, once
+    /// Sage has it `Paid` (a `notifications` message; again only if the note that it was sent
+    /// is lost).
+    async fn tell_returns(&self, batch: &BatchRecord) -> Result<(), MessageError> {
+        let payments = self.store.payments(batch.batch_id).await?;
+        for record in payments {
+            let Some(notice) = return_notice(&record) else {
+                continue;
+            };
+            match batch.subscription_id {
+                Some(subscription_id) => {
+                    self.api
+                        .post_message(
+                            "notifications",
+                            subscription_id,
+                            None,
+                            &notice,
+                            batch.application.as_deref(),
+                        )
+                        .await
+                        .map_err(|e| failed("POST notifications", e))?;
+                    tracing::info!(payment_id = %record.payment_id, "the product was told of a returned payment");
+                }
+                None => {
+                    tracing::warn!(payment_id = %record.payment_id, "a returned payment of a batch without a subscription: no one to tell")
+                }
+            }
+            self.update(record.payment_id, |r| {
+                (!r.return_told).then(|| PaymentRecord {
+                    return_told: true,
+                    ..r.clone()
+                })
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// A `batchpaymentcancellations` request: each named payment (all when `only` is `None`)
@@ -1044,7 +1087,7 @@ mod tests {
     async fn a_cancellation_cancels_at_the_bank_what_it_names_and_sage_follows_the_bank() {
         let w = world(&["10", "20", "30"]).await;
         w.batches.take(w.batch_id, None).await.unwrap();
-        let (a, b, c) = (w.payment_ids[0], w.payment_ids[1], w.payment_ids[2]);
+        let (a, _, c) = (w.payment_ids[0], w.payment_ids[1], w.payment_ids[2]);
         w.bank.executing.lock().unwrap().insert(c);
         let stranger = Uuid::new_v4();
         let report = w
@@ -1136,5 +1179,37 @@ mod tests {
         let report = w.batches.cancel(w.batch_id, None, None).await.unwrap();
         assert_eq!(report.cancelled, 2);
         assert_eq!(at_sage(&w).0, BatchStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_payment_returned_after_settling_stays_paid_and_the_product_is_told_once() {
+        let w = world(&["10", "20"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let (a, b) = (w.payment_ids[0], w.payment_ids[1]);
+        w.batches.on_event(&event(a, 2, "settled")).await.unwrap();
+        let mut returned = event(a, 3, "returned");
+        returned.reason_code = Some("AC04".into());
+        returned.reason_message = Some("Account closed".into());
+        w.batches.on_event(&returned).await.unwrap();
+        w.batches.on_event(&returned).await.unwrap();
+        // Reordered: the return arrives before the settlement it follows.
+        w.batches.on_event(&event(b, 3, "returned")).await.unwrap();
+        w.batches.on_event(&event(b, 2, "settled")).await.unwrap();
+        use PaymentStatus::*;
+        assert_eq!(at_sage(&w), (BatchStatus::Paid, vec![Paid, Paid]));
+        let messages = w.payouts.messages.lock().unwrap().clone();
+        let told: Vec<&Value> = messages
+            .iter()
+            .filter(|m| m.0 == "notifications")
+            .map(|m| &m.3)
+            .collect();
+        assert_eq!(told.len(), 2, "{messages:?}");
+        assert_eq!(
+            *told[0],
+            json!({"resourceType": "payment", "resourceId": a, "event": "Returned",
+                   "status": "Paid", "message": "AC04: Account closed"})
+        );
+        assert_eq!(told[1]["resourceId"], json!(b));
+        assert_eq!(told[1]["message"], Value::Null);
     }
 }

@@ -61,6 +61,12 @@ pub struct PaymentRecord {
     /// Whether Payments Out has `status`.
     #[serde(default)]
     pub patched: bool,
+    /// The bank returned it after settling it: the bank's reason (empty if it gave none).
+    #[serde(default)]
+    pub returned: Option<String>,
+    /// Whether the product was told of the return.
+    #[serde(default)]
+    pub return_told: bool,
     /// Counts the record's writes: each write expects the version it read.
     #[serde(default)]
     pub version: u64,
@@ -171,6 +177,8 @@ fn payment_record(
         submitted: false,
         event_seq: 0,
         patched: false,
+        returned: None,
+        return_told: false,
         version: 0,
     }
 }
@@ -249,6 +257,35 @@ pub struct BankEvent {
 /// The record after `event`, if the event changes what Sage should show: a newer event of a
 /// payment not yet terminal, leading to another status.
 pub fn apply_event(record: &PaymentRecord, event: &BankEvent) -> Option<PaymentRecord> {
+    let moved = move_on(record, event);
+    let now = moved.as_ref().unwrap_or(record);
+    // A return is noted once, whatever order its settlement arrives in; the payment stays
+    // `Paid` at Sage and the product is told by a message (`return_notice`).
+    if BankOutcome::of(&event.status) == BankOutcome::Returned
+        && now.status == PaymentStatus::Paid
+        && now.returned.is_none()
+    {
+        let mut next = now.clone();
+        next.returned = Some(reason_of(event).unwrap_or_default());
+        return Some(next);
+    }
+    moved
+}
+
+/// `reasonCode: reasonMessage`, whichever the bank gave.
+fn reason_of(event: &BankEvent) -> Option<String> {
+    let parts: Vec<&str> = [
+        event.reason_code.as_deref(),
+        event.reason_message.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(": "))
+}
+
+/// The status change an event makes, if it is newer and leads somewhere new.
+fn move_on(record: &PaymentRecord, event: &BankEvent) -> Option<PaymentRecord> {
     if event.event_seq <= record.event_seq || record.status.is_terminal() {
         return None;
     }
@@ -265,22 +302,26 @@ pub fn apply_event(record: &PaymentRecord, event: &BankEvent) -> Option<PaymentR
         BankOutcome::Settled | BankOutcome::Returned => {
             next.completed_at = Some(event.completed_at.unwrap_or_else(Utc::now));
         }
-        BankOutcome::Ended(_) => {
-            next.reason = Some(
-                [
-                    event.reason_code.as_deref(),
-                    event.reason_message.as_deref(),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(": "),
-            )
-            .filter(|r| !r.is_empty());
-        }
+        BankOutcome::Ended(_) => next.reason = reason_of(event),
         _ => {}
     }
     Some(next)
+}
+
+/// The product's `notifications` message for a payment the bank returned after settling it,
+/// once Sage has it `Paid` and the product was not told yet (it stays `Paid` at Sage).
+pub fn return_notice(record: &PaymentRecord) -> Option<Value> {
+    let reason = record.returned.as_deref()?;
+    if record.status != PaymentStatus::Paid || !record.patched || record.return_told {
+        return None;
+    }
+    Some(json!({
+        "resourceType": "payment",
+        "resourceId": record.payment_id,
+        "event": "Returned",
+        "status": "Paid",
+        "message": (!reason.is_empty()).then_some(reason),
+    }))
 }
 
 /// The bank refused a submission (422): the payment is `Rejected` with the bank's reasons.
@@ -450,7 +491,35 @@ mod tests {
             (paid.status, paid.completed_at, paid.event_seq),
             (PaymentStatus::Paid, Some(now()), 3)
         );
-        assert_eq!(apply_event(&paid, &event(4, "returned")), None, "terminal");
+        // A return keeps the payment Paid (nothing new for Sage's PATCH) and is noted once, for
+        // the product's message.
+        let returned = apply_event(&paid, &event(4, "returned")).unwrap();
+        assert_eq!(
+            (
+                returned.status,
+                returned.patched,
+                returned.returned.as_deref()
+            ),
+            (
+                PaymentStatus::Paid,
+                paid.patched,
+                Some("AM04: Insufficient funds")
+            )
+        );
+        assert_eq!(apply_event(&returned, &event(4, "returned")), None, "once");
+        assert_eq!(
+            return_notice(&returned),
+            None,
+            "not before Sage has it Paid"
+        );
+        let at_sage = PaymentRecord {
+            patched: true,
+            ..returned
+        };
+        assert_eq!(
+            return_notice(&at_sage).unwrap()["message"],
+            "AM04: Insufficient funds"
+        );
         assert_eq!(apply_event(&paid, &event(2, "failed")), None, "older");
         let failed = apply_event(&record, &event(3, "failed")).unwrap();
         assert_eq!(failed.reason.as_deref(), Some("AM04: Insufficient funds"));
