@@ -507,6 +507,8 @@ mod tests {
             submitted: true,
             event_seq: 3,
             patched,
+            returned: None,
+            return_told: false,
             version: 1,
         };
         let record = BatchRecord {

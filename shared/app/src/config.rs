@@ -3,9 +3,12 @@
 //! names the variable.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use connector_domain::ports::BoxFuture;
 use connector_sage::Secret;
+use connector_sage::secret::SecretFetch;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -226,22 +229,47 @@ impl SecretSource {
                 reason: "no AWS configuration to reach Secrets Manager".into(),
             });
         };
-        let client = aws_sdk_secretsmanager::Client::new(sdk);
-        let out = client
+        let stored = Arc::new(StoredSecret {
+            client: aws_sdk_secretsmanager::Client::new(sdk),
+            arn: value,
+        });
+        let first = stored.read().await.map_err(|reason| ConfigError::Secret {
+            name: name.into(),
+            reason,
+        })?;
+        Ok(Secret::fetched(first, stored, SECRET_TTL))
+    }
+}
+
+/// How long a function uses a secret read from Secrets Manager before it reads it again; a
+/// refusal by the party it is sent to (401/403) reads it again sooner. A rotation therefore
+/// reaches running functions within this time, without a redeploy.
+pub const SECRET_TTL: Duration = Duration::from_secs(300);
+
+/// A secret kept in Secrets Manager.
+struct StoredSecret {
+    client: aws_sdk_secretsmanager::Client,
+    arn: String,
+}
+
+impl StoredSecret {
+    async fn read(&self) -> Result<String, String> {
+        let out = self
+            .client
             .get_secret_value()
-            .secret_id(&value)
+            .secret_id(&self.arn)
             .send()
             .await
-            .map_err(|e| ConfigError::Secret {
-                name: name.into(),
-                reason: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-            })?;
+            .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string())?;
         out.secret_string()
-            .map(|s| Secret::new(s.trim()))
-            .ok_or_else(|| ConfigError::Secret {
-                name: name.into(),
-                reason: "the secret has no string value".into(),
-            })
+            .map(|s| s.trim().to_string())
+            .ok_or_else(|| "the secret has no string value".to_string())
+    }
+}
+
+impl SecretFetch for StoredSecret {
+    fn fetch(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(self.read())
     }
 }
 

@@ -66,7 +66,7 @@ impl BankEvents {
     pub fn authorised(&self, presented: Option<&str>) -> bool {
         self.api_key
             .as_ref()
-            .is_none_or(|k| crate::browser::same_secret(k.expose(), presented.unwrap_or("")))
+            .is_none_or(|k| crate::browser::same_secret(&k.expose(), presented.unwrap_or("")))
     }
 
     pub async fn payment(&self, event: &BankEvent) -> Result<EventOutcome, MessageError> {

@@ -216,6 +216,27 @@ impl BankClient {
         Ok(url)
     }
 
+    /// Sends `request` with the connector's credentials at the bank (read again when stale).
+    async fn send_authed(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let secret = self.config.client_secret.fresh().await;
+        let response = request
+            .basic_auth(&self.config.client_id, Some(&*secret))
+            .send()
+            .await?;
+        self.note_refusal(response.status());
+        Ok(response)
+    }
+
+    /// A 401/403 may mean the secret was rotated: the next call reads it again.
+    fn note_refusal(&self, status: reqwest::StatusCode) {
+        if matches!(status.as_u16(), 401 | 403) {
+            self.config.client_secret.refused();
+        }
+    }
+
     async fn error_of(response: reqwest::Response) -> BankError {
         let status = response.status().as_u16();
         let code = response
@@ -249,12 +270,13 @@ impl BankClient {
         redirect_uri: &str,
         verifier: &str,
     ) -> Result<GrantedConsent, BankError> {
+        let secret = self.config.client_secret.fresh().await;
         let form = [
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", redirect_uri),
             ("client_id", self.config.client_id.as_str()),
-            ("client_secret", self.config.client_secret.expose()),
+            ("client_secret", &*secret),
             ("code_verifier", verifier),
         ];
         let response = self
@@ -264,6 +286,7 @@ impl BankClient {
             .send()
             .await
             .map_err(Self::transport)?;
+        self.note_refusal(response.status());
         if !response.status().is_success() {
             return Err(Self::error_of(response).await);
         }
@@ -275,13 +298,10 @@ impl BankClient {
 
     pub async fn consent(&self, consent_id: &str) -> Result<Consent, BankError> {
         let response = self
-            .http
-            .get(self.url(&format!("/v1/consents/{}", segment(consent_id))))
-            .basic_auth(
-                &self.config.client_id,
-                Some(self.config.client_secret.expose()),
+            .send_authed(
+                self.http
+                    .get(self.url(&format!("/v1/consents/{}", segment(consent_id)))),
             )
-            .send()
             .await
             .map_err(Self::transport)?;
         if !response.status().is_success() {
@@ -307,10 +327,6 @@ impl BankClient {
                 "/v1/accounts/{}/transactions",
                 segment(account_id)
             )))
-            .basic_auth(
-                &self.config.client_id,
-                Some(self.config.client_secret.expose()),
-            )
             .header("X-Consent-Id", consent_id)
             .query(&[
                 ("from", from.format("%Y-%m-%d").to_string()),
@@ -319,7 +335,7 @@ impl BankClient {
         if let Some(c) = cursor {
             req = req.query(&[("cursor", c)]);
         }
-        let response = req.send().await.map_err(Self::transport)?;
+        let response = self.send_authed(req).await.map_err(Self::transport)?;
         if !response.status().is_success() {
             return Err(Self::error_of(response).await);
         }
@@ -338,14 +354,11 @@ impl BankClient {
         account_id: &str,
     ) -> Result<BankBalance, BankError> {
         let response = self
-            .http
-            .get(self.url(&format!("/v1/accounts/{}/balances", segment(account_id))))
-            .basic_auth(
-                &self.config.client_id,
-                Some(self.config.client_secret.expose()),
+            .send_authed(
+                self.http
+                    .get(self.url(&format!("/v1/accounts/{}/balances", segment(account_id))))
+                    .header("X-Consent-Id", consent_id),
             )
-            .header("X-Consent-Id", consent_id)
-            .send()
             .await
             .map_err(Self::transport)?;
         if !response.status().is_success() {
@@ -413,14 +426,11 @@ impl connector_domain::ports::BankPayments for BankClient {
     ) -> BoxFuture<'a, Result<Submitted, SubmitError>> {
         Box::pin(async move {
             let response = self
-                .http
-                .put(self.url(&format!("/v1/payments/{payment_id}")))
-                .basic_auth(
-                    &self.config.client_id,
-                    Some(self.config.client_secret.expose()),
+                .send_authed(
+                    self.http
+                        .put(self.url(&format!("/v1/payments/{payment_id}")))
+                        .json(body),
                 )
-                .json(body)
-                .send()
                 .await
                 .map_err(|e| SubmitError::Unavailable(Self::transport(e).to_string()))?;
             match response.status().as_u16() {
@@ -452,13 +462,10 @@ impl connector_domain::ports::BankPayments for BankClient {
     ) -> BoxFuture<'_, Result<Option<BankEvent>, SubmitError>> {
         Box::pin(async move {
             let response = self
-                .http
-                .get(self.url(&format!("/v1/payments/{payment_id}")))
-                .basic_auth(
-                    &self.config.client_id,
-                    Some(self.config.client_secret.expose()),
+                .send_authed(
+                    self.http
+                        .get(self.url(&format!("/v1/payments/{payment_id}"))),
                 )
-                .send()
                 .await
                 .map_err(|e| SubmitError::Unavailable(Self::transport(e).to_string()))?;
             match response.status().as_u16() {
@@ -486,13 +493,10 @@ impl connector_domain::ports::BankPayments for BankClient {
         use connector_domain::ports::Cancelled;
         Box::pin(async move {
             let response = self
-                .http
-                .delete(self.url(&format!("/v1/payments/{payment_id}")))
-                .basic_auth(
-                    &self.config.client_id,
-                    Some(self.config.client_secret.expose()),
+                .send_authed(
+                    self.http
+                        .delete(self.url(&format!("/v1/payments/{payment_id}"))),
                 )
-                .send()
                 .await
                 .map_err(|e| SubmitError::Unavailable(Self::transport(e).to_string()))?;
             match response.status().as_u16() {

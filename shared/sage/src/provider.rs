@@ -218,10 +218,11 @@ impl ProviderApi {
             if !granted {
                 return Err(ProviderError::Throttled);
             }
+            let api_key = self.config.api_key.fresh().await;
             let mut req = self
                 .http
                 .request(method.clone(), self.url(path))
-                .header("x-api-key", self.config.api_key.expose())
+                .header("x-api-key", &*api_key)
                 .header(
                     "authorization",
                     format!("{} {}", token.token_type, token.access_token),
@@ -250,6 +251,10 @@ impl ProviderApi {
                 .map_err(|e| ProviderError::Transport(crate::describe_reqwest(&e)))?;
             if status == StatusCode::TOO_MANY_REQUESTS {
                 connector_metrics::count("RateLimited", &[]);
+            }
+            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                // Perhaps the key was rotated: read again (at most every few seconds).
+                self.config.api_key.refused();
             }
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 tracing::warn!(path, "Provider API answered 401: refreshing the token once");

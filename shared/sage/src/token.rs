@@ -202,18 +202,19 @@ impl TokenProvider {
     }
 
     async fn fetch(&self) -> Result<CachedToken, TokenError> {
+        let secret = self.config.client_secret.fresh().await;
         let request = self.http.post(&self.config.token_url);
         let request = match self.config.style {
             TokenStyle::Form => request.form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", self.config.client_id.as_str()),
-                ("client_secret", self.config.client_secret.expose()),
+                ("client_secret", &*secret),
                 ("audience", self.config.audience.as_str()),
             ]),
             TokenStyle::Json => request.json(&serde_json::json!({
                 "grant_type": "client_credential",
                 "client_id": self.config.client_id,
-                "client_secret": self.config.client_secret.expose(),
+                "client_secret": &*secret,
                 "audience": self.config.audience,
             })),
         };
@@ -224,6 +225,10 @@ impl TokenProvider {
         let status = response.status();
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(TokenError::Unavailable(format!("HTTP {}", status.as_u16())));
+        }
+        if matches!(status.as_u16(), 400 | 401 | 403) {
+            // Perhaps rotated: the next token request reads the secret again.
+            self.config.client_secret.refused();
         }
         if !status.is_success() {
             return Err(TokenError::Rejected {

@@ -96,7 +96,7 @@ struct KeyCache {
 pub struct NotificationVerifier {
     http: reqwest::Client,
     config: VerifierConfig,
-    header_digest: Option<(http::HeaderName, [u8; 32])>,
+    header: Option<(http::HeaderName, Secret)>,
     cache: RwLock<KeyCache>,
 }
 
@@ -108,18 +108,18 @@ fn digest(value: &[u8]) -> [u8; 32] {
 
 impl NotificationVerifier {
     pub fn new(http: reqwest::Client, config: VerifierConfig) -> Result<Self, String> {
-        let header_digest = match &config.custom_header {
+        let header = match &config.custom_header {
             None => None,
             Some((name, value)) => {
                 let name = http::HeaderName::from_bytes(name.trim().as_bytes())
                     .map_err(|_| format!("`{name}` is not a valid header name"))?;
-                Some((name, digest(value.expose().as_bytes())))
+                Some((name, value.clone()))
             }
         };
         Ok(Self {
             http,
             config,
-            header_digest,
+            header,
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
                 fetched_at: None,
@@ -134,13 +134,13 @@ impl NotificationVerifier {
 
     /// Checks the request's headers; `Ok` only when every configured check passes.
     pub async fn verify(&self, headers: &HeaderMap) -> Result<VerifiedClaims, AuthFailure> {
-        self.check_custom_header(headers)?;
+        self.check_custom_header(headers).await?;
         let token = bearer(headers).ok_or(AuthFailure::NoBearer)?;
         self.verify_token(token).await
     }
 
-    fn check_custom_header(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
-        let Some((name, expected)) = &self.header_digest else {
+    async fn check_custom_header(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
+        let Some((name, expected)) = &self.header else {
             return Ok(());
         };
         // `HeaderMap` lookups are case-insensitive; a repeated header is ambiguous: refuse it.
@@ -148,8 +148,15 @@ impl NotificationVerifier {
         let (Some(value), None) = (values.next(), values.next()) else {
             return Err(AuthFailure::HeaderMissing);
         };
+        let presented = digest(value.as_bytes());
         // Equal-length digests compared in constant time: neither length nor content leaks.
-        if bool::from(digest(value.as_bytes()).ct_eq(expected)) {
+        let matches = |v: &str| bool::from(presented.ct_eq(&digest(v.as_bytes())));
+        if matches(&expected.fresh().await) {
+            return Ok(());
+        }
+        // Perhaps Sage switched to a rotated value: read it again (at most every few seconds).
+        expected.refused();
+        if matches(&expected.fresh().await) {
             Ok(())
         } else {
             Err(AuthFailure::HeaderMismatch)
