@@ -135,6 +135,47 @@ impl Browser {
         }
     }
 
+    /// Waits until the current context's first `h1` says `heading`: after a form is sent, the
+    /// page that sent it stays until the next one has loaded.
+    pub async fn wait_for_heading(&self, heading: &str) {
+        let started = Instant::now();
+        loop {
+            let h1 = self
+                .js("const h = document.querySelector('h1'); return h ? h.innerText : null")
+                .await;
+            if h1 == json!(heading) {
+                return;
+            }
+            if started.elapsed() > LONG {
+                let text = self
+                    .js("return document.body ? document.body.innerText : ''")
+                    .await;
+                panic!("timed out waiting for the heading {heading:?}; the page says: {text}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The HTTP status the top-level page was served with, as the browser saw it.
+    pub async fn status(&self) -> u16 {
+        let status = self
+            .js("return performance.getEntriesByType('navigation')[0].responseStatus")
+            .await;
+        status
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or_else(|| panic!("no response status: {status}"))
+    }
+
+    /// The current context's URL.
+    pub async fn url(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .expect("current URL")
+            .to_string()
+    }
+
     pub async fn text(&self, css: &str) -> String {
         self.client
             .find(Locator::Css(css))
