@@ -129,6 +129,34 @@ pub struct Config {
         value_name = "VALUE|ARN"
     )]
     pub notification_header_value: Option<String>,
+    /// Payments Out's API key (x-api-key), or the Secrets Manager ARN holding it.
+    #[arg(
+        long,
+        env = "POS_API_KEY",
+        global = true,
+        hide_env_values = true,
+        value_name = "VALUE|ARN"
+    )]
+    pub pos_api_key: Option<String>,
+    /// Value of the custom header Payments Out sends (an ARN for rotate-secret).
+    #[arg(
+        long,
+        env = "POS_HEADER_VALUE",
+        global = true,
+        hide_env_values = true,
+        value_name = "VALUE|ARN"
+    )]
+    pub pos_header_value: Option<String>,
+    /// Payments Out's own Sage ID client secret, when it has a client of its own (an ARN for
+    /// rotate-secret).
+    #[arg(
+        long,
+        env = "POS_SAGE_ID_CLIENT_SECRET",
+        global = true,
+        hide_env_values = true,
+        value_name = "VALUE|ARN"
+    )]
+    pub pos_sage_id_client_secret: Option<String>,
     /// Provider API requests per second across every caller (shared with the functions).
     #[arg(
         long,

@@ -21,6 +21,12 @@ pub enum SecretName {
     BankClientSecret,
     /// NOTIFICATION_HEADER_VALUE: the custom notification header's value.
     NotificationHeader,
+    /// POS_API_KEY: Payments Out's API key (x-api-key).
+    PayoutsApiKey,
+    /// POS_HEADER_VALUE: the custom header value Payments Out sends.
+    PayoutsHeader,
+    /// POS_SAGE_ID_CLIENT_SECRET: Payments Out's own Sage ID client secret.
+    PayoutsSageIdClientSecret,
 }
 
 impl SecretName {
@@ -30,6 +36,9 @@ impl SecretName {
             SecretName::ProviderApiKey => "PROVIDER_API_KEY",
             SecretName::BankClientSecret => "BANK_CLIENT_SECRET",
             SecretName::NotificationHeader => "NOTIFICATION_HEADER_VALUE",
+            SecretName::PayoutsApiKey => "POS_API_KEY",
+            SecretName::PayoutsHeader => "POS_HEADER_VALUE",
+            SecretName::PayoutsSageIdClientSecret => "POS_SAGE_ID_CLIENT_SECRET",
         }
     }
 
@@ -39,6 +48,9 @@ impl SecretName {
             SecretName::ProviderApiKey => &config.provider_api_key,
             SecretName::BankClientSecret => &config.bank_client_secret,
             SecretName::NotificationHeader => &config.notification_header_value,
+            SecretName::PayoutsApiKey => &config.pos_api_key,
+            SecretName::PayoutsHeader => &config.pos_header_value,
+            SecretName::PayoutsSageIdClientSecret => &config.pos_sage_id_client_secret,
         }
     }
 }
@@ -48,27 +60,30 @@ const LONG: &str = "\
 Store a new value of one of the connector's secrets in Secrets Manager (PutSecretValue on the
 secret whose ARN is in the matching variable — the value the functions were deployed with):
 
-  sage-id-client-secret  SAGE_ID_CLIENT_SECRET
-  provider-api-key       PROVIDER_API_KEY
-  bank-client-secret     BANK_CLIENT_SECRET
-  notification-header    NOTIFICATION_HEADER_VALUE
+  sage-id-client-secret          SAGE_ID_CLIENT_SECRET
+  provider-api-key               PROVIDER_API_KEY
+  bank-client-secret             BANK_CLIENT_SECRET
+  notification-header            NOTIFICATION_HEADER_VALUE
+  payouts-api-key                POS_API_KEY
+  payouts-header                 POS_HEADER_VALUE
+  payouts-sage-id-client-secret  POS_SAGE_ID_CLIENT_SECRET
 
 The variable must hold a Secrets Manager ARN; a plain value is refused (change such a value in
 the stack's parameters instead). The new value comes from --value-file (one trailing newline is
 dropped) or from standard input with --value-stdin, and is never printed. Asks for confirmation
 unless --yes.
 
-When the functions use the new value: each function instance reads its secrets from Secrets
-Manager once, when it starts (cold start), and keeps them for its lifetime. Nothing re-reads a
-secret later — not a Sage ID token refresh, not a 401 or 403 answer. Warm instances therefore
-keep the old value until Lambda replaces them, which has no fixed deadline; to switch at once,
-start fresh instances by updating the functions (`sam deploy`, or any change of their
-configuration). Until then keep the old credential valid where it is checked:
-  - sage-id-client-secret: the Sage ID token shared by all functions (cached in the table) stays
-    in use until it nears expiry; whoever refreshes it uses the secret its instance started with;
-  - provider-api-key and bank-client-secret: warm instances send the old value;
-  - notification-header: Banking Service sends the value registered with Sage; old instances
-    accept only the old value and new ones only the new value, so change both sides together.
+When the functions use the new value: each running function reads its secrets again every 5
+minutes, and within seconds after the party it sends one to refuses it (a 401 or 403 from Sage
+ID, Banking Service, Payments Out or the bank; a notification whose custom header no longer
+matches). No redeploy is needed; to switch at once, start fresh instances by updating the
+functions (`sam deploy`, or any change of their configuration). Until the switch keep the old
+credential valid where it is checked:
+  - sage-id-client-secret: the Sage ID token shared by all functions (cached in the table) was
+    obtained with the old secret and stays in use until it nears expiry;
+  - notification-header, payouts-header: Sage sends the value registered with it; a function
+    accepts the new value once it has read it (at once on the first mismatch), so store the new
+    value first, then have Sage switch.
 
 Example: connector-ops rotate-secret provider-api-key --value-file ./new-key.txt
          pass show sage/client-secret | connector-ops rotate-secret sage-id-client-secret --value-stdin --yes";
@@ -159,8 +174,8 @@ pub async fn rotate(config: &Config, args: RotateArgs) -> Result<()> {
     }
     println!("Stored a new value of {var} in {arn} (version {version}); the value is not shown.");
     println!(
-        "Function instances pick it up when they next start (cold start); warm ones keep the old value \
-         until replaced — see `connector-ops rotate-secret --help`."
+        "Running functions use it within 5 minutes, and within seconds after the old value is refused \
+         — see `connector-ops rotate-secret --help`."
     );
     Ok(())
 }

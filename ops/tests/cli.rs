@@ -1112,6 +1112,25 @@ async fn redrive_bank_sync_and_rotate_secret() {
     assert_eq!(rotated.json()["secretArn"], json!(bank_arn));
     assert_eq!(read(bank_arn).await, "new-bank-secret");
 
+    // Payments Out's API key, by its own name.
+    let pos_arn = create("connector/test/pos-api-key", "old-pos-key").await;
+    env.insert("POS_API_KEY".into(), pos_arn.clone());
+    let rotated = ops_with_stdin(
+        &env,
+        &[
+            "rotate-secret",
+            "payouts-api-key",
+            "--value-stdin",
+            "--yes",
+            "--json",
+        ],
+        Some("new-pos-key\n"),
+    )
+    .await
+    .ok();
+    assert_eq!(rotated.json()["variable"], json!("POS_API_KEY"));
+    assert_eq!(read(pos_arn).await, "new-pos-key");
+
     // A variable holding the value itself (not an ARN) is refused, naming the variable.
     let mut plain = env.clone();
     plain.insert("PROVIDER_API_KEY".into(), "a-plain-key".into());
