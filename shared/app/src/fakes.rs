@@ -14,16 +14,18 @@ use connector_domain::account::{
     Account, AccountStatus, Claim, ClaimOutcome, ClaimPhase, GrantedAccount, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
-use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
+use connector_domain::payouts::authorise::{
+    Binding, Completion, ConsentAccount, ConsentView, LinkRecord, LoginSession,
+};
 use connector_domain::payouts::batches::{BatchRecord, BatchView, PaymentRecord};
 use connector_domain::payouts::creditors::Creditor;
 use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, SubscriptionView};
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
-    AccountStore, BankBalances, BankCallError, BankReader, BatchApi, BatchChange, BatchStore,
-    BindingStore, BoxFuture, CallError, Clock, FoundAccount, GrantStore, LinkStore, Once,
-    OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore, PayoutsApiPort, QueueError, StatementApi,
-    StatementApis, StoreError, Timers, TransactionStore,
+    AccountStore, BankBalances, BankCallError, BankLogin, BankReader, BatchApi, BatchChange,
+    BatchStore, BindingStore, BoxFuture, CallError, Clock, FoundAccount, GrantStore, LinkStore,
+    LoginError, Once, OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore, PayoutsApiPort,
+    QueueError, StatementApi, StatementApis, StoreError, Timers, TransactionStore,
 };
 use connector_domain::statement::{
     FailureDetail, StatementRequest, StatementResource, StatementStatus,
@@ -1414,6 +1416,53 @@ impl connector_domain::ports::Sealer for FakeSealer {
                 .collect();
             bytes.reverse();
             Ok(bytes)
+        })
+    }
+}
+
+/// The bank as seen after the customer's login: one consent (`status`, until 2030) sharing one
+/// USD account, `acc_1` numbered `40001`. No login happens through it.
+pub struct FakeConsents {
+    pub status: String,
+}
+
+impl FakeConsents {
+    pub fn new(status: &str) -> Self {
+        Self {
+            status: status.into(),
+        }
+    }
+}
+
+impl BankLogin for FakeConsents {
+    fn authorize_url(&self, _: &str, _: &str, _: &str, _: &str) -> Result<String, LoginError> {
+        unreachable!("no login here")
+    }
+
+    fn exchange_code<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<(String, String), LoginError>> {
+        unreachable!("no login here")
+    }
+
+    fn consent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
+        let status = self.status.clone();
+        Box::pin(async move {
+            Ok(ConsentView {
+                consent_id: id.into(),
+                customer_id: "cust-1".into(),
+                status,
+                expires_at: "2030-01-01T00:00:00Z".parse().expect("a date"),
+                accounts: vec![ConsentAccount {
+                    account_id: "acc_1".into(),
+                    identifier: "40001".into(),
+                    bank_code: None,
+                    currency: Some("USD".into()),
+                }],
+            })
         })
     }
 }

@@ -576,7 +576,7 @@ mod tests {
     use std::sync::Mutex;
 
     use chrono::{DateTime, Utc};
-    use connector_domain::payouts::authorise::{Binding, ConsentAccount, ConsentView};
+    use connector_domain::payouts::authorise::Binding;
     use connector_domain::payouts::batches::{BatchView, PaymentView};
     use connector_domain::payouts::checks::Amount;
     use connector_domain::payouts::parties::{DebtorAccount, PartyStatus};
@@ -584,41 +584,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::fakes::{FakePayouts, ManualClock, MemoryStore};
-
-    struct Consents;
-
-    impl BankLogin for Consents {
-        fn authorize_url(&self, _: &str, _: &str, _: &str, _: &str) -> Result<String, LoginError> {
-            unreachable!()
-        }
-
-        fn exchange_code<'a>(
-            &'a self,
-            _: &'a str,
-            _: &'a str,
-            _: &'a str,
-        ) -> BoxFuture<'a, Result<(String, String), LoginError>> {
-            unreachable!()
-        }
-
-        fn consent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
-            Box::pin(async move {
-                Ok(ConsentView {
-                    consent_id: id.into(),
-                    customer_id: "cust-1".into(),
-                    status: "active".into(),
-                    expires_at: "2030-01-01T00:00:00Z".parse().unwrap(),
-                    accounts: vec![ConsentAccount {
-                        account_id: "acc_1".into(),
-                        identifier: "40001".into(),
-                        bank_code: None,
-                        currency: Some("USD".into()),
-                    }],
-                })
-            })
-        }
-    }
+    use crate::fakes::{FakeConsents, FakePayouts, ManualClock, MemoryStore};
 
     /// The bank: counts submissions per payment; refuses or conflicts on the payments named.
     #[derive(Default)]
@@ -760,7 +726,7 @@ mod tests {
             store: store.clone(),
             parties: store.clone(),
             bindings: store.clone(),
-            consents: Arc::new(Consents),
+            consents: Arc::new(FakeConsents::new("active")),
             bank: bank.clone(),
             clock: clock.clone(),
             supported_currencies: vec!["USD".into()],
@@ -922,7 +888,7 @@ mod tests {
             store: w.store.clone(),
             parties: w.store.clone(),
             bindings: w.store.clone(),
-            consents: Arc::new(Consents),
+            consents: Arc::new(FakeConsents::new("active")),
             bank: w.bank.clone(),
             clock: w.clock.clone(),
             supported_currencies: vec!["USD".into()],
@@ -946,7 +912,7 @@ mod tests {
             links: w.store.clone(),
             api: w.payouts.clone(),
             bindings: w.store.clone(),
-            consents: Arc::new(Consents),
+            consents: Arc::new(FakeConsents::new("active")),
             clock: w.clock.clone(),
             stuck_after: chrono::TimeDelta::minutes(15),
         }

@@ -332,46 +332,10 @@ impl Messages {
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, Utc};
-    use connector_domain::payouts::authorise::{Binding, ConsentView};
-    use connector_domain::ports::BoxFuture;
+    use connector_domain::payouts::authorise::Binding;
 
     use super::*;
-    use crate::fakes::{FakePayouts, FakeSealer, ManualClock, MemoryStore};
-
-    struct Bank(String);
-
-    impl BankLogin for Bank {
-        fn authorize_url(&self, _: &str, _: &str, _: &str, _: &str) -> Result<String, LoginError> {
-            unreachable!("no login here")
-        }
-
-        fn exchange_code<'a>(
-            &'a self,
-            _: &'a str,
-            _: &'a str,
-            _: &'a str,
-        ) -> BoxFuture<'a, Result<(String, String), LoginError>> {
-            unreachable!("no login here")
-        }
-
-        fn consent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
-            let status = self.0.clone();
-            Box::pin(async move {
-                Ok(ConsentView {
-                    consent_id: id.into(),
-                    customer_id: "cust-1".into(),
-                    status,
-                    expires_at: "2030-01-01T00:00:00Z".parse().unwrap(),
-                    accounts: vec![ConsentAccount {
-                        account_id: "acc_1".into(),
-                        identifier: "40001".into(),
-                        bank_code: None,
-                        currency: Some("USD".into()),
-                    }],
-                })
-            })
-        }
-    }
+    use crate::fakes::{FakeConsents, FakePayouts, FakeSealer, ManualClock, MemoryStore};
 
     async fn setup(consent: &str, bound: bool) -> (Messages, Arc<FakePayouts>, Uuid) {
         let store = Arc::new(MemoryStore::default());
@@ -393,7 +357,7 @@ mod tests {
         let messages = Messages {
             api: payouts.clone(),
             bindings: store.clone(),
-            bank: Arc::new(Bank(consent.into())),
+            bank: Arc::new(FakeConsents::new(consent)),
             parties: store,
             clock: Arc::new(ManualClock::new(now)),
             supported_currencies: vec!["USD".into()],
