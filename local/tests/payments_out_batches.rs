@@ -311,3 +311,54 @@ async fn a_payment_returned_after_settling_is_told_to_the_product() {
     assert_eq!(po.violations().await.unwrap(), json!([]));
     stack.finish().await;
 }
+
+/// The customer revokes the consent at the bank: the bank's consent event cancels the
+/// subscription at Sage (`ConsentRevoked`), and a batch sent afterwards pays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_consent_cancels_the_subscription_and_pays_nothing_more() {
+    let stack = common::start(SandboxConfig::fast()).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let (sub, debtor) = common::po_payer(&stack, &po).await;
+    let binding = connector_aws::Table::new(stack.dynamodb.clone(), stack.table_name.clone())
+        .binding(sub)
+        .await
+        .unwrap()
+        .expect("bound");
+    let revoked = reqwest::Client::new()
+        .post(format!(
+            "{}/_sandbox/bank/consents/{}/revoke",
+            stack.sandbox.base_url(),
+            binding.consent_id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let cancelled = local_stack::payments_out::subscription_at_sage(&po, sub, "Cancelled")
+        .await
+        .unwrap();
+    assert_eq!(cancelled["status"], "Cancelled", "{cancelled}");
+
+    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let batch = json!({ "externalId": "AP-RUN-5", "subscriptionId": sub, "payments": [
+        local_stack::payments_out::payment("BILL-1", "10.00", &debtor, &tomorrow),
+    ]});
+    // Sage refuses batches of a subscription that is not Authorised; let it through to see that
+    // the connector refuses it too.
+    let submitted = po.submit_batch(&batch, None, true).await.unwrap();
+    assert_eq!(submitted.status, 201, "{submitted:?}");
+    let batch_id = submitted.body["data"]["batchId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["Rejected"])
+        .await
+        .unwrap();
+    assert_eq!(done["payments"][0]["status"], "Rejected", "{done}");
+    let ledger = po.get("/_sandbox/payments-out/bank/ledger").await.unwrap();
+    assert_eq!(ledger, json!([]), "nothing sent to the bank");
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}

@@ -1371,28 +1371,36 @@ async fn list_consents(State(core): State<Arc<Core>>) -> Response {
     axum::Json(list).into_response()
 }
 
+/// Ends a consent now, and tells the connector by a consent event (docs/bank-data-api.md §4.5).
 async fn expire_consent(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Response {
-    let now = core.now();
-    let mut bank = core.bank.lock();
-    if bank.expire_consent(&id, now) {
-        let c = bank.consents.get(&id).map(|c| bank.consent_json(c, now));
-        axum::Json(c).into_response()
-    } else {
-        oauth_json(StatusCode::NOT_FOUND, "not_found")
-    }
+    end_consent(&core, id, "expired")
 }
 
 async fn revoke_consent(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Response {
+    end_consent(&core, id, "revoked")
+}
+
+fn end_consent(core: &Arc<Core>, id: String, how: &str) -> Response {
     let now = core.now();
-    let mut bank = core.bank.lock();
-    match bank.consents.get_mut(&id) {
-        Some(c) => {
-            c.state = ConsentState::Revoked;
-            let c = bank.consents.get(&id).map(|c| bank.consent_json(c, now));
-            axum::Json(c).into_response()
+    let view = {
+        let mut bank = core.bank.lock();
+        let ended = match how {
+            "expired" => bank.expire_consent(&id, now),
+            _ => match bank.consents.get_mut(&id) {
+                Some(c) => {
+                    c.state = ConsentState::Revoked;
+                    true
+                }
+                None => false,
+            },
+        };
+        if !ended {
+            return oauth_json(StatusCode::NOT_FOUND, "not_found");
         }
-        None => oauth_json(StatusCode::NOT_FOUND, "not_found"),
-    }
+        bank.consents.get(&id).map(|c| bank.consent_json(c, now))
+    };
+    crate::payments_out::rails::push_consent_event(core, id, how);
+    axum::Json(view).into_response()
 }
 
 #[cfg(test)]

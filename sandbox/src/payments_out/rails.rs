@@ -760,6 +760,40 @@ async fn put_account(
     )
 }
 
+/// Records a consent event (`active`, `rejected`, `revoked`, `expired`) and pushes it to the
+/// connector's consent events URL, when one is set.
+pub fn push_consent_event(core: &Arc<Core>, consent_id: String, status: &str) -> BankConsentEvent {
+    let now = core.now();
+    let (event, url, key) = {
+        let mut st = core.po.lock();
+        let event = BankConsentEvent {
+            event_id: st.rng.uuid(),
+            consent_id,
+            status: status.into(),
+            occurred_at: fmt_time(now),
+        };
+        st.rails.consent_events.push(event.clone());
+        (
+            event,
+            st.rails.cfg.consent_events_url.clone(),
+            st.rails.cfg.events_api_key.clone(),
+        )
+    };
+    if let Some(url) = url {
+        let body = serde_json::to_string(&event).unwrap_or_default();
+        spawn_delivery(
+            core,
+            url,
+            "bankConsentEvent".into(),
+            format!("consentevent#{}", event.event_id),
+            body,
+            Auth::ApiKey(key),
+            String::new(),
+        );
+    }
+    event
+}
+
 /// Approves or refuses a consent held for review and pushes the consent event.
 async fn decide_consent(
     State(core): State<Arc<Core>>,
@@ -773,33 +807,6 @@ async fn decide_consent(
     if !core.bank.lock().decide_consent(&id, approve) {
         return err(StatusCode::CONFLICT, "not_pending_review");
     }
-    let now = core.now();
-    let (event, url, key) = {
-        let mut st = core.po.lock();
-        let event = BankConsentEvent {
-            event_id: st.rng.uuid(),
-            consent_id: id,
-            status: if approve { "active" } else { "rejected" }.into(),
-            occurred_at: fmt_time(now),
-        };
-        st.rails.consent_events.push(event.clone());
-        (
-            event,
-            st.rails.cfg.consent_events_url.clone(),
-            st.rails.cfg.events_api_key.clone(),
-        )
-    };
-    if let Some(url) = url {
-        let body = serde_json::to_string(&event).unwrap_or_default();
-        spawn_delivery(
-            &core,
-            url,
-            "bankConsentEvent".into(),
-            format!("consentevent#{}", event.event_id),
-            body,
-            Auth::ApiKey(key),
-            String::new(),
-        );
-    }
+    let event = push_consent_event(&core, id, if approve { "active" } else { "rejected" });
     json_response(StatusCode::OK, &event)
 }

@@ -1,7 +1,8 @@
 //! The bank's pushes to the connector (docs/bank-data-api.md §4.4, §4.5): payment events move
-//! payments to their outcome at Payments Out (`payouts_batches`); consent decisions move a
-//! subscription held `Pending` for the bank's review to `Authorised` or `Rejected`. Both are
-//! idempotent: an event changes only what it moves forward.
+//! payments to their outcome at Payments Out (`payouts_batches`); consent events move a
+//! subscription held `Pending` for the bank's review to `Authorised` or `Rejected`, and cancel an
+//! authorised one whose consent was revoked or expired. Both are idempotent: an event changes
+//! only what it moves forward.
 
 use std::sync::Arc;
 
@@ -23,6 +24,24 @@ pub struct ConsentEvent {
     pub event_id: String,
     pub consent_id: String,
     pub status: String,
+}
+
+/// Where a consent event takes a subscription in `current` at Payments Out, with the reason:
+/// the bank's decision on a consent it reviewed moves a `Pending` one; a consent revoked or
+/// expired cancels an `Authorised` or `Suspended` one (its unsubmitted payments are then
+/// cancelled, not sent: docs/payments-out.md §9). Anything else changes nothing.
+fn consent_move(
+    current: SubscriptionStatus,
+    consent: &str,
+) -> Option<(SubscriptionStatus, Option<String>)> {
+    use SubscriptionStatus::*;
+    match (current, consent) {
+        (Pending, "active") => Some((Authorised, None)),
+        (Pending, _) => Some((Rejected, Some("ConsentRefused".into()))),
+        (Authorised | Suspended, "revoked") => Some((Cancelled, Some("ConsentRevoked".into()))),
+        (Authorised | Suspended, "expired") => Some((Cancelled, Some("ConsentExpired".into()))),
+        _ => None,
+    }
 }
 
 /// What a consent event did.
@@ -107,15 +126,8 @@ impl BankEvents {
             .get_subscription(subscription_id, None)
             .await
             .map_err(|e| failed("GET subscription", e))?;
-        if view.status != SubscriptionStatus::Pending {
+        let Some((status, reason)) = consent_move(view.status, &event.status) else {
             return Ok(ConsentOutcome::Ignored);
-        }
-        let (status, reason) = match event.status.as_str() {
-            "active" => (SubscriptionStatus::Authorised, None),
-            _ => (
-                SubscriptionStatus::Rejected,
-                Some("ConsentRefused".to_string()),
-            ),
         };
         let change = SubscriptionChange {
             status,
@@ -126,7 +138,37 @@ impl BankEvents {
             .patch_subscription(subscription_id, None, &change)
             .await
             .map_err(|e| failed("PATCH subscription", e))?;
-        tracing::info!(%subscription_id, ?status, event_id = %event.event_id, "the bank decided the consent under review");
+        tracing::info!(%subscription_id, ?status, event_id = %event.event_id, consent = %event.status, "a consent event moved the subscription");
         Ok(ConsentOutcome::Decided(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consent_event_moves_a_subscription_only_where_it_leads() {
+        use SubscriptionStatus::*;
+        assert_eq!(consent_move(Pending, "active"), Some((Authorised, None)));
+        assert_eq!(
+            consent_move(Pending, "rejected"),
+            Some((Rejected, Some("ConsentRefused".into())))
+        );
+        for from in [Authorised, Suspended] {
+            assert_eq!(
+                consent_move(from, "revoked"),
+                Some((Cancelled, Some("ConsentRevoked".into())))
+            );
+            assert_eq!(
+                consent_move(from, "expired"),
+                Some((Cancelled, Some("ConsentExpired".into())))
+            );
+        }
+        assert_eq!(consent_move(Authorised, "active"), None, "already");
+        for done in [Cancelled, Rejected] {
+            assert_eq!(consent_move(done, "revoked"), None, "terminal");
+        }
+        assert_eq!(consent_move(AwaitingAuthorisation, "revoked"), None);
     }
 }

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use connector_domain::payouts::batches::{
-    BankEvent, BatchContext, BatchRecord, PaymentRecord, apply_event, decide, refused_by_bank,
-    return_notice,
+    BankEvent, BatchContext, BatchRecord, PaymentRecord, apply_event, cancel_unsent, decide,
+    refused_by_bank, return_notice,
 };
 use connector_domain::payouts::checks::RuleSet;
 use connector_domain::payouts::notification::PayoutsWork;
@@ -323,6 +323,16 @@ impl Batches {
             .into_iter()
             .filter(|p| p.status == PaymentStatus::Processing && !p.submitted)
             .collect();
+        if !todo.is_empty() && !self.may_pay(record).await? {
+            for p in &todo {
+                self.update(p.payment_id, |current| {
+                    cancel_unsent(current, "ConsentNotActive")
+                })
+                .await?;
+            }
+            tracing::warn!(batch_id = %record.batch_id, payments = todo.len(), "the subscription's consent is no longer active: unsent payments cancelled");
+            return Ok((0, true));
+        }
         let started = std::time::Instant::now();
         let total = todo.len();
         // Submissions start only within the budget; those started finish.
@@ -347,6 +357,16 @@ impl Batches {
             }
         }
         worst.map_or(Ok((count, count == total)), Err)
+    }
+
+    /// Whether the batch's subscription may still pay: its consent is bound and active at the
+    /// bank now (checked before anything is sent, so that a revoked consent sends nothing more).
+    async fn may_pay(&self, record: &BatchRecord) -> Result<bool, MessageError> {
+        let Some(subscription_id) = record.subscription_id else {
+            return Ok(false);
+        };
+        let (status, _) = self.subscription_state(subscription_id).await?;
+        Ok(status == Some(SubscriptionStatus::Authorised))
     }
 
     /// The budget ran out: the batch's notification goes back on the worker's queue, so the
@@ -1177,5 +1197,32 @@ mod tests {
         );
         assert_eq!(told[1]["resourceId"], json!(b));
         assert_eq!(told[1]["message"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn payments_not_yet_sent_when_the_consent_ends_are_cancelled_and_never_sent() {
+        let mut w = world(&["10", "20"]).await;
+        w.batches.submit_budget = std::time::Duration::ZERO;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        use PaymentStatus::*;
+        assert_eq!(at_sage(&w).1, vec![Processing, Processing]);
+        // The customer revokes the consent before the rest of the batch is sent.
+        w.batches.consents = Arc::new(FakeConsents::new("revoked"));
+        w.batches.submit_budget = std::time::Duration::from_secs(30);
+        w.batches.take(w.batch_id, None).await.unwrap();
+        assert!(w.bank.submissions.lock().unwrap().is_empty());
+        assert_eq!(
+            at_sage(&w),
+            (BatchStatus::Cancelled, vec![Cancelled, Cancelled])
+        );
+        let last = w
+            .payouts
+            .batch_patches
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap();
+        assert_eq!(last.payments[0].reason.as_deref(), Some("ConsentNotActive"));
     }
 }

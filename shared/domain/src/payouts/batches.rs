@@ -324,6 +324,19 @@ pub fn return_notice(record: &PaymentRecord) -> Option<Value> {
     }))
 }
 
+/// A payment not yet sent to the bank whose subscription can no longer pay (its consent was
+/// revoked or expired): `Cancelled` with `reason`, and never sent. `None` once it was sent.
+pub fn cancel_unsent(record: &PaymentRecord, reason: &str) -> Option<PaymentRecord> {
+    if record.submitted || record.status != PaymentStatus::Processing {
+        return None;
+    }
+    let mut next = record.clone();
+    next.status = PaymentStatus::Cancelled;
+    next.reason = Some(reason.into());
+    next.patched = false;
+    Some(next)
+}
+
 /// The bank refused a submission (422): the payment is `Rejected` with the bank's reasons.
 pub fn refused_by_bank(record: &PaymentRecord, reasons: &str) -> PaymentRecord {
     let mut next = record.clone();
