@@ -14,6 +14,7 @@ pub mod moto;
 pub mod notification_bench;
 pub mod payments_out;
 pub mod payouts_bench;
+pub mod payouts_soak;
 pub mod permissions;
 pub mod plot;
 pub mod process;

@@ -108,6 +108,24 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         payments: usize,
     },
+    /// Payments Out under faults and killed consumers: nothing paid twice, nothing lost, Sage
+    /// and the bank agree, no contract violation.
+    SoakPayouts {
+        #[arg(long, default_value_t = 4)]
+        subscriptions: usize,
+        /// Batches per subscription.
+        #[arg(long, default_value_t = 2)]
+        batches: usize,
+        /// Payments per batch (Sage's largest: 2,000).
+        #[arg(long, default_value_t = 500)]
+        payments: usize,
+        /// Share of Provider and messaging calls answered 503.
+        #[arg(long, default_value_t = 0.05)]
+        error_rate: f64,
+        /// Seconds between two consumer kills.
+        #[arg(long, default_value_t = 15)]
+        kill_every_s: u64,
+    },
     /// Measure /notification: validation per request on one core (use a release build), then
     /// a load run against the local stack at increasing rates.
     BenchNotification {
@@ -240,6 +258,36 @@ async fn main() -> Result<()> {
             .await;
             stack.shutdown().await;
             local_stack::payouts_bench::print(&report?);
+        }
+        Command::SoakPayouts {
+            subscriptions,
+            batches,
+            payments,
+            error_rate,
+            kill_every_s,
+        } => {
+            local_stack::payouts_soak::configure(&mut options);
+            println!("==> Starting the local stack");
+            let stack = LocalStack::start(options).await?;
+            let report = local_stack::payouts_soak::run(
+                &stack,
+                &local_stack::payouts_soak::PayoutsSoakOptions {
+                    subscriptions,
+                    batches,
+                    payments,
+                    error_rate,
+                    kill_every: std::time::Duration::from_secs(kill_every_s),
+                    progress: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+            stack.shutdown().await;
+            let report = report?;
+            local_stack::payouts_soak::print(&report);
+            if !report.passed() {
+                anyhow::bail!("the Payments Out soak failed");
+            }
         }
         Command::Bench {
             accounts,

@@ -162,10 +162,12 @@ pub async fn payer(stack: &LocalStack, po: &PoClient) -> Result<(Uuid, String)> 
     .map_err(|e| anyhow!("funding the demo account: {e}"))?;
     let data = json!({"debtor": {"externalId": "OPS", "name": "Operating account",
         "bankAccount": {"accountNumber": account["identifier"]}, "currency": "USD"}});
-    po.message("debtoraccountputs", sub, "payer-put", &data)
+    // Its own correlation id: a second payer must not read the first one's answer.
+    let correlation = format!("payer-put-{sub}");
+    po.message("debtoraccountputs", sub, &correlation, &data)
         .await
         .map_err(|e| anyhow!("the product's debtor account: {e}"))?;
-    let answer = answers(po, "payer-put", 1).await?[0]["data"]["debtor"].clone();
+    let answer = answers(po, &correlation, 1).await?[0]["data"]["debtor"].clone();
     if answer["status"] != "Active" {
         bail!("the debtor account was not accepted: {answer}");
     }

@@ -170,6 +170,10 @@ impl PoClient {
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
         self.ok("POST", path, Some(body), &[]).await
     }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, String> {
+        self.ok("DELETE", path, None, &[]).await
+    }
 }
 
 fn uuid_at(v: &Value, pointer: &str) -> Result<Uuid, String> {

@@ -565,6 +565,16 @@ impl Batches {
         Ok(state.status == "cancelled")
     }
 
+    /// Records what a bank event changes of its payment, without telling Payments Out yet (the
+    /// reconciler notes a batch's outcomes one by one, then sends them in one PATCH).
+    pub async fn note_event(
+        &self,
+        event: &BankEvent,
+    ) -> Result<Option<PaymentRecord>, MessageError> {
+        self.update(event.payment_id, |record| apply_event(record, event))
+            .await
+    }
+
     /// A bank event: the payment's record moves, and Payments Out is told (with anything else
     /// of the batch it lacks).
     pub async fn on_event(&self, event: &BankEvent) -> Result<EventOutcome, MessageError> {
@@ -572,9 +582,7 @@ impl Batches {
             tracing::warn!(payment_id = %event.payment_id, "a bank event for a payment the connector does not know");
             return Ok(EventOutcome::UnknownPayment);
         };
-        let written = self
-            .update(event.payment_id, |record| apply_event(record, event))
-            .await?;
+        let written = self.note_event(event).await?;
         let Some(batch) = self.store.batch(current.batch_id).await? else {
             return Err(MessageError::Poison(format!(
                 "payment {} has no batch record",

@@ -116,7 +116,8 @@ impl PayoutsReconciler {
         }
     }
 
-    /// Applies the bank's state of every submitted open payment, then works the batch on.
+    /// Notes the bank's state of every submitted open payment, then works the batch on (which
+    /// PATCHes them all at once).
     async fn batch(&self, batch_id: Uuid) -> Result<Look, MessageError> {
         let Some(record) = self.batches.store.batch(batch_id).await? else {
             return Ok(Look::Closed);
@@ -132,9 +133,10 @@ impl PayoutsReconciler {
                 .await
                 .map_err(|e| MessageError::Retry(format!("bank: {e}")))?;
             if let Some(event) = state {
-                self.batches.on_event(&event).await?;
+                self.batches.note_event(&event).await?;
             }
         }
+        // One PATCH for every outcome noted (and whatever else Sage lacks).
         self.batches
             .take(batch_id, record.application.as_deref())
             .await?;

@@ -150,7 +150,14 @@ pub fn decide(batch: &BatchView, ctx: &BatchContext) -> Decided {
         })
         .collect();
     if payments.iter().all(|p| p.status == PaymentStatus::Rejected) {
-        return reject_all("ValidationFailed: NoValidPayment".into());
+        // Each payment keeps the check it failed; the batch says why it goes no further.
+        return Decided {
+            batch: record(
+                BatchStatus::Rejected,
+                Some("ValidationFailed: NoValidPayment".into()),
+            ),
+            payments,
+        };
     }
     Decided {
         batch: record(BatchStatus::Processing, None),
@@ -473,8 +480,13 @@ mod tests {
         );
         assert_eq!(d.batch.status, BatchStatus::Rejected);
         assert_eq!(
-            d.payments[0].reason.as_deref(),
+            d.batch.reason.as_deref(),
             Some("ValidationFailed: NoValidPayment")
+        );
+        assert_eq!(
+            d.payments[0].reason.as_deref(),
+            Some("ValidationFailed: amount"),
+            "the payment says which check it failed"
         );
     }
 
