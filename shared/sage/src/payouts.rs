@@ -48,6 +48,9 @@ pub struct PayoutsApi {
     pub paths: PayoutsPaths,
 }
 
+/// The longest `Retry-After` a call waits out itself before it fails as rate limited.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl PayoutsApi {
     pub fn new(core: ProviderApi, paths: PayoutsPaths) -> Self {
         Self { core, paths }
@@ -68,8 +71,31 @@ impl PayoutsApi {
             ("x-application", application.to_string()),
             ("x-fapi-interaction-id", interaction.clone()),
         ];
-        let (status, retry_after, bytes) =
-            self.core.send_with(method, path, body, &headers).await?;
+        let mut waits = 0;
+        let (status, retry_after, bytes) = loop {
+            let (status, retry_after, bytes) = self
+                .core
+                .send_with(method.clone(), path, body, &headers)
+                .await?;
+            // A 429 means nothing was done: after a short Retry-After the same call is sent
+            // again, rather than failing work that a burst of throttling would then starve.
+            match retry_after {
+                Some(wait)
+                    if status == StatusCode::TOO_MANY_REQUESTS
+                        && wait <= MAX_RETRY_AFTER
+                        && waits < 2 =>
+                {
+                    waits += 1;
+                    tracing::info!(
+                        path,
+                        wait_ms = wait.as_millis() as u64,
+                        "Payments Out asked to wait: sending again"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                _ => break (status, retry_after, bytes),
+            }
+        };
         if !status.is_success() {
             tracing::warn!(path, interaction_id = %interaction, status = status.as_u16(), "Payments Out refused the call");
             return Err(ProviderApi::error_of(status, retry_after, &bytes));
