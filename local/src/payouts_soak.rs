@@ -341,6 +341,9 @@ pub fn print(r: &PayoutsSoakReport) {
     }
     println!("  executed twice         {}   (target 0)", r.executed_twice);
     println!("  lost (not final)       {}   (target 0)", r.lost);
+    for l in &r.lost_examples {
+        println!("    {l}");
+    }
     println!(
         "  Sage ≠ bank            {}   (target 0)",
         r.mismatched.len()
