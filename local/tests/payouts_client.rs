@@ -254,20 +254,20 @@ async fn a_message_reaches_the_product_and_a_revoked_token_is_refreshed_once() {
 }
 
 #[tokio::test]
-async fn a_short_retry_after_is_waited_out_twice_then_the_call_fails_as_rate_limited() {
+async fn a_short_retry_after_is_waited_out_three_times_then_the_call_fails_as_rate_limited() {
     let h = start().await;
     let provider = Uuid::parse_str(PROVIDER).unwrap();
     let throttle = |n: u64| json!({"force429": {"retryAfterS": 1, "remaining": n}});
-    h.po.put("/_sandbox/payments-out/faults", &throttle(2))
+    h.po.put("/_sandbox/payments-out/faults", &throttle(3))
         .await
         .unwrap();
     let started = std::time::Instant::now();
     h.api.get_provider(provider).await.unwrap();
     assert!(
-        started.elapsed() >= std::time::Duration::from_secs(2),
-        "waited out both Retry-Afters"
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "waited out the three Retry-Afters"
     );
-    h.po.put("/_sandbox/payments-out/faults", &throttle(3))
+    h.po.put("/_sandbox/payments-out/faults", &throttle(4))
         .await
         .unwrap();
     let err = h.api.get_provider(provider).await.unwrap_err();

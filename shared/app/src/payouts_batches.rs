@@ -293,7 +293,9 @@ impl Batches {
     /// whose outcomes keep coming: the next event's handler, or the reconciler, carries on.
     async fn sync_coalesced(&self, record: &BatchRecord) -> Result<(), MessageError> {
         let started = std::time::Instant::now();
-        while started.elapsed() < std::time::Duration::from_secs(20) {
+        // 15 s, so that a last window and its PATCH (which may wait out Sage's 429s) end well
+        // inside po-bank-events' 30 s timeout.
+        while started.elapsed() < std::time::Duration::from_secs(15) {
             let now = self.clock.now();
             let until = now + chrono::TimeDelta::seconds(30);
             if !self.store.lease_sync(record.batch_id, until, now).await? {

@@ -49,7 +49,9 @@ pub struct PayoutsApi {
 }
 
 /// The longest `Retry-After` a call waits out itself before it fails as rate limited.
-const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How many times a call waits out a 429 before it fails as rate limited.
+const MAX_RETRIES: u32 = 3;
 
 impl PayoutsApi {
     pub fn new(core: ProviderApi, paths: PayoutsPaths) -> Self {
@@ -83,7 +85,7 @@ impl PayoutsApi {
                 Some(wait)
                     if status == StatusCode::TOO_MANY_REQUESTS
                         && wait <= MAX_RETRY_AFTER
-                        && waits < 2 =>
+                        && waits < MAX_RETRIES =>
                 {
                     waits += 1;
                     tracing::info!(
