@@ -67,6 +67,8 @@ pub struct PayoutsSoakReport {
     /// Final at Sage with another status than the bank's outcome.
     pub mismatched: Vec<String>,
     pub violations: usize,
+    /// The first few of them, as Sage recorded them.
+    pub violation_examples: Vec<String>,
     pub kills: usize,
     pub elapsed_s: u64,
 }
@@ -320,12 +322,10 @@ async fn check(po: &PoClient, ids: &[String]) -> Result<PayoutsSoakReport> {
     let mut reasons: Vec<(String, usize)> = by_reason.into_iter().collect();
     reasons.sort();
     report.reasons = reasons;
-    report.violations = po
-        .violations()
-        .await
-        .map_err(|e| anyhow!(e))?
-        .as_array()
-        .map_or(0, Vec::len);
+    let violations = po.violations().await.map_err(|e| anyhow!(e))?;
+    let violations = violations.as_array().cloned().unwrap_or_default();
+    report.violations = violations.len();
+    report.violation_examples = violations.iter().take(5).map(Value::to_string).collect();
     Ok(report)
 }
 
@@ -352,5 +352,8 @@ pub fn print(r: &PayoutsSoakReport) {
         println!("    {m}");
     }
     println!("  Sage violations        {}   (target 0)", r.violations);
+    for v in &r.violation_examples {
+        println!("    {v}");
+    }
     println!("  {}", if r.passed() { "PASSED" } else { "FAILED" });
 }
