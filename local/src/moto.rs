@@ -100,6 +100,13 @@ impl Moto {
         let endpoint = format!("http://127.0.0.1:{port}");
         let mut moto = Self { child, endpoint };
         moto.wait_ready().await?;
+        // Another stack's moto may have taken the port between its choice and our bind: then
+        // that one answered, and ours exits once Python has started (about a second). Using
+        // it would share queues between two stacks, so look again after the start-up time.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(status) = moto.child.try_wait()? {
+            bail!("moto_server exited at start ({status}): its port was taken");
+        }
         Ok(moto)
     }
 
