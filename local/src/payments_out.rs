@@ -191,6 +191,61 @@ pub fn payment(reference: &str, amount: &str, debtor: &str, date: &str) -> Value
     })
 }
 
+/// Tomorrow, as a product sends a payment's `requestedExecutionDate`.
+pub fn tomorrow() -> String {
+    (chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Sends `batch` to Payments Out as the product does, and returns its `batchId`; a refusal is
+/// an error naming Sage's answer.
+pub async fn send_batch(
+    po: &PoClient,
+    batch: &Value,
+    idempotency_key: Option<&str>,
+    skip_validation: bool,
+) -> Result<String> {
+    let answer = po
+        .submit_batch(batch, idempotency_key, skip_validation)
+        .await
+        .map_err(|e| anyhow!("sending batch {}: {e}", batch["externalId"]))?;
+    if answer.status != 201 {
+        bail!(
+            "batch {} refused by Sage: {} {}",
+            batch["externalId"],
+            answer.status,
+            answer.body
+        );
+    }
+    answer.body["data"]["batchId"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no batchId in {}", answer.body))
+}
+
+/// Changes the demo bank's rails (settlement delay, failure rates, ...).
+pub async fn set_rails(po: &PoClient, change: impl FnOnce(&mut Value)) -> Result<()> {
+    let path = "/_sandbox/payments-out/bank/config";
+    let mut rails = po.get(path).await.map_err(|e| anyhow!(e))?;
+    change(&mut rails);
+    po.put(path, &rails).await.map_err(|e| anyhow!(e))?;
+    Ok(())
+}
+
+/// The batch as Sage holds it now.
+pub async fn batch_now(po: &PoClient, batch_id: &str) -> Result<Value> {
+    let b = po
+        .get(&format!("/_sandbox/payments-out/batches/{batch_id}"))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    Ok(if b.get("data").is_some() {
+        b["data"].clone()
+    } else {
+        b
+    })
+}
+
 /// The batch at Sage once its status is one of `statuses` (within 2 minutes).
 pub async fn batch_at_sage(po: &PoClient, batch_id: &str, statuses: &[&str]) -> Result<Value> {
     batch_at_sage_within(po, batch_id, statuses, Duration::from_secs(120)).await
@@ -207,15 +262,7 @@ pub async fn batch_at_sage_within(
         &format!("the batch is {statuses:?} at Sage"),
         limit,
         || async {
-            let b = po
-                .get(&format!("/_sandbox/payments-out/batches/{batch_id}"))
-                .await
-                .ok()?;
-            let b = if b.get("data").is_some() {
-                b["data"].clone()
-            } else {
-                b
-            };
+            let b = batch_now(po, batch_id).await.ok()?;
             statuses.iter().any(|s| b["status"] == *s).then_some(b)
         },
     )

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use sandbox::payments_out::client::PoClient;
 use serde_json::{Value, json};
 
@@ -71,9 +71,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
         println!("==> A subscription authorised at the bank, one funded debtor account");
     }
     let (subscription, debtor) = po_flow::payer(stack, &po).await?;
-    let date = (chrono::Utc::now() + chrono::TimeDelta::days(1))
-        .format("%Y-%m-%d")
-        .to_string();
+    let date = po_flow::tomorrow();
     let started = Instant::now();
     let mut ids = Vec::new();
     for b in 0..o.batches {
@@ -82,21 +80,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
             .collect();
         let batch = json!({"externalId": format!("BENCH-{b}"), "subscriptionId": subscription,
             "payments": payments});
-        let answer = po
-            .submit_batch(&batch, None, false)
-            .await
-            .map_err(|e| anyhow!("batch {b}: {e}"))?;
-        if answer.status != 201 {
-            bail!(
-                "batch {b} refused by Sage: {} {}",
-                answer.status,
-                answer.body
-            );
-        }
-        let id = answer.body["data"]["batchId"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no batchId"))?
-            .to_string();
+        let id = po_flow::send_batch(&po, &batch, None, false).await?;
         if o.progress {
             println!("==> Batch {b} ({} payments) sent: {id}", o.payments);
         }

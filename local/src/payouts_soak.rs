@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use sandbox::payments_out::client::PoClient;
 use serde_json::{Value, json};
 
@@ -137,25 +137,19 @@ pub async fn run(stack: &LocalStack, o: &PayoutsSoakOptions) -> Result<PayoutsSo
     for _ in 0..o.subscriptions {
         payers.push(po_flow::payer(stack, &po).await?);
     }
-    let mut rails = po
-        .get("/_sandbox/payments-out/bank/config")
-        .await
-        .map_err(|e| anyhow!(e))?;
-    rails["settlementDelayMs"] = json!(500);
-    rails["failureRate"] = json!(0.03);
-    rails["rejectionRate"] = json!(0.02);
-    rails["returnRate"] = json!(0.02);
-    rails["returnDelayMs"] = json!(500);
-    po.put("/_sandbox/payments-out/bank/config", &rails)
-        .await
-        .map_err(|e| anyhow!(e))?;
+    po_flow::set_rails(&po, |rails| {
+        rails["settlementDelayMs"] = json!(500);
+        rails["failureRate"] = json!(0.03);
+        rails["rejectionRate"] = json!(0.02);
+        rails["returnRate"] = json!(0.02);
+        rails["returnDelayMs"] = json!(500);
+    })
+    .await?;
     po.put("/_sandbox/payments-out/faults", &faults(o))
         .await
         .map_err(|e| anyhow!(e))?;
 
-    let date = (chrono::Utc::now() + chrono::TimeDelta::days(1))
-        .format("%Y-%m-%d")
-        .to_string();
+    let date = po_flow::tomorrow();
     let mut batch_ids = Vec::new();
     for (s, (subscription, debtor)) in payers.iter().enumerate() {
         for b in 0..o.batches {
@@ -164,21 +158,8 @@ pub async fn run(stack: &LocalStack, o: &PayoutsSoakOptions) -> Result<PayoutsSo
                 .collect();
             let batch = json!({"externalId": format!("SOAK-{s}-{b}"),
                 "subscriptionId": subscription, "payments": payments});
-            let answer = po
-                .submit_batch(&batch, Some(&format!("soak-{s}-{b}")), false)
-                .await
-                .map_err(|e| anyhow!("batch {s}/{b}: {e}"))?;
-            if answer.status != 201 {
-                bail!(
-                    "batch {s}/{b} refused by Sage: {} {}",
-                    answer.status,
-                    answer.body
-                );
-            }
-            let id = answer.body["data"]["batchId"]
-                .as_str()
-                .ok_or_else(|| anyhow!("no batchId"))?
-                .to_string();
+            let key = format!("soak-{s}-{b}");
+            let id = po_flow::send_batch(&po, &batch, Some(&key), false).await?;
             batch_ids.push(id);
         }
     }
@@ -246,15 +227,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsSoakOptions) -> Result<PayoutsSo
 async fn at_sage(po: &PoClient, ids: &[String]) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     for id in ids {
-        let b = po
-            .get(&format!("/_sandbox/payments-out/batches/{id}"))
-            .await
-            .map_err(|e| anyhow!(e))?;
-        out.push(if b.get("data").is_some() {
-            b["data"].clone()
-        } else {
-            b
-        });
+        out.push(po_flow::batch_now(po, id).await?);
     }
     Ok(out)
 }

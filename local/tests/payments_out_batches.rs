@@ -8,6 +8,7 @@
 
 mod common;
 
+use local_stack::payments_out as po_flow;
 use sandbox::SandboxConfig;
 use sandbox::payments_out::client::PoClient;
 use serde_json::json;
@@ -17,9 +18,7 @@ async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage()
     let stack = common::start(SandboxConfig::fast()).await;
     let po = PoClient::new(stack.sandbox.base_url());
     let (sub, debtor) = common::po_payer(&stack, &po).await;
-    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
-        .format("%Y-%m-%d")
-        .to_string();
+    let tomorrow = po_flow::tomorrow();
     let batch = json!({ "externalId": "AP-RUN-1", "subscriptionId": sub, "payments": [
         local_stack::payments_out::payment("BILL-1", "1250.00", &debtor, &tomorrow),
         local_stack::payments_out::payment("BILL-2", "0", &debtor, &tomorrow),
@@ -93,9 +92,7 @@ async fn the_reconciler_reads_outcomes_the_bank_never_pushed() {
     po.put("/_sandbox/payments-out/bank/config", &rails)
         .await
         .unwrap();
-    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
-        .format("%Y-%m-%d")
-        .to_string();
+    let tomorrow = po_flow::tomorrow();
     let batch = json!({ "externalId": "AP-RUN-2", "subscriptionId": sub, "payments": [
         local_stack::payments_out::payment("BILL-1", "10.00", &debtor, &tomorrow),
         local_stack::payments_out::payment("BILL-2", "20.00", &debtor, &tomorrow),
@@ -134,23 +131,15 @@ async fn payments_cancelled_on_request_are_cancelled_at_the_bank_and_at_sage() {
     let po = PoClient::new(stack.sandbox.base_url());
     let (sub, debtor) = common::po_payer(&stack, &po).await;
     // Settlement far off: the payments wait at the bank, cancellable.
-    let mut rails = po.get("/_sandbox/payments-out/bank/config").await.unwrap();
-    rails["settlementDelayMs"] = json!(600_000);
-    po.put("/_sandbox/payments-out/bank/config", &rails)
+    po_flow::set_rails(&po, |r| r["settlementDelayMs"] = json!(600_000))
         .await
         .unwrap();
-    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
-        .format("%Y-%m-%d")
-        .to_string();
+    let tomorrow = po_flow::tomorrow();
     let batch = json!({ "externalId": "AP-RUN-3", "subscriptionId": sub, "payments": [
-        local_stack::payments_out::payment("BILL-1", "10.00", &debtor, &tomorrow),
-        local_stack::payments_out::payment("BILL-2", "20.00", &debtor, &tomorrow),
+        po_flow::payment("BILL-1", "10.00", &debtor, &tomorrow),
+        po_flow::payment("BILL-2", "20.00", &debtor, &tomorrow),
     ]});
-    let submitted = po.submit_batch(&batch, None, false).await.unwrap();
-    let batch_id = submitted.body["data"]["batchId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let batch_id = po_flow::send_batch(&po, &batch, None, false).await.unwrap();
     let processing = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["Processing"])
         .await
         .unwrap();
@@ -170,15 +159,7 @@ async fn payments_cancelled_on_request_are_cancelled_at_the_bank_and_at_sage() {
         "the first payment Cancelled at Sage",
         std::time::Duration::from_secs(60),
         || async {
-            let b = po
-                .get(&format!("/_sandbox/payments-out/batches/{batch_id}"))
-                .await
-                .ok()?;
-            let b = if b.get("data").is_some() {
-                b["data"].clone()
-            } else {
-                b
-            };
+            let b = po_flow::batch_now(&po, &batch_id).await.ok()?;
             (b["payments"][0]["status"] == "Cancelled").then_some(b)
         },
     )
@@ -234,23 +215,16 @@ async fn a_payment_returned_after_settling_is_told_to_the_product() {
     let stack = common::start(SandboxConfig::fast()).await;
     let po = PoClient::new(stack.sandbox.base_url());
     let (sub, debtor) = common::po_payer(&stack, &po).await;
-    let mut rails = po.get("/_sandbox/payments-out/bank/config").await.unwrap();
-    rails["returnRate"] = json!(1.0);
-    rails["returnDelayMs"] = json!(200);
-    po.put("/_sandbox/payments-out/bank/config", &rails)
-        .await
-        .unwrap();
-    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
-        .format("%Y-%m-%d")
-        .to_string();
+    po_flow::set_rails(&po, |r| {
+        r["returnRate"] = json!(1.0);
+        r["returnDelayMs"] = json!(200);
+    })
+    .await
+    .unwrap();
     let batch = json!({ "externalId": "AP-RUN-4", "subscriptionId": sub, "payments": [
-        local_stack::payments_out::payment("BILL-1", "10.00", &debtor, &tomorrow),
+        po_flow::payment("BILL-1", "10.00", &debtor, &po_flow::tomorrow()),
     ]});
-    let submitted = po.submit_batch(&batch, None, false).await.unwrap();
-    let batch_id = submitted.body["data"]["batchId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let batch_id = po_flow::send_batch(&po, &batch, None, false).await.unwrap();
     let paid = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["Paid"])
         .await
         .unwrap();
@@ -297,15 +271,7 @@ async fn a_payment_returned_after_settling_is_told_to_the_product() {
             .any(|e| e["status"] == "returned"),
         "{events}"
     );
-    let again = po
-        .get(&format!("/_sandbox/payments-out/batches/{batch_id}"))
-        .await
-        .unwrap();
-    let again = if again.get("data").is_some() {
-        again["data"].clone()
-    } else {
-        again
-    };
+    let again = po_flow::batch_now(&po, &batch_id).await.unwrap();
     assert_eq!(again["payments"][0]["status"], "Paid", "{again}");
     assert_eq!(told.len(), 1, "told once: {told:?}");
     assert_eq!(po.violations().await.unwrap(), json!([]));
@@ -339,20 +305,12 @@ async fn a_revoked_consent_cancels_the_subscription_and_pays_nothing_more() {
         .unwrap();
     assert_eq!(cancelled["status"], "Cancelled", "{cancelled}");
 
-    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
-        .format("%Y-%m-%d")
-        .to_string();
     let batch = json!({ "externalId": "AP-RUN-5", "subscriptionId": sub, "payments": [
-        local_stack::payments_out::payment("BILL-1", "10.00", &debtor, &tomorrow),
+        po_flow::payment("BILL-1", "10.00", &debtor, &po_flow::tomorrow()),
     ]});
     // Sage refuses batches of a subscription that is not Authorised; let it through to see that
     // the connector refuses it too.
-    let submitted = po.submit_batch(&batch, None, true).await.unwrap();
-    assert_eq!(submitted.status, 201, "{submitted:?}");
-    let batch_id = submitted.body["data"]["batchId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let batch_id = po_flow::send_batch(&po, &batch, None, true).await.unwrap();
     let done = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["Rejected"])
         .await
         .unwrap();
