@@ -328,7 +328,7 @@ async fn supervise(shared: Arc<Shared>, state: Arc<InstanceState>, addr: SocketA
         state.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
         let generation = state.generation.load(Ordering::SeqCst);
         let stderr_tail = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        pipe_output(&shared, &mut child, stderr_tail.clone());
+        let readers = pipe_output(&shared, &mut child, stderr_tail.clone());
         let mut kill = state.kill.subscribe();
         let exit = tokio::select! {
             status = child.wait() => Some(status),
@@ -349,6 +349,7 @@ async fn supervise(shared: Arc<Shared>, state: Arc<InstanceState>, addr: SocketA
             return;
         }
         if let Some(Ok(status)) = exit {
+            drain(readers).await;
             write_log(&shared, &format!("process exited: {status}")).await;
             if started.elapsed() < Duration::from_secs(2) {
                 rapid_failures += 1;
@@ -405,19 +406,26 @@ async fn spawn(shared: &Shared, addr: SocketAddr, index: usize) -> Result<Child>
         .with_context(|| format!("starting {}", c.binary.display()))
 }
 
-fn pipe_output(shared: &Arc<Shared>, child: &mut Child, tail: Arc<std::sync::Mutex<Vec<String>>>) {
+/// Copies the child's stdout and stderr into the log (keeping stderr's last lines in `tail`);
+/// returns the copying tasks, so that an exit can wait for its last words.
+fn pipe_output(
+    shared: &Arc<Shared>,
+    child: &mut Child,
+    tail: Arc<std::sync::Mutex<Vec<String>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        readers.push(tokio::spawn(async move {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 write_log(&shared, &line).await;
             }
-        });
+        }));
     }
     if let Some(err) = child.stderr.take() {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        readers.push(tokio::spawn(async move {
             let mut lines = BufReader::new(err).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Ok(mut t) = tail.lock() {
@@ -428,7 +436,16 @@ fn pipe_output(shared: &Arc<Shared>, child: &mut Child, tail: Arc<std::sync::Mut
                 }
                 write_log(&shared, &line).await;
             }
-        });
+        }));
+    }
+    readers
+}
+
+/// Waits (briefly: a grandchild could hold the pipes open) until a dead process's output is read,
+/// so that a start-up error names its cause instead of racing the exit.
+async fn drain(readers: Vec<tokio::task::JoinHandle<()>>) {
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
     }
 }
 
