@@ -237,10 +237,22 @@ impl Batches {
     /// (its final one once every payment is terminal); those payments are then noted as sent.
     /// `false` when there was nothing to send.
     pub async fn sync(&self, record: &BatchRecord) -> Result<bool, MessageError> {
-        let payments = self.store.payments(record.batch_id).await?;
-        let pending: Vec<&PaymentRecord> = payments.iter().filter(|p| !p.patched).collect();
-        if pending.is_empty() {
-            return Ok(false);
+        let before = self.store.payments(record.batch_id).await?;
+        let unsent = before.iter().filter(|p| !p.patched).count();
+        self.patch_unsent(record, before).await?;
+        Ok(unsent > 0)
+    }
+
+    /// [`Self::sync`] on the batch's payments as read: returns them as they now stand (those
+    /// PATCHed and noted marked so; one changed meanwhile keeps its unsent mark, since the
+    /// next PATCH carries its newer change).
+    async fn patch_unsent(
+        &self,
+        record: &BatchRecord,
+        payments: Vec<PaymentRecord>,
+    ) -> Result<Vec<PaymentRecord>, MessageError> {
+        if payments.iter().all(|p| p.patched) {
+            return Ok(payments);
         }
         let statuses: Vec<PaymentStatus> = payments.iter().map(|p| p.status).collect();
         let status = match record.status {
@@ -250,8 +262,9 @@ impl Batches {
         let change = BatchChange {
             status,
             reason: record.reason.clone(),
-            payments: pending
+            payments: payments
                 .iter()
+                .filter(|p| !p.patched)
                 .map(|p| PaymentChange {
                     payment_id: p.payment_id,
                     status: p.status,
@@ -264,26 +277,28 @@ impl Batches {
             .patch_batch(record.batch_id, record.application.as_deref(), &change)
             .await
             .map_err(|e| failed("PATCH batch", e))?;
-        tracing::info!(batch_id = %record.batch_id, ?status, payments = pending.len(), "batch PATCHed");
+        tracing::info!(batch_id = %record.batch_id, ?status, payments = change.payments.len(), "batch PATCHed");
         // Noted concurrently: a 2,000-payment PATCH is followed by 2,000 writes.
-        let sent: Vec<PaymentRecord> = pending.into_iter().cloned().collect();
-        let notes: Vec<Result<(), StoreError>> = futures::stream::iter(sent)
-            .map(|mut sent| async move {
-                sent.patched = true;
-                sent.version += 1;
+        let noted: Vec<Result<PaymentRecord, StoreError>> = futures::stream::iter(payments)
+            .map(|p| async move {
+                if p.patched {
+                    return Ok(p);
+                }
+                let sent = PaymentRecord {
+                    patched: true,
+                    version: p.version + 1,
+                    ..p.clone()
+                };
                 match self.store.save_payment(&sent).await {
-                    // Changed meanwhile: the newer change is unsent, and the next PATCH carries it.
-                    Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+                    Ok(()) => Ok(sent),
+                    Err(StoreError::ConditionFailed) => Ok(p),
                     Err(e) => Err(e),
                 }
             })
             .buffer_unordered(16)
             .collect()
             .await;
-        for note in notes {
-            note?;
-        }
-        Ok(true)
+        Ok(noted.into_iter().collect::<Result<_, _>>()?)
     }
 
     /// Outcomes coalesced: whoever holds the batch's lease gathers changes for the window, then
@@ -302,10 +317,7 @@ impl Batches {
                 return Ok(());
             }
             tokio::time::sleep(self.outcome_window).await;
-            let sent = match self.sync(record).await {
-                Ok(_) => self.tell_returns(record).await,
-                Err(e) => Err(e),
-            };
+            let sent = self.patch_and_tell(record).await;
             self.store.release_sync(record.batch_id).await?;
             sent?;
             let pending = self.store.payments(record.batch_id).await?;
@@ -315,6 +327,13 @@ impl Batches {
             }
         }
         Ok(())
+    }
+
+    /// One window's work: the PATCH of what Sage lacks, then any return to tell.
+    async fn patch_and_tell(&self, record: &BatchRecord) -> Result<(), MessageError> {
+        let read = self.store.payments(record.batch_id).await?;
+        let now = self.patch_unsent(record, read).await?;
+        self.tell_returns(record, &now).await
     }
 
     /// Submits every valid payment the bank has not taken yet, a few at a time.
@@ -458,10 +477,13 @@ impl Batches {
     /// Tells the product of each payment of the batch the bank returned after settling it, once
     /// Sage has it `Paid` (a `notifications` message; again only if the note that it was sent
     /// is lost).
-    async fn tell_returns(&self, batch: &BatchRecord) -> Result<(), MessageError> {
-        let payments = self.store.payments(batch.batch_id).await?;
+    async fn tell_returns(
+        &self,
+        batch: &BatchRecord,
+        payments: &[PaymentRecord],
+    ) -> Result<(), MessageError> {
         for record in payments {
-            let Some(notice) = return_notice(&record) else {
+            let Some(notice) = return_notice(record) else {
                 continue;
             };
             match batch.subscription_id {

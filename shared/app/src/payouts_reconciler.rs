@@ -122,20 +122,22 @@ impl PayoutsReconciler {
         let Some(record) = self.batches.store.batch(batch_id).await? else {
             return Ok(Look::Closed);
         };
-        for p in self.batches.store.payments(batch_id).await? {
-            if !p.submitted || p.status.is_terminal() {
-                continue;
-            }
-            let state = self
-                .batches
-                .bank
-                .state(p.payment_id)
-                .await
-                .map_err(|e| MessageError::Retry(format!("bank: {e}")))?;
-            if let Some(event) = state {
-                self.batches.note_event(&event).await?;
-            }
-        }
+        let open: Vec<Uuid> = self
+            .batches
+            .store
+            .payments(batch_id)
+            .await?
+            .into_iter()
+            .filter(|p| p.submitted && !p.status.is_terminal())
+            .map(|p| p.payment_id)
+            .collect();
+        // A few reads at a time: a stuck batch of 2,000 must fit in one run.
+        let noted: Vec<Result<(), MessageError>> = futures::stream::iter(open)
+            .map(|payment_id| self.note_bank_state(payment_id))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        noted.into_iter().collect::<Result<(), _>>()?;
         // One PATCH for every outcome noted (and whatever else Sage lacks).
         self.batches
             .take(batch_id, record.application.as_deref())
@@ -145,6 +147,19 @@ impl PayoutsReconciler {
             .iter()
             .all(|p| p.patched && (p.status.is_terminal() || p.status == PaymentStatus::Received));
         Ok(if settled { Look::Closed } else { Look::Later })
+    }
+
+    async fn note_bank_state(&self, payment_id: Uuid) -> Result<(), MessageError> {
+        let state = self
+            .batches
+            .bank
+            .state(payment_id)
+            .await
+            .map_err(|e| MessageError::Retry(format!("bank: {e}")))?;
+        if let Some(event) = state {
+            self.batches.note_event(&event).await?;
+        }
+        Ok(())
     }
 
     async fn link(&self, link_id: &str) -> Result<Look, MessageError> {

@@ -33,18 +33,25 @@ pub struct PayoutsWorker {
     pub batches: Batches,
 }
 
+fn uuid(v: &serde_json::Value) -> Option<uuid::Uuid> {
+    v.as_str().and_then(|s| uuid::Uuid::parse_str(s).ok())
+}
+
+/// The `batchId` of a `kind` message (a UUID); a message without one is poison, with why.
+fn batch_id_of(data: &serde_json::Value, kind: &str) -> Result<uuid::Uuid, String> {
+    uuid(&data["batchId"]).ok_or_else(|| format!("{kind} without a batchId (a UUID)"))
+}
+
 /// A cancellation request's `{batchId, paymentIds?}`; a malformed one is poison, with why.
 fn cancellation_of(
     data: &serde_json::Value,
 ) -> Result<(uuid::Uuid, Option<Vec<uuid::Uuid>>), String> {
-    let uuid = |v: &serde_json::Value| v.as_str().and_then(|s| uuid::Uuid::parse_str(s).ok());
-    let batch_id =
-        uuid(&data["batchId"]).ok_or("batchpaymentcancellations without a batchId (a UUID)")?;
+    let batch_id = batch_id_of(data, "batchpaymentcancellations")?;
     let only = match &data["paymentIds"] {
         serde_json::Value::Null => None,
         serde_json::Value::Array(ids) => Some(
             ids.iter()
-                .map(|id| uuid(id).ok_or("paymentIds: every item a UUID"))
+                .map(|id| uuid(id).ok_or_else(|| "paymentIds: every item a UUID".to_string()))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         _ => return Err("paymentIds: an array of UUIDs".into()),
@@ -119,14 +126,7 @@ impl PayoutsWorker {
         data: &serde_json::Value,
         application: Option<&str>,
     ) -> Result<(), MessageError> {
-        let Some(batch_id) = data["batchId"]
-            .as_str()
-            .and_then(|b| uuid::Uuid::parse_str(b).ok())
-        else {
-            return Err(MessageError::Poison(
-                "batchpayments without a batchId".into(),
-            ));
-        };
+        let batch_id = batch_id_of(data, "batchpayments").map_err(MessageError::Poison)?;
         let outcome = match self.batches.take(batch_id, application).await? {
             Taken::Worked {
                 status: BatchStatus::Rejected,
