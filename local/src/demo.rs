@@ -68,10 +68,10 @@ async fn watch_delivery(
     pb: &ProgressBar,
     limit: Duration,
 ) -> Result<usize> {
-    let client = stack.sandbox.client();
+    let sage = stack.sage_client();
     let started = Instant::now();
     loop {
-        let held = client
+        let held = sage
             .account(id)
             .await
             .map(|a| a.transaction_count)
@@ -96,16 +96,16 @@ pub async fn run(
     progress: bool,
 ) -> Result<DemoReport> {
     let started = Instant::now();
-    let client = stack.sandbox.client();
+    // Banking Service (built in, or the external sandbox of `--sage`) and the demo bank.
+    let sage = stack.sage_client();
+    let bank = stack.sandbox.client();
 
     step(
         progress,
         "Onboarding: the customer `demo` connects Demo Bank from a Sage product",
     );
-    let onboard = stack
-        .sandbox
-        .driver()
-        .onboard(OnboardOptions {
+    let onboard = sage
+        .onboard(&OnboardOptions {
             bank_id: Some(stack.bank_id),
             consent: AccountPick::All,
             create: AccountPick::First,
@@ -137,7 +137,7 @@ pub async fn run(
     let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
     let start = parse(&created.account.requested_start_date)
         .ok_or_else(|| anyhow!("unreadable requestedStartDate"))?;
-    let history: Vec<BankTransaction> = client
+    let history: Vec<BankTransaction> = bank
         .bank_transactions(&external_id)
         .await
         .map_err(|e| anyhow!("reading the demo bank: {e}"))?
@@ -155,7 +155,7 @@ pub async fn run(
         progress,
         &format!("Ingest: the bank pushes {new_transactions} new transactions"),
     );
-    let fresh = client
+    let fresh = bank
         .generate_transactions(&external_id, new_transactions)
         .await
         .map_err(|e| anyhow!("generating transactions: {e}"))?;
@@ -191,11 +191,11 @@ pub async fn run(
     )
     .await?;
 
-    let statements = client
+    let statements = sage
         .statements(Some(id))
         .await
         .map_err(|e| anyhow!("{e}"))?;
-    let violations = client.violations().await.map_err(|e| anyhow!("{e}"))?;
+    let violations = sage.violations().await.map_err(|e| anyhow!("{e}"))?;
     let report = DemoReport {
         bank_account_id: id,
         external_id,

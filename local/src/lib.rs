@@ -7,6 +7,7 @@ pub mod coldstart;
 pub mod demo;
 pub mod dynamodb_local;
 pub mod events;
+pub mod external;
 pub mod gateway;
 pub mod invoke;
 pub mod meter;

@@ -26,6 +26,10 @@ enum Command {
         /// Print every function's log lines.
         #[arg(long)]
         logs: bool,
+        /// Talk to an external Sage (e.g. Sage's sandbox) instead of the built-in one: a file of
+        /// template parameters, `Name=Value` per line (docs/external-sage.md).
+        #[arg(long, value_name = "FILE")]
+        sage: Option<std::path::PathBuf>,
     },
     /// Install what the browser tests need when missing (Chromium and ChromeDriver with
     /// apt-get as root, axe-core with npm) and print where they are.
@@ -50,6 +54,10 @@ enum Command {
         /// New transactions the bank pushes after the backfill.
         #[arg(long, default_value_t = 50)]
         transactions: usize,
+        /// Run it against an external Sage that is a sandbox (this repository's, elsewhere): a
+        /// file of template parameters, as for `up --sage` (docs/external-sage.md).
+        #[arg(long, value_name = "FILE")]
+        sage: Option<std::path::PathBuf>,
     },
     /// Measure the statement pipeline against the sandbox at Sage's default rate limit.
     Bench {
@@ -163,10 +171,35 @@ fn print_urls(stack: &LocalStack) {
     ] {
         println!("  {}{path}", stack.api_url);
     }
-    println!(
-        "Sandbox (Banking Service, Payments Out, Sage ID) {}",
-        stack.sandbox.base_url()
-    );
+    match &stack.sage {
+        None => println!(
+            "Sandbox (Banking Service, Payments Out, Sage ID) {}",
+            stack.sandbox.base_url()
+        ),
+        Some(sage) => {
+            let get = |k| sage.get(k).unwrap_or("-");
+            println!(
+                "External Banking Service           {}",
+                get("BankingServiceUrl")
+            );
+            println!("External Sage ID                   {}", get("SageIdIssuer"));
+            if sage.payments_out() {
+                println!(
+                    "External Payments Out              {}",
+                    get("PaymentsOutUrl")
+                );
+            } else {
+                println!(
+                    "Sandbox (Payments Out)             {}",
+                    stack.sandbox.base_url()
+                );
+            }
+            println!(
+                "Register with Sage: {}/notification, /auth, /authrefresh, /availableaccounts (at the URL Sage reaches: PublicBaseUrl)",
+                sage.get("PublicBaseUrl").unwrap_or(&stack.api_url)
+            );
+        }
+    }
     println!(
         "Demo bank (Bank Data API)          {}",
         stack.sandbox.bank_api_url()
@@ -180,14 +213,26 @@ fn print_urls(stack: &LocalStack) {
     println!("Ingest API key                     {LOCAL_INGEST_KEY}");
 }
 
+/// `--sage FILE`, read and checked against template.yaml.
+fn external_sage(
+    file: Option<&std::path::Path>,
+) -> Result<Option<local_stack::external::SageParameters>> {
+    let Some(file) = file else { return Ok(None) };
+    let template = local_stack::template::Template::load()?;
+    Ok(Some(local_stack::external::SageParameters::load(
+        file, &template,
+    )?))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut options = Options::new(default_bin_dir()?);
     match cli.command {
-        Command::Up { port, logs } => {
+        Command::Up { port, logs, sage } => {
             options.api_port = port;
             options.echo_logs = logs;
+            options.sage = external_sage(sage.as_deref())?;
             // Listening before the URLs are printed: a Ctrl-C right after them must not be
             // lost (tokio's `ctrl_c()` only registers when first polled).
             let mut interrupt =
@@ -390,8 +435,9 @@ async fn main() -> Result<()> {
                 local_stack::notification_bench::print_load(&steps?, instances);
             }
         }
-        Command::Demo { transactions } => {
+        Command::Demo { transactions, sage } => {
             options.api_port = 0;
+            options.sage = external_sage(sage.as_deref())?;
             println!(
                 "==> Starting the local stack (DynamoDB Local, moto, sandbox, every function of template.yaml)"
             );
@@ -400,9 +446,22 @@ async fn main() -> Result<()> {
             if let Err(e) = local_stack::invoke::record(&stack) {
                 eprintln!("note: `cargo xtask invoke` will not find this stack: {e:#}");
             }
+            if let Err(e) = stack.sage_client().banks().await {
+                stack.shutdown().await;
+                anyhow::bail!(
+                    "the demo plays Sage's product through a sandbox's /_sandbox API, which the external Banking Service does not answer ({e}); with Sage's own sandbox, run `up --sage` and add the bank account in a Sage product (docs/external-sage.md)"
+                );
+            }
+            // Payments Out elsewhere has no product the demo can play.
+            let payouts_here = !stack.sage.as_ref().is_some_and(|s| s.payments_out());
             let both = async {
                 let banking = local_stack::demo::run(&stack, transactions, true).await?;
-                let payouts = local_stack::demo::payments_out(&stack, 5, true).await?;
+                let payouts = if payouts_here {
+                    Some(local_stack::demo::payments_out(&stack, 5, true).await?)
+                } else {
+                    println!("==> Payments Out is external: its part of the demo is skipped");
+                    None
+                };
                 anyhow::Ok((banking, payouts))
             };
             let outcome = tokio::select! {
@@ -414,8 +473,9 @@ async fn main() -> Result<()> {
                 Some(Ok((report, payouts)))
                     if report.violations == 0
                         && report.delivered == report.backfilled + report.pushed
-                        && payouts.violations == 0
-                        && payouts.batch_status == "Paid" =>
+                        && payouts
+                            .as_ref()
+                            .is_none_or(|p| p.violations == 0 && p.batch_status == "Paid") =>
                 {
                     println!("==> Demo succeeded.");
                 }

@@ -55,6 +55,9 @@ pub struct Options {
     pub more_banks: Vec<sandbox::ProviderClient>,
     pub echo_logs: bool,
     pub log_dir: PathBuf,
+    /// Sage elsewhere (`--sage FILE`): Banking Service and Sage ID (and Payments Out when the
+    /// file names it) are external; the built-in sandbox stays the demo bank.
+    pub sage: Option<crate::external::SageParameters>,
 }
 
 impl Options {
@@ -72,6 +75,7 @@ impl Options {
             more_banks: Vec::new(),
             echo_logs: false,
             log_dir,
+            sage: None,
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct LocalStack {
     pub source_paused: BTreeMap<String, Arc<AtomicBool>>,
     /// Each function's resolved environment (binary name -> variables).
     pub environment: BTreeMap<String, BTreeMap<String, String>>,
+    /// The external Sage the connector talks to, if not the built-in sandbox.
+    pub sage: Option<crate::external::SageParameters>,
     moto: Option<Moto>,
     meter: crate::meter::Meter,
     stop: Arc<AtomicBool>,
@@ -188,8 +194,13 @@ impl LocalStack {
         )
         .await
         .map_err(|e| anyhow!("starting the sandbox: {e}"))?;
-        let bank_id = register_bank(&sandbox, &api_url).await?;
-        register_payments_out(&sandbox, &api_url).await?;
+        let bank_id = match &options.sage {
+            None => register_bank(&sandbox, &api_url).await?,
+            Some(sage) => external_bank(sage, &api_url).await?,
+        };
+        if !options.sage.as_ref().is_some_and(|s| s.payments_out()) {
+            register_payments_out(&sandbox, &api_url).await?;
+        }
         let mut more_bank_ids = Vec::new();
         let mut banks_config = serde_json::Map::new();
         for client in &options.more_banks {
@@ -359,12 +370,22 @@ impl LocalStack {
             source_stats,
             source_paused,
             environment,
+            sage: options.sage.clone(),
             moto: Some(moto),
             meter,
             stop,
             tasks,
             server: Some(server),
         })
+    }
+
+    /// A client of the Banking Service the connector talks to: the built-in sandbox, or the
+    /// external one `--sage` names (its `/_sandbox` API exists only on a sandbox).
+    pub fn sage_client(&self) -> sandbox::client::SandboxClient {
+        match self.sage.as_ref().and_then(|s| s.get("BankingServiceUrl")) {
+            Some(url) => sandbox::client::SandboxClient::new(url),
+            None => self.sandbox.client(),
+        }
     }
 
     /// Disables (or enables again) the event source mapping of a queue (logical id).
@@ -571,23 +592,67 @@ async fn register_bank(sandbox: &Sandbox, api_url: &str) -> Result<Uuid> {
     register_bank_as(sandbox, api_url, &client).await
 }
 
-/// Registers a bank with Bank Sync as `client`'s provider.
+/// Registers a bank with the built-in sandbox's Bank Sync as `client`'s provider.
 async fn register_bank_as(
     sandbox: &Sandbox,
     api_url: &str,
     client: &sandbox::ProviderClient,
 ) -> Result<Uuid> {
-    let http = reqwest::Client::new();
     let audience = client
         .allowed_audiences
         .first()
         .map(String::as_str)
         .unwrap_or("");
-    let access = sandbox_token(
-        &http,
-        sandbox,
-        (&client.client_id, &client.client_secret),
+    let sync = BankSync {
+        url: sandbox.base_url(),
+        token_url: sandbox.token_url(),
+        client_id: &client.client_id,
+        client_secret: &client.client_secret,
         audience,
+        api_key: &client.api_key,
+    };
+    register_at(&sync, api_url).await
+}
+
+/// The external Sage's bank: the one the file names, else one registered now with callbacks
+/// to `PublicBaseUrl` (or the local API).
+async fn external_bank(sage: &crate::external::SageParameters, api_url: &str) -> Result<Uuid> {
+    if let Some(id) = sage.bank_id()? {
+        return Ok(id);
+    }
+    let get = |k: &str| sage.get(k).unwrap_or_default();
+    let sync = BankSync {
+        url: get("BankingServiceUrl").trim_end_matches('/').to_string(),
+        token_url: sage.token_url(),
+        client_id: get("SageIdClientId"),
+        client_secret: get("SageIdClientSecretArn"),
+        audience: get("SageIdAudience"),
+        api_key: get("ProviderApiKeyArn"),
+    };
+    let public = sage.get("PublicBaseUrl").unwrap_or(api_url);
+    register_at(&sync, public)
+        .await
+        .with_context(|| format!("registering Demo Bank with the Bank Sync of {}", sync.url))
+}
+
+/// Where and as whom a bank is registered.
+struct BankSync<'a> {
+    url: String,
+    token_url: String,
+    client_id: &'a str,
+    client_secret: &'a str,
+    audience: &'a str,
+    api_key: &'a str,
+}
+
+/// `POST /v1/banks` with the connector's callback URLs under `api_url`.
+async fn register_at(sync: &BankSync<'_>, api_url: &str) -> Result<Uuid> {
+    let http = reqwest::Client::new();
+    let access = client_token(
+        &http,
+        &sync.token_url,
+        (sync.client_id, sync.client_secret),
+        sync.audience,
     )
     .await
     .context("Sage ID token for Bank Sync")?;
@@ -605,8 +670,8 @@ async fn register_bank_as(
         }
     }]}});
     let answer: serde_json::Value = http
-        .post(format!("{}/v1/banks", sandbox.base_url()))
-        .header("x-api-key", &client.api_key)
+        .post(format!("{}/v1/banks", sync.url))
+        .header("x-api-key", sync.api_key)
         .bearer_auth(&access)
         .json(&body)
         .send()
@@ -621,15 +686,15 @@ async fn register_bank_as(
     Ok(Uuid::parse_str(id)?)
 }
 
-/// A client-credentials token from the sandbox's Sage ID.
-async fn sandbox_token(
+/// A client-credentials token from the Sage ID at `token_url`.
+async fn client_token(
     http: &reqwest::Client,
-    sandbox: &Sandbox,
+    token_url: &str,
     (client_id, client_secret): (&str, &str),
     audience: &str,
 ) -> Result<String> {
     let token: serde_json::Value = http
-        .post(sandbox.token_url())
+        .post(token_url)
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", client_id),
@@ -657,7 +722,7 @@ async fn register_payments_out(sandbox: &Sandbox, api_url: &str) -> Result<()> {
         sandbox::config::local::CLIENT_ID,
         sandbox::config::local::CLIENT_SECRET,
     );
-    let access = sandbox_token(&http, sandbox, client, defaults::AUDIENCE)
+    let access = client_token(&http, &sandbox.token_url(), client, defaults::AUDIENCE)
         .await
         .context("Sage ID token for Payments Out")?;
     let cfg = sandbox.config();
@@ -831,6 +896,16 @@ fn resolve_environment(
     ] {
         parameters.insert(k.to_string(), v);
     }
+    if let Some(sage) = &options.sage {
+        // Sage's own rate, as the template has it, unless the file says otherwise.
+        if let Some(default) = template.parameters.get("ProviderRateLimitRps") {
+            let rps = default.as_u64().map(|n| n.to_string());
+            parameters.insert("ProviderRateLimitRps".into(), rps.unwrap_or_default());
+        }
+        for (k, v) in &sage.values {
+            parameters.insert(k.clone(), v.clone());
+        }
+    }
     let mut refs: BTreeMap<String, String> = queue_urls.clone();
     refs.insert(template.table.logical_id.clone(), TABLE_NAME.into());
     refs.insert("AWS::Region".into(), "eu-west-1".into());
@@ -845,17 +920,17 @@ fn resolve_environment(
             arn.rsplit(':').next().unwrap_or_default().to_string(),
         );
     }
-    let conditions = BTreeMap::from([
-        ("HasNotificationHeader".to_string(), header.is_some()),
-        (
-            "HasPaymentsOutHeader".to_string(),
-            !cfg.payments_out.header_value.is_empty(),
-        ),
-        (
-            "HasPaymentsOutApiKey".to_string(),
-            !cfg.payments_out.api_key.is_empty(),
-        ),
-    ]);
+    let conditions: BTreeMap<String, bool> = [
+        ("HasNotificationHeader", "NotificationHeaderValueArn"),
+        ("HasPaymentsOutHeader", "PaymentsOutHeaderValueArn"),
+        ("HasPaymentsOutApiKey", "PaymentsOutApiKeyArn"),
+    ]
+    .into_iter()
+    .map(|(condition, on)| {
+        let set = parameters.get(on).is_some_and(|v| !v.is_empty());
+        (condition.to_string(), set)
+    })
+    .collect();
     let resolver = Resolver {
         parameters: &parameters,
         refs: &refs,
