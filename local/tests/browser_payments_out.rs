@@ -306,3 +306,32 @@ async fn what_a_link_could_inject_is_shown_as_text_and_never_run() {
     b.stop().await;
     stack.finish().await;
 }
+
+/// A link opened after its life (`AUTH_LINK_TTL_S`): 410, said plainly, and nothing to press.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_opened_after_it_expired() {
+    let stack = start_stack(&[("AUTH_LINK_TTL_S", "1")]).await;
+    let mut b = Browser::start("payments-out-expired").await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let org = po.create_organisation("Acme").await.unwrap();
+    let (id, link) = common::po_new_link(&po, org).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    b.goto(&link).await;
+    b.wait_for_heading("This link has expired").await;
+    assert_eq!(b.status().await, 410);
+    assert_eq!(b.url().await, link);
+    assert_eq!(
+        b.js("return document.querySelectorAll('button, form').length")
+            .await,
+        json!(0),
+        "an expired link offers nothing to press"
+    );
+    b.check_page("connector: expired link").await;
+    b.screenshot("expired-link").await;
+    assert!(common::table(&stack).binding(id).await.unwrap().is_none());
+
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    b.stop().await;
+    stack.finish().await;
+}
