@@ -49,6 +49,9 @@ pub struct Batches {
     /// How long the holder of a batch's outcome lease gathers changes before its PATCH
     /// (`OUTCOME_WINDOW_S`, 1): outcomes arriving together go in one call.
     pub outcome_window: std::time::Duration,
+    /// How long one lease holder keeps sending a batch's outcomes (15 s: a last window and its
+    /// PATCH, which may wait out Sage's 429s, end well inside po-bank-events' 30 s timeout).
+    pub sync_budget: std::time::Duration,
     /// How long one invocation submits before it hands the rest of the batch on
     /// (`SUBMIT_BUDGET_S`, 30; well inside the worker's timeout).
     pub submit_budget: std::time::Duration,
@@ -308,9 +311,7 @@ impl Batches {
     /// whose outcomes keep coming: the next event's handler, or the reconciler, carries on.
     async fn sync_coalesced(&self, record: &BatchRecord) -> Result<(), MessageError> {
         let started = std::time::Instant::now();
-        // 15 s, so that a last window and its PATCH (which may wait out Sage's 429s) end well
-        // inside po-bank-events' 30 s timeout.
-        while started.elapsed() < std::time::Duration::from_secs(15) {
+        while started.elapsed() < self.sync_budget {
             let now = self.clock.now();
             let until = now + chrono::TimeDelta::seconds(30);
             if !self.store.lease_sync(record.batch_id, until, now).await? {
@@ -326,7 +327,9 @@ impl Batches {
                 return Ok(());
             }
         }
-        Ok(())
+        // Out of time with changes unsent: events that came meanwhile found the lease held and
+        // left theirs to this holder, and no further event may come. po-worker carries on.
+        self.hand_on(record).await
     }
 
     /// One window's work: the PATCH of what Sage lacks, then any return to tell.
@@ -408,7 +411,7 @@ impl Batches {
             received_at: self.clock.now(),
         };
         queue.send(&work).await?;
-        tracing::info!(batch_id = %record.batch_id, "submission budget spent: the rest of the batch is queued");
+        tracing::info!(batch_id = %record.batch_id, "time budget spent: the rest of the batch's work is queued");
         Ok(())
     }
 
@@ -786,6 +789,7 @@ mod tests {
             open: store.clone(),
             stuck_after: chrono::TimeDelta::minutes(15),
             outcome_window: std::time::Duration::ZERO,
+            sync_budget: std::time::Duration::from_secs(15),
             submit_budget: std::time::Duration::from_secs(30),
             requeue: None,
         };
@@ -948,6 +952,7 @@ mod tests {
             open: w.store.clone(),
             stuck_after: chrono::TimeDelta::minutes(15),
             outcome_window: std::time::Duration::ZERO,
+            sync_budget: std::time::Duration::from_secs(15),
             submit_budget: std::time::Duration::from_secs(30),
             requeue: None,
         };
@@ -1099,6 +1104,34 @@ mod tests {
             "done: nothing more handed on"
         );
         assert!(w.bank.submissions.lock().unwrap().values().all(|n| *n == 1));
+    }
+
+    #[tokio::test]
+    async fn outcomes_left_unsent_when_the_holder_s_time_is_up_are_handed_to_the_worker() {
+        let mut w = world(&["10", "20"]).await;
+        let queue = Arc::new(Requeue::default());
+        w.batches.requeue = Some(queue.clone());
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let (a, b) = (w.payment_ids[0], w.payment_ids[1]);
+        use PaymentStatus::*;
+
+        // Time left: sent at once, nothing handed on.
+        w.batches.on_event(&event(a, 2, "settled")).await.unwrap();
+        assert_eq!(at_sage(&w).1, vec![Paid, Processing]);
+        assert!(queue.0.lock().unwrap().is_empty());
+
+        // No time left: recorded, not sent, and handed to po-worker, whose pass sends it.
+        w.batches.sync_budget = std::time::Duration::ZERO;
+        w.batches.on_event(&event(b, 2, "settled")).await.unwrap();
+        assert_eq!(at_sage(&w).1, vec![Paid, Processing]);
+        let handed = queue.0.lock().unwrap().clone();
+        assert!(matches!(
+            handed.as_slice(),
+            [PayoutsWork::Notification { kind, data, .. }]
+                if kind == "batchpayments" && data["batchId"] == w.batch_id.to_string()
+        ));
+        w.batches.take(w.batch_id, None).await.unwrap();
+        assert_eq!(at_sage(&w), (BatchStatus::Paid, vec![Paid, Paid]));
     }
 
     #[tokio::test]

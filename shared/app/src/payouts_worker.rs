@@ -260,6 +260,7 @@ pub fn batches_from_env(
         open: Arc::new(platform.table.clone()),
         stuck_after: stuck_after(env)?,
         outcome_window: env.duration_secs("OUTCOME_WINDOW_S", Duration::from_secs(1))?,
+        sync_budget: Duration::from_secs(15),
         submit_budget: env.duration_secs("SUBMIT_BUDGET_S", Duration::from_secs(30))?,
         requeue: match env.optional("PAYOUTS_QUEUE_URL") {
             Some(_) => Some(Arc::new(connector_aws::queues::WorkQueue::new(
