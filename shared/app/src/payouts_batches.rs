@@ -308,20 +308,22 @@ impl Batches {
     /// PATCHes them all; an event arriving meanwhile only records its change and returns (its
     /// change was written before it tried the lease, so the holder, which looks again after
     /// releasing, sends it). Bounded, so that a Lambda never outlives its timeout on a batch
-    /// whose outcomes keep coming: the next event's handler, or the reconciler, carries on.
-    async fn sync_coalesced(&self, record: &BatchRecord) -> Result<(), MessageError> {
+    /// whose outcomes keep coming: what is left then is queued for po-worker.
+    async fn sync_coalesced(&self, batch_id: Uuid) -> Result<(), MessageError> {
         let started = std::time::Instant::now();
+        // Read once the lease is held: most events find it taken and need no more than that.
+        let mut record: Option<BatchRecord> = None;
         while started.elapsed() < self.sync_budget {
             let now = self.clock.now();
             let until = now + chrono::TimeDelta::seconds(30);
-            if !self.store.lease_sync(record.batch_id, until, now).await? {
+            if !self.store.lease_sync(batch_id, until, now).await? {
                 return Ok(());
             }
             tokio::time::sleep(self.outcome_window).await;
-            let sent = self.patch_and_tell(record).await;
-            self.store.release_sync(record.batch_id).await?;
+            let sent = self.window(batch_id, &mut record).await;
+            self.store.release_sync(batch_id).await?;
             sent?;
-            let pending = self.store.payments(record.batch_id).await?;
+            let pending = self.store.payments(batch_id).await?;
             let told = |p: &PaymentRecord| p.returned.is_none() || p.return_told;
             if pending.iter().all(|p| p.patched && told(p)) {
                 return Ok(());
@@ -329,7 +331,30 @@ impl Batches {
         }
         // Out of time with changes unsent: events that came meanwhile found the lease held and
         // left theirs to this holder, and no further event may come. po-worker carries on.
-        self.hand_on(record).await
+        if record.is_none() {
+            record = self.store.batch(batch_id).await?;
+        }
+        match record {
+            Some(r) => self.hand_on(&r).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A lease holder's window: the batch's record read (once per holder), then its work.
+    async fn window(
+        &self,
+        batch_id: Uuid,
+        record: &mut Option<BatchRecord>,
+    ) -> Result<(), MessageError> {
+        if record.is_none() {
+            *record = self.store.batch(batch_id).await?;
+        }
+        match record {
+            Some(r) => self.patch_and_tell(r).await,
+            None => Err(MessageError::Poison(format!(
+                "batch {batch_id} has payments but no record"
+            ))),
+        }
     }
 
     /// One window's work: the PATCH of what Sage lacks, then any return to tell.
@@ -458,18 +483,32 @@ impl Batches {
         payment_id: Uuid,
         change: impl Fn(&PaymentRecord) -> Option<PaymentRecord>,
     ) -> Result<Option<PaymentRecord>, MessageError> {
+        match self.store.payment(payment_id).await? {
+            Some(current) => self.update_from(current, change).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::update`] from a record just read.
+    async fn update_from(
+        &self,
+        mut current: PaymentRecord,
+        change: impl Fn(&PaymentRecord) -> Option<PaymentRecord>,
+    ) -> Result<Option<PaymentRecord>, MessageError> {
+        let payment_id = current.payment_id;
         for _ in 0..CAS_ATTEMPTS {
-            let Some(current) = self.store.payment(payment_id).await? else {
-                return Ok(None);
-            };
             let Some(mut next) = change(&current) else {
                 return Ok(None);
             };
             next.version = current.version + 1;
             match self.store.save_payment(&next).await {
                 Ok(()) => return Ok(Some(next)),
-                Err(StoreError::ConditionFailed) => continue,
+                Err(StoreError::ConditionFailed) => {}
                 Err(e) => return Err(e.into()),
+            }
+            match self.store.payment(payment_id).await? {
+                Some(now) => current = now,
+                None => return Ok(None),
             }
         }
         Err(MessageError::Retry(format!(
@@ -562,8 +601,8 @@ impl Batches {
                 report.too_late += 1;
             }
         }
-        if let Some(record) = self.store.batch(batch_id).await? {
-            self.sync_coalesced(&record).await?;
+        if self.store.batch(batch_id).await?.is_some() {
+            self.sync_coalesced(batch_id).await?;
         }
         tracing::info!(%batch_id, ?report, "cancellation requested");
         Ok(report)
@@ -609,15 +648,12 @@ impl Batches {
             tracing::warn!(payment_id = %event.payment_id, "a bank event for a payment the connector does not know");
             return Ok(EventOutcome::UnknownPayment);
         };
-        let written = self.note_event(event).await?;
-        let Some(batch) = self.store.batch(current.batch_id).await? else {
-            return Err(MessageError::Poison(format!(
-                "payment {} has no batch record",
-                current.payment_id
-            )));
-        };
+        let batch_id = current.batch_id;
+        let written = self
+            .update_from(current, |record| apply_event(record, event))
+            .await?;
         // Also when this event changed nothing: an earlier PATCH may have failed.
-        self.sync_coalesced(&batch).await?;
+        self.sync_coalesced(batch_id).await?;
         Ok(match written {
             Some(r) => EventOutcome::Applied(r.status),
             None => EventOutcome::Ignored,
