@@ -320,3 +320,48 @@ async fn a_revoked_consent_cancels_the_subscription_and_pays_nothing_more() {
     assert_eq!(po.violations().await.unwrap(), json!([]));
     stack.finish().await;
 }
+
+/// A batch larger than one invocation's submission budget: each `po-worker` pass submits what
+/// fits and queues the rest for the next, until every payment is at the bank once and `Paid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_one_pass_is_finished_by_the_passes_after_it() {
+    let mut options = common::options(SandboxConfig::fast());
+    // A pass starts submissions for 1 ms only: a few payments each, then the rest handed on.
+    options.env.insert("SUBMIT_BUDGET_S".into(), "0.001".into());
+    let stack = common::start_with(options).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let (sub, debtor) = common::po_payer(&stack, &po).await;
+    let tomorrow = po_flow::tomorrow();
+    let payments: Vec<_> = (0..40)
+        .map(|i| po_flow::payment(&format!("BIG-{i}"), "1.00", &debtor, &tomorrow))
+        .collect();
+    let batch = json!({ "externalId": "AP-BIG", "subscriptionId": sub, "payments": payments });
+    let batch_id = po_flow::send_batch(&po, &batch, Some("big-1"), false)
+        .await
+        .unwrap();
+
+    let done = po_flow::batch_at_sage(&po, &batch_id, &["Paid"])
+        .await
+        .unwrap();
+    let paid = done["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "Paid")
+        .count();
+    assert_eq!(paid, 40, "{done}");
+    let handed_on = stack
+        .log_text()
+        .matches("the rest of the batch is queued")
+        .count();
+    assert!(
+        handed_on >= 2,
+        "handed on {handed_on} times: the budget did not bite"
+    );
+    let ledger = po.get("/_sandbox/payments-out/bank/ledger").await.unwrap();
+    let entries = ledger.as_array().unwrap();
+    assert_eq!(entries.len(), 40, "{ledger}");
+    assert!(entries.iter().all(|e| e["executions"] == 1), "{ledger}");
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}

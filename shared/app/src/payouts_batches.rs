@@ -49,9 +49,6 @@ pub struct Batches {
     /// How long the holder of a batch's outcome lease gathers changes before its PATCH
     /// (`OUTCOME_WINDOW_S`, 1): outcomes arriving together go in one call.
     pub outcome_window: std::time::Duration,
-    /// How long one lease holder keeps sending a batch's outcomes (15 s: a last window and its
-    /// PATCH, which may wait out Sage's 429s, end well inside po-bank-events' 30 s timeout).
-    pub sync_budget: std::time::Duration,
     /// How long one invocation submits before it hands the rest of the batch on
     /// (`SUBMIT_BUDGET_S`, 30; well inside the worker's timeout).
     pub submit_budget: std::time::Duration,
@@ -304,53 +301,62 @@ impl Batches {
         Ok(noted.into_iter().collect::<Result<_, _>>()?)
     }
 
-    /// Outcomes coalesced: whoever holds the batch's lease gathers changes for the window, then
-    /// PATCHes them all; an event arriving meanwhile only records its change and returns (its
-    /// change was written before it tried the lease, so the holder, which looks again after
-    /// releasing, sends it). Bounded, so that a Lambda never outlives its timeout on a batch
-    /// whose outcomes keep coming: what is left then is queued for po-worker.
-    async fn sync_coalesced(&self, batch_id: Uuid) -> Result<(), MessageError> {
-        let started = std::time::Instant::now();
-        // Read once the lease is held: most events find it taken and need no more than that.
-        let mut record: Option<BatchRecord> = None;
-        while started.elapsed() < self.sync_budget {
+    /// Outcomes coalesced, after a change was recorded: whoever takes the batch's outcome lease
+    /// queues the batch's window for po-worker, `outcome_window` later, and returns; a change
+    /// recorded while the lease is held is left to its holder, whose window looks again after
+    /// releasing (the change was written before its lease was tried). So the bank's event is
+    /// answered at once, whatever the PATCH costs. Without a queue (a test's world), the window
+    /// is worked here.
+    async fn schedule_sync(&self, batch_id: Uuid) -> Result<(), MessageError> {
+        loop {
             let now = self.clock.now();
-            let until = now + chrono::TimeDelta::seconds(30);
+            // Longer than the queue's visibility timeout: a window redelivered after a crash
+            // still holds it.
+            let until = now + chrono::TimeDelta::minutes(10);
             if !self.store.lease_sync(batch_id, until, now).await? {
                 return Ok(());
             }
-            tokio::time::sleep(self.outcome_window).await;
-            let sent = self.window(batch_id, &mut record).await;
-            self.store.release_sync(batch_id).await?;
-            sent?;
-            let pending = self.store.payments(batch_id).await?;
-            let told = |p: &PaymentRecord| p.returned.is_none() || p.return_told;
-            if pending.iter().all(|p| p.patched && told(p)) {
-                return Ok(());
+            let Some(queue) = &self.requeue else {
+                tokio::time::sleep(self.outcome_window).await;
+                if self.window(batch_id).await? {
+                    return Ok(());
+                }
+                continue;
+            };
+            let work = PayoutsWork::SyncBatch { batch_id };
+            if let Err(e) = queue.send_after(&work, self.outcome_window).await {
+                self.store.release_sync(batch_id).await?;
+                return Err(MessageError::Retry(format!(
+                    "queueing the batch's window: {e}"
+                )));
             }
-        }
-        // Out of time with changes unsent: events that came meanwhile found the lease held and
-        // left theirs to this holder, and no further event may come. po-worker carries on.
-        if record.is_none() {
-            record = self.store.batch(batch_id).await?;
-        }
-        match record {
-            Some(r) => self.hand_on(&r).await,
-            None => Ok(()),
+            return Ok(());
         }
     }
 
-    /// A lease holder's window: the batch's record read (once per holder), then its work.
-    async fn window(
-        &self,
-        batch_id: Uuid,
-        record: &mut Option<BatchRecord>,
-    ) -> Result<(), MessageError> {
-        if record.is_none() {
-            *record = self.store.batch(batch_id).await?;
+    /// A queued window (po-worker): the PATCH of what Sage lacks, then another window if changes
+    /// came meanwhile.
+    pub async fn sync_window(&self, batch_id: Uuid) -> Result<(), MessageError> {
+        if self.window(batch_id).await? {
+            return Ok(());
         }
-        match record {
-            Some(r) => self.patch_and_tell(r).await,
+        self.schedule_sync(batch_id).await
+    }
+
+    /// The lease holder's work: PATCH and tell, release, look again. Whether nothing is left.
+    async fn window(&self, batch_id: Uuid) -> Result<bool, MessageError> {
+        let sent = self.patch_batch_window(batch_id).await;
+        self.store.release_sync(batch_id).await?;
+        sent?;
+        let pending = self.store.payments(batch_id).await?;
+        let told = |p: &PaymentRecord| p.returned.is_none() || p.return_told;
+        Ok(pending.iter().all(|p| p.patched && told(p)))
+    }
+
+    /// A window's PATCH, on the batch's record (a batch without one has nothing to send).
+    async fn patch_batch_window(&self, batch_id: Uuid) -> Result<(), MessageError> {
+        match self.store.batch(batch_id).await? {
+            Some(record) => self.patch_and_tell(&record).await,
             None => Err(MessageError::Poison(format!(
                 "batch {batch_id} has payments but no record"
             ))),
@@ -436,7 +442,7 @@ impl Batches {
             received_at: self.clock.now(),
         };
         queue.send(&work).await?;
-        tracing::info!(batch_id = %record.batch_id, "time budget spent: the rest of the batch's work is queued");
+        tracing::info!(batch_id = %record.batch_id, "submission budget spent: the rest of the batch is queued");
         Ok(())
     }
 
@@ -602,7 +608,7 @@ impl Batches {
             }
         }
         if self.store.batch(batch_id).await?.is_some() {
-            self.sync_coalesced(batch_id).await?;
+            self.schedule_sync(batch_id).await?;
         }
         tracing::info!(%batch_id, ?report, "cancellation requested");
         Ok(report)
@@ -653,7 +659,7 @@ impl Batches {
             .update_from(current, |record| apply_event(record, event))
             .await?;
         // Also when this event changed nothing: an earlier PATCH may have failed.
-        self.sync_coalesced(batch_id).await?;
+        self.schedule_sync(batch_id).await?;
         Ok(match written {
             Some(r) => EventOutcome::Applied(r.status),
             None => EventOutcome::Ignored,
@@ -825,7 +831,6 @@ mod tests {
             open: store.clone(),
             stuck_after: chrono::TimeDelta::minutes(15),
             outcome_window: std::time::Duration::ZERO,
-            sync_budget: std::time::Duration::from_secs(15),
             submit_budget: std::time::Duration::from_secs(30),
             requeue: None,
         };
@@ -988,7 +993,6 @@ mod tests {
             open: w.store.clone(),
             stuck_after: chrono::TimeDelta::minutes(15),
             outcome_window: std::time::Duration::ZERO,
-            sync_budget: std::time::Duration::from_secs(15),
             submit_budget: std::time::Duration::from_secs(30),
             requeue: None,
         };
@@ -1143,31 +1147,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn outcomes_left_unsent_when_the_holder_s_time_is_up_are_handed_to_the_worker() {
+    async fn a_bank_event_is_recorded_at_once_and_its_window_queued_once_for_the_worker() {
         let mut w = world(&["10", "20"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
         let queue = Arc::new(Requeue::default());
         w.batches.requeue = Some(queue.clone());
-        w.batches.take(w.batch_id, None).await.unwrap();
         let (a, b) = (w.payment_ids[0], w.payment_ids[1]);
         use PaymentStatus::*;
 
-        // Time left: sent at once, nothing handed on.
+        // Recorded, not yet sent; one window queued.
         w.batches.on_event(&event(a, 2, "settled")).await.unwrap();
-        assert_eq!(at_sage(&w).1, vec![Paid, Processing]);
-        assert!(queue.0.lock().unwrap().is_empty());
-
-        // No time left: recorded, not sent, and handed to po-worker, whose pass sends it.
-        w.batches.sync_budget = std::time::Duration::ZERO;
+        assert_eq!(at_sage(&w).1, vec![Processing, Processing]);
+        // The lease is held: this change is left to that window, and nothing more is queued.
         w.batches.on_event(&event(b, 2, "settled")).await.unwrap();
-        assert_eq!(at_sage(&w).1, vec![Paid, Processing]);
-        let handed = queue.0.lock().unwrap().clone();
-        assert!(matches!(
-            handed.as_slice(),
-            [PayoutsWork::Notification { kind, data, .. }]
-                if kind == "batchpayments" && data["batchId"] == w.batch_id.to_string()
-        ));
-        w.batches.take(w.batch_id, None).await.unwrap();
+        let queued = queue.0.lock().unwrap().clone();
+        assert_eq!(
+            queued,
+            vec![PayoutsWork::SyncBatch {
+                batch_id: w.batch_id
+            }]
+        );
+
+        // The window (po-worker) sends both in one PATCH, and finds nothing left.
+        let patches = w.payouts.batch_patches.lock().unwrap().len();
+        w.batches.sync_window(w.batch_id).await.unwrap();
         assert_eq!(at_sage(&w), (BatchStatus::Paid, vec![Paid, Paid]));
+        assert_eq!(w.payouts.batch_patches.lock().unwrap().len(), patches + 1);
+        assert_eq!(queue.0.lock().unwrap().len(), 1, "nothing left to queue");
+
+        // The lease was released: the next change queues a window again.
+        w.batches.on_event(&event(a, 3, "returned")).await.unwrap();
+        assert_eq!(queue.0.lock().unwrap().len(), 2);
     }
 
     #[tokio::test]

@@ -169,6 +169,8 @@ impl PayoutsIntake {
                 id.clear();
             }
             PayoutsWork::Subscription { received_at, .. } => *received_at = Default::default(),
+            // Queued by the connector itself, never a delivery.
+            PayoutsWork::SyncBatch { .. } => {}
         }
         let payload =
             serde_json::to_vec(&payload).map_err(|e| Refusal::Unavailable(e.to_string()))?;

@@ -104,6 +104,7 @@ impl PayoutsWorker {
                 };
                 self.answer(message).await
             }
+            PayoutsWork::SyncBatch { batch_id } => self.batches.sync_window(batch_id).await,
             PayoutsWork::Notification { kind, key, .. } => Err(MessageError::Poison(format!(
                 "NotYetHandled: {kind} ({key}); redrive once the worker handles it"
             ))),
@@ -260,7 +261,6 @@ pub fn batches_from_env(
         open: Arc::new(platform.table.clone()),
         stuck_after: stuck_after(env)?,
         outcome_window: env.duration_secs("OUTCOME_WINDOW_S", Duration::from_secs(1))?,
-        sync_budget: Duration::from_secs(15),
         submit_budget: env.duration_secs("SUBMIT_BUDGET_S", Duration::from_secs(30))?,
         requeue: match env.optional("PAYOUTS_QUEUE_URL") {
             Some(_) => Some(Arc::new(connector_aws::queues::WorkQueue::new(

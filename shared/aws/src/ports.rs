@@ -239,6 +239,18 @@ impl PayoutsQueue for crate::queues::WorkQueue {
             self.send_body(body).await
         })
     }
+
+    fn send_after<'a>(
+        &'a self,
+        work: &'a PayoutsWork,
+        delay: std::time::Duration,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            let body =
+                serde_json::to_string(work).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+            self.send_body_after(body, delay).await
+        })
+    }
 }
 
 impl LinkStore for Table {

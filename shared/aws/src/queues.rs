@@ -121,10 +121,17 @@ impl WorkQueue {
     }
 
     pub async fn send_body(&self, body: String) -> Result<(), QueueError> {
+        self.send_body_after(body, Duration::ZERO).await
+    }
+
+    /// Delivered after `delay`, rounded up to SQS's whole seconds (at most 900).
+    pub async fn send_body_after(&self, body: String, delay: Duration) -> Result<(), QueueError> {
+        let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .delay_seconds(seconds.min(900) as i32)
             .send()
             .await
             .map_err(from_sdk)?;

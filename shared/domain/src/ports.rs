@@ -369,6 +369,15 @@ pub trait OnceClaims: Send + Sync {
 /// The Payments Out worker's queue.
 pub trait PayoutsQueue: Send + Sync {
     fn send<'a>(&'a self, work: &'a PayoutsWork) -> BoxFuture<'a, Result<(), QueueError>>;
+    /// Delivered no sooner than `delay` from now (SQS: whole seconds, up to 15 minutes).
+    fn send_after<'a>(
+        &'a self,
+        work: &'a PayoutsWork,
+        delay: std::time::Duration,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        let _ = delay;
+        self.send(work)
+    }
 }
 
 /// Why a delivery's credentials were not accepted.

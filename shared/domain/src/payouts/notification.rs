@@ -58,6 +58,10 @@ pub enum PayoutsWork {
         provider_id: Option<Uuid>,
         received_at: DateTime<Utc>,
     },
+    /// A batch's outcome window (queued by the bank's events, `OUTCOME_WINDOW_S` later): PATCH
+    /// what Payments Out lacks of it.
+    #[serde(rename_all = "camelCase")]
+    SyncBatch { batch_id: Uuid },
 }
 
 impl PayoutsWork {
@@ -68,6 +72,7 @@ impl PayoutsWork {
             Self::Subscription {
                 subscription_id, ..
             } => format!("subscriptions#{subscription_id}"),
+            Self::SyncBatch { batch_id } => format!("syncBatch#{batch_id}"),
         }
     }
 
@@ -76,6 +81,7 @@ impl PayoutsWork {
         match self {
             Self::Notification { kind, .. } => kind,
             Self::Subscription { .. } => "subscription",
+            Self::SyncBatch { .. } => "syncBatch",
         }
     }
 }
