@@ -46,7 +46,7 @@ fn step(progress: bool, text: &str) {
     }
 }
 
-fn bar(progress: bool, len: u64, what: &str) -> ProgressBar {
+pub(crate) fn bar(progress: bool, len: u64, what: &str) -> ProgressBar {
     if !progress {
         return ProgressBar::hidden();
     }

@@ -64,6 +64,33 @@ pub struct PayoutsBenchReport {
     pub violations: usize,
 }
 
+/// A progress bar of the payments final at Sage, read every 2 s until aborted.
+fn watch_outcomes(
+    po: &PoClient,
+    ids: &[String],
+    total: usize,
+    progress: bool,
+) -> tokio::task::JoinHandle<()> {
+    let pb = crate::demo::bar(progress, total as u64, "final at Sage");
+    let (po, ids) = (po.clone(), ids.to_vec());
+    tokio::spawn(async move {
+        loop {
+            let mut done = 0;
+            for id in &ids {
+                if let Ok(b) = po_flow::batch_now(&po, id).await {
+                    done += b["payments"].as_array().map_or(0, |ps| {
+                        ps.iter()
+                            .filter(|p| p["status"] != "Processing" && p["status"] != "Received")
+                            .count()
+                    });
+                }
+            }
+            pb.set_position(done as u64);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    })
+}
+
 /// Sends `batches` batches of `payments` payments from one payer and waits for every outcome.
 pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsBenchReport> {
     let po = PoClient::new(stack.sandbox.base_url());
@@ -86,6 +113,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
         }
         ids.push(id);
     }
+    let watcher = watch_outcomes(&po, &ids, o.batches * o.payments, o.progress);
     let mut calls = Vec::new();
     let mut paid = 0;
     for id in &ids {
@@ -111,6 +139,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
             );
         }
     }
+    watcher.abort();
     let elapsed = started.elapsed();
     let ms = |v: &Value| v.as_f64().unwrap_or(0.0);
     let deliveries = po
