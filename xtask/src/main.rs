@@ -92,6 +92,18 @@ fn ensure_venv(requirements: &[&str]) -> bool {
         if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
             continue;
         }
+        let names: Vec<&str> = wanted
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.split(['=', '>', '<', '[', ';', ' ']).next().unwrap_or(l))
+            .collect();
+        eprintln!(
+            "==> Installing into {} from PyPI (tools/{req}): {}",
+            venv.display(),
+            names.join(", ")
+        );
+        let started = std::time::Instant::now();
         if !run(Command::new(&python)
             .args([
                 "-m",
@@ -105,7 +117,8 @@ fn ensure_venv(requirements: &[&str]) -> bool {
         {
             return false;
         }
-        if std::fs::write(&stamp, wanted).is_err() {
+        eprintln!("    installed in {:.0} s", started.elapsed().as_secs_f64());
+        if std::fs::write(&stamp, &wanted).is_err() {
             return false;
         }
     }
