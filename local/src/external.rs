@@ -93,7 +93,10 @@ impl SageParameters {
     /// Sage ID's token endpoint, as the connector derives it.
     pub fn token_url(&self) -> String {
         let issuer = self.get("SageIdIssuer").unwrap_or_default();
-        format!("{}/oauth/token", issuer.trim_end_matches('/'))
+        format!(
+            "{}oauth/token",
+            connector_sage::banks::normalise_issuer(issuer)
+        )
     }
 }
 

@@ -13,6 +13,16 @@ use sandbox::SandboxConfig;
 use sandbox::payments_out::client::PoClient;
 use serde_json::json;
 
+/// How many items of a JSON array have `status`.
+fn with_status(items: &serde_json::Value, status: &str) -> usize {
+    items
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter(|i| i["status"] == status)
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage() {
     let stack = common::start(SandboxConfig::fast()).await;
@@ -188,12 +198,7 @@ async fn payments_cancelled_on_request_are_cancelled_at_the_bank_and_at_sage() {
         "{done}"
     );
     let events = po.get("/_sandbox/payments-out/bank/events").await.unwrap();
-    let cancelled = events["payments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["status"] == "cancelled")
-        .count();
+    let cancelled = with_status(&events["payments"], "cancelled");
     assert_eq!(cancelled, 2, "both cancelled at the bank: {events}");
     let ledger = po.get("/_sandbox/payments-out/bank/ledger").await.unwrap();
     assert!(
@@ -343,13 +348,7 @@ async fn a_batch_larger_than_one_pass_is_finished_by_the_passes_after_it() {
     let done = po_flow::batch_at_sage(&po, &batch_id, &["Paid"])
         .await
         .unwrap();
-    let paid = done["payments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["status"] == "Paid")
-        .count();
-    assert_eq!(paid, 40, "{done}");
+    assert_eq!(with_status(&done["payments"], "Paid"), 40, "{done}");
     let handed_on = stack
         .log_text()
         .matches("the rest of the batch is queued")

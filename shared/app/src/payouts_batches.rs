@@ -235,12 +235,10 @@ impl Batches {
 
     /// One PATCH with every payment whose status Payments Out lacks, and the batch's status
     /// (its final one once every payment is terminal); those payments are then noted as sent.
-    /// `false` when there was nothing to send.
-    pub async fn sync(&self, record: &BatchRecord) -> Result<bool, MessageError> {
-        let before = self.store.payments(record.batch_id).await?;
-        let unsent = before.iter().filter(|p| !p.patched).count();
-        self.patch_unsent(record, before).await?;
-        Ok(unsent > 0)
+    pub async fn sync(&self, record: &BatchRecord) -> Result<(), MessageError> {
+        let payments = self.store.payments(record.batch_id).await?;
+        self.patch_unsent(record, payments).await?;
+        Ok(())
     }
 
     /// [`Self::sync`] on the batch's payments as read: returns them as they now stand (those
@@ -607,9 +605,8 @@ impl Batches {
                 report.too_late += 1;
             }
         }
-        if self.store.batch(batch_id).await?.is_some() {
-            self.schedule_sync(batch_id).await?;
-        }
+        // `take` left the batch's record: its window can run.
+        self.schedule_sync(batch_id).await?;
         tracing::info!(%batch_id, ?report, "cancellation requested");
         Ok(report)
     }
