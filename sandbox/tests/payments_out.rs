@@ -41,6 +41,10 @@ struct Rec {
     /// Statuses to answer, in order; then 201 (204 for bank events).
     answers: VecDeque<u16>,
     delay_ms: u64,
+    in_flight: usize,
+    max_in_flight: usize,
+    /// Bank events: each event's first attempts answered 503.
+    fail_each_event: usize,
 }
 
 #[derive(Clone)]
@@ -70,11 +74,28 @@ impl Connector {
                 } else {
                     201
                 };
-                (r.answers.pop_front().unwrap_or(default), r.delay_ms)
+                r.in_flight += 1;
+                r.max_in_flight = r.max_in_flight.max(r.in_flight);
+                let event = r.hits.last().map(|h| h.body["eventId"].clone());
+                let seen = r
+                    .hits
+                    .iter()
+                    .filter(|h| {
+                        event
+                            .as_ref()
+                            .is_some_and(|e| !e.is_null() && h.body["eventId"] == *e)
+                    })
+                    .count();
+                if seen > 0 && seen <= r.fail_each_event {
+                    (503, r.delay_ms)
+                } else {
+                    (r.answers.pop_front().unwrap_or(default), r.delay_ms)
+                }
             };
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
+            rec.lock().in_flight -= 1;
             StatusCode::from_u16(status).unwrap().into_response()
         }
         let app = Router::new()
@@ -1651,6 +1672,63 @@ async fn bank_settles_debits_and_keeps_a_ledger() {
         .collect();
     assert_eq!(st, vec!["accepted", "submitted", "settled"]);
     assert_eq!(events[0].headers["x-api-key"], "local-bank-events-key");
+}
+
+#[tokio::test]
+async fn bank_event_pushes_are_bounded_in_flight_and_retried_past_sages_schedule() {
+    let mut c = cfg();
+    c.payments_out.rails.events_concurrency = 2;
+    // Five retries where Sage's deliveries make three.
+    c.payments_out.rails.events_backoff_ms = vec![10, 20, 40, 80, 160];
+    let h = start_with(c).await;
+    let (_, p) = h.batch(4).await;
+    let (consent, account) = h.consent().await;
+    {
+        let mut r = h.conn.rec.lock();
+        r.delay_ms = 50;
+        // Each event's first four attempts fail: it is delivered by the fifth.
+        r.fail_each_event = 4;
+    }
+    for (i, id) in p.iter().enumerate() {
+        h.bank(
+            "PUT",
+            &format!("/v1/payments/{id}"),
+            Some(&bank_body(&consent, &account, &format!("C-{i}"), "1.00")),
+        )
+        .await;
+    }
+    let hits = h.conn.wait("/bank/payment-events", 5 * 12).await;
+    let mut delivered: Vec<String> = hits.iter().map(|e| e.body["eventId"].to_string()).collect();
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(delivered.len(), 12, "every event of 4 payments delivered");
+    assert_eq!(
+        h.conn.rec.lock().max_in_flight,
+        2,
+        "never more pushes in flight than eventsConcurrency (and the bound reached)"
+    );
+    // The last answers reach the log just after the connector saw the hits.
+    let mut ok = Vec::new();
+    for _ in 0..200 {
+        let d = h.po.get("/_sandbox/payments-out/deliveries").await.unwrap();
+        ok = d
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == "bankPaymentEvent" && x["status"] == 204)
+            .map(|x| x["attempt"].as_u64().unwrap())
+            .collect::<Vec<_>>();
+        if ok.len() >= 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let attempts = *ok.iter().max().unwrap();
+    assert_eq!(
+        (ok.len(), attempts),
+        (12, 5),
+        "each delivered once, on the fifth attempt"
+    );
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::notify::{Auth, deliver_once, notification, provider_urls};
+use super::notify::{Auth, Delivery, Retries, deliver_once, notification, provider_urls};
 use super::{LatenessSummary, PoFaults};
 use crate::control::parse_body;
 use crate::envelope::{ApiError, DetailItem, json_response};
@@ -223,19 +223,23 @@ async fn notify(State(core): State<Arc<Core>>, body: Bytes) -> Result<Response, 
             serde_json::to_string(&n).unwrap_or_default()
         }
     };
-    let out = deliver_once(
-        &core,
-        &url,
-        &kind,
-        "manual",
-        &text,
-        &Auth::Sage {
-            token: req.token,
-            header: req.header,
-        },
-        &header_name,
-        req.retry,
-    )
-    .await;
+    let auth = Auth::Sage {
+        token: req.token,
+        header: req.header,
+    };
+    let delivery = Delivery {
+        url: &url,
+        kind: &kind,
+        key: "manual",
+        body: &text,
+        auth: &auth,
+        header_name: &header_name,
+    };
+    let retries = if req.retry {
+        Retries::sage(&core.cfg.payments_out)
+    } else {
+        Retries::default()
+    };
+    let out = deliver_once(&core, &delivery, &retries).await;
     Ok(json_response(StatusCode::OK, &out))
 }

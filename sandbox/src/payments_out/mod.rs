@@ -59,6 +59,11 @@ pub struct RailsConfig {
     pub events_api_key: String,
     /// New consents start `pending_review`.
     pub consent_review: bool,
+    /// Event pushes in flight at once (a webhook sender's bound; at least 1).
+    pub events_concurrency: usize,
+    /// The wait before each retry of an event push: a bank keeps trying for minutes, so that a
+    /// burst the connector answers slowly is delivered late rather than lost.
+    pub events_backoff_ms: Vec<u64>,
 }
 
 impl Default for RailsConfig {
@@ -73,6 +78,8 @@ impl Default for RailsConfig {
             consent_events_url: None,
             events_api_key: defaults::BANK_EVENTS_API_KEY.into(),
             consent_review: false,
+            events_concurrency: 16,
+            events_backoff_ms: vec![1000, 5000, 25_000, 60_000, 120_000, 300_000],
         }
     }
 }
@@ -161,6 +168,7 @@ impl PoConfig {
             rails: RailsConfig {
                 settlement_delay_ms: 0,
                 return_delay_ms: 0,
+                events_backoff_ms: vec![10, 20, 40],
                 ..RailsConfig::default()
             },
             ..PoConfig::default()
@@ -222,6 +230,10 @@ pub struct LatenessRecord {
     pub batch_id: Uuid,
     pub payment_id: Option<Uuid>,
     pub elapsed_ms: i64,
+    /// An outcome's time from the connector's acknowledgement of the bank's push (what the
+    /// connector spent, without the bank's own queue); none if the PATCH came first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_push_ms: Option<i64>,
     pub target_ms: u64,
     pub late: bool,
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::header;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::PoDelivery;
@@ -122,64 +123,68 @@ fn sign(
     }
 }
 
-/// One delivery with its retries (none when `retry` is false).
-#[allow(clippy::too_many_arguments)]
+/// Where one delivery goes and what it carries.
+pub struct Delivery<'a> {
+    pub url: &'a str,
+    pub kind: &'a str,
+    /// What the log groups the attempts under (e.g. `batchpayments#<batchId>`).
+    pub key: &'a str,
+    pub body: &'a str,
+    pub auth: &'a Auth,
+    /// The custom header's name (Sage's deliveries only).
+    pub header_name: &'a str,
+}
+
+/// When a delivery is tried again, and how many may be in flight at once.
+#[derive(Clone, Default)]
+pub struct Retries {
+    /// The wait before each retry; no entry, no retry.
+    pub backoff_ms: Vec<u64>,
+    /// Held for each attempt (not for the waits between them): a sender's bounded concurrency.
+    pub gate: Option<Arc<Semaphore>>,
+}
+
+impl Retries {
+    /// Sage's schedule: `notification_retries` retries after the configured back-offs (the
+    /// last one repeated).
+    pub fn sage(cfg: &super::PoConfig) -> Self {
+        let b = &cfg.notification_backoff_ms;
+        Retries {
+            backoff_ms: (0..cfg.notification_retries as usize)
+                .map(|i| b.get(i).or(b.last()).copied().unwrap_or(1000))
+                .collect(),
+            gate: None,
+        }
+    }
+}
+
+/// One delivery with its retries.
 pub async fn deliver_once(
     core: &Arc<Core>,
-    url: &str,
-    kind: &str,
-    key: &str,
-    body: &str,
-    auth: &Auth,
-    header_name: &str,
-    retry: bool,
+    d: &Delivery<'_>,
+    retries: &Retries,
 ) -> DeliveryOutcome {
-    let cfg = &core.cfg.payments_out;
     let delivery_id = core.po.lock().rng.uuid();
-    let max = if retry {
-        1 + cfg.notification_retries
-    } else {
-        1
-    };
+    let max = 1 + retries.backoff_ms.len() as u32;
     let mut out = DeliveryOutcome {
         delivery_id,
         ..DeliveryOutcome::default()
     };
     for attempt in 1..=max {
-        if attempt > 1 {
-            let b = &cfg.notification_backoff_ms;
-            let wait = b
-                .get(attempt as usize - 2)
-                .or(b.last())
-                .copied()
-                .unwrap_or(1000);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+        if let Some(wait) = retries
+            .backoff_ms
+            .get(attempt as usize - 1)
+            .filter(|_| attempt > 1)
+        {
+            tokio::time::sleep(Duration::from_millis(*wait)).await;
         }
-        let started = Instant::now();
-        let builder = core
-            .http
-            .post(url)
-            .timeout(Duration::from_millis(cfg.notification_timeout_ms))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        let (status, error, text) = match sign(core, builder, auth, header_name) {
-            Err(e) => (None, Some(e), None),
-            Ok(b) => match b.send().await {
-                Ok(r) => {
-                    let s = r.status().as_u16();
-                    (Some(s), None, r.text().await.ok())
-                }
-                Err(e) => (
-                    None,
-                    Some(if e.is_timeout() {
-                        "timeout".into()
-                    } else {
-                        e.to_string()
-                    }),
-                    None,
-                ),
-            },
+        let permit = match &retries.gate {
+            Some(g) => g.clone().acquire_owned().await.ok(),
+            None => None,
         };
+        let started = Instant::now();
+        let (status, error, text) = attempt_once(core, d).await;
+        drop(permit);
         let latency = started.elapsed();
         let ok = status.is_some_and(|s| (200..300).contains(&s));
         // The "lost ack" fault: a 2xx the sender never saw.
@@ -199,9 +204,9 @@ pub async fn deliver_once(
                     seq,
                     delivery_id,
                     at: fmt_time(now),
-                    kind: kind.to_string(),
-                    key: key.to_string(),
-                    url: url.to_string(),
+                    kind: d.kind.to_string(),
+                    key: d.key.to_string(),
+                    url: d.url.to_string(),
                     attempt,
                     status,
                     error: if lost {
@@ -224,6 +229,32 @@ pub async fn deliver_once(
     out
 }
 
+/// One POST: its status, or why there was none, and the answer's text.
+async fn attempt_once(
+    core: &Arc<Core>,
+    d: &Delivery<'_>,
+) -> (Option<u16>, Option<String>, Option<String>) {
+    let builder = core
+        .http
+        .post(d.url)
+        .timeout(Duration::from_millis(
+            core.cfg.payments_out.notification_timeout_ms,
+        ))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(d.body.to_string());
+    match sign(core, builder, d.auth, d.header_name) {
+        Err(e) => (None, Some(e), None),
+        Ok(b) => match b.send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (Some(s), None, r.text().await.ok())
+            }
+            Err(e) if e.is_timeout() => (None, Some("timeout".into()), None),
+            Err(e) => (None, Some(e.to_string()), None),
+        },
+    }
+}
+
 /// Sends in the background, applying the notification faults (duplicate, delay, reorder).
 pub fn spawn_delivery(
     core: &Arc<Core>,
@@ -233,6 +264,7 @@ pub fn spawn_delivery(
     body: String,
     auth: Auth,
     header_name: String,
+    retries: Retries,
 ) {
     let (twice, delay) = {
         let mut st = core.po.lock();
@@ -249,9 +281,17 @@ pub fn spawn_delivery(
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        deliver_once(&c, &url, &kind, &key, &body, &auth, &header_name, true).await;
+        let d = Delivery {
+            url: &url,
+            kind: &kind,
+            key: &key,
+            body: &body,
+            auth: &auth,
+            header_name: &header_name,
+        };
+        deliver_once(&c, &d, &retries).await;
         if twice {
-            deliver_once(&c, &url, &kind, &key, &body, &auth, &header_name, true).await;
+            deliver_once(&c, &d, &retries).await;
         }
     });
 }
@@ -276,6 +316,7 @@ pub fn send_notification(core: &Arc<Core>, n: &NotificationWire) {
             header: HeaderVariant::Configured,
         },
         header_name,
+        Retries::sage(&core.cfg.payments_out),
     );
 }
 
@@ -297,6 +338,7 @@ pub fn send_subscription(core: &Arc<Core>, d: &SubscriptionDelivery, application
                     header: HeaderVariant::Configured,
                 },
                 header_name,
+                Retries::sage(&core.cfg.payments_out),
             );
         }
         None => {

@@ -692,6 +692,7 @@ async fn patch_batch(
             "firstPatch",
             None,
             (now - notified_at).num_milliseconds(),
+            None,
             cfg.first_patch_target_ms,
         ));
     }
@@ -699,15 +700,17 @@ async fn patch_batch(
         if s.is_terminal()
             && let Some(at) = st.rails.outcome_event_at(&pid.to_string())
         {
+            let pushed = st.rails.outcome_pushed_at(&pid.to_string());
             records.push((
                 "outcome",
                 Some(*pid),
                 (now - at).num_milliseconds(),
+                pushed.map(|p| (now - p).num_milliseconds()),
                 cfg.outcome_patch_target_ms,
             ));
         }
     }
-    for (kind, pid, elapsed, target) in records {
+    for (kind, pid, elapsed, since_push_ms, target) in records {
         let late = elapsed > target as i64;
         let seq = st.next_seq();
         st.lateness.push(LatenessRecord {
@@ -716,6 +719,7 @@ async fn patch_batch(
             batch_id: id,
             payment_id: pid,
             elapsed_ms: elapsed,
+            since_push_ms,
             target_ms: target,
             late,
         });

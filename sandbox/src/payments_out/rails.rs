@@ -17,9 +17,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::notify::{Auth, spawn_delivery};
+use super::notify::{Auth, Delivery, Retries, deliver_once, spawn_delivery};
 use super::wire::{
     BankAccepted, BankConsentEvent, BankPaymentEvent, BankPaymentList, BankPaymentRequest,
     BankPaymentView, BankStatus,
@@ -100,12 +101,15 @@ pub struct Rails {
     executed: HashMap<String, u32>,
     /// paymentId → when its outcome (terminal) event was first emitted
     outcome_at: HashMap<String, DateTime<Utc>>,
+    /// paymentId → when the connector first acknowledged its outcome event
+    outcome_pushed_at: HashMap<String, DateTime<Utc>>,
+    /// Bounds the pushes in flight to `cfg.events_concurrency`, as a bank's webhook sender does.
+    gate: Arc<Semaphore>,
 }
 
 impl Rails {
     pub fn new(cfg: RailsConfig) -> Self {
         Rails {
-            cfg,
             payments: HashMap::new(),
             order: Vec::new(),
             event_seq: 0,
@@ -113,7 +117,37 @@ impl Rails {
             consent_events: Vec::new(),
             executed: HashMap::new(),
             outcome_at: HashMap::new(),
+            outcome_pushed_at: HashMap::new(),
+            gate: Arc::new(Semaphore::new(cfg.events_concurrency.max(1))),
+            cfg,
         }
+    }
+
+    /// Replaces the knobs; a new push concurrency applies to pushes started after it.
+    pub fn set_config(&mut self, cfg: RailsConfig) {
+        if cfg.events_concurrency != self.cfg.events_concurrency {
+            self.gate = Arc::new(Semaphore::new(cfg.events_concurrency.max(1)));
+        }
+        self.cfg = cfg;
+    }
+
+    /// How the bank's pushes are retried and bounded.
+    pub fn retries(&self) -> Retries {
+        Retries {
+            backoff_ms: self.cfg.events_backoff_ms.clone(),
+            gate: Some(self.gate.clone()),
+        }
+    }
+
+    fn outcome_pushed(&mut self, payment_id: &str, at: DateTime<Utc>) {
+        self.outcome_pushed_at
+            .entry(payment_id.to_string())
+            .or_insert(at);
+    }
+
+    /// When the connector acknowledged the payment's outcome event (first time).
+    pub fn outcome_pushed_at(&self, payment_id: &str) -> Option<DateTime<Utc>> {
+        self.outcome_pushed_at.get(payment_id).copied()
     }
 
     pub fn outcome_event_at(&self, payment_id: &str) -> Option<DateTime<Utc>> {
@@ -428,10 +462,7 @@ fn emit(core: &Arc<Core>, id: &str, status: BankStatus, reason: Option<(&str, &s
             reason_code: p.reason_code.clone(),
             reason_message: p.reason_message.clone(),
         };
-        if matches!(
-            status,
-            BankStatus::Settled | BankStatus::Failed | BankStatus::Rejected | BankStatus::Cancelled
-        ) {
+        if status.is_outcome() {
             st.rails.outcome_at.entry(id.to_string()).or_insert(now);
         }
         st.rails.events.push(event.clone());
@@ -459,10 +490,19 @@ fn emit(core: &Arc<Core>, id: &str, status: BankStatus, reason: Option<(&str, &s
         }
         let auth = Auth::ApiKey(key);
         let k = format!("bankevent#{}", event.event_id);
-        super::notify::deliver_once(&c, &url, "bankPaymentEvent", &k, &body, &auth, "", true).await;
-        if twice {
-            super::notify::deliver_once(&c, &url, "bankPaymentEvent", &k, &body, &auth, "", true)
-                .await;
+        let d = Delivery {
+            url: &url,
+            kind: "bankPaymentEvent",
+            key: &k,
+            body: &body,
+            auth: &auth,
+            header_name: "",
+        };
+        let retries = c.po.lock().rails.retries();
+        for _ in 0..if twice { 2 } else { 1 } {
+            if deliver_once(&c, &d, &retries).await.delivered && status.is_outcome() {
+                c.po.lock().rails.outcome_pushed(&event.payment_id, c.now());
+            }
         }
     });
 }
@@ -718,7 +758,7 @@ async fn put_config(State(core): State<Arc<Core>>, body: Bytes) -> Response {
         return err(StatusCode::BAD_REQUEST, "rates must be in [0, 1]");
     }
     core.bank.lock().review_consents = c.consent_review;
-    core.po.lock().rails.cfg = c.clone();
+    core.po.lock().rails.set_config(c.clone());
     json_response(StatusCode::OK, &c)
 }
 
@@ -764,7 +804,7 @@ async fn put_account(
 /// connector's consent events URL, when one is set.
 pub fn push_consent_event(core: &Arc<Core>, consent_id: String, status: &str) -> BankConsentEvent {
     let now = core.now();
-    let (event, url, key) = {
+    let (event, url, key, retries) = {
         let mut st = core.po.lock();
         let event = BankConsentEvent {
             event_id: st.rng.uuid(),
@@ -777,6 +817,7 @@ pub fn push_consent_event(core: &Arc<Core>, consent_id: String, status: &str) ->
             event,
             st.rails.cfg.consent_events_url.clone(),
             st.rails.cfg.events_api_key.clone(),
+            st.rails.retries(),
         )
     };
     if let Some(url) = url {
@@ -789,6 +830,7 @@ pub fn push_consent_event(core: &Arc<Core>, consent_id: String, status: &str) ->
             body,
             Auth::ApiKey(key),
             String::new(),
+            retries,
         );
     }
     event

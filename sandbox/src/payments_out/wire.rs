@@ -591,6 +591,16 @@ pub enum BankStatus {
     Returned,
 }
 
+impl BankStatus {
+    /// A status that ends the payment at Sage (`returned` follows `settled`, which did).
+    pub fn is_outcome(self) -> bool {
+        matches!(
+            self,
+            Self::Settled | Self::Failed | Self::Rejected | Self::Cancelled
+        )
+    }
+}
+
 /// `201`/`200` answer of the PUT.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
