@@ -176,7 +176,14 @@ fn start_kept(jar: PathBuf, port: u16) -> Result<String> {
     std::thread::Builder::new()
         .name("dynamodb-local".into())
         .spawn(move || {
-            let mut cmd = java_command(&jar, port);
+            let tmp = match temp_dir() {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut cmd = java_command(&jar, port, &tmp);
             let mut child = match cmd.spawn() {
                 Ok(c) => c,
                 Err(e) => {
@@ -186,18 +193,51 @@ fn start_kept(jar: PathBuf, port: u16) -> Result<String> {
             };
             let _ = tx.send(wait_ready(&mut child, port));
             let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&tmp);
         })?;
     rx.recv()
         .map_err(|_| anyhow!("the DynamoDB Local thread ended"))??;
     Ok(format!("http://127.0.0.1:{port}"))
 }
 
-fn java_command(jar: &Path, port: u16) -> Command {
+fn temp_root() -> PathBuf {
+    install_dir().join("tmp")
+}
+
+/// The temporary directory of the DynamoDB Local this process starts.
+pub fn own_temp_dir() -> PathBuf {
+    temp_root().join(std::process::id().to_string())
+}
+
+/// The JVM's temporary directory: DynamoDB Local unpacks its SQLite library (0.9 MB) there for
+/// each table store and deletes it only on a clean exit, which a JVM killed with its parent never
+/// has. One directory per process of ours, the dead ones' removed at the next start.
+fn temp_dir() -> Result<PathBuf> {
+    let root = temp_root();
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            let alive = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = own_temp_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn java_command(jar: &Path, port: u16, tmp: &Path) -> Command {
     let mut cmd = Command::new("java");
     cmd.arg(format!(
         "-Djava.library.path={}",
         jar.join("DynamoDBLocal_lib").display()
     ))
+    .arg(format!("-Djava.io.tmpdir={}", tmp.display()))
     // One collector thread: the machine has two cores and the stack many processes.
     .arg("-XX:+UseSerialGC")
     .arg("-jar")

@@ -48,6 +48,25 @@ fn ids(accounts: &[Account]) -> Vec<Uuid> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_local_unpacks_its_library_into_a_directory_of_ours_not_the_shared_tmp() {
+    let ((), _client, _table) = table().await;
+    if std::env::var(dynamodb_local::ENDPOINT_VARIABLE).is_ok_and(|e| !e.is_empty()) {
+        return; // Another process started it.
+    }
+    // A table exists, so its store (and the SQLite library it unpacks) does too.
+    let unpacked: Vec<String> = std::fs::read_dir(dynamodb_local::own_temp_dir())
+        .expect("the JVM's temporary directory")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("sqlite-"))
+        .collect();
+    assert!(
+        !unpacked.is_empty(),
+        "nothing unpacked where the JVM was told to"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_are_listed_from_their_registry_and_a_half_made_one_is_completed() {
     let ((), client, table) = table().await;
     // More than one batch of 100.
