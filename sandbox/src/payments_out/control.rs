@@ -223,17 +223,16 @@ async fn notify(State(core): State<Arc<Core>>, body: Bytes) -> Result<Response, 
             serde_json::to_string(&n).unwrap_or_default()
         }
     };
-    let auth = Auth::Sage {
-        token: req.token,
-        header: req.header,
-    };
     let delivery = Delivery {
-        url: &url,
-        kind: &kind,
-        key: "manual",
-        body: &text,
-        auth: &auth,
-        header_name: &header_name,
+        url,
+        kind,
+        key: "manual".into(),
+        body: text,
+        auth: Auth::Sage {
+            token: req.token,
+            header: req.header,
+        },
+        header_name,
     };
     let retries = if req.retry {
         Retries::sage(&core.cfg.payments_out)

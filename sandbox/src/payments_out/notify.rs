@@ -124,15 +124,15 @@ fn sign(
 }
 
 /// Where one delivery goes and what it carries.
-pub struct Delivery<'a> {
-    pub url: &'a str,
-    pub kind: &'a str,
+pub struct Delivery {
+    pub url: String,
+    pub kind: String,
     /// What the log groups the attempts under (e.g. `batchpayments#<batchId>`).
-    pub key: &'a str,
-    pub body: &'a str,
-    pub auth: &'a Auth,
+    pub key: String,
+    pub body: String,
+    pub auth: Auth,
     /// The custom header's name (Sage's deliveries only).
-    pub header_name: &'a str,
+    pub header_name: String,
 }
 
 /// When a delivery is tried again, and how many may be in flight at once.
@@ -159,11 +159,7 @@ impl Retries {
 }
 
 /// One delivery with its retries.
-pub async fn deliver_once(
-    core: &Arc<Core>,
-    d: &Delivery<'_>,
-    retries: &Retries,
-) -> DeliveryOutcome {
+pub async fn deliver_once(core: &Arc<Core>, d: &Delivery, retries: &Retries) -> DeliveryOutcome {
     let delivery_id = core.po.lock().rng.uuid();
     let max = 1 + retries.backoff_ms.len() as u32;
     let mut out = DeliveryOutcome {
@@ -204,9 +200,9 @@ pub async fn deliver_once(
                     seq,
                     delivery_id,
                     at: fmt_time(now),
-                    kind: d.kind.to_string(),
-                    key: d.key.to_string(),
-                    url: d.url.to_string(),
+                    kind: d.kind.clone(),
+                    key: d.key.clone(),
+                    url: d.url.clone(),
                     attempt,
                     status,
                     error: if lost {
@@ -232,17 +228,17 @@ pub async fn deliver_once(
 /// One POST: its status, or why there was none, and the answer's text.
 async fn attempt_once(
     core: &Arc<Core>,
-    d: &Delivery<'_>,
+    d: &Delivery,
 ) -> (Option<u16>, Option<String>, Option<String>) {
     let builder = core
         .http
-        .post(d.url)
+        .post(&d.url)
         .timeout(Duration::from_millis(
             core.cfg.payments_out.notification_timeout_ms,
         ))
         .header(header::CONTENT_TYPE, "application/json")
         .body(d.body.to_string());
-    match sign(core, builder, d.auth, d.header_name) {
+    match sign(core, builder, &d.auth, &d.header_name) {
         Err(e) => (None, Some(e), None),
         Ok(b) => match b.send().await {
             Ok(r) => {
@@ -256,16 +252,7 @@ async fn attempt_once(
 }
 
 /// Sends in the background, applying the notification faults (duplicate, delay, reorder).
-pub fn spawn_delivery(
-    core: &Arc<Core>,
-    url: String,
-    kind: String,
-    key: String,
-    body: String,
-    auth: Auth,
-    header_name: String,
-    retries: Retries,
-) {
+pub fn spawn_delivery(core: &Arc<Core>, d: Delivery, retries: Retries) {
     let (twice, delay) = {
         let mut st = core.po.lock();
         let f = st.faults.notifications.clone();
@@ -281,14 +268,6 @@ pub fn spawn_delivery(
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let d = Delivery {
-            url: &url,
-            kind: &kind,
-            key: &key,
-            body: &body,
-            auth: &auth,
-            header_name: &header_name,
-        };
         deliver_once(&c, &d, &retries).await;
         if twice {
             deliver_once(&c, &d, &retries).await;
@@ -305,19 +284,18 @@ pub fn send_notification(core: &Arc<Core>, n: &NotificationWire) {
         None => format!("{}#{}", n.kind, n.id),
     };
     let body = serde_json::to_string(n).unwrap_or_default();
-    spawn_delivery(
-        core,
+    let d = Delivery {
         url,
-        n.kind.clone(),
+        kind: n.kind.clone(),
         key,
         body,
-        Auth::Sage {
+        auth: Auth::Sage {
             token: TokenVariant::Valid,
             header: HeaderVariant::Configured,
         },
         header_name,
-        Retries::sage(&core.cfg.payments_out),
-    );
+    };
+    spawn_delivery(core, d, Retries::sage(&core.cfg.payments_out));
 }
 
 /// A new subscription: `/subscription` when `subscriptionUrl` is set, else a `subscriptions`
@@ -327,19 +305,18 @@ pub fn send_subscription(core: &Arc<Core>, d: &SubscriptionDelivery, application
     match sub_url {
         Some(url) => {
             let body = serde_json::to_string(d).unwrap_or_default();
-            spawn_delivery(
-                core,
+            let delivery = Delivery {
                 url,
-                "subscription".into(),
-                format!("subscription#{}", d.data.subscription_id),
+                kind: "subscription".into(),
+                key: format!("subscription#{}", d.data.subscription_id),
                 body,
-                Auth::Sage {
+                auth: Auth::Sage {
                     token: TokenVariant::Valid,
                     header: HeaderVariant::Configured,
                 },
                 header_name,
-                Retries::sage(&core.cfg.payments_out),
-            );
+            };
+            spawn_delivery(core, delivery, Retries::sage(&core.cfg.payments_out));
         }
         None => {
             let data = serde_json::to_value(&d.data).unwrap_or(Value::Null);

@@ -488,15 +488,13 @@ fn emit(core: &Arc<Core>, id: &str, status: BankStatus, reason: Option<(&str, &s
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let auth = Auth::ApiKey(key);
-        let k = format!("bankevent#{}", event.event_id);
         let d = Delivery {
-            url: &url,
-            kind: "bankPaymentEvent",
-            key: &k,
-            body: &body,
-            auth: &auth,
-            header_name: "",
+            url,
+            kind: "bankPaymentEvent".into(),
+            key: format!("bankevent#{}", event.event_id),
+            body,
+            auth: Auth::ApiKey(key),
+            header_name: String::new(),
         };
         let retries = c.po.lock().rails.retries();
         for _ in 0..if twice { 2 } else { 1 } {
@@ -822,16 +820,15 @@ pub fn push_consent_event(core: &Arc<Core>, consent_id: String, status: &str) ->
     };
     if let Some(url) = url {
         let body = serde_json::to_string(&event).unwrap_or_default();
-        spawn_delivery(
-            core,
+        let d = Delivery {
             url,
-            "bankConsentEvent".into(),
-            format!("consentevent#{}", event.event_id),
+            kind: "bankConsentEvent".into(),
+            key: format!("consentevent#{}", event.event_id),
             body,
-            Auth::ApiKey(key),
-            String::new(),
-            retries,
-        );
+            auth: Auth::ApiKey(key),
+            header_name: String::new(),
+        };
+        spawn_delivery(core, d, retries);
     }
     event
 }
