@@ -290,6 +290,8 @@ async fn main() -> Result<()> {
             options.max_consumer_concurrency = 8;
             // The bank pushes an event per payment step: Lambda would scale out for them.
             options.http_instances = 8;
+            // Every delivery and push stays in the log the figures are read from.
+            options.sandbox.log_capacity = 200_000;
             println!("==> Starting the local stack");
             let stack = LocalStack::start(options).await?;
             let report = local_stack::payouts_bench::run(

@@ -58,6 +58,14 @@ pub struct PayoutsBenchReport {
     pub first_patch: Spread,
     /// From the bank's event to the PATCH carrying the outcome.
     pub outcome: Spread,
+    /// From the connector's acknowledgement of the bank's push to that PATCH.
+    pub outcome_since_push: Spread,
+    /// The connector's answers to the bank's pushes (2xx), as the bank timed them.
+    pub bank_push: Spread,
+    /// Push attempts that timed out or failed, each retried by the bank.
+    pub bank_push_failed: usize,
+    /// Pushes acknowledged per second, from the first to the last.
+    pub bank_push_rate: f64,
     /// Provider API calls per batch: (reads, PATCHes).
     pub calls: Vec<(u64, u64)>,
     pub elapsed: Duration,
@@ -146,35 +154,43 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
         .get("/_sandbox/payments-out/deliveries")
         .await
         .map_err(|e| anyhow!(e))?;
+    let deliveries = deliveries.as_array().map(Vec::as_slice).unwrap_or_default();
+    let is_bank = |d: &&Value| d["kind"].as_str().unwrap_or_default().starts_with("bank");
+    let is_2xx = |d: &&Value| {
+        d["status"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s))
+    };
     let ack = Spread::of(
         deliveries
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
             .iter()
             // Sage's deliveries only (the demo bank's event pushes are logged beside them).
-            .filter(|d| !d["kind"].as_str().unwrap_or_default().starts_with("bank"))
-            .filter(|d| {
-                d["status"]
-                    .as_u64()
-                    .is_some_and(|s| (200..300).contains(&s))
-            })
+            .filter(|d| !is_bank(d))
+            .filter(is_2xx)
             .map(|d| ms(&d["latencyMs"]))
             .collect(),
     );
+    let pushed: Vec<&Value> = deliveries.iter().filter(is_bank).filter(is_2xx).collect();
+    let bank_push = Spread::of(pushed.iter().map(|d| ms(&d["latencyMs"])).collect());
+    let bank_push_failed = deliveries
+        .iter()
+        .filter(is_bank)
+        .filter(|d| !is_2xx(d))
+        .count();
+    let bank_push_rate = per_second(&pushed);
     let lateness = po
         .get("/_sandbox/payments-out/lateness")
         .await
         .map_err(|e| anyhow!(e))?;
-    let of_kind = |kind: &str| {
+    let of_kind = |kind: &str, field: &str| {
         Spread::of(
             lateness["records"]
                 .as_array()
                 .map(Vec::as_slice)
                 .unwrap_or_default()
                 .iter()
-                .filter(|r| r["kind"] == kind)
-                .map(|r| ms(&r["elapsedMs"]))
+                .filter(|r| r["kind"] == kind && r[field].is_number())
+                .map(|r| ms(&r[field]))
                 .collect(),
         )
     };
@@ -184,12 +200,30 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
         payments_per_batch: o.payments,
         paid,
         ack,
-        first_patch: of_kind("firstPatch"),
-        outcome: of_kind("outcome"),
+        first_patch: of_kind("firstPatch", "elapsedMs"),
+        outcome: of_kind("outcome", "elapsedMs"),
+        outcome_since_push: of_kind("outcome", "sincePushMs"),
+        bank_push,
+        bank_push_failed,
+        bank_push_rate,
         calls,
         elapsed,
         violations: violations.as_array().map_or(0, Vec::len),
     })
+}
+
+/// Deliveries per second between the first and the last one logged.
+fn per_second(deliveries: &[&Value]) -> f64 {
+    let times: Vec<chrono::DateTime<chrono::Utc>> = deliveries
+        .iter()
+        .filter_map(|d| d["at"].as_str()?.parse().ok())
+        .collect();
+    match (times.iter().min(), times.iter().max()) {
+        (Some(first), Some(last)) if last > first => {
+            times.len() as f64 / ((*last - *first).num_milliseconds() as f64 / 1000.0)
+        }
+        _ => 0.0,
+    }
 }
 
 /// The figures against the targets.
@@ -230,6 +264,21 @@ pub fn print(r: &PayoutsBenchReport) {
         "outcome PATCHed after the bank's event",
         &r.outcome,
         10_000.0,
+    );
+    line(
+        "  … after the connector acknowledged it",
+        &r.outcome_since_push,
+        10_000.0,
+    );
+    println!(
+        "{:<42} {:>6} {:>9.0} {:>9.0} {:>9.0}   {:.0} per s; {} attempt(s) failed and retried",
+        "bank event acknowledged (the bank's timing)",
+        r.bank_push.count,
+        r.bank_push.p50_ms,
+        r.bank_push.p99_ms,
+        r.bank_push.max_ms,
+        r.bank_push_rate,
+        r.bank_push_failed
     );
     for (i, (gets, patches)) in r.calls.iter().enumerate() {
         // One GET, one Processing PATCH, then one PATCH per outcome window.
