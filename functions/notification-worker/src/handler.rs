@@ -1,19 +1,20 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use connector_app::batch::{self, parse_body};
 use connector_app::ingest::deadline_of;
+use connector_app::pipeline::Consumer;
 use connector_app::worker::NotificationWorker;
 use connector_domain::messages::WorkMessage;
 use lambda_runtime::{Error, LambdaEvent};
 
 pub async fn handle(
-    worker: &NotificationWorker,
+    worker: &Consumer<NotificationWorker>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let deadline = deadline_of(&event.context);
     Ok(
         batch::process(event.payload, &worker.dead_letters, 8, |m| async move {
             let message: WorkMessage = parse_body(&m)?;
-            worker.handle(message, deadline).await
+            worker.handler.handle(message, deadline).await
         })
         .await,
     )

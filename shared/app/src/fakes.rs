@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use connector_domain::account::{
-    Account, AccountStatus, Claim, ClaimOutcome, ClaimPhase, GrantedAccount, Release,
+    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, ClaimPhase, CreateOutcome,
+    GrantedAccount, IngestFence, IngestStart, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{
@@ -22,15 +23,18 @@ use connector_domain::payouts::creditors::Creditor;
 use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, SubscriptionView};
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
-    AccountStore, BankBalances, BankCallError, BankLogin, BankReader, BatchApi, BatchChange,
-    BatchStore, BindingStore, BoxFuture, CallError, Clock, FoundAccount, GrantStore, LinkStore,
-    LoginError, Once, OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore, PayoutsApiPort,
-    QueueError, StatementApi, StatementApis, StoreError, Timers, TransactionStore,
+    AccountRegistry, AccountStore, BankBalances, BankCallError, BankHistory, BankLogin, BankReader,
+    BatchApi, BatchChange, BatchStore, BindingStore, BoxFuture, CallError, Clock, FoundAccount,
+    GrantStore, HistoryError, HistoryPage, IngestStore, LinkStore, LoginError, Once, OnceClaims,
+    OpenItem, OpenKind, OpenWork, PartyStore, PayoutsApiPort, PutOutcome, QueueError, StatementApi,
+    StatementApis, StoreError, Timers, TransactionStore,
 };
+use connector_domain::statement::Balance;
 use connector_domain::statement::{
     FailureDetail, StatementRequest, StatementResource, StatementStatus,
 };
-use connector_domain::stored::{StoredTransaction, TransactionState};
+use connector_domain::stored::{StoredTransaction, TransactionState, position_after};
+use connector_domain::transaction::Transaction;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -91,6 +95,8 @@ struct StoreState {
     payments: BTreeMap<Uuid, PaymentRecord>,
     open: BTreeMap<(u8, String), OpenItem>,
     sync_leases: HashMap<Uuid, DateTime<Utc>>,
+    /// Announced authorisations and their bank.
+    handshakes: HashMap<Uuid, Option<Uuid>>,
 }
 
 type LinkState = (Option<LoginSession>, Option<Completion>, bool);
@@ -112,6 +118,21 @@ impl MemoryStore {
 
     pub fn account(&self, id: Uuid) -> Account {
         lock(&self.state).accounts[&id].clone()
+    }
+
+    pub fn find_account(&self, id: Uuid) -> Option<Account> {
+        lock(&self.state).accounts.get(&id).cloned()
+    }
+
+    pub fn put_grant(&self, grant: GrantedAccount) {
+        lock(&self.state)
+            .grants
+            .insert(grant.external_id.clone(), grant);
+    }
+
+    /// Announced authorisations and their bank.
+    pub fn handshake(&self, id: Uuid) -> Option<Option<Uuid>> {
+        lock(&self.state).handshakes.get(&id).copied()
     }
 
     pub fn transactions(&self, id: Uuid) -> Vec<StoredTransaction> {
@@ -329,14 +350,21 @@ impl AccountStore for MemoryStore {
     fn cancel_account<'a>(
         &'a self,
         id: Uuid,
-        _external_id: Option<&'a str>,
+        external_id: Option<&'a str>,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<Account>, StoreError>> {
         self.with("cancel_account", move |s| {
-            if let Some(a) = s.accounts.get_mut(&id) {
-                a.status = AccountStatus::Cancelled;
-                a.cancelled_at.get_or_insert(now);
-            }
+            let before = s.accounts.get(&id).cloned();
+            // A tombstone when the account was never seen (a `deleted` overtook its `created`).
+            let a = s.accounts.entry(id).or_insert_with(|| {
+                let mut t =
+                    Account::new(id, external_id.unwrap_or_default().into(), None, None, now);
+                t.backfill = BackfillState::Done;
+                t
+            });
+            a.status = AccountStatus::Cancelled;
+            a.cancelled_at.get_or_insert(now);
+            before
         })
     }
 
@@ -483,6 +511,185 @@ impl GrantStore for MemoryStore {
                 .filter(|g| g.granted_at.is_some_and(|at| at >= from && at <= to))
                 .cloned()
                 .collect()
+        })
+    }
+}
+
+impl IngestStore for MemoryStore {
+    fn begin_ingest(
+        &self,
+        id: Uuid,
+        count: u64,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<IngestStart>, StoreError>> {
+        self.with("begin_ingest", move |s| {
+            let a = s
+                .accounts
+                .get_mut(&id)
+                .filter(|a| a.status != AccountStatus::Cancelled)?;
+            a.next_seq += count;
+            let token = Uuid::new_v4().simple().to_string();
+            let expires_at_ms = now.timestamp_millis() + lease.as_millis() as i64;
+            a.ingesting
+                .insert(token.clone(), IngestFence { expires_at_ms });
+            Some(IngestStart {
+                first_seq: a.next_seq + 1 - count,
+                token,
+                horizon: a.horizon.clone(),
+            })
+        })
+    }
+
+    fn put_transactions<'a>(
+        &'a self,
+        id: Uuid,
+        transactions: &'a [Transaction],
+        first_seq: u64,
+        horizon: Option<&'a str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<PutOutcome>, StoreError>> {
+        self.with("put_transactions", move |s| {
+            let stored = s.transactions.entry(id).or_default();
+            let mut out = Vec::new();
+            for (i, t) in transactions.iter().enumerate() {
+                if stored.contains_key(&t.unique_id) {
+                    out.push(PutOutcome::Duplicate);
+                    continue;
+                }
+                let seq = first_seq + i as u64;
+                stored.insert(
+                    t.unique_id.clone(),
+                    StoredTransaction {
+                        seq,
+                        state: TransactionState::Pending,
+                        transaction: t.clone(),
+                        statement_id: None,
+                        reason: None,
+                        received_at: now,
+                        position: Some(position_after(t, seq, horizon)),
+                    },
+                );
+                out.push(PutOutcome::Stored);
+            }
+            out
+        })
+    }
+
+    fn update_balances<'a>(
+        &'a self,
+        id: Uuid,
+        ledger: Option<&'a Balance>,
+        available: Option<&'a Balance>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("update_balances", move |s| {
+            let Some(a) = s.accounts.get_mut(&id) else {
+                return;
+            };
+            let newer = |held: &Option<Balance>, new: &Balance| {
+                held.as_ref().is_none_or(|h| h.as_of <= new.as_of)
+            };
+            if let Some(l) = ledger.filter(|l| newer(&a.ledger, l)) {
+                a.ledger = Some(l.clone());
+                a.ledger_as_of_ms = Some(l.as_of.timestamp_millis());
+            }
+            if let Some(v) = available.filter(|v| newer(&a.available, v)) {
+                a.available = Some(v.clone());
+            }
+        })
+    }
+
+    fn end_ingest<'a>(&'a self, id: Uuid, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("end_ingest", move |s| {
+            if let Some(a) = s.accounts.get_mut(&id) {
+                a.ingesting.remove(token);
+            }
+        })
+    }
+}
+
+impl AccountRegistry for MemoryStore {
+    fn create_account<'a>(
+        &'a self,
+        account: &'a Account,
+    ) -> BoxFuture<'a, Result<CreateOutcome, StoreError>> {
+        self.with("create_account", move |s| {
+            match s.accounts.get(&account.bank_account_id) {
+                Some(a) if a.status == AccountStatus::Cancelled => CreateOutcome::Tombstoned,
+                Some(_) => CreateOutcome::AlreadyExists,
+                None => {
+                    s.accounts.insert(account.bank_account_id, account.clone());
+                    CreateOutcome::Created
+                }
+            }
+        })
+    }
+
+    fn set_backfill<'a>(
+        &'a self,
+        id: Uuid,
+        state: BackfillState,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("set_backfill", move |s| {
+            if let Some(a) = s.accounts.get_mut(&id) {
+                a.backfill = state;
+                a.backfill_cursor = cursor.map(str::to_string);
+            }
+        })
+    }
+
+    fn announce_handshake(
+        &self,
+        id: Uuid,
+        bank_id: Option<Uuid>,
+        _received_at: DateTime<Utc>,
+        _ttl: Duration,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.with("announce_handshake", move |s| {
+            s.handshakes.insert(id, bank_id).is_none()
+        })
+    }
+}
+
+/// A history read's answer, by `externalId` and the cursor asked with.
+type HistoryAnswers = HashMap<(String, Option<String>), Result<HistoryPage, HistoryError>>;
+
+/// The bank's history of each account, page by page.
+#[derive(Default)]
+pub struct FakeHistory {
+    pages: Mutex<HistoryAnswers>,
+    pub asked: Mutex<Vec<(String, chrono::NaiveDate, Option<String>)>>,
+}
+
+impl FakeHistory {
+    /// What a read of `external_id` after `cursor` answers.
+    pub fn page(
+        &self,
+        external_id: &str,
+        cursor: Option<&str>,
+        answer: Result<HistoryPage, HistoryError>,
+    ) {
+        lock(&self.pages).insert((external_id.into(), cursor.map(str::to_string)), answer);
+    }
+}
+
+impl BankHistory for FakeHistory {
+    fn history<'a>(
+        &'a self,
+        _consent_id: &'a str,
+        external_id: &'a str,
+        from: chrono::NaiveDate,
+        cursor: Option<&'a str>,
+        _limit: u32,
+    ) -> BoxFuture<'a, Result<HistoryPage, HistoryError>> {
+        Box::pin(async move {
+            interleave().await;
+            lock(&self.asked).push((external_id.into(), from, cursor.map(str::to_string)));
+            lock(&self.pages)
+                .get(&(external_id.to_string(), cursor.map(str::to_string)))
+                .cloned()
+                .unwrap_or(Err(HistoryError::NotFound))
         })
     }
 }

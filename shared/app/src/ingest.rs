@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use connector_aws::Table;
 use connector_aws::queues::Queues;
-use connector_aws::transactions::PutOutcome;
 use connector_domain::ingest::{IngestBodyError, IngestRequest, parse_ingest_body};
 use connector_domain::messages::{Kick, KickReason};
+use connector_domain::ports::{IngestStore, PutOutcome, StoreError};
 use connector_domain::statement::Balance;
 use connector_domain::transaction::{RecordProblem, Transaction, dated_in_future, validate_record};
 use serde::{Deserialize, Serialize};
@@ -46,13 +46,13 @@ pub fn deadline_of(context: &lambda_runtime::Context) -> Option<DateTime<Utc>> {
 /// The bank's balances, when given, are recorded inside the same fence: a statement never
 /// carries a balance that already counts transactions it does not.
 pub async fn store_for_account(
-    table: &Table,
+    table: &dyn IngestStore,
     account: Uuid,
     transactions: &[Transaction],
     balances: Option<(&Balance, Option<&Balance>)>,
     now: DateTime<Utc>,
     fence_until: DateTime<Utc>,
-) -> Result<Option<Vec<PutOutcome>>, connector_aws::StoreError> {
+) -> Result<Option<Vec<PutOutcome>>, StoreError> {
     if transactions.is_empty() {
         if let Some((ledger, available)) = balances {
             table

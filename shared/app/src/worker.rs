@@ -5,38 +5,61 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use connector_aws::Table;
-use connector_aws::queues::Queues;
-use connector_bank::{BankClient, BankError, BankTransaction};
 use connector_domain::account::{Account, AccountStatus, BackfillState, CreateOutcome};
 use connector_domain::messages::{Kick, KickReason, WorkMessage};
 use connector_domain::notification::{NotificationAction, parse_start_date};
-use connector_domain::statement::Balance;
-use connector_domain::transaction::{
-    Transaction, dated_in_future, read_additional_fields, read_category, read_coordinates,
-    truncate_chars,
+use connector_domain::ports::{
+    BankHistory, Clock, HistoryError, RegistryStore, StatementApis, Timers,
 };
+use connector_domain::statement::Balance;
+use connector_domain::transaction::{Transaction, dated_in_future};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::batch::{DeadLetters, MessageError};
+use crate::batch::MessageError;
 use crate::config::{ConfigError, Env};
 use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
+use crate::pipeline::{Consumer, SystemClock};
 
 /// Records per backfill page.
 const BACKFILL_PAGE: u32 = 500;
 
-pub struct NotificationWorker {
-    table: Table,
-    queues: Queues,
-    bank: Arc<BankClient>,
-    providers: Arc<crate::banks::Providers>,
-    default_window: Duration,
+/// The worker's settings.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// The backfill's window when neither the notification nor Banking Service gives a start.
+    pub default_window: Duration,
     /// The bank this deployment serves, when it serves one (`BANKING_SERVICE_BANK_ID`).
-    single_bank: Option<Uuid>,
+    pub single_bank: Option<Uuid>,
     /// The authorisation handshake's lifetime (spec §4.2: 20 minutes).
-    handshake_ttl: Duration,
-    pub dead_letters: DeadLetters,
+    pub handshake_ttl: Duration,
+}
+
+impl WorkerSettings {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            default_window: env.duration_secs(
+                "BACKFILL_DEFAULT_DAYS_S",
+                Duration::from_secs(90 * 24 * 3600),
+            )?,
+            single_bank: env.optional_uuid("BANKING_SERVICE_BANK_ID")?,
+            handshake_ttl: env
+                .duration_secs("AUTH_HANDSHAKE_TTL_S", Duration::from_secs(20 * 60))?,
+        })
+    }
+}
+
+pub struct NotificationWorker {
+    /// Accounts, their transactions, grants and announced authorisations (the table).
+    pub store: Arc<dyn RegistryStore>,
+    /// The push and work queues.
+    pub queues: Arc<dyn Timers>,
+    /// The Bank Data API, for the backfill.
+    pub bank: Arc<dyn BankHistory>,
+    /// Banking Service's Provider API per bank (for an account's start date).
+    pub providers: Arc<dyn StatementApis>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: WorkerSettings,
 }
 
 fn retry(e: impl std::fmt::Display) -> MessageError {
@@ -44,7 +67,8 @@ fn retry(e: impl std::fmt::Display) -> MessageError {
 }
 
 impl NotificationWorker {
-    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    /// The worker and where its poison goes (the work queue's DLQ).
+    pub async fn from_env(env: &Env) -> Result<Consumer<Self>, ConfigError> {
         let platform = Platform::from_env(
             env,
             QueueNeeds {
@@ -55,19 +79,19 @@ impl NotificationWorker {
         )
         .await?;
         let http = http_client(env)?;
-        Ok(Self {
-            dead_letters: platform.dead_letters(env, false)?,
-            handshake_ttl: env
-                .duration_secs("AUTH_HANDSHAKE_TTL_S", Duration::from_secs(20 * 60))?,
-            bank: bank_from_env(env, &platform, &http).await?,
-            providers: Arc::new(crate::banks::Providers::from_env(env, &platform, &http).await?),
-            default_window: env.duration_secs(
-                "BACKFILL_DEFAULT_DAYS_S",
-                Duration::from_secs(90 * 24 * 3600),
-            )?,
-            single_bank: env.optional_uuid("BANKING_SERVICE_BANK_ID")?,
-            table: platform.table,
-            queues: platform.queues,
+        let dead_letters = platform.dead_letters(env, false)?;
+        let bank: Arc<dyn BankHistory> = bank_from_env(env, &platform, &http).await?;
+        let providers = Arc::new(crate::banks::Providers::from_env(env, &platform, &http).await?);
+        Ok(Consumer {
+            handler: Self {
+                settings: WorkerSettings::from_env(env)?,
+                bank,
+                providers,
+                store: Arc::new(platform.table),
+                queues: Arc::new(platform.queues),
+                clock: Arc::new(SystemClock),
+            },
+            dead_letters,
         })
     }
 
@@ -108,12 +132,12 @@ impl NotificationWorker {
                 bank_id,
             } => {
                 let new = self
-                    .table
+                    .store
                     .announce_handshake(
                         authorisation_id,
                         bank_id.or(verified_bank_id),
                         received_at,
-                        self.handshake_ttl,
+                        self.settings.handshake_ttl,
                     )
                     .await
                     .map_err(retry)?;
@@ -157,11 +181,11 @@ impl NotificationWorker {
         verified_bank_id: Option<Uuid>,
     ) -> Result<(), MessageError> {
         let bank_id = crate::bank_id::resolve(
-            &self.table,
+            self.store.as_ref(),
             &external_id,
             bank_id,
             verified_bank_id,
-            self.single_bank,
+            self.settings.single_bank,
         )
         .await
         .map_err(retry)?;
@@ -172,15 +196,21 @@ impl NotificationWorker {
                     .await
             }
         };
-        let account = Account::new(id, external_id.clone(), bank_id, Some(start), Utc::now());
-        let outcome = self.table.create_account(&account).await.map_err(retry)?;
+        let account = Account::new(
+            id,
+            external_id.clone(),
+            bank_id,
+            Some(start),
+            self.clock.now(),
+        );
+        let outcome = self.store.create_account(&account).await.map_err(retry)?;
         tracing::info!(bankAccountId = %id, externalId = %external_id, ?outcome, "bank account created");
         let resume_cursor = match outcome {
             CreateOutcome::Created => None,
             CreateOutcome::Tombstoned => return Ok(()),
             CreateOutcome::AlreadyExists => {
                 // A redelivery; if the first attempt stopped before its backfill began, go on.
-                match self.table.get_account(id).await.map_err(retry)? {
+                match self.store.get_account(id).await.map_err(retry)? {
                     Some(a)
                         if a.backfill == BackfillState::Pending
                             && a.status != AccountStatus::Cancelled =>
@@ -206,8 +236,8 @@ impl NotificationWorker {
         bank_id: Option<Uuid>,
         external_id: &str,
     ) -> DateTime<Utc> {
-        let fallback =
-            Utc::now() - TimeDelta::from_std(self.default_window).unwrap_or(TimeDelta::days(90));
+        let fallback = self.clock.now()
+            - TimeDelta::from_std(self.settings.default_window).unwrap_or(TimeDelta::days(90));
         let Some(bank_id) = bank_id else {
             return fallback;
         };
@@ -235,15 +265,15 @@ impl NotificationWorker {
         id: Uuid,
         external_id: Option<String>,
     ) -> Result<(), MessageError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let before = self
-            .table
+            .store
             .cancel_account(id, external_id.as_deref(), now)
             .await
             .map_err(retry)?;
         let watermark = before.as_ref().and_then(|a| a.delivered_through.clone());
         let parked = self
-            .table
+            .store
             .park_all_pending(id, watermark.as_deref(), "AccountCancelled", now)
             .await
             .map_err(retry)?;
@@ -263,7 +293,7 @@ impl NotificationWorker {
         cursor: Option<String>,
         deadline: Option<DateTime<Utc>>,
     ) -> Result<(), MessageError> {
-        let Some(account) = self.table.get_account(id).await.map_err(retry)? else {
+        let Some(account) = self.store.get_account(id).await.map_err(retry)? else {
             return Err(MessageError::Poison(format!(
                 "backfill for unknown account {id}"
             )));
@@ -272,7 +302,7 @@ impl NotificationWorker {
             return Ok(());
         }
         let Some(granted) = self
-            .table
+            .store
             .granted_account(&account.external_id)
             .await
             .map_err(retry)?
@@ -284,11 +314,11 @@ impl NotificationWorker {
         };
         let from = account
             .requested_start_date
-            .unwrap_or_else(Utc::now)
+            .unwrap_or_else(|| self.clock.now())
             .date_naive();
         let page = match self
             .bank
-            .transactions(
+            .history(
                 &granted.consent_id,
                 &granted.external_id,
                 from,
@@ -298,50 +328,27 @@ impl NotificationWorker {
             .await
         {
             Ok(p) => p,
-            Err(BankError::ConsentExpired) => {
-                // Pause: the account owes Banking Service an authRequired statement; the
-                // backfill resumes from its cursor after re-authorisation.
-                self.table
-                    .set_account_status(id, AccountStatus::AuthRequired)
-                    .await
-                    .map_err(retry)?;
-                return self.kick(id, KickReason::Backfill).await;
-            }
-            Err(BankError::NotFound) => {
+            Err(HistoryError::ConsentExpired) => return self.pause_for_consent(id).await,
+            Err(HistoryError::NotFound) => {
                 tracing::warn!(bankAccountId = %id, "the bank does not know the account: backfill skipped");
                 return self.finish_backfill(id).await;
             }
             Err(e) => return Err(retry(e)),
         };
-        let now = Utc::now();
-        let (future, transactions): (Vec<Transaction>, Vec<Transaction>) = page
-            .transactions
-            .iter()
-            .filter(|t| t.status == "booked")
-            .map(from_bank)
-            .partition(|t| dated_in_future(t, now).is_some());
-        if !future.is_empty() {
-            // Refused as /ingest refuses them; parked so that an operator sees them.
-            let ids: Vec<String> = future.iter().map(|t| t.unique_id.clone()).collect();
-            tracing::warn!(bankAccountId = %id, count = ids.len(), "backfill records dated in the future parked");
-            self.table
-                .park_transactions(id, &ids, "DatePostedInFuture", now)
-                .await
-                .map_err(retry)?;
-            crate::metrics::parked("DatePostedInFuture", ids.len());
-        }
-        let ledger = page.balance.as_ref().map(|b| Balance {
+        let now = self.clock.now();
+        let transactions = self.park_future_dated(id, page.transactions, now).await?;
+        let ledger = page.balances.as_ref().map(|b| Balance {
             amount: b.ledger,
             as_of: b.as_of,
         });
-        let available = page.balance.as_ref().and_then(|b| {
+        let available = page.balances.as_ref().and_then(|b| {
             b.available.map(|amount| Balance {
                 amount,
                 as_of: b.as_of,
             })
         });
         crate::ingest::store_for_account(
-            &self.table,
+            self.store.as_ref(),
             id,
             &transactions,
             ledger.as_ref().map(|l| (l, available.as_ref())),
@@ -351,25 +358,61 @@ impl NotificationWorker {
         .await
         .map_err(retry)?;
         match page.next_cursor {
-            Some(next) => {
-                self.table
-                    .set_backfill(id, BackfillState::Pending, Some(&next))
-                    .await
-                    .map_err(retry)?;
-                self.queues
-                    .send_work(&WorkMessage::BackfillPage {
-                        bank_account_id: id,
-                        cursor: Some(next),
-                    })
-                    .await
-                    .map_err(retry)
-            }
+            Some(next) => self.next_page(id, next).await,
             None => self.finish_backfill(id).await,
         }
     }
 
+    /// The consent is over: the account owes Banking Service an `authRequired` statement; the
+    /// backfill resumes from its cursor after re-authorisation.
+    async fn pause_for_consent(&self, id: Uuid) -> Result<(), MessageError> {
+        self.store
+            .set_account_status(id, AccountStatus::AuthRequired)
+            .await
+            .map_err(retry)?;
+        self.kick(id, KickReason::Backfill).await
+    }
+
+    /// Parks the records dated in the future (refused as `/ingest` refuses them, kept for an
+    /// operator to see); the others.
+    async fn park_future_dated(
+        &self,
+        id: Uuid,
+        page: Vec<Transaction>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Transaction>, MessageError> {
+        let (future, transactions): (Vec<Transaction>, Vec<Transaction>) = page
+            .into_iter()
+            .partition(|t| dated_in_future(t, now).is_some());
+        if !future.is_empty() {
+            let ids: Vec<String> = future.iter().map(|t| t.unique_id.clone()).collect();
+            tracing::warn!(bankAccountId = %id, count = ids.len(), "backfill records dated in the future parked");
+            self.store
+                .park_transactions(id, &ids, "DatePostedInFuture", now)
+                .await
+                .map_err(retry)?;
+            crate::metrics::parked("DatePostedInFuture", ids.len());
+        }
+        Ok(transactions)
+    }
+
+    /// Records the cursor, then asks for the page after it.
+    async fn next_page(&self, id: Uuid, next: String) -> Result<(), MessageError> {
+        self.store
+            .set_backfill(id, BackfillState::Pending, Some(&next))
+            .await
+            .map_err(retry)?;
+        self.queues
+            .send_work(&WorkMessage::BackfillPage {
+                bank_account_id: id,
+                cursor: Some(next),
+            })
+            .await
+            .map_err(retry)
+    }
+
     async fn finish_backfill(&self, id: Uuid) -> Result<(), MessageError> {
-        self.table
+        self.store
             .set_backfill(id, BackfillState::Done, None)
             .await
             .map_err(retry)?;
@@ -390,63 +433,6 @@ impl NotificationWorker {
     }
 }
 
-/// A Bank Data API transaction in the connector's vocabulary.
-pub fn from_bank(t: &BankTransaction) -> Transaction {
-    let kind = t
-        .kind
-        .as_deref()
-        .filter(|k| connector_domain::transaction::TRANSACTION_TYPES.contains(k))
-        .unwrap_or(if t.amount.is_sign_negative() {
-            "DEBIT"
-        } else {
-            "CREDIT"
-        });
-    Transaction {
-        unique_id: truncate_chars(&t.transaction_id, 255),
-        transaction_amount: t.amount,
-        transaction_type: kind.to_string(),
-        date_posted: t.booked_at,
-        date_user_initiated: None,
-        exchange_currency: None,
-        exchange_amount: None,
-        check_number: None,
-        reference_number: t.reference.as_deref().map(|r| truncate_chars(r, 32)),
-        description: t.description.as_deref().map(|d| truncate_chars(d, 512)),
-        narrative1: None,
-        narrative2: None,
-        payee: t
-            .counterparty
-            .as_deref()
-            .map(|c| connector_domain::transaction::Payee {
-                payee_description: Some(truncate_chars(c, 12)),
-                ..Default::default()
-            }),
-        coordinates: detail(t, "coordinates", t.coordinates.as_ref(), read_coordinates),
-        category: detail(t, "category", t.category.as_ref(), read_category).flatten(),
-        provider_additional_fields: detail(
-            t,
-            "additionalFields",
-            t.additional_fields.as_ref(),
-            read_additional_fields,
-        )
-        .unwrap_or_default(),
-        running_balance: t.balance_after,
-    }
-}
-
-/// An optional detail of a booked transaction: one the bank got wrong is left out (logged),
-/// never a reason to hold the transaction back.
-fn detail<T>(
-    t: &BankTransaction,
-    name: &str,
-    value: Option<&serde_json::Value>,
-    read: fn(&serde_json::Value) -> Result<T, Vec<connector_domain::transaction::RecordProblem>>,
-) -> Option<T> {
-    match read(value?) {
-        Ok(v) => Some(v),
-        Err(problems) => {
-            tracing::warn!(transactionId = %t.transaction_id, field = name, ?problems, "bank detail left out");
-            None
-        }
-    }
-}
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use connector_domain::account::{
-    Account, AccountStatus, Claim, ClaimOutcome, GrantedAccount, Release,
+    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, CreateOutcome, GrantedAccount,
+    IngestStart, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
@@ -15,11 +16,13 @@ use connector_domain::payouts::notification::PayoutsWork;
 use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
-    AccountStore, BatchStore, BindingStore, BoxFuture, GrantStore, LinkStore, Once, OnceClaims,
-    OpenItem, OpenKind, OpenWork, PartyStore, PayoutsQueue, QueueError, StoreError, Timers,
-    TransactionStore,
+    AccountRegistry, AccountStore, BatchStore, BindingStore, BoxFuture, GrantStore, IngestStore,
+    LinkStore, Once, OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore, PayoutsQueue,
+    PutOutcome, QueueError, StoreError, Timers, TransactionStore,
 };
+use connector_domain::statement::Balance;
 use connector_domain::stored::StoredTransaction;
+use connector_domain::transaction::Transaction;
 use uuid::Uuid;
 
 use crate::Table;
@@ -94,11 +97,8 @@ impl AccountStore for Table {
         id: Uuid,
         external_id: Option<&'a str>,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            Table::cancel_account(self, id, external_id, now).await?;
-            Ok(())
-        })
+    ) -> BoxFuture<'a, Result<Option<Account>, StoreError>> {
+        Box::pin(Table::cancel_account(self, id, external_id, now))
     }
 
     fn set_account_status(
@@ -180,6 +180,83 @@ impl GrantStore for Table {
         to: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<Vec<GrantedAccount>, StoreError>> {
         Box::pin(Table::granted_since(self, from, to))
+    }
+}
+
+impl IngestStore for Table {
+    fn begin_ingest(
+        &self,
+        id: Uuid,
+        count: u64,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<IngestStart>, StoreError>> {
+        Box::pin(Table::begin_ingest(self, id, count, lease, now))
+    }
+
+    fn put_transactions<'a>(
+        &'a self,
+        id: Uuid,
+        transactions: &'a [Transaction],
+        first_seq: u64,
+        horizon: Option<&'a str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<PutOutcome>, StoreError>> {
+        Box::pin(Table::put_transactions(
+            self,
+            id,
+            transactions,
+            first_seq,
+            horizon,
+            now,
+        ))
+    }
+
+    fn update_balances<'a>(
+        &'a self,
+        id: Uuid,
+        ledger: Option<&'a Balance>,
+        available: Option<&'a Balance>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::update_balances(self, id, ledger, available))
+    }
+
+    fn end_ingest<'a>(&'a self, id: Uuid, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::end_ingest(self, id, token))
+    }
+}
+
+impl AccountRegistry for Table {
+    fn create_account<'a>(
+        &'a self,
+        account: &'a Account,
+    ) -> BoxFuture<'a, Result<CreateOutcome, StoreError>> {
+        Box::pin(Table::create_account(self, account))
+    }
+
+    fn set_backfill<'a>(
+        &'a self,
+        id: Uuid,
+        state: BackfillState,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::set_backfill(self, id, state, cursor))
+    }
+
+    fn announce_handshake(
+        &self,
+        id: Uuid,
+        bank_id: Option<Uuid>,
+        received_at: DateTime<Utc>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(Table::announce_handshake(
+            self,
+            id,
+            bank_id,
+            received_at,
+            ttl,
+        ))
     }
 }
 

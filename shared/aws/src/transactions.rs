@@ -88,12 +88,7 @@ fn parked_sk(account: Uuid, unique_id: &str) -> String {
     format!("{account}#{unique_id}")
 }
 
-/// Whether each record was stored now or was there already.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutOutcome {
-    Stored,
-    Duplicate,
-}
+pub use connector_domain::ports::PutOutcome;
 
 impl Table {
     /// Stores transactions (given in arrival order) as pending, with sequence numbers from

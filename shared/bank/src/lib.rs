@@ -12,6 +12,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod history;
+
 #[derive(Debug, Clone)]
 pub struct BankConfig {
     /// Base URL of the Bank Data API (`BANK_API_URL`).

@@ -49,10 +49,14 @@ pub trait SharedTokenCache: Send + Sync {
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::account::{Account, AccountStatus, Claim, ClaimOutcome, GrantedAccount, Release};
+use crate::account::{
+    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, CreateOutcome, GrantedAccount,
+    IngestStart, Release,
+};
 use crate::messages::{Kick, TimerMessage, WorkMessage};
-use crate::statement::{StatementRequest, StatementResource};
+use crate::statement::{Balance, StatementRequest, StatementResource};
 use crate::stored::StoredTransaction;
+use crate::transaction::Transaction;
 
 /// A failure of the store, by what the caller should do with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,13 +145,13 @@ pub trait AccountStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Offboards the account: a tombstone (created if the account was never seen), and its
-    /// `externalId` link kept but marked cancelled.
+    /// `externalId` link kept but marked cancelled. The account as it was, if it existed.
     fn cancel_account<'a>(
         &'a self,
         id: Uuid,
         external_id: Option<&'a str>,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<Account>, StoreError>>;
     /// Sets the status (never reviving a cancelled account; `false` then).
     fn set_account_status(
         &self,
@@ -219,6 +223,73 @@ pub trait GrantStore: Send + Sync {
 /// The one store the pipeline works on.
 pub trait PipelineStore: AccountStore + TransactionStore + GrantStore {}
 impl<T: AccountStore + TransactionStore + GrantStore> PipelineStore for T {}
+
+/// Whether a transaction was new or already held (by `uniqueId`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored,
+    Duplicate,
+}
+
+/// Taking transactions in (`/ingest` and the backfill): new transactions written under a fence
+/// that keeps batch commits off while they land (see `Account::ingesting`).
+pub trait IngestStore: Send + Sync {
+    /// Reserves `count` sequence numbers and sets a fence for `lease`; `None` when the account
+    /// is gone or cancelled.
+    fn begin_ingest(
+        &self,
+        id: Uuid,
+        count: u64,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<IngestStart>, StoreError>>;
+    /// Stores the transactions (in arrival order) as pending from `first_seq`, positioned
+    /// after `horizon`; a `uniqueId` held already is a duplicate and left untouched.
+    fn put_transactions<'a>(
+        &'a self,
+        id: Uuid,
+        transactions: &'a [Transaction],
+        first_seq: u64,
+        horizon: Option<&'a str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<PutOutcome>, StoreError>>;
+    /// Records the bank's balances (each only if newer than the one held).
+    fn update_balances<'a>(
+        &'a self,
+        id: Uuid,
+        ledger: Option<&'a Balance>,
+        available: Option<&'a Balance>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Lifts the fence `token` once everything it covered is written.
+    fn end_ingest<'a>(&'a self, id: Uuid, token: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// What the notification worker records beside the pipeline's claims: new accounts, their
+/// backfill's progress and announced authorisations.
+pub trait AccountRegistry: Send + Sync {
+    fn create_account<'a>(
+        &'a self,
+        account: &'a Account,
+    ) -> BoxFuture<'a, Result<CreateOutcome, StoreError>>;
+    fn set_backfill<'a>(
+        &'a self,
+        id: Uuid,
+        state: BackfillState,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Records an `authorisation` notification for `/auth` to find (`false`: seen before).
+    fn announce_handshake(
+        &self,
+        id: Uuid,
+        bank_id: Option<Uuid>,
+        received_at: DateTime<Utc>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+/// The store the notification worker works on.
+pub trait RegistryStore: PipelineStore + IngestStore + AccountRegistry {}
+impl<T: PipelineStore + IngestStore + AccountRegistry> RegistryStore for T {}
 
 /// The pipeline's queues: the per-account FIFO push queue, the timer queue and the work queue.
 pub trait Timers: Send + Sync {
@@ -326,6 +397,42 @@ pub trait BankReader: Send + Sync {
         consent_id: &'a str,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<bool, BankCallError>>;
+}
+
+/// One page of an account's history at the bank, in the connector's vocabulary: its booked
+/// transactions and the balances the bank reported with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    pub transactions: Vec<Transaction>,
+    pub balances: Option<BankBalances>,
+    pub next_cursor: Option<String>,
+}
+
+/// A failed history read, by what the backfill does next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    /// The consent is over: the account owes Banking Service an `authRequired` statement.
+    #[error("the consent has expired or was revoked")]
+    ConsentExpired,
+    /// The bank does not know the account: nothing to pull.
+    #[error("not found at the bank")]
+    NotFound,
+    /// Anything else: try again later.
+    #[error("the bank is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The account history the backfill pulls from the Bank Data API.
+pub trait BankHistory: Send + Sync {
+    /// Booked transactions from `from`, `limit` at most, after `cursor`.
+    fn history<'a>(
+        &'a self,
+        consent_id: &'a str,
+        external_id: &'a str,
+        from: chrono::NaiveDate,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<HistoryPage, HistoryError>>;
 }
 
 /// The time, injected so that rules about it can be tested.
