@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use connector_domain::account::{
     Account, AccountStatus, BackfillState, Claim, ClaimOutcome, ClaimPhase, CreateOutcome,
-    GrantedAccount, IngestFence, IngestStart, Release,
+    ExternalLink, GrantedAccount, IngestFence, IngestStart, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{
@@ -636,6 +636,22 @@ impl AccountRegistry for MemoryStore {
                 a.backfill = state;
                 a.backfill_cursor = cursor.map(str::to_string);
             }
+        })
+    }
+
+    fn accounts_for_external_id<'a>(
+        &'a self,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ExternalLink>, StoreError>> {
+        self.with("accounts_for_external_id", move |s| {
+            s.accounts
+                .values()
+                .filter(|a| a.external_id == external_id)
+                .map(|a| ExternalLink {
+                    bank_account_id: a.bank_account_id,
+                    cancelled: a.status == AccountStatus::Cancelled,
+                })
+                .collect()
         })
     }
 

@@ -2,11 +2,11 @@
 //! both end in [`store_for_account`], which is idempotent on `uniqueId`.
 
 use chrono::{DateTime, Utc};
-use connector_aws::Table;
-use connector_aws::queues::Queues;
+use std::sync::Arc;
+
 use connector_domain::ingest::{IngestBodyError, IngestRequest, parse_ingest_body};
 use connector_domain::messages::{Kick, KickReason};
-use connector_domain::ports::{IngestStore, PutOutcome, StoreError};
+use connector_domain::ports::{Clock, IngestStore, PutOutcome, RegistryStore, StoreError, Timers};
 use connector_domain::statement::Balance;
 use connector_domain::transaction::{RecordProblem, Transaction, dated_in_future, validate_record};
 use serde::{Deserialize, Serialize};
@@ -143,9 +143,13 @@ pub struct IngestReport {
 }
 
 pub struct Ingest {
-    table: Table,
-    queues: Queues,
-    api_key: Option<connector_sage::Secret>,
+    /// The accounts linked to each `externalId` and their transactions (the table).
+    pub store: Arc<dyn RegistryStore>,
+    /// The push queue, kicked for each account that got something new.
+    pub queues: Arc<dyn Timers>,
+    pub clock: Arc<dyn Clock>,
+    /// On AWS the route is IAM-authorised; locally (and behind other gateways) an API key.
+    pub api_key: Option<connector_sage::Secret>,
 }
 
 impl Ingest {
@@ -158,13 +162,13 @@ impl Ingest {
             },
         )
         .await?;
-        // On AWS the route is IAM-authorised; locally (and behind other gateways) an API key.
         let api_key = env
             .optional_secret("INGEST_API_KEY", &platform.secrets())
             .await?;
         Ok(Self {
-            table: platform.table,
-            queues: platform.queues,
+            store: Arc::new(platform.table),
+            queues: Arc::new(platform.queues),
+            clock: Arc::new(crate::pipeline::SystemClock),
             api_key,
         })
     }
@@ -199,73 +203,24 @@ impl Ingest {
             IngestBodyError::TooMany => IngestError::TooMany,
             IngestBodyError::Invalid(reason) => IngestError::BadBody(reason),
         })?;
-
-        let links = self
-            .table
-            .accounts_for_external_id(&external_id)
-            .await
-            .map_err(|e| IngestError::Unavailable(e.to_string()))?;
-        let live: Vec<Uuid> = links
-            .iter()
-            .filter(|l| !l.cancelled)
-            .map(|l| l.bank_account_id)
-            .collect();
-        if live.is_empty() {
-            return Err(IngestError::UnknownAccount);
-        }
-
-        let now = Utc::now();
-        let mut results = Vec::with_capacity(records.len());
-        let mut valid = Vec::new();
-        let mut valid_index = Vec::new();
-        for (index, raw) in records.iter().enumerate() {
-            let checked = validate_record(raw).and_then(|t| match dated_in_future(&t, now) {
-                Some(problem) => Err(vec![problem]),
-                None => Ok(t),
-            });
-            match checked {
-                Ok(t) => {
-                    results.push(RecordResult {
-                        index,
-                        unique_id: Some(t.unique_id.clone()),
-                        status: RecordStatus::Accepted,
-                        problems: Vec::new(),
-                    });
-                    valid_index.push(index);
-                    valid.push(t);
-                }
-                Err(problems) => results.push(RecordResult {
-                    index,
-                    unique_id: unique_id_of(raw),
-                    status: RecordStatus::Rejected,
-                    problems,
-                }),
-            }
-        }
-
+        let live = self.live_accounts(&external_id).await?;
+        let now = self.clock.now();
+        let (mut results, valid, valid_index) = check_records(&records, now);
         // One real account may be linked by several companies: each linked account gets it.
         let mut new_anywhere = vec![false; valid.len()];
         for &account in &live {
             let balances = balance.as_ref().map(|(l, a)| (l, a.as_ref()));
             let until = fence_until(deadline, now);
-            let outcomes = store_for_account(&self.table, account, &valid, balances, now, until)
-                .await
-                .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+            let outcomes =
+                store_for_account(self.store.as_ref(), account, &valid, balances, now, until)
+                    .await
+                    .map_err(unavailable)?;
             let Some(outcomes) = outcomes else { continue };
             for (i, o) in outcomes.iter().enumerate() {
                 new_anywhere[i] |= *o == PutOutcome::Stored;
             }
             if outcomes.contains(&PutOutcome::Stored) || balance.is_some() {
-                let kick = Kick {
-                    bank_account_id: account,
-                    claim: None,
-                    attempt: None,
-                    reason: KickReason::Ingest,
-                };
-                self.queues
-                    .kick(&kick)
-                    .await
-                    .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+                self.kick(account).await?;
             }
         }
         for (i, is_new) in new_anywhere.iter().enumerate() {
@@ -281,6 +236,73 @@ impl Ingest {
             results,
         })
     }
+
+    /// The accounts not cancelled that `external_id` is linked to (at least one).
+    async fn live_accounts(&self, external_id: &str) -> Result<Vec<Uuid>, IngestError> {
+        let links = self
+            .store
+            .accounts_for_external_id(external_id)
+            .await
+            .map_err(unavailable)?;
+        let live: Vec<Uuid> = links
+            .iter()
+            .filter(|l| !l.cancelled)
+            .map(|l| l.bank_account_id)
+            .collect();
+        if live.is_empty() {
+            return Err(IngestError::UnknownAccount);
+        }
+        Ok(live)
+    }
+
+    async fn kick(&self, account: Uuid) -> Result<(), IngestError> {
+        let kick = Kick {
+            bank_account_id: account,
+            claim: None,
+            attempt: None,
+            reason: KickReason::Ingest,
+        };
+        self.queues.kick(&kick).await.map_err(unavailable)
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> IngestError {
+    IngestError::Unavailable(e.to_string())
+}
+
+/// Each record's verdict; the valid ones, and where each sits among the records.
+fn check_records(
+    records: &[Box<RawValue>],
+    now: DateTime<Utc>,
+) -> (Vec<RecordResult>, Vec<Transaction>, Vec<usize>) {
+    let mut results = Vec::with_capacity(records.len());
+    let mut valid = Vec::new();
+    let mut valid_index = Vec::new();
+    for (index, raw) in records.iter().enumerate() {
+        let checked = validate_record(raw).and_then(|t| match dated_in_future(&t, now) {
+            Some(problem) => Err(vec![problem]),
+            None => Ok(t),
+        });
+        match checked {
+            Ok(t) => {
+                results.push(RecordResult {
+                    index,
+                    unique_id: Some(t.unique_id.clone()),
+                    status: RecordStatus::Accepted,
+                    problems: Vec::new(),
+                });
+                valid_index.push(index);
+                valid.push(t);
+            }
+            Err(problems) => results.push(RecordResult {
+                index,
+                unique_id: unique_id_of(raw),
+                status: RecordStatus::Rejected,
+                problems,
+            }),
+        }
+    }
+    (results, valid, valid_index)
 }
 
 fn unique_id_of(raw: &RawValue) -> Option<String> {
@@ -294,6 +316,10 @@ fn unique_id_of(raw: &RawValue) -> Option<String> {
         .and_then(|i| i.unique_id)
         .and_then(|v| v.as_str().map(|s| s.chars().take(255).collect()))
 }
+
+#[cfg(test)]
+#[path = "ingest_tests.rs"]
+mod use_case_tests;
 
 #[cfg(test)]
 mod tests {

@@ -20,13 +20,7 @@ struct AccountItem {
     account: Account,
 }
 
-/// `externalId` → live `bankAccountId`s (one real account may be linked by several companies).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExternalLink {
-    pub bank_account_id: Uuid,
-    pub cancelled: bool,
-}
+pub use connector_domain::account::ExternalLink;
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use connector_domain::account::{
-    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, CreateOutcome, GrantedAccount,
-    IngestStart, Release,
+    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, CreateOutcome, ExternalLink,
+    GrantedAccount, IngestStart, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
@@ -241,6 +241,13 @@ impl AccountRegistry for Table {
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Table::set_backfill(self, id, state, cursor))
+    }
+
+    fn accounts_for_external_id<'a>(
+        &'a self,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ExternalLink>, StoreError>> {
+        Box::pin(Table::accounts_for_external_id(self, external_id))
     }
 
     fn announce_handshake(

@@ -528,6 +528,14 @@ pub struct GrantedAccount {
     pub granted_at: Option<DateTime<Utc>>,
 }
 
+/// An account linked to an `externalId` (one real account may be linked by several companies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalLink {
+    pub bank_account_id: Uuid,
+    pub cancelled: bool,
+}
+
 /// Result of recording a `bankAccount` created notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {

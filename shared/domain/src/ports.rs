@@ -50,8 +50,8 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::account::{
-    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, CreateOutcome, GrantedAccount,
-    IngestStart, Release,
+    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, CreateOutcome, ExternalLink,
+    GrantedAccount, IngestStart, Release,
 };
 use crate::messages::{Kick, TimerMessage, WorkMessage};
 use crate::statement::{Balance, StatementRequest, StatementResource};
@@ -277,6 +277,11 @@ pub trait AccountRegistry: Send + Sync {
         state: BackfillState,
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The accounts linked to `external_id`, cancelled ones included.
+    fn accounts_for_external_id<'a>(
+        &'a self,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ExternalLink>, StoreError>>;
     /// Records an `authorisation` notification for `/auth` to find (`false`: seen before).
     fn announce_handshake(
         &self,
