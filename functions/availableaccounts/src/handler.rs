@@ -1,6 +1,6 @@
 use connector_app::available::{self, AvailableAccounts, AvailableError};
 use connector_app::http;
-use connector_sage::AuthFailure;
+use connector_domain::ports::AuthRejection;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 
 pub async fn handle(available: &AvailableAccounts, req: Request) -> Result<Response<Body>, Error> {
@@ -12,11 +12,11 @@ pub async fn handle(available: &AvailableAccounts, req: Request) -> Result<Respo
             .await
         {
             Ok(accounts) => http::json(200, &accounts),
-            Err(AvailableError::Unauthorised(AuthFailure::KeysUnavailable(reason))) => {
+            Err(AvailableError::Unauthorised(AuthRejection::Unavailable(reason))) => {
                 tracing::error!(%reason, "cannot verify callers: Sage ID keys unavailable");
                 http::unavailable()
             }
-            Err(AvailableError::Unauthorised(check)) => {
+            Err(AvailableError::Unauthorised(AuthRejection::Refused(check))) => {
                 tracing::warn!(failed_check = %check, "availableaccounts refused");
                 http::error(401, "AuthenticationError", "Authentication failed", &[])
             }

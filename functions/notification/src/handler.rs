@@ -1,6 +1,6 @@
 use connector_app::http::{self, Detail};
 use connector_app::intake::{IntakeError, MAX_BODY, NotificationIntake};
-use connector_sage::AuthFailure;
+use connector_domain::ports::AuthRejection;
 use lambda_http::{Body, Error, Request, Response};
 
 pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Response<Body>, Error> {
@@ -12,11 +12,11 @@ pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Respons
             connector_app::metrics::count("Notifications", &[("Outcome", name), ("Type", kind)]);
             http::data(200, &serde_json::json!({"value": "ok"}))
         }
-        Err(IntakeError::Unauthorised(AuthFailure::KeysUnavailable(reason))) => {
+        Err(IntakeError::Unauthorised(AuthRejection::Unavailable(reason))) => {
             tracing::error!(%reason, "cannot verify notifications: Sage ID keys unavailable");
             http::unavailable()
         }
-        Err(IntakeError::Unauthorised(check)) => {
+        Err(IntakeError::Unauthorised(AuthRejection::Refused(check))) => {
             // The log names the failed check; the answer stays generic (spec §3.3 rule 3).
             tracing::warn!(failed_check = %check, "notification refused");
             connector_app::metrics::count(

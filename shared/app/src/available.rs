@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use connector_aws::Table;
-use connector_aws::consents::{ConsentRecord, GrantedAccount};
-use connector_bank::BankClient;
+use connector_domain::account::{BankConsent, ConsentRecord, GrantedAccount};
+use connector_domain::ports::{
+    AuthRejection, AvailableStore, BankReader, BankingServiceAuth, Clock,
+};
 use connector_domain::transaction::truncate_chars;
-use connector_sage::AuthFailure;
 use http::HeaderMap;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -37,8 +37,9 @@ pub struct AvailableAccount {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AvailableError {
+    /// Refused (401, the check logged) or not checkable now (503).
     #[error("unauthorised: {0}")]
-    Unauthorised(AuthFailure),
+    Unauthorised(AuthRejection),
     #[error("externalId is required")]
     MissingExternalId,
     #[error("unknown externalId")]
@@ -133,9 +134,12 @@ pub fn time_left(req: &lambda_http::Request) -> Duration {
 }
 
 pub struct AvailableAccounts {
-    verifier: crate::banks::Verifiers,
-    table: Table,
-    bank: Arc<BankClient>,
+    pub auth: Arc<dyn BankingServiceAuth>,
+    /// The grants and each consent's last known list (the table).
+    pub store: Arc<dyn AvailableStore>,
+    /// The Bank Data API's live consent.
+    pub bank: Arc<dyn BankReader>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AvailableAccounts {
@@ -143,9 +147,10 @@ impl AvailableAccounts {
         let platform = Platform::from_env(env, QueueNeeds::default()).await?;
         let http = http_client(env)?;
         Ok(Self {
-            verifier: verifier_from_env(env, &platform, http.clone()).await?,
+            auth: Arc::new(verifier_from_env(env, &platform, http.clone()).await?),
             bank: bank_from_env(env, &platform, &http).await?,
-            table: platform.table,
+            store: Arc::new(platform.table),
+            clock: Arc::new(crate::pipeline::SystemClock),
         })
     }
 
@@ -157,7 +162,7 @@ impl AvailableAccounts {
         time_left: Duration,
     ) -> Result<Vec<AvailableAccount>, AvailableError> {
         let answer_by = Instant::now() + time_left;
-        self.verifier
+        self.auth
             .verify(headers, None)
             .await
             .map_err(AvailableError::Unauthorised)?;
@@ -166,16 +171,16 @@ impl AvailableAccounts {
             .filter(|e| !e.is_empty() && e.chars().count() <= 255)
             .ok_or(AvailableError::MissingExternalId)?;
         let granted = self
-            .table
+            .store
             .granted_account(external_id)
             .await
-            .map_err(|e| AvailableError::Unavailable(e.to_string()))?
+            .map_err(unavailable)?
             .ok_or(AvailableError::UnknownExternalId)?;
         let cached = self
-            .table
-            .consent(&granted.consent_id)
+            .store
+            .cached_consent(&granted.consent_id)
             .await
-            .map_err(|e| AvailableError::Unavailable(e.to_string()))?;
+            .map_err(unavailable)?;
         let read_by = answer_by
             .checked_sub(ANSWER_RESERVE)
             .unwrap_or_else(Instant::now);
@@ -188,42 +193,8 @@ impl AvailableAccounts {
                 }
             };
         match live {
-            Ok(live) if live.is_active(Utc::now()) => {
-                let accounts: Vec<GrantedAccount> = live
-                    .accounts
-                    .iter()
-                    .map(|a| GrantedAccount {
-                        external_id: a.account_id.clone(),
-                        consent_id: live.consent_id.clone(),
-                        customer_id: live.customer_id.clone(),
-                        name: a.name.clone(),
-                        kind: a.kind.clone(),
-                        identifier: a.identifier.clone(),
-                        branch: a.branch.clone(),
-                        bank_code: a.bank_code.clone(),
-                        bank_id: granted.bank_id,
-                        granted_at: Some(Utc::now()),
-                    })
-                    .collect();
-                let record = ConsentRecord {
-                    consent_id: live.consent_id.clone(),
-                    customer_id: live.customer_id.clone(),
-                    status: live.status.clone(),
-                    expires_at: live.expires_at,
-                    accounts: accounts.clone(),
-                    updated_at: Utc::now(),
-                };
-                // Best effort, within the time to answer: the answer does not depend on it.
-                let write_by = answer_by
-                    .checked_sub(ANSWER_RESERVE / 4)
-                    .unwrap_or_else(Instant::now);
-                if tokio::time::timeout_at(write_by, self.remember(&accounts, &record))
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("caching the live account list took too long");
-                }
-                Ok(accounts.iter().map(shape).collect())
+            Ok(live) if live.is_active(self.clock.now()) => {
+                Ok(self.answer_live(&live, &granted, answer_by).await)
             }
             other => {
                 if let Err(e) = &other {
@@ -232,6 +203,51 @@ impl AvailableAccounts {
                 Ok(Self::cached(cached, &granted))
             }
         }
+    }
+
+    /// The live list, remembered (best effort, within the time to answer: the answer does not
+    /// depend on it).
+    async fn answer_live(
+        &self,
+        live: &BankConsent,
+        granted: &GrantedAccount,
+        answer_by: Instant,
+    ) -> Vec<AvailableAccount> {
+        let now = self.clock.now();
+        let accounts: Vec<GrantedAccount> = live
+            .accounts
+            .iter()
+            .map(|a| GrantedAccount {
+                external_id: a.account_id.clone(),
+                consent_id: live.consent_id.clone(),
+                customer_id: live.customer_id.clone(),
+                name: a.name.clone(),
+                kind: a.kind.clone(),
+                identifier: a.identifier.clone(),
+                branch: a.branch.clone(),
+                bank_code: a.bank_code.clone(),
+                bank_id: granted.bank_id,
+                granted_at: Some(now),
+            })
+            .collect();
+        let record = ConsentRecord {
+            consent_id: live.consent_id.clone(),
+            customer_id: live.customer_id.clone(),
+            status: live.status.clone(),
+            expires_at: live.expires_at,
+            accounts: accounts.clone(),
+            updated_at: now,
+        };
+        let write_by = answer_by
+            .checked_sub(ANSWER_RESERVE / 4)
+            .unwrap_or_else(Instant::now);
+        if tokio::time::timeout_at(write_by, self.remember(&accounts, &record))
+            .await
+            .is_err()
+        {
+            tracing::warn!("caching the live account list took too long");
+        }
+        accounts.iter().map(shape).collect()
     }
 
     /// The last known list of the consent (at least the account asked about).
@@ -245,15 +261,23 @@ impl AvailableAccounts {
     /// New accounts become known here, so that linking them works like onboarding.
     async fn remember(&self, accounts: &[GrantedAccount], record: &ConsentRecord) {
         for a in accounts {
-            if let Err(e) = self.table.put_granted_account(a).await {
+            if let Err(e) = self.store.put_granted_account(a).await {
                 tracing::warn!(error = %e, "could not record a granted account");
             }
         }
-        if let Err(e) = self.table.put_consent(record).await {
+        if let Err(e) = self.store.cache_consent(record).await {
             tracing::warn!(error = %e, "could not cache the consent");
         }
     }
 }
+
+fn unavailable(e: impl std::fmt::Display) -> AvailableError {
+    AvailableError::Unavailable(e.to_string())
+}
+
+#[cfg(test)]
+#[path = "available_tests.rs"]
+mod use_case_tests;
 
 #[cfg(test)]
 mod tests {

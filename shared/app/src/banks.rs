@@ -461,6 +461,37 @@ impl connector_domain::ports::StatementApis for Providers {
     }
 }
 
+/// The verifiers as the intake's port: an outage of Sage ID's keys is `Unavailable` (answered
+/// 503 so that Banking Service retries), every other failure a refusal naming the check.
+impl connector_domain::ports::BankingServiceAuth for Verifiers {
+    fn several(&self) -> bool {
+        Verifiers::several(self)
+    }
+
+    fn verify<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        named: Option<Uuid>,
+    ) -> connector_domain::ports::BoxFuture<
+        'a,
+        Result<connector_domain::ports::VerifiedSender, connector_domain::ports::AuthRejection>,
+    > {
+        use connector_domain::ports::{AuthRejection, VerifiedSender};
+        Box::pin(async move {
+            match Verifiers::verify(self, headers, named).await {
+                Ok(v) => Ok(VerifiedSender {
+                    bank_id: v.bank_id,
+                    token_id: v.claims.jti,
+                }),
+                Err(AuthFailure::KeysUnavailable(reason)) => {
+                    Err(AuthRejection::Unavailable(reason))
+                }
+                Err(check) => Err(AuthRejection::Refused(check.to_string())),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use connector_domain::account::{
-    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, ClaimPhase, CreateOutcome,
-    ExternalLink, GrantedAccount, IngestFence, IngestStart, Release,
+    Account, AccountStatus, BackfillState, BankConsent, Claim, ClaimOutcome, ClaimPhase,
+    ConsentRecord, CreateOutcome, ExternalLink, GrantedAccount, IngestFence, IngestStart, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{
@@ -24,10 +24,10 @@ use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, Subscr
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
     AccountRegistry, AccountStore, BankBalances, BankCallError, BankHistory, BankLogin, BankReader,
-    BatchApi, BatchChange, BatchStore, BindingStore, BoxFuture, CallError, Clock, FoundAccount,
-    GrantStore, HistoryError, HistoryPage, IngestStore, LinkStore, LoginError, Once, OnceClaims,
-    OpenItem, OpenKind, OpenWork, PartyStore, PayoutsApiPort, PutOutcome, QueueError, StatementApi,
-    StatementApis, StoreError, Timers, TransactionStore,
+    BatchApi, BatchChange, BatchStore, BindingStore, BoxFuture, CallError, Clock, ConsentCache,
+    FoundAccount, GrantStore, HistoryError, HistoryPage, IngestStore, LinkStore, LoginError, Once,
+    OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore, PayoutsApiPort, PutOutcome, QueueError,
+    StatementApi, StatementApis, StoreError, Timers, TransactionStore,
 };
 use connector_domain::statement::Balance;
 use connector_domain::statement::{
@@ -97,6 +97,7 @@ struct StoreState {
     sync_leases: HashMap<Uuid, DateTime<Utc>>,
     /// Announced authorisations and their bank.
     handshakes: HashMap<Uuid, Option<Uuid>>,
+    consents: HashMap<String, ConsentRecord>,
 }
 
 type LinkState = (Option<LoginSession>, Option<Completion>, bool);
@@ -671,6 +672,71 @@ impl AccountRegistry for MemoryStore {
 /// A history read's answer, by `externalId` and the cursor asked with.
 type HistoryAnswers = HashMap<(String, Option<String>), Result<HistoryPage, HistoryError>>;
 
+impl ConsentCache for MemoryStore {
+    fn cached_consent<'a>(
+        &'a self,
+        consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ConsentRecord>, StoreError>> {
+        self.with("cached_consent", move |s| {
+            s.consents.get(consent_id).cloned()
+        })
+    }
+
+    fn cache_consent<'a>(
+        &'a self,
+        consent: &'a ConsentRecord,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("cache_consent", move |s| {
+            s.consents
+                .insert(consent.consent_id.clone(), consent.clone());
+        })
+    }
+
+    fn put_granted_account<'a>(
+        &'a self,
+        account: &'a GrantedAccount,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("put_granted_account", move |s| {
+            s.grants
+                .insert(account.external_id.clone(), account.clone());
+        })
+    }
+}
+
+/// The bank's consents as `/availableaccounts` reads them: one answer, given after a delay.
+pub struct LiveConsent {
+    pub answer: Mutex<Result<BankConsent, BankCallError>>,
+    pub delay: Duration,
+}
+
+impl BankReader for LiveConsent {
+    fn consent<'a>(
+        &'a self,
+        _consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<BankConsent, BankCallError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            lock(&self.answer).clone()
+        })
+    }
+
+    fn balances<'a>(
+        &'a self,
+        _consent_id: &'a str,
+        _external_id: &'a str,
+    ) -> BoxFuture<'a, Result<BankBalances, BankCallError>> {
+        Box::pin(async { Err(BankCallError::Unavailable("not in this test".into())) })
+    }
+
+    fn consent_active<'a>(
+        &'a self,
+        _consent_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, BankCallError>> {
+        Box::pin(async move { Ok(lock(&self.answer).as_ref().is_ok_and(|c| c.is_active(now))) })
+    }
+}
+
 /// The bank's history of each account, page by page.
 #[derive(Default)]
 pub struct FakeHistory {
@@ -1144,6 +1210,13 @@ impl StatementApis for OneService {
 pub struct NoBank;
 
 impl BankReader for NoBank {
+    fn consent<'a>(
+        &'a self,
+        _consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<BankConsent, BankCallError>> {
+        Box::pin(async { Err(BankCallError::Unavailable("no bank in this test".into())) })
+    }
+
     fn balances<'a>(
         &'a self,
         _consent_id: &'a str,

@@ -1,12 +1,13 @@
 //! `POST /notification` (spec §4.5, invariant 6): verify, validate, de-duplicate, enqueue,
 //! answer — no Provider API call on the request path.
 
-use chrono::Utc;
-use connector_aws::Table;
-use connector_aws::queues::Queues;
+use std::sync::Arc;
+
 use connector_domain::messages::WorkMessage;
-use connector_domain::notification::{NotificationError, ParsedNotification, parse_notification};
-use connector_sage::AuthFailure;
+use connector_domain::notification::{
+    NotificationAction, NotificationError, ParsedNotification, parse_notification,
+};
+use connector_domain::ports::{AuthRejection, BankingServiceAuth, Clock, OnceClaims, Timers};
 use http::HeaderMap;
 
 use crate::banks::{Verifiers, named_bank};
@@ -43,8 +44,9 @@ impl Accepted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
+    /// Refused (401, the check logged) or not checkable now (503).
     #[error("unauthorised: {0}")]
-    Unauthorised(AuthFailure),
+    Unauthorised(AuthRejection),
     #[error("invalid notification: {0}")]
     Invalid(NotificationError),
     #[error("body too large")]
@@ -55,9 +57,12 @@ pub enum IntakeError {
 }
 
 pub struct NotificationIntake {
-    verifier: Verifiers,
-    table: Table,
-    queues: Queues,
+    pub auth: Arc<dyn BankingServiceAuth>,
+    /// Do-once claims on each notification's key (the table).
+    pub once: Arc<dyn OnceClaims>,
+    /// The work queue.
+    pub queues: Arc<dyn Timers>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The verifiers of Banking Service's tokens (shared by `/notification` and
@@ -82,9 +87,10 @@ impl NotificationIntake {
         .await?;
         let verifier = verifier_from_env(env, &platform, http_client(env)?).await?;
         Ok(Self {
-            verifier,
-            table: platform.table,
-            queues: platform.queues,
+            auth: Arc::new(verifier),
+            once: Arc::new(platform.table),
+            queues: Arc::new(platform.queues),
+            clock: Arc::new(crate::pipeline::SystemClock),
         })
     }
 
@@ -93,66 +99,47 @@ impl NotificationIntake {
         // or stored.
         // With several banks' settings, the `bankId` the body names (if any) chooses whose
         // settings verify it; nothing of the body is stored or acted on before that.
-        let named = if self.verifier.several() && body.len() <= MAX_BODY {
+        let named = if self.auth.several() && body.len() <= MAX_BODY {
             named_bank(body)
         } else {
             None
         };
-        let verified = self
-            .verifier
+        let sender = self
+            .auth
             .verify(headers, named)
             .await
             .map_err(IntakeError::Unauthorised)?;
-        let claims = verified.claims;
         if body.len() > MAX_BODY {
             return Err(IntakeError::TooLarge);
         }
-        let (key, action) = match parse_notification(body).map_err(IntakeError::Invalid)? {
-            ParsedNotification::Unknown {
-                kind,
-                resource_type,
-            } => {
-                tracing::warn!(kind, resource_type, "unknown notification kind ignored");
-                return Ok(Accepted::Ignored);
-            }
-            ParsedNotification::Unusable {
-                kind,
-                resource_type,
-                reason,
-            } => {
-                tracing::warn!(kind, resource_type, %reason, "notification cannot be acted on");
-                return Ok(Accepted::Unusable(
-                    match (kind.as_str(), resource_type.as_str()) {
-                        (_, "authorisation") => "created.authorisation",
-                        ("resourceCreated", _) => "created.bankAccount",
-                        _ => "deleted.bankAccount",
-                    },
-                ));
-            }
-            ParsedNotification::Known {
-                key,
-                action,
-                warnings,
-            } => {
-                for warning in &warnings {
-                    tracing::warn!(notification = %key, %warning, "optional field left out");
-                }
-                (key, action)
-            }
+        let parsed = parse_notification(body).map_err(IntakeError::Invalid)?;
+        let (key, action) = match actionable(parsed) {
+            Ok(known) => known,
+            Err(answered) => return Ok(answered),
         };
-        tracing::info!(notification = %key, jti = claims.jti.as_deref().unwrap_or(""), "notification verified");
+        tracing::info!(notification = %key, jti = sender.token_id.as_deref().unwrap_or(""), "notification verified");
+        self.enqueue_once(key, action, sender.bank_id).await
+    }
+
+    /// Queues the notification for the worker, once per key whatever is redelivered.
+    async fn enqueue_once(
+        &self,
+        key: String,
+        action: NotificationAction,
+        verified_bank_id: Option<uuid::Uuid>,
+    ) -> Result<Accepted, IntakeError> {
         let payload =
             serde_json::to_vec(&action).map_err(|e| IntakeError::Unavailable(e.to_string()))?;
         let kind = action.kind();
-        let now = Utc::now();
+        let now = self.clock.now();
         let message = WorkMessage::Notification {
             key: key.clone(),
             action,
             received_at: now,
-            verified_bank_id: verified.bank_id,
+            verified_bank_id,
         };
         let stored = crate::once::once(
-            &self.table,
+            self.once.as_ref(),
             &key,
             &payload,
             now,
@@ -166,3 +153,45 @@ impl NotificationIntake {
         })
     }
 }
+
+/// A known notification's key and action; else how one of an unknown kind, or of a known kind
+/// that cannot be acted on, is answered: 200 (so that it is not redelivered in vain), logged.
+fn actionable(parsed: ParsedNotification) -> Result<(String, NotificationAction), Accepted> {
+    match parsed {
+        ParsedNotification::Known {
+            key,
+            action,
+            warnings,
+        } => {
+            for warning in &warnings {
+                tracing::warn!(notification = %key, %warning, "optional field left out");
+            }
+            Ok((key, action))
+        }
+        ParsedNotification::Unknown {
+            kind,
+            resource_type,
+        } => {
+            tracing::warn!(kind, resource_type, "unknown notification kind ignored");
+            Err(Accepted::Ignored)
+        }
+        ParsedNotification::Unusable {
+            kind,
+            resource_type,
+            reason,
+        } => {
+            tracing::warn!(kind, resource_type, %reason, "notification cannot be acted on");
+            Err(Accepted::Unusable(
+                match (kind.as_str(), resource_type.as_str()) {
+                    (_, "authorisation") => "created.authorisation",
+                    ("resourceCreated", _) => "created.bankAccount",
+                    _ => "deleted.bankAccount",
+                },
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "intake_tests.rs"]
+mod tests;

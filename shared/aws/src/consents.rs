@@ -4,20 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use connector_domain::account::GrantedAccount;
+pub use connector_domain::account::{ConsentRecord, GrantedAccount};
 
 use crate::table::{StoreError, Table, epoch, from_item, s};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConsentRecord {
-    pub consent_id: String,
-    pub customer_id: String,
-    pub status: String,
-    pub expires_at: DateTime<Utc>,
-    pub accounts: Vec<GrantedAccount>,
-    pub updated_at: DateTime<Utc>,
-}
 
 #[derive(Serialize, Deserialize)]
 struct Wrapped<T> {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use connector_domain::account::{
-    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, CreateOutcome, ExternalLink,
-    GrantedAccount, IngestStart, Release,
+    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, ConsentRecord, CreateOutcome,
+    ExternalLink, GrantedAccount, IngestStart, Release,
 };
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
@@ -16,9 +16,9 @@ use connector_domain::payouts::notification::PayoutsWork;
 use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
-    AccountRegistry, AccountStore, BatchStore, BindingStore, BoxFuture, GrantStore, IngestStore,
-    LinkStore, Once, OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore, PayoutsQueue,
-    PutOutcome, QueueError, StoreError, Timers, TransactionStore,
+    AccountRegistry, AccountStore, BatchStore, BindingStore, BoxFuture, ConsentCache, GrantStore,
+    IngestStore, LinkStore, Once, OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore,
+    PayoutsQueue, PutOutcome, QueueError, StoreError, Timers, TransactionStore,
 };
 use connector_domain::statement::Balance;
 use connector_domain::stored::StoredTransaction;
@@ -264,6 +264,29 @@ impl AccountRegistry for Table {
             received_at,
             ttl,
         ))
+    }
+}
+
+impl ConsentCache for Table {
+    fn cached_consent<'a>(
+        &'a self,
+        consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ConsentRecord>, StoreError>> {
+        Box::pin(Table::consent(self, consent_id))
+    }
+
+    fn cache_consent<'a>(
+        &'a self,
+        consent: &'a ConsentRecord,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::put_consent(self, consent))
+    }
+
+    fn put_granted_account<'a>(
+        &'a self,
+        account: &'a GrantedAccount,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::put_granted_account(self, account))
     }
 }
 

@@ -402,6 +402,43 @@ impl connector_domain::ports::BankReader for BankClient {
         })
     }
 
+    fn consent<'a>(
+        &'a self,
+        consent_id: &'a str,
+    ) -> connector_domain::ports::BoxFuture<
+        'a,
+        Result<connector_domain::account::BankConsent, connector_domain::ports::BankCallError>,
+    > {
+        use connector_domain::account::{BankConsent, ConsentedAccount};
+        use connector_domain::ports::BankCallError;
+        Box::pin(async move {
+            let c = BankClient::consent(self, consent_id)
+                .await
+                .map_err(|e| match e {
+                    BankError::Unavailable(e) => BankCallError::Unavailable(e),
+                    e => BankCallError::Refused(e.to_string()),
+                })?;
+            Ok(BankConsent {
+                consent_id: c.consent_id,
+                customer_id: c.customer_id,
+                status: c.status,
+                expires_at: c.expires_at,
+                accounts: c
+                    .accounts
+                    .into_iter()
+                    .map(|a| ConsentedAccount {
+                        account_id: a.account_id,
+                        name: a.name,
+                        kind: a.kind,
+                        identifier: a.identifier,
+                        branch: a.branch,
+                        bank_code: a.bank_code,
+                    })
+                    .collect(),
+            })
+        })
+    }
+
     fn consent_active<'a>(
         &'a self,
         consent_id: &'a str,

@@ -528,6 +528,46 @@ pub struct GrantedAccount {
     pub granted_at: Option<DateTime<Utc>>,
 }
 
+/// The last account list known of a consent: the fallback when the bank is unreachable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentRecord {
+    pub consent_id: String,
+    pub customer_id: String,
+    pub status: String,
+    pub expires_at: DateTime<Utc>,
+    pub accounts: Vec<GrantedAccount>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A consent as the bank reports it now, with every account it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankConsent {
+    pub consent_id: String,
+    pub customer_id: String,
+    /// The bank's status: `active`, `revoked`, `expired`, ...
+    pub status: String,
+    pub expires_at: DateTime<Utc>,
+    pub accounts: Vec<ConsentedAccount>,
+}
+
+impl BankConsent {
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.status == "active" && self.expires_at > now
+    }
+}
+
+/// An account a consent covers, as the bank describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentedAccount {
+    pub account_id: String,
+    pub name: String,
+    pub kind: String,
+    pub identifier: String,
+    pub branch: Option<String>,
+    pub bank_code: Option<String>,
+}
+
 /// An account linked to an `externalId` (one real account may be linked by several companies).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

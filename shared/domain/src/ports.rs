@@ -50,8 +50,8 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::account::{
-    Account, AccountStatus, BackfillState, Claim, ClaimOutcome, CreateOutcome, ExternalLink,
-    GrantedAccount, IngestStart, Release,
+    Account, AccountStatus, BackfillState, BankConsent, Claim, ClaimOutcome, ConsentRecord,
+    CreateOutcome, ExternalLink, GrantedAccount, IngestStart, Release,
 };
 use crate::messages::{Kick, TimerMessage, WorkMessage};
 use crate::statement::{Balance, StatementRequest, StatementResource};
@@ -219,6 +219,26 @@ pub trait GrantStore: Send + Sync {
         to: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<Vec<GrantedAccount>, StoreError>>;
 }
+
+/// The consents' last known account lists, and the grants `/availableaccounts` learns of.
+pub trait ConsentCache: Send + Sync {
+    fn cached_consent<'a>(
+        &'a self,
+        consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ConsentRecord>, StoreError>>;
+    fn cache_consent<'a>(
+        &'a self,
+        consent: &'a ConsentRecord,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn put_granted_account<'a>(
+        &'a self,
+        account: &'a GrantedAccount,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// What `/availableaccounts` reads and keeps.
+pub trait AvailableStore: GrantStore + ConsentCache {}
+impl<T: GrantStore + ConsentCache> AvailableStore for T {}
 
 /// The one store the pipeline works on.
 pub trait PipelineStore: AccountStore + TransactionStore + GrantStore {}
@@ -395,6 +415,11 @@ pub trait BankReader: Send + Sync {
         consent_id: &'a str,
         external_id: &'a str,
     ) -> BoxFuture<'a, Result<BankBalances, BankCallError>>;
+    /// The consent as the bank reports it now.
+    fn consent<'a>(
+        &'a self,
+        consent_id: &'a str,
+    ) -> BoxFuture<'a, Result<BankConsent, BankCallError>>;
     /// Whether the customer's consent still holds at `now` (`false`: expired, revoked or
     /// unknown to the bank).
     fn consent_active<'a>(
@@ -501,6 +526,27 @@ pub enum AuthRejection {
     /// The keys to check it could not be fetched: 503, so that the caller retries.
     #[error("cannot check now: {0}")]
     Unavailable(String),
+}
+
+/// Who sent a Banking Service delivery, as its verification established it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifiedSender {
+    /// The bank whose settings (and only its) verified it; `None` for the default settings.
+    pub bank_id: Option<Uuid>,
+    /// The token's `jti`, for the logs.
+    pub token_id: Option<String>,
+}
+
+/// Checks Banking Service's deliveries (custom header and Sage ID token) against the settings
+/// of the banks a deployment serves.
+pub trait BankingServiceAuth: Send + Sync {
+    /// Whether several banks' settings are configured (then the `bankId` a body names chooses).
+    fn several(&self) -> bool;
+    fn verify<'a>(
+        &'a self,
+        headers: &'a http::HeaderMap,
+        named: Option<Uuid>,
+    ) -> BoxFuture<'a, Result<VerifiedSender, AuthRejection>>;
 }
 
 /// Checks a delivery's custom header and Sage ID token.
