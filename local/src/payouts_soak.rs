@@ -84,7 +84,8 @@ impl PayoutsSoakReport {
 
 /// The stack as the soak runs it: consumers scaled out as Lambda would, a killed consumer's
 /// message back after 10 s (as after its visibility timeout), the reconciler every 10 s with
-/// batches stuck after 30 s (the bank's pushes to a killed handler are retried only briefly).
+/// batches stuck after 30 s, so that it works beside the bank's retried pushes (which reach a
+/// killed handler again for minutes) and its reads race them.
 pub fn configure(options: &mut crate::Options) {
     options.max_consumer_concurrency = 8;
     options.http_instances = 4;
