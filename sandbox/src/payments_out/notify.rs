@@ -1,6 +1,7 @@
 //! Deliveries to the connector: `/notifications` and `/subscription` signed with the sandbox's
-//! Sage ID and the provider's custom header, and the demo bank's events (API key); 5 s timeout,
-//! retries after 1, 5 and 25 s (docs/payments-out-sandbox.md §5).
+//! Sage ID and the provider's custom header (5 s timeout, retries after 1, 5 and 25 s), and the
+//! demo bank's events (API key; bounded in flight and retried for minutes, `RailsConfig`)
+//! (docs/payments-out-sandbox.md §5, §7).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -145,6 +146,13 @@ pub struct Retries {
 }
 
 impl Retries {
+    /// The wait before attempt `attempt` (1-based): none before the first, then each back-off
+    /// in turn.
+    pub fn wait_before(&self, attempt: u32) -> Option<Duration> {
+        let i = usize::try_from(attempt.checked_sub(2)?).ok()?;
+        self.backoff_ms.get(i).map(|ms| Duration::from_millis(*ms))
+    }
+
     /// Sage's schedule: `notification_retries` retries after the configured back-offs (the
     /// last one repeated).
     pub fn sage(cfg: &super::PoConfig) -> Self {
@@ -167,12 +175,8 @@ pub async fn deliver_once(core: &Arc<Core>, d: &Delivery, retries: &Retries) -> 
         ..DeliveryOutcome::default()
     };
     for attempt in 1..=max {
-        if let Some(wait) = retries
-            .backoff_ms
-            .get(attempt as usize - 1)
-            .filter(|_| attempt > 1)
-        {
-            tokio::time::sleep(Duration::from_millis(*wait)).await;
+        if let Some(wait) = retries.wait_before(attempt) {
+            tokio::time::sleep(wait).await;
         }
         let permit = match &retries.gate {
             Some(g) => g.clone().acquire_owned().await.ok(),
@@ -331,5 +335,36 @@ pub fn send_subscription(core: &Arc<Core>, d: &SubscriptionDelivery, application
             );
             send_notification(core, &n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_retry_waits_its_own_back_off_and_the_first_attempt_none() {
+        let r = Retries {
+            backoff_ms: vec![1000, 5000, 25_000],
+            gate: None,
+        };
+        let waits: Vec<Option<u64>> = (1..=5)
+            .map(|a| r.wait_before(a).map(|d| d.as_millis() as u64))
+            .collect();
+        assert_eq!(
+            waits,
+            vec![None, Some(1000), Some(5000), Some(25_000), None]
+        );
+        assert_eq!(Retries::default().wait_before(2), None);
+    }
+
+    #[test]
+    fn sages_schedule_repeats_its_last_back_off_for_further_retries() {
+        let cfg = super::super::PoConfig {
+            notification_retries: 4,
+            notification_backoff_ms: vec![10, 20],
+            ..super::super::PoConfig::default()
+        };
+        assert_eq!(Retries::sage(&cfg).backoff_ms, vec![10, 20, 20, 20]);
     }
 }
