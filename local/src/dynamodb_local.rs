@@ -176,7 +176,7 @@ fn start_kept(jar: PathBuf, port: u16) -> Result<String> {
     std::thread::Builder::new()
         .name("dynamodb-local".into())
         .spawn(move || {
-            let tmp = match temp_dir() {
+            let tmp = match temp_dir(port) {
                 Ok(t) => t,
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -204,29 +204,38 @@ fn temp_root() -> PathBuf {
     install_dir().join("tmp")
 }
 
-/// The temporary directory of the DynamoDB Local this process starts.
-pub fn own_temp_dir() -> PathBuf {
-    temp_root().join(std::process::id().to_string())
+/// The temporary directories of the DynamoDB Locals this process starts (one per start).
+pub fn own_temp_dirs() -> Vec<PathBuf> {
+    let prefix = format!("{}-", std::process::id());
+    std::fs::read_dir(temp_root())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// The JVM's temporary directory: DynamoDB Local unpacks its SQLite library (0.9 MB) there for
 /// each table store and deletes it only on a clean exit, which a JVM killed with its parent never
-/// has. One directory per process of ours, the dead ones' removed at the next start.
-fn temp_dir() -> Result<PathBuf> {
+/// has. One directory per start (`<pid>-<port>`: a failed start's cleanup never meets the next
+/// one's), those of dead processes removed at the next start.
+fn temp_dir(port: u16) -> Result<PathBuf> {
     let root = temp_root();
     if let Ok(entries) = std::fs::read_dir(&root) {
         for e in entries.flatten() {
             let alive = e
                 .file_name()
                 .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
+                .and_then(|n| n.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
                 .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
             if !alive {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
-    let dir = own_temp_dir();
+    let dir = root.join(format!("{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }

@@ -54,8 +54,9 @@ async fn dynamodb_local_unpacks_its_library_into_a_directory_of_ours_not_the_sha
         return; // Another process started it.
     }
     // A table exists, so its store (and the SQLite library it unpacks) does too.
-    let unpacked: Vec<String> = std::fs::read_dir(dynamodb_local::own_temp_dir())
-        .expect("the JVM's temporary directory")
+    let unpacked: Vec<String> = dynamodb_local::own_temp_dirs()
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).expect("the JVM's temporary directory"))
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with("sqlite-"))
@@ -391,4 +392,73 @@ async fn a_parked_record_never_outlives_a_delivered_transaction() {
         .unwrap();
     assert_eq!(records().await, unique_ids(1..3));
     assert_eq!(table.count_pending(id, None).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_before_it_was_stored_is_kept_parked_and_stays_a_duplicate() {
+    let ((), _client, table) = table().await;
+    let id = Uuid::new_v4();
+    table
+        .create_account(&account(id, "ext-future"))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let all = transactions(3);
+    // uid-00000 was stored before (by an ingest); uid-00001 and uid-00002 come refused.
+    table
+        .put_transactions(id, &all[..1], 1, None, now)
+        .await
+        .unwrap();
+    table
+        .park_new(id, &all, "DatePostedInFuture", now)
+        .await
+        .unwrap();
+    let mut parked: Vec<(String, String)> = table
+        .parked_records(Some(id), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.unique_id, r.reason))
+        .collect();
+    parked.sort();
+    assert_eq!(
+        parked,
+        unique_ids(1..3)
+            .into_iter()
+            .map(|u| (u, "DatePostedInFuture".to_string()))
+            .collect::<Vec<_>>()
+    );
+    let states: Vec<TransactionState> = table
+        .transactions_by_ids(id, &unique_ids(0..3))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            TransactionState::Pending,
+            TransactionState::Parked,
+            TransactionState::Parked
+        ],
+        "the stored one is left as it was"
+    );
+    // The bank sends one of them again later: a duplicate, as a stored record would be.
+    let again = table
+        .put_transactions(id, &all[1..2], 10, None, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![connector_aws::transactions::PutOutcome::Duplicate]
+    );
+    assert!(
+        table
+            .pending_transactions(id, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.transaction.unique_id == "uid-00000")
+    );
 }
