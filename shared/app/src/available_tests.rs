@@ -1,7 +1,8 @@
 //! `/availableaccounts` through its ports: the live list from the bank (remembered), the last
 //! known one when the bank fails or is slow, and nothing read for a refused caller.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -80,16 +81,15 @@ fn use_case(
     answer: Result<BankConsent, BankCallError>,
     delay: Duration,
     rejection: Option<AuthRejection>,
-) -> AvailableAccounts {
-    AvailableAccounts {
+) -> (AvailableAccounts, Arc<LiveConsent>) {
+    let bank = Arc::new(LiveConsent::new(answer, delay));
+    let a = AvailableAccounts {
         auth: Arc::new(Auth(rejection)),
         store: store.clone(),
-        bank: Arc::new(LiveConsent {
-            answer: Mutex::new(answer),
-            delay,
-        }),
+        bank: bank.clone(),
         clock: Arc::new(ManualClock::new(now())),
-    }
+    };
+    (a, bank)
 }
 
 fn store_with_grant() -> Arc<MemoryStore> {
@@ -118,7 +118,7 @@ async fn ask(a: &AvailableAccounts, time: Duration) -> Result<Vec<String>, Avail
 #[tokio::test]
 async fn the_live_list_is_answered_in_the_specs_shape_and_remembered() {
     let store = store_with_grant();
-    let a = use_case(&store, Ok(live("active")), Duration::ZERO, None);
+    let (a, _) = use_case(&store, Ok(live("active")), Duration::ZERO, None);
     assert_eq!(
         ask(&a, Duration::from_secs(10)).await.unwrap(),
         vec![
@@ -156,7 +156,7 @@ async fn a_failing_or_revoked_bank_answers_from_the_last_known_list() {
         Err(BankCallError::Unavailable("503".into())),
         Ok(live("revoked")),
     ] {
-        let a = use_case(&store, answer, Duration::ZERO, None);
+        let (a, _) = use_case(&store, answer, Duration::ZERO, None);
         let ids: Vec<String> = ask(&a, Duration::from_secs(10))
             .await
             .unwrap()
@@ -167,7 +167,7 @@ async fn a_failing_or_revoked_bank_answers_from_the_last_known_list() {
     }
     // Nothing cached yet: at least the account asked about.
     let store = store_with_grant();
-    let a = use_case(
+    let (a, _) = use_case(
         &store,
         Err(BankCallError::Unavailable("503".into())),
         Duration::ZERO,
@@ -179,7 +179,7 @@ async fn a_failing_or_revoked_bank_answers_from_the_last_known_list() {
 #[tokio::test]
 async fn a_bank_slower_than_the_time_left_is_answered_for_from_the_cache_in_time() {
     let store = store_with_grant();
-    let a = use_case(&store, Ok(live("active")), Duration::from_secs(30), None);
+    let (a, _) = use_case(&store, Ok(live("active")), Duration::from_secs(30), None);
     let started = Instant::now();
     // 2.3 s left, of which ANSWER_RESERVE (2 s) is kept back: 0.3 s for the bank.
     let answer = ask(&a, Duration::from_millis(2300)).await.unwrap();
@@ -194,7 +194,7 @@ async fn a_bank_slower_than_the_time_left_is_answered_for_from_the_cache_in_time
 #[tokio::test]
 async fn a_refused_caller_or_a_bad_external_id_gets_its_error_and_nothing_is_read() {
     let store = store_with_grant();
-    let refused = use_case(
+    let (refused, bank) = use_case(
         &store,
         Ok(live("active")),
         Duration::ZERO,
@@ -204,8 +204,13 @@ async fn a_refused_caller_or_a_bad_external_id_gets_its_error_and_nothing_is_rea
         ask(&refused, Duration::from_secs(10)).await,
         Err(AvailableError::Unauthorised(AuthRejection::Refused(_)))
     ));
+    assert_eq!(
+        bank.reads.load(Ordering::SeqCst),
+        0,
+        "the bank is not asked"
+    );
     assert!(store.cached_consent("consent-1").await.unwrap().is_none());
-    let a = use_case(&store, Ok(live("active")), Duration::ZERO, None);
+    let (a, _) = use_case(&store, Ok(live("active")), Duration::ZERO, None);
     for (external_id, missing) in [(None, true), (Some("  "), true), (Some("acc-x"), false)] {
         let r = a
             .handle(&HeaderMap::new(), external_id, Duration::from_secs(10))

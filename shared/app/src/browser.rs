@@ -10,22 +10,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use connector_aws::Table;
-use connector_aws::consents::{ConsentRecord, GrantedAccount};
-use connector_aws::handshakes::{
-    BrowserSession, Flow, Handshake, HandshakeRefusal, HandshakeState,
+use connector_domain::account::{
+    AccountStatus, BackfillState, BankConsent, ConsentRecord, GrantedAccount,
 };
-use connector_aws::queues::Queues;
-use connector_bank::{BankClient, Consent, Pkce};
-use connector_domain::account::{AccountStatus, BackfillState};
-use connector_domain::messages::{Kick, KickReason, WorkMessage};
-use connector_domain::redirect::{RedirectAllowList, StartLink, with_state};
-use connector_domain::transaction::truncate_chars;
-use connector_sage::ProviderApi;
-use connector_sage::provider::{
+use connector_domain::authorisation::{
     AuthorisationPatch, AuthorisationPatchData, AuthorisationStatus, PatchedAccount,
 };
+use connector_domain::handshake::{
+    BrowserSession, Flow, Handshake, HandshakeRefusal, HandshakeState,
+};
+use connector_domain::messages::{Kick, KickReason, WorkMessage};
+use connector_domain::ports::{
+    BankReader, BankSignIn, BrowserStore, CallError, Clock, StatementApi, StatementApis, Timers,
+};
+use connector_domain::redirect::{RedirectAllowList, StartLink, with_state};
+use connector_domain::transaction::truncate_chars;
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -107,17 +106,23 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
 }
 
 pub struct BrowserFlows {
-    table: Table,
-    queues: Queues,
-    providers: Arc<crate::banks::Providers>,
-    bank: Arc<BankClient>,
-    allow: RedirectAllowList,
+    /// Handshakes, grants, consents and accounts (the table).
+    pub store: Arc<dyn BrowserStore>,
+    /// The work and push queues (a re-authorised account resumes).
+    pub queues: Arc<dyn Timers>,
+    /// Banking Service's Provider API per bank, for the PATCH.
+    pub providers: Arc<dyn StatementApis>,
+    /// The bank's consents, and its sign-in.
+    pub bank: Arc<dyn BankReader>,
+    pub sign_in: Arc<dyn BankSignIn>,
+    pub clock: Arc<dyn Clock>,
+    pub allow: RedirectAllowList,
     pub pages: crate::http::PagePolicy,
-    grace: Duration,
-    public_base: PublicBase,
-    bank_name: String,
+    pub grace: Duration,
+    pub public_base: PublicBase,
+    pub bank_name: String,
     /// Attempts of the PATCH while the browser waits.
-    patch_retries: u32,
+    pub patch_retries: u32,
 }
 
 /// Runs one step of a flow in its log span; an unexpected failure becomes a plain error page.
@@ -232,9 +237,12 @@ impl BrowserFlows {
             name: "REDIRECT_HOST_ALLOWLIST".into(),
             reason,
         })?;
+        let bank = bank_from_env(env, &platform, &http).await?;
         Ok(Self {
             providers: Arc::new(crate::banks::Providers::from_env(env, &platform, &http).await?),
-            bank: bank_from_env(env, &platform, &http).await?,
+            sign_in: bank.clone(),
+            bank,
+            clock: Arc::new(crate::pipeline::SystemClock),
             allow,
             pages: crate::http::PagePolicy {
                 frame_ancestors: env.optional("FRAME_ANCESTORS").unwrap_or_else(|| {
@@ -246,8 +254,8 @@ impl BrowserFlows {
             public_base: PublicBase::from_env(env)?,
             bank_name: env.optional("BANK_DISPLAY_NAME").unwrap_or_else(|| "your bank".into()),
             patch_retries: 3,
-            table: platform.table,
-            queues: platform.queues,
+            store: Arc::new(platform.table),
+            queues: Arc::new(platform.queues),
         })
     }
 
@@ -270,7 +278,7 @@ impl BrowserFlows {
     /// one of `GRACE_WAITS` slots; `round` is the retry page's reload count, each worth
     /// `RETRY_EVERY` of the grace period.
     async fn find_handshake(&self, id: Uuid, round: u32) -> Result<Lookup, String> {
-        if let Some(h) = self.table.handshake(id).await.map_err(|e| e.to_string())? {
+        if let Some(h) = self.store.handshake(id).await.map_err(|e| e.to_string())? {
             return Ok(Lookup::Found(Box::new(h)));
         }
         let left = self.grace.saturating_sub(RETRY_EVERY * round);
@@ -278,8 +286,8 @@ impl BrowserFlows {
             return Ok(Lookup::Unknown);
         }
         let Some(slot) = self
-            .table
-            .take_grace_slot(GRACE_WAITS, Utc::now(), left + Duration::from_secs(5))
+            .store
+            .take_grace_slot(GRACE_WAITS, self.clock.now(), left + Duration::from_secs(5))
             .await
             .map_err(|e| e.to_string())?
         else {
@@ -287,7 +295,7 @@ impl BrowserFlows {
             return Ok(Lookup::Retry { round: round + 1 });
         };
         let found = self.wait_for_handshake(id, left).await;
-        if let Err(e) = self.table.release_grace_slot(&slot).await {
+        if let Err(e) = self.store.release_grace_slot(&slot).await {
             tracing::warn!(error = %e, "could not release a grace wait; its lease ends it");
         }
         Ok(match found? {
@@ -304,7 +312,7 @@ impl BrowserFlows {
         let started = std::time::Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            if let Some(h) = self.table.handshake(id).await.map_err(|e| e.to_string())? {
+            if let Some(h) = self.store.handshake(id).await.map_err(|e| e.to_string())? {
                 return Ok(Some(h));
             }
             if started.elapsed() >= wait {
@@ -421,7 +429,7 @@ impl BrowserFlows {
         }
         if let Some(ext) = &external_id {
             let Some(_) = self
-                .table
+                .store
                 .granted_account(ext)
                 .await
                 .map_err(|e| e.to_string())?
@@ -438,7 +446,7 @@ impl BrowserFlows {
             // externalId, or the bankId.
             if let Some(cross) = cross_check {
                 let links = self
-                    .table
+                    .store
                     .accounts_for_external_id(ext)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -461,13 +469,13 @@ impl BrowserFlows {
             client_state: state.clone(),
             ui_token: random_token(),
             bank_state: random_token(),
-            pkce_verifier: Pkce::generate().verifier,
+            pkce_verifier: self.sign_in.new_verifier(),
             external_id,
             bank_id: handshake.bank_id.or(bank),
         };
         match self
-            .table
-            .open_handshake(authorisation_id, &session, Utc::now())
+            .store
+            .open_handshake(authorisation_id, &session, self.clock.now())
             .await
             .map_err(|e| e.to_string())?
         {
@@ -496,16 +504,17 @@ impl BrowserFlows {
         id: Uuid,
         flow: Flow,
     ) -> Result<Result<(Handshake, BrowserSession), PageOutcome>, String> {
-        let Some(h) = self.table.handshake(id).await.map_err(|e| e.to_string())? else {
+        let Some(h) = self.store.handshake(id).await.map_err(|e| e.to_string())? else {
             return Ok(Err(Self::refusal_page(HandshakeRefusal::Unknown)));
         };
+        let now = self.clock.now();
         if h.state == HandshakeState::Completed {
             return Ok(Err(Self::refusal_page(HandshakeRefusal::Completed)));
         }
-        if h.patch_in_progress(Utc::now()) {
+        if h.patch_in_progress(now) {
             return Ok(Err(Self::refusal_page(HandshakeRefusal::InProgress)));
         }
-        if h.expires_at <= Utc::now() {
+        if h.expires_at <= now {
             return Ok(Err(Self::refusal_page(HandshakeRefusal::Expired)));
         }
         match h.browser.clone() {
@@ -555,25 +564,23 @@ impl BrowserFlows {
             Flow::Auth => None,
             Flow::AuthRefresh => {
                 let ext = session.external_id.clone().unwrap_or_default();
-                self.table
+                self.store
                     .granted_account(&ext)
                     .await
                     .map_err(|e| e.to_string())?
                     .map(|g| g.consent_id)
             }
         };
-        let url = self
-            .bank
-            .authorize_url(
+        let location = self
+            .sign_in
+            .sign_in_url(
                 &Self::callback_url(flow, &req.origin),
                 &format!("{id}.{}", session.bank_state),
-                &Pkce::from_verifier(session.pkce_verifier.clone()),
+                &session.pkce_verifier,
                 renew.as_deref(),
             )
             .map_err(|e| e.to_string())?;
-        Ok(PageOutcome::Redirect {
-            location: url.to_string(),
-        })
+        Ok(PageOutcome::Redirect { location })
     }
 
     /// `GET /auth/callback` or `GET /authrefresh/callback`: back from the bank.
@@ -617,9 +624,9 @@ impl BrowserFlows {
             return Ok(invalid_link());
         };
         let callback = Self::callback_url(flow, &req.origin);
-        let granted = match self
-            .bank
-            .exchange_code(code, &callback, &session.pkce_verifier)
+        let consent_id = match self
+            .sign_in
+            .granted_consent(code, &callback, &session.pkce_verifier)
             .await
         {
             Ok(g) => g,
@@ -630,7 +637,7 @@ impl BrowserFlows {
                     .await;
             }
         };
-        let consent = match self.bank.consent(&granted.consent_id).await {
+        let consent = match self.bank.consent(&consent_id).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "consent read failed");
@@ -661,7 +668,7 @@ impl BrowserFlows {
             Flow::AuthRefresh => {
                 let ext = session.external_id.clone().unwrap_or_default();
                 let owned = self
-                    .table
+                    .store
                     .granted_account(&ext)
                     .await
                     .map_err(|e| e.to_string())?
@@ -673,7 +680,7 @@ impl BrowserFlows {
                     return Ok(self.not_owner(&session));
                 }
                 let bank_id = self
-                    .table
+                    .store
                     .granted_account(&ext)
                     .await
                     .map_err(|e| e.to_string())?
@@ -701,9 +708,9 @@ impl BrowserFlows {
 
     /// The Provider API client of the authorisation's bank (as its notification named it, or as
     /// the settings that verified it told); read only when some bank has a client of its own.
-    async fn provider_for_handshake(&self, id: Uuid) -> Result<Arc<ProviderApi>, String> {
+    async fn provider_for_handshake(&self, id: Uuid) -> Result<Arc<dyn StatementApi>, String> {
         let bank = if self.providers.per_bank() {
-            self.table
+            self.store
                 .handshake(id)
                 .await
                 .map_err(|e| e.to_string())?
@@ -711,13 +718,13 @@ impl BrowserFlows {
         } else {
             None
         };
-        Ok(self.providers.for_bank(bank).clone())
+        Ok(self.providers.for_bank(bank))
     }
 
     /// Records what the bank granted: the consent and, per account, its consent (used by the
     /// backfill, `/availableaccounts` and re-authorisation).
-    async fn remember(&self, consent: &Consent, bank_id: Option<Uuid>) -> Result<(), String> {
-        let now = Utc::now();
+    async fn remember(&self, consent: &BankConsent, bank_id: Option<Uuid>) -> Result<(), String> {
+        let now = self.clock.now();
         let granted: Vec<GrantedAccount> = consent
             .accounts
             .iter()
@@ -735,13 +742,13 @@ impl BrowserFlows {
             })
             .collect();
         for g in &granted {
-            self.table
+            self.store
                 .put_granted_account(g)
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        self.table
-            .put_consent(&ConsentRecord {
+        self.store
+            .cache_consent(&ConsentRecord {
                 consent_id: consent.consent_id.clone(),
                 customer_id: consent.customer_id.clone(),
                 status: consent.status.clone(),
@@ -767,8 +774,8 @@ impl BrowserFlows {
             .map(|u| with_state(&u, &session.client_state))
             .map_err(|e| e.to_string())?;
         let claim = match self
-            .table
-            .claim_handshake(id, Utc::now(), PATCH_LEASE)
+            .store
+            .claim_handshake(id, self.clock.now(), PATCH_LEASE)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -787,21 +794,23 @@ impl BrowserFlows {
             match provider.patch_authorisation(id, &patch).await {
                 Ok(()) => break,
                 Err(e)
-                    if e.is_retryable()
-                        && attempt + 1 < self.patch_retries
-                        && e.retry_after().is_none_or(|w| w <= MAX_PATCH_WAIT) =>
+                    if retry_wait(&e).is_some_and(|w| w <= MAX_PATCH_WAIT)
+                        && attempt + 1 < self.patch_retries =>
                 {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "PATCH authorisation failed; retrying");
                     // Banking Service's Retry-After when it names one: the customer waits.
-                    let wait = e
-                        .retry_after()
-                        .unwrap_or(Duration::from_millis(300 * u64::from(attempt)));
+                    let wait = match e {
+                        CallError::RateLimited {
+                            retry_after: Some(w),
+                        } => w,
+                        _ => Duration::from_millis(300 * u64::from(attempt)),
+                    };
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "PATCH authorisation failed");
-                    match self.table.release_handshake(&claim).await {
+                    match self.store.release_handshake(&claim).await {
                         Ok(true) => {}
                         Ok(false) => tracing::error!("the claim on the handshake was lost"),
                         Err(e) => tracing::error!(error = %e, "could not release the handshake"),
@@ -818,7 +827,7 @@ impl BrowserFlows {
         // Banking Service has the outcome: the browser goes back whatever happens here. If the
         // completion is not written, the claim lapses and a late retry's PATCH is refused by
         // Banking Service as already completed.
-        match self.table.complete_handshake(&claim).await {
+        match self.store.complete_handshake(&claim).await {
             Ok(true) => {}
             Ok(false) => tracing::error!("the claim on the handshake lapsed before completion"),
             Err(e) => tracing::error!(error = %e, "could not complete the handshake"),
@@ -834,7 +843,7 @@ impl BrowserFlows {
     async fn resume(&self, session: &BrowserSession) -> Result<(), String> {
         let ext = session.external_id.clone().unwrap_or_default();
         let Some(granted) = self
-            .table
+            .store
             .granted_account(&ext)
             .await
             .map_err(|e| e.to_string())?
@@ -842,8 +851,8 @@ impl BrowserFlows {
             return Ok(());
         };
         let consent = self
-            .table
-            .consent(&granted.consent_id)
+            .store
+            .cached_consent(&granted.consent_id)
             .await
             .map_err(|e| e.to_string())?;
         let externals: Vec<String> = consent
@@ -851,7 +860,7 @@ impl BrowserFlows {
             .unwrap_or_else(|| vec![ext]);
         for external in externals {
             for link in self
-                .table
+                .store
                 .accounts_for_external_id(&external)
                 .await
                 .map_err(|e| e.to_string())?
@@ -860,7 +869,7 @@ impl BrowserFlows {
             {
                 let id = link.bank_account_id;
                 if !self
-                    .table
+                    .store
                     .set_account_status(id, AccountStatus::Active)
                     .await
                     .map_err(|e| e.to_string())?
@@ -868,7 +877,7 @@ impl BrowserFlows {
                     continue;
                 }
                 let account = self
-                    .table
+                    .store
                     .get_account(id)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -899,7 +908,7 @@ impl BrowserFlows {
 }
 
 /// The accounts of a consent as `PATCH /v1/authorisations` lists them (spec §6.3 limits).
-pub fn patched_accounts(consent: &Consent) -> Vec<PatchedAccount> {
+pub fn patched_accounts(consent: &BankConsent) -> Vec<PatchedAccount> {
     consent
         .accounts
         .iter()
@@ -936,6 +945,16 @@ pub fn patched_accounts(consent: &Consent) -> Vec<PatchedAccount> {
             ),
         })
         .collect()
+}
+
+/// The `Retry-After` of a PATCH failure worth retrying (zero when it names none); `None` when
+/// retrying cannot help.
+fn retry_wait(e: &CallError) -> Option<Duration> {
+    match e {
+        CallError::RateLimited { retry_after } => Some(retry_after.unwrap_or(Duration::ZERO)),
+        CallError::Transient(_) => Some(Duration::ZERO),
+        _ => None,
+    }
 }
 
 /// Maps an API Gateway request to the flow's step and the outcome to a response.
@@ -1025,6 +1044,10 @@ pub async fn serve(
         PageOutcome::Redirect { location } => crate::http::see_other(&location, &flows.pages),
     }
 }
+
+#[cfg(test)]
+#[path = "browser_tests.rs"]
+mod flow_tests;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,10 @@ use connector_domain::account::{
     Account, AccountStatus, BackfillState, BankConsent, Claim, ClaimOutcome, ClaimPhase,
     ConsentRecord, CreateOutcome, ExternalLink, GrantedAccount, IngestFence, IngestStart, Release,
 };
+use connector_domain::authorisation::AuthorisationPatch;
+use connector_domain::handshake::{
+    BrowserSession, GraceSlot, Handshake, HandshakeRefusal, HandshakeState, PatchClaim,
+};
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{
     Binding, Completion, ConsentAccount, ConsentView, LinkRecord, LoginSession,
@@ -24,10 +28,11 @@ use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, Subscr
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
     AccountRegistry, AccountStore, BankBalances, BankCallError, BankHistory, BankLogin, BankReader,
-    BatchApi, BatchChange, BatchStore, BindingStore, BoxFuture, CallError, Clock, ConsentCache,
-    FoundAccount, GrantStore, HistoryError, HistoryPage, IngestStore, LinkStore, LoginError, Once,
-    OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore, PayoutsApiPort, PutOutcome, QueueError,
-    StatementApi, StatementApis, StoreError, Timers, TransactionStore,
+    BankSignIn, BatchApi, BatchChange, BatchStore, BindingStore, BoxFuture, CallError, Clock,
+    ConsentCache, FoundAccount, GrantStore, HandshakeStore, HistoryError, HistoryPage, IngestStore,
+    LinkStore, LoginError, Once, OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore,
+    PayoutsApiPort, PutOutcome, QueueError, StatementApi, StatementApis, StoreError, Timers,
+    TransactionStore,
 };
 use connector_domain::statement::Balance;
 use connector_domain::statement::{
@@ -96,7 +101,9 @@ struct StoreState {
     open: BTreeMap<(u8, String), OpenItem>,
     sync_leases: HashMap<Uuid, DateTime<Utc>>,
     /// Announced authorisations and their bank.
-    handshakes: HashMap<Uuid, Option<Uuid>>,
+    handshakes: HashMap<Uuid, Handshake>,
+    /// Grace-wait leases: holder token and lease end, per slot.
+    grace: BTreeMap<u32, (String, DateTime<Utc>)>,
     consents: HashMap<String, ConsentRecord>,
 }
 
@@ -132,8 +139,13 @@ impl MemoryStore {
     }
 
     /// Announced authorisations and their bank.
-    pub fn handshake(&self, id: Uuid) -> Option<Option<Uuid>> {
-        lock(&self.state).handshakes.get(&id).copied()
+    /// Announced authorisations and their bank.
+    pub fn handshake_bank(&self, id: Uuid) -> Option<Option<Uuid>> {
+        lock(&self.state).handshakes.get(&id).map(|h| h.bank_id)
+    }
+
+    pub fn stored_handshake(&self, id: Uuid) -> Option<Handshake> {
+        lock(&self.state).handshakes.get(&id).cloned()
     }
 
     pub fn transactions(&self, id: Uuid) -> Vec<StoredTransaction> {
@@ -388,6 +400,31 @@ impl AccountStore for MemoryStore {
 }
 
 impl TransactionStore for MemoryStore {
+    fn park_new<'a>(
+        &'a self,
+        id: Uuid,
+        transactions: &'a [Transaction],
+        reason: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("park_new", move |s| {
+            let stored = s.transactions.entry(id).or_default();
+            for t in transactions {
+                stored
+                    .entry(t.unique_id.clone())
+                    .or_insert_with(|| StoredTransaction {
+                        seq: 0,
+                        state: TransactionState::Parked,
+                        transaction: t.clone(),
+                        statement_id: None,
+                        reason: Some(reason.to_string()),
+                        received_at: now,
+                        position: None,
+                    });
+            }
+        })
+    }
+
     fn pending_transactions<'a>(
         &'a self,
         id: Uuid,
@@ -632,11 +669,17 @@ impl AccountRegistry for MemoryStore {
         state: BackfillState,
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.with("set_backfill", move |s| {
-            if let Some(a) = s.accounts.get_mut(&id) {
-                a.backfill = state;
-                a.backfill_cursor = cursor.map(str::to_string);
-            }
+        Box::pin(async move {
+            self.with("set_backfill", move |s| match s.accounts.get_mut(&id) {
+                Some(a) => {
+                    a.backfill = state;
+                    a.backfill_cursor = cursor.map(str::to_string);
+                    Ok(())
+                }
+                // The table's write is conditional on the account item.
+                None => Err(StoreError::ConditionFailed),
+            })
+            .await?
         })
     }
 
@@ -660,11 +703,189 @@ impl AccountRegistry for MemoryStore {
         &self,
         id: Uuid,
         bank_id: Option<Uuid>,
-        _received_at: DateTime<Utc>,
-        _ttl: Duration,
+        received_at: DateTime<Utc>,
+        ttl: Duration,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         self.with("announce_handshake", move |s| {
-            s.handshakes.insert(id, bank_id).is_none()
+            if s.handshakes.contains_key(&id) {
+                return false;
+            }
+            s.handshakes.insert(
+                id,
+                Handshake {
+                    authorisation_id: id,
+                    bank_id,
+                    received_at,
+                    expires_at: received_at + TimeDelta::from_std(ttl).unwrap_or_default(),
+                    state: HandshakeState::Announced,
+                    browser: None,
+                    patch_lease_until: None,
+                },
+            );
+            true
+        })
+    }
+}
+
+/// Why a handshake may not be used now (the table's reading after a refused write).
+fn refusal(h: Option<&Handshake>, now: DateTime<Utc>) -> Option<HandshakeRefusal> {
+    match h {
+        None => Some(HandshakeRefusal::Unknown),
+        Some(h) if h.state == HandshakeState::Completed => Some(HandshakeRefusal::Completed),
+        Some(h) if h.patch_in_progress(now) => Some(HandshakeRefusal::InProgress),
+        Some(h) if h.expires_at <= now => Some(HandshakeRefusal::Expired),
+        Some(_) => None,
+    }
+}
+
+impl HandshakeStore for MemoryStore {
+    fn handshake(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Handshake>, StoreError>> {
+        self.with("handshake", move |s| s.handshakes.get(&id).cloned())
+    }
+
+    fn open_handshake<'a>(
+        &'a self,
+        id: Uuid,
+        session: &'a BrowserSession,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Result<Handshake, HandshakeRefusal>, StoreError>> {
+        self.with("open_handshake", move |s| {
+            if let Some(r) = refusal(s.handshakes.get(&id), now) {
+                return Err(r);
+            }
+            let h = s.handshakes.get_mut(&id).ok_or(HandshakeRefusal::Unknown)?;
+            h.state = HandshakeState::Opened;
+            h.browser = Some(session.clone());
+            h.patch_lease_until = None;
+            Ok(h.clone())
+        })
+    }
+
+    fn claim_handshake(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Result<PatchClaim, HandshakeRefusal>, StoreError>> {
+        self.with("claim_handshake", move |s| {
+            if let Some(r) = refusal(s.handshakes.get(&id), now) {
+                return Err(r);
+            }
+            let h = s.handshakes.get_mut(&id).ok_or(HandshakeRefusal::Unknown)?;
+            if h.browser.is_none() {
+                return Err(HandshakeRefusal::Unknown);
+            }
+            h.state = HandshakeState::Patching;
+            h.patch_lease_until = Some(now + TimeDelta::from_std(lease).unwrap_or_default());
+            Ok(PatchClaim {
+                authorisation_id: id,
+                token: Uuid::new_v4().simple().to_string(),
+            })
+        })
+    }
+
+    fn complete_handshake<'a>(
+        &'a self,
+        claim: &'a PatchClaim,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.with("complete_handshake", move |s| {
+            settle(s, claim, HandshakeState::Completed)
+        })
+    }
+
+    fn release_handshake<'a>(
+        &'a self,
+        claim: &'a PatchClaim,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.with("release_handshake", move |s| {
+            settle(s, claim, HandshakeState::Opened)
+        })
+    }
+
+    fn take_grace_slot(
+        &self,
+        slots: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Option<GraceSlot>, StoreError>> {
+        self.with("take_grace_slot", move |s| {
+            let index = (0..slots.max(1))
+                .find(|i| s.grace.get(i).is_none_or(|(_, until)| *until <= now))?;
+            let token = Uuid::new_v4().simple().to_string();
+            let until = now + TimeDelta::from_std(lease).unwrap_or_default();
+            s.grace.insert(index, (token.clone(), until));
+            Some(GraceSlot { index, token })
+        })
+    }
+
+    fn release_grace_slot<'a>(
+        &'a self,
+        slot: &'a GraceSlot,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("release_grace_slot", move |s| {
+            if s.grace
+                .get(&slot.index)
+                .is_some_and(|(t, _)| *t == slot.token)
+            {
+                s.grace.remove(&slot.index);
+            }
+        })
+    }
+}
+
+/// Ends a claim (to `completed`, or back to `opened`) while it is the one held. The fake keeps
+/// one claim per handshake, so "held" is "still patching"; the token is the table's business.
+fn settle(s: &mut StoreState, claim: &PatchClaim, to: HandshakeState) -> bool {
+    match s.handshakes.get_mut(&claim.authorisation_id) {
+        Some(h) if h.state == HandshakeState::Patching => {
+            h.state = to;
+            h.patch_lease_until = None;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The bank's sign-in: an authorize URL carrying what it was given, and a code that grants
+/// `consent` when it comes back with the verifier it was asked with.
+pub struct FakeSignIn {
+    pub consent: String,
+    /// The verifier the last sign-in URL was made for.
+    pub verifier: Mutex<Option<String>>,
+}
+
+impl BankSignIn for FakeSignIn {
+    fn new_verifier(&self) -> String {
+        Uuid::new_v4().simple().to_string()
+    }
+
+    fn sign_in_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        verifier: &str,
+        renew_consent: Option<&str>,
+    ) -> Result<String, BankCallError> {
+        *lock(&self.verifier) = Some(verifier.to_string());
+        Ok(format!(
+            "https://bank.test/authorize?redirect_uri={redirect_uri}&state={state}&renew={}",
+            renew_consent.unwrap_or("")
+        ))
+    }
+
+    fn granted_consent<'a>(
+        &'a self,
+        code: &'a str,
+        _redirect_uri: &'a str,
+        verifier: &'a str,
+    ) -> BoxFuture<'a, Result<String, BankCallError>> {
+        Box::pin(async move {
+            let asked = lock(&self.verifier).clone();
+            if code == "good-code" && asked.as_deref() == Some(verifier) {
+                Ok(self.consent.clone())
+            } else {
+                Err(BankCallError::Refused("invalid_grant".into()))
+            }
         })
     }
 }
@@ -707,6 +928,18 @@ impl ConsentCache for MemoryStore {
 pub struct LiveConsent {
     pub answer: Mutex<Result<BankConsent, BankCallError>>,
     pub delay: Duration,
+    /// Consent reads asked for.
+    pub reads: std::sync::atomic::AtomicUsize,
+}
+
+impl LiveConsent {
+    pub fn new(answer: Result<BankConsent, BankCallError>, delay: Duration) -> Self {
+        Self {
+            answer: Mutex::new(answer),
+            delay,
+            reads: Default::default(),
+        }
+    }
 }
 
 impl BankReader for LiveConsent {
@@ -714,6 +947,7 @@ impl BankReader for LiveConsent {
         &'a self,
         _consent_id: &'a str,
     ) -> BoxFuture<'a, Result<BankConsent, BankCallError>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             tokio::time::sleep(self.delay).await;
             lock(&self.answer).clone()
@@ -918,6 +1152,9 @@ struct ServiceState {
     /// GETs under way right now, per statement (a statement polled twice at once is a fault).
     polling: HashMap<String, u32>,
     pub violations: Vec<String>,
+    /// Authorisation PATCHes received, and the answers planned for the next ones.
+    patches: Vec<(Uuid, AuthorisationPatch)>,
+    patch_faults: VecDeque<CallError>,
 }
 
 /// However little it is polled, a statement finishes this long after it was posted.
@@ -1130,7 +1367,35 @@ impl FakeBankingService {
     }
 }
 
+impl FakeBankingService {
+    /// The authorisation PATCHes received, in order.
+    pub fn patches(&self) -> Vec<(Uuid, AuthorisationPatch)> {
+        lock(&self.state).patches.clone()
+    }
+
+    /// The next authorisation PATCH fails with `error` (nothing recorded).
+    pub fn fail_patch(&self, error: CallError) {
+        lock(&self.state).patch_faults.push_back(error);
+    }
+}
+
 impl StatementApi for FakeBankingService {
+    fn patch_authorisation<'a>(
+        &'a self,
+        authorisation_id: Uuid,
+        patch: &'a AuthorisationPatch,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            interleave().await;
+            let mut s = lock(&self.state);
+            if let Some(e) = s.patch_faults.pop_front() {
+                return Err(e);
+            }
+            s.patches.push((authorisation_id, patch.clone()));
+            Ok(())
+        })
+    }
+
     fn post_statement<'a>(
         &'a self,
         request: &'a StatementRequest,

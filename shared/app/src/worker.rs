@@ -388,7 +388,7 @@ impl NotificationWorker {
             let ids: Vec<String> = future.iter().map(|t| t.unique_id.clone()).collect();
             tracing::warn!(bankAccountId = %id, count = ids.len(), "backfill records dated in the future parked");
             self.store
-                .park_transactions(id, &ids, "DatePostedInFuture", now)
+                .park_new(id, &future, "DatePostedInFuture", now)
                 .await
                 .map_err(retry)?;
             crate::metrics::parked("DatePostedInFuture", ids.len());

@@ -381,8 +381,17 @@ async fn records_dated_in_the_future_are_parked_and_the_others_stored() {
     w.handle(backfill(None)).await.unwrap();
     assert_eq!(
         w.stored(),
-        vec![("past".to_string(), TransactionState::Pending)],
-        "the future-dated one is refused before it is stored, as /ingest refuses it"
+        vec![
+            ("future".to_string(), TransactionState::Parked),
+            ("past".to_string(), TransactionState::Pending),
+        ],
+        "the future-dated one is refused as /ingest refuses it, and kept for an operator"
+    );
+    let parked = w.store.transactions(ACCOUNT);
+    let future = parked.iter().find(|t| t.transaction.unique_id == "future");
+    assert_eq!(
+        future.and_then(|t| t.reason.as_deref()),
+        Some("DatePostedInFuture")
     );
 }
 
@@ -438,5 +447,5 @@ async fn an_authorisation_is_announced_once_with_the_verified_bank_when_unnamed(
     };
     w.handle(m()).await.unwrap();
     w.handle(m()).await.unwrap();
-    assert_eq!(w.store.handshake(id), Some(Some(BANK)));
+    assert_eq!(w.store.handshake_bank(id), Some(Some(BANK)));
 }

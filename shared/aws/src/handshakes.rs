@@ -15,90 +15,9 @@ use uuid::Uuid;
 
 use crate::table::{StoreError, Table, epoch};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum HandshakeState {
-    Announced,
-    Opened,
-    /// Claimed for the PATCH until `patch_lease_until`.
-    Patching,
-    Completed,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Handshake {
-    pub authorisation_id: Uuid,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bank_id: Option<Uuid>,
-    pub received_at: DateTime<Utc>,
-    /// End of the handshake's 20 minutes (checked in code; TTL deletion is lazy).
-    #[serde(rename = "validUntil", with = "chrono::serde::ts_milliseconds")]
-    pub expires_at: DateTime<Utc>,
-    pub state: HandshakeState,
-    /// Set when the browser opens it (spec §4.2 step 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub browser: Option<BrowserSession>,
-    /// While `patching`: the end of the claim's lease.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "chrono::serde::ts_milliseconds_option"
-    )]
-    pub patch_lease_until: Option<DateTime<Utc>>,
-}
-
-impl Handshake {
-    /// Claimed for the PATCH by a holder whose lease has not run out.
-    pub fn patch_in_progress(&self, now: DateTime<Utc>) -> bool {
-        self.state == HandshakeState::Patching && self.patch_lease_until.is_some_and(|t| t > now)
-    }
-}
-
-/// The right to PATCH a handshake and then complete it, won by `claim_handshake`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PatchClaim {
-    pub authorisation_id: Uuid,
-    token: String,
-}
-
-/// Which page opened a handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Flow {
-    Auth,
-    AuthRefresh,
-}
-
-/// What the browser's visit brought and what the bank round trip needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BrowserSession {
-    pub flow: Flow,
-    pub redirect_uri: String,
-    pub client_state: String,
-    /// Rotated on every page load: only the newest tab's form works.
-    pub ui_token: String,
-    /// The secret half of the `state` sent to the bank.
-    pub bank_state: String,
-    pub pkce_verifier: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<String>,
-    /// The bank the customer picked (`/auth`'s `bank`), recorded with the grant when the
-    /// authorisation notification named none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bank_id: Option<Uuid>,
-}
-
-/// Why a browser may not use a handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeRefusal {
-    Unknown,
-    Expired,
-    Completed,
-    /// Another request holds the claim for the PATCH.
-    InProgress,
-}
+pub use connector_domain::handshake::{
+    BrowserSession, Flow, GraceSlot, Handshake, HandshakeRefusal, HandshakeState, PatchClaim,
+};
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -282,13 +201,6 @@ impl Table {
             Err(e) => Err(e),
         }
     }
-}
-
-/// One of the few waits for an unknown handshake that may run at once (see `take_grace_slot`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GraceSlot {
-    index: u32,
-    token: String,
 }
 
 fn grace_pk(index: u32) -> String {

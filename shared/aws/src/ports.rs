@@ -8,6 +8,9 @@ use connector_domain::account::{
     Account, AccountStatus, BackfillState, Claim, ClaimOutcome, ConsentRecord, CreateOutcome,
     ExternalLink, GrantedAccount, IngestStart, Release,
 };
+use connector_domain::handshake::{
+    BrowserSession, GraceSlot, Handshake, HandshakeRefusal, PatchClaim,
+};
 use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
 use connector_domain::payouts::batches::{BatchRecord, PaymentRecord};
@@ -17,8 +20,8 @@ use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
     AccountRegistry, AccountStore, BatchStore, BindingStore, BoxFuture, ConsentCache, GrantStore,
-    IngestStore, LinkStore, Once, OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore,
-    PayoutsQueue, PutOutcome, QueueError, StoreError, Timers, TransactionStore,
+    HandshakeStore, IngestStore, LinkStore, Once, OnceClaims, OpenItem, OpenKind, OpenWork,
+    PartyStore, PayoutsQueue, PutOutcome, QueueError, StoreError, Timers, TransactionStore,
 };
 use connector_domain::statement::Balance;
 use connector_domain::stored::StoredTransaction;
@@ -111,6 +114,16 @@ impl AccountStore for Table {
 }
 
 impl TransactionStore for Table {
+    fn park_new<'a>(
+        &'a self,
+        id: Uuid,
+        transactions: &'a [Transaction],
+        reason: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::park_new(self, id, transactions, reason, now))
+    }
+
     fn pending_transactions<'a>(
         &'a self,
         id: Uuid,
@@ -287,6 +300,60 @@ impl ConsentCache for Table {
         account: &'a GrantedAccount,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Table::put_granted_account(self, account))
+    }
+}
+
+impl HandshakeStore for Table {
+    fn handshake(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Handshake>, StoreError>> {
+        Box::pin(Table::handshake(self, id))
+    }
+
+    fn open_handshake<'a>(
+        &'a self,
+        id: Uuid,
+        session: &'a BrowserSession,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Result<Handshake, HandshakeRefusal>, StoreError>> {
+        Box::pin(Table::open_handshake(self, id, session, now))
+    }
+
+    fn claim_handshake(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Result<PatchClaim, HandshakeRefusal>, StoreError>> {
+        Box::pin(Table::claim_handshake(self, id, now, lease))
+    }
+
+    fn complete_handshake<'a>(
+        &'a self,
+        claim: &'a PatchClaim,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Table::complete_handshake(self, claim))
+    }
+
+    fn release_handshake<'a>(
+        &'a self,
+        claim: &'a PatchClaim,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Table::release_handshake(self, claim))
+    }
+
+    fn take_grace_slot(
+        &self,
+        slots: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Option<GraceSlot>, StoreError>> {
+        Box::pin(Table::take_grace_slot(self, slots, now, lease))
+    }
+
+    fn release_grace_slot<'a>(
+        &'a self,
+        slot: &'a GraceSlot,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::release_grace_slot(self, slot))
     }
 }
 

@@ -408,6 +408,52 @@ impl Table {
         }
     }
 
+    /// Keeps records that were refused before they were ever stored (a backfill's future-dated
+    /// ones) as parked, for an operator to see: the transaction item (so that the same
+    /// `uniqueId` later is a duplicate, as it would have been) and its parked record. A
+    /// `uniqueId` stored already is left as it is.
+    pub async fn park_new(
+        &self,
+        account: Uuid,
+        transactions: &[Transaction],
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let expires = epoch(now) + KEEP_PARKED.as_secs() as i64;
+        stream::iter(transactions.iter().map(Ok::<_, StoreError>))
+            .try_for_each_concurrent(16, |t| async move {
+                let item = TransactionItem {
+                    pk: account_pk(account),
+                    sk: txn_sk(&t.unique_id),
+                    unique_id: t.unique_id.clone(),
+                    seq: 0,
+                    state: TransactionState::Parked,
+                    pending_key: None,
+                    record: serde_json::to_string(t).map_err(StoreError::corrupt)?,
+                    received_at: now,
+                    statement_id: None,
+                    reason: Some(reason.to_string()),
+                    expires_at: Some(expires),
+                };
+                if !self.put_new(&item).await? {
+                    return Ok(());
+                }
+                self.put_as(&ParkedItem {
+                    pk: PARKED_PK.into(),
+                    sk: parked_sk(account, &t.unique_id),
+                    record: ParkedRecord {
+                        bank_account_id: account,
+                        unique_id: t.unique_id.clone(),
+                        reason: reason.to_string(),
+                        parked_at: now,
+                    },
+                    expires_at: expires,
+                })
+                .await
+            })
+            .await
+    }
+
     /// Parked records, newest accounts first is not promised: in key order, up to `limit`.
     pub async fn parked_records(
         &self,

@@ -26,6 +26,9 @@ impl BankHistory for BankClient {
                 .map_err(|e| match e {
                     BankError::ConsentExpired => HistoryError::ConsentExpired,
                     BankError::NotFound => HistoryError::NotFound,
+                    BankError::Unavailable(reason) => HistoryError::Unavailable(reason),
+                    // Refused credentials or an odd answer: retried too (an operator fixes the
+                    // former; the alarm is on the bank client's errors), with what happened.
                     e => HistoryError::Unavailable(e.to_string()),
                 })?;
             Ok(HistoryPage {
@@ -102,5 +105,43 @@ fn detail<T>(
             tracing::warn!(transactionId = %t.transaction_id, field = name, ?problems, "bank detail left out");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bank_transaction(json: serde_json::Value) -> BankTransaction {
+        serde_json::from_value(json).expect("a bank transaction")
+    }
+
+    #[test]
+    fn a_bank_transaction_is_mapped_into_the_connectors_vocabulary_within_sages_limits() {
+        let t = from_bank(&bank_transaction(serde_json::json!({
+            "transactionId": "x".repeat(300), "bookedAt": "2026-05-02T10:00:00Z",
+            "amount": "-12.50", "status": "booked", "reference": "R".repeat(40),
+            "counterparty": "Northwind Supplies Ltd", "type": "NOT-A-TYPE",
+            "category": {"bogus": true},
+        })));
+        assert_eq!(t.unique_id.chars().count(), 255);
+        assert_eq!(
+            t.transaction_type, "DEBIT",
+            "an unknown type follows the sign"
+        );
+        assert_eq!(t.reference_number.map(|r| r.len()), Some(32));
+        assert_eq!(
+            t.payee.and_then(|p| p.payee_description).as_deref(),
+            Some("Northwind Su")
+        );
+        assert_eq!(
+            t.category, None,
+            "a malformed detail is left out, not fatal"
+        );
+        let credit = from_bank(&bank_transaction(serde_json::json!({
+            "transactionId": "c1", "bookedAt": "2026-05-02T10:00:00Z", "amount": "3.00",
+            "status": "booked", "type": "INT",
+        })));
+        assert_eq!(credit.transaction_type, "INT");
     }
 }

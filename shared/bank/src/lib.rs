@@ -456,6 +456,52 @@ impl connector_domain::ports::BankReader for BankClient {
     }
 }
 
+/// The sign-in of Banking Service's browser flows as their port.
+impl connector_domain::ports::BankSignIn for BankClient {
+    fn new_verifier(&self) -> String {
+        Pkce::generate().verifier
+    }
+
+    fn sign_in_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        verifier: &str,
+        renew_consent: Option<&str>,
+    ) -> Result<String, connector_domain::ports::BankCallError> {
+        BankClient::authorize_url(
+            self,
+            redirect_uri,
+            state,
+            &Pkce::from_verifier(verifier.to_string()),
+            renew_consent,
+        )
+        .map(String::from)
+        .map_err(|e| connector_domain::ports::BankCallError::Refused(e.to_string()))
+    }
+
+    fn granted_consent<'a>(
+        &'a self,
+        code: &'a str,
+        redirect_uri: &'a str,
+        verifier: &'a str,
+    ) -> connector_domain::ports::BoxFuture<
+        'a,
+        Result<String, connector_domain::ports::BankCallError>,
+    > {
+        use connector_domain::ports::BankCallError;
+        Box::pin(async move {
+            BankClient::exchange_code(self, code, redirect_uri, verifier)
+                .await
+                .map(|g| g.consent_id)
+                .map_err(|e| match e {
+                    BankError::Unavailable(e) => BankCallError::Unavailable(e),
+                    e => BankCallError::Refused(e.to_string()),
+                })
+        })
+    }
+}
+
 /// The bank's payment rails (docs/bank-data-api.md §4) as the batches' port.
 impl connector_domain::ports::BankPayments for BankClient {
     fn submit<'a>(

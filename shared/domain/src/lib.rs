@@ -3,7 +3,9 @@
 
 pub mod account;
 pub mod amount;
+pub mod authorisation;
 pub mod fuzzing;
+pub mod handshake;
 pub mod ingest;
 pub mod messages;
 pub mod notification;

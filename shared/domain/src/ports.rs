@@ -53,6 +53,8 @@ use crate::account::{
     Account, AccountStatus, BackfillState, BankConsent, Claim, ClaimOutcome, ConsentRecord,
     CreateOutcome, ExternalLink, GrantedAccount, IngestStart, Release,
 };
+use crate::authorisation::AuthorisationPatch;
+use crate::handshake::{BrowserSession, GraceSlot, Handshake, HandshakeRefusal, PatchClaim};
 use crate::messages::{Kick, TimerMessage, WorkMessage};
 use crate::statement::{Balance, StatementRequest, StatementResource};
 use crate::stored::StoredTransaction;
@@ -188,6 +190,15 @@ pub trait TransactionStore: Send + Sync {
         reason: &'a str,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Keeps records refused before they were ever stored as parked (an item per `uniqueId`,
+    /// left alone if one exists), for an operator to see.
+    fn park_new<'a>(
+        &'a self,
+        id: Uuid,
+        transactions: &'a [Transaction],
+        reason: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Parks everything pending after `after`; how many.
     fn park_all_pending<'a>(
         &'a self,
@@ -234,6 +245,72 @@ pub trait ConsentCache: Send + Sync {
         &'a self,
         account: &'a GrantedAccount,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// The authorisation handshakes and the bounded waits for one not announced yet (see
+/// `crate::handshake`). Each write is conditional: a refusal says why the browser may not go on.
+pub trait HandshakeStore: Send + Sync {
+    fn handshake(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Handshake>, StoreError>>;
+    /// The browser opened (or reloaded) the page: records its session, rotating its UI token.
+    fn open_handshake<'a>(
+        &'a self,
+        id: Uuid,
+        session: &'a BrowserSession,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Result<Handshake, HandshakeRefusal>, StoreError>>;
+    /// Claims an opened, unexpired handshake for the PATCH until `now + lease`.
+    fn claim_handshake(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Result<PatchClaim, HandshakeRefusal>, StoreError>>;
+    /// Completes a claimed handshake (`false`: the claim no longer holds).
+    fn complete_handshake<'a>(
+        &'a self,
+        claim: &'a PatchClaim,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Gives a claim back after a failed PATCH.
+    fn release_handshake<'a>(
+        &'a self,
+        claim: &'a PatchClaim,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// One of `slots` leases on waiting for an unannounced handshake; `None` when all are held.
+    fn take_grace_slot(
+        &self,
+        slots: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Option<GraceSlot>, StoreError>>;
+    fn release_grace_slot<'a>(
+        &'a self,
+        slot: &'a GraceSlot,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// What `/auth` and `/authrefresh` read and write.
+pub trait BrowserStore: HandshakeStore + AccountStore + AccountRegistry + AvailableStore {}
+impl<T: HandshakeStore + AccountStore + AccountRegistry + AvailableStore> BrowserStore for T {}
+
+/// The bank's sign-in for Banking Service's accounts (OpenID Connect with PKCE).
+pub trait BankSignIn: Send + Sync {
+    /// A new PKCE verifier (kept in the browser's session until the callback).
+    fn new_verifier(&self) -> String;
+    /// Where to send the browser; `renew_consent` asks the bank to extend that consent.
+    fn sign_in_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        verifier: &str,
+        renew_consent: Option<&str>,
+    ) -> Result<String, BankCallError>;
+    /// The consent id the bank's code grants.
+    fn granted_consent<'a>(
+        &'a self,
+        code: &'a str,
+        redirect_uri: &'a str,
+        verifier: &'a str,
+    ) -> BoxFuture<'a, Result<String, BankCallError>>;
 }
 
 /// What `/availableaccounts` reads and keeps.
@@ -379,6 +456,12 @@ pub trait StatementApi: Send + Sync {
         bank_id: Uuid,
         external_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<FoundAccount>, CallError>>;
+    /// Reports an authorisation's outcome (`PATCH /v1/authorisations/{id}`).
+    fn patch_authorisation<'a>(
+        &'a self,
+        authorisation_id: Uuid,
+        patch: &'a AuthorisationPatch,
+    ) -> BoxFuture<'a, Result<(), CallError>>;
 }
 
 /// The Provider API client of each bank a deployment serves.

@@ -120,38 +120,9 @@ pub(crate) struct Envelope<T> {
     pub(crate) error: Option<ApiError>,
 }
 
-/// `PATCH /v1/authorisations/{id}` body (spec §6.3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AuthorisationPatch {
-    pub data: AuthorisationPatchData,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthorisationPatchData {
-    pub status: AuthorisationStatus,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub bank_accounts: Vec<PatchedAccount>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum AuthorisationStatus {
-    Success,
-    Error,
-    Cancelled,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PatchedAccount {
-    pub bank_account_external_id: String,
-    pub account_name: String,
-    pub bank_identifier: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub branch_identifier: Option<String>,
-    pub account_identifier: String,
-}
+pub use connector_domain::authorisation::{
+    AuthorisationPatch, AuthorisationPatchData, AuthorisationStatus, PatchedAccount,
+};
 
 /// `POST /v1/accountqueries` answer (spec §6.7).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -491,6 +462,16 @@ impl StatementApi for ProviderApi {
                     status: f.status,
                     requested_start_date: f.requested_start_date,
                 }))
+        })
+    }
+
+    fn patch_authorisation<'a>(
+        &'a self,
+        authorisation_id: Uuid,
+        patch: &'a AuthorisationPatch,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            Ok(ProviderApi::patch_authorisation(self, authorisation_id, patch).await?)
         })
     }
 }
