@@ -213,31 +213,8 @@ impl AvailableAccounts {
         granted: &GrantedAccount,
         answer_by: Instant,
     ) -> Vec<AvailableAccount> {
-        let now = self.clock.now();
-        let accounts: Vec<GrantedAccount> = live
-            .accounts
-            .iter()
-            .map(|a| GrantedAccount {
-                external_id: a.account_id.clone(),
-                consent_id: live.consent_id.clone(),
-                customer_id: live.customer_id.clone(),
-                name: a.name.clone(),
-                kind: a.kind.clone(),
-                identifier: a.identifier.clone(),
-                branch: a.branch.clone(),
-                bank_code: a.bank_code.clone(),
-                bank_id: granted.bank_id,
-                granted_at: Some(now),
-            })
-            .collect();
-        let record = ConsentRecord {
-            consent_id: live.consent_id.clone(),
-            customer_id: live.customer_id.clone(),
-            status: live.status.clone(),
-            expires_at: live.expires_at,
-            accounts: accounts.clone(),
-            updated_at: now,
-        };
+        let record = live.record(granted.bank_id, self.clock.now());
+        let accounts = record.accounts.clone();
         let write_by = answer_by
             .checked_sub(ANSWER_RESERVE / 4)
             .unwrap_or_else(Instant::now);

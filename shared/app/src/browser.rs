@@ -10,9 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector_domain::account::{
-    AccountStatus, BackfillState, BankConsent, ConsentRecord, GrantedAccount,
-};
+use connector_domain::account::{AccountStatus, BackfillState, BankConsent};
 use connector_domain::authorisation::{
     AuthorisationPatch, AuthorisationPatchData, AuthorisationStatus, PatchedAccount,
 };
@@ -667,26 +665,19 @@ impl BrowserFlows {
             }
             Flow::AuthRefresh => {
                 let ext = session.external_id.clone().unwrap_or_default();
-                let owned = self
+                let grant = self
                     .store
                     .granted_account(&ext)
                     .await
                     .map_err(|e| e.to_string())?
-                    .is_some_and(|g| {
+                    .filter(|g| {
                         g.customer_id == consent.customer_id && g.consent_id == consent.consent_id
                     });
-                if !owned {
+                let Some(grant) = grant else {
                     tracing::warn!("renewed consent does not cover the account");
                     return Ok(self.not_owner(&session));
-                }
-                let bank_id = self
-                    .store
-                    .granted_account(&ext)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .and_then(|g| g.bank_id)
-                    .or(handshake.bank_id)
-                    .or(session.bank_id);
+                };
+                let bank_id = grant.bank_id.or(handshake.bank_id).or(session.bank_id);
                 self.remember(&consent, bank_id).await?;
                 self.report(flow, id, &session, AuthorisationStatus::Success, Vec::new())
                     .await
@@ -724,38 +715,15 @@ impl BrowserFlows {
     /// Records what the bank granted: the consent and, per account, its consent (used by the
     /// backfill, `/availableaccounts` and re-authorisation).
     async fn remember(&self, consent: &BankConsent, bank_id: Option<Uuid>) -> Result<(), String> {
-        let now = self.clock.now();
-        let granted: Vec<GrantedAccount> = consent
-            .accounts
-            .iter()
-            .map(|a| GrantedAccount {
-                external_id: a.account_id.clone(),
-                consent_id: consent.consent_id.clone(),
-                customer_id: consent.customer_id.clone(),
-                name: a.name.clone(),
-                kind: a.kind.clone(),
-                identifier: a.identifier.clone(),
-                branch: a.branch.clone(),
-                bank_code: a.bank_code.clone(),
-                bank_id,
-                granted_at: Some(now),
-            })
-            .collect();
-        for g in &granted {
+        let record = consent.record(bank_id, self.clock.now());
+        for g in &record.accounts {
             self.store
                 .put_granted_account(g)
                 .await
                 .map_err(|e| e.to_string())?;
         }
         self.store
-            .cache_consent(&ConsentRecord {
-                consent_id: consent.consent_id.clone(),
-                customer_id: consent.customer_id.clone(),
-                status: consent.status.clone(),
-                expires_at: consent.expires_at,
-                accounts: granted,
-                updated_at: now,
-            })
+            .cache_consent(&record)
             .await
             .map_err(|e| e.to_string())
     }

@@ -555,6 +555,33 @@ impl BankConsent {
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.status == "active" && self.expires_at > now
     }
+
+    /// What the connector keeps of it: each account granted at `now`, through `bank_id`.
+    pub fn record(&self, bank_id: Option<Uuid>, now: DateTime<Utc>) -> ConsentRecord {
+        ConsentRecord {
+            consent_id: self.consent_id.clone(),
+            customer_id: self.customer_id.clone(),
+            status: self.status.clone(),
+            expires_at: self.expires_at,
+            accounts: self
+                .accounts
+                .iter()
+                .map(|a| GrantedAccount {
+                    external_id: a.account_id.clone(),
+                    consent_id: self.consent_id.clone(),
+                    customer_id: self.customer_id.clone(),
+                    name: a.name.clone(),
+                    kind: a.kind.clone(),
+                    identifier: a.identifier.clone(),
+                    branch: a.branch.clone(),
+                    bank_code: a.bank_code.clone(),
+                    bank_id,
+                    granted_at: Some(now),
+                })
+                .collect(),
+            updated_at: now,
+        }
+    }
 }
 
 /// An account a consent covers, as the bank describes it.
