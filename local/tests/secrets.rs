@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use connector_app::config::SecretSource;
 use connector_sage::secret::MIN_REFETCH;
+use connector_wiring::config::SecretSource;
 use local_stack::moto::Moto;
 use local_stack::stack::sdk_config;
 

@@ -1,9 +1,9 @@
-use connector_app::browser::{self, BrowserFlows};
+use connector_app::browser::BrowserFlows;
 use connector_aws::handshakes::Flow;
 use lambda_http::{Body, Error, Request, Response};
 
 pub async fn handle(flows: &BrowserFlows, req: Request) -> Result<Response<Body>, Error> {
-    Ok(browser::serve(flows, Flow::Auth, req).await)
+    Ok(connector_wiring::lambda::serve_browser(flows, Flow::Auth, req).await)
 }
 
 #[cfg(test)]

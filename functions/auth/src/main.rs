@@ -2,16 +2,15 @@
 
 mod handler;
 
-use connector_app::browser::BrowserFlows;
-use connector_app::config::Env;
-use connector_app::telemetry;
+use connector_wiring::config::Env;
+use connector_wiring::telemetry;
 
 // One thread: at 256 MB Lambda gives a fraction of a vCPU, so worker threads would only add
 // start-up time (docs/architecture.md, "Cold start").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let flows = match BrowserFlows::from_env(&Env::from_process()).await {
+    let flows = match connector_wiring::banking::browser_flows(&Env::from_process()).await {
         Ok(f) => f,
         Err(e) => telemetry::fail_start("auth", &e),
     };

@@ -1,11 +1,11 @@
-use connector_app::available::{self, AvailableAccounts, AvailableError};
-use connector_app::http;
+use connector_app::available::{AvailableAccounts, AvailableError};
 use connector_domain::ports::AuthRejection;
+use connector_wiring::http;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 
 pub async fn handle(available: &AvailableAccounts, req: Request) -> Result<Response<Body>, Error> {
     let query = req.query_string_parameters();
-    let time_left = available::time_left(&req);
+    let time_left = connector_wiring::lambda::time_left(&req);
     Ok(
         match available
             .handle(req.headers(), query.first("externalId"), time_left)

@@ -2,16 +2,16 @@
 
 mod handler;
 
-use connector_app::available::AvailableAccounts;
-use connector_app::config::Env;
-use connector_app::telemetry;
+use connector_wiring::config::Env;
+use connector_wiring::telemetry;
 
 // One thread: at 256 MB Lambda gives a fraction of a vCPU, so worker threads would only add
 // start-up time (docs/architecture.md, "Cold start").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let available = match AvailableAccounts::from_env(&Env::from_process()).await {
+    let available = match connector_wiring::banking::available_accounts(&Env::from_process()).await
+    {
         Ok(a) => a,
         Err(e) => telemetry::fail_start("availableaccounts", &e),
     };

@@ -1,10 +1,11 @@
-use connector_app::http;
-use connector_app::ingest::{Ingest, IngestError, MAX_BODY, MAX_RECORDS, deadline_of};
+use connector_app::ingest::{Ingest, IngestError, MAX_BODY, MAX_RECORDS};
+use connector_wiring::http;
+use connector_wiring::lambda::deadline_of;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 
 pub async fn handle(ingest: &Ingest, req: Request) -> Result<Response<Body>, Error> {
     let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
-    if ingest.authorise(key).is_err() {
+    if ingest.authorise(key).await.is_err() {
         return Ok(http::error(
             401,
             "AuthenticationError",

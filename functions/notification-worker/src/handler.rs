@@ -1,9 +1,9 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use connector_app::batch::{self, parse_body};
-use connector_app::ingest::deadline_of;
-use connector_app::pipeline::Consumer;
 use connector_app::worker::NotificationWorker;
 use connector_domain::messages::WorkMessage;
+use connector_wiring::lambda::deadline_of;
+use connector_wiring::sqs::Consumer;
+use connector_wiring::sqs::{self as batch, parse_body};
 use lambda_runtime::{Error, LambdaEvent};
 
 pub async fn handle(

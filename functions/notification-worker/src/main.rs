@@ -2,16 +2,15 @@
 
 mod handler;
 
-use connector_app::config::Env;
-use connector_app::telemetry;
-use connector_app::worker::NotificationWorker;
+use connector_wiring::config::Env;
+use connector_wiring::telemetry;
 
 // One thread: at 256 MB Lambda gives a fraction of a vCPU, so worker threads would only add
 // start-up time (docs/architecture.md, "Cold start").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
-    let worker = match NotificationWorker::from_env(&Env::from_process()).await {
+    let worker = match connector_wiring::banking::notification_worker(&Env::from_process()).await {
         Ok(w) => w,
         Err(e) => telemetry::fail_start("notification-worker", &e),
     };

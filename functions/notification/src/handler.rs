@@ -1,6 +1,6 @@
-use connector_app::http::{self, Detail};
 use connector_app::intake::{IntakeError, MAX_BODY, NotificationIntake};
 use connector_domain::ports::AuthRejection;
+use connector_wiring::http::{self, Detail};
 use lambda_http::{Body, Error, Request, Response};
 
 pub async fn handle(intake: &NotificationIntake, req: Request) -> Result<Response<Body>, Error> {

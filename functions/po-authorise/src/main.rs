@@ -1,22 +1,21 @@
 //! `GET|POST /authorise/{linkId}` and `GET /authorise/callback`: the Payments Out authorisation
 //! page, where the customer consents at the bank (docs/payments-out.md §7).
 
-use connector_app::config::Env;
-use connector_app::payouts_authorise::AuthorisePage;
-use connector_app::telemetry;
+use connector_wiring::config::Env;
+use connector_wiring::telemetry;
 
 // One thread: at 256 MB Lambda gives a fraction of a vCPU, so worker threads would only add
 // start-up time (docs/architecture.md, "Cold start").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let page = match AuthorisePage::from_env(&Env::from_process()).await {
+    let page = match connector_wiring::payouts::authorise_page(&Env::from_process()).await {
         Ok(p) => p,
         Err(e) => telemetry::fail_start("po-authorise", &e),
     };
     let page = &page;
     lambda_http::run(lambda_http::service_fn(move |req| async move {
-        Ok::<_, lambda_http::Error>(page.serve(req).await)
+        Ok::<_, lambda_http::Error>(connector_wiring::lambda::serve_authorise(page, req).await)
     }))
     .await
 }

@@ -1,7 +1,7 @@
 use connector_app::batch::MessageError;
-use connector_app::http::{self, Detail};
 use connector_app::payouts_bank_events::{BankEvents, ConsentEvent};
 use connector_domain::payouts::batches::BankEvent;
+use connector_wiring::http::{self, Detail};
 use lambda_http::{Body, Error, Request, Response};
 
 /// An event is small; anything larger is not one.
@@ -9,7 +9,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 pub async fn handle(events: &BankEvents, req: Request) -> Result<Response<Body>, Error> {
     let presented = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
-    if !events.authorised(presented) {
+    if !events.authorised(presented).await {
         return Ok(http::error(
             401,
             "AuthenticationError",

@@ -1,6 +1,6 @@
-use connector_app::http::{self, Detail};
 use connector_app::payouts_intake::{Accepted, Endpoint, PayoutsIntake, Refusal};
 use connector_domain::payouts::notification::{DeliveryError, MAX_BODY};
+use connector_wiring::http::{self, Detail};
 use lambda_http::{Body, Error, Request, Response};
 
 /// Which endpoint the request came to (one function serves both routes).

@@ -3,16 +3,15 @@
 
 mod handler;
 
-use connector_app::config::Env;
-use connector_app::payouts_intake::PayoutsIntake;
-use connector_app::telemetry;
+use connector_wiring::config::Env;
+use connector_wiring::telemetry;
 
 // One thread: at 256 MB Lambda gives a fraction of a vCPU, so worker threads would only add
 // start-up time (docs/architecture.md, "Cold start").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let intake = match PayoutsIntake::from_env(&Env::from_process()).await {
+    let intake = match connector_wiring::payouts::intake(&Env::from_process()).await {
         Ok(i) => i,
         Err(e) => telemetry::fail_start("po-intake", &e),
     };

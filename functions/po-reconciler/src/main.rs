@@ -2,9 +2,8 @@
 //! expiry, consents under the bank's review (docs/payments-out.md §11).
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use connector_app::config::Env;
-use connector_app::payouts_reconciler::PayoutsReconciler;
-use connector_app::telemetry;
+use connector_wiring::config::Env;
+use connector_wiring::telemetry;
 use lambda_runtime::{Error, LambdaEvent};
 
 // One thread: at 256 MB Lambda gives a fraction of a vCPU, so worker threads would only add
@@ -12,7 +11,7 @@ use lambda_runtime::{Error, LambdaEvent};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let reconciler = match PayoutsReconciler::from_env(&Env::from_process()).await {
+    let reconciler = match connector_wiring::payouts::reconciler(&Env::from_process()).await {
         Ok(r) => r,
         Err(e) => telemetry::fail_start("po-reconciler", &e),
     };

@@ -1,8 +1,8 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use connector_app::batch::{self, parse_body};
-use connector_app::pipeline::Consumer;
 use connector_app::poller::StatementPoller;
 use connector_domain::messages::TimerMessage;
+use connector_wiring::sqs::Consumer;
+use connector_wiring::sqs::{self as batch, parse_body};
 use lambda_runtime::{Error, LambdaEvent};
 
 pub async fn handle(

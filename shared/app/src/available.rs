@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use connector_domain::account::{BankConsent, ConsentRecord, GrantedAccount};
 use connector_domain::ports::{
     AuthRejection, AvailableStore, BankReader, BankingServiceAuth, Clock,
@@ -17,10 +16,6 @@ use connector_domain::transaction::truncate_chars;
 use http::HeaderMap;
 use serde::Serialize;
 use tokio::time::Instant;
-
-use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
-use crate::intake::verifier_from_env;
 
 /// One account of the answer, in the spec's shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,21 +113,6 @@ pub fn time_to_answer(received_ms: Option<i64>, deadline_ms: Option<i64>, now_ms
     Duration::from_millis(left.max(0) as u64)
 }
 
-/// `time_to_answer` for an API Gateway request: its receipt time and the invocation's deadline.
-pub fn time_left(req: &lambda_http::Request) -> Duration {
-    use lambda_http::RequestExt;
-    use lambda_http::request::RequestContext;
-    let received_ms = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(c)) if c.time_epoch > 0 => Some(c.time_epoch),
-        _ => None,
-    };
-    let deadline_ms = req
-        .lambda_context_ref()
-        .and_then(|c| i64::try_from(c.deadline).ok())
-        .filter(|d| *d > 0);
-    time_to_answer(received_ms, deadline_ms, Utc::now().timestamp_millis())
-}
-
 pub struct AvailableAccounts {
     pub auth: Arc<dyn BankingServiceAuth>,
     /// The grants and each consent's last known list (the table).
@@ -143,17 +123,6 @@ pub struct AvailableAccounts {
 }
 
 impl AvailableAccounts {
-    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
-        let http = http_client(env)?;
-        Ok(Self {
-            auth: Arc::new(verifier_from_env(env, &platform, http.clone()).await?),
-            bank: bank_from_env(env, &platform, &http).await?,
-            store: Arc::new(platform.table),
-            clock: Arc::new(crate::pipeline::SystemClock),
-        })
-    }
-
     /// Answers within `time_left` (see `time_to_answer`).
     pub async fn handle(
         &self,

@@ -6,7 +6,7 @@ use connector_domain::ports::{GrantStore, StoreError};
 use uuid::Uuid;
 
 /// The notified `bankId`; else the bank whose settings alone verified the notification (a
-/// deployment serving several banks, `crate::banks::Verifiers`); else the bank the account was
+/// deployment serving several banks, `BankingServiceAuth`); else the bank the account was
 /// granted through at `/auth` (recorded with the grant, matched by `externalId`); else the
 /// single bank this deployment serves (`BANKING_SERVICE_BANK_ID`), if one is configured.
 pub async fn resolve(

@@ -14,12 +14,11 @@ use connector_domain::account::{AccountStatus, BackfillState, BankConsent};
 use connector_domain::authorisation::{
     AuthorisationPatch, AuthorisationPatchData, AuthorisationStatus, PatchedAccount,
 };
-use connector_domain::handshake::{
-    BrowserSession, Flow, Handshake, HandshakeRefusal, HandshakeState,
-};
+use connector_domain::handshake::{BrowserSession, Flow, Handshake, HandshakeRefusal};
 use connector_domain::messages::{Kick, KickReason, WorkMessage};
 use connector_domain::ports::{
-    BankReader, BankSignIn, BrowserStore, CallError, Clock, StatementApi, StatementApis, Timers,
+    BankReader, BankSignIn, BrowserStore, CallError, Clock, ExpectedKey, StatementApi,
+    StatementApis, Timers,
 };
 use connector_domain::redirect::{RedirectAllowList, StartLink, with_state};
 use connector_domain::transaction::truncate_chars;
@@ -27,8 +26,6 @@ use subtle::ConstantTimeEq;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
 use crate::pages;
 
 /// How long a claim for the PATCH holds the handshake: longer than the `/auth` and
@@ -103,6 +100,19 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     bool::from(da.as_slice().ct_eq(db.as_slice()))
 }
 
+/// Whether a caller presented the expected key (compared in constant time); always when no key
+/// is configured (IAM decided already), never when one is and none was presented.
+pub(crate) async fn key_accepted(
+    expected: Option<&Arc<dyn ExpectedKey>>,
+    presented: Option<&str>,
+) -> bool {
+    match (expected, presented) {
+        (None, _) => true,
+        (Some(key), Some(presented)) => same_secret(&key.current().await, presented),
+        (Some(_), None) => false,
+    }
+}
+
 pub struct BrowserFlows {
     /// Handshakes, grants, consents and accounts (the table).
     pub store: Arc<dyn BrowserStore>,
@@ -115,7 +125,7 @@ pub struct BrowserFlows {
     pub sign_in: Arc<dyn BankSignIn>,
     pub clock: Arc<dyn Clock>,
     pub allow: RedirectAllowList,
-    pub pages: crate::http::PagePolicy,
+    pub pages: crate::pages::PagePolicy,
     pub grace: Duration,
     pub public_base: PublicBase,
     pub bank_name: String,
@@ -163,46 +173,13 @@ pub enum PublicBase {
 }
 
 impl PublicBase {
-    /// `PUBLIC_BASE_URL` when set; otherwise API Gateway's domain when running on Lambda, which
-    /// sets `LAMBDA_TASK_ROOT` for every runtime (the local stack's runtime does not, and gives
-    /// `PUBLIC_BASE_URL` instead); otherwise a start-up error naming `PUBLIC_BASE_URL`.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        const NAME: &str = "PUBLIC_BASE_URL";
-        if env.optional(NAME).is_some() {
-            let value = env.url(NAME)?;
-            let parsed = url::Url::parse(&value).map_err(|e| ConfigError::Invalid {
-                name: NAME.into(),
-                reason: e.to_string(),
-            })?;
-            if parsed.query().is_some() || parsed.fragment().is_some() {
-                return Err(ConfigError::Invalid {
-                    name: NAME.into(),
-                    reason: "a base URL has no query or fragment".into(),
-                });
-            }
-            return Ok(Self::Configured(value.trim_end_matches('/').to_string()));
-        }
-        if env.optional("LAMBDA_TASK_ROOT").is_some() {
-            return Ok(Self::ApiGateway);
-        }
-        Err(ConfigError::Missing {
-            name: NAME.into(),
-            hint: "the connector's public base URL, e.g. https://connector.examplebank.com; \
-                   required off Lambda (on Lambda, empty means API Gateway's domain)",
-        })
-    }
-
-    /// The base URL for `req`; `None` when API Gateway named no usable domain.
-    pub fn origin(&self, req: &lambda_http::Request) -> Option<String> {
-        use lambda_http::RequestExt;
-        use lambda_http::request::RequestContext;
+    /// The base URL for a request API Gateway served on `gateway_domain`; `None` when it is
+    /// needed and API Gateway named no usable domain.
+    pub fn origin(&self, gateway_domain: Option<&str>) -> Option<String> {
         match self {
             Self::Configured(base) => Some(base.clone()),
             Self::ApiGateway => {
-                let domain = match req.request_context_ref() {
-                    Some(RequestContext::ApiGatewayV2(c)) => c.domain_name.clone(),
-                    _ => None,
-                }?;
+                let domain = gateway_domain?;
                 let plain = !domain.is_empty()
                     && domain.len() <= 253
                     && domain
@@ -214,49 +191,31 @@ impl PublicBase {
     }
 }
 
-impl BrowserFlows {
-    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let platform = Platform::from_env(
-            env,
-            QueueNeeds {
-                notifications: true,
-                push: true,
-                poll: false,
-            },
-        )
-        .await?;
-        let http = http_client(env)?;
-        let allow_http_loopback = env.flag("REDIRECT_ALLOW_HTTP_LOOPBACK")?;
-        let allow = RedirectAllowList::parse(
-            &env.required("REDIRECT_HOST_ALLOWLIST")?,
-            allow_http_loopback,
-        )
-        .map_err(|reason| ConfigError::Invalid {
-            name: "REDIRECT_HOST_ALLOWLIST".into(),
-            reason,
-        })?;
-        let bank = bank_from_env(env, &platform, &http).await?;
-        Ok(Self {
-            providers: Arc::new(crate::banks::Providers::from_env(env, &platform, &http).await?),
-            sign_in: bank.clone(),
-            bank,
-            clock: Arc::new(crate::pipeline::SystemClock),
-            allow,
-            pages: crate::http::PagePolicy {
-                frame_ancestors: env.optional("FRAME_ANCESTORS").unwrap_or_else(|| {
-                    "'self' https://*.sagebankdrive.com https://*.sage.com https://*.intacct.com https://*.sageone.com".into()
-                }),
-                allow_http_loopback,
-            },
-            grace: env.duration_secs("AUTH_GRACE_S", Duration::from_secs(5))?,
-            public_base: PublicBase::from_env(env)?,
-            bank_name: env.optional("BANK_DISPLAY_NAME").unwrap_or_else(|| "your bank".into()),
-            patch_retries: 3,
-            store: Arc::new(platform.table),
-            queues: Arc::new(platform.queues),
-        })
-    }
+/// A browser request as the pages see it; the Lambda glue reads it off API Gateway's event.
+pub struct PageRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The route's `{linkId}` when API Gateway matched one.
+    pub link_id: Option<&'a str>,
+    pub query: HashMap<String, String>,
+    pub body: &'a [u8],
+    /// The domain API Gateway served the request on (`requestContext.domainName`).
+    pub gateway_domain: Option<&'a str>,
+}
 
+/// The largest form a page accepts.
+pub const MAX_FORM: usize = 16 * 1024;
+
+impl PageRequest<'_> {
+    /// The body as a form's fields.
+    pub fn form(&self) -> HashMap<String, String> {
+        url::form_urlencoded::parse(self.body)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+impl BrowserFlows {
     fn path(flow: Flow) -> &'static str {
         match flow {
             Flow::Auth => "/auth",
@@ -505,15 +464,8 @@ impl BrowserFlows {
         let Some(h) = self.store.handshake(id).await.map_err(|e| e.to_string())? else {
             return Ok(Err(Self::refusal_page(HandshakeRefusal::Unknown)));
         };
-        let now = self.clock.now();
-        if h.state == HandshakeState::Completed {
-            return Ok(Err(Self::refusal_page(HandshakeRefusal::Completed)));
-        }
-        if h.patch_in_progress(now) {
-            return Ok(Err(Self::refusal_page(HandshakeRefusal::InProgress)));
-        }
-        if h.expires_at <= now {
-            return Ok(Err(Self::refusal_page(HandshakeRefusal::Expired)));
+        if let Some(refusal) = h.refusal(self.clock.now()) {
+            return Ok(Err(Self::refusal_page(refusal)));
         }
         match h.browser.clone() {
             Some(s) if s.flow == flow => Ok(Ok((h, s))),
@@ -925,78 +877,46 @@ fn retry_wait(e: &CallError) -> Option<Duration> {
     }
 }
 
-/// Maps an API Gateway request to the flow's step and the outcome to a response.
-pub async fn serve(
-    flows: &BrowserFlows,
-    flow: Flow,
-    req: lambda_http::Request,
-) -> lambda_http::Response<lambda_http::Body> {
-    use lambda_http::RequestExt;
-    let Some(origin) = flows.public_base.origin(&req) else {
+/// The step of `flow` a browser request asks for, and its outcome.
+pub async fn answer(flows: &BrowserFlows, flow: Flow, req: &PageRequest<'_>) -> PageOutcome {
+    let Some(origin) = flows.public_base.origin(req.gateway_domain) else {
         tracing::error!("no public base URL: API Gateway named no domain for the request");
-        return crate::http::html(
-            500,
-            pages::error_page(
+        return PageOutcome::Page {
+            status: 500,
+            html: pages::error_page(
                 "Something went wrong",
                 "Please try again in a moment.",
                 None,
             ),
-            &flows.pages,
-        );
+        };
     };
-    let query: HashMap<String, String> = req
-        .query_string_parameters()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let outcome = match *req.method() {
-        http::Method::GET if req.uri().path().ends_with("/callback") => {
-            flows
-                .callback(
-                    flow,
-                    &BrowserRequest {
-                        params: &query,
-                        origin,
-                    },
-                )
-                .await
-        }
-        http::Method::GET => {
-            flows
-                .start(
-                    flow,
-                    &BrowserRequest {
-                        params: &query,
-                        origin,
-                    },
-                )
-                .await
-        }
-        http::Method::POST => {
-            let body: &[u8] = req.body().as_ref();
-            if body.len() > 16 * 1024 {
-                PageOutcome::Page {
-                    status: 413,
-                    html: pages::error_page(
-                        "Request too large",
-                        "Please start again from your Sage product.",
-                        None,
-                    ),
-                }
+    match req.method {
+        "GET" => {
+            let step = BrowserRequest {
+                params: &req.query,
+                origin,
+            };
+            if req.path.ends_with("/callback") {
+                flows.callback(flow, &step).await
             } else {
-                let form: HashMap<String, String> = url::form_urlencoded::parse(body)
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                flows
-                    .proceed(
-                        flow,
-                        &BrowserRequest {
-                            params: &form,
-                            origin,
-                        },
-                    )
-                    .await
+                flows.start(flow, &step).await
             }
+        }
+        "POST" if req.body.len() > MAX_FORM => PageOutcome::Page {
+            status: 413,
+            html: pages::error_page(
+                "Request too large",
+                "Please start again from your Sage product.",
+                None,
+            ),
+        },
+        "POST" => {
+            let form = req.form();
+            let step = BrowserRequest {
+                params: &form,
+                origin,
+            };
+            flows.proceed(flow, &step).await
         }
         _ => PageOutcome::Page {
             status: 405,
@@ -1006,10 +926,6 @@ pub async fn serve(
                 None,
             ),
         },
-    };
-    match outcome {
-        PageOutcome::Page { status, html } => crate::http::html(status, html, &flows.pages),
-        PageOutcome::Redirect { location } => crate::http::see_other(&location, &flows.pages),
     }
 }
 
@@ -1021,80 +937,22 @@ mod flow_tests;
 mod tests {
     use super::*;
 
-    /// `events/auth.json` with its `Host` header and API Gateway domain replaced.
-    fn request(host: &str, domain: Option<&str>) -> lambda_http::Request {
-        let mut event: serde_json::Value =
-            serde_json::from_str(include_str!("../../../events/auth.json")).unwrap();
-        event["headers"]["host"] = host.into();
-        match domain {
-            Some(d) => event["requestContext"]["domainName"] = d.into(),
-            None => {
-                event["requestContext"]
-                    .as_object_mut()
-                    .unwrap()
-                    .remove("domainName");
-            }
-        }
-        lambda_http::request::from_str(&event.to_string()).unwrap()
-    }
-
     #[test]
-    fn the_public_base_url_is_configured_or_api_gateways_and_never_the_host_header() {
+    fn the_public_base_url_is_configured_or_api_gateways_domain() {
         let gateway = "abc123.execute-api.eu-west-1.amazonaws.com";
-        let spoofed = request("evil.example", Some(gateway));
         assert_eq!(
-            PublicBase::ApiGateway.origin(&spoofed).as_deref(),
+            PublicBase::ApiGateway.origin(Some(gateway)).as_deref(),
             Some("https://abc123.execute-api.eu-west-1.amazonaws.com")
         );
         let custom = PublicBase::Configured("https://connector.examplebank.com".into());
         assert_eq!(
-            custom.origin(&spoofed).as_deref(),
+            custom.origin(Some(gateway)).as_deref(),
             Some("https://connector.examplebank.com")
         );
         // No domain from API Gateway, or not a plain host name: no URL at all.
-        assert_eq!(PublicBase::ApiGateway.origin(&request(gateway, None)), None);
-        assert_eq!(
-            PublicBase::ApiGateway.origin(&request(gateway, Some("evil.example/x?"))),
-            None
-        );
-    }
-
-    #[test]
-    fn without_public_base_url_only_lambda_starts_and_the_error_names_the_variable() {
-        let from = |pairs: &[(&str, &str)]| PublicBase::from_env(&Env::from_pairs(pairs));
-        assert_eq!(
-            from(&[("PUBLIC_BASE_URL", "https://connector.examplebank.com/")]),
-            Ok(PublicBase::Configured(
-                "https://connector.examplebank.com".into()
-            ))
-        );
-        assert_eq!(
-            from(&[
-                ("PUBLIC_BASE_URL", "http://127.0.0.1:3000"),
-                ("LAMBDA_TASK_ROOT", "/var/task")
-            ]),
-            Ok(PublicBase::Configured("http://127.0.0.1:3000".into()))
-        );
-        assert_eq!(
-            from(&[("LAMBDA_TASK_ROOT", "/var/task"), ("PUBLIC_BASE_URL", "")]),
-            Ok(PublicBase::ApiGateway)
-        );
-        // Off Lambda (the local stack's runtime sets AWS_LAMBDA_FUNCTION_NAME, not
-        // LAMBDA_TASK_ROOT) there is no API Gateway domain to trust.
-        let missing = from(&[("AWS_LAMBDA_FUNCTION_NAME", "auth")])
-            .unwrap_err()
-            .to_string();
-        assert!(missing.contains("PUBLIC_BASE_URL"), "{missing}");
-        for bad in [
-            "connector.examplebank.com",
-            "https://c.example/?x=1",
-            "ftp://c.example",
-        ] {
-            let e = from(&[("PUBLIC_BASE_URL", bad), ("LAMBDA_TASK_ROOT", "/var/task")])
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("PUBLIC_BASE_URL"), "{bad}: {e}");
-        }
+        assert_eq!(PublicBase::ApiGateway.origin(None), None);
+        assert_eq!(PublicBase::ApiGateway.origin(Some("evil.example/x?")), None);
+        assert_eq!(PublicBase::ApiGateway.origin(Some("")), None);
     }
 
     #[test]

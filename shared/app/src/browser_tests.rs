@@ -77,7 +77,7 @@ async fn world() -> World {
         }),
         clock,
         allow: RedirectAllowList::parse("*.sage.com", false).unwrap(),
-        pages: crate::http::PagePolicy {
+        pages: crate::pages::PagePolicy {
             frame_ancestors: "'self'".into(),
             allow_http_loopback: false,
         },

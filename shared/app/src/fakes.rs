@@ -731,10 +731,7 @@ impl AccountRegistry for MemoryStore {
 fn refusal(h: Option<&Handshake>, now: DateTime<Utc>) -> Option<HandshakeRefusal> {
     match h {
         None => Some(HandshakeRefusal::Unknown),
-        Some(h) if h.state == HandshakeState::Completed => Some(HandshakeRefusal::Completed),
-        Some(h) if h.patch_in_progress(now) => Some(HandshakeRefusal::InProgress),
-        Some(h) if h.expires_at <= now => Some(HandshakeRefusal::Expired),
-        Some(_) => None,
+        Some(h) => h.refusal(now),
     }
 }
 

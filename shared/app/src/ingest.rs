@@ -6,15 +6,14 @@ use std::sync::Arc;
 
 use connector_domain::ingest::{IngestBodyError, IngestRequest, parse_ingest_body};
 use connector_domain::messages::{Kick, KickReason};
-use connector_domain::ports::{Clock, IngestStore, PutOutcome, RegistryStore, StoreError, Timers};
+use connector_domain::ports::{
+    Clock, ExpectedKey, IngestStore, PutOutcome, RegistryStore, StoreError, Timers,
+};
 use connector_domain::statement::Balance;
 use connector_domain::transaction::{RecordProblem, Transaction, dated_in_future, validate_record};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
-
-use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds};
 
 pub use connector_domain::ingest::{MAX_BODY, MAX_RECORDS};
 
@@ -32,11 +31,6 @@ pub fn fence_until(deadline: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateT
         Some(d) if d > now => (d + LEASE_MARGIN).min(fallback),
         _ => fallback,
     }
-}
-
-/// The deadline of a Lambda invocation (milliseconds since the epoch) as a time.
-pub fn deadline_of(context: &lambda_runtime::Context) -> Option<DateTime<Utc>> {
-    DateTime::<Utc>::from_timestamp_millis(i64::try_from(context.deadline).ok()?)
 }
 
 /// Stores transactions for one account and returns, per transaction, whether it is new;
@@ -149,39 +143,13 @@ pub struct Ingest {
     pub queues: Arc<dyn Timers>,
     pub clock: Arc<dyn Clock>,
     /// On AWS the route is IAM-authorised; locally (and behind other gateways) an API key.
-    pub api_key: Option<connector_sage::Secret>,
+    pub api_key: Option<Arc<dyn ExpectedKey>>,
 }
 
 impl Ingest {
-    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let platform = Platform::from_env(
-            env,
-            QueueNeeds {
-                push: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let api_key = env
-            .optional_secret("INGEST_API_KEY", &platform.secrets())
-            .await?;
-        Ok(Self {
-            store: Arc::new(platform.table),
-            queues: Arc::new(platform.queues),
-            clock: Arc::new(crate::pipeline::SystemClock),
-            api_key,
-        })
-    }
-
-    pub fn authorise(&self, presented: Option<&str>) -> Result<(), IngestError> {
-        let Some(expected) = &self.api_key else {
-            return Ok(());
-        };
-        use sha2::Digest;
-        use subtle::ConstantTimeEq;
-        let a = sha2::Sha256::digest(presented.unwrap_or("").as_bytes());
-        let b = sha2::Sha256::digest(expected.expose().as_bytes());
-        if presented.is_some() && bool::from(a.as_slice().ct_eq(b.as_slice())) {
+    /// Whether the caller presented the ingest key, when one is configured.
+    pub async fn authorise(&self, presented: Option<&str>) -> Result<(), IngestError> {
+        if crate::browser::key_accepted(self.api_key.as_ref(), presented).await {
             Ok(())
         } else {
             Err(IngestError::Unauthorised)
@@ -342,13 +310,5 @@ mod tests {
         // the fence beyond the fallback.
         assert_eq!(fence_until(Some(now - TimeDelta::seconds(1)), now), long);
         assert_eq!(fence_until(Some(now + TimeDelta::hours(5)), now), long);
-    }
-
-    #[test]
-    fn the_lambda_deadline_is_read_in_milliseconds() {
-        let mut context = lambda_runtime::Context::default();
-        context.deadline = 1_700_000_000_123;
-        let d = deadline_of(&context).expect("a time");
-        assert_eq!(d.timestamp_millis(), 1_700_000_000_123);
     }
 }

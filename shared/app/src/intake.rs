@@ -10,9 +10,6 @@ use connector_domain::notification::{
 use connector_domain::ports::{AuthRejection, BankingServiceAuth, Clock, OnceClaims, Timers};
 use http::HeaderMap;
 
-use crate::banks::{Verifiers, named_bank};
-use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds, http_client};
 use crate::once::Stored;
 
 /// Bodies above this are refused before parsing (real notifications are a few hundred bytes).
@@ -65,35 +62,25 @@ pub struct NotificationIntake {
     pub clock: Arc<dyn Clock>,
 }
 
-/// The verifiers of Banking Service's tokens (shared by `/notification` and
-/// `/availableaccounts`): the default settings and each bank's own (`crate::banks`).
-pub async fn verifier_from_env(
-    env: &Env,
-    platform: &Platform,
-    http: reqwest::Client,
-) -> Result<Verifiers, ConfigError> {
-    Verifiers::from_env(env, platform, http).await
+/// The `bankId` a notification body names, read only to choose which bank's settings verify it
+/// (nothing of it is stored or trusted before verification).
+pub fn named_bank(body: &[u8]) -> Option<uuid::Uuid> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(rename = "additionalData")]
+        additional_data: Option<Additional>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Additional {
+        #[serde(rename = "bankId")]
+        bank_id: Option<serde_json::Value>,
+    }
+    let body: Body = serde_json::from_slice(body).ok()?;
+    let id = body.additional_data?.bank_id?;
+    uuid::Uuid::parse_str(id.as_str()?.trim()).ok()
 }
 
 impl NotificationIntake {
-    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let platform = Platform::from_env(
-            env,
-            QueueNeeds {
-                notifications: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let verifier = verifier_from_env(env, &platform, http_client(env)?).await?;
-        Ok(Self {
-            auth: Arc::new(verifier),
-            once: Arc::new(platform.table),
-            queues: Arc::new(platform.queues),
-            clock: Arc::new(crate::pipeline::SystemClock),
-        })
-    }
-
     pub async fn handle(&self, headers: &HeaderMap, body: &[u8]) -> Result<Accepted, IntakeError> {
         // Authenticate before reading the body: nothing from an unauthenticated caller is parsed
         // or stored.
@@ -195,3 +182,25 @@ fn actionable(parsed: ParsedNotification) -> Result<(String, NotificationAction)
 #[cfg(test)]
 #[path = "intake_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod named_bank_tests {
+    use super::named_bank;
+
+    const A: &str = "5f775565-62d9-4d03-aca0-5365ad75ac07";
+
+    #[test]
+    fn the_named_bank_is_read_leniently() {
+        let id = uuid::Uuid::parse_str(A).unwrap();
+        let body = format!(r#"{{"type":"x","additionalData":{{"bankId":" {A} "}}}}"#);
+        assert_eq!(named_bank(body.as_bytes()), Some(id));
+        for body in [
+            r#"{"additionalData":{"bankId":42}}"#,
+            r#"{"additionalData":{}}"#,
+            r#"{"additionalData":null}"#,
+            "not json",
+        ] {
+            assert_eq!(named_bank(body.as_bytes()), None, "{body}");
+        }
+    }
+}

@@ -1,16 +1,14 @@
-//! The connector's use cases and the glue every Lambda function shares. Functions stay thin:
-//! parse the event, call a use case here, map the result to a response.
+//! The connector's use cases, on ports only: no AWS SDK, Sage, bank or Lambda crate is a
+//! dependency. The composition root (`connector-wiring`) builds the real clients behind the
+//! ports and adapts Lambda's events; functions stay thin: parse the event, call a use case here,
+//! map the result to a response.
 
 pub mod available;
 pub mod bank_id;
-pub mod banks;
 pub mod batch;
 pub mod browser;
-pub mod config;
-pub mod context;
 #[cfg(test)]
 mod fakes;
-pub mod http;
 pub mod ingest;
 pub mod intake;
 pub mod once;
@@ -30,5 +28,4 @@ pub mod pusher;
 pub mod reconciler;
 #[cfg(test)]
 mod state_machines;
-pub mod telemetry;
 pub mod worker;

@@ -1,8 +1,6 @@
 //! The few HTML pages a customer sees: small, readable on a phone, no script, every value
 //! escaped, no internal detail.
 
-use crate::http::escape_html;
-
 const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;\
 padding:1.5rem;color:#1b1b1b;background:#f7f7f8}main{max-width:28rem;margin:0 auto;background:#fff;\
 border-radius:.75rem;padding:1.5rem;box-shadow:0 1px 3px rgba(0,0,0,.12)}h1{font-size:1.3rem;\
@@ -131,6 +129,46 @@ pub fn error_page(title: &str, message: &str, back: Option<&str>) -> String {
     )
 }
 
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// What the headers of the browser pages allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagePolicy {
+    /// CSP `frame-ancestors`: who may frame the pages.
+    pub frame_ancestors: String,
+    /// Forms may also go to plain `http` on loopback (`REDIRECT_ALLOW_HTTP_LOOPBACK`, local runs
+    /// only: the local bank login is there).
+    pub allow_http_loopback: bool,
+}
+
+impl PagePolicy {
+    pub fn content_security_policy(&self) -> String {
+        let loopback = if self.allow_http_loopback {
+            " http://127.0.0.1:* http://localhost:*"
+        } else {
+            ""
+        };
+        format!(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https:{loopback}; base-uri 'none'; frame-ancestors {}",
+            self.frame_ancestors
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +206,13 @@ mod tests {
         assert!(retry.contains(
             "<meta http-equiv=\"refresh\" content=\"1;url=?a=1&amp;b=&quot;&gt;&lt;script&gt;\">"
         ));
+    }
+
+    #[test]
+    fn html_escaping_covers_attributes_and_content() {
+        assert_eq!(
+            escape_html(r#"<script>alert("x")</script>'&"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#x27;&amp;"
+        );
     }
 }

@@ -25,7 +25,7 @@ use connector_domain::ports::{
 use connector_domain::redirect::{RedirectAllowList, with_state};
 use sha2::Digest;
 
-use crate::browser::{PageOutcome, same_secret};
+use crate::browser::{MAX_FORM, PageOutcome, PageRequest, same_secret};
 use crate::pages;
 
 /// The page's use cases, on ports.
@@ -421,97 +421,30 @@ impl Authorise {
 /// The page, its headers' policy.
 pub struct AuthorisePage {
     pub flow: Authorise,
-    pub pages: crate::http::PagePolicy,
+    pub pages: crate::pages::PagePolicy,
     /// Where the page's own URLs start (the form, the bank's callback).
     pub public_base: crate::browser::PublicBase,
 }
 
 impl AuthorisePage {
-    /// The page on real clients: Payments Out's (`POS_*`), the bank's (`BANK_*`), the table,
-    /// and the worker's queue.
-    pub async fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
-        use crate::config::ConfigError;
-        use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
-        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
-        let http = http_client(env)?;
-        // The page PATCHes decisions, never links: no links base.
-        let api = crate::payouts_worker::payouts_from_env(env, &platform, String::new()).await?;
-        let allow_http_loopback = env.flag("REDIRECT_ALLOW_HTTP_LOOPBACK")?;
-        let returns = RedirectAllowList::parse(
-            &env.optional("RETURN_HOST_ALLOWLIST")
-                .unwrap_or_else(|| "*.intacct.com,*.sage.com".into()),
-            allow_http_loopback,
-        )
-        .map_err(|reason| ConfigError::Invalid {
-            name: "RETURN_HOST_ALLOWLIST".into(),
-            reason,
-        })?;
-        let flow = Authorise {
-            links: Arc::new(platform.table.clone()),
-            bindings: Arc::new(platform.table.clone()),
-            bank: bank_from_env(env, &platform, &http).await?,
-            api: Arc::new(api),
-            queue: Arc::new(connector_aws::queues::WorkQueue::new(
-                platform.sqs.clone(),
-                env.url("PAYOUTS_QUEUE_URL")?,
-            )),
-            clock: Arc::new(crate::pipeline::SystemClock),
-            returns,
-            bank_name: env
-                .optional("BANK_DISPLAY_NAME")
-                .unwrap_or_else(|| "your bank".into()),
-            patch_attempts: 3,
-            patch_pause: Duration::from_millis(300),
-            open: Arc::new(platform.table.clone()),
-            stuck_after: crate::payouts_worker::stuck_after(env)?,
-        };
-        let pages = crate::http::PagePolicy {
-            frame_ancestors: env
-                .optional("FRAME_ANCESTORS")
-                .unwrap_or_else(|| "'self' https://*.intacct.com https://*.sage.com".into()),
-            allow_http_loopback,
-        };
-        Ok(Self {
-            flow,
-            pages,
-            public_base: crate::browser::PublicBase::from_env(env)?,
-        })
-    }
-
-    /// Maps an API Gateway request to the page's step, and the outcome to a response.
-    pub async fn serve(
-        &self,
-        req: lambda_http::Request,
-    ) -> lambda_http::Response<lambda_http::Body> {
-        use lambda_http::RequestExt;
-        let Some(origin) = self.public_base.origin(&req) else {
+    /// The page's step a browser request asks for, and its outcome.
+    pub async fn answer(&self, req: &PageRequest<'_>) -> PageOutcome {
+        let Some(origin) = self.public_base.origin(req.gateway_domain) else {
             tracing::error!("no public base URL: API Gateway named no domain for the request");
-            let out = page(500, "Something went wrong", "Please try again in a moment.");
-            return self.respond(out);
+            return page(500, "Something went wrong", "Please try again in a moment.");
         };
-        let query: HashMap<String, String> = req
-            .query_string_parameters()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         let link_id = req
-            .path_parameters()
-            .first("linkId")
-            .map(str::to_string)
+            .link_id
             .or_else(|| {
-                let path = req.uri().path().trim_end_matches('/');
-                path.rsplit_once("/authorise/")
-                    .map(|(_, id)| id.to_string())
+                let path = req.path.trim_end_matches('/');
+                path.rsplit_once("/authorise/").map(|(_, id)| id)
             })
             .unwrap_or_default();
-        let outcome = match (req.method().as_str(), link_id.as_str()) {
-            ("GET", "callback") => self.flow.callback(&query, &origin).await,
-            ("GET", id) => self.flow.start(id, &query, &origin).await,
-            ("POST", id) if req.body().len() <= 16 * 1024 => {
-                let form: HashMap<String, String> = url::form_urlencoded::parse(req.body())
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                self.flow.proceed(id, &form, &origin).await
+        match (req.method, link_id) {
+            ("GET", "callback") => self.flow.callback(&req.query, &origin).await,
+            ("GET", id) => self.flow.start(id, &req.query, &origin).await,
+            ("POST", id) if req.body.len() <= MAX_FORM => {
+                self.flow.proceed(id, &req.form(), &origin).await
             }
             ("POST", _) => page(
                 413,
@@ -523,14 +456,6 @@ impl AuthorisePage {
                 "Not allowed",
                 "Please start again from your Sage product.",
             ),
-        };
-        self.respond(outcome)
-    }
-
-    fn respond(&self, outcome: PageOutcome) -> lambda_http::Response<lambda_http::Body> {
-        match outcome {
-            PageOutcome::Page { status, html } => crate::http::html(status, html, &self.pages),
-            PageOutcome::Redirect { location } => crate::http::see_other(&location, &self.pages),
         }
     }
 }

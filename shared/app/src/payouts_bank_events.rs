@@ -9,11 +9,10 @@ use std::sync::Arc;
 use connector_domain::payouts::batches::BankEvent;
 use connector_domain::payouts::onboarding::SubscriptionChange;
 use connector_domain::payouts::status::SubscriptionStatus;
-use connector_domain::ports::{BindingStore, PayoutsApiPort};
+use connector_domain::ports::{BindingStore, ExpectedKey, PayoutsApiPort};
 use serde::Deserialize;
 
 use crate::batch::MessageError;
-use crate::config::{ConfigError, Env};
 use crate::payouts_batches::{Batches, EventOutcome};
 use crate::payouts_onboarding::failed;
 
@@ -57,35 +56,14 @@ pub struct BankEvents {
     pub api: Arc<dyn PayoutsApiPort>,
     pub bindings: Arc<dyn BindingStore>,
     /// `INGEST_API_KEY`: the key the bank presents (on AWS the route is IAM-authorised).
-    pub api_key: Option<connector_sage::Secret>,
+    pub api_key: Option<Arc<dyn ExpectedKey>>,
 }
 
 impl BankEvents {
-    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
-        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
-        // Events PATCH batches, never links: no links base.
-        let api =
-            Arc::new(crate::payouts_worker::payouts_from_env(env, &platform, String::new()).await?);
-        let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
-        let batches = crate::payouts_worker::batches_from_env(env, &platform, api.clone(), bank)?;
-        let api_key = env
-            .optional_secret("INGEST_API_KEY", &platform.secrets())
-            .await?;
-        Ok(Self {
-            batches,
-            api,
-            bindings: Arc::new(platform.table.clone()),
-            api_key,
-        })
-    }
-
     /// Whether the presented key is the bank's (compared in constant time); always when no key
     /// is configured (IAM decided already).
-    pub fn authorised(&self, presented: Option<&str>) -> bool {
-        self.api_key
-            .as_ref()
-            .is_none_or(|k| crate::browser::same_secret(&k.expose(), presented.unwrap_or("")))
+    pub async fn authorised(&self, presented: Option<&str>) -> bool {
+        crate::browser::key_accepted(self.api_key.as_ref(), presented).await
     }
 
     pub async fn payment(&self, event: &BankEvent) -> Result<EventOutcome, MessageError> {

@@ -629,8 +629,10 @@ impl Batches {
                 "payment {payment_id}: cancelled, then not found at the bank"
             )));
         };
-        self.update(payment_id, |record| apply_event(record, &state))
-            .await?;
+        self.update(payment_id, |record| {
+            apply_event(record, &state, self.clock.now())
+        })
+        .await?;
         Ok(state.status == "cancelled")
     }
 
@@ -640,8 +642,10 @@ impl Batches {
         &self,
         event: &BankEvent,
     ) -> Result<Option<PaymentRecord>, MessageError> {
-        self.update(event.payment_id, |record| apply_event(record, event))
-            .await
+        self.update(event.payment_id, |record| {
+            apply_event(record, event, self.clock.now())
+        })
+        .await
     }
 
     /// A bank event: the payment's record moves, and Payments Out is told (with anything else
@@ -653,7 +657,9 @@ impl Batches {
         };
         let batch_id = current.batch_id;
         let written = self
-            .update_from(current, |record| apply_event(record, event))
+            .update_from(current, |record| {
+                apply_event(record, event, self.clock.now())
+            })
             .await?;
         // Also when this event changed nothing: an earlier PATCH may have failed.
         self.schedule_sync(batch_id).await?;

@@ -11,39 +11,7 @@ use connector_domain::payouts::notification::{
 use connector_domain::ports::{AuthRejection, Clock, DeliveryAuth, OnceClaims, PayoutsQueue};
 use http::HeaderMap;
 
-use connector_aws::queues::WorkQueue;
-use connector_sage::{NotificationVerifier, VerifierConfig};
-
-use crate::config::{ConfigError, Env, SecretSource};
-use crate::context::{Platform, QueueNeeds, http_client};
 use crate::once::{Stored, once};
-
-/// Payments Out's verifier settings: both the custom header and the token are required (Sage
-/// asks providers to check both); the scope is checked only when set, since Sage has not
-/// published the scope of its tokens.
-pub async fn verifier_config(
-    env: &Env,
-    secrets: &SecretSource,
-) -> Result<VerifierConfig, ConfigError> {
-    let mut issuer = match env.optional("POS_NOTIFICATION_ISSUER") {
-        Some(i) => i,
-        None => env.url("SAGE_ID_ISSUER")?,
-    };
-    if !issuer.ends_with('/') {
-        issuer.push('/');
-    }
-    let header_name = env.required("POS_HEADER_NAME")?;
-    let header_value = env.secret("POS_HEADER_VALUE", secrets).await?;
-    Ok(VerifierConfig {
-        issuer,
-        audience: env.required("POS_NOTIFICATION_AUDIENCE")?,
-        required_scope: env.optional("POS_NOTIFICATION_SCOPE").unwrap_or_default(),
-        allowed_azp: env.list("POS_NOTIFICATION_ALLOWED_AZP"),
-        leeway: env.duration_secs("NOTIFICATION_LEEWAY_S", std::time::Duration::from_secs(30))?,
-        jwks_ttl: env.duration_secs("JWKS_CACHE_S", std::time::Duration::from_secs(3600))?,
-        custom_header: Some((header_name, header_value)),
-    })
-}
 
 /// Which endpoint a delivery came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,29 +66,6 @@ pub struct PayoutsIntake {
 }
 
 impl PayoutsIntake {
-    /// The intake on real clients: the table's do-once claims, the Payments Out work queue
-    /// (`PAYOUTS_QUEUE_URL`) and a verifier with Payments Out's own settings (`POS_*`).
-    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
-        let verifier = NotificationVerifier::new(
-            http_client(env)?,
-            verifier_config(env, &platform.secrets()).await?,
-        )
-        .map_err(|reason| ConfigError::Invalid {
-            name: "POS_HEADER_NAME".into(),
-            reason,
-        })?;
-        Ok(Self {
-            auth: Arc::new(verifier),
-            claims: Arc::new(platform.table.clone()),
-            queue: Arc::new(WorkQueue::new(
-                platform.sqs.clone(),
-                env.url("PAYOUTS_QUEUE_URL")?,
-            )),
-            clock: Arc::new(crate::pipeline::SystemClock),
-        })
-    }
-
     pub async fn handle(
         &self,
         endpoint: Endpoint,

@@ -257,34 +257,3 @@ impl PayoutsReconciler {
         Ok(Look::Closed)
     }
 }
-
-impl PayoutsReconciler {
-    /// The reconciler on real clients (the worker's, and the table's open work).
-    pub async fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
-        use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
-        use crate::payouts_worker::{batches_from_env, payouts_from_env, stuck_after};
-        let platform = Platform::from_env(env, QueueNeeds::default()).await?;
-        // The reconciler PATCHes statuses, never links: no links base.
-        let api = Arc::new(payouts_from_env(env, &platform, String::new()).await?);
-        let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
-        let table = Arc::new(platform.table.clone());
-        let clock: Arc<dyn Clock> = Arc::new(crate::pipeline::SystemClock);
-        Ok(Self {
-            open: table.clone(),
-            batches: batches_from_env(env, &platform, api.clone(), bank.clone())?,
-            onboarding: Onboarding {
-                api: api.clone(),
-                links: table.clone(),
-                clock: clock.clone(),
-                link_ttl: TimeDelta::days(7),
-                open: table.clone(),
-            },
-            links: table.clone(),
-            api,
-            bindings: table,
-            consents: bank,
-            clock,
-            stuck_after: stuck_after(env)?,
-        })
-    }
-}

@@ -14,10 +14,7 @@ use connector_domain::schedule::{Backoff, PollSchedule};
 use connector_domain::statement::BalanceShape;
 use uuid::Uuid;
 
-use crate::banks::Providers;
-use crate::batch::{DeadLetters, MessageError};
-use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds, http_client};
+use crate::batch::MessageError;
 
 /// The clock of a running function.
 pub struct SystemClock;
@@ -28,19 +25,13 @@ impl Clock for SystemClock {
     }
 }
 
-/// A consumer of a queue, and where its poison messages go.
-pub struct Consumer<T> {
-    pub handler: T,
-    pub dead_letters: DeadLetters,
-}
-
 /// Everything the pusher, the poller and the reconciler share: their ports and settings.
 pub struct Pipeline {
     /// Accounts, their claims and transactions, and the grants (the table).
     pub store: Arc<dyn PipelineStore>,
     /// The push, timer and work queues.
     pub timers: Arc<dyn Timers>,
-    /// The Provider API client of each bank (`crate::banks`).
+    /// The Provider API client of each bank.
     pub providers: Arc<dyn StatementApis>,
     pub clock: Arc<dyn Clock>,
     pub schedule: PollSchedule,
@@ -80,59 +71,6 @@ impl From<QueueError> for MessageError {
 }
 
 impl Pipeline {
-    /// The AWS clients of a pipeline consumer: the table, the push and the poll queues.
-    pub async fn platform_from_env(env: &Env) -> Result<Platform, ConfigError> {
-        Platform::from_env(
-            env,
-            QueueNeeds {
-                notifications: false,
-                push: true,
-                poll: true,
-            },
-        )
-        .await
-    }
-
-    /// The pipeline on clients already built (`platform` must have the push and poll queues), so
-    /// that a function needing more than the pipeline builds its AWS clients once.
-    pub async fn with_platform(env: &Env, platform: &Platform) -> Result<Self, ConfigError> {
-        let http = http_client(env)?;
-        let providers: Arc<dyn StatementApis> =
-            Arc::new(Providers::from_env(env, platform, &http).await?);
-        let defaults = PollSchedule::default();
-        let schedule = PollSchedule {
-            base_processing: env.duration_secs("POLL_FIRST_DELAY_S", defaults.base_processing)?,
-            per_transaction: defaults.per_transaction,
-            factor: defaults.factor,
-            cap: env.duration_secs("POLL_MAX_DELAY_S", defaults.cap)?,
-            max_age: env.duration_secs("STATEMENT_MAX_AGE_S", defaults.max_age)?,
-            parked_interval: env.duration_secs("PARKED_POLL_S", defaults.parked_interval)?,
-        };
-        let backoff = Backoff {
-            base: env.duration_secs("RETRY_BASE_DELAY_S", Backoff::default().base)?,
-            cap: env.duration_secs("RETRY_MAX_DELAY_S", Backoff::default().cap)?,
-        };
-        Ok(Self {
-            store: Arc::new(platform.table.clone()),
-            timers: Arc::new(platform.queues.clone()),
-            providers,
-            clock: Arc::new(SystemClock),
-            schedule,
-            backoff,
-            shape: env.parse_or("STATEMENT_BALANCE_SHAPE", BalanceShape::Nested)?,
-            max_attempts: env.parse_or("STATEMENT_MAX_ATTEMPTS", 5u32)?,
-            too_old: env.duration_days("TOO_OLD_DAYS", 14)?,
-            posting_stale_after: env
-                .duration_secs("POSTING_STALE_AFTER_S", Duration::from_secs(180))?,
-            single_bank: env.optional_uuid("BANKING_SERVICE_BANK_ID")?,
-            config_retry: env
-                .duration_secs("CONFIG_RETRY_DELAY_S", Duration::from_secs(300))?
-                // An SQS timer cannot wait longer.
-                .min(Duration::from_secs(900)),
-            max_conflicts: env.parse_or("CONFLICT_MAX_ATTEMPTS", 20u32)?,
-        })
-    }
-
     /// The account's bank at Banking Service: as notified, else learnt (`bank_id::resolve`).
     pub async fn bank_id_of(&self, account: &Account) -> Result<Option<Uuid>, MessageError> {
         crate::bank_id::resolve(

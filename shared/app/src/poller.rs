@@ -13,7 +13,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::batch::MessageError;
-use crate::pipeline::{Consumer, Pipeline};
+use crate::pipeline::Pipeline;
 
 pub struct StatementPoller {
     pub pipeline: Pipeline,
@@ -22,17 +22,6 @@ pub struct StatementPoller {
 impl StatementPoller {
     pub fn new(pipeline: Pipeline) -> Self {
         Self { pipeline }
-    }
-
-    /// The poller and where its poison goes (the poll queue's DLQ).
-    pub async fn from_env(
-        env: &crate::config::Env,
-    ) -> Result<Consumer<Self>, crate::config::ConfigError> {
-        let platform = Pipeline::platform_from_env(env).await?;
-        Ok(Consumer {
-            handler: Self::new(Pipeline::with_platform(env, &platform).await?),
-            dead_letters: platform.dead_letters(env, false)?,
-        })
     }
 
     pub async fn handle(&self, message: TimerMessage) -> Result<(), MessageError> {

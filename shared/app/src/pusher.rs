@@ -18,7 +18,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::batch::MessageError;
-use crate::pipeline::{Consumer, Pipeline};
+use crate::pipeline::Pipeline;
 
 pub struct StatementPusher {
     pub pipeline: Pipeline,
@@ -49,20 +49,6 @@ enum BuildFailure {
 impl StatementPusher {
     pub fn new(pipeline: Pipeline, bank: std::sync::Arc<dyn BankReader>) -> Self {
         Self { pipeline, bank }
-    }
-
-    /// The pusher and where its poison goes (the FIFO push queue's DLQ).
-    pub async fn from_env(
-        env: &crate::config::Env,
-    ) -> Result<Consumer<Self>, crate::config::ConfigError> {
-        use crate::context::{bank_from_env, http_client};
-        let platform = Pipeline::platform_from_env(env).await?;
-        let pipeline = Pipeline::with_platform(env, &platform).await?;
-        let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
-        Ok(Consumer {
-            handler: Self::new(pipeline, bank),
-            dead_letters: platform.dead_letters(env, true)?,
-        })
     }
 
     pub async fn handle(&self, kick: Kick) -> Result<(), MessageError> {

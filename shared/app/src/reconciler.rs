@@ -15,8 +15,6 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::batch::MessageError;
-use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
 use crate::pipeline::Pipeline;
 
 /// Accounts looked at at once.
@@ -91,28 +89,6 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        // One set of AWS clients for the pipeline and the reconciler's own work (building the
-        // SDK's clients is a measurable part of a cold start); the work queue is for recovered
-        // notifications (the worker acts on them as on Banking Service's).
-        let platform = Platform::from_env(
-            env,
-            QueueNeeds {
-                notifications: true,
-                push: true,
-                poll: true,
-            },
-        )
-        .await?;
-        let pipeline = Pipeline::with_platform(env, &platform).await?;
-        let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
-        Ok(Self {
-            pipeline,
-            bank,
-            stale_after: env.duration_secs("RECONCILE_STALE_AFTER_S", Duration::from_secs(900))?,
-        })
-    }
-
     /// Granted accounts (PATCHed in the last day) without a live account here: ask Banking
     /// Service whether a product created them; a missed `bankAccount` notification is then
     /// replayed to the worker (spec §5: recovery through `POST /v1/accountqueries`).

@@ -17,9 +17,6 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::batch::MessageError;
-use crate::config::{ConfigError, Env};
-use crate::context::{Platform, QueueNeeds, bank_from_env, http_client};
-use crate::pipeline::{Consumer, SystemClock};
 
 /// Records per backfill page.
 const BACKFILL_PAGE: u32 = 500;
@@ -33,20 +30,6 @@ pub struct WorkerSettings {
     pub single_bank: Option<Uuid>,
     /// The authorisation handshake's lifetime (spec §4.2: 20 minutes).
     pub handshake_ttl: Duration,
-}
-
-impl WorkerSettings {
-    fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            default_window: env.duration_secs(
-                "BACKFILL_DEFAULT_DAYS_S",
-                Duration::from_secs(90 * 24 * 3600),
-            )?,
-            single_bank: env.optional_uuid("BANKING_SERVICE_BANK_ID")?,
-            handshake_ttl: env
-                .duration_secs("AUTH_HANDSHAKE_TTL_S", Duration::from_secs(20 * 60))?,
-        })
-    }
 }
 
 pub struct NotificationWorker {
@@ -67,34 +50,6 @@ fn retry(e: impl std::fmt::Display) -> MessageError {
 }
 
 impl NotificationWorker {
-    /// The worker and where its poison goes (the work queue's DLQ).
-    pub async fn from_env(env: &Env) -> Result<Consumer<Self>, ConfigError> {
-        let platform = Platform::from_env(
-            env,
-            QueueNeeds {
-                notifications: true,
-                push: true,
-                poll: false,
-            },
-        )
-        .await?;
-        let http = http_client(env)?;
-        let dead_letters = platform.dead_letters(env, false)?;
-        let bank: Arc<dyn BankHistory> = bank_from_env(env, &platform, &http).await?;
-        let providers = Arc::new(crate::banks::Providers::from_env(env, &platform, &http).await?);
-        Ok(Consumer {
-            handler: Self {
-                settings: WorkerSettings::from_env(env)?,
-                bank,
-                providers,
-                store: Arc::new(platform.table),
-                queues: Arc::new(platform.queues),
-                clock: Arc::new(SystemClock),
-            },
-            dead_letters,
-        })
-    }
-
     /// `deadline`: the invocation's (bounds how long a crash mid-backfill fences the account).
     pub async fn handle(
         &self,

@@ -118,11 +118,8 @@ impl Table {
     async fn refusal(&self, id: Uuid, now: DateTime<Utc>) -> Result<HandshakeRefusal, StoreError> {
         Ok(match self.handshake(id).await? {
             None => HandshakeRefusal::Unknown,
-            Some(h) if h.state == HandshakeState::Completed => HandshakeRefusal::Completed,
-            Some(h) if h.patch_in_progress(now) => HandshakeRefusal::InProgress,
-            Some(h) if h.expires_at <= now => HandshakeRefusal::Expired,
-            // Raced with a claim, a completion or expiry between the two reads.
-            Some(_) => HandshakeRefusal::InProgress,
+            // `None`: raced with a claim, a completion or expiry between the two reads.
+            Some(h) => h.refusal(now).unwrap_or(HandshakeRefusal::InProgress),
         })
     }
 

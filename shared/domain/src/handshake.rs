@@ -49,6 +49,20 @@ impl Handshake {
     pub fn patch_in_progress(&self, now: DateTime<Utc>) -> bool {
         self.state == HandshakeState::Patching && self.patch_lease_until.is_some_and(|t| t > now)
     }
+
+    /// Why the handshake cannot be used at `now`, if it cannot: completed, being PATCHed by
+    /// another request, or expired (in that order: a completed one never reads as expired).
+    pub fn refusal(&self, now: DateTime<Utc>) -> Option<HandshakeRefusal> {
+        if self.state == HandshakeState::Completed {
+            Some(HandshakeRefusal::Completed)
+        } else if self.patch_in_progress(now) {
+            Some(HandshakeRefusal::InProgress)
+        } else if self.expires_at <= now {
+            Some(HandshakeRefusal::Expired)
+        } else {
+            None
+        }
+    }
 }
 
 /// The right to PATCH a handshake and then complete it, won by `claim_handshake`.

@@ -553,6 +553,12 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
 }
 
+/// The key a caller must present on a route IAM does not guard (the bank's pushes off AWS,
+/// `INGEST_API_KEY`): its current value, read again as the operator rotates it.
+pub trait ExpectedKey: Send + Sync {
+    fn current(&self) -> BoxFuture<'_, std::sync::Arc<str>>;
+}
+
 // ---- Deliveries from Sage (Payments Out's intake).
 
 use crate::payouts::notification::PayoutsWork;

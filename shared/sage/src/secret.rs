@@ -126,6 +126,13 @@ impl Secret {
     }
 }
 
+/// A configured key as the use cases' port: the value held, read again after its TTL.
+impl connector_domain::ports::ExpectedKey for Secret {
+    fn current(&self) -> BoxFuture<'_, Arc<str>> {
+        Box::pin(self.fresh())
+    }
+}
+
 impl PartialEq for Secret {
     fn eq(&self, other: &Self) -> bool {
         self.expose() == other.expose()

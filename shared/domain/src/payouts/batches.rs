@@ -262,9 +262,14 @@ pub struct BankEvent {
 }
 
 /// The record after `event`, if the event changes what Sage should show: a newer event of a
-/// payment not yet terminal, leading to another status.
-pub fn apply_event(record: &PaymentRecord, event: &BankEvent) -> Option<PaymentRecord> {
-    let moved = move_on(record, event);
+/// payment not yet terminal, leading to another status. `now` stands for the completion time of
+/// a settlement or return whose event names none.
+pub fn apply_event(
+    record: &PaymentRecord,
+    event: &BankEvent,
+    now: DateTime<Utc>,
+) -> Option<PaymentRecord> {
+    let moved = move_on(record, event, now);
     let now = moved.as_ref().unwrap_or(record);
     // A return is noted once, whatever order its settlement arrives in; the payment stays
     // `Paid` at Sage and the product is told by a message (`return_notice`).
@@ -292,7 +297,7 @@ fn reason_of(event: &BankEvent) -> Option<String> {
 }
 
 /// The status change an event makes, if it is newer and leads somewhere new.
-fn move_on(record: &PaymentRecord, event: &BankEvent) -> Option<PaymentRecord> {
+fn move_on(record: &PaymentRecord, event: &BankEvent, now: DateTime<Utc>) -> Option<PaymentRecord> {
     if event.event_seq <= record.event_seq || record.status.is_terminal() {
         return None;
     }
@@ -307,7 +312,7 @@ fn move_on(record: &PaymentRecord, event: &BankEvent) -> Option<PaymentRecord> {
     next.patched = false;
     match outcome {
         BankOutcome::Settled | BankOutcome::Returned => {
-            next.completed_at = Some(event.completed_at.unwrap_or_else(Utc::now));
+            next.completed_at = Some(event.completed_at.unwrap_or(now));
         }
         BankOutcome::Ended(_) => next.reason = reason_of(event),
         _ => {}
@@ -507,18 +512,18 @@ mod tests {
             reason_message: Some("Insufficient funds".into()),
         };
         assert_eq!(
-            apply_event(&record, &event(1, "accepted")),
+            apply_event(&record, &event(1, "accepted"), now()),
             None,
             "still Processing"
         );
-        let paid = apply_event(&record, &event(3, "settled")).unwrap();
+        let paid = apply_event(&record, &event(3, "settled"), now()).unwrap();
         assert_eq!(
             (paid.status, paid.completed_at, paid.event_seq),
             (PaymentStatus::Paid, Some(now()), 3)
         );
         // A return keeps the payment Paid (nothing new for Sage's PATCH) and is noted once, for
         // the product's message.
-        let returned = apply_event(&paid, &event(4, "returned")).unwrap();
+        let returned = apply_event(&paid, &event(4, "returned"), now()).unwrap();
         assert_eq!(
             (
                 returned.status,
@@ -531,7 +536,11 @@ mod tests {
                 Some("AM04: Insufficient funds")
             )
         );
-        assert_eq!(apply_event(&returned, &event(4, "returned")), None, "once");
+        assert_eq!(
+            apply_event(&returned, &event(4, "returned"), now()),
+            None,
+            "once"
+        );
         assert_eq!(
             return_notice(&returned),
             None,
@@ -545,9 +554,16 @@ mod tests {
             return_notice(&at_sage).unwrap()["message"],
             "AM04: Insufficient funds"
         );
-        assert_eq!(apply_event(&paid, &event(2, "failed")), None, "older");
-        let failed = apply_event(&record, &event(3, "failed")).unwrap();
+        assert_eq!(
+            apply_event(&paid, &event(2, "failed"), now()),
+            None,
+            "older"
+        );
+        let failed = apply_event(&record, &event(3, "failed"), now()).unwrap();
         assert_eq!(failed.reason.as_deref(), Some("AM04: Insufficient funds"));
-        assert_eq!(apply_event(&record, &event(5, "no-such-status")), None);
+        assert_eq!(
+            apply_event(&record, &event(5, "no-such-status"), now()),
+            None
+        );
     }
 }

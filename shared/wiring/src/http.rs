@@ -1,6 +1,7 @@
 //! What every HTTP function answers with: the stable JSON error envelope, JSON bodies, and safe
 //! HTML pages.
 
+use connector_app::pages::PagePolicy;
 use lambda_http::{Body, Response};
 use serde::Serialize;
 
@@ -100,46 +101,6 @@ pub fn unavailable() -> Response<Body> {
     )
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// What the headers of the browser pages allow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PagePolicy {
-    /// CSP `frame-ancestors`: who may frame the pages.
-    pub frame_ancestors: String,
-    /// Forms may also go to plain `http` on loopback (`REDIRECT_ALLOW_HTTP_LOOPBACK`, local runs
-    /// only: the local bank login is there).
-    pub allow_http_loopback: bool,
-}
-
-impl PagePolicy {
-    pub fn content_security_policy(&self) -> String {
-        let loopback = if self.allow_http_loopback {
-            " http://127.0.0.1:* http://localhost:*"
-        } else {
-            ""
-        };
-        format!(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https:{loopback}; base-uri 'none'; frame-ancestors {}",
-            self.frame_ancestors
-        )
-    }
-}
-
 /// An HTML page with the headers of spec §4.3: framed only by the allowed ancestors, never
 /// cached, no referrer, HSTS, and no script or style from anywhere but the page itself.
 pub fn html(status: u16, page: String, policy: &PagePolicy) -> Response<Body> {
@@ -191,14 +152,6 @@ mod tests {
         assert_eq!(
             text,
             r#"{"data":null,"links":null,"meta":null,"error":{"code":"ValidationError","message":"bad","detail":[{"target":"type","code":"MissingProperty","message":"is required"}]}}"#
-        );
-    }
-
-    #[test]
-    fn html_escaping_covers_attributes_and_content() {
-        assert_eq!(
-            escape_html(r#"<script>alert("x")</script>'&"#),
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#x27;&amp;"
         );
     }
 

@@ -7,8 +7,8 @@ use connector_aws::Table;
 use connector_aws::queues::Queues;
 use connector_bank::{BankClient, BankConfig};
 
-use crate::batch::DeadLetters;
 use crate::config::{ConfigError, Env, SecretSource};
+use crate::sqs::DeadLetters;
 
 /// The AWS side: SDK configuration, the table and the queues.
 #[derive(Clone)]

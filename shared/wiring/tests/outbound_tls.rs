@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use connector_app::context::{RootSource, outbound_client, outbound_roots};
+use connector_wiring::context::{RootSource, outbound_client, outbound_roots};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -432,24 +432,6 @@ impl Verifiers {
     }
 }
 
-/// The `bankId` a notification body names, read only to choose which bank's settings verify it
-/// (nothing of it is stored or trusted before verification).
-pub fn named_bank(body: &[u8]) -> Option<Uuid> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        #[serde(rename = "additionalData")]
-        additional_data: Option<Additional>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Additional {
-        #[serde(rename = "bankId")]
-        bank_id: Option<serde_json::Value>,
-    }
-    let body: Body = serde_json::from_slice(body).ok()?;
-    let id = body.additional_data?.bank_id?;
-    Uuid::parse_str(id.as_str()?.trim()).ok()
-}
-
 /// The clients as the pipeline's port.
 impl connector_domain::ports::StatementApis for Providers {
     fn for_bank(&self, bank: Option<Uuid>) -> Arc<dyn connector_domain::ports::StatementApi> {
@@ -646,20 +628,5 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("BANKS_CONFIG"), "{err}");
-    }
-
-    #[test]
-    fn the_named_bank_is_read_leniently() {
-        let id = Uuid::parse_str(A).unwrap();
-        let body = format!(r#"{{"type":"x","additionalData":{{"bankId":" {A} "}}}}"#);
-        assert_eq!(named_bank(body.as_bytes()), Some(id));
-        for body in [
-            r#"{"additionalData":{"bankId":42}}"#,
-            r#"{"additionalData":{}}"#,
-            r#"{"additionalData":null}"#,
-            "not json",
-        ] {
-            assert_eq!(named_bank(body.as_bytes()), None, "{body}");
-        }
     }
 }
