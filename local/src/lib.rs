@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dynamodb_local;
 pub mod events;
 pub mod external;
+pub mod fleet_bench;
 pub mod gateway;
 pub mod invoke;
 pub mod meter;

@@ -75,6 +75,33 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         per_txn_us: u64,
     },
+    /// A bank's day: many accounts each receiving a trickle of transactions (Poisson arrivals),
+    /// more than Sage's rate allows as separate statements; statements/s against the bound,
+    /// transactions per statement, ingest-to-success latency.
+    BenchFleet {
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// Mean transactions per account per minute.
+        #[arg(long, default_value_t = 2.0)]
+        per_minute: f64,
+        /// Seconds of arrivals.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Seconds of warm-up before the steady-state window (default: one cycle of the rate
+        /// limit, accounts / (rps / 2)).
+        #[arg(long)]
+        warmup: Option<u64>,
+        /// Provider API requests per second the sandbox allows.
+        #[arg(long, default_value_t = 10.0)]
+        rps: f64,
+        /// Banking Service's processing latency: fixed part (ms) and per transaction (µs).
+        #[arg(long, default_value_t = 200)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 500)]
+        per_txn_us: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Cold start and footprint of every function's binary beside a hello-world
     /// `lambda_runtime` binary (run the release build: `cargo xtask bench-coldstart`).
     BenchColdstart {
@@ -360,6 +387,41 @@ async fn main() -> Result<()> {
             .await;
             stack.shutdown().await;
             local_stack::bench::print(&report?);
+        }
+        Command::BenchFleet {
+            accounts,
+            per_minute,
+            seconds,
+            warmup,
+            rps,
+            latency_ms,
+            per_txn_us,
+            seed,
+        } => {
+            options.sandbox.ratelimit_rate_per_s = rps;
+            options.sandbox.statement_processing_delay_ms = latency_ms;
+            options.sandbox.statement_per_txn_us = per_txn_us;
+            options.max_consumer_concurrency = 8;
+            // The bank's ingest requests arrive all day: Lambda would scale the function out.
+            options.http_instances = 8;
+            println!("==> Starting the local stack");
+            let stack = LocalStack::start(options).await?;
+            let cycle = (accounts as f64 / (rps / 2.0)).ceil() as u64;
+            let report = local_stack::fleet_bench::run(
+                &stack,
+                &local_stack::fleet_bench::FleetOptions {
+                    accounts,
+                    per_minute,
+                    seconds,
+                    warmup: warmup.unwrap_or(cycle).min(seconds / 2),
+                    senders: 32,
+                    seed,
+                    progress: true,
+                },
+            )
+            .await;
+            stack.shutdown().await;
+            local_stack::fleet_bench::print(&report?);
         }
         Command::Soak {
             accounts,

@@ -446,16 +446,16 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some(c @ ("demo" | "up" | "bench" | "invoke")) => local_stack(c, &args[1..], false),
+        Some(c @ ("demo" | "up" | "invoke")) => local_stack(c, &args[1..], false),
         // Figures of the code itself need the release profile (the one Lambda runs).
         Some(
-            c @ ("bench-notification" | "bench-coldstart" | "soak" | "bench-payouts"
-            | "soak-payouts"),
+            c @ ("bench" | "bench-fleet" | "bench-notification" | "bench-coldstart" | "soak"
+            | "bench-payouts" | "soak-payouts"),
         ) => local_stack(c, &args[1..], true),
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (bank feed, then a Payments Out batch paid)\n  up     build and serve the local stack until Ctrl-C\n  invoke <function> [event] [--env NAME=VALUE] [--unset NAME]  run one function once against `up`'s stack and print its answer (default event: events/<function>.json)\n  bench  measure the statement pipeline against the sandbox at 10 requests/s\n  bench-payouts  Payments Out: batches of 2,000 payments, acknowledgement/first PATCH/outcome latencies, calls per batch (release build)\n  soak-payouts  Payments Out under faults and killed consumers: nothing paid twice or lost, Sage and the bank agree (release build)\n  bench-notification  measure /notification validation and a load run (release build)\n  bench-coldstart     cold start and footprint of each function vs hello world (release build)\n  soak   200 accounts x 500 transactions through ingest under faults (release build)\n  fuzz   [--seconds N] [target...] run the libFuzzer targets (default 600 s each)\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
+                "usage: cargo xtask <command>\n\n  demo   build and run the main job locally (bank feed, then a Payments Out batch paid)\n  up     build and serve the local stack until Ctrl-C\n  invoke <function> [event] [--env NAME=VALUE] [--unset NAME]  run one function once against `up`'s stack and print its answer (default event: events/<function>.json)\n  bench  the statement pipeline draining a backlog against the sandbox at 10 requests/s (release build)\n  bench-fleet  the statement pipeline under a bank's day: many accounts, a trickle each (release build)\n  bench-payouts  Payments Out: batches of 2,000 payments, acknowledgement/first PATCH/outcome latencies, calls per batch (release build)\n  soak-payouts  Payments Out under faults and killed consumers: nothing paid twice or lost, Sage and the bank agree (release build)\n  bench-notification  measure /notification validation and a load run (release build)\n  bench-coldstart     cold start and footprint of each function vs hello world (release build)\n  soak   200 accounts x 500 transactions through ingest under faults (release build)\n  fuzz   [--seconds N] [target...] run the libFuzzer targets (default 600 s each)\n  test   everything CI runs: fmt, clippy, tests, template checks, sam build"
             );
             ExitCode::from(2)
         }
