@@ -22,16 +22,17 @@ use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{
     Binding, Completion, ConsentAccount, ConsentView, LinkRecord, LoginSession,
 };
-use connector_domain::payouts::batches::{BatchRecord, BatchView, PaymentRecord};
+use connector_domain::payouts::batches::{BankEvent, BatchRecord, BatchView, PaymentRecord};
 use connector_domain::payouts::creditors::Creditor;
 use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, SubscriptionView};
 use connector_domain::payouts::parties::DebtorAccount;
 use connector_domain::ports::{
-    AccountRegistry, AccountStore, BankBalances, BankCallError, BankHistory, BankLogin, BankReader,
-    BankSignIn, BatchApi, BatchChange, BatchStore, BindingStore, BoxFuture, CallError, Clock,
-    ConsentCache, FoundAccount, GrantStore, HandshakeStore, HistoryError, HistoryPage, IngestStore,
-    LinkStore, LoginError, Once, OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore,
-    PayoutsApiPort, PutOutcome, QueueError, StatementApi, StatementApis, StoreError, Timers,
+    AccountRegistry, AccountStore, BankBalances, BankCallError, BankHistory, BankLogin,
+    BankPayments, BankReader, BankSignIn, BatchApi, BatchChange, BatchStore, BindingStore,
+    BoxFuture, CallError, Cancelled as BankCancelled, Clock, ConsentCache, FoundAccount,
+    GrantStore, HandshakeStore, HistoryError, HistoryPage, IngestStore, LinkStore, LoginError,
+    Once, OnceClaims, OpenItem, OpenKind, OpenWork, PartyStore, PayoutsApiPort, PutOutcome,
+    QueueError, StatementApi, StatementApis, StoreError, SubmitError, Submitted, Timers,
     TransactionStore,
 };
 use connector_domain::statement::Balance;
@@ -2022,5 +2023,287 @@ impl BankLogin for FakeConsents {
                 }],
             })
         })
+    }
+}
+
+/// The bank as seen when the consent is unknown to it or has ended: every read of it is
+/// `LoginError::Consent`. No login happens through it.
+pub struct UnusableConsent;
+
+impl BankLogin for UnusableConsent {
+    fn authorize_url(&self, _: &str, _: &str, _: &str, _: &str) -> Result<String, LoginError> {
+        unreachable!("no login here")
+    }
+
+    fn exchange_code<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<(String, String), LoginError>> {
+        unreachable!("no login here")
+    }
+
+    fn consent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
+        Box::pin(async move { Err(LoginError::Consent(format!("{id}: consent_revoked"))) })
+    }
+}
+
+/// The bank's payments: counts submissions per payment (each body must carry the consent
+/// `cns-1`); refuses or conflicts on the payments named; answers a read with the payment's
+/// state as set (or fails it for the payments named unreadable); cancels what it holds and is
+/// not executing.
+#[derive(Default)]
+pub struct FakeBankPayments {
+    pub submissions: Mutex<HashMap<Uuid, usize>>,
+    pub refuse: Mutex<std::collections::HashSet<Uuid>>,
+    pub conflict: Mutex<std::collections::HashSet<Uuid>>,
+    pub down: Mutex<bool>,
+    /// What a read of a payment answers.
+    pub states: Mutex<HashMap<Uuid, BankEvent>>,
+    /// Payments whose read fails (503).
+    pub unreadable: Mutex<std::collections::HashSet<Uuid>>,
+    /// Payments too far along to cancel.
+    pub executing: Mutex<std::collections::HashSet<Uuid>>,
+}
+
+impl BankPayments for FakeBankPayments {
+    fn submit<'a>(
+        &'a self,
+        payment_id: Uuid,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Submitted, SubmitError>> {
+        Box::pin(async move {
+            assert_eq!(body["consentId"], "cns-1");
+            if *lock(&self.down) {
+                return Err(SubmitError::Unavailable("503".into()));
+            }
+            if lock(&self.conflict).contains(&payment_id) {
+                return Err(SubmitError::Conflict);
+            }
+            *lock(&self.submissions).entry(payment_id).or_default() += 1;
+            if lock(&self.refuse).contains(&payment_id) {
+                return Ok(Submitted::Refused("unknown_account".into()));
+            }
+            Ok(Submitted::Accepted)
+        })
+    }
+
+    fn state(&self, payment_id: Uuid) -> BoxFuture<'_, Result<Option<BankEvent>, SubmitError>> {
+        let answer = if lock(&self.unreadable).contains(&payment_id) {
+            Err(SubmitError::Unavailable("503".into()))
+        } else {
+            Ok(lock(&self.states).get(&payment_id).cloned())
+        };
+        Box::pin(async move { answer })
+    }
+
+    /// Cancels what it holds and is not executing; the cancellation is the payment's next
+    /// event.
+    fn cancel(&self, payment_id: Uuid) -> BoxFuture<'_, Result<BankCancelled, SubmitError>> {
+        let answer = if !lock(&self.submissions).contains_key(&payment_id) {
+            BankCancelled::Unknown
+        } else if lock(&self.executing).contains(&payment_id) {
+            BankCancelled::NotCancellable
+        } else {
+            let mut states = lock(&self.states);
+            let seq = states.get(&payment_id).map_or(1, |e| e.event_seq) + 1;
+            let mut cancelled = payouts_world::event(payment_id, seq, "cancelled");
+            cancelled.reason_code = Some("CANC".into());
+            states.insert(payment_id, cancelled);
+            BankCancelled::Cancelled
+        };
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+/// A Payments Out world on the fakes: one subscription bound to the consent `cns-1` with an
+/// active USD debtor account `dac_1`, one batch of it at Sage, and the use cases built on them
+/// (each call builds a fresh use case on the same fakes).
+pub(crate) mod payouts_world {
+    use connector_domain::payouts::batches::PaymentView;
+    use connector_domain::payouts::checks::Amount;
+    use connector_domain::payouts::parties::PartyStatus;
+    use connector_domain::payouts::status::{BatchStatus, PaymentStatus};
+    use serde_json::json;
+
+    use super::*;
+    use crate::payouts_batches::Batches;
+    use crate::payouts_onboarding::Onboarding;
+    use crate::payouts_reconciler::PayoutsReconciler;
+
+    /// `STUCK_AFTER_S` of every use case here.
+    pub(crate) const STUCK_AFTER: TimeDelta = TimeDelta::minutes(15);
+
+    pub(crate) struct World {
+        pub(crate) batches: Batches,
+        pub(crate) payouts: Arc<FakePayouts>,
+        pub(crate) bank: Arc<FakeBankPayments>,
+        pub(crate) store: Arc<MemoryStore>,
+        pub(crate) clock: Arc<ManualClock>,
+        pub(crate) subscription_id: Uuid,
+        pub(crate) batch_id: Uuid,
+        pub(crate) payment_ids: Vec<Uuid>,
+    }
+
+    /// When the world starts.
+    pub(crate) fn now() -> DateTime<Utc> {
+        "2026-03-01T09:00:00Z".parse().expect("a date")
+    }
+
+    /// A USD payment from `dac_1` (an amount of "0" fails its checks).
+    pub(crate) fn payment(amount: &str) -> PaymentView {
+        PaymentView {
+            payment_id: Uuid::new_v4(),
+            status: PaymentStatus::Received,
+            amount: Amount::from_literal(amount),
+            currency: "USD".into(),
+            local_instrument: Some("ACH".into()),
+            requested_execution_date: Some("2026-03-02".into()),
+            document: json!({"debtor": {"debtorAccountId": "dac_1"},
+                "creditor": {"creditorId": null, "name": "Northwind"},
+                "remittanceInformation": {"reference": "BILL-1"}}),
+        }
+    }
+
+    /// The bank's event `seq` of a payment, completed now.
+    pub(crate) fn event(payment_id: Uuid, seq: u64, status: &str) -> BankEvent {
+        BankEvent {
+            event_id: format!("{payment_id}-{seq}"),
+            payment_id,
+            status: status.into(),
+            event_seq: seq,
+            completed_at: Some(now()),
+            reason_code: None,
+            reason_message: None,
+        }
+    }
+
+    /// The world, with one batch of these amounts at Sage (`Received`).
+    pub(crate) async fn world(amounts: &[&str]) -> World {
+        let store = Arc::new(MemoryStore::default());
+        let payouts = Arc::new(FakePayouts::default());
+        *lock(&payouts.configuration) = json!({"maximumPaymentCount": 1000});
+        let subscription_id = Uuid::new_v4();
+        store
+            .bind(&Binding {
+                subscription_id,
+                customer_id: "cust-1".into(),
+                consent_id: "cns-1".into(),
+                bound_at: now(),
+            })
+            .await
+            .expect("bound");
+        store
+            .put_debtor(&DebtorAccount {
+                subscription_id,
+                debtor_account_id: "dac_1".into(),
+                status: PartyStatus::Active,
+                status_reason: None,
+                bank_account_id: Some("acc_1".into()),
+                currency: Some("USD".into()),
+                debtor: json!({}),
+                legal_entity: None,
+                updated_at: now(),
+            })
+            .await
+            .expect("put");
+        let bank = Arc::new(FakeBankPayments::default());
+        let clock = Arc::new(ManualClock::new(now()));
+        let batches = batches_on(&payouts, &store, &bank, &clock);
+        let mut w = World {
+            batches,
+            payouts,
+            bank,
+            store,
+            clock,
+            subscription_id,
+            batch_id: Uuid::nil(),
+            payment_ids: Vec::new(),
+        };
+        (w.batch_id, w.payment_ids) = w.add_batch(amounts);
+        w
+    }
+
+    /// The batches' use case on the world's fakes.
+    fn batches_on(
+        payouts: &Arc<FakePayouts>,
+        store: &Arc<MemoryStore>,
+        bank: &Arc<FakeBankPayments>,
+        clock: &Arc<ManualClock>,
+    ) -> Batches {
+        Batches {
+            api: payouts.clone(),
+            batches: payouts.clone(),
+            store: store.clone(),
+            parties: store.clone(),
+            bindings: store.clone(),
+            consents: Arc::new(FakeConsents::new("active")),
+            bank: bank.clone(),
+            clock: clock.clone(),
+            supported_currencies: vec!["USD".into()],
+            bank_concurrency: 2,
+            open: store.clone(),
+            stuck_after: STUCK_AFTER,
+            outcome_window: Duration::ZERO,
+            submit_budget: Duration::from_secs(30),
+            requeue: None,
+        }
+    }
+
+    impl World {
+        /// Another batch of the subscription at Sage (`Received`): its id and its payments'.
+        pub(crate) fn add_batch(&self, amounts: &[&str]) -> (Uuid, Vec<Uuid>) {
+            let payments: Vec<PaymentView> = amounts.iter().map(|a| payment(a)).collect();
+            let payment_ids = payments.iter().map(|p| p.payment_id).collect();
+            let batch_id = Uuid::new_v4();
+            lock(&self.payouts.batches).insert(
+                batch_id,
+                BatchView {
+                    batch_id,
+                    subscription_id: Some(self.subscription_id),
+                    status: BatchStatus::Received,
+                    payments,
+                },
+            );
+            (batch_id, payment_ids)
+        }
+
+        /// The onboarding use case on the world's fakes (links live 7 days).
+        pub(crate) fn onboarding(&self) -> Onboarding {
+            Onboarding {
+                api: self.payouts.clone(),
+                links: self.store.clone(),
+                clock: self.clock.clone(),
+                link_ttl: TimeDelta::days(7),
+                open: self.store.clone(),
+            }
+        }
+
+        /// The reconciler on the world's fakes; the bank's consents read `active`.
+        pub(crate) fn reconciler(&self) -> PayoutsReconciler {
+            PayoutsReconciler {
+                open: self.store.clone(),
+                batches: batches_on(&self.payouts, &self.store, &self.bank, &self.clock),
+                onboarding: self.onboarding(),
+                links: self.store.clone(),
+                api: self.payouts.clone(),
+                bindings: self.store.clone(),
+                consents: Arc::new(FakeConsents::new("active")),
+                clock: self.clock.clone(),
+                stuck_after: STUCK_AFTER,
+            }
+        }
+    }
+
+    /// A batch's status and its payments' as Sage shows them.
+    pub(crate) fn batch_at_sage(w: &World, batch_id: Uuid) -> (BatchStatus, Vec<PaymentStatus>) {
+        let b = lock(&w.payouts.batches)[&batch_id].clone();
+        (b.status, b.payments.iter().map(|p| p.status).collect())
+    }
+
+    /// [`batch_at_sage`] of the world's first batch.
+    pub(crate) fn at_sage(w: &World) -> (BatchStatus, Vec<PaymentStatus>) {
+        batch_at_sage(w, w.batch_id)
     }
 }

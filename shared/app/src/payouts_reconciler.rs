@@ -75,16 +75,14 @@ impl PayoutsReconciler {
             ..PayoutsReport::default()
         };
         for (item, look) in looks {
-            match look {
-                Ok(Look::Closed) => {
-                    self.open.close(item.kind, &item.id).await?;
-                    report.closed += 1;
-                }
-                Ok(Look::Later) => self.later(&item).await?,
+            // Each item on its own: one the table cannot close or re-open now is counted and
+            // stays due, so the next run looks at it again; the others are still recorded.
+            match self.record(&item, look).await {
+                Ok(true) => report.closed += 1,
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(kind = ?item.kind, id = %item.id, error = %e, "Payments Out reconciliation failed for this item; next run");
                     report.failed += 1;
-                    self.later(&item).await?;
                 }
             }
         }
@@ -95,6 +93,31 @@ impl PayoutsReconciler {
             &[],
         );
         Ok(report)
+    }
+
+    /// Closes an item or opens it again for later, as its look concluded; `true` when closed.
+    async fn record(
+        &self,
+        item: &OpenItem,
+        look: Result<Look, MessageError>,
+    ) -> Result<bool, MessageError> {
+        match look {
+            Ok(Look::Closed) => {
+                self.open.close(item.kind, &item.id).await?;
+                Ok(true)
+            }
+            Ok(Look::Later) => self.later(item).await.map(|()| false),
+            // Can never succeed (an item the connector did not write): closed, with the reason.
+            Err(MessageError::Poison(reason)) => {
+                tracing::error!(kind = ?item.kind, id = %item.id, %reason, "a Payments Out item that cannot be reconciled: closed");
+                self.open.close(item.kind, &item.id).await?;
+                Err(MessageError::Poison(reason))
+            }
+            Err(e) => {
+                self.later(item).await?;
+                Err(e)
+            }
+        }
     }
 
     async fn later(&self, item: &OpenItem) -> Result<(), MessageError> {
@@ -257,3 +280,7 @@ impl PayoutsReconciler {
         Ok(Look::Closed)
     }
 }
+
+#[cfg(test)]
+#[path = "payouts_reconciler_tests.rs"]
+mod tests;
