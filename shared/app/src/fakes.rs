@@ -1824,6 +1824,8 @@ pub struct FakePayouts {
     pub fail_patches: Mutex<VecDeque<CallError>>,
     /// Messages posted: (op, subscription, correlation id, data).
     pub messages: Mutex<Vec<PostedMessage>>,
+    /// The next messages fail with these, in order (nothing is recorded for them).
+    pub fail_messages: Mutex<VecDeque<CallError>>,
     pub batches: Mutex<HashMap<Uuid, BatchView>>,
     pub batch_patches: Mutex<Vec<BatchChange>>,
 }
@@ -1936,6 +1938,9 @@ impl PayoutsApiPort for FakePayouts {
         data: &'a Value,
         _: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), CallError>> {
+        if let Some(e) = lock(&self.fail_messages).pop_front() {
+            return Box::pin(async move { Err(e) });
+        }
         lock(&self.messages).push((
             op.to_string(),
             subscription_id,
@@ -1983,12 +1988,14 @@ impl connector_domain::ports::Sealer for FakeSealer {
 /// USD account, `acc_1` numbered `40001`. No login happens through it.
 pub struct FakeConsents {
     pub status: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl FakeConsents {
     pub fn new(status: &str) -> Self {
         Self {
             status: status.into(),
+            expires_at: "2030-01-01T00:00:00Z".parse().expect("a date"),
         }
     }
 }
@@ -2009,12 +2016,13 @@ impl BankLogin for FakeConsents {
 
     fn consent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
         let status = self.status.clone();
+        let expires_at = self.expires_at;
         Box::pin(async move {
             Ok(ConsentView {
                 consent_id: id.into(),
                 customer_id: "cust-1".into(),
                 status,
-                expires_at: "2030-01-01T00:00:00Z".parse().expect("a date"),
+                expires_at,
                 accounts: vec![ConsentAccount {
                     account_id: "acc_1".into(),
                     identifier: "40001".into(),

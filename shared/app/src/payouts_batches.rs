@@ -362,7 +362,7 @@ impl Batches {
     }
 
     /// One window's work: the PATCH of what Sage lacks, then any return to tell.
-    async fn patch_and_tell(&self, record: &BatchRecord) -> Result<(), MessageError> {
+    pub(crate) async fn patch_and_tell(&self, record: &BatchRecord) -> Result<(), MessageError> {
         let read = self.store.payments(record.batch_id).await?;
         let now = self.patch_unsent(record, read).await?;
         self.tell_returns(record, &now).await

@@ -165,10 +165,14 @@ impl PayoutsReconciler {
         self.batches
             .take(batch_id, record.application.as_deref())
             .await?;
+        // A return the product was never told of (its message failed): told now.
+        self.batches.patch_and_tell(&record).await?;
         let payments = self.batches.store.payments(batch_id).await?;
-        let settled = payments
-            .iter()
-            .all(|p| p.patched && (p.status.is_terminal() || p.status == PaymentStatus::Received));
+        let settled = payments.iter().all(|p| {
+            p.patched
+                && (p.status.is_terminal() || p.status == PaymentStatus::Received)
+                && (p.returned.is_none() || p.return_told)
+        });
         Ok(if settled { Look::Closed } else { Look::Later })
     }
 
@@ -227,7 +231,12 @@ impl PayoutsReconciler {
             .get_subscription(subscription_id, None)
             .await
             .map_err(|e| failed("GET subscription", e))?;
-        if view.status == SubscriptionStatus::AwaitingAuthorisation {
+        // Still waiting for the customer, or for the link itself (the PATCH that would have
+        // sent it never landed): either way Sage still waits, and `Rejected` ends it.
+        if matches!(
+            view.status,
+            SubscriptionStatus::AwaitingAuthorisation | SubscriptionStatus::Received
+        ) {
             let change = SubscriptionChange {
                 status: SubscriptionStatus::Rejected,
                 link: None,
@@ -248,18 +257,20 @@ impl PayoutsReconciler {
         let Some(binding) = self.bindings.binding(subscription_id).await? else {
             return Ok(Look::Closed);
         };
-        let status = match self.consents.consent(&binding.consent_id).await {
-            Ok(c) => c.status,
-            Err(LoginError::Consent(_)) => "rejected".into(),
+        let consent = match self.consents.consent(&binding.consent_id).await {
+            Ok(c) => Some(c),
+            Err(LoginError::Consent(_)) => None,
             Err(e) => return Err(MessageError::Retry(e.to_string())),
         };
-        let (to, reason) = match status.as_str() {
-            "pending_review" => return Ok(Look::Later),
-            "active" => (SubscriptionStatus::Authorised, None),
-            _ => (
-                SubscriptionStatus::Rejected,
-                Some("ConsentRefused".to_string()),
-            ),
+        let refused = |reason: &str| (SubscriptionStatus::Rejected, Some(reason.to_string()));
+        let (to, reason) = match consent {
+            Some(c) if c.status == "pending_review" => return Ok(Look::Later),
+            // Approved, but too late to pay from: as a batch would find it.
+            Some(c) if c.status == "active" && c.expires_at <= self.clock.now() => {
+                refused("ConsentExpired")
+            }
+            Some(c) if c.status == "active" => (SubscriptionStatus::Authorised, None),
+            _ => refused("ConsentRefused"),
         };
         let view = self
             .api

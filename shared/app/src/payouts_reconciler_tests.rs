@@ -247,8 +247,9 @@ async fn a_final_payment_not_noted_as_patched_keeps_its_batch_watched() {
     let w = world(&["10"]).await;
     let rejected = [(w.payment_ids[0], PaymentStatus::Rejected, false)];
     recorded(&w, w.batch_id, &rejected).await;
-    // Another writer wins each note that Sage has it (both PATCHes of the batch's take).
-    for _ in 0..2 {
+    // Another writer wins each note that Sage has it (both PATCHes of the batch's take, and
+    // the reconciler's own PATCH-and-tell after it).
+    for _ in 0..3 {
         w.store
             .fail_next("save_payment", StoreError::ConditionFailed);
     }
@@ -518,5 +519,68 @@ async fn an_item_the_table_cannot_close_stays_due_and_the_others_are_still_close
     let left = w.store.due(now()).await.unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(w.reconciler().run().await.unwrap(), report(1, 1, 0));
+    assert!(nothing_watched(&w).await);
+}
+
+#[tokio::test]
+async fn a_return_the_product_was_never_told_of_is_told_before_its_batch_is_closed() {
+    let w = taken(&["10"]).await;
+    let payment_id = w.payment_ids[0];
+    for (seq, status) in [(3, "settled"), (4, "returned")] {
+        w.batches
+            .note_event(&event(payment_id, seq, status))
+            .await
+            .unwrap();
+    }
+    w.payouts
+        .fail_messages
+        .lock()
+        .unwrap()
+        .push_back(CallError::Transient("503".into()));
+    w.clock.set(minutes(16));
+    assert_eq!(w.reconciler().run().await.unwrap(), report(1, 0, 1));
+    assert_eq!(at_sage(&w), (BatchStatus::Paid, vec![Paid]));
+    assert!(w.payouts.messages.lock().unwrap().is_empty());
+    let batch = w.batch_id.to_string();
+    assert_eq!(
+        due_at(&w, OpenKind::Batch, &batch).await,
+        Some(minutes(31)),
+        "watched until the product is told"
+    );
+    w.clock.set(minutes(31));
+    assert_eq!(w.reconciler().run().await.unwrap(), report(1, 1, 0));
+    let told = w.payouts.messages.lock().unwrap().clone();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].0, "notifications");
+    assert_eq!(told[0].3["event"], "Returned");
+    assert_eq!(told[0].3["resourceId"], payment_id.to_string());
+    assert!(nothing_watched(&w).await);
+}
+
+#[tokio::test]
+async fn a_pending_subscription_whose_consent_was_approved_after_it_expired_is_rejected() {
+    let mut bank = FakeConsents::new("active");
+    bank.expires_at = now() - TimeDelta::minutes(1);
+    let (w, r, _) = decided_pending(bank).await;
+    assert_eq!(r.run().await.unwrap(), report(1, 1, 0));
+    assert_eq!(subscription_at_sage(&w), SubscriptionStatus::Rejected);
+    let expired = (SubscriptionStatus::Rejected, Some("ConsentExpired".into()));
+    assert_eq!(last_patch(&w), expired);
+    assert!(nothing_watched(&w).await);
+}
+
+#[tokio::test]
+async fn an_expired_link_whose_own_patch_never_reached_sage_still_rejects_the_subscription() {
+    let (w, r, link) = linked().await;
+    // Sage never got the link: it still shows the subscription as it arrived.
+    set_subscription_at_sage(&w, SubscriptionStatus::Received);
+    w.clock.set(link.expires_at + LOGIN_GRACE);
+    assert_eq!(r.run().await.unwrap(), report(1, 1, 0));
+    assert_eq!(subscription_at_sage(&w), SubscriptionStatus::Rejected);
+    let expired = (
+        SubscriptionStatus::Rejected,
+        Some("AuthorisationExpired".into()),
+    );
+    assert_eq!(last_patch(&w), expired);
     assert!(nothing_watched(&w).await);
 }
