@@ -1,5 +1,5 @@
 use connector_app::browser::BrowserFlows;
-use connector_aws::handshakes::Flow;
+use connector_domain::handshake::Flow;
 use lambda_http::{Body, Error, Request, Response};
 
 pub async fn handle(flows: &BrowserFlows, req: Request) -> Result<Response<Body>, Error> {
