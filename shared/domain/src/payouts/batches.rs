@@ -310,6 +310,9 @@ fn move_on(record: &PaymentRecord, event: &BankEvent, now: DateTime<Utc>) -> Opt
     next.event_seq = event.event_seq;
     next.status = status;
     next.patched = false;
+    // The bank's event proves it holds the payment, even when the event overtook the
+    // submitter's own note of it.
+    next.submitted = true;
     match outcome {
         BankOutcome::Settled | BankOutcome::Returned => {
             next.completed_at = Some(event.completed_at.unwrap_or(now));
@@ -521,6 +524,8 @@ mod tests {
             (paid.status, paid.completed_at, paid.event_seq),
             (PaymentStatus::Paid, Some(now()), 3)
         );
+        // The event overtook the submitter's note that the bank holds it: it says so itself.
+        assert!(!record.submitted && paid.submitted);
         // A return keeps the payment Paid (nothing new for Sage's PATCH) and is noted once, for
         // the product's message.
         let returned = apply_event(&paid, &event(4, "returned"), now()).unwrap();
