@@ -222,8 +222,8 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
     if o.progress {
         println!();
     }
-    if let Some(kib) = stack.moto_pid().and_then(peak_rss_kib) {
-        peak.insert("moto (SQS emulator)".into(), kib);
+    if let Some(kib) = stack.sqs_pid().and_then(peak_rss_kib) {
+        peak.insert("SQS emulator".into(), kib);
     }
     if let Some(kib) = peak_rss_kib(std::process::id()) {
         peak.insert("local stack + sandbox".into(), kib);
@@ -319,7 +319,7 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
             Some((done - created).num_milliseconds() as f64 / 1000.0)
         })
         .collect();
-    let plot_dir = crate::moto::repo_root().join("target").join("bench");
+    let plot_dir = crate::plot::bench_dir();
     let throughput_svg = plot_dir.join("pipeline-backlog.svg");
     crate::plot::throughput(
         &throughput_svg,
@@ -327,7 +327,10 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
             "Backlog: {} accounts x {} transactions, sandbox at {rps} requests/s",
             o.accounts, o.transactions
         ),
-        "transactions delivered per second",
+        (
+            "seconds since the backlog was released",
+            "transactions delivered per second",
+        ),
         &crate::plot::rates(&samples, 2.0),
         bound,
     )?;

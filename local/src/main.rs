@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use local_stack::fauxqs::SqsEmulator;
 use local_stack::stack::{LOCAL_INGEST_KEY, default_bin_dir};
 use local_stack::{LocalStack, Options};
 
@@ -66,14 +67,8 @@ enum Command {
         /// Transactions per account.
         #[arg(long, default_value_t = 2000)]
         transactions: usize,
-        /// Provider API requests per second the sandbox allows.
-        #[arg(long, default_value_t = 10.0)]
-        rps: f64,
-        /// Banking Service's processing latency: fixed part (ms) and per transaction (µs).
-        #[arg(long, default_value_t = 200)]
-        latency_ms: u64,
-        #[arg(long, default_value_t = 500)]
-        per_txn_us: u64,
+        #[command(flatten)]
+        load: PipelineLoad,
     },
     /// A bank's day: many accounts each receiving a trickle of transactions (Poisson arrivals),
     /// more than Sage's rate allows as separate statements; statements/s against the bound,
@@ -91,14 +86,8 @@ enum Command {
         /// limit, accounts / (rps / 2)).
         #[arg(long)]
         warmup: Option<u64>,
-        /// Provider API requests per second the sandbox allows.
-        #[arg(long, default_value_t = 10.0)]
-        rps: f64,
-        /// Banking Service's processing latency: fixed part (ms) and per transaction (µs).
-        #[arg(long, default_value_t = 200)]
-        latency_ms: u64,
-        #[arg(long, default_value_t = 500)]
-        per_txn_us: u64,
+        #[command(flatten)]
+        load: PipelineLoad,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -142,6 +131,8 @@ enum Command {
         /// Payments per batch (Sage's largest: 2,000).
         #[arg(long, default_value_t = 2000)]
         payments: usize,
+        #[command(flatten)]
+        emulator: Emulator,
     },
     /// Payments Out under faults and killed consumers: nothing paid twice, nothing lost, Sage
     /// and the bank agree, no contract violation.
@@ -180,6 +171,45 @@ enum Command {
         #[arg(long)]
         no_load: bool,
     },
+}
+
+/// The sandbox's pace and the stack's consumers for the pipeline benchmarks.
+#[derive(clap::Args)]
+struct PipelineLoad {
+    /// Provider API requests per second the sandbox allows.
+    #[arg(long, default_value_t = 10.0)]
+    rps: f64,
+    /// Banking Service's processing latency: fixed part (ms) and per transaction (µs).
+    #[arg(long, default_value_t = 200)]
+    latency_ms: u64,
+    #[arg(long, default_value_t = 500)]
+    per_txn_us: u64,
+    #[command(flatten)]
+    emulator: Emulator,
+}
+
+#[derive(clap::Args)]
+struct Emulator {
+    /// The SQS emulator: moto (the tests' one; the default but for bench-fleet) or fauxqs, which
+    /// stays fast with thousands of accounts' messages in a queue (bench-fleet's default).
+    #[arg(long, value_enum)]
+    sqs: Option<SqsEmulator>,
+}
+
+impl Emulator {
+    fn or(&self, default: SqsEmulator) -> SqsEmulator {
+        self.sqs.unwrap_or(default)
+    }
+}
+
+impl PipelineLoad {
+    fn apply(&self, options: &mut Options) {
+        options.sandbox.ratelimit_rate_per_s = self.rps;
+        options.sandbox.statement_processing_delay_ms = self.latency_ms;
+        options.sandbox.statement_per_txn_us = self.per_txn_us;
+        options.max_consumer_concurrency = 8;
+        options.sqs = self.emulator.or(SqsEmulator::Moto);
+    }
 }
 
 fn print_urls(stack: &LocalStack) {
@@ -313,7 +343,12 @@ async fn main() -> Result<()> {
                 }
             }
         }
-        Command::BenchPayouts { batches, payments } => {
+        Command::BenchPayouts {
+            batches,
+            payments,
+            emulator,
+        } => {
+            options.sqs = emulator.or(SqsEmulator::Moto);
             options.max_consumer_concurrency = 8;
             // The bank pushes an event per payment step: Lambda would scale out for them.
             options.http_instances = 8;
@@ -366,14 +401,9 @@ async fn main() -> Result<()> {
         Command::Bench {
             accounts,
             transactions,
-            rps,
-            latency_ms,
-            per_txn_us,
+            load,
         } => {
-            options.sandbox.ratelimit_rate_per_s = rps;
-            options.sandbox.statement_processing_delay_ms = latency_ms;
-            options.sandbox.statement_per_txn_us = per_txn_us;
-            options.max_consumer_concurrency = 8;
+            load.apply(&mut options);
             println!("==> Starting the local stack");
             let stack = LocalStack::start(options).await?;
             let report = local_stack::bench::run(
@@ -393,20 +423,18 @@ async fn main() -> Result<()> {
             per_minute,
             seconds,
             warmup,
-            rps,
-            latency_ms,
-            per_txn_us,
+            load,
             seed,
         } => {
-            options.sandbox.ratelimit_rate_per_s = rps;
-            options.sandbox.statement_processing_delay_ms = latency_ms;
-            options.sandbox.statement_per_txn_us = per_txn_us;
-            options.max_consumer_concurrency = 8;
+            load.apply(&mut options);
+            // moto rescans a queue's every message on each receive: with a fleet's delayed
+            // timers it, not the connector, would be the limit.
+            options.sqs = load.emulator.or(SqsEmulator::Fauxqs);
             // The bank's ingest requests arrive all day: Lambda would scale the function out.
             options.http_instances = 8;
             println!("==> Starting the local stack");
             let stack = LocalStack::start(options).await?;
-            let cycle = (accounts as f64 / (rps / 2.0)).ceil() as u64;
+            let cycle = (accounts as f64 / (load.rps / 2.0)).ceil() as u64;
             let report = local_stack::fleet_bench::run(
                 &stack,
                 &local_stack::fleet_bench::FleetOptions {

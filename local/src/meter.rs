@@ -1,6 +1,6 @@
-//! The local stack's AWS endpoint: a pass-through that sends DynamoDB requests to DynamoDB Local
-//! and every other service (SQS) to moto, and counts every request by caller and operation with
-//! its body sizes. Each function gets an endpoint of its own, so that the calls are attributed
+//! The local stack's AWS endpoint: a pass-through that sends DynamoDB requests to DynamoDB Local,
+//! SQS to its emulator (moto or fauxqs) and every other service (KMS) to moto, and counts every
+//! request by caller and operation with its body sizes. Each function gets an endpoint of its own, so that the calls are attributed
 //! to the function that made them (checked against its `aws-actions.txt`), and the pipeline
 //! benchmark turns the counts into the request figures of docs/cost.md.
 
@@ -36,6 +36,7 @@ pub struct Meter {
 
 struct Upstreams {
     dynamodb: String,
+    sqs: String,
     others: String,
     http: reqwest::Client,
 }
@@ -64,10 +65,11 @@ pub fn operation_of(target: Option<&str>) -> String {
 }
 
 impl Meter {
-    /// Routes DynamoDB to `dynamodb` and everything else to `others`.
-    pub async fn start(dynamodb: &str, others: &str) -> Result<Self> {
+    /// Routes DynamoDB to `dynamodb`, SQS to `sqs` and everything else (KMS) to `others`.
+    pub async fn start(dynamodb: &str, sqs: &str, others: &str) -> Result<Self> {
         let upstreams = Arc::new(Upstreams {
             dynamodb: dynamodb.trim_end_matches('/').to_string(),
+            sqs: sqs.trim_end_matches('/').to_string(),
             others: others.trim_end_matches('/').to_string(),
             // Never times out on its own: SQS long polls last up to 20 s.
             http: reqwest::Client::builder()
@@ -159,6 +161,8 @@ async fn forward(
     let mut operation = operation_of(headers.get("x-amz-target").and_then(|v| v.to_str().ok()));
     let base = if operation.starts_with("DynamoDB.") {
         &caller.upstreams.dynamodb
+    } else if operation.starts_with("SQS.") {
+        &caller.upstreams.sqs
     } else {
         &caller.upstreams.others
     };

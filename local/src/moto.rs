@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
@@ -111,21 +111,8 @@ impl Moto {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let started = Instant::now();
-        let client = reqwest::Client::new();
         let url = format!("{}/moto-api/", self.endpoint);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("moto_server exited at start ({status})");
-            }
-            if client.get(&url).send().await.is_ok() {
-                return Ok(());
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("moto_server did not answer within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::process::wait_answering(&mut self.child, &url, "moto_server").await
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -52,8 +52,7 @@ where
         }
         samples.push(started.elapsed().as_secs_f64() * 1e6 / per_batch as f64);
     }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[samples.len() / 2])
+    Ok(crate::stats::quantile(samples, 0.5))
 }
 
 pub async fn micro(iterations: u64) -> Result<MicroReport> {
@@ -218,7 +217,7 @@ pub async fn load(stack: &LocalStack, rates: &[u32], seconds: u64) -> Result<Vec
             latencies.push(took.as_secs_f64() * 1000.0);
         }
         latencies.sort_by(f64::total_cmp);
-        let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+        let pct = |q: f64| crate::stats::quantile_sorted(&latencies, q);
         steps.push(LoadStep {
             rate,
             sent: latencies.len(),

@@ -31,13 +31,7 @@ pub struct Spread {
 impl Spread {
     fn of(mut ms: Vec<f64>) -> Self {
         ms.sort_by(f64::total_cmp);
-        let at = |p: f64| {
-            if ms.is_empty() {
-                0.0
-            } else {
-                ms[((ms.len() as f64 - 1.0) * p).round() as usize]
-            }
-        };
+        let at = |q: f64| crate::stats::quantile_sorted(&ms, q);
         Self {
             count: ms.len(),
             p50_ms: at(0.5),

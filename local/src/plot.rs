@@ -1,7 +1,7 @@
 //! Benchmark figures as SVG: delivered per second over time against the rate's bound, and a
 //! latency distribution. The README shows the latest run's plots beside the printed figures.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
@@ -22,11 +22,17 @@ pub fn rates(samples: &[(f64, f64)], window: f64) -> Vec<(f64, f64)> {
     out
 }
 
-/// Delivered per second over time (`series`) against the `bound`, as an SVG file.
+/// Where the benchmarks write their plots (`target/bench`).
+pub fn bench_dir() -> PathBuf {
+    crate::moto::repo_root().join("target").join("bench")
+}
+
+/// Delivered per second over time (`series`) against the `bound`, as an SVG file; `axes` names
+/// the x and y axes.
 pub fn throughput(
     path: &Path,
     title: &str,
-    unit: &str,
+    axes: (&str, &str),
     series: &[(f64, f64)],
     bound: f64,
 ) -> Result<()> {
@@ -46,8 +52,8 @@ pub fn throughput(
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .configure_mesh()
-        .x_desc("seconds since the backlog was released")
-        .y_desc(unit)
+        .x_desc(axes.0)
+        .y_desc(axes.1)
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     chart
@@ -68,6 +74,7 @@ pub fn throughput(
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -138,7 +145,14 @@ mod tests {
     fn plots_are_svg_files() {
         let dir = std::env::temp_dir().join(format!("plot-test-{}", std::process::id()));
         let t = dir.join("t.svg");
-        throughput(&t, "test", "per s", &[(1.0, 10.0), (2.0, 12.0)], 11.0).unwrap();
+        throughput(
+            &t,
+            "test",
+            ("s", "per s"),
+            &[(1.0, 10.0), (2.0, 12.0)],
+            11.0,
+        )
+        .unwrap();
         let l = dir.join("l.svg");
         latency(&l, "test", &[0.5, 1.0, 1.5, 9.0], 10).unwrap();
         for p in [t, l] {

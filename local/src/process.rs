@@ -43,3 +43,22 @@ pub async fn terminate(child: &mut Child) {
         }
     }
 }
+
+/// Waits until `url` answers any HTTP request, failing if `child` (the server `name`) exits
+/// first or does not answer within 30 s.
+pub async fn wait_answering(child: &mut Child, url: &str, name: &str) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::new();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{name} exited at start ({status})");
+        }
+        if client.get(url).send().await.is_ok() {
+            return Ok(());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            anyhow::bail!("{name} did not answer within 30 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

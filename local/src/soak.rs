@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::bench::amount_text;
 use crate::stack::{LOCAL_INGEST_KEY, LocalStack};
+use crate::stats::{parse_time, quantile_sorted};
 
 #[derive(Debug, Clone)]
 pub struct SoakOptions {
@@ -153,20 +154,6 @@ const CONSUMERS: [&str; 4] = [
     "notification-worker",
     "reconciler",
 ];
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
 
 pub async fn run(stack: &LocalStack, o: &SoakOptions) -> Result<SoakReport> {
     let started = Instant::now();
@@ -474,8 +461,8 @@ pub async fn run(stack: &LocalStack, o: &SoakOptions) -> Result<SoakReport> {
         }
     }
     latencies.sort_by(f64::total_cmp);
-    report.latency_p50_s = percentile(&latencies, 50.0);
-    report.latency_p99_s = percentile(&latencies, 99.0);
+    report.latency_p50_s = quantile_sorted(&latencies, 0.5);
+    report.latency_p99_s = quantile_sorted(&latencies, 0.99);
     report.latency_max_s = latencies.last().copied().unwrap_or(f64::NAN);
     let metrics = client.metrics().await.map_err(|e| anyhow!("{e}"))?;
     report.max_in_flight = metrics.max_in_flight;
@@ -563,15 +550,6 @@ pub fn print(r: &SoakReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_pick_the_ranked_value() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), 51.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&v, 100.0), 100.0);
-        assert!(percentile(&[], 99.0).is_nan());
-    }
 
     #[test]
     fn records_are_in_date_order_with_exact_amounts() {

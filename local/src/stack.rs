@@ -19,6 +19,7 @@ use sandbox::{Sandbox, SandboxConfig};
 use uuid::Uuid;
 
 use crate::events::{SourceStats, SqsSource, run_schedule};
+use crate::fauxqs::{Fauxqs, SqsEmulator};
 use crate::gateway::{Gateway, Route};
 use crate::moto::Moto;
 use crate::runtime::{Function, FunctionConfig};
@@ -58,6 +59,8 @@ pub struct Options {
     /// Sage elsewhere (`--sage FILE`): Banking Service and Sage ID (and Payments Out when the
     /// file names it) are external; the built-in sandbox stays the demo bank.
     pub sage: Option<crate::external::SageParameters>,
+    /// The SQS emulator (moto unless a benchmark asks for fauxqs).
+    pub sqs: SqsEmulator,
 }
 
 impl Options {
@@ -76,6 +79,7 @@ impl Options {
             echo_logs: false,
             log_dir,
             sage: None,
+            sqs: SqsEmulator::Moto,
         }
     }
 }
@@ -118,6 +122,7 @@ pub struct LocalStack {
     /// The external Sage the connector talks to, if not the built-in sandbox.
     pub sage: Option<crate::external::SageParameters>,
     moto: Option<Moto>,
+    fauxqs: Option<Fauxqs>,
     meter: crate::meter::Meter,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -145,13 +150,22 @@ impl LocalStack {
         let template = Template::load()?;
         let (moto, dynamodb_endpoint) =
             tokio::try_join!(Moto::start(), crate::dynamodb_local::shared_endpoint())?;
+        let fauxqs = match options.sqs {
+            SqsEmulator::Moto => None,
+            SqsEmulator::Fauxqs => Some(Fauxqs::start().await?),
+        };
+        let sqs_endpoint = fauxqs
+            .as_ref()
+            .map_or(&moto.endpoint, |f| &f.endpoint)
+            .clone();
         let key = crate::dynamodb_local::stack_access_key();
         // The stack's own set-up and the clients it lends to tests go to the emulators
         // directly; the functions and the event sources go through the meter, each under its
         // own name.
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk_config(&dynamodb_endpoint, &key).await);
-        let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto.endpoint, &key).await);
-        let meter = crate::meter::Meter::start(&dynamodb_endpoint, &moto.endpoint).await?;
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config(&sqs_endpoint, &key).await);
+        let meter =
+            crate::meter::Meter::start(&dynamodb_endpoint, &sqs_endpoint, &moto.endpoint).await?;
         let mut aws_endpoints = BTreeMap::new();
         let mut source_sqs = BTreeMap::new();
         for f in &template.functions {
@@ -372,6 +386,7 @@ impl LocalStack {
             environment,
             sage: options.sage.clone(),
             moto: Some(moto),
+            fauxqs,
             meter,
             stop,
             tasks,
@@ -435,6 +450,14 @@ impl LocalStack {
         self.moto.as_ref().and_then(Moto::pid)
     }
 
+    /// The process serving SQS (moto unless `Options::sqs` picked fauxqs).
+    pub fn sqs_pid(&self) -> Option<u32> {
+        match &self.fauxqs {
+            Some(f) => f.pid(),
+            None => self.moto_pid(),
+        }
+    }
+
     pub fn function(&self, binary: &str) -> Result<&Arc<Function>> {
         self.functions
             .get(binary)
@@ -455,6 +478,9 @@ impl LocalStack {
         self.meter.stop();
         if let Some(m) = self.moto.take() {
             m.stop().await;
+        }
+        if let Some(f) = self.fauxqs.take() {
+            f.stop().await;
         }
         self.sandbox.shutdown().await;
     }

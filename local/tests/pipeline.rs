@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{TimeDelta, TimeZone, Utc};
+use local_stack::fauxqs::SqsEmulator;
 use rust_decimal::Decimal;
 use sandbox::SandboxConfig;
 use sandbox::driver::{AccountPick, OnboardOptions};
@@ -155,7 +156,19 @@ async fn hold_statements_processing(client: &sandbox::client::SandboxClient) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_accounts_of_2500_arrive_in_order_once_under_faults() {
+    in_order_once_under_faults(common::options(SandboxConfig::fast())).await;
+}
+
+/// The fleet benchmark's SQS emulator keeps what the pipeline relies on (FIFO groups, delays,
+/// visibility, redelivery after a killed consumer): the same run on fauxqs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_holds_on_the_benchmarks_sqs_emulator() {
     let mut options = common::options(SandboxConfig::fast());
+    options.sqs = SqsEmulator::Fauxqs;
+    in_order_once_under_faults(options).await;
+}
+
+async fn in_order_once_under_faults(mut options: local_stack::Options) {
     // Failed messages come back quickly, so that a killed consumer's batch is retried soon.
     options.retry_visibility = Some(Duration::from_secs(3));
     let stack = common::start_with(options).await;

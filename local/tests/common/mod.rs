@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use clap::ValueEnum;
 use connector_aws::Table;
+use local_stack::fauxqs::SqsEmulator;
 use local_stack::stack::{LOCAL_INGEST_KEY, binaries_present, default_bin_dir};
 use local_stack::{LocalStack, Options};
 use sandbox::SandboxConfig;
@@ -39,6 +41,7 @@ pub fn options(sandbox: SandboxConfig) -> Options {
         sandbox = sandbox.omitting_optional_fields(0.5);
     }
     o.sandbox = sandbox;
+    o.sqs = sqs_emulator();
     o.retry_visibility = Some(Duration::from_secs(2));
     o.schedule_every = Some(Duration::from_secs(3600));
     o.log_dir = std::env::temp_dir().join(format!("connector-test-logs-{}", uuid::Uuid::new_v4()));
@@ -52,6 +55,16 @@ pub fn options(sandbox: SandboxConfig) -> Options {
         o.env.insert(k.into(), v.into());
     }
     o
+}
+
+/// The SQS emulator of the tests: moto, unless `CONNECTOR_SQS_EMULATOR=fauxqs` asks for the
+/// benchmarks' other one (to check that it keeps the guarantees the pipeline relies on).
+pub fn sqs_emulator() -> SqsEmulator {
+    match std::env::var("CONNECTOR_SQS_EMULATOR") {
+        Err(_) => SqsEmulator::Moto,
+        Ok(name) => SqsEmulator::from_str(&name, true)
+            .unwrap_or_else(|e| panic!("CONNECTOR_SQS_EMULATOR={name}: {e} (moto or fauxqs)")),
+    }
 }
 
 /// Two stacks at a time per test binary: each runs ~20 processes and this machine has 2 cores.

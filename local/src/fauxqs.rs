@@ -1,0 +1,69 @@
+//! A second SQS emulator for the benchmarks: fauxqs, from npm, run on Node.js.
+//!
+//! moto answers each `ReceiveMessage` by walking and copying every message of the queue, so a
+//! fleet of thousands of accounts (each with its delayed poll and watchdog messages) makes moto,
+//! not the connector, the limit. fauxqs keeps each FIFO group's messages apart and answers in
+//! JavaScript. Its FIFO receive hands out one message per group at a time, stricter than SQS
+//! (which may return several of one group), so a figure measured on it errs low, never high.
+//! The tests keep moto; `--sqs fauxqs` picks this one for a benchmark.
+
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use tokio::process::{Child, Command};
+
+use crate::process::{free_port, own_process_group};
+
+/// Which emulator serves the local stack's SQS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SqsEmulator {
+    /// moto server (PyPI), which also serves KMS; what the tests use.
+    #[default]
+    Moto,
+    /// fauxqs (npm) for SQS, moto for KMS.
+    Fauxqs,
+}
+
+/// A running fauxqs; stopped when dropped.
+pub struct Fauxqs {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Fauxqs {
+    pub async fn start() -> Result<Self> {
+        let dir = tokio::task::spawn_blocking(|| {
+            crate::npm::ensure_installed(
+                "fauxqs",
+                &["package.json", "package-lock.json", "serve.mjs"],
+                "the SQS emulator fauxqs (npm)",
+            )
+        })
+        .await??;
+        let port = free_port()?;
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("serve.mjs"))
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        own_process_group(&mut cmd);
+        let child = cmd
+            .spawn()
+            .context("starting fauxqs (Node.js is needed: apt-get install nodejs)")?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut fauxqs = Self { child, endpoint };
+        let url = format!("{}/health", fauxqs.endpoint);
+        crate::process::wait_answering(&mut fauxqs.child, &url, "fauxqs").await?;
+        Ok(fauxqs)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub async fn stop(mut self) {
+        crate::process::terminate(&mut self.child).await;
+    }
+}
