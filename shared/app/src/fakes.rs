@@ -1985,10 +1985,12 @@ impl connector_domain::ports::Sealer for FakeSealer {
 }
 
 /// The bank as seen after the customer's login: one consent (`status`, until 2030) sharing one
-/// USD account, `acc_1` numbered `40001`. No login happens through it.
+/// USD account, `acc_1` numbered `40001` — or, when `unusable`, a consent unknown to the bank or
+/// ended, whose every read is `LoginError::Consent`. No login happens through it.
 pub struct FakeConsents {
     pub status: String,
     pub expires_at: DateTime<Utc>,
+    pub unusable: bool,
 }
 
 impl FakeConsents {
@@ -1996,6 +1998,14 @@ impl FakeConsents {
         Self {
             status: status.into(),
             expires_at: "2030-01-01T00:00:00Z".parse().expect("a date"),
+            unusable: false,
+        }
+    }
+
+    pub fn unusable() -> Self {
+        Self {
+            unusable: true,
+            ..Self::new("revoked")
         }
     }
 }
@@ -2015,6 +2025,11 @@ impl BankLogin for FakeConsents {
     }
 
     fn consent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
+        if self.unusable {
+            return Box::pin(
+                async move { Err(LoginError::Consent(format!("{id}: consent_revoked"))) },
+            );
+        }
         let status = self.status.clone();
         let expires_at = self.expires_at;
         Box::pin(async move {
@@ -2031,29 +2046,6 @@ impl BankLogin for FakeConsents {
                 }],
             })
         })
-    }
-}
-
-/// The bank as seen when the consent is unknown to it or has ended: every read of it is
-/// `LoginError::Consent`. No login happens through it.
-pub struct UnusableConsent;
-
-impl BankLogin for UnusableConsent {
-    fn authorize_url(&self, _: &str, _: &str, _: &str, _: &str) -> Result<String, LoginError> {
-        unreachable!("no login here")
-    }
-
-    fn exchange_code<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a str,
-        _: &'a str,
-    ) -> BoxFuture<'a, Result<(String, String), LoginError>> {
-        unreachable!("no login here")
-    }
-
-    fn consent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ConsentView, LoginError>> {
-        Box::pin(async move { Err(LoginError::Consent(format!("{id}: consent_revoked"))) })
     }
 }
 

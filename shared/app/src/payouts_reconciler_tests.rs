@@ -10,8 +10,8 @@ use connector_domain::payouts::status::BatchStatus;
 use connector_domain::ports::{BatchChange, BatchStore, CallError, StoreError};
 
 use super::*;
+use crate::fakes::FakeConsents;
 use crate::fakes::payouts_world::{STUCK_AFTER, World, at_sage, batch_at_sage, event, now, world};
-use crate::fakes::{FakeConsents, UnusableConsent};
 use crate::payouts_authorise::decision_change;
 use crate::payouts_onboarding::Onboarded;
 
@@ -446,7 +446,7 @@ async fn a_pending_subscription_whose_consent_became_active_is_authorised_and_cl
 
 #[tokio::test]
 async fn a_pending_subscription_whose_consent_the_bank_refused_is_rejected_and_closed() {
-    let (w, r, _) = decided_pending(UnusableConsent).await;
+    let (w, r, _) = decided_pending(FakeConsents::unusable()).await;
     assert_eq!(r.run().await.unwrap(), report(1, 1, 0));
     assert_eq!(subscription_at_sage(&w), SubscriptionStatus::Rejected);
     let refused = (SubscriptionStatus::Rejected, Some("ConsentRefused".into()));

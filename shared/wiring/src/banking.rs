@@ -27,14 +27,7 @@ use crate::sqs::Consumer;
 
 /// `POST /notification`: the verifiers, the table's do-once claims and the work queue.
 pub async fn notification_intake(env: &Env) -> Result<NotificationIntake, ConfigError> {
-    let platform = Platform::from_env(
-        env,
-        QueueNeeds {
-            notifications: true,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let platform = Platform::from_env(env, QueueNeeds::NOTIFICATIONS).await?;
     let verifier = Verifiers::from_env(env, &platform, http_client(env)?).await?;
     Ok(NotificationIntake {
         auth: Arc::new(verifier),
@@ -46,14 +39,7 @@ pub async fn notification_intake(env: &Env) -> Result<NotificationIntake, Config
 
 /// `POST /ingest`: the table, the push queue and the optional `INGEST_API_KEY`.
 pub async fn ingest(env: &Env) -> Result<Ingest, ConfigError> {
-    let platform = Platform::from_env(
-        env,
-        QueueNeeds {
-            push: true,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let platform = Platform::from_env(env, QueueNeeds::PUSH).await?;
     Ok(Ingest {
         api_key: api_key(env, &platform).await?,
         store: Arc::new(platform.table),
@@ -75,7 +61,7 @@ pub async fn api_key(
 
 /// `POST /availableaccounts`: the verifiers, the table and the Bank Data API.
 pub async fn available_accounts(env: &Env) -> Result<AvailableAccounts, ConfigError> {
-    let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+    let platform = Platform::from_env(env, QueueNeeds::NONE).await?;
     let http = http_client(env)?;
     Ok(AvailableAccounts {
         auth: Arc::new(Verifiers::from_env(env, &platform, http.clone()).await?),
@@ -119,15 +105,7 @@ pub fn public_base(env: &Env) -> Result<PublicBase, ConfigError> {
 /// `GET /auth` and `GET /authrefresh`: the table, the work and push queues, the bank's sign-in
 /// and the Provider API.
 pub async fn browser_flows(env: &Env) -> Result<BrowserFlows, ConfigError> {
-    let platform = Platform::from_env(
-        env,
-        QueueNeeds {
-            notifications: true,
-            push: true,
-            poll: false,
-        },
-    )
-    .await?;
+    let platform = Platform::from_env(env, QueueNeeds::NOTIFICATIONS_AND_PUSH).await?;
     let http = http_client(env)?;
     let allow_http_loopback = env.flag("REDIRECT_ALLOW_HTTP_LOOPBACK")?;
     let allow = RedirectAllowList::parse(
@@ -175,15 +153,7 @@ fn worker_settings(env: &Env) -> Result<WorkerSettings, ConfigError> {
 
 /// The notification worker, and where its poison goes.
 pub async fn notification_worker(env: &Env) -> Result<Consumer<NotificationWorker>, ConfigError> {
-    let platform = Platform::from_env(
-        env,
-        QueueNeeds {
-            notifications: true,
-            push: true,
-            poll: false,
-        },
-    )
-    .await?;
+    let platform = Platform::from_env(env, QueueNeeds::NOTIFICATIONS_AND_PUSH).await?;
     let http = http_client(env)?;
     let dead_letters = platform.dead_letters(env, false)?;
     let bank: Arc<dyn BankHistory> = bank_from_env(env, &platform, &http).await?;
@@ -203,15 +173,7 @@ pub async fn notification_worker(env: &Env) -> Result<Consumer<NotificationWorke
 
 /// The AWS clients of a pipeline consumer: the table, the push and the poll queues.
 async fn pipeline_platform(env: &Env) -> Result<Platform, ConfigError> {
-    Platform::from_env(
-        env,
-        QueueNeeds {
-            notifications: false,
-            push: true,
-            poll: true,
-        },
-    )
-    .await
+    Platform::from_env(env, QueueNeeds::PUSH_AND_POLL).await
 }
 
 /// The pipeline on clients already built (`platform` must have the push and poll queues), so
@@ -279,15 +241,7 @@ pub async fn reconciler(env: &Env) -> Result<Reconciler, ConfigError> {
     // One set of AWS clients for the pipeline and the reconciler's own work (building the
     // SDK's clients is a measurable part of a cold start); the work queue is for recovered
     // notifications (the worker acts on them as on Banking Service's).
-    let platform = Platform::from_env(
-        env,
-        QueueNeeds {
-            notifications: true,
-            push: true,
-            poll: true,
-        },
-    )
-    .await?;
+    let platform = Platform::from_env(env, QueueNeeds::ALL).await?;
     let pipeline = pipeline(env, &platform).await?;
     let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
     Ok(Reconciler {

@@ -20,11 +20,29 @@ pub struct Platform {
 }
 
 /// Which queue URLs a function needs; the others are not read.
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct QueueNeeds {
     pub notifications: bool,
     pub push: bool,
     pub poll: bool,
+}
+
+impl QueueNeeds {
+    pub const NONE: Self = Self::of(false, false, false);
+    pub const NOTIFICATIONS: Self = Self::of(true, false, false);
+    pub const PUSH: Self = Self::of(false, true, false);
+    /// The notification work that may start an account's first push.
+    pub const NOTIFICATIONS_AND_PUSH: Self = Self::of(true, true, false);
+    pub const PUSH_AND_POLL: Self = Self::of(false, true, true);
+    pub const ALL: Self = Self::of(true, true, true);
+
+    const fn of(notifications: bool, push: bool, poll: bool) -> Self {
+        Self {
+            notifications,
+            push,
+            poll,
+        }
+    }
 }
 
 impl Platform {

@@ -60,7 +60,7 @@ pub async fn verifier_config(
 /// The intake on real clients: the table's do-once claims, the Payments Out work queue
 /// (`PAYOUTS_QUEUE_URL`) and a verifier with Payments Out's own settings (`POS_*`).
 pub async fn intake(env: &Env) -> Result<PayoutsIntake, ConfigError> {
-    let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+    let platform = Platform::from_env(env, QueueNeeds::NONE).await?;
     let verifier = NotificationVerifier::new(
         http_client(env)?,
         verifier_config(env, &platform.secrets()).await?,
@@ -82,7 +82,7 @@ pub async fn intake(env: &Env) -> Result<PayoutsIntake, ConfigError> {
 
 /// The worker on real clients, and where its poison goes.
 pub async fn worker(env: &Env) -> Result<Consumer<PayoutsWorker>, ConfigError> {
-    let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+    let platform = Platform::from_env(env, QueueNeeds::NONE).await?;
     let links_base = match env.optional("PUBLIC_BASE_URL") {
         Some(_) => env.url("PUBLIC_BASE_URL")?,
         None => env.url("AUTHORISE_BASE_URL")?,
@@ -260,7 +260,7 @@ pub async fn payouts_from_env(
 
 /// The bank's pushes: the batches' use cases, and the key the bank presents off AWS.
 pub async fn bank_events(env: &Env) -> Result<BankEvents, ConfigError> {
-    let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+    let platform = Platform::from_env(env, QueueNeeds::NONE).await?;
     // Events PATCH batches, never links: no links base.
     let api = Arc::new(payouts_from_env(env, &platform, String::new()).await?);
     let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
@@ -276,7 +276,7 @@ pub async fn bank_events(env: &Env) -> Result<BankEvents, ConfigError> {
 
 /// The reconciler on real clients (the worker's, and the table's open work).
 pub async fn reconciler(env: &Env) -> Result<PayoutsReconciler, ConfigError> {
-    let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+    let platform = Platform::from_env(env, QueueNeeds::NONE).await?;
     // The reconciler PATCHes statuses, never links: no links base.
     let api = Arc::new(payouts_from_env(env, &platform, String::new()).await?);
     let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
@@ -304,7 +304,7 @@ pub async fn reconciler(env: &Env) -> Result<PayoutsReconciler, ConfigError> {
 /// The page on real clients: Payments Out's (`POS_*`), the bank's (`BANK_*`), the table,
 /// and the worker's queue.
 pub async fn authorise_page(env: &Env) -> Result<AuthorisePage, ConfigError> {
-    let platform = Platform::from_env(env, QueueNeeds::default()).await?;
+    let platform = Platform::from_env(env, QueueNeeds::NONE).await?;
     let http = http_client(env)?;
     // The page PATCHes decisions, never links: no links base.
     let api = payouts_from_env(env, &platform, String::new()).await?;
