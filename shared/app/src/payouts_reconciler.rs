@@ -135,7 +135,7 @@ impl PayoutsReconciler {
                     .map_err(|e| MessageError::Poison(format!("batch id {}: {e}", item.id)))?;
                 self.batch(id).await
             }
-            OpenKind::Link | OpenKind::Pending => self.link(&item.id).await,
+            OpenKind::Link => self.link(&item.id).await,
         }
     }
 

@@ -797,10 +797,9 @@ pub trait BankPayments: Send + Sync {
 pub enum OpenKind {
     /// A batch not yet final at Sage (id: the batch id).
     Batch,
-    /// An authorisation link not yet used (id: the link id).
+    /// An authorisation link not yet used, or used with the customer's decision still to reach
+    /// Sage or (`Pending`) with the bank still reviewing the consent (id: the link id).
     Link,
-    /// A subscription `Pending` while the bank reviews its consent (id: the subscription id).
-    Pending,
 }
 
 /// One piece of open work, looked at from `due_at`.
