@@ -132,6 +132,81 @@ async fn the_reconciler_reads_outcomes_the_bank_never_pushed() {
     stack.finish().await;
 }
 
+/// A payer sends a one-payment batch that the bank settles and returns `return_delay_ms` later
+/// (its events pushed or not); once Sage shows the batch `Paid`: the subscription, the batch id
+/// and the payment id.
+async fn paid_then_returned(
+    stack: &local_stack::LocalStack,
+    po: &PoClient,
+    external_id: &str,
+    return_delay_ms: u64,
+    pushed: bool,
+) -> (serde_json::Value, String, serde_json::Value) {
+    let (sub, debtor) = common::po_payer(stack, po).await;
+    po_flow::set_rails(po, |r| {
+        if !pushed {
+            r["eventsUrl"] = serde_json::Value::Null;
+        }
+        r["returnRate"] = json!(1.0);
+        r["returnDelayMs"] = json!(return_delay_ms);
+    })
+    .await
+    .unwrap();
+    let batch = json!({ "externalId": external_id, "subscriptionId": sub, "payments": [
+        po_flow::payment("BILL-1", "10.00", &debtor, &po_flow::tomorrow()),
+    ]});
+    let batch_id = po_flow::send_batch(po, &batch, None, false).await.unwrap();
+    let paid = local_stack::payments_out::batch_at_sage(po, &batch_id, &["Paid"])
+        .await
+        .unwrap();
+    (
+        json!(sub),
+        batch_id,
+        paid["payments"][0]["paymentId"].clone(),
+    )
+}
+
+/// The product's `notifications` messages, once there is one (within a minute).
+async fn told_of_returns(po: &PoClient) -> Vec<serde_json::Value> {
+    local_stack::payments_out::wait_for(
+        "the product told of the return",
+        std::time::Duration::from_secs(60),
+        || async {
+            let inbox = po.inbox().await.ok()?;
+            let told: Vec<serde_json::Value> = inbox
+                .as_array()?
+                .iter()
+                .filter(|m| m["type"] == "notifications")
+                .cloned()
+                .collect();
+            (!told.is_empty()).then_some(told)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A bank whose pushes never arrive (none are sent here), with the stuck-batch path not due for
+/// an hour: the reconciler's read of the bank's change feed alone brings the settlement (the
+/// batch goes `Paid`) and the return after it (the product is told, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_and_returns_whose_pushes_never_came_are_read_from_the_banks_feed() {
+    let mut options = common::options(SandboxConfig::fast());
+    options.schedule_every = Some(std::time::Duration::from_secs(1));
+    options.env.insert("STUCK_AFTER_S".into(), "3600".into());
+    let stack = common::start_with(options).await;
+    let po = PoClient::new(stack.sandbox.base_url());
+    let (_, _, payment_id) = paid_then_returned(&stack, &po, "AP-RUN-FEED", 2000, false).await;
+    let told = told_of_returns(&po).await;
+    assert_eq!(told[0]["data"]["resourceId"], payment_id, "{told:?}");
+    assert_eq!(told[0]["data"]["event"], "Returned", "{told:?}");
+    // Several runs later, still told once.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(told_of_returns(&po).await.len(), 1);
+    assert_eq!(po.violations().await.unwrap(), json!([]));
+    stack.finish().await;
+}
+
 /// The product cancels one payment of a batch, then the rest (`batchpaymentcancellations`,
 /// forwarded by Payments Out): each is cancelled at the bank before settlement and Sage shows
 /// `Cancelled`; nothing leaves the account.
@@ -219,37 +294,8 @@ async fn payments_cancelled_on_request_are_cancelled_at_the_bank_and_at_sage() {
 async fn a_payment_returned_after_settling_is_told_to_the_product() {
     let stack = common::start(SandboxConfig::fast()).await;
     let po = PoClient::new(stack.sandbox.base_url());
-    let (sub, debtor) = common::po_payer(&stack, &po).await;
-    po_flow::set_rails(&po, |r| {
-        r["returnRate"] = json!(1.0);
-        r["returnDelayMs"] = json!(200);
-    })
-    .await
-    .unwrap();
-    let batch = json!({ "externalId": "AP-RUN-4", "subscriptionId": sub, "payments": [
-        po_flow::payment("BILL-1", "10.00", &debtor, &po_flow::tomorrow()),
-    ]});
-    let batch_id = po_flow::send_batch(&po, &batch, None, false).await.unwrap();
-    let paid = local_stack::payments_out::batch_at_sage(&po, &batch_id, &["Paid"])
-        .await
-        .unwrap();
-    let payment_id = paid["payments"][0]["paymentId"].clone();
-    let told = local_stack::payments_out::wait_for(
-        "the product told of the return",
-        std::time::Duration::from_secs(60),
-        || async {
-            let inbox = po.inbox().await.ok()?;
-            let told: Vec<serde_json::Value> = inbox
-                .as_array()?
-                .iter()
-                .filter(|m| m["type"] == "notifications")
-                .cloned()
-                .collect();
-            (!told.is_empty()).then_some(told)
-        },
-    )
-    .await
-    .unwrap();
+    let (sub, batch_id, payment_id) = paid_then_returned(&stack, &po, "AP-RUN-4", 200, true).await;
+    let told = told_of_returns(&po).await;
     let data = &told[0]["data"];
     assert_eq!(told[0]["subscriptionId"], json!(sub), "{told:?}");
     assert_eq!(

@@ -462,3 +462,23 @@ async fn a_record_refused_before_it_was_stored_is_kept_parked_and_stays_a_duplic
             .all(|t| t.transaction.unique_id == "uid-00000")
     );
 }
+
+/// How far the Payments Out reconciler has read the bank's change feed: 0 before the first read,
+/// then what was written last; kept apart from the open work, whose partition is read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bank_feed_mark_starts_at_zero_and_lives_apart_from_the_open_work() {
+    use connector_domain::ports::{OpenItem, OpenKind};
+    let (_, _, table) = table().await;
+    assert_eq!(table.feed_read_to().await.unwrap(), 0);
+    let now = Utc::now();
+    let item = OpenItem {
+        kind: OpenKind::Link,
+        id: "lnk-1".into(),
+        due_at: now,
+    };
+    table.open_work(&item).await.unwrap();
+    table.set_feed_read_to(41).await.unwrap();
+    table.set_feed_read_to(42).await.unwrap();
+    assert_eq!(table.feed_read_to().await.unwrap(), 42);
+    assert_eq!(table.due_work(now).await.unwrap(), vec![item]);
+}

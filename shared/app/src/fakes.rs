@@ -100,6 +100,7 @@ struct StoreState {
     /// By payment id (ordered, so that listings are stable).
     payments: BTreeMap<Uuid, PaymentRecord>,
     open: BTreeMap<(u8, String), OpenItem>,
+    feed_read_to: u64,
     sync_leases: HashMap<Uuid, DateTime<Utc>>,
     /// Announced authorisations and their bank.
     handshakes: HashMap<Uuid, Handshake>,
@@ -1786,6 +1787,14 @@ impl OpenWork for MemoryStore {
                 .collect()
         })
     }
+
+    fn feed_read_to(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.with("feed_read_to", |s| s.feed_read_to)
+    }
+
+    fn set_feed_read_to(&self, event_seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.with("set_feed_read_to", move |s| s.feed_read_to = event_seq)
+    }
 }
 
 impl BindingStore for MemoryStore {
@@ -2065,6 +2074,8 @@ pub struct FakeBankPayments {
     pub unreadable: Mutex<std::collections::HashSet<Uuid>>,
     /// Payments too far along to cancel.
     pub executing: Mutex<std::collections::HashSet<Uuid>>,
+    /// The bank's change feed as a test publishes it (empty: nothing new since the last read).
+    pub feed: Mutex<Vec<BankEvent>>,
 }
 
 impl BankPayments for FakeBankPayments {
@@ -2114,6 +2125,27 @@ impl BankPayments for FakeBankPayments {
             BankCancelled::Cancelled
         };
         Box::pin(async move { Ok(answer) })
+    }
+
+    /// `feed`, as a bank whose `eventSeq` counts across its payments; fails while `down`.
+    fn changed_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<BankEvent>, SubmitError>> {
+        let answer = if *lock(&self.down) {
+            Err(SubmitError::Unavailable("503".into()))
+        } else {
+            let mut changed: Vec<BankEvent> = lock(&self.feed)
+                .iter()
+                .filter(|e| e.event_seq > after)
+                .cloned()
+                .collect();
+            changed.sort_by_key(|e| e.event_seq);
+            changed.truncate(limit);
+            Ok(changed)
+        };
+        Box::pin(async move { answer })
     }
 }
 

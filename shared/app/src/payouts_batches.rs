@@ -648,6 +648,19 @@ impl Batches {
         .await
     }
 
+    /// A change read from the bank's feed: worked as its push would have been when the
+    /// connector knows the payment and has not seen the change (its push was lost, or is still
+    /// on its way); `true` when it was.
+    pub async fn from_feed(&self, event: &BankEvent) -> Result<bool, MessageError> {
+        match self.store.payment(event.payment_id).await? {
+            Some(known) if known.event_seq < event.event_seq => {
+                self.on_event(event).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// A bank event: the payment's record moves, and Payments Out is told (with anything else
     /// of the batch it lacks).
     pub async fn on_event(&self, event: &BankEvent) -> Result<EventOutcome, MessageError> {

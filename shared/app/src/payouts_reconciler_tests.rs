@@ -22,6 +22,7 @@ fn report(looked_at: usize, closed: usize, failed: usize) -> PayoutsReport {
         looked_at,
         closed,
         failed,
+        unpushed: 0,
     }
 }
 
@@ -583,4 +584,130 @@ async fn an_expired_link_whose_own_patch_never_reached_sage_still_rejects_the_su
     );
     assert_eq!(last_patch(&w), expired);
     assert!(nothing_watched(&w).await);
+}
+
+// The bank's change feed.
+
+fn report_unpushed(
+    looked_at: usize,
+    closed: usize,
+    failed: usize,
+    unpushed: usize,
+) -> PayoutsReport {
+    PayoutsReport {
+        unpushed,
+        ..report(looked_at, closed, failed)
+    }
+}
+
+/// The bank publishes these changes on its feed.
+fn bank_feeds(w: &World, changes: &[(Uuid, u64, &str)]) {
+    let mut feed = w.bank.feed.lock().unwrap();
+    feed.extend(
+        changes
+            .iter()
+            .map(|&(id, seq, status)| event(id, seq, status)),
+    );
+}
+
+fn returns_told(w: &World) -> Vec<String> {
+    w.payouts
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.0 == "notifications" && m.3["event"] == "Returned")
+        .map(|m| m.3["resourceId"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A one-payment batch whose settlement was pushed (`eventSeq` 3).
+async fn settled_by_its_push() -> (World, Uuid) {
+    let w = taken(&["10"]).await;
+    let payment_id = w.payment_ids[0];
+    w.batches
+        .on_event(&event(payment_id, 3, "settled"))
+        .await
+        .unwrap();
+    (w, payment_id)
+}
+
+#[tokio::test]
+async fn a_return_whose_push_was_lost_after_its_batch_closed_is_read_from_the_feed_and_told_once() {
+    let (w, payment_id) = settled_by_its_push().await;
+    w.clock.set(minutes(16));
+    let r = w.reconciler();
+    assert_eq!(r.run().await.unwrap(), report(1, 1, 0));
+    assert!(nothing_watched(&w).await);
+    assert!(returns_told(&w).is_empty());
+
+    // The settlement was pushed; the return's push never came.
+    bank_feeds(
+        &w,
+        &[(payment_id, 3, "settled"), (payment_id, 4, "returned")],
+    );
+    assert_eq!(r.run().await.unwrap(), report_unpushed(0, 0, 0, 1));
+    assert_eq!(returns_told(&w), vec![payment_id.to_string()]);
+    assert_eq!(
+        at_sage(&w),
+        (BatchStatus::Paid, vec![Paid]),
+        "a return stays Paid"
+    );
+    assert_eq!(w.store.feed_read_to().await.unwrap(), 4);
+
+    // Read once: the next run starts after it, and its push arriving late changes nothing.
+    assert_eq!(r.run().await.unwrap(), report(0, 0, 0));
+    w.batches
+        .on_event(&event(payment_id, 4, "returned"))
+        .await
+        .unwrap();
+    assert_eq!(returns_told(&w).len(), 1);
+}
+
+/// A one-payment batch whose settlement (`eventSeq` 3) is on the bank's feed, never pushed.
+async fn settled_only_on_the_feed() -> World {
+    let w = taken(&["10"]).await;
+    bank_feeds(&w, &[(w.payment_ids[0], 3, "settled")]);
+    w
+}
+
+/// A run fails with the feed's mark where it was and nothing moved; after `heal`, the next run
+/// works the settlement.
+async fn fails_then_catches_up(w: &World, heal: impl FnOnce()) {
+    let r = w.reconciler();
+    assert_eq!(r.run().await.unwrap(), report(0, 0, 1));
+    assert_eq!(w.store.feed_read_to().await.unwrap(), 0);
+    assert_eq!(at_sage(w).1, vec![Processing]);
+    heal();
+    assert_eq!(r.run().await.unwrap(), report_unpushed(0, 0, 0, 1));
+    assert_eq!(at_sage(w), (BatchStatus::Paid, vec![Paid]));
+    assert_eq!(w.store.feed_read_to().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_feed_the_bank_cannot_answer_is_counted_and_read_again_from_the_same_place() {
+    let w = settled_only_on_the_feed().await;
+    *w.bank.down.lock().unwrap() = true;
+    fails_then_catches_up(&w, || *w.bank.down.lock().unwrap() = false).await;
+}
+
+#[tokio::test]
+async fn changes_already_pushed_or_of_payments_the_connector_never_had_are_passed_over() {
+    let (w, payment_id) = settled_by_its_push().await;
+    let patches = w.payouts.batch_patches.lock().unwrap().len();
+    bank_feeds(
+        &w,
+        &[(payment_id, 3, "settled"), (Uuid::new_v4(), 5, "settled")],
+    );
+    assert_eq!(w.reconciler().run().await.unwrap(), report(0, 0, 0));
+    assert_eq!(w.store.feed_read_to().await.unwrap(), 5);
+    assert_eq!(w.payouts.batch_patches.lock().unwrap().len(), patches);
+}
+
+#[tokio::test]
+async fn a_change_that_cannot_be_worked_leaves_the_mark_and_is_worked_next_run() {
+    let w = settled_only_on_the_feed().await;
+    w.store
+        .fail_next("payment", StoreError::Unavailable("throttled".into()));
+    fails_then_catches_up(&w, || ()).await;
 }

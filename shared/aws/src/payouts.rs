@@ -520,6 +520,37 @@ impl Table {
     }
 }
 
+/// How far the reconciler has read the bank's change feed: one item of its own.
+const FEED_PK: &str = "PO#FEED";
+const FEED_SK: &str = "BANK";
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FeedMark {
+    pk: String,
+    sk: String,
+    read_to: u64,
+}
+
+impl Table {
+    pub async fn feed_read_to(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .get_as::<FeedMark>(FEED_PK.into(), FEED_SK)
+            .await?
+            .map_or(0, |m| m.read_to))
+    }
+
+    /// Only one reconciler runs at a time (its schedule), so a plain write is enough.
+    pub async fn set_feed_read_to(&self, event_seq: u64) -> Result<(), StoreError> {
+        self.put_as(&FeedMark {
+            pk: FEED_PK.into(),
+            sk: FEED_SK.into(),
+            read_to: event_seq,
+        })
+        .await
+    }
+}
+
 fn creditor_sk(creditor_id: &str) -> String {
     format!("CRED#{creditor_id}")
 }

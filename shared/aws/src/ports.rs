@@ -571,6 +571,14 @@ impl OpenWork for Table {
     fn due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<OpenItem>, StoreError>> {
         Box::pin(Table::due_work(self, now))
     }
+
+    fn feed_read_to(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(Table::feed_read_to(self))
+    }
+
+    fn set_feed_read_to(&self, event_seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(Table::set_feed_read_to(self, event_seq))
+    }
 }
 
 impl BindingStore for Table {

@@ -559,15 +559,11 @@ impl connector_domain::ports::BankPayments for BankClient {
                 401 | 403 => return Err(SubmitError::Configuration),
                 s => return Err(SubmitError::Unavailable(format!("HTTP {s}"))),
             }
-            let mut state: serde_json::Value = response
+            let state: serde_json::Value = response
                 .json()
                 .await
                 .map_err(|e| SubmitError::Unavailable(format!("payment state: {e}")))?;
-            // The state read as the event that would have told it.
-            state["eventId"] = format!("read-{payment_id}-{}", state["eventSeq"]).into();
-            serde_json::from_value(state)
-                .map(Some)
-                .map_err(|e| SubmitError::Unavailable(format!("payment state: {e}")))
+            as_event(state).map(Some)
         })
     }
 
@@ -593,6 +589,43 @@ impl connector_domain::ports::BankPayments for BankClient {
             }
         })
     }
+
+    fn changed_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<BankEvent>, SubmitError>> {
+        Box::pin(async move {
+            let query = format!("/v1/payments?cursor={after}&limit={limit}");
+            let response = self
+                .send_authed(self.http.get(self.url(&query)))
+                .await
+                .map_err(|e| SubmitError::Unavailable(Self::transport(e).to_string()))?;
+            match response.status().as_u16() {
+                200 => {}
+                401 | 403 => return Err(SubmitError::Configuration),
+                s => return Err(SubmitError::Unavailable(format!("HTTP {s}"))),
+            }
+            #[derive(serde::Deserialize)]
+            struct Page {
+                payments: Vec<serde_json::Value>,
+            }
+            let page: Page = response
+                .json()
+                .await
+                .map_err(|e| SubmitError::Unavailable(format!("payment list: {e}")))?;
+            page.payments.into_iter().map(as_event).collect()
+        })
+    }
+}
+
+/// A payment's state as the bank shows it (`GET /v1/payments/{id}`, or an entry of the list),
+/// read as the event that would have told it.
+fn as_event(mut state: serde_json::Value) -> Result<BankEvent, SubmitError> {
+    let payment_id = state["paymentId"].as_str().unwrap_or_default().to_string();
+    state["eventId"] = format!("read-{payment_id}-{}", state["eventSeq"]).into();
+    serde_json::from_value(state)
+        .map_err(|e| SubmitError::Unavailable(format!("payment state: {e}")))
 }
 
 /// The client as the authorisation page's port.

@@ -790,6 +790,14 @@ pub trait BankPayments: Send + Sync {
     ) -> BoxFuture<'_, Result<Option<crate::payouts::batches::BankEvent>, SubmitError>>;
     /// Asks the bank to cancel the payment.
     fn cancel(&self, payment_id: Uuid) -> BoxFuture<'_, Result<Cancelled, SubmitError>>;
+    /// The bank's change feed: its payments whose last event came after `after` (an
+    /// `eventSeq`), at most `limit`, in `eventSeq` order, each as the event that would have told
+    /// its state now.
+    fn changed_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::payouts::batches::BankEvent>, SubmitError>>;
 }
 
 /// Work the Payments Out reconciler watches until it is done.
@@ -818,6 +826,9 @@ pub trait OpenWork: Send + Sync {
     fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Every item due at `now`.
     fn due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<OpenItem>, StoreError>>;
+    /// How far the bank's change feed has been read (an `eventSeq`; 0 before the first read).
+    fn feed_read_to(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn set_feed_read_to(&self, event_seq: u64) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// A failed encryption or decryption.
