@@ -2076,6 +2076,8 @@ pub struct FakeBankPayments {
     pub executing: Mutex<std::collections::HashSet<Uuid>>,
     /// The bank's change feed as a test publishes it (empty: nothing new since the last read).
     pub feed: Mutex<Vec<BankEvent>>,
+    /// The `since` of every read of the feed.
+    pub feed_since: Mutex<Vec<Option<DateTime<Utc>>>>,
 }
 
 impl BankPayments for FakeBankPayments {
@@ -2127,12 +2129,15 @@ impl BankPayments for FakeBankPayments {
         Box::pin(async move { Ok(answer) })
     }
 
-    /// `feed`, as a bank whose `eventSeq` counts across its payments; fails while `down`.
+    /// `feed`, as a bank whose `eventSeq` counts across its payments (`since` noted in
+    /// `feed_since`, the fake's events carrying no time); fails while `down`.
     fn changed_after(
         &self,
         after: u64,
+        since: Option<DateTime<Utc>>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<BankEvent>, SubmitError>> {
+        lock(&self.feed_since).push(since);
         let answer = if *lock(&self.down) {
             Err(SubmitError::Unavailable("503".into()))
         } else {

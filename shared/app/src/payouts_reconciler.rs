@@ -116,12 +116,15 @@ impl PayoutsReconciler {
     /// the mark moves after each page, so a failure re-reads at most one page.
     async fn follow_bank(&self) -> Result<usize, MessageError> {
         let mut read_to = self.open.feed_read_to().await?;
+        // Never read yet: the bank's history before the connector held any payment is of no
+        // use, so the first read starts a day back instead of at the bank's first payment.
+        let since = (read_to == 0).then(|| self.clock.now() - TimeDelta::days(1));
         let mut unpushed = 0;
         for _ in 0..FEED_PAGES {
             let changes = self
                 .batches
                 .bank
-                .changed_after(read_to, FEED_PAGE)
+                .changed_after(read_to, since, FEED_PAGE)
                 .await
                 .map_err(|e| MessageError::Retry(format!("bank: {e}")))?;
             let Some(last) = changes.last().map(|c| c.event_seq) else {

@@ -657,6 +657,13 @@ async fn a_return_whose_push_was_lost_after_its_batch_closed_is_read_from_the_fe
 
     // Read once: the next run starts after it, and its push arriving late changes nothing.
     assert_eq!(r.run().await.unwrap(), report(0, 0, 0));
+    let since = w.bank.feed_since.lock().unwrap().clone();
+    let a_day_back = Some(minutes(16) - TimeDelta::days(1));
+    assert_eq!(
+        since,
+        vec![a_day_back, a_day_back, None],
+        "never read: from a day back; then from the mark alone"
+    );
     w.batches
         .on_event(&event(payment_id, 4, "returned"))
         .await

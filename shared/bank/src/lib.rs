@@ -593,10 +593,15 @@ impl connector_domain::ports::BankPayments for BankClient {
     fn changed_after(
         &self,
         after: u64,
+        since: Option<chrono::DateTime<chrono::Utc>>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<BankEvent>, SubmitError>> {
         Box::pin(async move {
-            let query = format!("/v1/payments?cursor={after}&limit={limit}");
+            let mut query = format!("/v1/payments?cursor={after}&limit={limit}");
+            if let Some(since) = since {
+                let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                query += &format!("&updatedSince={since}");
+            }
             let response = self
                 .send_authed(self.http.get(self.url(&query)))
                 .await

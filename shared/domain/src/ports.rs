@@ -791,11 +791,12 @@ pub trait BankPayments: Send + Sync {
     /// Asks the bank to cancel the payment.
     fn cancel(&self, payment_id: Uuid) -> BoxFuture<'_, Result<Cancelled, SubmitError>>;
     /// The bank's change feed: its payments whose last event came after `after` (an
-    /// `eventSeq`), at most `limit`, in `eventSeq` order, each as the event that would have told
-    /// its state now.
+    /// `eventSeq`) and, when `since` is given, that changed at or after it; at most `limit`, in
+    /// `eventSeq` order, each as the event that would have told its state now.
     fn changed_after(
         &self,
         after: u64,
+        since: Option<DateTime<Utc>>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<crate::payouts::batches::BankEvent>, SubmitError>>;
 }
