@@ -5,7 +5,9 @@
 //! not the connector, the limit. fauxqs keeps each FIFO group's messages apart and answers in
 //! JavaScript. Its FIFO receive hands out one message per group at a time, stricter than SQS
 //! (which may return several of one group), so a figure measured on it errs low, never high.
-//! The tests keep moto; `--sqs fauxqs` picks this one for a benchmark.
+//! `bench-fleet` runs on it by default and the other benchmarks with `--sqs fauxqs`; the tests
+//! stay on moto, but one pipeline test (and any, with `CONNECTOR_SQS_EMULATOR=fauxqs`) checks
+//! that it keeps the guarantees the pipeline relies on. It needs Node.js 20 or later.
 
 use std::process::Stdio;
 
@@ -24,6 +26,28 @@ pub enum SqsEmulator {
     Fauxqs,
 }
 
+/// fauxqs runs on Node.js 20 or later (its install does not check: npm's engine check is off,
+/// since other tools' packages ask for more than they need).
+fn ensure_node_20() -> Result<()> {
+    let out = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .context(
+            "fauxqs needs Node.js 20 or later: `node` is not on PATH (apt-get install nodejs)",
+        )?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 20 {
+        anyhow::bail!("fauxqs needs Node.js 20 or later; `node --version` says {version:?}");
+    }
+    Ok(())
+}
+
 /// A running fauxqs; stopped when dropped.
 pub struct Fauxqs {
     child: Child,
@@ -40,13 +64,21 @@ impl Fauxqs {
             )
         })
         .await??;
+        ensure_node_20()?;
         let port = free_port()?;
+        // What it says when it fails is the only clue: kept beside its install (appended to, as
+        // stacks of one test process run side by side; it logs errors only).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("fauxqs.log"))
+            .context("fauxqs.log")?;
         let mut cmd = Command::new("node");
         cmd.arg(dir.join("serve.mjs"))
             .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .kill_on_drop(true);
         own_process_group(&mut cmd);
         let child = cmd
@@ -55,7 +87,9 @@ impl Fauxqs {
         let endpoint = format!("http://127.0.0.1:{port}");
         let mut fauxqs = Self { child, endpoint };
         let url = format!("{}/health", fauxqs.endpoint);
-        crate::process::wait_answering(&mut fauxqs.child, &url, "fauxqs").await?;
+        crate::process::wait_answering(&mut fauxqs.child, &url, "fauxqs")
+            .await
+            .with_context(|| format!("see {}", dir.join("fauxqs.log").display()))?;
         Ok(fauxqs)
     }
 

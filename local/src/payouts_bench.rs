@@ -36,7 +36,7 @@ impl Spread {
             count: ms.len(),
             p50_ms: at(0.5),
             p99_ms: at(0.99),
-            max_ms: ms.last().copied().unwrap_or(0.0),
+            max_ms: ms.last().copied().unwrap_or(f64::NAN),
         }
     }
 }

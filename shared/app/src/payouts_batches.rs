@@ -649,16 +649,19 @@ impl Batches {
     }
 
     /// A change read from the bank's feed: worked as its push would have been when the
-    /// connector knows the payment and has not seen the change (its push was lost, or is still
-    /// on its way); `true` when it was.
+    /// connector knows the payment and the change is news to it (its push was lost, or is still
+    /// on its way), or when it is a return the product was not told of yet; `true` when it was.
     pub async fn from_feed(&self, event: &BankEvent) -> Result<bool, MessageError> {
-        match self.store.payment(event.payment_id).await? {
-            Some(known) if known.event_seq < event.event_seq => {
-                self.on_event(event).await?;
-                Ok(true)
-            }
-            _ => Ok(false),
+        let Some(known) = self.store.payment(event.payment_id).await? else {
+            return Ok(false);
+        };
+        let news = apply_event(&known, event, self.clock.now()).is_some();
+        let untold_return = known.returned.is_some() && !known.return_told;
+        if !(news || untold_return) {
+            return Ok(false);
         }
+        self.on_event(event).await?;
+        Ok(true)
     }
 
     /// A bank event: the payment's record moves, and Payments Out is told (with anything else

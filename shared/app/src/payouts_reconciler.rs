@@ -136,9 +136,17 @@ impl PayoutsReconciler {
                 .collect()
                 .await;
             for one in worked {
-                // A change that failed leaves the mark: the page is read again next run, and
-                // what was worked now is then passed over.
-                unpushed += usize::from(one?);
+                match one {
+                    Ok(worked) => unpushed += usize::from(worked),
+                    // Can never be worked (a payment record that does not decode): passed
+                    // over, so that it does not hold the feed back.
+                    Err(MessageError::Poison(reason)) => {
+                        tracing::error!(%reason, "a change on the bank's feed that cannot be worked: passed over");
+                    }
+                    // The page is read again next run; what was worked now is then news no
+                    // more and passed over.
+                    Err(e) => return Err(e),
+                }
             }
             self.open.set_feed_read_to(last).await?;
             read_to = last;

@@ -523,8 +523,9 @@ async fn an_item_the_table_cannot_close_stays_due_and_the_others_are_still_close
     assert!(nothing_watched(&w).await);
 }
 
-#[tokio::test]
-async fn a_return_the_product_was_never_told_of_is_told_before_its_batch_is_closed() {
+/// A one-payment batch settled (`eventSeq` 3) and returned (4) as the reconciler notes them: the
+/// return recorded, the product not told.
+async fn returned_untold() -> (World, Uuid) {
     let w = taken(&["10"]).await;
     let payment_id = w.payment_ids[0];
     for (seq, status) in [(3, "settled"), (4, "returned")] {
@@ -533,6 +534,12 @@ async fn a_return_the_product_was_never_told_of_is_told_before_its_batch_is_clos
             .await
             .unwrap();
     }
+    (w, payment_id)
+}
+
+#[tokio::test]
+async fn a_return_the_product_was_never_told_of_is_told_before_its_batch_is_closed() {
+    let (w, payment_id) = returned_untold().await;
     w.payouts
         .fail_messages
         .lock()
@@ -701,14 +708,30 @@ async fn a_feed_the_bank_cannot_answer_is_counted_and_read_again_from_the_same_p
 #[tokio::test]
 async fn changes_already_pushed_or_of_payments_the_connector_never_had_are_passed_over() {
     let (w, payment_id) = settled_by_its_push().await;
+    w.batches
+        .on_event(&event(payment_id, 4, "returned"))
+        .await
+        .unwrap();
+    assert_eq!(returns_told(&w).len(), 1);
+    let (other, other_payments) = w.add_batch(&["20"]);
+    w.batches.take(other, None).await.unwrap();
     let patches = w.payouts.batch_patches.lock().unwrap().len();
+    let unknown = Uuid::new_v4();
     bank_feeds(
         &w,
-        &[(payment_id, 3, "settled"), (Uuid::new_v4(), 5, "settled")],
+        &[
+            // Pushed and worked already (a return keeps the settlement's `eventSeq`).
+            (payment_id, 3, "settled"),
+            (payment_id, 4, "returned"),
+            // Submitted: the status the connector shows already.
+            (other_payments[0], 6, "submitted"),
+            (unknown, 7, "settled"),
+        ],
     );
     assert_eq!(w.reconciler().run().await.unwrap(), report(0, 0, 0));
-    assert_eq!(w.store.feed_read_to().await.unwrap(), 5);
+    assert_eq!(w.store.feed_read_to().await.unwrap(), 7);
     assert_eq!(w.payouts.batch_patches.lock().unwrap().len(), patches);
+    assert_eq!(returns_told(&w).len(), 1);
 }
 
 #[tokio::test]
@@ -717,4 +740,16 @@ async fn a_change_that_cannot_be_worked_leaves_the_mark_and_is_worked_next_run()
     w.store
         .fail_next("payment", StoreError::Unavailable("throttled".into()));
     fails_then_catches_up(&w, || ()).await;
+}
+
+#[tokio::test]
+async fn a_return_noted_but_never_told_is_told_when_the_feed_shows_it() {
+    let (w, payment_id) = returned_untold().await;
+    assert!(returns_told(&w).is_empty());
+    bank_feeds(&w, &[(payment_id, 4, "returned")]);
+    assert_eq!(
+        w.reconciler().run().await.unwrap(),
+        report_unpushed(0, 0, 0, 1)
+    );
+    assert_eq!(returns_told(&w), vec![payment_id.to_string()]);
 }

@@ -619,7 +619,19 @@ impl connector_domain::ports::BankPayments for BankClient {
                 .json()
                 .await
                 .map_err(|e| SubmitError::Unavailable(format!("payment list: {e}")))?;
-            page.payments.into_iter().map(as_event).collect()
+            // An entry that does not read as a payment of ours (say, a payment id that is not
+            // a UUID) is logged and left out, so that it cannot hold the feed back.
+            Ok(page
+                .payments
+                .into_iter()
+                .filter_map(|entry| match as_event(entry.clone()) {
+                    Ok(event) => Some(event),
+                    Err(e) => {
+                        tracing::warn!(%entry, error = %e, "an entry of the bank's payment list that does not read: left out");
+                        None
+                    }
+                })
+                .collect())
         })
     }
 }
