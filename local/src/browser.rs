@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
 
-use crate::moto::repo_root;
 use crate::process::{free_port, own_process_group, terminate};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -84,35 +83,13 @@ fn ensure_chromium() -> Result<()> {
     Ok(())
 }
 
-/// Installs the pinned axe-core once per lock file content; returns `axe.min.js`.
+/// Installs the pinned axe-core once per content of its package files; returns `axe.min.js`.
 fn ensure_axe() -> Result<PathBuf> {
-    let source = repo_root().join("tools").join("axe-core");
-    let lock = std::fs::read_to_string(source.join("package-lock.json"))
-        .context("reading tools/axe-core/package-lock.json")?;
-    let dir = repo_root().join(".tools").join("axe-core");
-    let stamp = dir.join(".installed");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
-        eprintln!("installing axe-core (npm) into {} …", dir.display());
-        let started = Instant::now();
-        std::fs::create_dir_all(&dir)?;
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(source.join(file), dir.join(file))
-                .with_context(|| format!("copying {file}"))?;
-        }
-        let status = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .status()
-            .context("npm is needed to install axe-core (Debian: apt-get install npm)")?;
-        if !status.success() {
-            bail!("npm ci in {} failed", dir.display());
-        }
-        std::fs::write(&stamp, &lock)?;
-        eprintln!(
-            "installed axe-core in {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
+    let dir = crate::npm::ensure_installed(
+        "axe-core",
+        &["package.json", "package-lock.json"],
+        "axe-core (npm)",
+    )?;
     let js = dir.join("node_modules/axe-core/axe.min.js");
     if !js.exists() {
         bail!("{} is missing after npm ci", js.display());
