@@ -347,8 +347,7 @@ impl Batches {
         self.store.release_sync(batch_id).await?;
         sent?;
         let pending = self.store.payments(batch_id).await?;
-        let told = |p: &PaymentRecord| p.returned.is_none() || p.return_told;
-        Ok(pending.iter().all(|p| p.patched && told(p)))
+        Ok(!pending.iter().any(PaymentRecord::owes_sage))
     }
 
     /// A window's PATCH, on the batch's record (a batch without one has nothing to send).
@@ -656,8 +655,7 @@ impl Batches {
             return Ok(false);
         };
         let news = apply_event(&known, event, self.clock.now()).is_some();
-        let untold_return = known.returned.is_some() && !known.return_told;
-        if !(news || untold_return) {
+        if !(news || known.return_untold()) {
             return Ok(false);
         }
         self.on_event(event).await?;
@@ -672,13 +670,21 @@ impl Batches {
             return Ok(EventOutcome::UnknownPayment);
         };
         let batch_id = current.batch_id;
+        let owed_before = current.owes_sage();
         let written = self
             .update_from(current, |record| {
                 apply_event(record, event, self.clock.now())
             })
             .await?;
-        // Also when this event changed nothing: an earlier PATCH may have failed.
-        self.schedule_sync(batch_id).await?;
+        // Also when this event changed nothing but Sage still lacks the payment's status (an
+        // earlier PATCH failed, or its window was never queued); not when Sage has it all, as
+        // for most `accepted` and `submitted` events: the claim would be a table call for nothing.
+        let owed = written
+            .as_ref()
+            .map_or(owed_before, PaymentRecord::owes_sage);
+        if owed {
+            self.schedule_sync(batch_id).await?;
+        }
         Ok(match written {
             Some(r) => EventOutcome::Applied(r.status),
             None => EventOutcome::Ignored,
@@ -770,6 +776,36 @@ mod tests {
                 .unwrap(),
             EventOutcome::UnknownPayment
         );
+    }
+
+    #[tokio::test]
+    async fn an_event_claims_the_batchs_window_only_when_sage_lacks_something() {
+        let w = world(&["10"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let id = w.payment_ids[0];
+        // Planned to fail: whichever event claims the window next meets it.
+        let down = || StoreError::Unavailable("planned".into());
+        w.store.fail_next("lease_sync", down());
+        // Sage already has `Processing`: nothing to claim.
+        for (seq, status) in [(1, "accepted"), (2, "submitted")] {
+            assert_eq!(
+                w.batches.on_event(&event(id, seq, status)).await.unwrap(),
+                EventOutcome::Ignored
+            );
+        }
+        // The outcome claims it, and meets the failure: the record is written, Sage lacks it.
+        let settled = event(id, 3, "settled");
+        assert!(w.batches.on_event(&settled).await.is_err());
+        assert_eq!(at_sage(&w).1, vec![PaymentStatus::Processing]);
+        // Redelivered, it changes nothing, yet claims the window again for what Sage lacks.
+        assert_eq!(
+            w.batches.on_event(&settled).await.unwrap(),
+            EventOutcome::Ignored
+        );
+        assert_eq!(at_sage(&w).1, vec![PaymentStatus::Paid]);
+        // Now Sage has it all: a late event claims nothing.
+        w.store.fail_next("lease_sync", down());
+        w.batches.on_event(&settled).await.unwrap();
     }
 
     #[tokio::test]

@@ -231,9 +231,7 @@ impl PayoutsReconciler {
         self.batches.patch_and_tell(&record).await?;
         let payments = self.batches.store.payments(batch_id).await?;
         let settled = payments.iter().all(|p| {
-            p.patched
-                && (p.status.is_terminal() || p.status == PaymentStatus::Received)
-                && (p.returned.is_none() || p.return_told)
+            !p.owes_sage() && (p.status.is_terminal() || p.status == PaymentStatus::Received)
         });
         Ok(if settled { Look::Closed } else { Look::Later })
     }

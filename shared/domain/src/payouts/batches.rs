@@ -72,6 +72,18 @@ pub struct PaymentRecord {
     pub version: u64,
 }
 
+impl PaymentRecord {
+    /// Whether Sage still lacks something of it: its status, or the product's note of a return.
+    pub fn owes_sage(&self) -> bool {
+        !self.patched || self.return_untold()
+    }
+
+    /// Returned by the bank after settling, and the product not told yet.
+    pub fn return_untold(&self) -> bool {
+        self.returned.is_some() && !self.return_told
+    }
+}
+
 /// The connector's record of a batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
