@@ -87,14 +87,21 @@ async fn the_demo_pays_a_clean_batch_in_full() {
     stack.finish().await;
 }
 
+/// The stack with the reconcilers run every second and a batch stuck after `stuck_after_s`.
+async fn reconciling_stack(stuck_after_s: &str) -> common::TestStack {
+    let mut options = common::options(SandboxConfig::fast());
+    options.schedule_every = Some(std::time::Duration::from_secs(1));
+    options
+        .env
+        .insert("STUCK_AFTER_S".into(), stuck_after_s.into());
+    common::start_with(options).await
+}
+
 /// Outcomes the bank never pushes (its events switched off) are read at the bank by
 /// `po-reconciler` once the batch is stuck, and reach Sage all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconciler_reads_outcomes_the_bank_never_pushed() {
-    let mut options = common::options(SandboxConfig::fast());
-    options.schedule_every = Some(std::time::Duration::from_secs(1));
-    options.env.insert("STUCK_AFTER_S".into(), "1".into());
-    let stack = common::start_with(options).await;
+    let stack = reconciling_stack("1").await;
     let po = PoClient::new(stack.sandbox.base_url());
     let (sub, debtor) = common::po_payer(&stack, &po).await;
     let mut rails = po.get("/_sandbox/payments-out/bank/config").await.unwrap();
@@ -191,10 +198,7 @@ async fn told_of_returns(po: &PoClient) -> Vec<serde_json::Value> {
 /// batch goes `Paid`) and the return after it (the product is told, once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_and_returns_whose_pushes_never_came_are_read_from_the_banks_feed() {
-    let mut options = common::options(SandboxConfig::fast());
-    options.schedule_every = Some(std::time::Duration::from_secs(1));
-    options.env.insert("STUCK_AFTER_S".into(), "3600".into());
-    let stack = common::start_with(options).await;
+    let stack = reconciling_stack("3600").await;
     let po = PoClient::new(stack.sandbox.base_url());
     let (_, _, payment_id) = paid_then_returned(&stack, &po, "AP-RUN-FEED", 2000, false).await;
     let told = told_of_returns(&po).await;

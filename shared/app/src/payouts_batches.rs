@@ -658,7 +658,7 @@ impl Batches {
         if !(news || known.return_untold()) {
             return Ok(false);
         }
-        self.on_event(event).await?;
+        self.apply_event_to(known, event).await?;
         Ok(true)
     }
 
@@ -669,6 +669,16 @@ impl Batches {
             tracing::warn!(payment_id = %event.payment_id, "a bank event for a payment the connector does not know");
             return Ok(EventOutcome::UnknownPayment);
         };
+        self.apply_event_to(current, event).await
+    }
+
+    /// [`Self::on_event`] on the payment's record just read (a stale one is read again when its
+    /// write finds it changed).
+    async fn apply_event_to(
+        &self,
+        current: PaymentRecord,
+        event: &BankEvent,
+    ) -> Result<EventOutcome, MessageError> {
         let batch_id = current.batch_id;
         let owed_before = current.owes_sage();
         let written = self
