@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use connector_domain::payouts::batches::{
     BankEvent, BatchContext, BatchRecord, PaymentRecord, apply_event, cancel_unsent, decide,
-    refused_by_bank, return_notice,
+    may_change, refused_by_bank, return_notice,
 };
 use connector_domain::payouts::checks::RuleSet;
 use connector_domain::payouts::notification::PayoutsWork;
@@ -665,6 +665,12 @@ impl Batches {
     /// A bank event: the payment's record moves, and Payments Out is told (with anything else
     /// of the batch it lacks).
     pub async fn on_event(&self, event: &BankEvent) -> Result<EventOutcome, MessageError> {
+        // Most of a burst's pushes (`accepted`, `submitted`) are answered without a table call.
+        // What their read could repair (an outcome whose window was never queued) is repaired by
+        // that outcome's own push, retried while it fails, and by the reconciler.
+        if !may_change(event) {
+            return Ok(EventOutcome::Ignored);
+        }
         let Some(current) = self.store.payment(event.payment_id).await? else {
             tracing::warn!(payment_id = %event.payment_id, "a bank event for a payment the connector does not know");
             return Ok(EventOutcome::UnknownPayment);
@@ -816,6 +822,33 @@ mod tests {
         // Now Sage has it all: a late event claims nothing.
         w.store.fail_next("lease_sync", down());
         w.batches.on_event(&settled).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_in_progress_event_is_answered_without_reading_the_payment() {
+        let w = world(&["10"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let id = w.payment_ids[0];
+        // Planned to fail: whichever event reads the payment next meets it.
+        w.store
+            .fail_next("payment", StoreError::Unavailable("planned".into()));
+        for (seq, status) in [(1, "accepted"), (2, "submitted")] {
+            assert_eq!(
+                w.batches.on_event(&event(id, seq, status)).await.unwrap(),
+                EventOutcome::Ignored
+            );
+        }
+        let settled = event(id, 3, "settled");
+        assert!(matches!(
+            w.batches.on_event(&settled).await,
+            Err(MessageError::Retry(_))
+        ));
+        // The bank pushes it again.
+        assert_eq!(
+            w.batches.on_event(&settled).await.unwrap(),
+            EventOutcome::Applied(PaymentStatus::Paid)
+        );
+        assert_eq!(at_sage(&w).1, vec![PaymentStatus::Paid]);
     }
 
     #[tokio::test]

@@ -296,6 +296,14 @@ pub fn apply_event(
     moved
 }
 
+/// Whether the event can change a payment the connector decided. `accepted` and `submitted`
+/// cannot: a decided payment is `Processing` from its decision to its outcome (or terminal
+/// already), and they lead to `Processing`. So the bank's push of one needs no read of the
+/// payment's record.
+pub fn may_change(event: &BankEvent) -> bool {
+    BankOutcome::of(&event.status) != BankOutcome::InProgress
+}
+
 /// `reasonCode: reasonMessage`, whichever the bank gave.
 fn reason_of(event: &BankEvent) -> Option<String> {
     let parts: Vec<&str> = [
@@ -582,5 +590,53 @@ mod tests {
             apply_event(&record, &event(5, "no-such-status"), now()),
             None
         );
+    }
+
+    /// `may_change` lets the bank's in-progress pushes skip the record: it must hold for every
+    /// status a decided record can have.
+    #[test]
+    fn an_in_progress_event_never_changes_a_decided_payment() {
+        let d = decide_with(
+            vec![payment("5", "dac_1"), payment("-1", "dac_1")],
+            Some(SubscriptionStatus::Authorised),
+        );
+        let statuses = [
+            PaymentStatus::Processing,
+            PaymentStatus::Paid,
+            PaymentStatus::Failed,
+            PaymentStatus::Rejected,
+            PaymentStatus::Cancelled,
+        ];
+        assert!(d.payments.iter().all(|p| statuses.contains(&p.status)));
+        let event = |status: &str| BankEvent {
+            event_id: "e".into(),
+            payment_id: d.payments[0].payment_id,
+            status: status.into(),
+            event_seq: 9,
+            completed_at: None,
+            reason_code: None,
+            reason_message: None,
+        };
+        for status in statuses {
+            let record = PaymentRecord {
+                status,
+                ..d.payments[0].clone()
+            };
+            for bank in ["accepted", "submitted"] {
+                assert!(!may_change(&event(bank)));
+                let after = apply_event(&record, &event(bank), now());
+                assert_eq!(after, None, "{status:?} {bank}");
+            }
+        }
+        for bank in [
+            "settled",
+            "failed",
+            "rejected",
+            "cancelled",
+            "returned",
+            "new",
+        ] {
+            assert!(may_change(&event(bank)), "{bank}");
+        }
     }
 }
