@@ -462,7 +462,9 @@ impl Batches {
             }
             Err(e) => return Err(MessageError::Retry(format!("bank: {e}"))),
         };
-        self.update(payment_id, |current| {
+        // Noted on the record read for the submission: a bank event that moved it meanwhile
+        // fails the versioned write, which reads it again.
+        self.update_from(p, |current| {
             if current.submitted || current.status != PaymentStatus::Processing {
                 return None;
             }
@@ -849,6 +851,36 @@ mod tests {
             EventOutcome::Applied(PaymentStatus::Paid)
         );
         assert_eq!(at_sage(&w).1, vec![PaymentStatus::Paid]);
+    }
+
+    #[tokio::test]
+    async fn a_submission_is_noted_on_the_record_read_for_it() {
+        let w = world(&["10", "20"]).await;
+        // Planned to fail: a read of a payment after the submissions' own read meets it.
+        w.store
+            .fail_next("payment", StoreError::Unavailable("planned".into()));
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let submissions = w.bank.submissions.lock().unwrap().clone();
+        assert_eq!(submissions.len(), 2);
+        let settled = event(w.payment_ids[0], 3, "settled");
+        assert!(w.batches.on_event(&settled).await.is_err(), "still planned");
+    }
+
+    #[tokio::test]
+    async fn a_submission_noted_after_the_banks_outcome_leaves_the_outcome() {
+        let w = world(&["10"]).await;
+        *w.bank.down.lock().unwrap() = true;
+        assert!(w.batches.take(w.batch_id, None).await.is_err());
+        *w.bank.down.lock().unwrap() = false;
+        let id = w.payment_ids[0];
+        let read = w.store.payment(id).await.unwrap().unwrap();
+        assert!(!read.submitted);
+        // The bank's outcome overtakes the submitter's note.
+        let settled = event(id, 3, "settled");
+        w.batches.on_event(&settled).await.unwrap();
+        w.batches.submit_one(read).await.unwrap();
+        let now = w.store.payment(id).await.unwrap().unwrap();
+        assert_eq!((now.status, now.submitted), (PaymentStatus::Paid, true));
     }
 
     #[tokio::test]
