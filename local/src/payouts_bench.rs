@@ -4,6 +4,7 @@
 //! long after the bank's event each outcome reached Sage, and how many Provider API calls each
 //! batch cost.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
@@ -64,6 +65,8 @@ pub struct PayoutsBenchReport {
     pub calls: Vec<(u64, u64)>,
     pub elapsed: Duration,
     pub violations: usize,
+    /// AWS requests made during the run, by caller, then by operation (`DynamoDB.GetItem`, ...).
+    pub aws: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// A progress bar of the payments final at Sage, read every 2 s until aborted.
@@ -101,6 +104,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
     }
     let (subscription, debtor) = po_flow::payer(stack, &po).await?;
     let date = po_flow::tomorrow();
+    let aws_before = stack.aws_usage_by_caller();
     let started = Instant::now();
     let mut ids = Vec::new();
     for b in 0..o.batches {
@@ -143,6 +147,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
     }
     watcher.abort();
     let elapsed = started.elapsed();
+    let aws = aws_since(&aws_before, &stack.aws_usage_by_caller());
     let ms = |v: &Value| v.as_f64().unwrap_or(0.0);
     let deliveries = po
         .get("/_sandbox/payments-out/deliveries")
@@ -203,7 +208,32 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
         calls,
         elapsed,
         violations: violations.as_array().map_or(0, Vec::len),
+        aws,
     })
+}
+
+type Usage = BTreeMap<String, BTreeMap<String, crate::meter::OperationCount>>;
+
+/// Requests between two snapshots of the meter, by caller and operation.
+fn aws_since(before: &Usage, after: &Usage) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (caller, ops) in after {
+        for (op, c) in ops {
+            let earlier = before
+                .get(caller)
+                .and_then(|b| b.get(op))
+                .map_or(0, |b| b.requests);
+            *out.entry(caller.clone())
+                .or_default()
+                .entry(op.clone())
+                .or_default() += c.requests - earlier;
+        }
+    }
+    out.retain(|_, ops| {
+        ops.retain(|_, n| *n > 0);
+        !ops.is_empty()
+    });
+    out
 }
 
 /// Deliveries per second between the first and the last one logged.
@@ -279,6 +309,7 @@ pub fn print(r: &PayoutsBenchReport) {
         r.bank_push_rate,
         r.bank_push_failed
     );
+    print_aws(r);
     for (i, (gets, patches)) in r.calls.iter().enumerate() {
         // One GET, one Processing PATCH, then one PATCH per outcome window.
         let windows = patches.saturating_sub(1);
@@ -291,5 +322,71 @@ pub fn print(r: &PayoutsBenchReport) {
                 "missed"
             }
         );
+    }
+}
+
+/// What the run cost in AWS requests, per payment, by caller and operation: where a burst's
+/// time goes on the emulators.
+fn print_aws(r: &PayoutsBenchReport) {
+    let payments = (r.batches * r.payments_per_batch).max(1) as f64;
+    println!("AWS requests per payment, by caller:");
+    for (caller, ops) in &r.aws {
+        let total: u64 = ops.values().sum();
+        let each: Vec<String> = ops
+            .iter()
+            .map(|(op, n)| format!("{op} {:.2}", *n as f64 / payments))
+            .collect();
+        println!(
+            "  {caller:<40} {:>5.2}: {}",
+            total as f64 / payments,
+            each.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::OperationCount;
+
+    fn usage(rows: &[(&str, &str, u64)]) -> Usage {
+        let mut u = Usage::new();
+        for (caller, op, n) in rows {
+            u.entry(caller.to_string()).or_default().insert(
+                op.to_string(),
+                OperationCount {
+                    requests: *n,
+                    ..OperationCount::default()
+                },
+            );
+        }
+        u
+    }
+
+    #[test]
+    fn aws_requests_are_counted_since_the_first_snapshot() {
+        let before = usage(&[
+            ("po-bank-events", "DynamoDB.GetItem", 10),
+            ("tools", "DynamoDB.CreateTable", 1),
+        ]);
+        let after = usage(&[
+            ("po-bank-events", "DynamoDB.GetItem", 30),
+            ("po-bank-events", "DynamoDB.UpdateItem", 5),
+            ("po-bank-events", "SQS.SendMessage", 2),
+            ("tools", "DynamoDB.CreateTable", 1),
+        ]);
+        let got = aws_since(&before, &after);
+        assert_eq!(
+            got.len(),
+            1,
+            "a caller without new requests is left out: {got:?}"
+        );
+        let events = &got["po-bank-events"];
+        let counts = (
+            events["DynamoDB.GetItem"],
+            events["DynamoDB.UpdateItem"],
+            events["SQS.SendMessage"],
+        );
+        assert_eq!(counts, (20, 5, 2));
     }
 }
