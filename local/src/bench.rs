@@ -280,9 +280,7 @@ pub async fn run(stack: &LocalStack, o: &BenchOptions) -> Result<BenchReport> {
     let mut aws = stack.aws_usage();
     for (op, c) in aws.iter_mut() {
         if let Some(b) = aws_before.get(op) {
-            c.requests -= b.requests;
-            c.request_bytes -= b.request_bytes;
-            c.response_bytes -= b.response_bytes;
+            *c = c.since(b);
         }
     }
     let api_requests = [

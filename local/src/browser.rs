@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
 
-use crate::process::{free_port, own_process_group, terminate};
+use crate::process::{listens_on, own_process_group, terminate};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -125,7 +125,10 @@ pub struct ChromeDriver {
 
 impl ChromeDriver {
     pub async fn start(tools: &BrowserTools) -> Result<Self> {
-        let port = free_port()?;
+        crate::process::on_a_free_port(|port| Self::start_on(tools, port)).await
+    }
+
+    async fn start_on(tools: &BrowserTools, port: u16) -> Result<Self> {
         let mut cmd = Command::new(&tools.chromedriver);
         cmd.arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
@@ -143,7 +146,10 @@ impl ChromeDriver {
             if let Some(status) = driver.child.try_wait()? {
                 bail!("chromedriver exited at start ({status})");
             }
-            if let Ok(r) = client.get(format!("{}/status", driver.url)).send().await
+            // Its own listener, not one that took the port first (see `wait_answering`).
+            let own = driver.pid().is_some_and(|pid| listens_on(pid, port));
+            if own
+                && let Ok(r) = client.get(format!("{}/status", driver.url)).send().await
                 && r.status().is_success()
             {
                 return Ok(driver);

@@ -23,7 +23,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::sync::OnceCell;
 
 use crate::moto::repo_root;
-use crate::process::free_port;
+use crate::process::listens_on;
 
 /// Points the local stack at a DynamoDB Local already running (e.g. one per CI run).
 pub const ENDPOINT_VARIABLE: &str = "CONNECTOR_DYNAMODB_ENDPOINT";
@@ -122,16 +122,11 @@ pub async fn shared_endpoint() -> Result<String> {
     SHARED
         .get_or_try_init(|| async {
             let jar = tokio::task::spawn_blocking(ensure_installed).await??;
-            let mut tries = 0;
-            loop {
-                tries += 1;
-                let port = free_port()?;
+            crate::process::on_a_free_port(|port| {
                 let jar = jar.clone();
-                match tokio::task::spawn_blocking(move || start_kept(jar, port)).await? {
-                    Err(e) if tries < 3 && format!("{e}").contains("exited at start") => continue,
-                    other => return other,
-                }
-            }
+                async move { tokio::task::spawn_blocking(move || start_kept(jar, port)).await? }
+            })
+            .await
         })
         .await
         .cloned()
@@ -240,7 +235,9 @@ fn java_command(jar: &Path, port: u16, tmp: &Path) -> Command {
     cmd
 }
 
-/// Ready once it has printed its configuration and answers on the port.
+/// Ready once the JVM itself listens on the port. A connection alone is not proof: the port was
+/// free when picked, yet another process (moto, another stack) may bind it first, and then the
+/// JVM fails to bind and exits while the port still accepts connections.
 fn wait_ready(child: &mut std::process::Child, port: u16) -> Result<()> {
     let started = Instant::now();
     if let Some(out) = child.stdout.take() {
@@ -251,7 +248,7 @@ fn wait_ready(child: &mut std::process::Child, port: u16) -> Result<()> {
         if let Some(status) = child.try_wait()? {
             bail!("DynamoDB Local exited at start ({status})");
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if listens_on(child.id(), port) {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(60) {
@@ -259,5 +256,19 @@ fn wait_ready(child: &mut std::process::Child, port: u16) -> Result<()> {
             bail!("DynamoDB Local did not listen on port {port} within 60 s");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_on_a_port_taken_meanwhile_fails_instead_of_seeming_ready() {
+        let jar = ensure_installed().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = start_kept(jar, port).unwrap_err();
+        assert!(format!("{err}").contains("exited at start"), "{err}");
     }
 }

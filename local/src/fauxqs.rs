@@ -14,7 +14,7 @@ use std::process::Stdio;
 use anyhow::{Context, Result};
 use tokio::process::{Child, Command};
 
-use crate::process::{free_port, own_process_group};
+use crate::process::own_process_group;
 
 /// Which emulator serves the local stack's SQS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -65,7 +65,10 @@ impl Fauxqs {
         })
         .await??;
         ensure_node_20()?;
-        let port = free_port()?;
+        crate::process::on_a_free_port(|port| Self::start_on(&dir, port)).await
+    }
+
+    async fn start_on(dir: &std::path::Path, port: u16) -> Result<Self> {
         // What it says when it fails is the only clue: kept beside its install (appended to, as
         // stacks of one test process run side by side; it logs errors only).
         let log = std::fs::OpenOptions::new()
@@ -86,8 +89,7 @@ impl Fauxqs {
             .context("starting fauxqs (Node.js is needed: apt-get install nodejs)")?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let mut fauxqs = Self { child, endpoint };
-        let url = format!("{}/health", fauxqs.endpoint);
-        crate::process::wait_answering(&mut fauxqs.child, &url, "fauxqs")
+        crate::process::wait_answering(&mut fauxqs.child, port, "/health", "fauxqs")
             .await
             .with_context(|| format!("see {}", dir.join("fauxqs.log").display()))?;
         Ok(fauxqs)

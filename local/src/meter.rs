@@ -22,6 +22,17 @@ pub struct OperationCount {
     pub response_bytes: u64,
 }
 
+impl OperationCount {
+    /// What was counted after `before`, a snapshot of the same counter taken earlier.
+    pub fn since(&self, before: &OperationCount) -> OperationCount {
+        OperationCount {
+            requests: self.requests.saturating_sub(before.requests),
+            request_bytes: self.request_bytes.saturating_sub(before.request_bytes),
+            response_bytes: self.response_bytes.saturating_sub(before.response_bytes),
+        }
+    }
+}
+
 /// Counts by (caller, operation).
 #[derive(Default)]
 struct Counts(Mutex<BTreeMap<(String, String), OperationCount>>);
@@ -232,5 +243,24 @@ mod tests {
             "SQS.ReceiveMessage"
         );
         assert_eq!(operation_of(None), "other");
+    }
+
+    #[test]
+    fn a_count_since_a_snapshot_is_the_difference_of_each_field() {
+        let before = OperationCount {
+            requests: 2,
+            request_bytes: 100,
+            response_bytes: 40,
+        };
+        let after = OperationCount {
+            requests: 5,
+            request_bytes: 250,
+            response_bytes: 90,
+        };
+        let d = after.since(&before);
+        assert_eq!(
+            (d.requests, d.request_bytes, d.response_bytes),
+            (3, 150, 50)
+        );
     }
 }

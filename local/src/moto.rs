@@ -3,12 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
 
-use crate::process::{free_port, own_process_group};
+use crate::process::own_process_group;
 
 /// The repository root (where `.venv` and `tools/` live).
 pub fn repo_root() -> PathBuf {
@@ -76,16 +75,7 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> Result<Self> {
         let venv = tokio::task::spawn_blocking(|| ensure_venv("requirements-local.txt")).await??;
-        // The port is free when chosen but moto binds it later, and tests start stacks side by
-        // side: a moto that exits at start (the port was taken meanwhile) gets another one.
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match Self::start_on(&venv, free_port()?).await {
-                Err(e) if tries < 3 && format!("{e}").contains("exited at start") => continue,
-                other => return other,
-            }
-        }
+        crate::process::on_a_free_port(|port| Self::start_on(&venv, port)).await
     }
 
     async fn start_on(venv: &std::path::Path, port: u16) -> Result<Self> {
@@ -99,20 +89,12 @@ impl Moto {
         let child = cmd.spawn().context("starting moto_server")?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let mut moto = Self { child, endpoint };
-        moto.wait_ready().await?;
-        // Another stack's moto may have taken the port between its choice and our bind: then
-        // that one answered, and ours exits once Python has started (about a second). Using
-        // it would share queues between two stacks, so look again after the start-up time.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if let Some(status) = moto.child.try_wait()? {
-            bail!("moto_server exited at start ({status}): its port was taken");
-        }
+        moto.wait_ready(port).await?;
         Ok(moto)
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
-        let url = format!("{}/moto-api/", self.endpoint);
-        crate::process::wait_answering(&mut self.child, &url, "moto_server").await
+    async fn wait_ready(&mut self, port: u16) -> Result<()> {
+        crate::process::wait_answering(&mut self.child, port, "/moto-api/", "moto_server").await
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -219,14 +219,11 @@ fn aws_since(before: &Usage, after: &Usage) -> BTreeMap<String, BTreeMap<String,
     let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for (caller, ops) in after {
         for (op, c) in ops {
-            let earlier = before
-                .get(caller)
-                .and_then(|b| b.get(op))
-                .map_or(0, |b| b.requests);
-            *out.entry(caller.clone())
+            let earlier = before.get(caller).and_then(|b| b.get(op));
+            let new = earlier.map_or(*c, |b| c.since(b));
+            out.entry(caller.clone())
                 .or_default()
-                .entry(op.clone())
-                .or_default() += c.requests - earlier;
+                .insert(op.clone(), new.requests);
         }
     }
     out.retain(|_, ops| {

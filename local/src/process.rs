@@ -44,21 +44,119 @@ pub async fn terminate(child: &mut Child) {
     }
 }
 
-/// Waits until `url` answers any HTTP request, failing if `child` (the server `name`) exits
-/// first or does not answer within 30 s.
-pub async fn wait_answering(child: &mut Child, url: &str, name: &str) -> anyhow::Result<()> {
+/// Waits until the server `name` (`child`) itself listens on `port` and answers any HTTP request
+/// to `path`, failing if it exits first or does not answer within 30 s. The port was free when
+/// chosen, but another process may bind it before the child does: then the child exits at start
+/// while the port still answers, which the ownership check tells apart.
+pub async fn wait_answering(
+    child: &mut Child,
+    port: u16,
+    path: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}{path}");
     loop {
         if let Some(status) = child.try_wait()? {
             anyhow::bail!("{name} exited at start ({status})");
         }
-        if client.get(url).send().await.is_ok() {
+        let own = child.id().is_some_and(|pid| listens_on(pid, port));
+        if own && client.get(&url).send().await.is_ok() {
             return Ok(());
         }
         if started.elapsed() > std::time::Duration::from_secs(30) {
             anyhow::bail!("{name} did not answer within 30 s");
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `start` on a fresh free port until it does not fail with "exited at start" (the port was
+/// taken between its choice and the server's bind), at most three times.
+pub async fn on_a_free_port<T, F, Fut>(mut start: F) -> anyhow::Result<T>
+where
+    F: FnMut(u16) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match start(free_port()?).await {
+            Err(e) if tries < 3 && format!("{e:#}").contains("exited at start") => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Whether process `pid` holds a socket listening on TCP `port` (IPv4 or IPv6): the socket's
+/// inode, from `/proc/net/tcp{,6}`, is one of the process's file descriptors.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .flat_map(|table| listening_inodes(&table, port))
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| {
+            inodes
+                .iter()
+                .any(|i| target.as_os_str() == format!("socket:[{i}]").as_str())
+        })
+}
+
+/// The inodes of the sockets listening on `port` in one `/proc/net/tcp`-style table.
+fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
+    const LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit(':').next()?;
+            let listening =
+                u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == LISTEN;
+            listening.then(|| f.get(9)?.parse().ok())?
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 217 1 0 100 0 0 10 0
+   1: 0100007F:07E8 0100007F:BF8C 01 00000000:00000000 00:00000000 00000000     0        0 918 1 0 100 0 0 10 0
+   2: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 555 1 0 100 0 0 10 0
+";
+
+    #[test]
+    fn only_sockets_listening_on_the_port_count() {
+        assert_eq!(listening_inodes(TABLE, 0x07E8), vec![217]);
+        assert_eq!(listening_inodes(TABLE, 8080), vec![555]);
+        assert!(listening_inodes(TABLE, 9000).is_empty());
+    }
+
+    #[test]
+    fn a_port_another_process_listens_on_is_not_ours() {
+        let theirs = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = theirs.local_addr().unwrap().port();
+        assert!(listens_on(std::process::id(), port));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(!listens_on(child.id(), port));
+        child.kill().unwrap();
+        let _ = child.wait();
     }
 }
