@@ -131,6 +131,11 @@ enum Command {
         /// Payments per batch (Sage's largest: 2,000).
         #[arg(long, default_value_t = 2000)]
         payments: usize,
+        /// Payments of a batch paid first and left out of the figures, so that they show the
+        /// steady state rather than DynamoDB Local's JIT compiling and the functions' first
+        /// starts (0: measure a cold stack).
+        #[arg(long, default_value_t = 500)]
+        warmup: usize,
         #[command(flatten)]
         emulator: Emulator,
     },
@@ -346,6 +351,7 @@ async fn main() -> Result<()> {
         Command::BenchPayouts {
             batches,
             payments,
+            warmup,
             emulator,
         } => {
             options.sqs = emulator.or(SqsEmulator::Moto);
@@ -361,6 +367,7 @@ async fn main() -> Result<()> {
                 &local_stack::payouts_bench::PayoutsBenchOptions {
                     batches,
                     payments,
+                    warmup,
                     progress: true,
                 },
             )

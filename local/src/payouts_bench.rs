@@ -17,6 +17,9 @@ use crate::stack::LocalStack;
 pub struct PayoutsBenchOptions {
     pub batches: usize,
     pub payments: usize,
+    /// Payments of a batch paid before the measured ones (0: none), so that the figures are
+    /// the connector's steady state, not DynamoDB Local's JIT compiling or first starts.
+    pub warmup: usize,
     pub progress: bool,
 }
 
@@ -46,6 +49,8 @@ impl Spread {
 pub struct PayoutsBenchReport {
     pub batches: usize,
     pub payments_per_batch: usize,
+    /// Payments of the warm-up batch left out of every figure.
+    pub warmup: usize,
     pub paid: usize,
     /// `/notifications` and `/subscription` answered, as Sage timed them.
     pub ack: Spread,
@@ -104,16 +109,30 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
     }
     let (subscription, debtor) = po_flow::payer(stack, &po).await?;
     let date = po_flow::tomorrow();
+    let batch_of = |name: &str, count: usize| {
+        let payments: Vec<Value> = (0..count)
+            .map(|i| po_flow::payment(&format!("{name}-{i}"), "1.00", &debtor, &date))
+            .collect();
+        json!({"externalId": format!("BENCH-{name}"), "subscriptionId": subscription,
+            "payments": payments})
+    };
+    if o.warmup > 0 {
+        let id = po_flow::send_batch(&po, &batch_of("W", o.warmup), None, false).await?;
+        if o.progress {
+            println!(
+                "==> Warm-up batch ({} payments, left out of the figures): {id}",
+                o.warmup
+            );
+        }
+        po_flow::batch_at_sage_within(&po, &id, FINAL, Duration::from_secs(600)).await?;
+    }
+    let measured_from = chrono::Utc::now();
     let aws_before = stack.aws_usage_by_caller();
     let started = Instant::now();
     let mut ids = Vec::new();
     for b in 0..o.batches {
-        let payments: Vec<Value> = (0..o.payments)
-            .map(|i| po_flow::payment(&format!("B{b}-{i}"), "1.00", &debtor, &date))
-            .collect();
-        let batch = json!({"externalId": format!("BENCH-{b}"), "subscriptionId": subscription,
-            "payments": payments});
-        let id = po_flow::send_batch(&po, &batch, None, false).await?;
+        let id =
+            po_flow::send_batch(&po, &batch_of(&format!("B{b}"), o.payments), None, false).await?;
         if o.progress {
             println!("==> Batch {b} ({} payments) sent: {id}", o.payments);
         }
@@ -123,13 +142,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
     let mut calls = Vec::new();
     let mut paid = 0;
     for id in &ids {
-        let done = po_flow::batch_at_sage_within(
-            &po,
-            id,
-            &["Paid", "PartiallyPaid", "Failed", "Rejected", "Cancelled"],
-            Duration::from_secs(1800),
-        )
-        .await?;
+        let done = po_flow::batch_at_sage_within(&po, id, FINAL, Duration::from_secs(1800)).await?;
         paid += done["payments"]
             .as_array()
             .map_or(0, |p| p.iter().filter(|p| p["status"] == "Paid").count());
@@ -153,7 +166,13 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
         .get("/_sandbox/payments-out/deliveries")
         .await
         .map_err(|e| anyhow!(e))?;
-    let deliveries = deliveries.as_array().map(Vec::as_slice).unwrap_or_default();
+    let deliveries: Vec<&Value> = deliveries
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| since(d, measured_from))
+        .collect();
     let is_bank = |d: &&Value| d["kind"].as_str().unwrap_or_default().starts_with("bank");
     let is_2xx = |d: &&Value| {
         d["status"]
@@ -163,16 +182,23 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
     let ack = Spread::of(
         deliveries
             .iter()
+            .copied()
             // Sage's deliveries only (the demo bank's event pushes are logged beside them).
             .filter(|d| !is_bank(d))
             .filter(is_2xx)
             .map(|d| ms(&d["latencyMs"]))
             .collect(),
     );
-    let pushed: Vec<&Value> = deliveries.iter().filter(is_bank).filter(is_2xx).collect();
+    let pushed: Vec<&Value> = deliveries
+        .iter()
+        .copied()
+        .filter(is_bank)
+        .filter(is_2xx)
+        .collect();
     let bank_push = Spread::of(pushed.iter().map(|d| ms(&d["latencyMs"])).collect());
     let bank_push_failed = deliveries
         .iter()
+        .copied()
         .filter(is_bank)
         .filter(|d| !is_2xx(d))
         .count();
@@ -189,6 +215,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
                 .unwrap_or_default()
                 .iter()
                 .filter(|r| r["kind"] == kind && r[field].is_number())
+                .filter(|r| ids.iter().any(|id| r["batchId"] == id.as_str()))
                 .map(|r| ms(&r[field]))
                 .collect(),
         )
@@ -197,6 +224,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
     Ok(PayoutsBenchReport {
         batches: o.batches,
         payments_per_batch: o.payments,
+        warmup: o.warmup,
         paid,
         ack,
         first_patch: of_kind("firstPatch", "elapsedMs"),
@@ -210,6 +238,17 @@ pub async fn run(stack: &LocalStack, o: &PayoutsBenchOptions) -> Result<PayoutsB
         violations: violations.as_array().map_or(0, Vec::len),
         aws,
     })
+}
+
+/// What Payments Out shows for a batch no connector call will change any more.
+const FINAL: &[&str] = &["Paid", "PartiallyPaid", "Failed", "Rejected", "Cancelled"];
+
+/// Whether the sandbox logged `delivery` at or after `from` (the warm-up's are left out).
+fn since(delivery: &Value, from: chrono::DateTime<chrono::Utc>) -> bool {
+    delivery["at"]
+        .as_str()
+        .and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok())
+        .is_some_and(|at| at >= from)
 }
 
 type Usage = BTreeMap<String, BTreeMap<String, crate::meter::OperationCount>>;
@@ -264,13 +303,17 @@ pub fn print(r: &PayoutsBenchReport) {
         );
     };
     println!(
-        "\nPayments Out: {} batch(es) of {} payments, {} Paid, {:.1} s, {} Sage violation(s)\n",
+        "\nPayments Out: {} batch(es) of {} payments, {} Paid, {:.1} s, {} Sage violation(s)",
         r.batches,
         r.payments_per_batch,
         r.paid,
         r.elapsed.as_secs_f64(),
         r.violations
     );
+    match r.warmup {
+        0 => println!("(a cold stack: no warm-up batch)\n"),
+        n => println!("(after a warm-up batch of {n} payments, left out of every figure)\n"),
+    }
     println!(
         "{:<42} {:>6} {:>9} {:>9} {:>9}",
         "", "count", "p50 ms", "p99 ms", "max ms"
@@ -385,5 +428,14 @@ mod tests {
             events["SQS.SendMessage"],
         );
         assert_eq!(counts, (20, 5, 2));
+    }
+
+    #[test]
+    fn deliveries_before_the_measured_batches_are_left_out() {
+        let from: chrono::DateTime<chrono::Utc> = "2026-12-06T14:00:00Z".parse().unwrap();
+        assert!(since(&json!({"at": "2026-12-06T14:00:00.001Z"}), from));
+        assert!(since(&json!({"at": "2026-12-06T15:00:00+01:00"}), from));
+        assert!(!since(&json!({"at": "2026-12-06T13:59:59.999Z"}), from));
+        assert!(!since(&json!({}), from));
     }
 }
