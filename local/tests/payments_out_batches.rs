@@ -72,7 +72,33 @@ async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage()
         "{ledger}"
     );
     assert_eq!(po.violations().await.unwrap(), json!([]));
+    decision_noted_on_the_batch_alone(&stack, batch_id.parse().unwrap()).await;
     stack.finish().await;
+}
+
+/// The decision PATCH is noted on the batch's item by one attribute: its outcome lease, beside
+/// it, is left as it was; a batch without a record is refused, as the use case expects.
+async fn decision_noted_on_the_batch_alone(stack: &common::TestStack, batch_id: uuid::Uuid) {
+    let table = connector_aws::Table::new(stack.dynamodb.clone(), stack.table_name.clone());
+    let record = table
+        .batch_record(batch_id)
+        .await
+        .unwrap()
+        .expect("recorded");
+    assert!(record.decision_patched, "{record:?}");
+    let now = chrono::Utc::now();
+    let until = now + chrono::TimeDelta::minutes(10);
+    assert!(table.lease_sync(batch_id, until, now).await.unwrap());
+    table.note_decision_patched(batch_id).await.unwrap();
+    assert!(
+        !table.lease_sync(batch_id, until, now).await.unwrap(),
+        "the lease is still held"
+    );
+    table.release_sync(batch_id).await.unwrap();
+    assert!(matches!(
+        table.note_decision_patched(uuid::Uuid::new_v4()).await,
+        Err(connector_aws::StoreError::ConditionFailed)
+    ));
 }
 
 /// The demo's Payments Out part (`cargo xtask demo`) stays runnable: a clean batch ends `Paid`.

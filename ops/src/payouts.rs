@@ -336,13 +336,15 @@ pub async fn subscription(config: &Config, args: SubscriptionArgs) -> Result<()>
     Ok(())
 }
 
-fn payment_json(p: &PaymentRecord) -> Value {
+/// `decision_sent`: whether the batch's decision PATCH was sent, without which no status the
+/// check decided is at Payments Out yet.
+fn payment_json(p: &PaymentRecord, decision_sent: bool) -> Value {
     json!({
         "paymentId": p.payment_id,
         "status": enum_text(serde_json::to_value(p.status)),
         "reason": p.reason,
         "submitted": p.submitted,
-        "patched": p.patched,
+        "patched": p.patched && decision_sent,
         "eventSeq": p.event_seq,
         "completedAt": p.completed_at,
     })
@@ -355,6 +357,7 @@ fn batch_json(
     open: Option<&OpenItem>,
 ) -> Value {
     let statuses: Vec<_> = payments.iter().map(|p| p.status).collect();
+    let decision_sent = record.is_some_and(|r| r.decision_patched);
     json!({
         "batchId": id,
         "recorded": record.is_some(),
@@ -366,8 +369,12 @@ fn batch_json(
         "checkedAt": record.map(|r| r.checked_at),
         "finalStatus": final_batch_status(&statuses).map(|s| enum_text(serde_json::to_value(s))),
         "paymentsTerminal": statuses.iter().filter(|s| s.is_terminal()).count(),
-        "paymentsPatched": payments.iter().filter(|p| p.patched).count(),
-        "payments": payments.iter().map(payment_json).collect::<Vec<_>>(),
+        "decisionPatched": decision_sent,
+        "paymentsPatched": payments.iter().filter(|p| p.patched && decision_sent).count(),
+        "payments": payments
+            .iter()
+            .map(|p| payment_json(p, decision_sent))
+            .collect::<Vec<_>>(),
         "reconciler": watched_json(open),
     })
 }
@@ -519,6 +526,7 @@ mod tests {
             reason: None,
             payment_count: 2,
             checked_at: "2025-03-04T09:00:00Z".parse().unwrap(),
+            decision_patched: true,
         };
         let open = OpenItem {
             kind: OpenKind::Batch,

@@ -1708,6 +1708,21 @@ impl BatchStore for MemoryStore {
         self.with("batch", move |s| s.batches.get(&batch_id).cloned())
     }
 
+    fn note_decision_patched(&self, batch_id: Uuid) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let found = self
+                .with("note_decision_patched", move |s| {
+                    s.batches
+                        .get_mut(&batch_id)
+                        .map(|b| b.decision_patched = true)
+                        .is_some()
+                })
+                .await?;
+            // As DynamoDB's condition refuses an update of a batch without a record.
+            found.then_some(()).ok_or(StoreError::ConditionFailed)
+        })
+    }
+
     fn payments(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>> {
         self.with("payments", move |s| {
             s.payments

@@ -102,16 +102,16 @@ impl Batches {
         application: Option<&str>,
     ) -> Result<Taken, MessageError> {
         self.watch(batch_id).await?;
-        let record = match self.store.batch(batch_id).await? {
+        let mut record = match self.store.batch(batch_id).await? {
             Some(r) => r,
             None => match self.check(batch_id, application).await? {
                 Ok(r) => r,
                 Err(status) => return Ok(Taken::NotOurs(status)),
             },
         };
-        self.sync(&record).await?;
+        self.sync(&mut record).await?;
         let (submitted, done) = self.submit_all(&record).await?;
-        self.sync(&record).await?;
+        self.sync(&mut record).await?;
         if !done {
             self.hand_on(&record).await?;
         }
@@ -235,7 +235,7 @@ impl Batches {
 
     /// One PATCH with every payment whose status Payments Out lacks, and the batch's status
     /// (its final one once every payment is terminal); those payments are then noted as sent.
-    pub async fn sync(&self, record: &BatchRecord) -> Result<(), MessageError> {
+    pub async fn sync(&self, record: &mut BatchRecord) -> Result<(), MessageError> {
         let payments = self.store.payments(record.batch_id).await?;
         self.patch_unsent(record, payments).await?;
         Ok(())
@@ -243,13 +243,16 @@ impl Batches {
 
     /// [`Self::sync`] on the batch's payments as read: returns them as they now stand (those
     /// PATCHed and noted marked so; one changed meanwhile keeps its unsent mark, since the
-    /// next PATCH carries its newer change).
+    /// next PATCH carries its newer change). Until the batch's decision PATCH is sent, every
+    /// payment goes (a decided status is written as sent, and this PATCH is what sends it);
+    /// then one write notes it on the batch, where the payments changed since are noted each.
     async fn patch_unsent(
         &self,
-        record: &BatchRecord,
+        record: &mut BatchRecord,
         payments: Vec<PaymentRecord>,
     ) -> Result<Vec<PaymentRecord>, MessageError> {
-        if payments.iter().all(|p| p.patched) {
+        let decision = !record.decision_patched;
+        if !decision && payments.iter().all(|p| p.patched) {
             return Ok(payments);
         }
         let statuses: Vec<PaymentStatus> = payments.iter().map(|p| p.status).collect();
@@ -262,7 +265,7 @@ impl Batches {
             reason: record.reason.clone(),
             payments: payments
                 .iter()
-                .filter(|p| !p.patched)
+                .filter(|p| decision || !p.patched)
                 .map(|p| PaymentChange {
                     payment_id: p.payment_id,
                     status: p.status,
@@ -276,6 +279,10 @@ impl Batches {
             .await
             .map_err(|e| failed("PATCH batch", e))?;
         tracing::info!(batch_id = %record.batch_id, ?status, payments = change.payments.len(), "batch PATCHed");
+        if decision {
+            self.store.note_decision_patched(record.batch_id).await?;
+            record.decision_patched = true;
+        }
         // Noted concurrently: a 2,000-payment PATCH is followed by 2,000 writes.
         let noted: Vec<Result<PaymentRecord, StoreError>> = futures::stream::iter(payments)
             .map(|p| async move {
@@ -353,7 +360,7 @@ impl Batches {
     /// A window's PATCH, on the batch's record (a batch without one has nothing to send).
     async fn patch_batch_window(&self, batch_id: Uuid) -> Result<(), MessageError> {
         match self.store.batch(batch_id).await? {
-            Some(record) => self.patch_and_tell(&record).await,
+            Some(mut record) => self.patch_and_tell(&mut record).await,
             None => Err(MessageError::Poison(format!(
                 "batch {batch_id} has payments but no record"
             ))),
@@ -361,7 +368,10 @@ impl Batches {
     }
 
     /// One window's work: the PATCH of what Sage lacks, then any return to tell.
-    pub(crate) async fn patch_and_tell(&self, record: &BatchRecord) -> Result<(), MessageError> {
+    pub(crate) async fn patch_and_tell(
+        &self,
+        record: &mut BatchRecord,
+    ) -> Result<(), MessageError> {
         let read = self.store.payments(record.batch_id).await?;
         let now = self.patch_unsent(record, read).await?;
         self.tell_returns(record, &now).await
@@ -851,6 +861,54 @@ mod tests {
             EventOutcome::Applied(PaymentStatus::Paid)
         );
         assert_eq!(at_sage(&w).1, vec![PaymentStatus::Paid]);
+    }
+
+    #[tokio::test]
+    async fn the_decision_patch_is_noted_once_on_the_batch_not_on_each_payment() {
+        let w = world(&["10", "0", "20"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let record = w.store.batch(w.batch_id).await.unwrap().unwrap();
+        assert!(record.decision_patched);
+        // Written once when checked, then once for the bank's answer to a submission: the
+        // decision PATCH itself wrote no payment.
+        let mut versions = Vec::new();
+        for id in &w.payment_ids {
+            versions.push(w.store.payment(*id).await.unwrap().unwrap().version);
+        }
+        assert_eq!(versions, vec![1, 0, 1]);
+        assert_eq!(w.payouts.batch_patches.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_decision_patch_whose_note_is_lost_is_sent_whole_again_before_anything_is_paid() {
+        let w = world(&["10", "0", "20"]).await;
+        w.store.fail_next(
+            "note_decision_patched",
+            StoreError::Unavailable("planned".into()),
+        );
+        assert!(matches!(
+            w.batches.take(w.batch_id, None).await,
+            Err(MessageError::Retry(_))
+        ));
+        assert!(w.bank.submissions.lock().unwrap().is_empty());
+        // Redelivered: the whole decision again (Sage takes a status it has), then the bank.
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let patches = w.payouts.batch_patches.lock().unwrap().clone();
+        assert_eq!(
+            patches.iter().map(|p| p.payments.len()).collect::<Vec<_>>(),
+            vec![3, 3]
+        );
+        use PaymentStatus::*;
+        assert_eq!(at_sage(&w).1, vec![Processing, Rejected, Processing]);
+        let submissions = w.bank.submissions.lock().unwrap().clone();
+        assert!(submissions.len() == 2 && submissions.values().all(|n| *n == 1));
+        // Noted now: the outcome's window sends the outcome alone.
+        w.batches
+            .on_event(&event(w.payment_ids[0], 3, "settled"))
+            .await
+            .unwrap();
+        let last = w.payouts.batch_patches.lock().unwrap().last().cloned();
+        assert_eq!(last.unwrap().payments.len(), 1);
     }
 
     #[tokio::test]

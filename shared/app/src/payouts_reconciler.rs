@@ -204,7 +204,7 @@ impl PayoutsReconciler {
     /// Notes the bank's state of every submitted open payment, then works the batch on (which
     /// PATCHes them all at once).
     async fn batch(&self, batch_id: Uuid) -> Result<Look, MessageError> {
-        let Some(record) = self.batches.store.batch(batch_id).await? else {
+        let Some(mut record) = self.batches.store.batch(batch_id).await? else {
             return Ok(Look::Closed);
         };
         let open: Vec<Uuid> = self
@@ -227,8 +227,10 @@ impl PayoutsReconciler {
         self.batches
             .take(batch_id, record.application.as_deref())
             .await?;
-        // A return the product was never told of (its message failed): told now.
-        self.batches.patch_and_tell(&record).await?;
+        // A return the product was never told of (its message failed): told now. On the
+        // record as `take` left it: its decision PATCH is sent by now.
+        record.decision_patched = true;
+        self.batches.patch_and_tell(&mut record).await?;
         let payments = self.batches.store.payments(batch_id).await?;
         let settled = payments.iter().all(|p| {
             !p.owes_sage() && (p.status.is_terminal() || p.status == PaymentStatus::Received)

@@ -70,6 +70,7 @@ async fn recorded(w: &World, batch_id: Uuid, payments: &[(Uuid, PaymentStatus, b
         reason: Some("ValidationFailed: NoValidPayment".into()),
         payment_count: payments.len(),
         checked_at: now(),
+        decision_patched: true,
     };
     let payments: Vec<PaymentRecord> = payments
         .iter()

@@ -420,6 +420,22 @@ impl Table {
         }
     }
 
+    /// One attribute of the batch's item: its lease, written beside it, stays as it is.
+    pub async fn note_decision_patched(&self, batch_id: Uuid) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(batch_pk(batch_id), "BATCH")))
+            .update_expression("SET decisionPatched = :sent")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":sent", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(())
+    }
+
     pub async fn release_sync(&self, batch_id: Uuid) -> Result<(), StoreError> {
         self.client
             .update_item()

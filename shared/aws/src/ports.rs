@@ -527,6 +527,10 @@ impl BatchStore for Table {
         Box::pin(Table::batch_record(self, batch_id))
     }
 
+    fn note_decision_patched(&self, batch_id: Uuid) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(Table::note_decision_patched(self, batch_id))
+    }
+
     fn payments(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>> {
         Box::pin(Table::batch_payments(self, batch_id))
     }

@@ -723,6 +723,9 @@ pub trait BatchStore: Send + Sync {
         payments: &'a [PaymentRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn batch(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Option<BatchRecord>, StoreError>>;
+    /// Notes on the batch's record that its decision PATCH was sent (`decision_patched`),
+    /// leaving the rest of the record as it is.
+    fn note_decision_patched(&self, batch_id: Uuid) -> BoxFuture<'_, Result<(), StoreError>>;
     fn payments(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>>;
     fn payment(&self, payment_id: Uuid)
     -> BoxFuture<'_, Result<Option<PaymentRecord>, StoreError>>;

@@ -58,7 +58,10 @@ pub struct PaymentRecord {
     /// The last bank event applied (events may come twice or out of order).
     #[serde(default)]
     pub event_seq: u64,
-    /// Whether Payments Out has `status`.
+    /// Whether Payments Out has `status`. A status decided at the check is written `true`: the
+    /// batch's decision PATCH carries it, and until that is sent [`BatchRecord::decision_patched`]
+    /// is `false` (one write for the batch instead of one per payment). Every later change sets
+    /// it `false` until a PATCH carries the change.
     #[serde(default)]
     pub patched: bool,
     /// The bank returned it after settling it: the bank's reason (empty if it gave none).
@@ -99,6 +102,14 @@ pub struct BatchRecord {
     pub reason: Option<String>,
     pub payment_count: usize,
     pub checked_at: DateTime<Utc>,
+    /// Whether the decision PATCH (every payment's decided status, in one call) was sent. A
+    /// record without it predates the field: its payments were noted one by one.
+    #[serde(default = "sent_before_the_field")]
+    pub decision_patched: bool,
+}
+
+fn sent_before_the_field() -> bool {
+    true
 }
 
 /// What a batch is checked against besides itself.
@@ -136,6 +147,7 @@ pub fn decide(batch: &BatchView, ctx: &BatchContext) -> Decided {
         reason,
         payment_count: batch.payments.len(),
         checked_at: ctx.now,
+        decision_patched: false,
     };
     let reject_all = |reason: String| Decided {
         batch: record(BatchStatus::Rejected, Some(reason.clone())),
@@ -195,7 +207,8 @@ fn payment_record(
         submission,
         submitted: false,
         event_seq: 0,
-        patched: false,
+        // Sent by the batch's decision PATCH (`BatchRecord::decision_patched`).
+        patched: true,
         returned: None,
         return_told: false,
         version: 0,
