@@ -699,11 +699,21 @@ impl Batches {
     ) -> Result<EventOutcome, MessageError> {
         let batch_id = current.batch_id;
         let owed_before = current.owes_sage();
+        let untold_before = current.return_untold();
         let written = self
             .update_from(current, |record| {
                 apply_event(record, event, self.clock.now())
             })
             .await?;
+        // A return often comes after its batch was closed: the reconciler watches it again, so
+        // that the product is told even if the lease below is kept by a holder that died before
+        // queueing its window (nothing else would look at a closed batch).
+        if written
+            .as_ref()
+            .map_or(untold_before, PaymentRecord::return_untold)
+        {
+            self.watch(batch_id).await?;
+        }
         // Also when this event changed nothing but Sage still lacks the payment's status (an
         // earlier PATCH failed, or its window was never queued); not when Sage has it all, as
         // for most `accepted` and `submitted` events: the claim would be a table call for nothing.

@@ -679,6 +679,37 @@ async fn a_return_whose_push_was_lost_after_its_batch_closed_is_read_from_the_fe
     assert_eq!(returns_told(&w).len(), 1);
 }
 
+#[tokio::test]
+async fn a_return_pushed_while_a_dead_holder_keeps_the_lease_is_told_by_the_reconciler() {
+    let (w, payment_id) = settled_by_its_push().await;
+    w.clock.set(minutes(16));
+    let r = w.reconciler();
+    assert_eq!(r.run().await.unwrap(), report(1, 1, 0));
+    assert!(nothing_watched(&w).await);
+    // A window's holder took the lease and died before queueing its window.
+    assert!(
+        w.store
+            .lease_sync(w.batch_id, minutes(26), minutes(16))
+            .await
+            .unwrap()
+    );
+    w.batches
+        .on_event(&event(payment_id, 4, "returned"))
+        .await
+        .unwrap();
+    assert!(returns_told(&w).is_empty(), "the lease is held");
+    let batch = w.batch_id.to_string();
+    assert_eq!(
+        due_at(&w, OpenKind::Batch, &batch).await,
+        Some(minutes(16) + STUCK_AFTER),
+        "the closed batch is watched again"
+    );
+    w.clock.set(minutes(31));
+    assert_eq!(r.run().await.unwrap(), report(1, 1, 0));
+    assert_eq!(returns_told(&w), vec![payment_id.to_string()]);
+    assert!(nothing_watched(&w).await);
+}
+
 /// A one-payment batch whose settlement (`eventSeq` 3) is on the bank's feed, never pushed.
 async fn settled_only_on_the_feed() -> World {
     let w = taken(&["10"]).await;
