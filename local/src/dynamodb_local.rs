@@ -218,7 +218,9 @@ fn java_command(jar: &Path, port: u16, tmp: &Path) -> Command {
     .arg("-XX:+UseSerialGC")
     .arg("-jar")
     .arg(jar.join("DynamoDBLocal.jar"))
-    .args(["-inMemory", "-port", &port.to_string()])
+    // Telemetry is on by default and sent to AWS in the background: the stack's traffic stays
+    // on loopback.
+    .args(["-inMemory", "-disableTelemetry", "-port", &port.to_string()])
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
