@@ -211,7 +211,7 @@ pub async fn run(stack: &LocalStack, o: &PayoutsSoakOptions) -> Result<PayoutsSo
                 .map_err(|e| anyhow!(e))?;
             next_burst = Instant::now() + Duration::from_secs(30);
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(2).min(o.kill_every)).await;
     }
     if o.progress {
         println!();

@@ -21,7 +21,8 @@ async fn under_faults_and_kills_nothing_is_paid_twice_or_lost_and_sage_agrees_wi
             subscriptions: 2,
             batches: 1,
             payments: 40,
-            kill_every: Duration::from_secs(6),
+            // Soon enough to land while the batches are in flight: they take seconds.
+            kill_every: Duration::from_secs(2),
             deadline: Duration::from_secs(300),
             ..PayoutsSoakOptions::default()
         },
