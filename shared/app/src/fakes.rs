@@ -88,7 +88,8 @@ struct StoreState {
     /// The next call of this name fails with this error.
     faults: HashMap<&'static str, VecDeque<StoreError>>,
     /// Do-once claims: key -> (payload hash, completed).
-    once: HashMap<String, (String, bool)>,
+    /// Do-once claims: payload hash, completed, lease end.
+    once: HashMap<String, (String, bool, DateTime<Utc>)>,
     /// Authorisation links by subscription.
     links: HashMap<Uuid, AuthLink>,
     /// Each link's login session, completion and whether it was PATCHed, by link id.
@@ -1503,17 +1504,19 @@ impl OnceClaims for MemoryStore {
         &'a self,
         key: &'a str,
         payload_hash: &'a str,
-        _lease: Duration,
+        lease: Duration,
         _keep: Duration,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Once, StoreError>> {
         self.with("claim_once", move |s| match s.once.get(key) {
-            Some((hash, _)) if hash != payload_hash => Once::Conflict,
-            Some((_, true)) => Once::Completed,
-            Some((_, false)) => Once::InProgress,
-            None => {
+            Some((hash, _, _)) if hash != payload_hash => Once::Conflict,
+            Some((_, true, _)) => Once::Completed,
+            // As the table's condition: a lease that ran out may be taken over.
+            Some((_, false, until)) if *until >= now => Once::InProgress,
+            _ => {
+                let until = now + chrono::TimeDelta::from_std(lease).unwrap_or_default();
                 s.once
-                    .insert(key.to_string(), (payload_hash.to_string(), false));
+                    .insert(key.to_string(), (payload_hash.to_string(), false, until));
                 Once::New
             }
         })
@@ -2288,6 +2291,7 @@ pub(crate) mod payouts_world {
             api: payouts.clone(),
             batches: payouts.clone(),
             store: store.clone(),
+            checks: store.clone(),
             parties: store.clone(),
             bindings: store.clone(),
             consents: Arc::new(FakeConsents::new("active")),

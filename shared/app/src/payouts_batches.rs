@@ -20,8 +20,8 @@ use connector_domain::payouts::status::{
 };
 use connector_domain::ports::{
     BankLogin, BankPayments, BatchApi, BatchChange, BatchStore, BindingStore, CallError,
-    Cancelled as BankCancel, Clock, LoginError, OpenItem, OpenKind, OpenWork, PartyStore,
-    PaymentChange, PayoutsApiPort, PayoutsQueue, StoreError, SubmitError, Submitted,
+    Cancelled as BankCancel, Clock, LoginError, Once, OnceClaims, OpenItem, OpenKind, OpenWork,
+    PartyStore, PaymentChange, PayoutsApiPort, PayoutsQueue, StoreError, SubmitError, Submitted,
 };
 use futures::StreamExt;
 use uuid::Uuid;
@@ -34,6 +34,8 @@ pub struct Batches {
     pub api: Arc<dyn PayoutsApiPort>,
     pub batches: Arc<dyn BatchApi>,
     pub store: Arc<dyn BatchStore>,
+    /// A batch's first check claimed by one delivery at a time.
+    pub checks: Arc<dyn OnceClaims>,
     pub parties: Arc<dyn PartyStore>,
     pub bindings: Arc<dyn BindingStore>,
     pub consents: Arc<dyn BankLogin>,
@@ -94,6 +96,13 @@ pub struct Cancellation {
 /// How many times a record is read again when another writer changed it meanwhile.
 const CAS_ATTEMPTS: usize = 5;
 
+/// How long a delivery may hold a batch's first check: longer than `po-worker`'s timeout (60 s),
+/// so a live holder always finishes or dies within it; shorter than the queue's visibility
+/// timeout (6 minutes), so a dead holder's redelivery finds it expired.
+const CHECK_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long the claim is kept (the batch's record says the rest).
+const CHECK_KEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl Batches {
     /// A `batchpayments` notification.
     pub async fn take(
@@ -104,7 +113,7 @@ impl Batches {
         self.watch(batch_id).await?;
         let mut record = match self.store.batch(batch_id).await? {
             Some(r) => r,
-            None => match self.check(batch_id, application).await? {
+            None => match self.check_once(batch_id, application).await? {
                 Ok(r) => r,
                 Err(status) => return Ok(Taken::NotOurs(status)),
             },
@@ -119,6 +128,46 @@ impl Batches {
             status: record.status,
             submitted,
         })
+    }
+
+    /// [`Self::check`] by one delivery at a time. SQS may hand one notification to two workers
+    /// at once, and two checks would each write the batch's records over the other's (an
+    /// outcome already noted set back to `Processing`, then PATCHed so: a move Sage refuses).
+    /// The other delivery is retried; one that finds the check done reads its record.
+    async fn check_once(
+        &self,
+        batch_id: Uuid,
+        application: Option<&str>,
+    ) -> Result<Result<BatchRecord, BatchStatus>, MessageError> {
+        let key = format!("po-check#{batch_id}");
+        let claim = self
+            .checks
+            .claim_once(&key, "check", CHECK_LEASE, CHECK_KEEP, self.clock.now())
+            .await?;
+        match claim {
+            Once::InProgress => {
+                return Err(MessageError::Retry(
+                    "another delivery is checking this batch".into(),
+                ));
+            }
+            Once::Completed | Once::Conflict => {
+                if let Some(record) = self.store.batch(batch_id).await? {
+                    return Ok(Ok(record));
+                }
+            }
+            Once::New => {}
+        }
+        let checked = self.check(batch_id, application).await;
+        // Either way the batch's record, not the claim, decides what the next delivery does; a
+        // claim left held runs out before the queue redelivers.
+        let released = match &checked {
+            Ok(Ok(_)) => self.checks.complete_claim(&key).await,
+            _ => self.checks.abandon_claim(&key).await,
+        };
+        if let Err(e) = released {
+            tracing::warn!(%batch_id, error = %e, "the batch's check claim was left to run out");
+        }
+        checked
     }
 
     /// Lets the reconciler look at the batch after `stuck_after` (again after each look).
@@ -919,6 +968,47 @@ mod tests {
             .unwrap();
         let last = w.payouts.batch_patches.lock().unwrap().last().cloned();
         assert_eq!(last.unwrap().payments.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_another_delivery_is_checking_is_retried_and_checked_once() {
+        let w = world(&["10", "0", "20"]).await;
+        // Another delivery of the same notification holds the check.
+        let key = format!("po-check#{}", w.batch_id);
+        let other = w
+            .store
+            .claim_once(&key, "check", CHECK_LEASE, CHECK_KEEP, now())
+            .await
+            .unwrap();
+        assert_eq!(other, Once::New);
+        assert!(matches!(
+            w.batches.take(w.batch_id, None).await,
+            Err(MessageError::Retry(ref r)) if r.contains("another delivery")
+        ));
+        assert!(w.store.batch(w.batch_id).await.unwrap().is_none());
+        assert!(w.payouts.batch_patches.lock().unwrap().is_empty());
+        // That one died: its claim runs out before the queue delivers again.
+        w.clock.set(now() + chrono::TimeDelta::minutes(6));
+        w.batches.take(w.batch_id, None).await.unwrap();
+        assert_eq!(w.payouts.batch_patches.lock().unwrap().len(), 1);
+        assert_eq!(w.bank.submissions.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_finds_the_check_done_works_on_its_record_without_checking_again() {
+        let w = world(&["10", "20"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let recorded = w.store.payments(w.batch_id).await.unwrap();
+        // Sage no longer answers for the batch: a second check would fail.
+        w.payouts.batches.lock().unwrap().clear();
+        // A delivery that read no record just before the first one wrote it.
+        let record = w.batches.check_once(w.batch_id, None).await.unwrap();
+        assert_eq!(record.unwrap().status, BatchStatus::Processing);
+        let mut after = w.store.payments(w.batch_id).await.unwrap();
+        let mut before = recorded;
+        after.sort_by_key(|p| p.payment_id);
+        before.sort_by_key(|p| p.payment_id);
+        assert_eq!(after, before, "nothing written over");
     }
 
     #[tokio::test]

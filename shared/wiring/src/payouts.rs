@@ -145,6 +145,7 @@ pub fn batches_from_env(
         api: api.clone(),
         batches: api,
         store: table.clone(),
+        checks: table.clone(),
         parties: table.clone(),
         bindings: table,
         consents: bank.clone(),
