@@ -73,7 +73,42 @@ async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage()
     );
     assert_eq!(po.violations().await.unwrap(), json!([]));
     decision_noted_on_the_batch_alone(&stack, batch_id.parse().unwrap()).await;
+    a_touch_never_puts_a_planned_look_off(&stack).await;
     stack.finish().await;
+}
+
+/// Open work through the DynamoDB adapter: a touch adds an item that is not there and leaves
+/// the due time of one that is; an open moves it.
+async fn a_touch_never_puts_a_planned_look_off(stack: &common::TestStack) {
+    use connector_domain::ports::{OpenItem, OpenKind};
+    let table = connector_aws::Table::new(stack.dynamodb.clone(), stack.table_name.clone());
+    let id = uuid::Uuid::new_v4().to_string();
+    let at = |m: i64| {
+        "2026-12-06T12:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            + chrono::TimeDelta::minutes(m)
+    };
+    let item = |due_at| OpenItem {
+        kind: OpenKind::Batch,
+        id: id.clone(),
+        due_at,
+    };
+    let due = async || {
+        table
+            .open_item(OpenKind::Batch, &id)
+            .await
+            .unwrap()
+            .map(|i| i.due_at)
+    };
+    table.touch_work(&item(at(15))).await.unwrap();
+    assert_eq!(due().await, Some(at(15)), "added");
+    table.touch_work(&item(at(25))).await.unwrap();
+    assert_eq!(due().await, Some(at(15)), "kept");
+    table.open_work(&item(at(30))).await.unwrap();
+    assert_eq!(due().await, Some(at(30)), "moved by an open");
+    table.close_work(OpenKind::Batch, &id).await.unwrap();
+    assert_eq!(due().await, None);
 }
 
 /// The decision PATCH is noted on the batch's item by one attribute: its outcome lease, beside

@@ -1790,6 +1790,14 @@ impl OpenWork for MemoryStore {
         })
     }
 
+    fn touch<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("touch", move |s| {
+            s.open
+                .entry((item.kind as u8, item.id.clone()))
+                .or_insert_with(|| item.clone());
+        })
+    }
+
     fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with("close", move |s| {
             s.open.remove(&(kind as u8, id.to_string()));

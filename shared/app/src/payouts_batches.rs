@@ -69,6 +69,9 @@ pub enum Taken {
     },
     /// Payments Out has it past `Received` and the connector has no record: not ours to move.
     NotOurs(BatchStatus),
+    /// Another delivery is checking it right now: this one is queued again for after that
+    /// check's lease (a retry instead would use up the message's receives while it waits).
+    Deferred,
 }
 
 /// What a bank event did.
@@ -93,13 +96,44 @@ pub struct Cancellation {
     pub ignored: usize,
 }
 
+/// What a batch's first check by one delivery at a time came to.
+enum Checked {
+    Recorded(BatchRecord),
+    /// Payments Out has it past `Received`.
+    NotOurs(BatchStatus),
+    /// Another delivery holds the check.
+    Busy,
+}
+
+/// The batch's notification for `po-worker` to take again (the rest of a batch, or a delivery
+/// deferred while another one checks it).
+fn continuation(
+    batch_id: Uuid,
+    subscription_id: Option<Uuid>,
+    application: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> PayoutsWork {
+    PayoutsWork::Notification {
+        key: format!("batchpayments#{batch_id}"),
+        kind: "batchpayments".into(),
+        id: format!("continue-{batch_id}"),
+        subscription_id,
+        organisation_id: None,
+        application: application.map(str::to_string),
+        correlation_id: None,
+        data: serde_json::json!({ "batchId": batch_id }),
+        received_at: now,
+    }
+}
+
 /// How many times a record is read again when another writer changed it meanwhile.
 const CAS_ATTEMPTS: usize = 5;
 
 /// How long a delivery may hold a batch's first check: longer than `po-worker`'s timeout (60 s),
 /// so a live holder always finishes or dies within it; shorter than the queue's visibility
-/// timeout (6 minutes), so a dead holder's redelivery finds it expired.
-const CHECK_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
+/// timeout (6 minutes), so a dead holder's redelivery finds it expired. A delivery that finds
+/// it held comes back this much later.
+const CHECK_LEASE: std::time::Duration = std::time::Duration::from_secs(90);
 /// How long the claim is kept (the batch's record says the rest).
 const CHECK_KEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -114,8 +148,9 @@ impl Batches {
         let mut record = match self.store.batch(batch_id).await? {
             Some(r) => r,
             None => match self.check_once(batch_id, application).await? {
-                Ok(r) => r,
-                Err(status) => return Ok(Taken::NotOurs(status)),
+                Checked::Recorded(r) => r,
+                Checked::NotOurs(status) => return Ok(Taken::NotOurs(status)),
+                Checked::Busy => return self.defer(batch_id, application).await,
             },
         };
         self.sync(&mut record).await?;
@@ -138,36 +173,70 @@ impl Batches {
         &self,
         batch_id: Uuid,
         application: Option<&str>,
-    ) -> Result<Result<BatchRecord, BatchStatus>, MessageError> {
+    ) -> Result<Checked, MessageError> {
         let key = format!("po-check#{batch_id}");
         let claim = self
             .checks
             .claim_once(&key, "check", CHECK_LEASE, CHECK_KEEP, self.clock.now())
             .await?;
         match claim {
-            Once::InProgress => {
-                return Err(MessageError::Retry(
-                    "another delivery is checking this batch".into(),
-                ));
-            }
+            Once::InProgress => return Ok(Checked::Busy),
+            // Completed: the check that completed it wrote the record. (One hash only: no
+            // conflict is possible.)
             Once::Completed | Once::Conflict => {
                 if let Some(record) = self.store.batch(batch_id).await? {
-                    return Ok(Ok(record));
+                    return Ok(Checked::Recorded(record));
                 }
             }
             Once::New => {}
         }
         let checked = self.check(batch_id, application).await;
-        // Either way the batch's record, not the claim, decides what the next delivery does; a
-        // claim left held runs out before the queue redelivers.
-        let released = match &checked {
-            Ok(Ok(_)) => self.checks.complete_claim(&key).await,
-            _ => self.checks.abandon_claim(&key).await,
+        self.release_check(batch_id, &key, &checked).await;
+        Ok(match checked? {
+            Ok(record) => Checked::Recorded(record),
+            Err(status) => Checked::NotOurs(status),
+        })
+    }
+
+    /// Completes the check's claim once the batch's record exists (even when the check failed
+    /// after writing it: a timeout on a write that took effect), else gives it up so that a
+    /// retry checks at once. A claim left held runs out before the queue redelivers.
+    async fn release_check(
+        &self,
+        batch_id: Uuid,
+        key: &str,
+        checked: &Result<Result<BatchRecord, BatchStatus>, MessageError>,
+    ) {
+        let recorded = match checked {
+            Ok(Ok(_)) => true,
+            _ => !matches!(self.store.batch(batch_id).await, Ok(None)),
+        };
+        let released = if recorded {
+            self.checks.complete_claim(key).await
+        } else {
+            self.checks.abandon_claim(key).await
         };
         if let Err(e) = released {
             tracing::warn!(%batch_id, error = %e, "the batch's check claim was left to run out");
         }
-        checked
+    }
+
+    /// The batch's notification again, after the check another delivery holds has run out:
+    /// without a queue (a test's world), a retry.
+    async fn defer(
+        &self,
+        batch_id: Uuid,
+        application: Option<&str>,
+    ) -> Result<Taken, MessageError> {
+        let Some(queue) = &self.requeue else {
+            return Err(MessageError::Retry(
+                "another delivery is checking this batch".into(),
+            ));
+        };
+        let work = continuation(batch_id, None, application, self.clock.now());
+        queue.send_after(&work, CHECK_LEASE).await?;
+        tracing::info!(%batch_id, "another delivery is checking this batch: queued for after its lease");
+        Ok(Taken::Deferred)
     }
 
     /// Lets the reconciler look at the batch after `stuck_after` (again after each look).
@@ -486,17 +555,12 @@ impl Batches {
         let Some(queue) = &self.requeue else {
             return Ok(());
         };
-        let work = PayoutsWork::Notification {
-            key: format!("batchpayments#{}", record.batch_id),
-            kind: "batchpayments".into(),
-            id: format!("continue-{}", record.batch_id),
-            subscription_id: record.subscription_id,
-            organisation_id: None,
-            application: record.application.clone(),
-            correlation_id: None,
-            data: serde_json::json!({ "batchId": record.batch_id }),
-            received_at: self.clock.now(),
-        };
+        let work = continuation(
+            record.batch_id,
+            record.subscription_id,
+            record.application.as_deref(),
+            self.clock.now(),
+        );
         queue.send(&work).await?;
         tracing::info!(batch_id = %record.batch_id, "submission budget spent: the rest of the batch is queued");
         Ok(())
@@ -633,9 +697,17 @@ impl Batches {
         only: Option<&[Uuid]>,
         application: Option<&str>,
     ) -> Result<Cancellation, MessageError> {
-        if let Taken::NotOurs(status) = self.take(batch_id, application).await? {
-            tracing::warn!(%batch_id, ?status, "a cancellation for a batch the connector never checked");
-            return Ok(Cancellation::default());
+        match self.take(batch_id, application).await? {
+            Taken::NotOurs(status) => {
+                tracing::warn!(%batch_id, ?status, "a cancellation for a batch the connector never checked");
+                return Ok(Cancellation::default());
+            }
+            Taken::Deferred => {
+                return Err(MessageError::Retry(
+                    "the batch is being checked: cancelled once it is recorded".into(),
+                ));
+            }
+            Taken::Worked { .. } => {}
         }
         let payments = self.store.payments(batch_id).await?;
         let named = |p: &PaymentRecord| only.is_none_or(|ids| ids.contains(&p.payment_id));
@@ -761,7 +833,13 @@ impl Batches {
             .as_ref()
             .map_or(untold_before, PaymentRecord::return_untold)
         {
-            self.watch(batch_id).await?;
+            // Added if closed; an open batch's look keeps its time, never put off by returns.
+            let item = OpenItem {
+                kind: OpenKind::Batch,
+                id: batch_id.to_string(),
+                due_at: self.clock.now() + self.stuck_after,
+            };
+            self.open.touch(&item).await?;
         }
         // Also when this event changed nothing but Sage still lacks the payment's status (an
         // earlier PATCH failed, or its window was never queued); not when Sage has it all, as
@@ -995,6 +1073,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_delivery_that_finds_the_check_held_comes_back_after_its_lease_without_a_retry() {
+        let mut w = world(&["10"]).await;
+        let queue = Arc::new(Requeue::default());
+        w.batches.requeue = Some(queue.clone());
+        let key = format!("po-check#{}", w.batch_id);
+        w.store
+            .claim_once(&key, "check", CHECK_LEASE, CHECK_KEEP, now())
+            .await
+            .unwrap();
+        let taken = w.batches.take(w.batch_id, Some("sage.ap")).await.unwrap();
+        assert_eq!(taken, Taken::Deferred);
+        assert_eq!(queue.1.lock().unwrap().clone(), vec![CHECK_LEASE]);
+        assert!(matches!(
+            queue.0.lock().unwrap().as_slice(),
+            [PayoutsWork::Notification { kind, application, data, .. }]
+                if kind == "batchpayments" && application.as_deref() == Some("sage.ap")
+                    && data["batchId"] == w.batch_id.to_string()
+        ));
+        assert!(w.store.batch(w.batch_id).await.unwrap().is_none());
+        // A cancellation meanwhile waits for the check.
+        assert!(matches!(
+            w.batches.cancel(w.batch_id, None, None).await,
+            Err(MessageError::Retry(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_check_that_failed_after_its_record_was_written_keeps_its_claim() {
+        let w = world(&["10"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        // A second claim held for this batch, and a check reported failed although the record
+        // exists (a write that timed out after taking effect).
+        let key = "po-check#again";
+        w.store
+            .claim_once(key, "check", CHECK_LEASE, CHECK_KEEP, now())
+            .await
+            .unwrap();
+        let failed = Err(MessageError::Retry("timed out".into()));
+        w.batches.release_check(w.batch_id, key, &failed).await;
+        let later = now() + chrono::TimeDelta::minutes(10);
+        let again = w
+            .store
+            .claim_once(key, "check", CHECK_LEASE, CHECK_KEEP, later)
+            .await
+            .unwrap();
+        assert_eq!(again, Once::Completed, "not given up: nobody checks again");
+    }
+
+    #[tokio::test]
     async fn a_delivery_that_finds_the_check_done_works_on_its_record_without_checking_again() {
         let w = world(&["10", "20"]).await;
         w.batches.take(w.batch_id, None).await.unwrap();
@@ -1002,8 +1129,8 @@ mod tests {
         // Sage no longer answers for the batch: a second check would fail.
         w.payouts.batches.lock().unwrap().clear();
         // A delivery that read no record just before the first one wrote it.
-        let record = w.batches.check_once(w.batch_id, None).await.unwrap();
-        assert_eq!(record.unwrap().status, BatchStatus::Processing);
+        let checked = w.batches.check_once(w.batch_id, None).await.unwrap();
+        assert!(matches!(checked, Checked::Recorded(r) if r.status == BatchStatus::Processing));
         let mut after = w.store.payments(w.batch_id).await.unwrap();
         let mut before = recorded;
         after.sort_by_key(|p| p.payment_id);
@@ -1081,8 +1208,9 @@ mod tests {
         assert!(submissions.values().all(|n| *n == 1), "{submissions:?}");
     }
 
+    /// What was queued, and the delays asked for (`send_after`).
     #[derive(Default)]
-    struct Requeue(Mutex<Vec<PayoutsWork>>);
+    struct Requeue(Mutex<Vec<PayoutsWork>>, Mutex<Vec<std::time::Duration>>);
 
     impl PayoutsQueue for Requeue {
         fn send<'a>(
@@ -1091,6 +1219,15 @@ mod tests {
         ) -> BoxFuture<'a, Result<(), connector_domain::ports::QueueError>> {
             self.0.lock().unwrap().push(work.clone());
             Box::pin(async { Ok(()) })
+        }
+
+        fn send_after<'a>(
+            &'a self,
+            work: &'a PayoutsWork,
+            delay: std::time::Duration,
+        ) -> BoxFuture<'a, Result<(), connector_domain::ports::QueueError>> {
+            self.1.lock().unwrap().push(delay);
+            self.send(work)
         }
     }
 

@@ -710,6 +710,24 @@ async fn a_return_pushed_while_a_dead_holder_keeps_the_lease_is_told_by_the_reco
     assert!(nothing_watched(&w).await);
 }
 
+#[tokio::test]
+async fn a_return_pushed_while_its_batch_is_open_leaves_the_reconcilers_look_where_it_was() {
+    let w = taken(&["10", "20"]).await;
+    let batch = w.batch_id.to_string();
+    assert_eq!(due_at(&w, OpenKind::Batch, &batch).await, Some(minutes(15)));
+    w.clock.set(minutes(10));
+    let paid = w.payment_ids[0];
+    for (seq, status) in [(3, "settled"), (4, "returned")] {
+        w.batches.on_event(&event(paid, seq, status)).await.unwrap();
+    }
+    assert_eq!(returns_told(&w), vec![paid.to_string()]);
+    assert_eq!(
+        due_at(&w, OpenKind::Batch, &batch).await,
+        Some(minutes(15)),
+        "not put off to minute 25"
+    );
+}
+
 /// A one-payment batch whose settlement (`eventSeq` 3) is on the bank's feed, never pushed.
 async fn settled_only_on_the_feed() -> World {
     let w = taken(&["10"]).await;

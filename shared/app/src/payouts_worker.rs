@@ -120,6 +120,7 @@ impl PayoutsWorker {
             } => "rejected",
             Taken::Worked { .. } => "processing",
             Taken::NotOurs(_) => "notOurs",
+            Taken::Deferred => "deferred",
         };
         crate::metrics::count("PayoutsBatches", &[("Outcome", outcome)]);
         Ok(())

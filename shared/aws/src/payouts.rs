@@ -499,6 +499,31 @@ impl Table {
         .await
     }
 
+    /// Each attribute written only where the item lacks it: one already there keeps its due
+    /// time.
+    pub async fn touch_work(&self, item: &OpenItem) -> Result<(), StoreError> {
+        let mut values = crate::table::to_item(item)?;
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(OPEN_PK, open_sk(item.kind, &item.id))))
+            .update_expression(
+                "SET #kind = if_not_exists(#kind, :kind), #id = if_not_exists(#id, :id), \
+                 #due = if_not_exists(#due, :due)",
+            );
+        for (name, value) in [("kind", ":kind"), ("id", ":id"), ("dueAt", ":due")] {
+            let v = values
+                .remove(name)
+                .ok_or_else(|| StoreError::Refused(format!("open work without {name}")))?;
+            update = update
+                .expression_attribute_names(format!("#{}", &value[1..]), name)
+                .expression_attribute_values(value, v);
+        }
+        update.send().await.map_err(from_sdk)?;
+        Ok(())
+    }
+
     pub async fn close_work(&self, kind: OpenKind, id: &str) -> Result<(), StoreError> {
         self.client
             .delete_item()

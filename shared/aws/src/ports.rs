@@ -568,6 +568,10 @@ impl OpenWork for Table {
         Box::pin(Table::open_work(self, item))
     }
 
+    fn touch<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::touch_work(self, item))
+    }
+
     fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Table::close_work(self, kind, id))
     }

@@ -827,6 +827,9 @@ pub struct OpenItem {
 pub trait OpenWork: Send + Sync {
     /// Adds the item, or moves its due time.
     fn open<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Adds the item if it is not there; one already there keeps its due time (a look already
+    /// planned is not put off).
+    fn touch<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>>;
     fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Every item due at `now`.
     fn due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<OpenItem>, StoreError>>;
