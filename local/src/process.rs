@@ -112,17 +112,27 @@ pub fn listens_on(pid: u32, port: u16) -> bool {
         })
 }
 
-/// The inodes of the sockets listening on `port` in one `/proc/net/tcp`-style table.
+/// The inodes of the sockets listening on `port` in one `/proc/net/tcp`-style table, on an
+/// address a client of `127.0.0.1` reaches (a child listening on `[::1]` alone would leave
+/// `127.0.0.1:port` to whoever holds it).
 fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
     const LISTEN: &str = "0A";
+    // 127.0.0.1 and 0.0.0.0; the IPv6 wildcard (dual stack) and ::ffff:127.0.0.1.
+    const REACHED: [&str; 4] = [
+        "0100007F",
+        "00000000",
+        "00000000000000000000000000000000",
+        "0000000000000000FFFF00000100007F",
+    ];
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f.get(1)?.rsplit(':').next()?;
-            let listening =
-                u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == LISTEN;
+            let (address, local_port) = f.get(1)?.rsplit_once(':')?;
+            let listening = u16::from_str_radix(local_port, 16).ok()? == port
+                && *f.get(3)? == LISTEN
+                && REACHED.contains(&address);
             listening.then(|| f.get(9)?.parse().ok())?
         })
         .collect()
@@ -137,6 +147,12 @@ mod tests {
    0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 217 1 0 100 0 0 10 0
    1: 0100007F:07E8 0100007F:BF8C 01 00000000:00000000 00:00000000 00000000     0        0 918 1 0 100 0 0 10 0
    2: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 555 1 0 100 0 0 10 0
+   3: 0200007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 556 1 0 100 0 0 10 0
+";
+    const TABLE6: &str = "\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1F92 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 700 1 0 100 0 0 10 0
+   1: 00000000000000000000000001000000:1F93 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 701 1 0 100 0 0 10 0
 ";
 
     #[test]
@@ -144,6 +160,13 @@ mod tests {
         assert_eq!(listening_inodes(TABLE, 0x07E8), vec![217]);
         assert_eq!(listening_inodes(TABLE, 8080), vec![555]);
         assert!(listening_inodes(TABLE, 9000).is_empty());
+    }
+
+    #[test]
+    fn only_listeners_a_client_of_127_0_0_1_reaches_count() {
+        assert!(listening_inodes(TABLE, 0x1F91).is_empty(), "127.0.0.2");
+        assert_eq!(listening_inodes(TABLE6, 0x1F92), vec![700], "the wildcard");
+        assert!(listening_inodes(TABLE6, 0x1F93).is_empty(), "::1 alone");
     }
 
     #[test]
