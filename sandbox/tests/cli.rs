@@ -74,10 +74,21 @@ async fn library_refuses_local_credentials_off_loopback() {
     ));
 }
 
+/// A free loopback port below Linux's ephemeral range (32768–60999): no connection made by
+/// another test meanwhile is given it as its source port, which would hold it.
+fn port_outside_the_ephemeral_range() -> std::net::SocketAddr {
+    let start = 20_000 + (std::process::id() % 12_000) as u16;
+    (start..32_000)
+        .chain(20_000..start)
+        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+        .find(|a| std::net::TcpListener::bind(a).is_ok())
+        .expect("a free port below 32000")
+}
+
 #[tokio::test]
 async fn shutdown_frees_the_port() {
     let sb = sandbox::Sandbox::start(
-        "127.0.0.1:0".parse().unwrap(),
+        port_outside_the_ephemeral_range(),
         sandbox::SandboxConfig::fast(),
     )
     .await
