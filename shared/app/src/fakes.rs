@@ -87,8 +87,7 @@ struct StoreState {
     grants: HashMap<String, GrantedAccount>,
     /// The next call of this name fails with this error.
     faults: HashMap<&'static str, VecDeque<StoreError>>,
-    /// Do-once claims: key -> (payload hash, completed).
-    /// Do-once claims: payload hash, completed, lease end.
+    /// Do-once claims: key -> (payload hash, completed, lease end).
     once: HashMap<String, (String, bool, DateTime<Utc>)>,
     /// Authorisation links by subscription.
     links: HashMap<Uuid, AuthLink>,

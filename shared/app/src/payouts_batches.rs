@@ -168,7 +168,8 @@ impl Batches {
     /// [`Self::check`] by one delivery at a time. SQS may hand one notification to two workers
     /// at once, and two checks would each write the batch's records over the other's (an
     /// outcome already noted set back to `Processing`, then PATCHed so: a move Sage refuses).
-    /// The other delivery is retried; one that finds the check done reads its record.
+    /// A delivery that finds the check held is `Busy` (`take` defers it); one that finds the
+    /// check done reads its record.
     async fn check_once(
         &self,
         batch_id: Uuid,
@@ -241,12 +242,16 @@ impl Batches {
 
     /// Lets the reconciler look at the batch after `stuck_after` (again after each look).
     pub async fn watch(&self, batch_id: Uuid) -> Result<(), MessageError> {
-        let item = OpenItem {
+        Ok(self.open.open(&self.watched(batch_id)).await?)
+    }
+
+    /// The reconciler's item for the batch, due `stuck_after` from now.
+    fn watched(&self, batch_id: Uuid) -> OpenItem {
+        OpenItem {
             kind: OpenKind::Batch,
             id: batch_id.to_string(),
             due_at: self.clock.now() + self.stuck_after,
-        };
-        Ok(self.open.open(&item).await?)
+        }
     }
 
     /// Reads and checks the batch, and records the decisions; `Err(status)` when Payments Out
@@ -834,12 +839,7 @@ impl Batches {
             .map_or(untold_before, PaymentRecord::return_untold)
         {
             // Added if closed; an open batch's look keeps its time, never put off by returns.
-            let item = OpenItem {
-                kind: OpenKind::Batch,
-                id: batch_id.to_string(),
-                due_at: self.clock.now() + self.stuck_after,
-            };
-            self.open.touch(&item).await?;
+            self.open.touch(&self.watched(batch_id)).await?;
         }
         // Also when this event changed nothing but Sage still lacks the payment's status (an
         // earlier PATCH failed, or its window was never queued); not when Sage has it all, as

@@ -386,6 +386,18 @@ impl Table {
             .map(|i| i.payment))
     }
 
+    /// An update of the batch's own item (`BATCH`), whose attributes the lease and the
+    /// decision note each set alone.
+    fn update_batch_item(
+        &self,
+        batch_id: Uuid,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(batch_pk(batch_id), "BATCH")))
+    }
+
     /// The batch's outcome-PATCH lease (`syncLease`, epoch milliseconds).
     pub async fn lease_sync(
         &self,
@@ -395,10 +407,7 @@ impl Table {
     ) -> Result<bool, StoreError> {
         use aws_sdk_dynamodb::types::AttributeValue;
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .set_key(Some(Table::key(batch_pk(batch_id), "BATCH")))
+            .update_batch_item(batch_id)
             .update_expression("SET syncLease = :until")
             .condition_expression(
                 "attribute_exists(pk) AND (attribute_not_exists(syncLease) OR syncLease < :now)",
@@ -423,10 +432,7 @@ impl Table {
     /// One attribute of the batch's item: its lease, written beside it, stays as it is.
     pub async fn note_decision_patched(&self, batch_id: Uuid) -> Result<(), StoreError> {
         use aws_sdk_dynamodb::types::AttributeValue;
-        self.client
-            .update_item()
-            .table_name(&self.name)
-            .set_key(Some(Table::key(batch_pk(batch_id), "BATCH")))
+        self.update_batch_item(batch_id)
             .update_expression("SET decisionPatched = :sent")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":sent", AttributeValue::Bool(true))
@@ -437,10 +443,7 @@ impl Table {
     }
 
     pub async fn release_sync(&self, batch_id: Uuid) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.name)
-            .set_key(Some(Table::key(batch_pk(batch_id), "BATCH")))
+        self.update_batch_item(batch_id)
             .update_expression("REMOVE syncLease")
             .condition_expression("attribute_exists(pk)")
             .send()
@@ -512,12 +515,16 @@ impl Table {
                 "SET #kind = if_not_exists(#kind, :kind), #id = if_not_exists(#id, :id), \
                  #due = if_not_exists(#due, :due)",
             );
-        for (name, value) in [("kind", ":kind"), ("id", ":id"), ("dueAt", ":due")] {
+        for (placeholder, name, value) in [
+            ("#kind", "kind", ":kind"),
+            ("#id", "id", ":id"),
+            ("#due", "dueAt", ":due"),
+        ] {
             let v = values
                 .remove(name)
                 .ok_or_else(|| StoreError::Refused(format!("open work without {name}")))?;
             update = update
-                .expression_attribute_names(format!("#{}", &value[1..]), name)
+                .expression_attribute_names(placeholder, name)
                 .expression_attribute_values(value, v);
         }
         update.send().await.map_err(from_sdk)?;
