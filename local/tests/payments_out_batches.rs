@@ -73,6 +73,7 @@ async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage()
     );
     assert_eq!(po.violations().await.unwrap(), json!([]));
     decision_noted_on_the_batch_alone(&stack, batch_id.parse().unwrap()).await;
+    payments_are_found_by_their_watch(&stack, batch_id.parse().unwrap()).await;
     a_touch_never_puts_a_planned_look_off(&stack).await;
     stack.finish().await;
 }
@@ -109,6 +110,89 @@ async fn a_touch_never_puts_a_planned_look_off(stack: &common::TestStack) {
     assert_eq!(due().await, Some(at(30)), "moved by an open");
     table.close_work(OpenKind::Batch, &id).await.unwrap();
     assert_eq!(due().await, None);
+}
+
+/// A window's reads through the DynamoDB adapter: the payments Sage lacks, and whether any
+/// other is moving, each from its own batch only; a write moves a payment between them. A
+/// paid batch has neither.
+async fn payments_are_found_by_their_watch(stack: &common::TestStack, paid: uuid::Uuid) {
+    use connector_domain::payouts::batches::{BatchRecord, PaymentRecord};
+    use connector_domain::payouts::status::{BatchStatus, PaymentStatus};
+    let table = connector_aws::Table::new(stack.dynamodb.clone(), stack.table_name.clone());
+    assert!(table.payments_owing(paid).await.unwrap().is_empty());
+    assert!(!table.any_payment_moving(paid).await.unwrap());
+
+    let payment = |batch_id, status, patched| PaymentRecord {
+        payment_id: uuid::Uuid::new_v4(),
+        batch_id,
+        status,
+        reason: None,
+        completed_at: None,
+        submission: None,
+        submitted: true,
+        event_seq: 1,
+        patched,
+        returned: None,
+        return_told: false,
+        version: 1,
+    };
+    let record = |batch_id, payment_count| BatchRecord {
+        batch_id,
+        subscription_id: None,
+        application: None,
+        status: BatchStatus::Processing,
+        reason: None,
+        payment_count,
+        checked_at: chrono::Utc::now(),
+        decision_patched: true,
+        watched_payments: true,
+    };
+    let (batch, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let moving = payment(batch, PaymentStatus::Processing, true);
+    let owing = payment(batch, PaymentStatus::Failed, false);
+    let done = payment(batch, PaymentStatus::Rejected, true);
+    let elsewhere = payment(other, PaymentStatus::Failed, false);
+    let mine = [moving.clone(), owing.clone(), done];
+    table.record_batch(&record(batch, 3), &mine).await.unwrap();
+    table
+        .record_batch(&record(other, 1), &[elsewhere])
+        .await
+        .unwrap();
+
+    let ids = |ps: Vec<PaymentRecord>| ps.iter().map(|p| p.payment_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(table.payments_owing(batch).await.unwrap()),
+        [owing.payment_id]
+    );
+    assert!(table.any_payment_moving(batch).await.unwrap());
+
+    // Settled: it leaves the moving and joins the owing.
+    let settled = PaymentRecord {
+        status: PaymentStatus::Paid,
+        completed_at: Some(chrono::Utc::now()),
+        patched: false,
+        version: 2,
+        ..moving
+    };
+    table.save_payment(&settled).await.unwrap();
+    assert!(!table.any_payment_moving(batch).await.unwrap());
+    let mut now_owing = ids(table.payments_owing(batch).await.unwrap());
+    now_owing.sort();
+    let mut expected = vec![owing.payment_id, settled.payment_id];
+    expected.sort();
+    assert_eq!(now_owing, expected);
+
+    // Both PATCHed: nothing left to read.
+    for p in [owing, settled] {
+        let sent = PaymentRecord {
+            patched: true,
+            version: p.version + 1,
+            ..p
+        };
+        table.save_payment(&sent).await.unwrap();
+    }
+    assert!(table.payments_owing(batch).await.unwrap().is_empty());
+    assert_eq!(table.batch_payments(batch).await.unwrap().len(), 3);
 }
 
 /// The decision PATCH is noted on the batch's item by one attribute: its outcome lease, beside

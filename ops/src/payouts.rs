@@ -370,6 +370,7 @@ fn batch_json(
         "finalStatus": final_batch_status(&statuses).map(|s| enum_text(serde_json::to_value(s))),
         "paymentsTerminal": statuses.iter().filter(|s| s.is_terminal()).count(),
         "decisionPatched": decision_sent,
+        "watchedPayments": record.is_some_and(|r| r.watched_payments),
         "paymentsPatched": payments.iter().filter(|p| p.patched && decision_sent).count(),
         "payments": payments
             .iter()
@@ -527,6 +528,7 @@ mod tests {
             payment_count: 2,
             checked_at: "2025-03-04T09:00:00Z".parse().unwrap(),
             decision_patched: true,
+            watched_payments: true,
         };
         let open = OpenItem {
             kind: OpenKind::Batch,

@@ -22,7 +22,7 @@ use connector_domain::messages::{Kick, TimerMessage, WorkMessage};
 use connector_domain::payouts::authorise::{
     Binding, Completion, ConsentAccount, ConsentView, LinkRecord, LoginSession,
 };
-use connector_domain::payouts::batches::{BankEvent, BatchRecord, BatchView, PaymentRecord};
+use connector_domain::payouts::batches::{BankEvent, BatchRecord, BatchView, PaymentRecord, Watch};
 use connector_domain::payouts::creditors::Creditor;
 use connector_domain::payouts::onboarding::{AuthLink, SubscriptionChange, SubscriptionView};
 use connector_domain::payouts::parties::DebtorAccount;
@@ -1732,6 +1732,27 @@ impl BatchStore for MemoryStore {
                 .filter(|p| p.batch_id == batch_id)
                 .cloned()
                 .collect()
+        })
+    }
+
+    fn payments_owing(
+        &self,
+        batch_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>> {
+        self.with("payments_owing", move |s| {
+            s.payments
+                .values()
+                .filter(|p| p.batch_id == batch_id && p.watch() == Some(Watch::Owing))
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn any_moving(&self, batch_id: Uuid) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.with("any_moving", move |s| {
+            s.payments
+                .values()
+                .any(|p| p.batch_id == batch_id && p.watch() == Some(Watch::Moving))
         })
     }
 

@@ -137,6 +137,13 @@ const CHECK_LEASE: std::time::Duration = std::time::Duration::from_secs(90);
 /// How long the claim is kept (the batch's record says the rest).
 const CHECK_KEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// The payments a PATCH is made from: all of the batch's (its status derived from them), or
+/// only those Sage lacks (the batch still `Processing`, since others are moving).
+enum Read {
+    Whole(Vec<PaymentRecord>),
+    Owing(Vec<PaymentRecord>),
+}
+
 impl Batches {
     /// A `batchpayments` notification.
     pub async fn take(
@@ -360,8 +367,34 @@ impl Batches {
     /// (its final one once every payment is terminal); those payments are then noted as sent.
     pub async fn sync(&self, record: &mut BatchRecord) -> Result<(), MessageError> {
         let payments = self.store.payments(record.batch_id).await?;
-        self.patch_unsent(record, payments).await?;
+        self.patch_unsent(record, Read::Whole(payments)).await?;
         Ok(())
+    }
+
+    /// What a window PATCHes, read as cheaply as it can be: the payments Sage lacks, unless
+    /// the batch's status may be final (it needs every payment's), its decision PATCH is
+    /// unsent (it carries every payment), or its payments predate their watch.
+    async fn read_owed(&self, record: &BatchRecord) -> Result<Read, MessageError> {
+        let batch_id = record.batch_id;
+        if record.decision_patched && record.watched_payments {
+            let owing = self.store.payments_owing(batch_id).await?;
+            if owing.is_empty()
+                || owing.iter().any(|p| !p.status.is_terminal())
+                || self.store.any_moving(batch_id).await?
+            {
+                return Ok(Read::Owing(owing));
+            }
+        }
+        Ok(Read::Whole(self.store.payments(batch_id).await?))
+    }
+
+    /// Whether Sage still lacks something of the batch, after a window.
+    async fn still_owed(&self, record: &BatchRecord) -> Result<bool, MessageError> {
+        let read = match record.watched_payments {
+            true => self.store.payments_owing(record.batch_id).await?,
+            false => self.store.payments(record.batch_id).await?,
+        };
+        Ok(read.iter().any(PaymentRecord::owes_sage))
     }
 
     /// [`Self::sync`] on the batch's payments as read: returns them as they now stand (those
@@ -372,15 +405,20 @@ impl Batches {
     async fn patch_unsent(
         &self,
         record: &mut BatchRecord,
-        payments: Vec<PaymentRecord>,
+        read: Read,
     ) -> Result<Vec<PaymentRecord>, MessageError> {
         let decision = !record.decision_patched;
+        let (payments, whole) = match read {
+            Read::Whole(p) => (p, true),
+            Read::Owing(p) => (p, false),
+        };
         if !decision && payments.iter().all(|p| p.patched) {
             return Ok(payments);
         }
         let statuses: Vec<PaymentStatus> = payments.iter().map(|p| p.status).collect();
         let status = match record.status {
             BatchStatus::Rejected => BatchStatus::Rejected,
+            _ if !whole => BatchStatus::Processing,
             _ => final_batch_status(&statuses).unwrap_or(BatchStatus::Processing),
         };
         let change = BatchChange {
@@ -475,15 +513,16 @@ impl Batches {
     async fn window(&self, batch_id: Uuid) -> Result<bool, MessageError> {
         let sent = self.patch_batch_window(batch_id).await;
         self.store.release_sync(batch_id).await?;
-        sent?;
-        let pending = self.store.payments(batch_id).await?;
-        Ok(!pending.iter().any(PaymentRecord::owes_sage))
+        Ok(!self.still_owed(&sent?).await?)
     }
 
     /// A window's PATCH, on the batch's record (a batch without one has nothing to send).
-    async fn patch_batch_window(&self, batch_id: Uuid) -> Result<(), MessageError> {
+    async fn patch_batch_window(&self, batch_id: Uuid) -> Result<BatchRecord, MessageError> {
         match self.store.batch(batch_id).await? {
-            Some(mut record) => self.patch_and_tell(&mut record).await,
+            Some(mut record) => {
+                self.patch_and_tell(&mut record).await?;
+                Ok(record)
+            }
             None => Err(MessageError::Poison(format!(
                 "batch {batch_id} has payments but no record"
             ))),
@@ -495,7 +534,7 @@ impl Batches {
         &self,
         record: &mut BatchRecord,
     ) -> Result<(), MessageError> {
-        let read = self.store.payments(record.batch_id).await?;
+        let read = self.read_owed(record).await?;
         let now = self.patch_unsent(record, read).await?;
         self.tell_returns(record, &now).await
     }
@@ -1305,6 +1344,71 @@ mod tests {
         // The lease was released: the next change queues a window again.
         w.batches.on_event(&event(a, 3, "returned")).await.unwrap();
         assert_eq!(queue.0.lock().unwrap().len(), 2);
+    }
+
+    fn planned() -> StoreError {
+        StoreError::Unavailable("planned".into())
+    }
+
+    #[tokio::test]
+    async fn windows_read_only_what_sage_lacks_until_the_batch_may_be_final() {
+        let mut w = world(&["10", "20", "30"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        w.batches.requeue = Some(Arc::new(Requeue::default()));
+        let &[a, b, c] = &w.payment_ids[..] else {
+            panic!("three payments")
+        };
+        use PaymentStatus::*;
+
+        w.batches.on_event(&event(a, 2, "settled")).await.unwrap();
+        // Planned to fail: a window that reads the whole batch meets it.
+        w.store.fail_next("payments", planned());
+        w.batches.sync_window(w.batch_id).await.unwrap();
+        assert_eq!(
+            at_sage(&w),
+            (BatchStatus::Processing, vec![Paid, Processing, Processing])
+        );
+        assert!(
+            w.store.payments(w.batch_id).await.is_err(),
+            "the window never read the whole batch"
+        );
+
+        // The last outcomes: the final status needs every payment, so the window reads them.
+        w.batches.on_event(&event(b, 2, "failed")).await.unwrap();
+        w.batches.on_event(&event(c, 2, "settled")).await.unwrap();
+        w.batches.sync_window(w.batch_id).await.unwrap();
+        assert_eq!(
+            at_sage(&w),
+            (BatchStatus::PartiallyPaid, vec![Paid, Failed, Paid])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_recorded_before_the_payments_watch_is_windowed_from_all_its_payments() {
+        let mut w = world(&["10", "20"]).await;
+        w.batches.take(w.batch_id, None).await.unwrap();
+        let mut record = w.store.batch(w.batch_id).await.unwrap().unwrap();
+        record.watched_payments = false;
+        let payments = w.store.payments(w.batch_id).await.unwrap();
+        w.store.record_batch(&record, &payments).await.unwrap();
+        w.batches.requeue = Some(Arc::new(Requeue::default()));
+
+        w.batches
+            .on_event(&event(w.payment_ids[0], 2, "settled"))
+            .await
+            .unwrap();
+        // Planned to fail: a window that reads by the watch meets it.
+        w.store.fail_next("payments_owing", planned());
+        w.batches.sync_window(w.batch_id).await.unwrap();
+        use PaymentStatus::*;
+        assert_eq!(
+            at_sage(&w),
+            (BatchStatus::Processing, vec![Paid, Processing])
+        );
+        assert!(
+            w.store.payments_owing(w.batch_id).await.is_err(),
+            "the window never read by the watch"
+        );
     }
 
     #[tokio::test]

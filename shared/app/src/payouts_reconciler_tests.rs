@@ -71,6 +71,7 @@ async fn recorded(w: &World, batch_id: Uuid, payments: &[(Uuid, PaymentStatus, b
         payment_count: payments.len(),
         checked_at: now(),
         decision_patched: true,
+        watched_payments: true,
     };
     let payments: Vec<PaymentRecord> = payments
         .iter()

@@ -6,7 +6,7 @@
 //! `PO#CONSENT#{consentId}` for the bank's consent events).
 
 use connector_domain::payouts::authorise::{Binding, Completion, LinkRecord, LoginSession};
-use connector_domain::payouts::batches::{BatchRecord, PaymentRecord};
+use connector_domain::payouts::batches::{BatchRecord, PaymentRecord, Watch};
 use connector_domain::payouts::creditors::Creditor;
 use connector_domain::payouts::onboarding::AuthLink;
 use connector_domain::payouts::parties::DebtorAccount;
@@ -272,12 +272,41 @@ struct BatchItem {
     batch: BatchRecord,
 }
 
+/// A payment under its batch. Its `pendingKey` puts it in the table's sparse `pending` index
+/// (which holds Banking Service's pending transactions in their own partitions) while its
+/// batch's windows need it: under [`OWING`] or [`MOVING`] as its [`PaymentRecord::watch`] says.
 #[derive(Serialize, Deserialize)]
 struct PaymentItem {
     pk: String,
     sk: String,
+    #[serde(
+        rename = "pendingKey",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    watch: Option<String>,
     #[serde(flatten)]
     payment: PaymentRecord,
+}
+
+const OWING: &str = "OWING#";
+const MOVING: &str = "MOVING#";
+
+impl PaymentItem {
+    fn of(payment: &PaymentRecord) -> Self {
+        let prefix = |w| match w {
+            Watch::Owing => OWING,
+            Watch::Moving => MOVING,
+        };
+        PaymentItem {
+            pk: batch_pk(payment.batch_id),
+            sk: payment_sk(payment.payment_id),
+            watch: payment
+                .watch()
+                .map(|w| format!("{}{}", prefix(w), payment.payment_id)),
+            payment: payment.clone(),
+        }
+    }
 }
 
 /// Where a bank event finds its payment's batch.
@@ -298,11 +327,7 @@ impl Table {
     ) -> Result<(), StoreError> {
         let mut items = Vec::with_capacity(payments.len() * 2);
         for p in payments {
-            items.push(crate::table::to_item(&PaymentItem {
-                pk: batch_pk(p.batch_id),
-                sk: payment_sk(p.payment_id),
-                payment: p.clone(),
-            })?);
+            items.push(crate::table::to_item(&PaymentItem::of(p))?);
             items.push(crate::table::to_item(&PaymentLookup {
                 pk: payment_lookup_pk(p.payment_id),
                 sk: "PAY".into(),
@@ -368,6 +393,46 @@ impl Table {
     pub async fn batch_payments(&self, batch_id: Uuid) -> Result<Vec<PaymentRecord>, StoreError> {
         let items: Vec<PaymentItem> = self.query_as(batch_pk(batch_id), Some("PAY#")).await?;
         Ok(items.into_iter().map(|i| i.payment).collect())
+    }
+
+    pub async fn payments_owing(&self, batch_id: Uuid) -> Result<Vec<PaymentRecord>, StoreError> {
+        let mut items = self
+            .watch_query(batch_id, OWING)
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
+            out.push(crate::table::from_item::<PaymentItem>(item)?.payment);
+        }
+        Ok(out)
+    }
+
+    pub async fn any_payment_moving(&self, batch_id: Uuid) -> Result<bool, StoreError> {
+        let page = self
+            .watch_query(batch_id, MOVING)
+            .limit(1)
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(!page.items().is_empty())
+    }
+
+    /// The batch's payments under one watch, strongly consistent (the index is local).
+    fn watch_query(
+        &self,
+        batch_id: Uuid,
+        prefix: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        use crate::table::s;
+        self.client
+            .query()
+            .table_name(&self.name)
+            .index_name(crate::table::PENDING_INDEX)
+            .key_condition_expression("pk = :pk AND begins_with(pendingKey, :watch)")
+            .expression_attribute_values(":pk", s(batch_pk(batch_id)))
+            .expression_attribute_values(":watch", s(prefix))
+            .consistent_read(true)
     }
 
     pub async fn payment_record(
@@ -455,11 +520,7 @@ impl Table {
     /// Writes the record if the stored one is the version before it.
     pub async fn save_payment(&self, record: &PaymentRecord) -> Result<(), StoreError> {
         use aws_sdk_dynamodb::types::AttributeValue;
-        let item = crate::table::to_item(&PaymentItem {
-            pk: batch_pk(record.batch_id),
-            sk: payment_sk(record.payment_id),
-            payment: record.clone(),
-        })?;
+        let item = crate::table::to_item(&PaymentItem::of(record))?;
         self.client
             .put_item()
             .table_name(&self.name)

@@ -535,6 +535,17 @@ impl BatchStore for Table {
         Box::pin(Table::batch_payments(self, batch_id))
     }
 
+    fn payments_owing(
+        &self,
+        batch_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>> {
+        Box::pin(Table::payments_owing(self, batch_id))
+    }
+
+    fn any_moving(&self, batch_id: Uuid) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(Table::any_payment_moving(self, batch_id))
+    }
+
     fn payment(
         &self,
         payment_id: Uuid,

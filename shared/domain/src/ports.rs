@@ -727,6 +727,15 @@ pub trait BatchStore: Send + Sync {
     /// leaving the rest of the record as it is.
     fn note_decision_patched(&self, batch_id: Uuid) -> BoxFuture<'_, Result<(), StoreError>>;
     fn payments(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>>;
+    /// The batch's payments whose [`PaymentRecord::watch`] is `Owing`, read consistently: what
+    /// a window sends, without reading the rest.
+    fn payments_owing(
+        &self,
+        batch_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>>;
+    /// Whether a payment of the batch is `Moving` ([`PaymentRecord::watch`]), read
+    /// consistently: with the owing ones, whether the batch may have its final status.
+    fn any_moving(&self, batch_id: Uuid) -> BoxFuture<'_, Result<bool, StoreError>>;
     fn payment(&self, payment_id: Uuid)
     -> BoxFuture<'_, Result<Option<PaymentRecord>, StoreError>>;
     /// Writes `record` (its version one above what was read) if the stored one still has

@@ -85,6 +85,28 @@ impl PaymentRecord {
     pub fn return_untold(&self) -> bool {
         self.returned.is_some() && !self.return_told
     }
+
+    /// Where the record stands for its batch's windows, which read only what they need: the
+    /// payments Sage lacks something of, and whether any other is still moving. `None`: final
+    /// and known to Sage.
+    pub fn watch(&self) -> Option<Watch> {
+        if self.owes_sage() {
+            Some(Watch::Owing)
+        } else if !self.status.is_terminal() {
+            Some(Watch::Moving)
+        } else {
+            None
+        }
+    }
+}
+
+/// A payment's place among those its batch's windows look at ([`PaymentRecord::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Sage lacks something of it.
+    Owing,
+    /// Sage has it, and it is not final.
+    Moving,
 }
 
 /// The connector's record of a batch.
@@ -106,6 +128,11 @@ pub struct BatchRecord {
     /// record without it predates the field: its payments were noted one by one.
     #[serde(default = "sent_before_the_field")]
     pub decision_patched: bool,
+    /// Whether its payments are stored under their [`PaymentRecord::watch`], so that a window
+    /// reads only those it needs. A record without it predates the field: its windows read
+    /// every payment.
+    #[serde(default)]
+    pub watched_payments: bool,
 }
 
 fn sent_before_the_field() -> bool {
@@ -148,6 +175,7 @@ pub fn decide(batch: &BatchView, ctx: &BatchContext) -> Decided {
         payment_count: batch.payments.len(),
         checked_at: ctx.now,
         decision_patched: false,
+        watched_payments: true,
     };
     let reject_all = |reason: String| Decided {
         batch: record(BatchStatus::Rejected, Some(reason.clone())),
@@ -399,6 +427,34 @@ pub fn refused_by_bank(record: &PaymentRecord, reasons: &str) -> PaymentRecord {
 mod tests {
     use super::*;
     use crate::payouts::parties::PartyStatus;
+
+    #[test]
+    fn a_payment_is_watched_while_sage_lacks_something_of_it_or_it_moves() {
+        let record = |status: &str, patched: bool, returned: Option<&str>, told: bool| {
+            serde_json::from_value::<PaymentRecord>(json!({
+                "paymentId": Uuid::nil(), "batchId": Uuid::nil(), "status": status,
+                "patched": patched, "returned": returned, "returnTold": told,
+            }))
+            .unwrap()
+            .watch()
+        };
+        assert_eq!(record("Processing", false, None, false), Some(Watch::Owing));
+        assert_eq!(record("Paid", false, None, false), Some(Watch::Owing));
+        assert_eq!(record("Processing", true, None, false), Some(Watch::Moving));
+        assert_eq!(record("Paid", true, Some(""), false), Some(Watch::Owing));
+        assert_eq!(record("Paid", true, Some(""), true), None);
+        assert_eq!(record("Rejected", true, None, false), None);
+    }
+
+    #[test]
+    fn a_batch_recorded_before_the_payments_watch_says_so() {
+        let old: BatchRecord = serde_json::from_value(json!({
+            "batchId": Uuid::nil(), "status": "Processing", "paymentCount": 2,
+            "checkedAt": "2026-03-01T09:00:00Z",
+        }))
+        .unwrap();
+        assert!(old.decision_patched && !old.watched_payments, "{old:?}");
+    }
 
     fn now() -> DateTime<Utc> {
         "2026-03-01T09:00:00Z".parse().unwrap()
