@@ -5,7 +5,7 @@
 //! uniqueId it holds), and the clock moves only when a test moves it. Any call can be made to
 //! fail once, to play a fault or a crash between two writes.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -100,6 +100,8 @@ struct StoreState {
     /// By payment id (ordered, so that listings are stable).
     payments: BTreeMap<Uuid, PaymentRecord>,
     open: BTreeMap<(u8, String), OpenItem>,
+    /// Open items touched since they were last opened.
+    touched: BTreeSet<(u8, String)>,
     feed_read_to: u64,
     sync_leases: HashMap<Uuid, DateTime<Utc>>,
     /// Announced authorisations and their bank.
@@ -1805,22 +1807,28 @@ impl BatchStore for MemoryStore {
 impl OpenWork for MemoryStore {
     fn open<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with("open", move |s| {
-            s.open
-                .insert((item.kind as u8, item.id.clone()), item.clone());
+            let key = (item.kind as u8, item.id.clone());
+            s.touched.remove(&key);
+            s.open.insert(key, item.clone());
         })
     }
 
     fn touch<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with("touch", move |s| {
-            s.open
-                .entry((item.kind as u8, item.id.clone()))
-                .or_insert_with(|| item.clone());
+            let key = (item.kind as u8, item.id.clone());
+            s.touched.insert(key.clone());
+            s.open.entry(key).or_insert_with(|| item.clone());
         })
     }
 
-    fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         self.with("close", move |s| {
-            s.open.remove(&(kind as u8, id.to_string()));
+            let key = (kind as u8, id.to_string());
+            let untouched = !s.touched.contains(&key);
+            if untouched {
+                s.open.remove(&key);
+            }
+            untouched
         })
     }
 

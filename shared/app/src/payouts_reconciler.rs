@@ -165,13 +165,25 @@ impl PayoutsReconciler {
     ) -> Result<bool, MessageError> {
         match look {
             Ok(Look::Closed) => {
-                self.open.close(item.kind, &item.id).await?;
-                Ok(true)
+                if self.open.close(item.kind, &item.id).await? {
+                    return Ok(true);
+                }
+                // Touched since the look opened it (a return pushed meanwhile, say): the look
+                // may have concluded on reads from before the touch's change, so the next run
+                // looks again.
+                self.open
+                    .open(&OpenItem {
+                        due_at: self.clock.now(),
+                        ..item.clone()
+                    })
+                    .await?;
+                Ok(false)
             }
             Ok(Look::Later) => self.later(item).await.map(|()| false),
             // Can never succeed (an item the connector did not write): closed, with the reason.
             Err(MessageError::Poison(reason)) => {
                 tracing::error!(kind = ?item.kind, id = %item.id, %reason, "a Payments Out item that cannot be reconciled: closed");
+                // Left when touched since: the next run looks, and closes, again.
                 self.open.close(item.kind, &item.id).await?;
                 Err(MessageError::Poison(reason))
             }

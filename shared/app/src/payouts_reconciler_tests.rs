@@ -7,7 +7,7 @@ use connector_domain::payouts::authorise::{LOGIN_GRACE, LoginSession};
 use connector_domain::payouts::batches::{BatchRecord, PaymentRecord};
 use connector_domain::payouts::onboarding::{AuthLink, SubscriptionView};
 use connector_domain::payouts::status::BatchStatus;
-use connector_domain::ports::{BatchChange, BatchStore, CallError, StoreError};
+use connector_domain::ports::{BatchChange, BatchStore, BoxFuture, CallError, StoreError};
 
 use super::*;
 use crate::fakes::FakeConsents;
@@ -803,4 +803,86 @@ async fn a_return_noted_but_never_told_is_told_when_the_feed_shows_it() {
         report_unpushed(0, 0, 0, 1)
     );
     assert_eq!(returns_told(&w), vec![payment_id.to_string()]);
+}
+
+/// Open work whose first close meets a return pushed after the look read the batch, while a
+/// dead holder keeps the batch's outcome lease: the push recorded the return and touched the
+/// batch's item.
+struct ReturnPushedBeforeClose {
+    store: Arc<crate::fakes::MemoryStore>,
+    payment_id: std::sync::Mutex<Option<Uuid>>,
+}
+
+impl OpenWork for ReturnPushedBeforeClose {
+    fn open<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.store.open(item)
+    }
+
+    fn touch<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.store.touch(item)
+    }
+
+    fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let pushed = self.payment_id.lock().unwrap().take();
+            if let Some(payment_id) = pushed {
+                let paid = self.store.payment(payment_id).await?.expect("recorded");
+                let returned = PaymentRecord {
+                    returned: Some(String::new()),
+                    version: paid.version + 1,
+                    ..paid
+                };
+                self.store.save_payment(&returned).await?;
+                let watch = OpenItem {
+                    kind,
+                    id: id.to_string(),
+                    due_at: DateTime::<Utc>::MAX_UTC,
+                };
+                self.store.touch(&watch).await?;
+            }
+            self.store.close(kind, id).await
+        })
+    }
+
+    fn due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<OpenItem>, StoreError>> {
+        self.store.due(now)
+    }
+
+    fn feed_read_to(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.store.feed_read_to()
+    }
+
+    fn set_feed_read_to(&self, event_seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.store.set_feed_read_to(event_seq)
+    }
+}
+
+#[tokio::test]
+async fn a_return_pushed_between_a_look_and_its_close_is_looked_at_again_and_told() {
+    let (w, payment_id) = settled_by_its_push().await;
+    w.clock.set(minutes(16));
+    assert!(
+        w.store
+            .lease_sync(w.batch_id, minutes(26), minutes(16))
+            .await
+            .unwrap(),
+        "a dead holder's lease"
+    );
+    let mut r = w.reconciler();
+    r.open = Arc::new(ReturnPushedBeforeClose {
+        store: w.store.clone(),
+        payment_id: std::sync::Mutex::new(Some(payment_id)),
+    });
+    assert_eq!(r.run().await.unwrap(), report(1, 0, 0), "not closed");
+    let batch = w.batch_id.to_string();
+    assert_eq!(
+        due_at(&w, OpenKind::Batch, &batch).await,
+        Some(minutes(16)),
+        "due at once"
+    );
+    assert!(returns_told(&w).is_empty());
+    w.clock.set(minutes(17));
+    assert_eq!(r.run().await.unwrap(), report(1, 1, 0));
+    assert_eq!(returns_told(&w), vec![payment_id.to_string()]);
+    assert!(nothing_watched(&w).await);
 }

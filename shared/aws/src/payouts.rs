@@ -541,6 +541,9 @@ impl Table {
 /// The Payments Out reconciler's open work, in one partition it reads whole.
 const OPEN_PK: &str = "PO#OPEN";
 
+/// Marks an item touched since it was last opened (see [`Table::close_work`]).
+const TOUCHED: &str = "touched";
+
 fn open_sk(kind: OpenKind, id: &str) -> String {
     format!("{kind:?}#{id}")
 }
@@ -564,7 +567,7 @@ impl Table {
     }
 
     /// Each attribute written only where the item lacks it: one already there keeps its due
-    /// time.
+    /// time. The touch mark is written either way (an open, a whole put, clears it).
     pub async fn touch_work(&self, item: &OpenItem) -> Result<(), StoreError> {
         let mut values = crate::table::to_item(item)?;
         let mut update = self
@@ -574,7 +577,12 @@ impl Table {
             .set_key(Some(Table::key(OPEN_PK, open_sk(item.kind, &item.id))))
             .update_expression(
                 "SET #kind = if_not_exists(#kind, :kind), #id = if_not_exists(#id, :id), \
-                 #due = if_not_exists(#due, :due)",
+                 #due = if_not_exists(#due, :due), #touched = :touched",
+            )
+            .expression_attribute_names("#touched", TOUCHED)
+            .expression_attribute_values(
+                ":touched",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(true),
             );
         for (placeholder, name, value) in [
             ("#kind", "kind", ":kind"),
@@ -592,15 +600,22 @@ impl Table {
         Ok(())
     }
 
-    pub async fn close_work(&self, kind: OpenKind, id: &str) -> Result<(), StoreError> {
-        self.client
+    /// Deleted only without a touch since it was last opened (an open is a whole put).
+    pub async fn close_work(&self, kind: OpenKind, id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
             .delete_item()
             .table_name(&self.name)
             .set_key(Some(Table::key(OPEN_PK, open_sk(kind, id))))
+            .condition_expression("attribute_not_exists(#touched)")
+            .expression_attribute_names("#touched", TOUCHED)
             .send()
-            .await
-            .map_err(from_sdk)?;
-        Ok(())
+            .await;
+        match result.map_err(from_sdk) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// One item of open work, due or not (the operator tool asks whether the reconciler still

@@ -583,7 +583,7 @@ impl OpenWork for Table {
         Box::pin(Table::touch_work(self, item))
     }
 
-    fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(Table::close_work(self, kind, id))
     }
 
