@@ -79,8 +79,8 @@ async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage()
 }
 
 /// Open work through the DynamoDB adapter: a touch adds an item that is not there and leaves
-/// the due time of one that is, marking it touched until the next open; an open moves it; a
-/// close takes it only when untouched.
+/// the due time of one that is, marking it touched either way; an open moves it, keeping the
+/// mark; a close takes it only once the mark is cleared.
 async fn a_touch_never_puts_a_planned_look_off(stack: &common::TestStack) {
     use connector_domain::ports::{OpenItem, OpenKind};
     let table = connector_aws::Table::new(stack.dynamodb.clone(), stack.table_name.clone());
@@ -107,19 +107,27 @@ async fn a_touch_never_puts_a_planned_look_off(stack: &common::TestStack) {
     assert_eq!(due().await, Some(at(15)), "added");
     table.touch_work(&item(at(25))).await.unwrap();
     assert_eq!(due().await, Some(at(15)), "kept");
-    // Touched since it was opened: a close leaves it.
-    assert!(
-        !table.close_work(OpenKind::Batch, &id).await.unwrap(),
-        "touched"
-    );
+    // Marked touched: a close leaves it, and so after an open, which keeps the mark.
+    let close = async || table.close_work(OpenKind::Batch, &id).await.unwrap();
+    assert!(!close().await, "touched");
     assert_eq!(due().await, Some(at(15)), "left");
     table.open_work(&item(at(30))).await.unwrap();
     assert_eq!(due().await, Some(at(30)), "moved by an open");
-    assert!(
-        table.close_work(OpenKind::Batch, &id).await.unwrap(),
-        "opened since"
-    );
+    assert!(!close().await, "still touched");
+    // The mark cleared (as a look does before it reads): closed.
+    table.untouch_work(OpenKind::Batch, &id).await.unwrap();
+    assert!(close().await, "untouched");
     assert_eq!(due().await, None);
+    // Clearing the mark of an item that is not there adds nothing.
+    table.untouch_work(OpenKind::Batch, &id).await.unwrap();
+    assert!(
+        table
+            .open_item(OpenKind::Batch, &id)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing added"
+    );
 }
 
 /// A window's reads through the DynamoDB adapter: the payments Sage lacks, and whether any

@@ -100,7 +100,7 @@ struct StoreState {
     /// By payment id (ordered, so that listings are stable).
     payments: BTreeMap<Uuid, PaymentRecord>,
     open: BTreeMap<(u8, String), OpenItem>,
-    /// Open items touched since they were last opened.
+    /// Open items marked touched.
     touched: BTreeSet<(u8, String)>,
     feed_read_to: u64,
     sync_leases: HashMap<Uuid, DateTime<Utc>>,
@@ -1807,9 +1807,8 @@ impl BatchStore for MemoryStore {
 impl OpenWork for MemoryStore {
     fn open<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with("open", move |s| {
-            let key = (item.kind as u8, item.id.clone());
-            s.touched.remove(&key);
-            s.open.insert(key, item.clone());
+            s.open
+                .insert((item.kind as u8, item.id.clone()), item.clone());
         })
     }
 
@@ -1818,6 +1817,12 @@ impl OpenWork for MemoryStore {
             let key = (item.kind as u8, item.id.clone());
             s.touched.insert(key.clone());
             s.open.entry(key).or_insert_with(|| item.clone());
+        })
+    }
+
+    fn untouch<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with("untouch", move |s| {
+            s.touched.remove(&(kind as u8, id.to_string()));
         })
     }
 

@@ -373,12 +373,13 @@ impl Batches {
 
     /// What a window PATCHes, read as cheaply as it can be: the payments Sage lacks, unless
     /// the batch's status may be final (it needs every payment's), its decision PATCH is
-    /// unsent (it carries every payment), or its payments predate their watch.
+    /// unsent (it carries every payment), or its payments predate their watch. Owing only
+    /// returns to tell, nothing is PATCHed, and the batch's status is not needed.
     async fn read_owed(&self, record: &BatchRecord) -> Result<Read, MessageError> {
         let batch_id = record.batch_id;
         if record.decision_patched && record.watched_payments {
             let owing = self.store.payments_owing(batch_id).await?;
-            if owing.is_empty()
+            if owing.iter().all(|p| p.patched)
                 || owing.iter().any(|p| !p.status.is_terminal())
                 || self.store.any_moving(batch_id).await?
             {
@@ -530,11 +531,27 @@ impl Batches {
     }
 
     /// One window's work: the PATCH of what Sage lacks, then any return to tell.
-    pub(crate) async fn patch_and_tell(
+    async fn patch_and_tell(&self, record: &mut BatchRecord) -> Result<(), MessageError> {
+        let read = self.read_owed(record).await?;
+        self.patch_and_tell_from(record, read).await
+    }
+
+    /// [`Self::patch_and_tell`] from every payment: the reconciler's look, which so also finds
+    /// a change that another release recorded without its watch (and, noting it, writes it
+    /// with one).
+    pub(crate) async fn patch_and_tell_all(
         &self,
         record: &mut BatchRecord,
     ) -> Result<(), MessageError> {
-        let read = self.read_owed(record).await?;
+        let all = self.store.payments(record.batch_id).await?;
+        self.patch_and_tell_from(record, Read::Whole(all)).await
+    }
+
+    async fn patch_and_tell_from(
+        &self,
+        record: &mut BatchRecord,
+        read: Read,
+    ) -> Result<(), MessageError> {
         let now = self.patch_unsent(record, read).await?;
         self.tell_returns(record, &now).await
     }
@@ -1360,26 +1377,30 @@ mod tests {
         };
         use PaymentStatus::*;
 
-        w.batches.on_event(&event(a, 2, "settled")).await.unwrap();
+        w.batches.on_event(&event(a, 2, "failed")).await.unwrap();
         // Planned to fail: a window that reads the whole batch meets it.
         w.store.fail_next("payments", planned());
         w.batches.sync_window(w.batch_id).await.unwrap();
         assert_eq!(
             at_sage(&w),
-            (BatchStatus::Processing, vec![Paid, Processing, Processing])
+            (
+                BatchStatus::Processing,
+                vec![Failed, Processing, Processing]
+            )
         );
         assert!(
             w.store.payments(w.batch_id).await.is_err(),
             "the window never read the whole batch"
         );
 
-        // The last outcomes: the final status needs every payment, so the window reads them.
-        w.batches.on_event(&event(b, 2, "failed")).await.unwrap();
+        // The last outcomes: the final status needs every payment (these two alone would
+        // make it `Paid`), so the window reads them.
+        w.batches.on_event(&event(b, 2, "settled")).await.unwrap();
         w.batches.on_event(&event(c, 2, "settled")).await.unwrap();
         w.batches.sync_window(w.batch_id).await.unwrap();
         assert_eq!(
             at_sage(&w),
-            (BatchStatus::PartiallyPaid, vec![Paid, Failed, Paid])
+            (BatchStatus::PartiallyPaid, vec![Failed, Paid, Paid])
         );
     }
 

@@ -74,7 +74,11 @@ impl PayoutsReconciler {
         let due = self.open.due(self.clock.now()).await?;
         let looks: Vec<(OpenItem, Result<Look, MessageError>)> = futures::stream::iter(due)
             .map(|item| async move {
-                let look = self.look(&item).await;
+                // A touch from now on (a return pushed during the look) keeps the item open.
+                let look = match self.open.untouch(item.kind, &item.id).await {
+                    Ok(()) => self.look(&item).await,
+                    Err(e) => Err(e.into()),
+                };
                 (item, look)
             })
             .buffer_unordered(8)
@@ -168,9 +172,9 @@ impl PayoutsReconciler {
                 if self.open.close(item.kind, &item.id).await? {
                     return Ok(true);
                 }
-                // Touched since the look opened it (a return pushed meanwhile, say): the look
-                // may have concluded on reads from before the touch's change, so the next run
-                // looks again.
+                // Touched during the look (a return pushed meanwhile, say): the look may have
+                // concluded on reads from before the touch's change, so the next run looks
+                // again.
                 self.open
                     .open(&OpenItem {
                         due_at: self.clock.now(),
@@ -183,7 +187,7 @@ impl PayoutsReconciler {
             // Can never succeed (an item the connector did not write): closed, with the reason.
             Err(MessageError::Poison(reason)) => {
                 tracing::error!(kind = ?item.kind, id = %item.id, %reason, "a Payments Out item that cannot be reconciled: closed");
-                // Left when touched since: the next run looks, and closes, again.
+                // Left when touched during the look: the next run looks, and closes, again.
                 self.open.close(item.kind, &item.id).await?;
                 Err(MessageError::Poison(reason))
             }
@@ -242,7 +246,7 @@ impl PayoutsReconciler {
         // A return the product was never told of (its message failed): told now. On the
         // record as `take` left it: its decision PATCH is sent by now.
         record.decision_patched = true;
-        self.batches.patch_and_tell(&mut record).await?;
+        self.batches.patch_and_tell_all(&mut record).await?;
         let payments = self.batches.store.payments(batch_id).await?;
         let settled = payments.iter().all(|p| {
             !p.owes_sage() && (p.status.is_terminal() || p.status == PaymentStatus::Received)

@@ -499,6 +499,8 @@ async fn an_item_that_can_never_be_reconciled_is_counted_and_closed() {
         due_at: now(),
     };
     w.store.open(&item).await.unwrap();
+    // Touched before the run (a push for it): the look takes note of that before it reads.
+    w.store.touch(&item).await.unwrap();
     assert_eq!(w.reconciler().run().await.unwrap(), report(1, 0, 1));
     // Not re-opened: it would fail the same way on every run.
     assert!(nothing_watched(&w).await);
@@ -807,10 +809,12 @@ async fn a_return_noted_but_never_told_is_told_when_the_feed_shows_it() {
 
 /// Open work whose first close meets a return pushed after the look read the batch, while a
 /// dead holder keeps the batch's outcome lease: the push recorded the return and touched the
-/// batch's item.
+/// batch's item (and, with `then_watched`, a redelivered notification of the batch watched it
+/// again before the close).
 struct ReturnPushedBeforeClose {
     store: Arc<crate::fakes::MemoryStore>,
     payment_id: std::sync::Mutex<Option<Uuid>>,
+    then_watched: bool,
 }
 
 impl OpenWork for ReturnPushedBeforeClose {
@@ -820,6 +824,10 @@ impl OpenWork for ReturnPushedBeforeClose {
 
     fn touch<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>> {
         self.store.touch(item)
+    }
+
+    fn untouch<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.store.untouch(kind, id)
     }
 
     fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
@@ -839,6 +847,9 @@ impl OpenWork for ReturnPushedBeforeClose {
                     due_at: DateTime::<Utc>::MAX_UTC,
                 };
                 self.store.touch(&watch).await?;
+                if self.then_watched {
+                    self.store.open(&watch).await?;
+                }
             }
             self.store.close(kind, id).await
         })
@@ -859,6 +870,15 @@ impl OpenWork for ReturnPushedBeforeClose {
 
 #[tokio::test]
 async fn a_return_pushed_between_a_look_and_its_close_is_looked_at_again_and_told() {
+    a_return_pushed_before_the_close(false).await;
+}
+
+#[tokio::test]
+async fn a_return_pushed_then_watched_again_before_the_close_is_still_looked_at_again() {
+    a_return_pushed_before_the_close(true).await;
+}
+
+async fn a_return_pushed_before_the_close(then_watched: bool) {
     let (w, payment_id) = settled_by_its_push().await;
     w.clock.set(minutes(16));
     assert!(
@@ -872,6 +892,7 @@ async fn a_return_pushed_between_a_look_and_its_close_is_looked_at_again_and_tol
     r.open = Arc::new(ReturnPushedBeforeClose {
         store: w.store.clone(),
         payment_id: std::sync::Mutex::new(Some(payment_id)),
+        then_watched,
     });
     assert_eq!(r.run().await.unwrap(), report(1, 0, 0), "not closed");
     let batch = w.batch_id.to_string();
@@ -885,4 +906,28 @@ async fn a_return_pushed_between_a_look_and_its_close_is_looked_at_again_and_tol
     assert_eq!(r.run().await.unwrap(), report(1, 1, 0));
     assert_eq!(returns_told(&w), vec![payment_id.to_string()]);
     assert!(nothing_watched(&w).await);
+}
+
+/// A change recorded by another release (during a deploy, or after a rollback) lacks its
+/// payment's watch, so windows never see it: the reconciler's look reads every payment.
+#[tokio::test]
+async fn the_reconcilers_look_tells_a_return_from_every_payment_not_from_the_watch() {
+    let (w, payment_id) = settled_by_its_push().await;
+    w.clock.set(minutes(16));
+    let paid = w.store.payment(payment_id).await.unwrap().unwrap();
+    let returned = PaymentRecord {
+        returned: Some(String::new()),
+        version: paid.version + 1,
+        ..paid
+    };
+    w.store.save_payment(&returned).await.unwrap();
+    // Planned to fail: a look that reads by the watch meets it.
+    w.store
+        .fail_next("payments_owing", StoreError::Unavailable("planned".into()));
+    assert_eq!(w.reconciler().run().await.unwrap(), report(1, 1, 0));
+    assert_eq!(returns_told(&w), vec![payment_id.to_string()]);
+    assert!(
+        w.store.payments_owing(w.batch_id).await.is_err(),
+        "the look never read by the watch"
+    );
 }

@@ -557,33 +557,51 @@ struct OpenRecord {
 }
 
 impl Table {
+    /// An update, not a put: the item's touch mark stays.
     pub async fn open_work(&self, item: &OpenItem) -> Result<(), StoreError> {
-        self.put_as(&OpenRecord {
-            pk: OPEN_PK.into(),
-            sk: open_sk(item.kind, &item.id),
-            item: item.clone(),
-        })
-        .await
+        self.set_work(item, "SET #kind = :kind, #id = :id, #due = :due")?
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(())
     }
 
     /// Each attribute written only where the item lacks it: one already there keeps its due
-    /// time. The touch mark is written either way (an open, a whole put, clears it).
+    /// time. The touch mark is set either way.
     pub async fn touch_work(&self, item: &OpenItem) -> Result<(), StoreError> {
+        self.set_work(
+            item,
+            "SET #kind = if_not_exists(#kind, :kind), #id = if_not_exists(#id, :id), \
+             #due = if_not_exists(#due, :due), #touched = :touched",
+        )?
+        .expression_attribute_names("#touched", TOUCHED)
+        .expression_attribute_values(
+            ":touched",
+            aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+        )
+        .send()
+        .await
+        .map_err(from_sdk)?;
+        Ok(())
+    }
+
+    /// An update of the item by `expression`, which names its attributes `#kind`, `#id` and
+    /// `#due` and their values in `item` `:kind`, `:id` and `:due`.
+    fn set_work(
+        &self,
+        item: &OpenItem,
+        expression: &str,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        StoreError,
+    > {
         let mut values = crate::table::to_item(item)?;
         let mut update = self
             .client
             .update_item()
             .table_name(&self.name)
             .set_key(Some(Table::key(OPEN_PK, open_sk(item.kind, &item.id))))
-            .update_expression(
-                "SET #kind = if_not_exists(#kind, :kind), #id = if_not_exists(#id, :id), \
-                 #due = if_not_exists(#due, :due), #touched = :touched",
-            )
-            .expression_attribute_names("#touched", TOUCHED)
-            .expression_attribute_values(
-                ":touched",
-                aws_sdk_dynamodb::types::AttributeValue::Bool(true),
-            );
+            .update_expression(expression);
         for (placeholder, name, value) in [
             ("#kind", "kind", ":kind"),
             ("#id", "id", ":id"),
@@ -596,11 +614,28 @@ impl Table {
                 .expression_attribute_names(placeholder, name)
                 .expression_attribute_values(value, v);
         }
-        update.send().await.map_err(from_sdk)?;
-        Ok(())
+        Ok(update)
     }
 
-    /// Deleted only without a touch since it was last opened (an open is a whole put).
+    /// Only an item that is there: an update would otherwise create one without attributes.
+    pub async fn untouch_work(&self, kind: OpenKind, id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Table::key(OPEN_PK, open_sk(kind, id))))
+            .update_expression("REMOVE #touched")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#touched", TOUCHED)
+            .send()
+            .await;
+        match result.map_err(from_sdk) {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deleted only while it is not marked touched.
     pub async fn close_work(&self, kind: OpenKind, id: &str) -> Result<bool, StoreError> {
         let result = self
             .client

@@ -583,6 +583,10 @@ impl OpenWork for Table {
         Box::pin(Table::touch_work(self, item))
     }
 
+    fn untouch<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Table::untouch_work(self, kind, id))
+    }
+
     fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(Table::close_work(self, kind, id))
     }

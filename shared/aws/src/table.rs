@@ -5,7 +5,8 @@
 //! account's position order carry `pendingKey` (a parked transaction, or one found already held
 //! by Banking Service, loses it); those at or below the account's watermark are delivered, so a
 //! strongly consistent query on it for keys above the watermark returns the account's pending
-//! transactions in statement order.
+//! transactions in statement order. In a Payments Out batch's partition, the payments its outcome
+//! windows need carry it too (`OWING#…`, `MOVING#…`; see `payouts.rs`).
 //!
 //! What the reconciler lists on every run has its own partition, so that it never scans a table
 //! holding every transaction: `ACCOUNTS` (one item per account, written right after the account;
@@ -21,7 +22,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 pub type Item = HashMap<String, AttributeValue>;
 
-/// Name of the sparse local secondary index over pending transactions.
+/// Name of the sparse local secondary index over pending transactions (and, in their batches'
+/// partitions, the Payments Out payments a window needs).
 pub const PENDING_INDEX: &str = "pending";
 
 pub use connector_domain::ports::StoreError;

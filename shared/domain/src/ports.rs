@@ -834,14 +834,15 @@ pub struct OpenItem {
 
 /// The reconciler's list of open work.
 pub trait OpenWork: Send + Sync {
-    /// Adds the item, or moves its due time.
+    /// Adds the item, or moves its due time (its touch mark stays).
     fn open<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Adds the item if it is not there; one already there keeps its due time (a look already
-    /// planned is not put off). Either way the item is marked touched until it is next opened.
+    /// planned is not put off). Either way the item is marked touched.
     fn touch<'a>(&'a self, item: &'a OpenItem) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Removes the item unless it was touched since it was last opened: `false`, leaving it,
-    /// when it was (a look that opened it, as working a batch does, and then read, may have
-    /// read before the touch's change).
+    /// Clears the item's touch mark, if the item is there: a look does so before it reads.
+    fn untouch<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Removes the item unless it is marked touched: `false`, leaving it, when it is (a look
+    /// that cleared the mark and then read may have read before the touch's change).
     fn close<'a>(&'a self, kind: OpenKind, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Every item due at `now`.
     fn due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<OpenItem>, StoreError>>;
