@@ -237,6 +237,14 @@ async fn invoke_runs_a_function_against_up_and_ctrl_c_leaves_no_process_behind()
         stderr.contains("ingest failed to start") && stderr.contains("TABLE_NAME"),
         "{stderr}"
     );
+    // po-bank-events needs Payments Out's queue: its outcome windows run in po-worker.
+    let out = invoke(&["po-bank-events", "--unset", "PAYOUTS_QUEUE_URL"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("po-bank-events failed to start") && stderr.contains("PAYOUTS_QUEUE_URL"),
+        "{stderr}"
+    );
 
     let children = descendants(pid);
     assert!(

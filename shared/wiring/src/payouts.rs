@@ -261,6 +261,9 @@ pub async fn payouts_from_env(
 
 /// The bank's pushes: the batches' use cases, and the key the bank presents off AWS.
 pub async fn bank_events(env: &Env) -> Result<BankEvents, ConfigError> {
+    // Required here: without it a batch's outcome window would run inside the bank's request,
+    // under its timeout and without the role's grant on the table's index.
+    env.url("PAYOUTS_QUEUE_URL")?;
     let platform = Platform::from_env(env, QueueNeeds::NONE).await?;
     // Events PATCH batches, never links: no links base.
     let api = Arc::new(payouts_from_env(env, &platform, String::new()).await?);
