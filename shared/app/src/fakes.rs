@@ -111,6 +111,14 @@ struct StoreState {
     consents: HashMap<String, ConsentRecord>,
 }
 
+impl StoreState {
+    fn batch_payments(&self, batch_id: Uuid) -> impl Iterator<Item = &PaymentRecord> {
+        self.payments
+            .values()
+            .filter(move |p| p.batch_id == batch_id)
+    }
+}
+
 type LinkState = (Option<LoginSession>, Option<Completion>, bool);
 
 impl MemoryStore {
@@ -1729,11 +1737,7 @@ impl BatchStore for MemoryStore {
 
     fn payments(&self, batch_id: Uuid) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>> {
         self.with("payments", move |s| {
-            s.payments
-                .values()
-                .filter(|p| p.batch_id == batch_id)
-                .cloned()
-                .collect()
+            s.batch_payments(batch_id).cloned().collect()
         })
     }
 
@@ -1742,9 +1746,8 @@ impl BatchStore for MemoryStore {
         batch_id: Uuid,
     ) -> BoxFuture<'_, Result<Vec<PaymentRecord>, StoreError>> {
         self.with("payments_owing", move |s| {
-            s.payments
-                .values()
-                .filter(|p| p.batch_id == batch_id && p.watch() == Some(Watch::Owing))
+            s.batch_payments(batch_id)
+                .filter(|p| p.watch() == Some(Watch::Owing))
                 .cloned()
                 .collect()
         })
@@ -1752,9 +1755,8 @@ impl BatchStore for MemoryStore {
 
     fn any_moving(&self, batch_id: Uuid) -> BoxFuture<'_, Result<bool, StoreError>> {
         self.with("any_moving", move |s| {
-            s.payments
-                .values()
-                .any(|p| p.batch_id == batch_id && p.watch() == Some(Watch::Moving))
+            s.batch_payments(batch_id)
+                .any(|p| p.watch() == Some(Watch::Moving))
         })
     }
 

@@ -606,20 +606,8 @@ impl Table {
     /// a request. Reads account items only — a scan would read every transaction of the table
     /// on every run (they are kept 400 days), and pay for all of them.
     pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let mut items = self
-            .client
-            .query()
-            .table_name(&self.name)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(REGISTRY_PK))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        let mut ids = Vec::new();
-        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
-            ids.push(from_item::<RegistryItem>(item)?.bank_account_id);
-        }
+        let registry: Vec<RegistryItem> = self.query_as(REGISTRY_PK.into(), None).await?;
+        let ids: Vec<Uuid> = registry.into_iter().map(|r| r.bank_account_id).collect();
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(100) {
             let mut keys: Vec<Item> = chunk

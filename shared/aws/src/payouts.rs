@@ -396,16 +396,9 @@ impl Table {
     }
 
     pub async fn payments_owing(&self, batch_id: Uuid) -> Result<Vec<PaymentRecord>, StoreError> {
-        let mut items = self
-            .watch_query(batch_id, OWING)
-            .into_paginator()
-            .items()
-            .send();
-        let mut out = Vec::new();
-        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
-            out.push(crate::table::from_item::<PaymentItem>(item)?.payment);
-        }
-        Ok(out)
+        let items: Vec<PaymentItem> =
+            crate::table::all_items(self.watch_query(batch_id, OWING)).await?;
+        Ok(items.into_iter().map(|i| i.payment).collect())
     }
 
     pub async fn any_payment_moving(&self, batch_id: Uuid) -> Result<bool, StoreError> {

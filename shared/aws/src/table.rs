@@ -146,12 +146,7 @@ impl Table {
                 .expression_attribute_values(":prefix", s(prefix)),
             None => query.key_condition_expression("pk = :pk"),
         };
-        let mut items = query.into_paginator().items().send();
-        let mut out = Vec::new();
-        while let Some(item) = items.try_next().await.map_err(from_sdk)? {
-            out.push(from_item(item)?);
-        }
-        Ok(out)
+        all_items(query).await
     }
 
     pub(crate) async fn get_as<T: serde::de::DeserializeOwned>(
@@ -166,6 +161,18 @@ impl Table {
                 .map_err(StoreError::corrupt),
         }
     }
+}
+
+/// Every item `query` returns, decoded, page after page through the SDK's paginator.
+pub(crate) async fn all_items<T: serde::de::DeserializeOwned>(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+) -> Result<Vec<T>, StoreError> {
+    let mut items = query.into_paginator().items().send();
+    let mut out = Vec::new();
+    while let Some(item) = items.try_next().await.map_err(from_sdk)? {
+        out.push(from_item(item)?);
+    }
+    Ok(out)
 }
 
 pub(crate) fn s(v: impl Into<String>) -> AttributeValue {

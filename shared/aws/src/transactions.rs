@@ -492,21 +492,11 @@ impl Table {
         &self,
         account: Uuid,
     ) -> Result<Vec<StoredTransaction>, StoreError> {
-        let mut items = self
-            .client
-            .query()
-            .table_name(&self.name)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :u)")
-            .expression_attribute_values(":pk", s(account_pk(account)))
-            .expression_attribute_values(":u", s("U#"))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        let mut out = Vec::new();
-        while let Some(item) = items.try_next().await.map_err(crate::table::from_sdk)? {
-            out.push(from_item::<TransactionItem>(item)?.into_stored()?);
-        }
+        let items: Vec<TransactionItem> = self.query_as(account_pk(account), Some("U#")).await?;
+        let mut out = items
+            .into_iter()
+            .map(TransactionItem::into_stored)
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|t| t.seq);
         Ok(out)
     }
