@@ -17,7 +17,7 @@ use connector_app::payouts_worker::PayoutsWorker;
 use connector_aws::queues::WorkQueue;
 use connector_aws::rate_limit::DynamoRateLimiter;
 use connector_aws::token_cache::DynamoTokenCache;
-use connector_domain::ports::{Clock, SharedTokenCache};
+use connector_domain::ports::{Clock, PayoutsQueue, SharedTokenCache};
 use connector_domain::redirect::RedirectAllowList;
 use connector_sage::payouts::ProviderPayouts;
 use connector_sage::{
@@ -72,10 +72,7 @@ pub async fn intake(env: &Env) -> Result<PayoutsIntake, ConfigError> {
     Ok(PayoutsIntake {
         auth: Arc::new(verifier),
         claims: Arc::new(platform.table.clone()),
-        queue: Arc::new(WorkQueue::new(
-            platform.sqs.clone(),
-            env.url("PAYOUTS_QUEUE_URL")?,
-        )),
+        queue: payouts_queue(env, &platform)?,
         clock: Arc::new(SystemClock),
     })
 }
@@ -104,7 +101,7 @@ pub async fn worker(env: &Env) -> Result<Consumer<PayoutsWorker>, ConfigError> {
             env.required("CREDITOR_KEY_ID")?,
         )),
     };
-    let batches = batches_from_env(env, &platform, api.clone(), bank)?;
+    let batches = batches_from_env(env, &platform, api.clone(), bank, Requeue::IfSet)?;
     let onboarding = Onboarding {
         api,
         links: Arc::new(platform.table.clone()),
@@ -133,13 +130,35 @@ pub fn supported_currencies(env: &Env) -> Vec<String> {
         .collect()
 }
 
+/// Payments Out's work queue (`PAYOUTS_QUEUE_URL`).
+fn payouts_queue(env: &Env, platform: &Platform) -> Result<Arc<WorkQueue>, ConfigError> {
+    Ok(Arc::new(WorkQueue::new(
+        platform.sqs.clone(),
+        env.url("PAYOUTS_QUEUE_URL")?,
+    )))
+}
+
+/// Whether a function's batches requeue their later work on Payments Out's queue.
+#[derive(Clone, Copy)]
+pub enum Requeue {
+    /// Where `PAYOUTS_QUEUE_URL` is set; without it the work runs in place.
+    IfSet,
+    /// A start-up error without `PAYOUTS_QUEUE_URL`.
+    Required,
+}
+
 /// The batches' use cases on the table, Payments Out's client and the bank's.
 pub fn batches_from_env(
     env: &Env,
     platform: &Platform,
     api: Arc<ProviderPayouts>,
     bank: Arc<connector_bank::BankClient>,
+    requeue: Requeue,
 ) -> Result<Batches, ConfigError> {
+    let requeue = match requeue {
+        Requeue::IfSet if env.optional("PAYOUTS_QUEUE_URL").is_none() => None,
+        _ => Some(payouts_queue(env, platform)? as Arc<dyn PayoutsQueue>),
+    };
     let table = Arc::new(platform.table.clone());
     Ok(Batches {
         api: api.clone(),
@@ -157,13 +176,7 @@ pub fn batches_from_env(
         stuck_after: stuck_after(env)?,
         outcome_window: env.duration_secs("OUTCOME_WINDOW_S", Duration::from_secs(1))?,
         submit_budget: env.duration_secs("SUBMIT_BUDGET_S", Duration::from_secs(30))?,
-        requeue: match env.optional("PAYOUTS_QUEUE_URL") {
-            Some(_) => Some(Arc::new(WorkQueue::new(
-                platform.sqs.clone(),
-                env.url("PAYOUTS_QUEUE_URL")?,
-            ))),
-            None => None,
-        },
+        requeue,
     })
 }
 
@@ -261,14 +274,13 @@ pub async fn payouts_from_env(
 
 /// The bank's pushes: the batches' use cases, and the key the bank presents off AWS.
 pub async fn bank_events(env: &Env) -> Result<BankEvents, ConfigError> {
-    // Required here: without it a batch's outcome window would run inside the bank's request,
-    // under its timeout and without the role's grant on the table's index.
-    env.url("PAYOUTS_QUEUE_URL")?;
     let platform = Platform::from_env(env, QueueNeeds::NONE).await?;
     // Events PATCH batches, never links: no links base.
     let api = Arc::new(payouts_from_env(env, &platform, String::new()).await?);
     let bank = bank_from_env(env, &platform, &http_client(env)?).await?;
-    let batches = batches_from_env(env, &platform, api.clone(), bank)?;
+    // The queue is required here: without it a batch's outcome window would run inside the
+    // bank's request, under its timeout and without the role's grant on the table's index.
+    let batches = batches_from_env(env, &platform, api.clone(), bank, Requeue::Required)?;
     let api_key = crate::banking::api_key(env, &platform).await?;
     Ok(BankEvents {
         batches,
@@ -288,7 +300,7 @@ pub async fn reconciler(env: &Env) -> Result<PayoutsReconciler, ConfigError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Ok(PayoutsReconciler {
         open: table.clone(),
-        batches: batches_from_env(env, &platform, api.clone(), bank.clone())?,
+        batches: batches_from_env(env, &platform, api.clone(), bank.clone(), Requeue::IfSet)?,
         onboarding: Onboarding {
             api: api.clone(),
             links: table.clone(),
@@ -327,10 +339,7 @@ pub async fn authorise_page(env: &Env) -> Result<AuthorisePage, ConfigError> {
         bindings: Arc::new(platform.table.clone()),
         bank: bank_from_env(env, &platform, &http).await?,
         api: Arc::new(api),
-        queue: Arc::new(WorkQueue::new(
-            platform.sqs.clone(),
-            env.url("PAYOUTS_QUEUE_URL")?,
-        )),
+        queue: payouts_queue(env, &platform)?,
         clock: Arc::new(SystemClock),
         returns,
         bank_name: env
