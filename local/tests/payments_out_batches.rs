@@ -72,6 +72,7 @@ async fn a_batch_is_checked_paid_at_the_bank_once_and_its_outcome_reaches_sage()
         "{ledger}"
     );
     assert_eq!(po.violations().await.unwrap(), json!([]));
+    // First: it waits for the outcome window to finish, which the reads after it rely on.
     decision_noted_on_the_batch_alone(&stack, batch_id.parse().unwrap()).await;
     payments_are_found_by_their_watch(&stack, batch_id.parse().unwrap()).await;
     a_touch_never_puts_a_planned_look_off(&stack).await;
@@ -214,7 +215,8 @@ async fn payments_are_found_by_their_watch(stack: &common::TestStack, paid: uuid
 }
 
 /// The decision PATCH is noted on the batch's item by one attribute: its outcome lease, beside
-/// it, is left as it was; a batch without a record is refused, as the use case expects.
+/// it, is left as it was; a batch without a record is refused, as the use case expects. The lease
+/// is taken once the outcome window has released it.
 async fn decision_noted_on_the_batch_alone(stack: &common::TestStack, batch_id: uuid::Uuid) {
     let table = connector_aws::Table::new(stack.dynamodb.clone(), stack.table_name.clone());
     let record = table
@@ -223,9 +225,21 @@ async fn decision_noted_on_the_batch_alone(stack: &common::TestStack, batch_id: 
         .unwrap()
         .expect("recorded");
     assert!(record.decision_patched, "{record:?}");
-    let now = chrono::Utc::now();
-    let until = now + chrono::TimeDelta::minutes(10);
-    assert!(table.lease_sync(batch_id, until, now).await.unwrap());
+    // Sage shows the outcome once the window's PATCH is answered; the window releases its lease
+    // only after noting the PATCH, so the lease is free once that is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (until, now) = loop {
+        let now = chrono::Utc::now();
+        let until = now + chrono::TimeDelta::minutes(10);
+        if table.lease_sync(batch_id, until, now).await.unwrap() {
+            break (until, now);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the window never released its lease"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     table.note_decision_patched(batch_id).await.unwrap();
     assert!(
         !table.lease_sync(batch_id, until, now).await.unwrap(),
