@@ -668,6 +668,16 @@ async fn posting_to_an_account_cancelled_behind_our_back_gets_409_and_stops() {
         || async { (table.get_account(id).await.ok()??.status == Ours::Cancelled).then_some(()) },
     )
     .await;
+    // The status is written first, then the pending records parked.
+    let parked = common::eventually("the pending records parked", LONG, || async {
+        let parked = table.parked_records(Some(id), 100).await.ok()?;
+        (!parked.is_empty()).then_some(parked)
+    })
+    .await;
+    assert!(
+        parked.iter().all(|p| p.reason == "AccountCancelled"),
+        "{parked:?}"
+    );
     let metrics = serde_json::to_value(client.metrics().await.unwrap()).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let later = serde_json::to_value(client.metrics().await.unwrap()).unwrap();
@@ -675,8 +685,6 @@ async fn posting_to_an_account_cancelled_behind_our_back_gets_409_and_stops() {
         metrics["requests"], later["requests"],
         "the connector kept calling Banking Service for a cancelled account"
     );
-    let parked = table.parked_records(Some(id), 100).await.unwrap();
-    assert!(!parked.is_empty() && parked.iter().all(|p| p.reason == "AccountCancelled"));
     stack.finish().await;
 }
 
@@ -842,8 +850,15 @@ async fn the_handshake_completes_only_after_the_patch_and_two_tabs_patch_once() 
         cancel(&stack, id, &token),
         cancel(&stack, id, &token),
         async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            stored_handshake(&stack, id).await.0
+            // Read until the claim lands; the PATCH it waits on takes 3 s.
+            let started = std::time::Instant::now();
+            loop {
+                let state = stored_handshake(&stack, id).await.0;
+                if state == "patching" || started.elapsed() > Duration::from_millis(2500) {
+                    return state;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     );
     assert_eq!(
@@ -1122,6 +1137,12 @@ async fn unknown_authorisation_ids_hold_few_instances_and_the_rest_get_a_page_th
         })
         .await
         .expect("the late notification");
+    // Sage's notification is answered once queued; it is in once the worker has stored it.
+    let table = common::table(&stack);
+    common::eventually("the late handshake stored", LONG, || async {
+        table.handshake(late.id).await.ok().flatten()
+    })
+    .await;
     let (status, page, _) = timed_get(&again).await;
     assert_eq!(status, 200);
     ui_token(&page);
