@@ -390,13 +390,8 @@ impl Table {
             )
             .expression_attribute_values(":cancelled", s("cancelled"))
             .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        match res {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await;
+        crate::table::condition_held(res)
     }
 
     /// Takes the account's in-flight claim (invariant 1). Only one caller can hold it.
@@ -454,13 +449,8 @@ impl Table {
             .expression_attribute_values(":claim", value)
             .expression_attribute_values(":token", s(token))
             .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        match res {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await;
+        crate::table::condition_held(res)
     }
 
     /// Advances the poll counter from `seen` to `seen + 1` and records when that poll is due;
@@ -494,13 +484,8 @@ impl Table {
                 aws_sdk_dynamodb::types::AttributeValue::Bool(overdue),
             )
             .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        match res {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await;
+        crate::table::condition_held(res)
     }
 
     /// Releases the claim held by `token`, recording the result. `false` if `token` no longer
@@ -552,16 +537,8 @@ impl Table {
             expr.push_str(" ADD deliveredCount :delivered");
             req = req.expression_attribute_values(":delivered", n(release.delivered));
         }
-        let res = req
-            .update_expression(expr)
-            .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        match res {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let res = req.update_expression(expr).send().await;
+        crate::table::condition_held(res)
     }
 
     /// Removes a stuck in-flight claim without recording any progress (the operator's way out
@@ -593,13 +570,8 @@ impl Table {
             .expression_attribute_values(":attempt", n(seen.attempt))
             .expression_attribute_values(":poll", n(seen.poll_attempt()))
             .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        match res {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await;
+        crate::table::condition_held(res)
     }
 
     /// Every account (for the reconciler): the registry's ids, then the account items, 100 to

@@ -190,13 +190,8 @@ impl Table {
             .expression_attribute_values(":patching", crate::table::s("patching"))
             .expression_attribute_values(":token", crate::table::s(claim.token.clone()))
             .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        match res {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await;
+        crate::table::condition_held(res)
     }
 }
 

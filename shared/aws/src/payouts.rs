@@ -129,11 +129,7 @@ impl Table {
             .expression_attribute_values(":value", value)
             .send()
             .await;
-        match result.map_err(from_sdk) {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        crate::table::condition_held(result)
     }
 
     pub async fn begin_login(
@@ -480,11 +476,7 @@ impl Table {
             )
             .send()
             .await;
-        match result.map_err(from_sdk) {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        crate::table::condition_held(result)
     }
 
     /// One attribute of the batch's item: its lease, written beside it, stays as it is.
@@ -639,11 +631,7 @@ impl Table {
             .expression_attribute_names("#touched", TOUCHED)
             .send()
             .await;
-        match result.map_err(from_sdk) {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        crate::table::condition_held(result)
     }
 
     /// One item of open work, due or not (the operator tool asks whether the reconciler still

@@ -52,13 +52,8 @@ impl DynamoRateLimiter {
             .item("expiresAt", n(expires))
             .condition_expression("attribute_not_exists(pk)")
             .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        match res {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await;
+        crate::table::condition_held(res)
     }
 
     async fn acquire_slot(&self, max_wait: Duration) -> Result<bool, PortError> {

@@ -56,6 +56,20 @@ where
     }
 }
 
+/// Whether a conditional write took effect: `false` when its condition failed, which callers
+/// expect as one of two outcomes (someone else got there first); other errors as `from_sdk`.
+pub(crate) fn condition_held<T, E, R>(sent: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match sent.map_err(from_sdk) {
+        Ok(_) => Ok(true),
+        Err(StoreError::ConditionFailed) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The table, with its client built once per process.
 #[derive(Clone, Debug)]
 pub struct Table {
@@ -106,13 +120,8 @@ impl Table {
             .set_item(Some(to_item(value)?))
             .condition_expression("attribute_not_exists(pk)")
             .send()
-            .await
-            .map_err(from_sdk);
-        match put {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await;
+        condition_held(put)
     }
 
     /// Writes `value` as a whole item, unconditionally (it carries its own `pk` and `sk`).

@@ -119,13 +119,8 @@ impl DynamoTokenCache {
             )
             .expression_attribute_values(":now", n(now.timestamp_millis()))
             .send()
-            .await
-            .map_err(crate::table::from_sdk);
-        match res {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(Self::port(e)),
-        }
+            .await;
+        crate::table::condition_held(res).map_err(Self::port)
     }
 }
 
