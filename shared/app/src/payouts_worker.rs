@@ -44,6 +44,17 @@ fn cancellation_of(
     Ok((batch_id, only))
 }
 
+/// Why a delivery no other arm of [`PayoutsWorker::handle`] takes is poison: a subscription or
+/// a product's message without the `subscriptionId` it is about (and its answer goes to), which
+/// no redrive mends; or a type this release does not handle, which a later one may.
+fn unworkable(kind: &str, key: &str) -> String {
+    if kind == "subscriptions" || MESSAGE_KINDS.contains(&kind) {
+        format!("{kind} without a subscriptionId ({key})")
+    } else {
+        format!("NotYetHandled: {kind} ({key}); redrive once the worker handles it")
+    }
+}
+
 impl PayoutsWorker {
     pub async fn handle(&self, work: PayoutsWork) -> Result<(), MessageError> {
         match work {
@@ -90,9 +101,9 @@ impl PayoutsWorker {
                 self.answer(message).await
             }
             PayoutsWork::SyncBatch { batch_id } => self.batches.sync_window(batch_id).await,
-            PayoutsWork::Notification { kind, key, .. } => Err(MessageError::Poison(format!(
-                "NotYetHandled: {kind} ({key}); redrive once the worker handles it"
-            ))),
+            PayoutsWork::Notification { kind, key, .. } => {
+                Err(MessageError::Poison(unworkable(&kind, &key)))
+            }
         }
     }
 
@@ -176,7 +187,19 @@ impl PayoutsWorker {
 mod tests {
     use serde_json::json;
 
-    use super::cancellation_of;
+    use super::{cancellation_of, unworkable};
+
+    #[test]
+    fn a_known_type_without_its_subscription_is_malformed_and_another_type_not_yet_handled() {
+        for kind in ["subscriptions", "creditorputs", "debtoraccountlistqueries"] {
+            let reason = unworkable(kind, "k-1");
+            assert_eq!(reason, format!("{kind} without a subscriptionId (k-1)"));
+        }
+        assert_eq!(
+            unworkable("mandates", "mandates#m-1"),
+            "NotYetHandled: mandates (mandates#m-1); redrive once the worker handles it"
+        );
+    }
 
     #[test]
     fn a_cancellation_names_its_batch_and_optionally_its_payments() {
