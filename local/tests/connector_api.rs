@@ -851,14 +851,12 @@ async fn the_handshake_completes_only_after_the_patch_and_two_tabs_patch_once() 
         cancel(&stack, id, &token),
         async {
             // Read until the claim lands; the PATCH it waits on takes 3 s.
-            let started = std::time::Instant::now();
-            loop {
+            let claimed = "the claim, while the PATCH is in flight";
+            common::eventually(claimed, Duration::from_millis(2500), || async {
                 let state = stored_handshake(&stack, id).await.0;
-                if state == "patching" || started.elapsed() > Duration::from_millis(2500) {
-                    return state;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+                (state == "patching").then_some(state)
+            })
+            .await
         }
     );
     assert_eq!(

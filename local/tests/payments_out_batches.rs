@@ -227,19 +227,14 @@ async fn decision_noted_on_the_batch_alone(stack: &common::TestStack, batch_id: 
     assert!(record.decision_patched, "{record:?}");
     // Sage shows the outcome once the window's PATCH is answered; the window releases its lease
     // only after noting the PATCH, so the lease is free once that is done.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let (until, now) = loop {
+    let released = "the outcome window releases its lease";
+    let (until, now) = common::eventually(released, std::time::Duration::from_secs(10), || async {
         let now = chrono::Utc::now();
         let until = now + chrono::TimeDelta::minutes(10);
-        if table.lease_sync(batch_id, until, now).await.unwrap() {
-            break (until, now);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the window never released its lease"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+        let taken = table.lease_sync(batch_id, until, now).await.unwrap();
+        taken.then_some((until, now))
+    })
+    .await;
     table.note_decision_patched(batch_id).await.unwrap();
     assert!(
         !table.lease_sync(batch_id, until, now).await.unwrap(),
